@@ -1,0 +1,190 @@
+"""The configuration schema: one dataclass per config node, the single source of every default.
+
+The YAML files under ``conf/`` only choose options and set values; Hydra validates them against these
+dataclasses (registered in the ConfigStore by ``register_configs``). Library code under ``tmexp/core`` and
+``tmexp/envs`` receives these typed sub-configs, never the whole tree.
+
+Schedules are lists of ``[frame, value]`` points over frames played (actions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from tmexp.envs.base import EnvSpec, RewardSpec
+from tmexp.envs.sim.params import SimParams
+from tmexp.envs.tmi.params import TmiParams
+
+
+@dataclass
+class EnvConfig(EnvSpec):
+    """``env``: the backend and the settings every backend shares (see ``tmexp/envs/base.py``)."""
+
+    backend: str = "sim"  # sim | tmi
+    sim: SimParams = field(default_factory=SimParams)
+    tmi: TmiParams = field(default_factory=TmiParams)
+
+
+@dataclass
+class MapConfig:
+    """``map``: which track. ``reference_line_path`` (a Linesight (N, 3) .npy) overrides the built-in track."""
+
+    short_name: str = "A01"
+    map_path: str = ""  # the game's .Challenge.Gbx (env=tmi only)
+    reference_line_path: Optional[str] = None
+    explo_races_per_cycle: int = 64
+    eval_races_per_cycle: int = 1
+
+
+@dataclass
+class CNNConfig:
+    """``nn/vis/cnn``: the vision CNN."""
+
+    type: str = "linesight"  # linesight | impala
+    width_scale: int = 1  # IMPALA channels are (16, 32, 32) x width_scale
+    adaptive_maxpool_size: Optional[int] = None  # IMPALA: adaptive max-pool to (size, size); null = off
+    spectral_norm: bool = False  # IMPALA: spectral normalisation on the residual blocks' convolutions
+    layer_norm_in_stages: bool = False  # IMPALA: LayerNorm after each stage (option of btr.use_layer_norm)
+
+
+@dataclass
+class VisConfig:
+    cnn: CNNConfig = field(default_factory=CNNConfig)
+
+
+@dataclass
+class NNConfig:
+    """``nn``: the IQN network and its loss (Linesight defaults)."""
+
+    float_hidden_dim: int = 256
+    dense_hidden_dimension: int = 1024
+    iqn_embedding_dimension: int = 128
+    iqn_n: int = 8  # quantiles per sample for training (even: stratified, symmetric taus)
+    iqn_k: int = 32  # quantiles for acting
+    iqn_kappa: float = 5e-3
+    use_ddqn: bool = True
+    clip_grad_value: float = 1000.0
+    clip_grad_norm: float = 30.0
+    soft_update_tau: float = 0.02
+    number_memories_trained_on_between_target_network_updates: int = 128
+    target_self_loss_clamp_ratio: float = 4.0
+    vis: VisConfig = field(default_factory=VisConfig)
+
+
+@dataclass
+class BTRConfig:
+    """``btr``: the Beyond-The-Rainbow ingredients that are not the CNN (see ``nn/vis/cnn`` for IMPALA)."""
+
+    use_munchausen: bool = False
+    munchausen_alpha: float = 0.9
+    munchausen_entropy_tau: float = 0.03
+    munchausen_lo: float = -1.0
+    use_layer_norm: bool = False
+    use_noisy_linear: bool = False
+    noisy_sigma0: float = 0.5
+    # With NoisyNets on, keep epsilon-greedy / Boltzmann exploration too (BTR turns epsilon off; false = noise only).
+    noisy_keep_epsilon: bool = False
+
+
+@dataclass
+class TrainingConfig:
+    """``training``: optimisation, schedules and run length."""
+
+    batch_size: int = 512  # Linesight uses 4096 on a GPU; 512 suits a CPU learner
+    optimizer: str = "radam"  # radam | adam
+    adam_epsilon: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay_lr_ratio: float = 0.1
+    global_schedule_speed: float = 1.0
+    lr_schedule: List[Any] = field(
+        default_factory=lambda: [[0, 1e-3], [3_000_000, 5e-5], [12_000_000, 5e-5], [15_000_000, 1e-5]]
+    )
+    gamma_schedule: List[Any] = field(default_factory=lambda: [[0, 0.999], [1_500_000, 0.999], [2_500_000, 1.0]])
+    n_steps: int = 3
+    discard_non_greedy_actions_in_nsteps: bool = True
+    max_frames: int = 0  # 0 = no limit
+    max_minutes: float = 0.0  # 0 = no limit
+    checkpoint_every_minutes: float = 5.0
+    log_every_seconds: float = 30.0
+    console_every_seconds: float = 5.0
+
+
+@dataclass
+class MemoryConfig:
+    """``memory``: replay capacity schedule ([frame, [capacity, size to start learning]]) and PER."""
+
+    memory_size_schedule: List[Any] = field(
+        default_factory=lambda: [[0, [50_000, 20_000]], [5_000_000, [100_000, 75_000]], [7_000_000, [200_000, 150_000]]]
+    )
+    prio_alpha: float = 0.0  # 0 = uniform sampling
+    prio_epsilon: float = 2e-3
+    prio_beta: float = 1.0
+    number_times_single_memory_is_used_before_discard: float = 32.0
+
+
+@dataclass
+class ExplorationConfig:
+    """``exploration``: epsilon-greedy and Boltzmann-perturbed action selection."""
+
+    epsilon_schedule: List[Any] = field(
+        default_factory=lambda: [[0, 1.0], [50_000, 1.0], [300_000, 0.1], [3_000_000, 0.03]]
+    )
+    epsilon_boltzmann_schedule: List[Any] = field(default_factory=lambda: [[0, 0.15], [10_000_000, 0.03]])
+    tau_epsilon_boltzmann: float = 0.01
+
+
+@dataclass
+class RewardsConfig(RewardSpec):
+    """``rewards``: see ``tmexp/envs/base.py``."""
+
+
+@dataclass
+class PerformanceConfig:
+    """``performance``: collectors and weight sharing."""
+
+    gpu_collectors_count: int = 2
+    serial: bool = False  # one collector inside the learner's process (debugging, fast tests)
+    max_rollout_queue_size: int = 4
+    update_inference_network_every_n_actions: int = 128
+    send_shared_network_every_n_batches: int = 16
+    torch_threads_learner: int = 1
+    torch_threads_collector: int = 1
+    device: str = "auto"  # auto | cpu | cuda
+    use_amp: bool = True  # on CUDA only
+    channels_last: bool = True
+    frames_before_save_best_runs: int = 0
+
+
+@dataclass
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    nn: NNConfig = field(default_factory=NNConfig)
+    btr: BTRConfig = field(default_factory=BTRConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    seed: int = 0
+    run_name: str = "default"
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra's ConfigStore (imported lazily: library code never imports Hydra)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="env", name="schema", node=EnvConfig)
+    cs.store(group="map", name="schema", node=MapConfig)
+    cs.store(group="nn", name="schema", node=NNConfig)
+    cs.store(group="nn/vis/cnn", name="schema", node=CNNConfig)
+    cs.store(group="btr", name="schema", node=BTRConfig)
+    cs.store(group="training", name="schema", node=TrainingConfig)
+    cs.store(group="memory", name="schema", node=MemoryConfig)
+    cs.store(group="exploration", name="schema", node=ExplorationConfig)
+    cs.store(group="rewards", name="schema", node=RewardsConfig)
+    cs.store(group="performance", name="schema", node=PerformanceConfig)

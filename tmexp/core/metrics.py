@@ -1,0 +1,99 @@
+"""TensorBoard tag names (the one place they are defined) and the run's writer.
+
+Race times are seconds under ``Race/`` and milliseconds in ``alltime_min_ms_<map>``; an unfinished race counts
+as the race cutoff (300 s). The TensorBoard step is frames played (actions); gradient updates are logged as the
+counter ``cumul_number_batches_done`` so analysis can compare runs at equal updates.
+
+| tag | unit | meaning |
+|---|---|---|
+| ``alltime_min_ms_<map>`` | ms | best race time so far (exploration or eval) |
+| ``Race/eval_race_time_robust_trained_<map>`` | s | finished eval race no slower than 1.02 x the EMA of finished eval times |
+| ``Race/eval_race_time_trained_<map>`` | s | every eval race (300 s when unfinished) |
+| ``Race/explo_race_time_trained_<map>`` | s | every exploration race (300 s when unfinished) |
+| ``Race/eval_race_finished_trained_<map>`` | 0/1 | whether the eval race finished |
+| ``Race/explo_race_finished_trained_<map>`` | 0/1 | whether the exploration race finished |
+| ``RL/avg_Q_trained_<map>`` | reward | mean Q of the actions taken in the race |
+| ``Training/loss`` | | mean IQN loss over the logging interval |
+| ``Training/grad_norm`` | | mean gradient norm before clipping |
+| ``Training/learning_rate``, ``Training/gamma``, ``Training/epsilon``, ``Training/epsilon_boltzmann`` | | schedule values |
+| ``Performance/learner_percentage_training`` | % | time in training batches / wall time of the interval |
+| ``Performance/transitions_learned_per_second`` | 1/s | samples consumed by the learner per second |
+| ``Performance/frames_per_second`` | 1/s | frames played by all collectors per second |
+| ``Performance/collector_restarts`` | | collector processes restarted so far |
+| ``Memory/size`` | | transitions in replay |
+| ``cumul_number_frames_played`` | | frames (actions) played so far |
+| ``cumul_number_batches_done`` | | gradient updates so far |
+| ``cumul_training_hours`` | h | wall hours spent training (excludes time the run was stopped) |
+"""
+
+from __future__ import annotations
+
+RACE_CUTOFF_S = 300.0
+
+
+def alltime_min_ms(map_name: str) -> str:
+    return f"alltime_min_ms_{map_name}"
+
+
+def eval_race_time_robust(map_name: str) -> str:
+    return f"Race/eval_race_time_robust_trained_{map_name}"
+
+
+def eval_race_time(map_name: str) -> str:
+    return f"Race/eval_race_time_trained_{map_name}"
+
+
+def explo_race_time(map_name: str) -> str:
+    return f"Race/explo_race_time_trained_{map_name}"
+
+
+def eval_race_finished(map_name: str) -> str:
+    return f"Race/eval_race_finished_trained_{map_name}"
+
+
+def explo_race_finished(map_name: str) -> str:
+    return f"Race/explo_race_finished_trained_{map_name}"
+
+
+def avg_q(map_name: str) -> str:
+    return f"RL/avg_Q_trained_{map_name}"
+
+
+LOSS = "Training/loss"
+GRAD_NORM = "Training/grad_norm"
+LEARNING_RATE = "Training/learning_rate"
+GAMMA = "Training/gamma"
+EPSILON = "Training/epsilon"
+EPSILON_BOLTZMANN = "Training/epsilon_boltzmann"
+LEARNER_PERCENTAGE = "Performance/learner_percentage_training"
+TRANSITIONS_LEARNED_PER_S = "Performance/transitions_learned_per_second"
+FRAMES_PER_S = "Performance/frames_per_second"
+COLLECTOR_RESTARTS = "Performance/collector_restarts"
+MEMORY_SIZE = "Memory/size"
+CUMUL_FRAMES = "cumul_number_frames_played"
+CUMUL_BATCHES = "cumul_number_batches_done"
+CUMUL_TRAINING_HOURS = "cumul_training_hours"
+
+# Old Linesight tags (no Race/ or RL/ prefix) -> the current tag, with <map> standing for the map's short name.
+LEGACY_PREFIXES = {
+    "eval_race_time_robust_trained_": "Race/eval_race_time_robust_trained_",
+    "eval_race_time_trained_": "Race/eval_race_time_trained_",
+    "explo_race_time_trained_": "Race/explo_race_time_trained_",
+    "eval_race_finished_trained_": "Race/eval_race_finished_trained_",
+    "explo_race_finished_trained_": "Race/explo_race_finished_trained_",
+    "avg_Q_trained_": "RL/avg_Q_trained_",
+    "loss": "Training/loss",
+    "learner_percentage_training": "Performance/learner_percentage_training",
+    "transitions_learned_per_second": "Performance/transitions_learned_per_second",
+}
+
+
+def canonical_tag(tag: str) -> str:
+    """Map an old Linesight tag name onto the current one; current names pass through unchanged."""
+    for old, new in LEGACY_PREFIXES.items():
+        if old.endswith("_"):
+            if tag.startswith(old):
+                return new + tag[len(old):]
+        elif tag == old:
+            return new
+    return tag

@@ -1,0 +1,56 @@
+"""The environment contract the training core relies on.
+
+Every backend (the embedded simulator, the real game) produces the same observations, actions, rewards and
+race semantics. The settings below are shared by all backends; backend-specific settings live beside each
+backend (``tmexp/envs/sim/params.py``, ``tmexp/envs/tmi/params.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+N_ACTIONS = 12
+# Linesight's action order: (accelerate, brake, left, right) per action index.
+ACTIONS = (
+    (1, 0, 0, 0),  # 0 forward
+    (1, 0, 1, 0),  # 1 forward-left
+    (1, 0, 0, 1),  # 2 forward-right
+    (0, 0, 0, 0),  # 3 nothing
+    (0, 0, 1, 0),  # 4 left
+    (0, 0, 0, 1),  # 5 right
+    (0, 1, 0, 0),  # 6 brake
+    (0, 1, 1, 0),  # 7 brake-left
+    (0, 1, 0, 1),  # 8 brake-right
+    (1, 1, 0, 0),  # 9 accelerate+brake
+    (1, 1, 1, 0),  # 10 accelerate+brake-left
+    (1, 1, 0, 1),  # 11 accelerate+brake-right
+)
+
+
+@dataclass
+class EnvSpec:
+    """Observation and race settings shared by every backend (Linesight names and defaults)."""
+
+    w_downsized: int = 64
+    h_downsized: int = 64
+    tm_engine_step_per_action: int = 5
+    ms_per_tm_engine_step: int = 10
+    n_zone_centers_in_inputs: int = 40
+    one_every_n_zone_centers_in_inputs: int = 20
+    n_zone_centers_extrapolate_after_end_of_map: int = 1000
+    n_zone_centers_extrapolate_before_start_of_map: int = 20
+    margin_to_announce_finish_meters: float = 700.0
+    n_prev_actions_in_inputs: int = 5
+    checkpoint_spacing_m: float = 100.0
+    cutoff_rollout_if_race_not_finished_within_duration_ms: int = 300_000
+    cutoff_rollout_if_no_vcp_passed_within_duration_ms: int = 2_000
+
+
+@dataclass
+class RewardSpec:
+    """Per-step reward: constant_reward_per_ms * ms + reward_per_m_advanced_along_centerline * metres (+ shaping)."""
+
+    constant_reward_per_ms: float = -0.0012
+    reward_per_m_advanced_along_centerline: float = 0.01
+    shaped_reward_dist_to_cur_vcp: float = -0.1  # potential on distance to the centreline, clipped to [2, 25] m
+    final_speed_reward_as_if_duration_s: float = 2.0  # at the finish, reward the remaining speed as if held this long
