@@ -1,0 +1,37 @@
+"""``python -m tmexp.bench NAME [options]``: the project's benchmarks (never timed asserts in tests).
+
+    sim        simulator steps/s, one car and 64 cars batched       (tmexp/envs/sim/benchmark.py)
+    learner    samples/s of one training step vs a plain eager one   (tmexp/core/benchmark.py)
+    analysis   TensorBoard log loading vs tbparse                    (tmexp/analysis/benchmark.py)
+    sweep      per-job launch overhead of hydra/launcher=local       (tmexp/sweeps_benchmark.py)
+
+Each prints one JSON object with ``--json``; ``python -m tmexp.bench NAME --help`` lists its options.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "sim": "tmexp.envs.sim.benchmark",
+    "learner": "tmexp.core.benchmark",
+    "analysis": "tmexp.analysis.benchmark",
+    "sweep": "tmexp.sweeps_benchmark",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
+        print(__doc__.strip(), file=sys.stderr)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"tmexp.bench: error: unknown benchmark {argv[0]!r}; choose one of {', '.join(BENCHMARKS)}.",
+                  file=sys.stderr)
+            return 2
+        return 0 if argv else 2
+    return int(importlib.import_module(BENCHMARKS[argv[0]]).main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

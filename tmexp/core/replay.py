@@ -1,0 +1,194 @@
+"""Transition storage with n-step returns and uniform or prioritized sampling.
+
+A rollout (one race) arrives from a collector as arrays over its T actions (observations have T + 1 entries: the
+last is the state after the final action). ``nstep_transitions`` turns it into transitions whose reward is the
+discounted sum of up to ``n`` rewards; the replay buffer stores them in a ring whose capacity follows the
+memory-size schedule.
+
+Termination versus truncation: only a finished race is terminal (no bootstrap). A race cut off (no progress,
+race timeout, end of the run) bootstraps from the last observation like any other state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Transitions:
+    """A block of n-step transitions. Shapes: K transitions, image (1, H, W), F floats."""
+
+    img: np.ndarray  # uint8 (K, 1, H, W)
+    floats: np.ndarray  # float32 (K, F)
+    action: np.ndarray  # int64 (K,)
+    reward: np.ndarray  # float32 (K,) discounted sum of the k rewards actually summed
+    next_img: np.ndarray  # uint8 (K, 1, H, W) observation after those k actions
+    next_floats: np.ndarray  # float32 (K, F)
+    terminal: np.ndarray  # float32 (K,) 1 when the race finished within the k steps
+    gamma_n: np.ndarray  # float32 (K,) gamma ** k
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+
+def nstep_transitions(
+    img: np.ndarray,
+    floats: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    greedy: np.ndarray,
+    terminated: bool,
+    n_steps: int,
+    gamma: float,
+    discard_non_greedy_actions_in_nsteps: bool = True,
+) -> Transitions:
+    """Build the n-step transitions of one rollout.
+
+    Args:
+        img: uint8 (T + 1, 1, H, W); floats: float32 (T + 1, F): observations before each action and after the last.
+        actions, rewards, greedy: (T,) the action taken, the reward received, whether the action was the greedy one.
+        terminated: the race finished at the last step (no bootstrap from the final observation).
+        discard_non_greedy_actions_in_nsteps: cut a transition's sum before the first later non-greedy action,
+            because the return after an exploratory action does not estimate the greedy policy's value.
+    Returns:
+        T transitions, one per action.
+    """
+    T = len(actions)
+    if T == 0:
+        raise ValueError("a rollout needs at least one action")
+    t = np.arange(T)
+    k = np.minimum(n_steps, T - t)  # steps available before the rollout ends
+    if discard_non_greedy_actions_in_nsteps and n_steps > 1:
+        non_greedy = ~np.asarray(greedy, dtype=bool)
+        for j in range(1, n_steps):
+            # If the action at t + j is not greedy, stop the sum before it (keep at least the first step).
+            idx = t + j
+            valid = idx < T
+            cut = np.zeros(T, dtype=bool)
+            cut[valid] = non_greedy[idx[valid]]
+            k = np.where(cut & (k > j), j, k)
+    discounts = gamma ** np.arange(n_steps, dtype=np.float64)
+    reward = np.zeros(T, dtype=np.float64)
+    for j in range(n_steps):
+        use = j < k
+        reward[use] += discounts[j] * rewards[t[use] + j]
+    next_idx = t + k
+    terminal = (next_idx == T) & bool(terminated)
+    return Transitions(
+        img=img[t],
+        floats=floats[t],
+        action=np.asarray(actions, dtype=np.int64),
+        reward=reward.astype(np.float32),
+        next_img=img[next_idx],
+        next_floats=floats[next_idx],
+        terminal=terminal.astype(np.float32),
+        gamma_n=(gamma ** k).astype(np.float32),
+    )
+
+
+class ReplayBuffer:
+    """Ring buffer of transitions; capacity can grow (memory-size schedule); uniform or prioritized sampling.
+
+    Storage is allocated once for ``max_capacity`` with ``np.empty`` (pages are only touched when written).
+    Prioritized sampling draws with probability proportional to priority ** alpha through a cumulative sum over the
+    stored priorities: O(size) per batch, which is well under a millisecond at Linesight's sizes and negligible next
+    to a training step, so no sum tree is needed.
+    """
+
+    def __init__(self, max_capacity: int, img_shape: tuple[int, int, int], float_dim: int, seed: int = 0,
+                 prio_alpha: float = 0.0, prio_beta: float = 1.0, prio_epsilon: float = 2e-3):
+        self.max_capacity = int(max_capacity)
+        self.capacity = self.max_capacity
+        n = self.max_capacity
+        self.img = np.empty((n, *img_shape), dtype=np.uint8)
+        self.next_img = np.empty((n, *img_shape), dtype=np.uint8)
+        self.floats = np.empty((n, float_dim), dtype=np.float32)
+        self.next_floats = np.empty((n, float_dim), dtype=np.float32)
+        self.action = np.empty(n, dtype=np.int64)
+        self.reward = np.empty(n, dtype=np.float32)
+        self.terminal = np.empty(n, dtype=np.float32)
+        self.gamma_n = np.empty(n, dtype=np.float32)
+        self.priority = np.zeros(n, dtype=np.float64)
+        self.size = 0
+        self.write_pos = 0
+        self.prio_alpha = prio_alpha
+        self.prio_beta = prio_beta
+        self.prio_epsilon = prio_epsilon
+        self.max_priority = 1.0
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def set_capacity(self, capacity: int) -> None:
+        """Follow the memory-size schedule (the buffer keeps what it holds when the capacity grows)."""
+        capacity = min(int(capacity), self.max_capacity)
+        if capacity < self.size:
+            # Shrinking keeps the most recent transitions in place; rare (schedules normally grow).
+            self.size = capacity
+            self.write_pos %= capacity
+        self.capacity = capacity
+
+    def _positions(self, count: int) -> np.ndarray:
+        """Slots for ``count`` new transitions: append while below capacity, then overwrite the oldest."""
+        n_append = min(count, self.capacity - self.size)
+        appended = np.arange(self.size, self.size + n_append)
+        self.size += n_append
+        rest = count - n_append
+        overwritten = (self.write_pos + np.arange(rest)) % self.capacity
+        self.write_pos = (self.write_pos + rest) % self.capacity
+        return np.concatenate([appended, overwritten]).astype(np.int64)
+
+    def add(self, block: Transitions) -> None:
+        count = len(block)
+        if count > self.capacity:
+            block = Transitions(*(getattr(block, f)[-self.capacity:] for f in Transitions.__dataclass_fields__))
+            count = self.capacity
+        pos = self._positions(count)
+        self.img[pos] = block.img
+        self.next_img[pos] = block.next_img
+        self.floats[pos] = block.floats
+        self.next_floats[pos] = block.next_floats
+        self.action[pos] = block.action
+        self.reward[pos] = block.reward
+        self.terminal[pos] = block.terminal
+        self.gamma_n[pos] = block.gamma_n
+        self.priority[pos] = self.max_priority
+
+    def sample(self, batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Draw a batch. Returns (batch dict of arrays with an importance ``weight`` per sample, indices)."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        if self.prio_alpha > 0:
+            p = self.priority[: self.size] ** self.prio_alpha
+            cdf = np.cumsum(p)
+            total = cdf[-1]
+            idx = np.searchsorted(cdf, self.rng.random(batch_size) * total, side="right")
+            idx = np.minimum(idx, self.size - 1)
+            probs = p[idx] / total
+            weight = (self.size * probs) ** (-self.prio_beta)
+            weight = (weight / weight.max()).astype(np.float32)
+        else:
+            idx = self.rng.integers(0, self.size, size=batch_size)
+            weight = np.ones(batch_size, dtype=np.float32)
+        batch = {
+            "img": self.img[idx],
+            "floats": self.floats[idx],
+            "action": self.action[idx],
+            "reward": self.reward[idx],
+            "next_img": self.next_img[idx],
+            "next_floats": self.next_floats[idx],
+            "terminal": self.terminal[idx],
+            "gamma_n": self.gamma_n[idx],
+            "weight": weight,
+        }
+        return batch, idx
+
+    def update_priorities(self, idx: np.ndarray, td_errors: np.ndarray) -> None:
+        if self.prio_alpha <= 0:
+            return
+        prio = np.abs(np.asarray(td_errors, dtype=np.float64)) + self.prio_epsilon
+        self.priority[idx] = prio
+        self.max_priority = max(self.max_priority, float(prio.max()))

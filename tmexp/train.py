@@ -1,0 +1,207 @@
+"""``python -m tmexp.train``: compose the configuration, check it, then run the shared training core.
+
+Usage (any leaf of the config tree can be overridden or swept)::
+
+    python -m tmexp.train                                   # default config on the simulator
+    python -m tmexp.train +experiment=A01_v4_btr
+    python -m tmexp.train --multirun btr.use_munchausen=true,false seed=0,1
+    python -m tmexp.train --cfg job                         # print the composed configuration
+
+Before Hydra creates any run directory or launches any job, every job of the command (each combination of the
+sweep, including sweeps an experiment file defines) is composed and checked; a mistake ends in one line naming
+the key or file, with exit code 2. ``train(cfg, run_dir)`` is the entry tests call without Hydra.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import socket
+import subprocess
+import sys
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import tmexp
+from tmexp.config import Config, register_configs
+from tmexp.validation import ConfigError, check_config, check_output_dir
+
+log = logging.getLogger("tmexp.train")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+register_configs()
+
+
+def compose_config(overrides: list[str] | None = None, return_hydra_config: bool = False) -> Config | DictConfig:
+    """Compose ``conf/config.yaml`` with ``overrides`` into the typed ``Config`` (or the raw DictConfig with Hydra's node)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="train"):
+        cfg = compose(config_name="config", overrides=list(overrides or []), return_hydra_config=return_hydra_config)
+    if return_hydra_config:
+        return cfg
+    return OmegaConf.to_object(cfg)
+
+
+def run_metadata() -> dict:
+    """Host, hardware and versions, saved in the run directory for reports."""
+    import torch
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(Path(tmexp.__file__).parent), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "tmexp": tmexp.__version__,
+        "git_commit": commit,
+        "started_at": datetime.now(timezone.utc).isoformat(),
+        "command": " ".join(sys.argv),
+    }
+
+
+def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False) -> str:
+    """Run (or resume) one training run in ``run_dir``; return why it stopped."""
+    from tmexp.core.learner import Trainer, write_status
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True))
+    meta_path = run_dir / "run_meta.json"
+    meta = run_metadata()
+    if meta_path.is_file():  # a resumed run keeps its first start time; the latest start is added
+        previous = json.loads(meta_path.read_text())
+        meta = {**meta, "started_at": previous.get("started_at", meta["started_at"]), "resumed_at": meta["started_at"]}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    trainer = Trainer(cfg, run_dir, should_stop=should_stop)
+    try:
+        reason = trainer.run()
+    except BaseException as error:
+        write_status(run_dir, "failed", trainer.counters, cfg.map.short_name,
+                     error=f"{type(error).__name__}: {error}")
+        raise
+    status = "preempted" if reason == "stop_requested" else "finished"
+    write_status(run_dir, status, trainer.counters, cfg.map.short_name)
+    log.info("run %s: %s after %d frames, %d batches", run_dir, status, trainer.counters.frames, trainer.counters.batches)
+    return reason
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(dict_cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from tmexp.preemption import PreemptionWatcher
+
+    cfg: Config = OmegaConf.to_object(dict_cfg)
+    check_config(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    watcher = PreemptionWatcher()
+    reason = train(cfg, run_dir, should_stop=lambda: watcher.requested)
+    if reason == "stop_requested":
+        watcher.requeue_and_exit()
+
+
+# ----- checks before Hydra starts anything ---------------------------------------------------------------------
+_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
+
+
+def _one_line(error: BaseException) -> str:
+    parts = []
+    while error is not None:
+        text = " ".join(str(error).split())
+        if text and text not in parts:
+            parts.append(text)
+        error = error.__cause__
+    return "; ".join(parts) or type(error).__name__
+
+
+def _split_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
+    """Return (overrides, multirun, print_only) from a ``python -m tmexp.train`` command line."""
+    overrides, multirun, print_only, skip = [], False, False, False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg in ("--multirun", "-m"):
+            multirun = True
+        elif arg in ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun"):
+            print_only = print_only or arg in ("--cfg", "-c")
+            skip = True
+        elif arg.startswith("-"):
+            print_only = print_only or arg.startswith("--cfg")
+        else:
+            overrides.append(arg)
+    return overrides, multirun, print_only
+
+
+def _expand(overrides: list[str]) -> list[list[str]]:
+    """Every job's override list: the cartesian product of the sweeps, as Hydra's basic sweeper forms it."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return [list(job) for batch in batches for job in batch] or [[]]
+
+
+def precheck(argv: list[str]) -> int:
+    """Compose and check every job of the command line; return the number of jobs (raises ConfigError)."""
+    if any(a in _INFO_FLAGS for a in argv):
+        return 0
+    overrides, multirun, print_only = _split_argv(argv)
+    try:
+        jobs = _expand(overrides) if multirun else [overrides]
+        first = compose_config(jobs[0], return_hydra_config=True)
+        if multirun and first.hydra.sweeper.get("params"):
+            extra = [f"{k}={v}" for k, v in first.hydra.sweeper.params.items()]
+            jobs = [job + more for job in jobs for more in _expand(extra)]
+        for job in jobs:
+            dict_cfg = compose_config(job, return_hydra_config=True)
+            if print_only:
+                continue
+            hydra_node = dict_cfg.hydra
+            with open_dict(dict_cfg):
+                del dict_cfg["hydra"]
+            check_config(OmegaConf.to_object(dict_cfg))
+            check_output_dir(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
+    except ConfigError:
+        raise
+    except Exception as error:  # Hydra / OmegaConf composition errors: unknown key, bad type, unknown option
+        raise ConfigError(_one_line(error)) from error
+    return len(jobs)
+
+
+def cli(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        precheck(argv)
+    except ConfigError as error:
+        print(f"tmexp.train: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    main()
+
+
+if __name__ == "__main__":
+    cli()

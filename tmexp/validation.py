@@ -1,0 +1,127 @@
+"""Checks of a composed configuration that the schema's types cannot express.
+
+Each failure is a ``ConfigError`` whose message is one sentence naming the key (or file) and the fix. They run
+before any run directory is created or any process started.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from tmexp.core.schedules import ScheduleError, build_schedules
+
+
+class ConfigError(ValueError):
+    """A mistake in the configuration a user gave."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def check_config(cfg) -> None:
+    """Raise ConfigError for the first problem found in ``cfg`` (a ``tmexp.config.Config``)."""
+    t, nn, m, p, e = cfg.training, cfg.nn, cfg.memory, cfg.performance, cfg.env
+    _require(e.backend in ("sim", "tmi"), f"env.backend is {e.backend!r}: choose env=sim or env=tmi.")
+    _require(t.batch_size > 0, f"training.batch_size is {t.batch_size}: it must be a positive integer.")
+    _require(nn.iqn_n > 0 and nn.iqn_n % 2 == 0,
+             f"nn.iqn_n is {nn.iqn_n}: it must be a positive even number (training taus are symmetric pairs).")
+    _require(nn.iqn_k > 0, f"nn.iqn_k is {nn.iqn_k}: it must be positive.")
+    _require(nn.iqn_kappa > 0, f"nn.iqn_kappa is {nn.iqn_kappa}: it must be > 0.")
+    _require(nn.dense_hidden_dimension >= 2 and nn.dense_hidden_dimension % 2 == 0,
+             f"nn.dense_hidden_dimension is {nn.dense_hidden_dimension}: it must be an even number >= 2.")
+    _require(nn.iqn_embedding_dimension > 0, f"nn.iqn_embedding_dimension is {nn.iqn_embedding_dimension}: it must be positive.")
+    _require(nn.float_hidden_dim > 0, f"nn.float_hidden_dim is {nn.float_hidden_dim}: it must be positive.")
+    _require(0 < nn.soft_update_tau <= 1, f"nn.soft_update_tau is {nn.soft_update_tau}: it must be in (0, 1].")
+    _require(nn.clip_grad_norm > 0, f"nn.clip_grad_norm is {nn.clip_grad_norm}: it must be > 0.")
+    _require(nn.clip_grad_value > 0, f"nn.clip_grad_value is {nn.clip_grad_value}: it must be > 0.")
+    _require(nn.number_memories_trained_on_between_target_network_updates > 0,
+             "nn.number_memories_trained_on_between_target_network_updates must be positive.")
+    cnn = nn.vis.cnn
+    _require(cnn.type in ("linesight", "impala"), f"nn.vis.cnn.type is {cnn.type!r}: choose nn/vis/cnn=linesight or impala.")
+    _require(cnn.width_scale >= 1, f"nn.vis.cnn.width_scale is {cnn.width_scale}: it must be >= 1.")
+    _require(cnn.adaptive_maxpool_size is None or cnn.adaptive_maxpool_size >= 1,
+             f"nn.vis.cnn.adaptive_maxpool_size is {cnn.adaptive_maxpool_size}: use a size >= 1 or null (off).")
+    b = cfg.btr
+    _require(b.munchausen_entropy_tau > 0, f"btr.munchausen_entropy_tau is {b.munchausen_entropy_tau}: it must be > 0.")
+    _require(0 <= b.munchausen_alpha <= 1, f"btr.munchausen_alpha is {b.munchausen_alpha}: it must be in [0, 1].")
+    _require(b.munchausen_lo < 0, f"btr.munchausen_lo is {b.munchausen_lo}: it must be negative.")
+    _require(b.noisy_sigma0 >= 0, f"btr.noisy_sigma0 is {b.noisy_sigma0}: it must be >= 0.")
+    _require(t.optimizer in ("radam", "adam"), f"training.optimizer is {t.optimizer!r}: choose radam or adam.")
+    _require(t.n_steps >= 1, f"training.n_steps is {t.n_steps}: it must be >= 1.")
+    _require(t.max_frames >= 0, f"training.max_frames is {t.max_frames}: use 0 (no limit) or a positive number.")
+    _require(t.max_minutes >= 0, f"training.max_minutes is {t.max_minutes}: use 0 (no limit) or a positive number.")
+    _require(t.checkpoint_every_minutes > 0, f"training.checkpoint_every_minutes is {t.checkpoint_every_minutes}: it must be > 0.")
+    _require(0 <= t.weight_decay_lr_ratio < 1000, f"training.weight_decay_lr_ratio is {t.weight_decay_lr_ratio}: it must be >= 0.")
+    _require(m.number_times_single_memory_is_used_before_discard > 0,
+             "memory.number_times_single_memory_is_used_before_discard must be > 0.")
+    _require(m.prio_alpha >= 0, f"memory.prio_alpha is {m.prio_alpha}: it must be >= 0 (0 = uniform sampling).")
+    _require(m.prio_epsilon > 0 or m.prio_alpha == 0, f"memory.prio_epsilon is {m.prio_epsilon}: it must be > 0 with PER on.")
+    try:
+        schedules = build_schedules(t, m, cfg.exploration)
+    except ScheduleError as error:
+        raise ConfigError(str(error)) from error
+    for name, schedule in (("training.gamma_schedule", schedules.gamma),):
+        _require(all(0 <= v <= 1 for v in schedule.values), f"{name} has a value outside [0, 1].")
+    for name, schedule in (("exploration.epsilon_schedule", schedules.epsilon),
+                           ("exploration.epsilon_boltzmann_schedule", schedules.epsilon_boltzmann)):
+        _require(all(0 < v <= 1 for v in schedule.values), f"{name} has a value outside (0, 1].")
+    first_capacity = cfg.memory.memory_size_schedule[0][1]
+    _require(t.batch_size <= first_capacity[0],
+             f"training.batch_size ({t.batch_size}) is larger than the replay capacity ({first_capacity[0]}) in "
+             "memory.memory_size_schedule.")
+    _require(p.gpu_collectors_count >= 1, f"performance.gpu_collectors_count is {p.gpu_collectors_count}: it must be >= 1.")
+    _require(p.max_rollout_queue_size >= 1, "performance.max_rollout_queue_size must be >= 1.")
+    _require(p.update_inference_network_every_n_actions >= 1, "performance.update_inference_network_every_n_actions must be >= 1.")
+    _require(p.send_shared_network_every_n_batches >= 1, "performance.send_shared_network_every_n_batches must be >= 1.")
+    _require(p.device in ("auto", "cpu", "cuda") or p.device.startswith("cuda:"),
+             f"performance.device is {p.device!r}: choose auto, cpu or cuda.")
+    if p.device.startswith("cuda"):
+        import torch
+
+        _require(torch.cuda.is_available(),
+                 f"performance.device is {p.device!r} but no CUDA device is available: use performance.device=auto or cpu, "
+                 "or install a CUDA build of torch.")
+    _require(cfg.map.explo_races_per_cycle >= 0 and cfg.map.eval_races_per_cycle >= 0
+             and cfg.map.explo_races_per_cycle + cfg.map.eval_races_per_cycle > 0,
+             "map.explo_races_per_cycle and map.eval_races_per_cycle must be >= 0 with at least one race per cycle.")
+    _require(e.w_downsized >= 16 and e.h_downsized >= 16, "env.w_downsized and env.h_downsized must be >= 16 pixels.")
+    _require(e.tm_engine_step_per_action >= 1, "env.tm_engine_step_per_action must be >= 1.")
+    _require(e.cutoff_rollout_if_race_not_finished_within_duration_ms > 0,
+             "env.cutoff_rollout_if_race_not_finished_within_duration_ms must be > 0.")
+    _check_map(cfg)
+    if e.backend == "tmi":
+        launch = getattr(e.tmi, "launch_command", "")
+        _require(bool(launch), "env=tmi needs the game: set env.tmi.launch_command to the command that starts "
+                               "TMInterface with the plugin (see tmexp/envs/tmi/plugin/README.md).")
+
+
+def _check_map(cfg) -> None:
+    from tmexp.envs.track import TrackError, load_map
+
+    path = cfg.map.reference_line_path
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"map.reference_line_path {path!r} does not exist: give the path of a (N, 3) .npy reference line.")
+    try:
+        load_map(cfg.map.short_name, path)
+    except TrackError as error:
+        raise ConfigError(str(error)) from error
+
+
+def check_output_dir(path: str | os.PathLike) -> None:
+    """Raise ConfigError unless ``path`` exists as a writable directory or can be created."""
+    target = Path(path).absolute()
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"output directory {str(target)!r} cannot be created: {str(probe)!r} is a file. "
+                          "Set hydra.run.dir (or hydra.sweep.dir) to a writable directory.")
+    try:  # try for real: permission bits do not stop root, read-only and virtual file systems do
+        os.rmdir(tempfile.mkdtemp(prefix=".tmexp-write-check-", dir=probe))
+    except OSError:
+        raise ConfigError(f"output directory {str(target)!r} is not writable ({str(probe)!r} denies writing). "
+                          "Set hydra.run.dir (or hydra.sweep.dir) to a writable directory.")
