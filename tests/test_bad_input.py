@@ -1,0 +1,76 @@
+"""User mistakes end in one clear line naming the key or file, before any run directory or process exists."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tmexp.train import precheck
+from tmexp.validation import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bad_npy(tmp_path):
+    path = tmp_path / "bad.npy"
+    np.save(path, np.zeros((50, 2)))
+    return str(path)
+
+
+CASES = [
+    # (id, overrides, text the message must contain)
+    ("unknown_key", ["training.batch_sizee=3"], "batch_sizee"),
+    ("wrong_type", ["training.batch_size=abc"], "batch_size"),
+    ("unknown_group_option", ["nn=huge"], "huge"),
+    ("unknown_experiment", ["+experiment=nope"], "nope"),
+    ("negative_batch_size", ["training.batch_size=-5"], "training.batch_size"),
+    ("odd_iqn_n", ["nn.iqn_n=7"], "nn.iqn_n"),
+    ("schedule_not_at_zero", ["training.lr_schedule=[[10,0.001],[20,0.0001]]"], "training.lr_schedule"),
+    ("schedule_not_increasing", ["exploration.epsilon_schedule=[[0,1.0],[0,0.5]]"], "exploration.epsilon_schedule"),
+    ("epsilon_above_one", ["exploration.epsilon_schedule=[[0,1.5]]"], "exploration.epsilon_schedule"),
+    ("gamma_above_one", ["training.gamma_schedule=[[0,1.2]]"], "training.gamma_schedule"),
+    ("missing_reference_line", ["map.reference_line_path=/nonexistent/line.npy"], "/nonexistent/line.npy"),
+    ("bad_reference_line", ["map.reference_line_path={bad_npy}"], "bad.npy"),
+    ("unwritable_output_dir", ["hydra.run.dir=/proc/tmexp-cannot-write/run"], "/proc/tmexp-cannot-write/run"),
+    ("no_collectors", ["performance.gpu_collectors_count=0"], "performance.gpu_collectors_count"),
+    ("unknown_backend", ["env.backend=carla"], "env.backend"),
+    ("unknown_cnn", ["nn.vis.cnn.type=resnet"], "nn.vis.cnn.type"),
+    ("unknown_optimizer", ["training.optimizer=sgd"], "training.optimizer"),
+    ("zero_n_steps", ["training.n_steps=0"], "training.n_steps"),
+    ("start_learn_above_capacity", ["memory.memory_size_schedule=[[0,[100,200]]]"], "memory.memory_size_schedule"),
+    ("batch_above_capacity", ["training.batch_size=600", "memory.memory_size_schedule=[[0,[500,100]]]"], "training.batch_size"),
+    ("zero_soft_update_tau", ["nn.soft_update_tau=0"], "nn.soft_update_tau"),
+    ("negative_max_frames", ["training.max_frames=-1"], "training.max_frames"),
+    ("game_not_configured", ["env=tmi"], "env.tmi.launch_command"),
+    ("bad_value_inside_a_sweep", ["--multirun", "training.batch_size=32,-1"], "training.batch_size"),
+]
+
+
+@pytest.mark.parametrize("overrides, must_contain", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(overrides, must_contain, tmp_path):
+    overrides = [o.format(bad_npy=bad_npy(tmp_path)) if "{bad_npy}" in o else o for o in overrides]
+    with pytest.raises(ConfigError) as info:
+        precheck(overrides)
+    message = str(info.value)
+    assert must_contain in message
+    assert "\n" not in message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda():
+    with pytest.raises(ConfigError, match="performance.device"):
+        precheck(["performance.device=cuda"])
+
+
+@pytest.mark.parametrize("override", ["training.batch_size=-5", "nn=huge", "map.reference_line_path=/nope.npy"])
+def test_cli_exits_non_zero_with_one_line_and_no_run_directory(override, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "tmexp.train", override, f"hydra.run.dir={run_dir}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("tmexp.train: error:")
+    assert not run_dir.exists()

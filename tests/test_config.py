@@ -1,0 +1,111 @@
+"""Every experiment and ablation composes, and the composed values match DESIGN.md's table key by key."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from tmexp.config import Config
+from tmexp.train import compose_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+ABLATIONS = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
+
+# DESIGN.md, "The seed's runs, exactly".
+SEED_TABLE = {
+    "A01_v2": dict(run_name="A01_as20_long_v2", cnn="linesight", maxpool=None, sn=False, btr=False,
+                   dense=1024, emb=128, ddqn=True, clip=30, wd=0.1, gss=4),
+    "A01_v4_btr": dict(run_name="A01_as20_long_v4_btr", cnn="impala", maxpool=6, sn=True, btr=True,
+                       dense=1024, emb=128, ddqn=True, clip=30, wd=0.1, gss=4),
+    "A01_v4.1_btr": dict(run_name="A01_as20_long_v4.1_btr", cnn="impala", maxpool=6, sn=True, btr=True,
+                         dense=1024, emb=128, ddqn=True, clip=30, wd=0.1, gss=1),
+    "A01_v4.2_btr": dict(run_name="A01_as20_long_v4.2_btr", cnn="impala", maxpool=6, sn=True, btr=True,
+                         dense=512, emb=64, ddqn=False, clip=10, wd=0.0, gss=1),
+}
+
+
+def flat(cfg: Config) -> dict:
+    def walk(node, prefix=""):
+        out = {}
+        for k, v in node.items():
+            if isinstance(v, dict):
+                out.update(walk(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    return walk(OmegaConf.to_container(OmegaConf.structured(cfg)))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes(name):
+    cfg = compose_config([f"+experiment={name}"])
+    assert isinstance(cfg, Config)
+
+
+@pytest.mark.parametrize("name", sorted(SEED_TABLE))
+def test_seed_experiments_match_design_table(name):
+    want = SEED_TABLE[name]
+    cfg = compose_config([f"+experiment={name}"])
+    cnn = cfg.nn.vis.cnn
+    assert cfg.run_name == want["run_name"]
+    assert cnn.type == want["cnn"]
+    assert cnn.adaptive_maxpool_size == want["maxpool"]
+    assert cnn.spectral_norm == want["sn"]
+    if want["cnn"] == "impala":
+        assert cnn.width_scale == 2
+    assert cfg.btr.use_munchausen == cfg.btr.use_layer_norm == cfg.btr.use_noisy_linear == want["btr"]
+    if want["btr"]:
+        assert (cfg.btr.munchausen_alpha, cfg.btr.munchausen_entropy_tau, cfg.btr.munchausen_lo) == (0.9, 0.03, -1.0)
+        assert cfg.btr.noisy_sigma0 == 0.5
+    assert cfg.nn.dense_hidden_dimension == want["dense"]
+    assert cfg.nn.iqn_embedding_dimension == want["emb"]
+    assert cfg.nn.use_ddqn == want["ddqn"]
+    assert cfg.nn.clip_grad_norm == want["clip"]
+    assert cfg.training.weight_decay_lr_ratio == want["wd"]
+    assert cfg.training.global_schedule_speed == want["gss"]
+    assert cfg.performance.gpu_collectors_count == 8
+    assert cfg.env.tmi.running_speed == 32
+
+
+def test_v4_variants_differ_from_v4_only_where_the_table_says():
+    base = flat(compose_config(["+experiment=A01_v4_btr"]))
+    v41 = flat(compose_config(["+experiment=A01_v4.1_btr"]))
+    diff = {k for k in base if base[k] != v41[k]}
+    assert diff == {"run_name", "training.global_schedule_speed"}
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_each_ablation_changes_one_ingredient_of_the_btr_bundle(name):
+    base = flat(compose_config(["+experiment=A01_v4_btr"]))
+    ablated = flat(compose_config(["+experiment=A01_v4_btr", f"+ablation={name}"]))
+    diff = {k for k in base if base[k] != ablated[k]}
+    expected = {
+        "none": set(),
+        "no_munchausen": {"btr.use_munchausen"},
+        "no_spectral_norm": {"nn.vis.cnn.spectral_norm"},
+        "no_noisy": {"btr.use_noisy_linear"},
+        "no_layer_norm": {"btr.use_layer_norm"},
+        # the Linesight CNN has no width scale, max-pool or spectral norm: one ingredient, several keys
+        "no_impala": {"nn.vis.cnn.type", "nn.vis.cnn.width_scale", "nn.vis.cnn.adaptive_maxpool_size",
+                      "nn.vis.cnn.spectral_norm"},
+        "no_maxpool": {"nn.vis.cnn.adaptive_maxpool_size"},
+        "small_net": {"nn.dense_hidden_dimension", "nn.iqn_embedding_dimension"},
+        "schedule_speed_1": {"training.global_schedule_speed"},
+    }[name]
+    assert diff == expected
+
+
+def test_ablation_sweep_lists_every_ablation_and_seeds():
+    cfg = compose_config(["+experiment=A01_btr_ablation"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert set(params["+ablation"].split(",")) == set(ABLATIONS)
+    assert params["seed"] == "0,1,2"
+    assert cfg.run_name == "A01_btr_ablation" and cfg.nn.vis.cnn.type == "impala"
+
+
+def test_any_leaf_can_be_overridden():
+    cfg = compose_config(["training.batch_size=64", "env.sim.road_width_m=9", "btr.use_munchausen=true",
+                          "nn/vis/cnn=impala", "nn.vis.cnn.width_scale=3"])
+    assert cfg.training.batch_size == 64 and cfg.btr.use_munchausen and cfg.nn.vis.cnn.width_scale == 3
