@@ -38,11 +38,22 @@ class TmiClient:
     def __init__(self, port: int, host: str = "127.0.0.1", response_timeout_s: float = 10.1):
         self.port = port
         self.host = host
-        self.response_timeout_s = response_timeout_s
+        self._response_timeout_s = response_timeout_s
         self._sock: socket.socket | None = None
         self._frame_size: tuple[int, int] | None = None  # (width, height) of the frame last requested
 
     # ---- connection ---------------------------------------------------------------------------------------
+
+    @property
+    def response_timeout_s(self) -> float:
+        """Longest wait for any read from the plugin."""
+        return self._response_timeout_s
+
+    @response_timeout_s.setter
+    def response_timeout_s(self, seconds: float) -> None:
+        self._response_timeout_s = seconds
+        if self._sock is not None:
+            self._sock.settimeout(seconds)
 
     @property
     def connected(self) -> bool:

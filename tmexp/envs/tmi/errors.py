@@ -1,6 +1,6 @@
 """Exceptions of the real-game backend.
 
-``GameConnectionLost`` (and its subclasses) is what the collector catches: the rollout in progress is discarded
+``GameConnectionLost`` (a ``ConnectionError``, with its subclasses) is what the collector catches: the rollout in progress is discarded
 whole and ``reset()`` is called again, which reconnects to the game or restarts it. The other two are errors a
 user must fix (configuration, a game that never comes up) and stop the run with one clear sentence.
 """
@@ -8,7 +8,7 @@ user must fix (configuration, a game that never comes up) and stop the run with 
 from __future__ import annotations
 
 
-class GameConnectionLost(RuntimeError):
+class GameConnectionLost(ConnectionError):
     """The plugin connection dropped, stalled or spoke nonsense mid-race: discard the rollout and reset()."""
 
 
