@@ -101,7 +101,7 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False) -> str:
         write_status(run_dir, "failed", trainer.counters, cfg.map.short_name,
                      error=f"{type(error).__name__}: {error}")
         raise
-    status = "preempted" if reason == "stop_requested" else "finished"
+    status = {"stop_requested": "preempted", "interrupted": "stopped"}.get(reason, "finished")
     write_status(run_dir, status, trainer.counters, cfg.map.short_name)
     log.info("run %s: %s after %d frames, %d batches", run_dir, status, trainer.counters.frames, trainer.counters.batches)
     return reason

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue as queue_module
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from tmexp.core.agent import MapCycle, exploration_rates, select_action
 from tmexp.core.networks import build_network
 from tmexp.core.schedules import make_schedule
 from tmexp.envs.factory import make_env
+from tmexp.preemption import ignore_preemption_signals
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,8 @@ class Collector:
 
 
 def _collector_process(settings: CollectorSettings, index: int, rollouts, weights, frames_played, stop) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle: it stops the collectors
+    ignore_preemption_signals()  # so is preemption: the learner saves, then stops the collectors
     torch.set_num_threads(settings.torch_threads)
     try:
         collector = Collector(settings, index, weights, frames_played)

@@ -31,7 +31,7 @@ from tmexp.core import metrics
 from tmexp.core.checkpoint import has_checkpoint, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from tmexp.core.collectors import Collector, CollectorPool, CollectorSettings, WeightsSource
 from tmexp.core.networks import build_network
-from tmexp.core.optimization import make_grad_scaler, make_optimizer, pick_device, soft_update, train_step
+from tmexp.core.optimization import SelfLossState, make_grad_scaler, make_optimizer, pick_device, soft_update, train_step
 from tmexp.core.replay import ReplayBuffer, nstep_transitions
 from tmexp.core.schedules import build_schedules
 
@@ -117,6 +117,7 @@ class Trainer:
             self.target.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.online.parameters(), cfg.training)
         self.scaler = make_grad_scaler(self.device) if cfg.performance.use_amp else None
+        self.self_loss = SelfLossState()
 
         max_capacity = max(int(p[1][0]) for p in cfg.memory.memory_size_schedule)
         self.replay = ReplayBuffer(max_capacity, self.img_shape, self.float_dim, seed=cfg.seed,
@@ -163,6 +164,7 @@ class Trainer:
             "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "self_loss": self.self_loss.state_dict(),
             "counters": self.counters.__dict__.copy(),
             "rng": rng_state(),
             "replay_rng": self.replay.rng.bit_generator.state,
@@ -176,6 +178,7 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.counters = Counters(**state["counters"])
+        self.self_loss.load_state_dict(state["self_loss"])
         restore_rng_state(state["rng"])
         self.replay.rng.bit_generator.state = state["replay_rng"]
         log.info("resumed from checkpoint: %d frames, %d batches", self.counters.frames, self.counters.batches)
@@ -266,7 +269,7 @@ class Trainer:
         batch = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in batch_np.items()}
         out = train_step(self.online, self.target, self.optimizer, self.scaler, batch, nn_cfg=cfg.nn, btr_cfg=cfg.btr,
                          lr=sched["lr"], gamma=sched["gamma"],
-                         weight_decay_lr_ratio=cfg.training.weight_decay_lr_ratio)
+                         weight_decay_lr_ratio=cfg.training.weight_decay_lr_ratio, self_loss_state=self.self_loss)
         if "td_errors" in out:
             self.replay.update_priorities(idx, np.asarray(out["td_errors"]))
         c.batches += 1
@@ -348,7 +351,10 @@ class Trainer:
         return None
 
     def run(self) -> str:
-        """Train until a stop condition; return why it stopped ("max_frames", "max_minutes", "stop_requested")."""
+        """Train until a stop condition; return why it stopped.
+
+        Returns "max_frames", "max_minutes", "stop_requested" (preemption) or "interrupted" (Ctrl-C).
+        """
         cfg, c = self.cfg, self.counters
         write_status(self.run_dir, "running", c, self.map_name, extra={"first_step_at": time.time()})
         self.weights.publish(self.online)
@@ -388,6 +394,9 @@ class Trainer:
                     self.save()
                     last_ckpt = now
                 reason = self.done()
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            print("interrupted: saving a checkpoint (run again in the same directory to resume)", flush=True)
         finally:
             if self.pool is not None:
                 self.pool.stop()

@@ -1,0 +1,180 @@
+"""End-to-end runs of the shared training core on the simulator: smoke runs, resume, SIGKILL, experiments."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tmexp.core import metrics
+from tmexp.core.checkpoint import has_checkpoint, load_checkpoint
+from tmexp.train import compose_config, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["+experiment=smoke"]
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """All scalar events of a run, by tag, in file order, as TensorBoard's own reader returns them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
+
+
+def status(run_dir: Path) -> dict:
+    return json.loads((run_dir / "status.json").read_text())
+
+
+def test_smoke_run_serial(tmp_path):
+    cfg = compose_config(TINY)
+    reason = train(cfg, tmp_path)
+    assert reason == "max_frames"
+    st = status(tmp_path)
+    assert st["status"] == "finished" and st["frames"] >= 400 and st["batches"] > 0
+    tags = scalars(tmp_path)
+    for tag in (metrics.alltime_min_ms("A01"), metrics.explo_race_time("A01"), metrics.LOSS,
+                metrics.LEARNER_PERCENTAGE, metrics.CUMUL_FRAMES, metrics.CUMUL_BATCHES, metrics.avg_q("A01")):
+        assert tag in tags, tag
+    assert has_checkpoint(tmp_path)
+    assert (tmp_path / "config_resolved.yaml").is_file() and (tmp_path / "run_meta.json").is_file()
+    meta = json.loads((tmp_path / "run_meta.json").read_text())
+    assert meta["torch"] == torch.__version__ and meta["cpu_count"] >= 1
+
+
+def test_smoke_run_with_two_collector_processes(tmp_path):
+    cfg = compose_config(TINY + ["performance.serial=false", "performance.gpu_collectors_count=2"])
+    train(cfg, tmp_path)
+    st = status(tmp_path)
+    assert st["status"] == "finished" and st["frames"] >= 400 and st["batches"] > 0
+    assert metrics.explo_race_time("A01") in scalars(tmp_path)
+
+
+def test_checkpoint_round_trip_and_resume_continue_counters(tmp_path):
+    cfg = compose_config(TINY)
+    train(cfg, tmp_path)
+    first = load_checkpoint(tmp_path)
+    frames1, batches1 = first["counters"]["frames"], first["counters"]["batches"]
+    cfg.training.max_frames = frames1 + 300
+    train(cfg, tmp_path)
+    second = load_checkpoint(tmp_path)
+    assert second["counters"]["frames"] >= frames1 + 300
+    assert second["counters"]["batches"] >= batches1
+    assert second["counters"]["training_seconds"] > first["counters"]["training_seconds"]
+    for key in ("online", "target"):  # weights were restored, then trained on
+        assert set(second[key]) == set(first[key])
+    steps = [s for s, _ in scalars(tmp_path)[metrics.CUMUL_FRAMES]]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+
+
+def test_trainer_restores_exact_state(tmp_path):
+    from tmexp.core.learner import Trainer
+
+    cfg = compose_config(TINY)
+    train(cfg, tmp_path)
+    saved = load_checkpoint(tmp_path)
+    trainer = Trainer(cfg, tmp_path)
+    try:
+        assert trainer.resumed
+        for name, tensor in trainer.online.state_dict().items():
+            assert torch.equal(tensor, saved["online"][name])
+        for name, tensor in trainer.target.state_dict().items():
+            assert torch.equal(tensor, saved["target"][name])
+        assert trainer.counters.frames == saved["counters"]["frames"]
+        assert trainer.optimizer.state_dict()["state"].keys() == saved["optimizer"]["state"].keys()
+    finally:
+        trainer.close()
+
+
+def test_sigkill_mid_run_then_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tmexp.train", "+experiment=smoke", "training.max_frames=1000000",
+           "training.checkpoint_every_minutes=0.02", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if has_checkpoint(run_dir) and load_checkpoint(run_dir)["counters"]["batches"] > 20:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("no checkpoint with training progress appeared")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = load_checkpoint(run_dir)["counters"]
+    assert status(run_dir)["status"] == "running"  # it never got to say goodbye
+    resume = cmd[:3] + [f"training.max_frames={killed_at['frames'] + 300}", f"hydra.run.dir={run_dir}"]
+    subprocess.run(resume, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    after = load_checkpoint(run_dir)["counters"]
+    assert after["frames"] >= killed_at["frames"] + 300
+    assert after["batches"] >= killed_at["batches"]
+    assert status(run_dir)["status"] == "finished"
+
+
+@pytest.mark.parametrize("experiment", ["A01_v2", "A01_v4_btr", "A01_v4.1_btr", "A01_v4.2_btr"])
+def test_each_published_experiment_runs_a_few_hundred_frames(experiment, tmp_path):
+    cfg = compose_config([f"+experiment={experiment}", "performance.serial=true", "training.max_frames=300",
+                          "training.batch_size=32", "memory.memory_size_schedule=[[0,[4000,100]]]"])
+    train(cfg, tmp_path)
+    st = status(tmp_path)
+    assert st["status"] == "finished" and st["frames"] >= 300 and st["batches"] > 0
+
+
+def test_multirun_yields_runs_differing_only_in_the_swept_key(tmp_path):
+    sweep = tmp_path / "sweep"
+    subprocess.run([sys.executable, "-m", "tmexp.train", "--multirun", "+experiment=smoke", "training.max_frames=150",
+                    "btr.use_munchausen=true,false", f"hydra.sweep.dir={sweep}"],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    configs = [OmegaConf.to_container(OmegaConf.load(sweep / str(i) / "config_resolved.yaml")) for i in (0, 1)]
+
+    def flat(node, prefix=""):
+        out = {}
+        for k, v in node.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = (flat(c) for c in configs)
+    assert {k for k in a if a[k] != b[k]} == {"btr.use_munchausen"}
+    assert {a["btr.use_munchausen"], b["btr.use_munchausen"]} == {True, False}
+    for i in (0, 1):
+        assert status(sweep / str(i))["status"] == "finished"
+
+
+def test_new_best_race_saves_its_actions(tmp_path):
+    from tmexp.core.learner import Trainer
+
+    cfg = compose_config(TINY)
+    trainer = Trainer(cfg, tmp_path)
+    try:
+        T = 5
+        rollout = {
+            "img": np.zeros((T + 1, *trainer.img_shape), np.uint8),
+            "floats": np.zeros((T + 1, trainer.float_dim), np.float32),
+            "actions": np.arange(T, dtype=np.int64), "rewards": np.zeros(T, np.float32),
+            "greedy": np.ones(T, bool), "q_taken": np.zeros(T, np.float32), "terminated": True,
+            "finished": True, "race_time_ms": 250, "cp_times": [], "cutoff": None, "is_eval": True,
+            "collector": 0, "weights_version": 0,
+        }
+        trainer.ingest(rollout)
+        assert trainer.counters.alltime_min_ms["A01"] == 250
+        saved = np.load(tmp_path / "best_runs" / "A01_250.npy")
+        assert saved.tolist() == list(range(T))
+        slower = dict(rollout, race_time_ms=300)
+        trainer.ingest(slower)
+        assert trainer.counters.alltime_min_ms["A01"] == 250
+    finally:
+        trainer.close()
