@@ -1,0 +1,303 @@
+"""Compare runs at common checkpoints: by relative time (minutes) and by steps (frames or gradient updates).
+
+Every row of the long scalar table gets an x coordinate on the chosen axis:
+
+- ``wall``: minutes since the run's first event (any tag);
+- ``cumul_training_hours``: the run's training time in minutes, read from the ``cumul_training_hours`` counter at
+  the row's step (robust to calendar gaps: a run stopped overnight does not age);
+- ``frames``: the TensorBoard step (frames played);
+- ``updates``: the ``cumul_number_batches_done`` counter at the row's step.
+
+A counter "at a step" is its last value logged at or before that step, so a metric logged between two counter
+writes is placed at the earlier one (never credited with work not yet done).
+
+Time checkpoints run every ``interval`` minutes up to the common window (the shortest run's span) and end with the
+window's end; step checkpoints are the requested ones that every run reached. At a checkpoint, a scalar metric is its
+last value at or before it (best-so-far race time: the minimum so far), and a race tag is summarised over all its
+races so far: count, best, mean, sample std, best among finished, finish rate, first finish.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tmexp.core import metrics
+
+TIME_AXES = ("wall", "cumul_training_hours")
+STEP_AXES = ("frames", "updates")
+
+
+class TableError(Exception):
+    """The runs cannot be tabulated as asked (missing counter, bad step list)."""
+
+
+@dataclass(frozen=True)
+class ScalarMetric:
+    """A scalar metric shown at each checkpoint."""
+
+    name: str          # short name used in table titles and figure file names
+    tag: str
+    how: str           # "min" (best so far) or "last"
+    scale: float = 1.0  # multiply values (ms -> s)
+    unit: str = ""
+
+
+def parse_steps(text: str) -> list[int]:
+    """'10M,20M' -> [10_000_000, 20_000_000]; accepts K, M, G/B suffixes and plain or decimal numbers."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgGbB]?)", part)
+        if not match:
+            raise TableError(f"cannot read step count {part!r} in --steps {text!r}; write e.g. 10M,20M or 500K.")
+        factor = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}[match[2].lower()]
+        value = float(match[1]) * factor
+        if value <= 0 or value != int(value):
+            raise TableError(f"step count {part!r} in --steps must be a positive whole number of steps.")
+        out.append(int(value))
+    return sorted(set(out))
+
+
+def format_steps(n: float) -> str:
+    """10_000_000 -> '10M' (the inverse of parse_steps for round numbers)."""
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if n >= factor and n % factor == 0:
+            return f"{int(n // factor)}{suffix}"
+        if n >= factor:
+            return f"{n / factor:.3g}{suffix}"
+    return str(int(n))
+
+
+def detect_maps(scalars: pd.DataFrame) -> list[str]:
+    """Map short names present in the logs (from alltime_min_ms_<map> and Race/* tags)."""
+    maps = set()
+    for tag in scalars["tag"].unique():
+        tag = str(tag)
+        if tag.startswith("alltime_min_ms_"):
+            maps.add(tag[len("alltime_min_ms_"):])
+        elif tag.startswith("Race/") and "_trained_" in tag:
+            maps.add(tag.split("_trained_", 1)[1])
+    return sorted(maps)
+
+
+def scalar_metrics(map_name: str) -> list[ScalarMetric]:
+    """The scalar metrics of the published comparison, for one map."""
+    return [
+        ScalarMetric(f"best_time_{map_name}", metrics.alltime_min_ms(map_name), "min", 1e-3, "s"),
+        ScalarMetric("loss", metrics.LOSS, "last"),
+        ScalarMetric(f"avg_q_{map_name}", metrics.avg_q(map_name), "last"),
+        ScalarMetric("learner_pct", metrics.LEARNER_PERCENTAGE, "last", 1.0, "%"),
+    ]
+
+
+def race_tags(scalars: pd.DataFrame, map_name: str | None = None) -> list[str]:
+    """Race-time tags present (eval robust, eval, exploration), for one map or all."""
+    kinds = ("eval_race_time_robust_trained_", "eval_race_time_trained_", "explo_race_time_trained_")
+    present = {str(t) for t in scalars["tag"].unique()}
+    out = []
+    for kind in kinds:
+        for tag in sorted(present):
+            if tag.startswith("Race/" + kind) and (map_name is None or tag == f"Race/{kind}{map_name}"):
+                out.append(tag)
+    return out
+
+
+def finished_tag_for(race_tag: str) -> str:
+    """The 0/1 finished tag logged beside a race-time tag (robust eval times count eval races)."""
+    map_name = race_tag.split("_trained_", 1)[1]
+    if "/explo_" in race_tag:
+        return metrics.explo_race_finished(map_name)
+    return metrics.eval_race_finished(map_name)
+
+
+# --- the x axis ---------------------------------------------------------------------------------------------------
+
+def _counter_at(counter: pd.DataFrame, steps: np.ndarray) -> np.ndarray:
+    """Last counter value logged at or before each step (NaN before the first write)."""
+    counter = counter.sort_values("step", kind="stable")
+    cs = counter["step"].to_numpy()
+    cv = counter["value"].to_numpy()
+    # Several writes at one step: the last one wins, like TensorBoard's own display.
+    idx = np.searchsorted(cs, steps, side="right") - 1
+    out = np.full(len(steps), np.nan)
+    ok = idx >= 0
+    out[ok] = cv[idx[ok]]
+    return out
+
+
+def with_axis(scalars: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The long table plus an ``x`` column on ``axis`` (minutes for time axes, counts for step axes)."""
+    if axis not in TIME_AXES + STEP_AXES:
+        raise TableError(f"unknown axis {axis!r}; use one of {', '.join(TIME_AXES + STEP_AXES)}.")
+    parts = []
+    for run, df in scalars.groupby("run", observed=True, sort=False):
+        df = df.copy()
+        if axis == "wall":
+            df["x"] = (df["wall_time"] - df["wall_time"].min()) / 60.0
+        elif axis == "frames":
+            df["x"] = df["step"].astype(np.float64)
+        else:
+            tag = metrics.CUMUL_TRAINING_HOURS if axis == "cumul_training_hours" else metrics.CUMUL_BATCHES
+            counter = df[df["tag"] == tag]
+            if counter.empty:
+                raise TableError(f"run {run!r} has no {tag} scalar, so it cannot be placed on the {axis} axis; "
+                                 f"use --time-axis wall or --by frames.")
+            x = _counter_at(counter, df["step"].to_numpy())
+            df["x"] = x * 60.0 if axis == "cumul_training_hours" else x
+        parts.append(df)
+    if not parts:
+        return scalars.assign(x=np.zeros(0))
+    return pd.concat(parts, ignore_index=True)
+
+
+def spans(data: pd.DataFrame) -> pd.Series:
+    """Largest x of each run (its duration in minutes, or its last step)."""
+    return data.groupby("run", observed=True)["x"].max()
+
+
+def time_checkpoints(data: pd.DataFrame, interval: float) -> tuple[list[float], float]:
+    """(checkpoints every ``interval`` minutes within the common window, ending with the window's end; window)."""
+    if interval <= 0:
+        raise TableError(f"--interval must be a positive number of minutes, not {interval}.")
+    window = float(spans(data).min())
+    points = [interval * k for k in range(1, int(math.floor(window / interval + 1e-9)) + 1)]
+    if not points or window - points[-1] > 1e-9:
+        points.append(window)
+    return points, window
+
+
+def step_checkpoints(data: pd.DataFrame, steps: list[int] | None = None,
+                     step_interval: int | None = None) -> tuple[list[int], list[int], float]:
+    """(checkpoints every run reached, requested ones beyond the common window, common window in steps)."""
+    window = float(spans(data).min())
+    if steps is None:
+        if not step_interval or step_interval <= 0:
+            raise TableError("give --steps (e.g. 10M,20M) or a positive --step-interval.")
+        steps = list(range(step_interval, int(window) + 1, step_interval))
+    kept = [s for s in steps if s <= window]
+    return kept, [s for s in steps if s > window], window
+
+
+# --- values at checkpoints -----------------------------------------------------------------------------------------
+
+def _sorted_values(data: pd.DataFrame, tag: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """run -> (x ascending, values in that order) for one tag."""
+    out = {}
+    sub = data[data["tag"] == tag]
+    for run, df in sub.groupby("run", observed=True, sort=False):
+        df = df.sort_values("x", kind="stable")
+        out[str(run)] = (df["x"].to_numpy(), df["value"].to_numpy())
+    return out
+
+
+def metric_table(data: pd.DataFrame, metric: ScalarMetric, checkpoints, runs: list[str]) -> pd.DataFrame:
+    """Rows: checkpoints; columns: runs; cells: the metric at the checkpoint (NaN when nothing logged yet)."""
+    series = _sorted_values(data, metric.tag)
+    table = pd.DataFrame(np.nan, index=list(checkpoints), columns=runs)
+    for run in runs:
+        if run not in series:
+            continue
+        x, v = series[run]
+        v = v * metric.scale
+        running = np.minimum.accumulate(v) if metric.how == "min" else v
+        idx = np.searchsorted(x, np.asarray(checkpoints, np.float64), side="right") - 1
+        table[run] = np.where(idx >= 0, running[np.maximum(idx, 0)], np.nan)
+    return table
+
+
+def final_values(data: pd.DataFrame, metric: ScalarMetric, runs: list[str]) -> pd.Series:
+    """The metric at the end of each run (its own end, not the common window)."""
+    series = _sorted_values(data, metric.tag)
+    out = pd.Series(np.nan, index=runs, dtype=np.float64)
+    for run, (_, v) in series.items():
+        if run in out.index and len(v):
+            out[run] = (v.min() if metric.how == "min" else v[-1]) * metric.scale
+    return out
+
+
+RACE_COLUMNS = ["races", "best", "mean", "std", "best_finished", "finish_rate", "first_finish"]
+
+
+def race_table(data: pd.DataFrame, race_tag: str, checkpoints, runs: list[str]) -> pd.DataFrame:
+    """Per (checkpoint, run): races so far, best, mean, std (sample), best among finished, finish rate, first finish.
+
+    A race is finished when its time is under the cutoff (300 s). The finish rate comes from the 0/1 finished tag
+    logged beside the times when present (robust eval times only log finished races, so their own values cannot
+    give a rate), else from the times themselves. ``first_finish`` is the x of the first finished race.
+    """
+    times = _sorted_values(data, race_tag)
+    finished = _sorted_values(data, finished_tag_for(race_tag))
+    rows = []
+    for cp in checkpoints:
+        for run in runs:
+            row = dict.fromkeys(RACE_COLUMNS, np.nan)
+            row["races"] = 0
+            if run in times:
+                x, v = times[run]
+                v = v[x <= cp]
+                row["races"] = len(v)
+                if len(v):
+                    done = v < metrics.RACE_CUTOFF_S
+                    row["best"] = v.min()
+                    row["mean"] = v.mean()
+                    row["std"] = v.std(ddof=1) if len(v) > 1 else np.nan
+                    row["best_finished"] = v[done].min() if done.any() else np.nan
+                    first = np.nonzero(done)[0]  # v is a prefix of the x-sorted series
+                    row["first_finish"] = x[first[0]] if len(first) else np.nan
+                    row["finish_rate"] = done.mean()
+            if run in finished:
+                fx, fv = finished[run]
+                fv = fv[fx <= cp]
+                row["finish_rate"] = fv.mean() if len(fv) else np.nan
+            rows.append({"checkpoint": cp, "run": run, **row})
+    return pd.DataFrame(rows, columns=["checkpoint", "run", *RACE_COLUMNS]).set_index(["checkpoint", "run"])
+
+
+@dataclass
+class Comparison:
+    """Everything a compare run produces: axis data, checkpoints and the tables."""
+
+    axis: str
+    checkpoints: list
+    window: float
+    runs: list[str]
+    metric_tables: dict[str, pd.DataFrame]    # metric name -> checkpoints x runs
+    race_tables: dict[str, pd.DataFrame]      # race tag -> (checkpoint, run) x RACE_COLUMNS
+    dropped: list                              # requested step checkpoints beyond the common window
+    data: pd.DataFrame                         # the long table with its x column (for plots)
+
+
+def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, interval: float = 10.0,
+            steps: list[int] | None = None, step_interval: int | None = None,
+            maps: list[str] | None = None) -> Comparison:
+    """Tables of every scalar metric and race tag at the checkpoints of one axis."""
+    if runs is None:
+        runs = [str(r) for r in pd.unique(scalars["run"])]
+    data = with_axis(scalars[scalars["run"].isin(runs)], axis)
+    if data.empty:
+        raise TableError("the runs hold no scalars to compare.")
+    dropped: list = []
+    if axis in TIME_AXES:
+        checkpoints, window = time_checkpoints(data, interval)
+    else:
+        checkpoints, dropped, window = step_checkpoints(data, steps, step_interval)
+    maps = maps if maps is not None else detect_maps(scalars)
+    tables = {}
+    present = {str(t) for t in data["tag"].unique()}
+    for map_name in maps:
+        for metric in scalar_metrics(map_name):
+            if metric.tag in present and metric.name not in tables:
+                tables[metric.name] = metric_table(data, metric, checkpoints, runs)
+    races = {tag: race_table(data, tag, checkpoints, runs) for m in maps for tag in race_tags(data, m)}
+    return Comparison(axis, checkpoints, window, runs, tables, races, dropped, data)
+
+
+def checkpoint_label(value: float, axis: str) -> str:
+    """How a checkpoint is written in tables: '20 min' / '1.5 h'-free minutes, or '10M' steps."""
+    if axis in TIME_AXES:
+        return f"{value:.0f} min" if abs(value - round(value)) < 1e-9 else f"{value:.1f} min"
+    return format_steps(value)
