@@ -181,6 +181,13 @@ class DuelingHeads(nn.Module):
         b_q = ba2 - ba2.mean() + bv2
         return F.linear(h, w_q, b_q)
 
+    def advantage(self, x: Tensor) -> Tensor:
+        """x (rows, d_in) -> A (rows, n_actions) alone: argmax_a Q = argmax_a A, so greedy choices skip V."""
+        h = self.a_hidden(x)
+        if self.a_norm is not None:
+            h = self.a_norm(h)
+        return self.a_out(F.leaky_relu(h, LEAKY_SLOPE))
+
     def forward_unfused(self, x: Tensor) -> Tensor:
         """The heads evaluated literally (reference for tests): V + A - mean(A)."""
 

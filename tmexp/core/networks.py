@@ -160,12 +160,25 @@ class IQNNetwork(nn.Module):
         float_features = self.float_feature_extractor((floats - self.float_mean) / self.float_std)
         return torch.cat((img_features, float_features), dim=1)
 
+    def mixed_features(self, state: Tensor, taus: Tensor) -> Tensor:
+        """state (B, d), taus (B, N) -> state * phi(tau) (B * N, d), rows sample-major."""
+        b, n = taus.shape
+        phi = F.leaky_relu(self.iqn_fc(torch.cos(taus.unsqueeze(-1) * self.cos_index)), LEAKY_SLOPE)  # (B, N, d)
+        return (state.unsqueeze(1) * phi).reshape(b * n, -1)
+
     def quantiles_from_state(self, state: Tensor, taus: Tensor) -> Tensor:
         """state (B, d), taus (B, N) -> quantiles Z(s, a; tau) (B, N, n_actions)."""
         b, n = taus.shape
-        phi = F.leaky_relu(self.iqn_fc(torch.cos(taus.unsqueeze(-1) * self.cos_index)), LEAKY_SLOPE)  # (B, N, d)
-        mixed = (state.unsqueeze(1) * phi).reshape(b * n, -1)  # (B * N, d)
-        return self.heads(mixed).view(b, n, self.n_actions)
+        return self.heads(self.mixed_features(state, taus)).view(b, n, self.n_actions)
+
+    def advantages(self, img: Tensor, floats: Tensor, taus: Tensor) -> Tensor:
+        """Advantage head alone, A(s, a; tau) (B, N, n_actions) for taus (B, N).
+
+        Since Q = V + A - mean_a(A), argmax_a mean_tau Q = argmax_a mean_tau A: greedy action choices (DDQN's
+        online argmax, acting) need only this, which skips the V head's half of the largest matrix product.
+        """
+        b, n = taus.shape
+        return self.heads.advantage(self.mixed_features(self.state_features(img, floats), taus)).view(b, n, self.n_actions)
 
     def forward(self, img: Tensor, floats: Tensor, n_taus: int, taus: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Quantile values for ``n_taus`` quantile fractions per sample.

@@ -78,6 +78,9 @@ def soft_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) ->
                 buf.copy_(o_module._buffers[name])
 
 
+_DISABLED_SCALER = torch.amp.GradScaler("cpu", enabled=False)
+
+
 @dataclass
 class SelfLossState:
     """Running means for Linesight's target self-loss rescaling (``losses.target_self_loss_scale``).
@@ -123,8 +126,9 @@ def compute_targets(
         return targets, target_taus
     if nn_cfg.use_ddqn:
         # The online network picks a*, with its own fresh fractions (Linesight).
-        online_next, _ = online(batch["next_img"], batch["next_floats"], n, losses.training_taus(b, n, device))
-        next_actions = losses.greedy_actions(online_next.float())
+        # argmax of the quantile mean of Q equals that of A (Q = V + A - mean A), so the V head is skipped.
+        online_next_advantages = online.advantages(batch["next_img"], batch["next_floats"], losses.training_taus(b, n, device))
+        next_actions = losses.greedy_actions(online_next_advantages.float())
     else:
         next_actions = losses.greedy_actions(next_quantiles)
     return losses.iqn_target(batch["reward"], batch["gamma_n"], batch["terminal"], next_quantiles, next_actions), target_taus
@@ -134,7 +138,7 @@ def train_step(
     online: IQNNetwork,
     target: IQNNetwork,
     optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
+    scaler: torch.amp.GradScaler | None,
     batch: dict[str, Tensor],
     *,
     nn_cfg: NNConfig,
@@ -147,6 +151,7 @@ def train_step(
     """One learner update on ``batch`` (see the module docstring for the steps).
 
     Args:
+        scaler: from ``make_grad_scaler``; None means no AMP (full precision, no loss scaling).
         batch: tensors on the networks' device, B rows: ``img`` uint8 (B, 1, H, W), ``floats`` float32 (B, F),
             ``action`` int64 (B,), ``reward`` float32 (B,) discounted n-step sum, ``next_img``, ``next_floats``,
             ``terminal`` float32 (B,), ``gamma_n`` float32 (B,), ``weight`` float32 (B,) importance weights.
@@ -174,6 +179,8 @@ def train_step(
         online.reset_noise()
         target.reset_noise()
     b, n = batch["img"].shape[0], nn_cfg.iqn_n
+    if scaler is None:
+        scaler = _DISABLED_SCALER
     use_amp = scaler.is_enabled()
 
     optimizer.zero_grad(set_to_none=True)
