@@ -1,0 +1,139 @@
+"""Sweeps through hydra/launcher=local (submitit's local executor): every job runs, failures are reported with their
+logs and fail the sweep, and a signalled job saves, is restarted in the same run directory and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from sweep_harness import (REPO, TOY_APP, app_env, job_status, run_sweep, scalar_steps, start_sweep,
+                           wait_for_json)
+from tmexp.sweeps import collect, expected_jobs, format_summary
+
+LOCAL = ["hydra/launcher=local"]
+
+
+def test_local_sweep_2x2_every_job_finishes_with_tensorboard(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_sweep(TOY_APP, sweep_dir, LOCAL + ["btr.use_munchausen=true,false", "seed=0,1"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    seen = set()
+    for num in range(4):
+        run_dir = sweep_dir / str(num)
+        assert job_status(run_dir)["status"] == "finished"
+        assert scalar_steps(run_dir) == list(range(10, 101, 10))
+        seen.add(tuple((run_dir / ".hydra" / "overrides.yaml").read_text().split()))
+        assert list((sweep_dir / ".submitit").glob("*/*_log.out")), "submitit's job logs are missing"
+    assert len(seen) == 4, "the four jobs must have four different override sets"
+    assert "4 of 4 jobs finished" in result.stdout
+
+
+def test_failing_job_is_reported_with_its_log_and_fails_the_sweep(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_sweep(TOY_APP, sweep_dir, LOCAL + ["fail_at_step=-1,3"])
+    assert result.returncode != 0
+
+    assert job_status(sweep_dir / "0")["status"] == "finished"  # the other job's results stay
+    assert scalar_steps(sweep_dir / "0") == list(range(10, 101, 10))
+    failed = job_status(sweep_dir / "1")
+    assert failed["status"] == "failed" and "toy failure at step 3" in failed["error"]
+
+    line = next(line for line in result.stdout.splitlines() if line.strip().startswith("#1"))
+    assert "FAILED" in line and "fail_at_step=3" in line
+    log_lines = [line.split("log: ", 1)[1] for line in result.stdout.splitlines() if "log: " in line]
+    err_logs = [p for p in log_lines if p.endswith("_log.err")]
+    assert err_logs, result.stdout
+    assert "toy failure at step 3" in open(err_logs[0]).read()
+    assert "1 of 2 jobs finished, 1 did not" in result.stdout
+
+
+def test_signalled_local_job_is_restarted_and_resumes(tmp_path):
+    sweep_dir, ready = tmp_path / "sweep", tmp_path / "ready.json"
+    proc = start_sweep(TOY_APP, sweep_dir, LOCAL + ["steps=40", "step_seconds=0.1", f"ready_file={ready}"],
+                       tmp_path / "sweep.log")
+    try:
+        job = wait_for_json(ready, timeout=60, proc=proc)
+        os.kill(job["pid"], signal.SIGUSR2)  # what submitit's local executor sends at its time limit
+        assert proc.wait(timeout=120) == 0, (tmp_path / "sweep.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    status = job_status(sweep_dir / "0")
+    assert status["status"] == "finished" and status["attempts"] == 2
+    assert 0 < status["stopped_at_frames"] < status["frames"] == 400
+    steps = scalar_steps(sweep_dir / "0")
+    assert steps == sorted(set(steps)) == list(range(10, 401, 10)), "TensorBoard steps duplicated or lost"
+    assert len(list((sweep_dir / "0" / "tensorboard").glob("events.out.tfevents.*"))) == 2
+
+
+def test_plain_run_sigterm_saves_and_the_same_command_resumes(tmp_path):
+    run_dir, ready = tmp_path / "run", tmp_path / "ready.json"
+    command = [sys.executable, "-m", TOY_APP, f"hydra.run.dir={run_dir}", "steps=30", "step_seconds=0.1"]
+    proc = subprocess.Popen(command + [f"ready_file={ready}"], cwd=REPO, env=app_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_json(ready, timeout=60, proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert "Traceback" not in output
+    stopped = job_status(run_dir)
+    assert stopped["status"] == "preempted" and stopped["frames"] < 300
+
+    again = subprocess.run(command, cwd=REPO, env=app_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    status = job_status(run_dir)
+    assert status["status"] == "finished" and status["attempts"] == 2 and status["frames"] == 300
+    steps = scalar_steps(run_dir)
+    assert steps == sorted(set(steps)) == list(range(10, 301, 10))
+
+
+def test_expected_jobs_follow_hydras_job_numbers():
+    jobs = expected_jobs(["btr.use_munchausen=true,false", "seed=0,1", "run_name=x"])
+    assert jobs == [  # Hydra's sweep spells booleans True/False
+        ["btr.use_munchausen=True", "seed=0", "run_name=x"],
+        ["btr.use_munchausen=True", "seed=1", "run_name=x"],
+        ["btr.use_munchausen=False", "seed=0", "run_name=x"],
+        ["btr.use_munchausen=False", "seed=1", "run_name=x"],
+    ]
+    # An experiment file's hydra.sweeper.params come first, as Hydra's basic sweeper orders them.
+    assert expected_jobs(["seed=0,1"], {"ablation": "none,no_noisy"})[1] == ["ablation=none", "seed=1"]
+
+
+def _fake_job(sweep_dir, num, status, job_id=None, **extra):
+    run_dir = sweep_dir / str(num)
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  job:\n    num: {num}\n    id: '{job_id or num}'\n")
+    (run_dir / ".hydra" / "overrides.yaml").write_text(f"- seed={num}\n")
+    if status is not None:
+        (run_dir / "status.json").write_text(json.dumps({"status": status, "frames": 5, **extra}))
+    return run_dir
+
+
+def test_summary_judges_jobs_by_their_own_status(tmp_path):
+    _fake_job(tmp_path, 0, "finished")
+    _fake_job(tmp_path, 1, "running", job_id="77_1")   # killed without a word: SLURM may still say COMPLETED
+    _fake_job(tmp_path, 2, "failed", error="ValueError: bad")
+    _fake_job(tmp_path, 3, None)
+    logs = tmp_path / ".submitit" / "77_1"
+    logs.mkdir(parents=True)
+    (logs / "77_1_0_log.err").write_text("Killed\n")
+    expected = [[f"seed={n}"] for n in range(5)]  # job 4 never got a directory
+
+    results = collect(tmp_path, expected)
+    assert [r.status for r in results] == ["finished", "running", "failed", "missing", "missing"]
+    assert [r.ok for r in results] == [True, False, False, False, False]
+    assert results[1].logs == [logs / "77_1_0_log.err"]
+    assert results[4].run_dir is None and results[4].overrides == ["seed=4"]
+    text = format_summary(tmp_path, results)
+    assert "1 of 5 jobs finished, 4 did not" in text
+    assert "ValueError: bad" in text and str(logs / "77_1_0_log.err") in text
