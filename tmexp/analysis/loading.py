@@ -248,6 +248,11 @@ def _to_frame(frames, run_order: list[str]) -> pd.DataFrame:
     })
 
 
+def empty_frame() -> pd.DataFrame:
+    """The long table with no rows (and the right columns and dtypes)."""
+    return _to_frame([], [])
+
+
 def load_scalars(paths, **kwargs) -> pd.DataFrame:
     """Shortcut: the long DataFrame of every run under ``paths``."""
     return load_runs(paths, **kwargs).scalars

@@ -147,7 +147,8 @@ def with_axis(scalars: pd.DataFrame, axis: str) -> pd.DataFrame:
                 raise TableError(f"run {run!r} has no {tag} scalar, so it cannot be placed on the {axis} axis; "
                                  f"use --time-axis wall or --by frames.")
             x = _counter_at(counter, df["step"].to_numpy())
-            df["x"] = x * 60.0 if axis == "cumul_training_hours" else x
+            # Rounded so that hours logged as k/60 land exactly on whole-minute checkpoints.
+            df["x"] = np.round(x * 60.0, 9) if axis == "cumul_training_hours" else x
         parts.append(df)
     if not parts:
         return scalars.assign(x=np.zeros(0))
@@ -164,7 +165,7 @@ def time_checkpoints(data: pd.DataFrame, interval: float) -> tuple[list[float], 
     if interval <= 0:
         raise TableError(f"--interval must be a positive number of minutes, not {interval}.")
     window = float(spans(data).min())
-    points = [interval * k for k in range(1, int(math.floor(window / interval + 1e-9)) + 1)]
+    points = [float(interval * k) for k in range(1, int(math.floor(window / interval + 1e-9)) + 1)]
     if not points or window - points[-1] > 1e-9:
         points.append(window)
     return points, window
@@ -296,8 +297,10 @@ def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, int
     return Comparison(axis, checkpoints, window, runs, tables, races, dropped, data)
 
 
-def checkpoint_label(value: float, axis: str) -> str:
-    """How a checkpoint is written in tables: '20 min' / '1.5 h'-free minutes, or '10M' steps."""
+def checkpoint_label(value: float, axis: str, window: float | None = None) -> str:
+    """How a checkpoint is written in tables: '20 min', 'end 50.02 min' (the common window's end), or '10M'."""
     if axis in TIME_AXES:
-        return f"{value:.0f} min" if abs(value - round(value)) < 1e-9 else f"{value:.1f} min"
+        whole = abs(value - round(value)) < 1e-9
+        text = f"{value:.0f} min" if whole else f"{value:.2f} min"
+        return f"end {text}" if window is not None and value == window and not whole else text
     return format_steps(value)

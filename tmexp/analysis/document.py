@@ -1,0 +1,142 @@
+"""Turn comparisons into titled tables (sections) that the compare CLI and the report both render."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from tmexp.analysis import summary, tables
+from tmexp.analysis.render import heading, render_table
+
+METRIC_FORMATS = {"best_time": "{:.3f}", "loss": "{:.2f}", "avg_q": "{:.4f}", "learner_pct": "{:.1f}"}
+METRIC_TITLES = {
+    "best_time": "best time so far (s), from {tag} / 1000",
+    "loss": "training loss ({tag}, last value)",
+    "avg_q": "average Q ({tag}, last value)",
+    "learner_pct": "learner busy time, % ({tag}, last value)",
+}
+
+
+@dataclass
+class Section:
+    """One table with its title; ``key`` names it in files (CSV output, figure lookup)."""
+
+    key: str
+    title: str
+    table: pd.DataFrame
+    formats: dict[str, str] = field(default_factory=dict)
+    default: str = "{:.3f}"
+    note: str = ""
+    index_name: str = ""
+    figure: Path | None = None
+
+
+def _metric_kind(name: str) -> str:
+    return next(k for k in METRIC_FORMATS if name.startswith(k))
+
+
+def _axis_words(cmp: tables.Comparison) -> str:
+    if cmp.axis in tables.TIME_AXES:
+        return "by wall time" if cmp.axis == "wall" else "by training time"
+    return f"by {cmp.axis}"
+
+
+def metric_sections(cmp: tables.Comparison, maps: list[str]) -> list[Section]:
+    """A section per scalar metric: checkpoints x runs."""
+    out = []
+    tags = {m.name: m.tag for map_name in maps for m in tables.scalar_metrics(map_name)}
+    for name, table in cmp.metric_tables.items():
+        kind = _metric_kind(name)
+        shown = table.copy()
+        shown.index = [tables.checkpoint_label(c, cmp.axis, cmp.window) for c in table.index]
+        fmt = METRIC_FORMATS[kind]
+        out.append(Section(f"{name}_by_{cmp.axis}", f"{METRIC_TITLES[kind].format(tag=tags[name])} "
+                           f"{_axis_words(cmp)}", shown, {c: fmt for c in shown.columns}, fmt,
+                           index_name="checkpoint"))
+    return out
+
+
+def race_sections(cmp: tables.Comparison) -> list[Section]:
+    """A section per race tag: (checkpoint, run) x race statistics."""
+    out = []
+    first = "{:.1f}" if cmp.axis in tables.TIME_AXES else "{:.0f}"
+    unit = "min" if cmp.axis in tables.TIME_AXES else cmp.axis
+    for tag, table in cmp.race_tables.items():
+        shown = table.copy()
+        shown.index = pd.MultiIndex.from_tuples(
+            [(tables.checkpoint_label(c, cmp.axis, cmp.window), r) for c, r in table.index])
+        shown = shown.rename(columns={"first_finish": f"first_finish ({unit})"})
+        formats = {"races": "{:.0f}", "finish_rate": "{:.2f}", f"first_finish ({unit})": first}
+        note = ("Races so far at each checkpoint; times in s; std is the sample std; a race is finished under "
+                "300 s; the finish rate comes from the finished tag when logged.")
+        out.append(Section(f"{tag}_by_{cmp.axis}", f"{tag} {_axis_words(cmp)}", shown, formats, "{:.3f}", note,
+                           index_name="checkpoint / run"))
+    return out
+
+
+def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_metric: str | None,
+                  reps: int = 10_000) -> list[Section]:
+    """IQM [95 % CI] across seeds of the best time at each checkpoint, when some group has several seeds."""
+    if best_metric is None or best_metric not in cmp.metric_tables:
+        return []
+    if not any(len(m) > 1 for m in groups.values()):
+        return []
+    table = summary.group_table(cmp.metric_tables[best_metric], groups, cmp.axis, cmp.window, reps=reps)
+    note = ("IQM across seeds with a 95 % stratified bootstrap interval (rliable's definitions); "
+            "a single-seed group shows its value only.")
+    return [Section(f"{best_metric}_seeds_by_{cmp.axis}", f"{best_metric} across seeds {_axis_words(cmp)}",
+                    table, note=note, index_name="checkpoint")]
+
+
+def final_seed_section(final_best: pd.Series, groups: dict[str, list[str]], baseline: str | None,
+                       reps: int = 50_000) -> list[Section]:
+    """Final best time per group (IQM [CI]) and each group against the baseline group."""
+    if not any(len(m) > 1 for m in groups.values()):
+        return []
+    estimates = summary.group_estimates(final_best, groups, reps=reps)
+    rows = {g: {"seeds": e.n_seeds, "final best (s)": e.describe() if e.n_seeds else "-"}
+            for g, e in estimates.items()}
+    versus = {c.a.group: c for c in summary.group_comparisons(final_best, groups, baseline, reps=reps)}
+    for g in rows:
+        c = versus.get(g)
+        rows[g]["vs baseline"] = "-" if c is None else (
+            "single seed" if c.overlap is None else ("CIs overlap" if c.overlap else "CIs disjoint"))
+        rows[g]["P(better than baseline)"] = "-" if c is None or math.isnan(c.p_improvement) \
+            else f"{c.p_improvement:.2f}"
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    note = ("Final best time over each whole run; IQM across seeds with a 95 % stratified bootstrap interval; "
+            "P(better) is rliable's probability of improvement (lower time is better).")
+    return [Section("final_best_seeds", "final best time across seeds", table, note=note, index_name="group")]
+
+
+def run_section(summary_table: pd.DataFrame) -> Section:
+    return Section("runs", "runs", summary_table, summary.SUMMARY_FORMATS, index_name="run")
+
+
+def render_sections(sections: list[Section], fmt: str, level: int = 2, figure_dir: Path | None = None) -> str:
+    """All sections as one text: heading, note, table, then the figure link (md/rst) when there is one."""
+    parts = []
+    for s in sections:
+        parts.append(heading(s.title, level, fmt))
+        if s.note and fmt != "csv":
+            parts.append(s.note)
+        parts.append(render_table(s.table, fmt, s.formats, s.default, s.index_name))
+        if s.figure is not None and fmt != "csv":
+            rel = s.figure.name if figure_dir is None else s.figure.relative_to(figure_dir).as_posix()
+            parts.append(f"![{s.title}]({rel})" if fmt == "md" else f".. image:: {rel}\n   :alt: {s.title}")
+    return "\n\n".join(parts) + "\n"
+
+
+def auto_step_interval(window: float) -> int:
+    """A round step interval (1, 2 or 5 x 10^k) giving 4 to 10 checkpoints in the common step window."""
+    if window < 4:
+        return 1
+    k = 10 ** max(int(math.floor(math.log10(window / 4))) - 1, 0)
+    while True:
+        for m in (1, 2, 5):
+            if window / (m * k) <= 10:
+                return int(m * k)
+        k *= 10

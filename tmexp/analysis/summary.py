@@ -1,0 +1,72 @@
+"""Per-run summary (durations, counters, final best) and seed-group statistics tables built on stats.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tmexp.analysis import stats, tables
+from tmexp.core import metrics
+
+
+def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None) -> pd.DataFrame:
+    """One row per run: wall minutes, training hours, frames, updates, final best time (s) over the whole run."""
+    rows = []
+    for run in runs:
+        df = scalars[scalars["run"] == run]
+        row = {"wall_minutes": np.nan, "training_hours": np.nan, "frames": np.nan, "updates": np.nan,
+               "final_best_s": np.nan}
+        if not df.empty:
+            row["wall_minutes"] = (df["wall_time"].max() - df["wall_time"].min()) / 60.0
+            row["frames"] = int(df["step"].max())
+            for name, tag in (("training_hours", metrics.CUMUL_TRAINING_HOURS), ("updates", metrics.CUMUL_BATCHES)):
+                counter = df[df["tag"] == tag]
+                if not counter.empty:
+                    row[name] = counter.sort_values("step", kind="stable")["value"].iloc[-1]
+            if map_name is not None:
+                best = df[df["tag"] == metrics.alltime_min_ms(map_name)]["value"]
+                if not best.empty:
+                    row["final_best_s"] = best.min() / 1000.0
+        rows.append({"run": run, **row})
+    out = pd.DataFrame(rows).set_index("run")
+    for col in ("frames", "updates"):
+        out[col] = out[col].astype("Int64") if out[col].notna().all() else out[col]
+    return out
+
+
+SUMMARY_FORMATS = {"wall_minutes": "{:.1f}", "training_hours": "{:.2f}", "frames": "{:.0f}", "updates": "{:.0f}",
+                   "final_best_s": "{:.3f}"}
+
+
+def group_values(values: pd.Series, groups: dict[str, list[str]]) -> dict[str, list[float]]:
+    """Per-run values (indexed by run) -> group -> list of its seeds' values."""
+    return {g: [float(values.get(r, np.nan)) for r in members] for g, members in groups.items()}
+
+
+def group_estimates(values: pd.Series, groups: dict[str, list[str]], reps: int = 50_000,
+                    seed: int = 0) -> dict[str, stats.GroupEstimate]:
+    return {g: stats.estimate(g, v, reps=reps, seed=seed) for g, v in group_values(values, groups).items()}
+
+
+def group_table(metric_table: pd.DataFrame, groups: dict[str, list[str]], axis: str, window: float | None = None,
+                fmt: str = "{:.3f}", reps: int = 10_000) -> pd.DataFrame:
+    """Rows: checkpoints; columns: groups; cells: 'IQM [low, high] (n seeds)' or 'value (single seed)'."""
+    out = pd.DataFrame(index=[tables.checkpoint_label(c, axis, window) for c in metric_table.index],
+                       columns=list(groups), dtype=object)
+    for cp, label in zip(metric_table.index, out.index):
+        for g, est in group_estimates(metric_table.loc[cp], groups, reps=reps).items():
+            out.loc[label, g] = est.describe(fmt) if est.n_seeds else "-"
+    return out
+
+
+def group_comparisons(values: pd.Series, groups: dict[str, list[str]], baseline: str | None = None,
+                      reps: int = 50_000) -> list[stats.GroupComparison]:
+    """Each group against the baseline group (default: the first), on lower-is-better values."""
+    names = list(groups)
+    if len(names) < 2:
+        return []
+    baseline = baseline if baseline in groups else names[0]
+    per_group = group_values(values, groups)
+    estimates = group_estimates(values, groups, reps=reps)
+    return [stats.compare_groups(estimates[g], per_group[g], estimates[baseline], per_group[baseline])
+            for g in names if g != baseline]
