@@ -105,11 +105,22 @@ _SLURM_PROBLEM = slurm_problem()
 requires_slurm = pytest.mark.skipif(_SLURM_PROBLEM is not None, reason=str(_SLURM_PROBLEM))
 
 
-def sacct_states(job_id: str) -> list[str]:
-    """The accounting states of a job (array tasks included), as SLURM reports them."""
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True,
-                         timeout=30).stdout
+def sacct_states(*job_ids: str) -> list[str]:
+    """The accounting states of jobs (``<id>`` or an array task ``<array>_<task>``), as SLURM reports them."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", "State"], capture_output=True,
+                         text=True, timeout=30).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def final_sacct_states(*job_ids: str, timeout: float = 30) -> list[str]:
+    """``sacct_states`` once every job has a final state: slurmdbd records a job's end a moment after it ends."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = sacct_states(*job_ids)
+        final = len(states) == len(job_ids) and not {"PENDING", "RUNNING", "REQUEUED", "COMPLETING"} & set(states)
+        if final or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def submitit_job_ids(sweep_dir: Path) -> list[str]:
