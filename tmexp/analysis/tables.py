@@ -147,8 +147,10 @@ def with_axis(scalars: pd.DataFrame, axis: str) -> pd.DataFrame:
                 raise TableError(f"run {run!r} has no {tag} scalar, so it cannot be placed on the {axis} axis; "
                                  f"use --time-axis wall or --by frames.")
             x = _counter_at(counter, df["step"].to_numpy())
-            # Rounded so that hours logged as k/60 land exactly on whole-minute checkpoints.
-            df["x"] = np.round(x * 60.0, 9) if axis == "cumul_training_hours" else x
+            # TensorBoard stores scalars as float32: hours carry ~1e-7 relative error, so 10 min logged as 1/6 h
+            # reads back as 10.0000004 min. Rounding to 1/1000 min (below float32 resolution up to ~100 h) puts
+            # such values back on their whole-minute checkpoints.
+            df["x"] = np.round(x * 60.0, 3) if axis == "cumul_training_hours" else x
         parts.append(df)
     if not parts:
         return scalars.assign(x=np.zeros(0))
