@@ -137,3 +137,17 @@ def test_summary_judges_jobs_by_their_own_status(tmp_path):
     text = format_summary(tmp_path, results)
     assert "1 of 5 jobs finished, 4 did not" in text
     assert "ValueError: bad" in text and str(logs / "77_1_0_log.err") in text
+
+
+def test_sweep_benchmark_reports_launch_overhead_of_every_job(monkeypatch, capsys):
+    from sweep_harness import CONF_DIR
+    from tmexp.sweeps_benchmark import main as bench_main
+
+    monkeypatch.setenv("PYTHONPATH", app_env()["PYTHONPATH"])
+    code = bench_main(["--jobs", "2", "--json", "--module", TOY_APP, f"hydra.searchpath=[file://{CONF_DIR}]",
+                       "steps=3"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    for mode in ("sweep", "sequential"):
+        assert len(result[mode]["per_job_overhead_s"]) == 2 and not result[mode]["missing_first_step_at"]
+        assert all(0 < o < result[mode]["wall_s"] for o in result[mode]["per_job_overhead_s"])
