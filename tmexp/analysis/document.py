@@ -47,7 +47,7 @@ def _axis_words(cmp: tables.Comparison) -> str:
 def metric_sections(cmp: tables.Comparison, maps: list[str]) -> list[Section]:
     """A section per scalar metric: checkpoints x runs."""
     out = []
-    tags = {m.name: m.tag for map_name in maps for m in tables.scalar_metrics(map_name)}
+    tags = {m.name: m.tag for m in tables.scalar_metrics(maps)}
     for name, table in cmp.metric_tables.items():
         kind = _metric_kind(name)
         shown = table.copy()

@@ -151,12 +151,10 @@ def plot_comparison(comparison: tables.Comparison, maps: list[str], out_dir: Pat
     out: dict[str, Path] = {}
     data, runs, axis = comparison.data, comparison.runs, comparison.axis
     window = comparison.window
-    for map_name in maps:
-        for metric in tables.scalar_metrics(map_name):
-            if metric.name not in out:
-                path = plot_metric(data, metric, runs, axis, out_dir, fmt, window, prefix)
-                if path is not None:
-                    out[metric.name] = path
+    for metric in tables.scalar_metrics(maps):
+        path = plot_metric(data, metric, runs, axis, out_dir, fmt, window, prefix)
+        if path is not None:
+            out[metric.name] = path
     for tag in comparison.race_tables:
         path = plot_race_tag(data, tag, runs, axis, out_dir, fmt, window, prefix)
         if path is not None:

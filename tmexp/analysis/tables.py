@@ -84,14 +84,12 @@ def detect_maps(scalars: pd.DataFrame) -> list[str]:
     return sorted(maps)
 
 
-def scalar_metrics(map_name: str) -> list[ScalarMetric]:
-    """The scalar metrics of the published comparison, for one map."""
-    return [
-        ScalarMetric(f"best_time_{map_name}", metrics.alltime_min_ms(map_name), "min", 1e-3, "s"),
-        ScalarMetric("loss", metrics.LOSS, "last"),
-        ScalarMetric(f"avg_q_{map_name}", metrics.avg_q(map_name), "last"),
-        ScalarMetric("learner_pct", metrics.LEARNER_PERCENTAGE, "last", 1.0, "%"),
-    ]
+def scalar_metrics(maps: list[str]) -> list[ScalarMetric]:
+    """The scalar metrics of the published comparison: best time and avg Q per map, then loss and learner %."""
+    out = [ScalarMetric(f"best_time_{m}", metrics.alltime_min_ms(m), "min", 1e-3, "s") for m in maps]
+    out += [ScalarMetric(f"avg_q_{m}", metrics.avg_q(m), "last") for m in maps]
+    return out + [ScalarMetric("loss", metrics.LOSS, "last"),
+                  ScalarMetric("learner_pct", metrics.LEARNER_PERCENTAGE, "last", 1.0, "%")]
 
 
 def race_tags(scalars: pd.DataFrame, map_name: str | None = None) -> list[str]:
@@ -291,10 +289,9 @@ def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, int
     maps = maps if maps is not None else detect_maps(scalars)
     tables = {}
     present = {str(t) for t in data["tag"].unique()}
-    for map_name in maps:
-        for metric in scalar_metrics(map_name):
-            if metric.tag in present and metric.name not in tables:
-                tables[metric.name] = metric_table(data, metric, checkpoints, runs)
+    for metric in scalar_metrics(maps):
+        if metric.tag in present:
+            tables[metric.name] = metric_table(data, metric, checkpoints, runs)
     races = {tag: race_table(data, tag, checkpoints, runs) for m in maps for tag in race_tags(data, m)}
     return Comparison(axis, checkpoints, window, runs, tables, races, dropped, data)
 
