@@ -28,42 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tmexp.config import BTRConfig, CNNConfig, NNConfig, TrainingConfig, VisConfig
+from tmexp.config import BTRConfig, NNConfig
 from tmexp.core.networks import build_network, count_parameters
 from tmexp.core.optimization import make_grad_scaler, make_optimizer, pick_device, train_step
+from tmexp.core.params import EXPERIMENTS, LINESIGHT_FLOAT_DIM, experiment_configs
 
-EXPERIMENTS = ("A01_v2", "A01_v4_btr", "A01_v4.1_btr", "A01_v4.2_btr")
-LINESIGHT_FLOAT_DIM = 184  # Linesight's float input size with its defaults
 
 
 class BenchmarkError(ValueError):
     """A benchmark option that cannot be used (the message names the option and the fix)."""
-
-
-def experiment_configs(name: str | None) -> tuple[NNConfig, BTRConfig, TrainingConfig]:
-    """(nn, btr, training) of the default config or of ``+experiment=name``, composed with Hydra when available."""
-    try:
-        from tmexp.train import compose_config
-    except ImportError:  # the Hydra app is not importable: use the DESIGN table directly
-        return builtin_experiment_configs(name)
-    cfg = compose_config([f"+experiment={name}"] if name else [])
-    return cfg.nn, cfg.btr, cfg.training
-
-
-def builtin_experiment_configs(name: str | None) -> tuple[NNConfig, BTRConfig, TrainingConfig]:
-    """The four published runs' network / loss settings (DESIGN.md, "The seed's runs, exactly")."""
-    if name not in (None, *EXPERIMENTS):
-        raise BenchmarkError(f"--experiment {name!r} is unknown; choose one of {', '.join(EXPERIMENTS)}.")
-    nn_cfg, btr_cfg, training = NNConfig(), BTRConfig(), TrainingConfig()
-    if name in (None, "A01_v2"):
-        return nn_cfg, btr_cfg, training
-    nn_cfg.vis = VisConfig(CNNConfig(type="impala", width_scale=2, adaptive_maxpool_size=6, spectral_norm=True))
-    btr_cfg = BTRConfig(use_munchausen=True, use_layer_norm=True, use_noisy_linear=True)
-    if name == "A01_v4.2_btr":
-        nn_cfg.dense_hidden_dimension, nn_cfg.iqn_embedding_dimension = 512, 64
-        nn_cfg.use_ddqn, nn_cfg.clip_grad_norm = False, 10.0
-        training.weight_decay_lr_ratio = 0.0
-    return nn_cfg, btr_cfg, training
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ class DuelingHeads(nn.Module):
 
     def __init__(self, d_in: int, hidden: int, n_actions: int, *, noisy: bool, sigma0: float, layer_norm: bool):
         super().__init__()
-        self.hidden = hidden
+        self.hidden_dim = hidden
         self.n_actions = n_actions
         self.a_hidden = dense(d_in, hidden, noisy=noisy, sigma0=sigma0)
         self.a_out = dense(hidden, n_actions, noisy=noisy, sigma0=sigma0)
@@ -163,17 +163,23 @@ class DuelingHeads(nn.Module):
         self.a_norm = nn.LayerNorm(hidden) if layer_norm else None
         self.v_norm = nn.LayerNorm(hidden) if layer_norm else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (rows, d_in) -> Q (rows, n_actions)."""
+    def hidden(self, x: Tensor) -> Tensor:
+        """x (rows, d_in) -> [A hidden | V hidden] (rows, 2 * hidden), after the optional LayerNorm, before LeakyReLU."""
         wa, ba = weight_bias(self.a_hidden)
         wv, bv = weight_bias(self.v_hidden)
         h = F.linear(x, torch.cat((wa, wv)), torch.cat((ba, bv)))  # (rows, 2 * hidden): [A hidden | V hidden]
         if self.a_norm is not None:
-            h = h.view(-1, 2, self.hidden)
-            h = F.layer_norm(h, (self.hidden,))  # each head normalised on its own, then its own affine
+            h = h.view(-1, 2, self.hidden_dim)
+            h = F.layer_norm(h, (self.hidden_dim,))  # each head normalised on its own, then its own affine
             h = h * torch.stack((self.a_norm.weight, self.v_norm.weight)) + torch.stack((self.a_norm.bias, self.v_norm.bias))
-            h = h.view(-1, 2 * self.hidden)
-        h = F.leaky_relu(h, LEAKY_SLOPE)
+            h = h.view(-1, 2 * self.hidden_dim)
+        return h
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (rows, d_in) -> Q (rows, n_actions)."""
+        h = self.hidden(x)
+        # In place: h is a fresh product nobody else reads, and leaky_relu's backward needs only its output.
+        h = F.leaky_relu(h, LEAKY_SLOPE, inplace=True)
         wa2, ba2 = weight_bias(self.a_out)  # (n_actions, hidden), (n_actions,)
         wv2, bv2 = weight_bias(self.v_out)  # (1, hidden), (1,)
         # V + A - mean(A) is linear in [h_A, h_V]: fold it into one weight matrix and bias.

@@ -163,7 +163,7 @@ class IQNNetwork(nn.Module):
     def mixed_features(self, state: Tensor, taus: Tensor) -> Tensor:
         """state (B, d), taus (B, N) -> state * phi(tau) (B * N, d), rows sample-major."""
         b, n = taus.shape
-        phi = F.leaky_relu(self.iqn_fc(torch.cos(taus.unsqueeze(-1) * self.cos_index)), LEAKY_SLOPE)  # (B, N, d)
+        phi = F.leaky_relu(self.iqn_fc(torch.cos(taus.unsqueeze(-1) * self.cos_index)), LEAKY_SLOPE, inplace=True)  # (B, N, d)
         return (state.unsqueeze(1) * phi).reshape(b * n, -1)
 
     def quantiles_from_state(self, state: Tensor, taus: Tensor) -> Tensor:
