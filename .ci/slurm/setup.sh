@@ -48,6 +48,7 @@ for bin in slurmctld:slurm-wlm slurmd:slurm-wlm slurmdbd:slurmdbd munged:munge m
 done
 if [ "${#need[@]}" -gt 0 ]; then
     [ "${TMEXP_SLURM_NO_INSTALL:-0}" = 1 ] && die "missing packages: ${need[*]}; install them or unset TMEXP_SLURM_NO_INSTALL."
+    mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
     log "installing ${need[*]} (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null || die "apt-get update failed; check the machine's package sources."
@@ -70,10 +71,12 @@ REAL_MB=$((MEM_MB * 9 / 10))   # slurmd drains a node that reports less memory t
 DEF_MEM_PER_CPU=$((REAL_MB / CPUS / 2))   # a job that asks for no memory must not reserve the whole node
 
 mkdir -p /etc/slurm
+CONFIG_CHANGED=0
 write_if_changed() {   # path mode content: rewrite only on change so a running cluster keeps its config file
     local path=$1 mode=$2 content=$3
     if [ ! -f "$path" ] || [ "$(cat "$path")" != "$content" ]; then
         printf '%s\n' "$content" >"$path"
+        CONFIG_CHANGED=1
     fi
     chmod "$mode" "$path"
 }
@@ -193,6 +196,10 @@ fi
 
 if scontrol ping 2>/dev/null | grep -q "is UP"; then
     log "slurmctld already running"
+    if [ "$CONFIG_CHANGED" = 1 ]; then
+        scontrol reconfigure || die "slurmctld did not accept the new slurm.conf (scontrol reconfigure failed)."
+        log "slurm.conf changed: slurmctld reconfigured"
+    fi
 else
     /usr/sbin/slurmctld || die "slurmctld failed to start."
     wait_for 30 slurmctld sh -c 'scontrol ping | grep -q "is UP"'
