@@ -33,6 +33,13 @@ def test_local_sweep_2x2_every_job_finishes_with_tensorboard(tmp_path):
     assert len(seen) == 4, "the four jobs must have four different override sets"
     assert "4 of 4 jobs finished" in result.stdout
 
+    # The analysis side reads the same sweep directory: one row per job.
+    table = subprocess.run([sys.executable, "-m", "tmexp.compare", str(sweep_dir), "--sweep"], cwd=REPO,
+                           env=app_env(), capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if line.startswith("| ") and " finished " in line]
+    assert len(rows) == 4 and any("btr.use_munchausen=False" in row and "seed=1" in row for row in rows)
+
 
 def test_failing_job_is_reported_with_its_log_and_fails_the_sweep(tmp_path):
     sweep_dir = tmp_path / "sweep"
