@@ -112,10 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep:
             text = sweep_text(paths, args.format)
             return _emit(text, args, "sweep")
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", EventFileWarning)
-            warnings.formatwarning = lambda message, *a, **k: f"tmexp.compare: warning: {message}\n"
             runset = loading.load_runs(paths)
+        for w in caught:  # damaged files: one line each, the read goes on
+            if issubclass(w.category, EventFileWarning):
+                print(f"tmexp.compare: warning: {w.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         sections, cmps = run_comparisons(runset, args)
         if args.plot:
             out_dir = args.out or Path("compare_out")

@@ -1,0 +1,119 @@
+"""The experiment report: runs.yaml in, README.md with the published structure and figures out."""
+
+import re
+
+import pytest
+
+from tmexp import report
+from tmexp.analysis.report import ReportError, read_spec
+from tmexp.analysis.synthetic import training_rows, write_run_dir
+
+SECTIONS = ["## Experiment overview", "## Key results", "## Run analysis", "## Detailed metrics",
+            "## Configuration changes", "## Hardware", "## Conclusions"]
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("outputs")
+    meta = {"host": "box", "platform": "Linux", "cpu": "x86", "cpu_count": 16, "gpu": "RTX 4090", "torch": "2.13",
+            "python": "3.11", "tmexp": "0.1.0", "git_commit": "abc123", "started_at": "2026-11-24T10:00:00"}
+    # baseline: 40 minutes, slower; candidate: 30 minutes, faster
+    write_run_dir(root / "base", training_rows(minutes=40, seed=0, best_end_s=26.0),
+                  config={"seed": 0, "btr": {"use_munchausen": False}, "performance": {"gpu_collectors_count": 8}},
+                  meta=meta)
+    write_run_dir(root / "cand", training_rows(minutes=30, seed=1, best_end_s=24.0),
+                  config={"seed": 0, "btr": {"use_munchausen": True}, "performance": {"gpu_collectors_count": 8}})
+    for s in range(3):
+        write_run_dir(root / f"group{s}", training_rows(minutes=30, seed=10 + s, best_end_s=24.0 + 0.1 * s),
+                      config={"seed": s, "btr": {"use_munchausen": True}, "performance": {"gpu_collectors_count": 8}})
+    return root
+
+
+def make_experiment(tmp_path, runs_root, body):
+    folder = tmp_path / "experiments" / "demo"
+    folder.mkdir(parents=True)
+    (folder / "runs.yaml").write_text(body.format(root=runs_root))
+    return folder
+
+
+def test_report_for_two_runs(tmp_path, runs_root):
+    folder = make_experiment(tmp_path, runs_root, """
+title: Munchausen on the demo map
+description: Does Munchausen help?
+steps: [1M, 2M]
+runs:
+  - {{label: base, path: {root}/base, baseline: true}}
+  - {{label: munchausen, path: {root}/cand}}
+""")
+    assert report.main([str(folder)]) == 0
+    text = (folder / "README.md").read_text()
+    assert text.startswith("# Experiment: Munchausen on the demo map")
+    positions = [text.index(s) for s in SECTIONS]
+    assert positions == sorted(positions)
+    assert "Does Munchausen help?" in text and "**base** (baseline)" in text
+    # key results are generated from the tables: the candidate ends lower at the 30-minute common window
+    assert "common window (30 wall minutes)" in text
+    assert re.search(r"At the end of the common window .* lowest for \*\*munchausen\*\*", text)
+    assert "At 1M frames" in text and "At 2M frames" in text
+    # each figure follows its table and exists
+    figures = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
+    assert figures and all((folder / f).is_file() for f in figures)
+    table_end = text.index("| end 30.00 min |") if "| end 30.00 min |" in text else text.index("| 30 min |")
+    assert text.index("figures/best_time_A01_by_wall.jpg") > table_end
+    # config diff and hardware
+    assert "| btr.use_munchausen | False | True |" in text
+    assert "gpu_collectors_count" not in text.split("## Configuration changes")[1].split("## Hardware")[0]
+    assert "RTX 4090" in text and "Not recorded (no run_meta.json): munchausen" in text
+    assert "(single seed)" not in text  # no seed groups, no group statistics
+
+
+def test_report_with_a_seed_group_keeps_conclusions(tmp_path, runs_root):
+    folder = make_experiment(tmp_path, runs_root, """
+runs:
+  - label: base
+    path: {root}/base
+    baseline: true
+  - label: btr
+    paths: [{root}/group0, {root}/group1, {root}/group2]
+""")
+    assert report.main([str(folder)]) == 0
+    text = (folder / "README.md").read_text()
+    assert "3 seeds" in text
+    assert re.search(r"btr \| 3 \| \d+\.\d{3} \[\d+\.\d{3}, \d+\.\d{3}\] \(3 seeds\)", text)
+    assert "base | 1 | " in text and "(single seed)" in text
+    assert "Single-seed runs (base) carry no interval" in text
+    # a researcher's conclusions survive regeneration
+    readme = folder / "README.md"
+    readme.write_text(readme.read_text().replace("_To be written by the researcher._", "Munchausen wins here."))
+    assert report.main([str(folder)]) == 0
+    assert "Munchausen wins here." in readme.read_text()
+
+
+@pytest.mark.parametrize("body,message", [
+    (None, "runs.yaml not found"),
+    ("runs: []", "non-empty 'runs:' list"),
+    ("runs:\n  - {{label: a}}", "exactly one of path / paths"),
+    ("runs:\n  - {{label: a, path: nowhere}}", "exists neither"),
+    ("steps: [ten]\nruns:\n  - {{label: a, path: {root}/base}}", "cannot read step count"),
+])
+def test_bad_runs_yaml_exits_2_with_one_line(tmp_path, runs_root, capsys, body, message):
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    if body is not None:
+        (folder / "runs.yaml").write_text(body.format(root=runs_root))
+    assert report.main([str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_relative_paths_resolve_beside_runs_yaml(tmp_path, runs_root):
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "base").symlink_to(runs_root / "base")
+    (folder / "runs.yaml").write_text("runs:\n  - {label: a, path: base}\n")
+    spec = read_spec(folder)
+    assert spec.runs[0].paths == [folder / "base"] and spec.baseline == "a"
+    with pytest.raises(ReportError):
+        (folder / "runs.yaml").write_text("runs:\n  - {label: a, path: base, baseline: true}\n"
+                                          "  - {label: b, path: base, baseline: true}\n")
+        read_spec(folder)

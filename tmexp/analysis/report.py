@@ -1,0 +1,421 @@
+"""Write an experiment's README.md (and figures) from its runs.yaml, with the structure of the published write-ups.
+
+``experiments/<name>/runs.yaml``::
+
+    title: BTR on A01                  # optional; default: the folder name
+    description: >                     # optional; opens the overview (what was tested and why)
+      Does the full BTR recipe improve the best A01 time?
+    map: A01                           # optional; default: every map found in the logs
+    interval: 10                       # optional; minutes between time checkpoints (default 10)
+    time_axis: wall                    # optional; wall | cumul_training_hours
+    steps: [10M, 20M]                  # optional; step checkpoints (or step_interval: 5M; default: automatic)
+    by: frames                         # optional; frames | updates
+    plot_format: jpg                   # optional; jpg | png
+    runs:
+      - label: v2                      # name used in tables and figures
+        path: outputs/2026-11-24/10-00-00
+        baseline: true                 # at most one baseline (default: the first entry)
+      - label: btr
+        paths:                         # several run directories = one seed group (IQM and 95 % CI across them)
+          - outputs/multirun/2026-11-24/11-00-00/0
+          - outputs/multirun/2026-11-24/11-00-00/1
+
+Paths are relative to the runs.yaml folder, else to the current directory (the repository root), or absolute.
+The README gets: overview, key results (sentences generated from the tables), run analysis (durations, common
+window), detailed metrics (each table followed by its figure), configuration changes (the diff of the resolved
+configs), hardware (run_meta.json), and a conclusions section left for the researcher.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from tmexp.analysis import document, loading, plots, stats, summary, tables
+from tmexp.analysis.render import render_table
+from tmexp.core import metrics
+
+
+class ReportError(Exception):
+    """runs.yaml is missing or malformed, or names runs that cannot be loaded."""
+
+
+@dataclass
+class RunEntry:
+    label: str
+    paths: list[Path]
+    baseline: bool = False
+    written: list[str] = field(default_factory=list)  # the paths as runs.yaml spells them
+
+
+@dataclass
+class ExperimentSpec:
+    folder: Path
+    title: str
+    description: str
+    runs: list[RunEntry]
+    map: str | None = None
+    interval: float = 10.0
+    time_axis: str = "wall"
+    steps: list[int] | None = None
+    step_interval: int | None = None
+    by: str = "frames"
+    plot_format: str = "jpg"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def baseline(self) -> str:
+        return next((r.label for r in self.runs if r.baseline), self.runs[0].label)
+
+
+def _resolve(folder: Path, text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return path
+    for candidate in (folder / path, Path.cwd() / path):
+        if candidate.exists():
+            return candidate
+    raise ReportError(f"run path {text!r} in {folder / 'runs.yaml'} exists neither beside runs.yaml nor in the "
+                      f"current directory; fix the path.")
+
+
+def read_spec(folder: str | Path) -> ExperimentSpec:
+    """Parse and check ``<folder>/runs.yaml``."""
+    folder = Path(folder)
+    path = folder / "runs.yaml"
+    if not path.is_file():
+        raise ReportError(f"{path} not found; create it with a 'runs:' list (see tmexp.analysis.report).")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ReportError(f"{path} is not valid YAML ({err.__class__.__name__}); fix its syntax.") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("runs"), list) or not raw["runs"]:
+        raise ReportError(f"{path} needs a non-empty 'runs:' list of {{label, path or paths, baseline}}.")
+    entries = []
+    for k, item in enumerate(raw["runs"]):
+        if not isinstance(item, dict) or "label" not in item or ("path" in item) == ("paths" in item):
+            raise ReportError(f"entry {k} of 'runs:' in {path} needs a label and exactly one of path / paths.")
+        texts = [item["path"]] if "path" in item else list(item["paths"] or [])
+        if not texts:
+            raise ReportError(f"entry {item['label']!r} in {path} has an empty 'paths:' list; add run directories.")
+        entries.append(RunEntry(str(item["label"]), [_resolve(folder, str(t)) for t in texts],
+                                bool(item.get("baseline", False)), [str(t) for t in texts]))
+    labels = [e.label for e in entries]
+    if len(set(labels)) != len(labels):
+        raise ReportError(f"labels in {path} must be unique; rename the repeated one.")
+    if sum(e.baseline for e in entries) > 1:
+        raise ReportError(f"{path} marks more than one run as baseline; keep one 'baseline: true'.")
+    steps = raw.get("steps")
+    if isinstance(steps, list):
+        steps = ",".join(str(s) for s in steps)
+    step_interval = raw.get("step_interval")
+    try:
+        parsed_steps = tables.parse_steps(str(steps)) if steps is not None else None
+        parsed_interval = tables.parse_steps(str(step_interval))[0] if step_interval is not None else None
+    except tables.TableError as err:
+        raise ReportError(f"{path}: {err}") from None
+    time_axis = str(raw.get("time_axis", "wall"))
+    by = str(raw.get("by", "frames"))
+    plot_format = str(raw.get("plot_format", "jpg"))
+    for name, value, allowed in (("time_axis", time_axis, tables.TIME_AXES), ("by", by, tables.STEP_AXES),
+                                 ("plot_format", plot_format, plots.PLOT_FORMATS)):
+        if value not in allowed:
+            raise ReportError(f"{path}: {name} must be one of {', '.join(allowed)}, not {value!r}.")
+    return ExperimentSpec(folder, str(raw.get("title", folder.name)), str(raw.get("description", "")).strip(),
+                          entries, raw.get("map"), float(raw.get("interval", 10)), time_axis, parsed_steps,
+                          parsed_interval, by, plot_format)
+
+
+# --- loading and groups --------------------------------------------------------------------------------------------
+
+def load_experiment(spec: ExperimentSpec) -> tuple[loading.RunSet, dict[str, list[str]]]:
+    """Load every run; a seed-group entry's members are labelled '<label>/<k>'. Returns (runs, groups)."""
+    paths, labels, groups = [], [], {}
+    for entry in spec.runs:
+        if len(entry.paths) == 1:
+            members = [entry.label]
+        else:
+            members = [f"{entry.label}/{k}" for k in range(len(entry.paths))]
+        paths += entry.paths
+        labels += members
+        groups[entry.label] = members
+    try:
+        runset = loading.load_runs(paths, labels=labels)
+    except loading.RunLoadError as err:
+        raise ReportError(str(err)) from None
+    return runset, groups
+
+
+# --- sentences -----------------------------------------------------------------------------------------------------
+
+def _group_value(values: pd.Series, members: list[str]) -> tuple[float, str]:
+    """A group's value (IQM across seeds, or the single run's value) and how to say it."""
+    est = stats.estimate("", [values.get(m, np.nan) for m in members], reps=2000)
+    if est.n_seeds == 0:
+        return math.nan, "-"
+    if est.n_seeds == 1:
+        return est.iqm, f"{est.iqm:.3f} s"
+    return est.iqm, f"IQM {est.iqm:.3f} s over {est.n_seeds} seeds"
+
+
+def ranking_sentence(values: pd.Series, groups: dict[str, list[str]], where: str, what: str) -> str | None:
+    """'At <where>, <what> is lowest for **A** (x s), then B (y s), ...' over groups with a value."""
+    ranked = []
+    for g, members in groups.items():
+        value, text = _group_value(values, members)
+        if not math.isnan(value):
+            ranked.append((value, g, text))
+    if not ranked:
+        return None
+    ranked.sort()
+    best_value, best, best_text = ranked[0]
+    ties = [g for v, g, _ in ranked[1:] if v == best_value]
+    lead = f"**{best}**" + (f" (tied with {', '.join(ties)})" if ties else "")
+    rest = ", ".join(f"{g} ({t})" for _, g, t in ranked[1:])
+    return f"{where}, {what} is lowest for {lead} ({best_text})" + (f", then {rest}." if rest else ".")
+
+
+def key_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps: tables.Comparison,
+                final: pd.Series, groups: dict[str, list[str]], maps: list[str]) -> list[str]:
+    """Factual sentences from the tables: best at the end of the common window and at each step checkpoint."""
+    out = []
+    if not maps:
+        return ["No map metrics (alltime_min_ms_<map>, Race/*) were logged, so there is no best time to compare."]
+    map_name = maps[0]
+    best_name = f"best_time_{map_name}"
+    unit = "wall minutes" if by_time.axis == "wall" else "training minutes"
+    if best_name in by_time.metric_tables:
+        end = by_time.metric_tables[best_name].iloc[-1]
+        s = ranking_sentence(end, groups, f"At the end of the common window ({by_time.window:.0f} {unit})",
+                             f"the best {map_name} time so far (alltime_min_ms_{map_name})")
+        if s:
+            out.append(s)
+    robust = metrics.eval_race_time_robust(map_name)
+    for cp in by_steps.checkpoints:
+        where = f"At {tables.format_steps(cp)} {by_steps.axis}"
+        if robust in by_steps.race_tables:
+            values = by_steps.race_tables[robust].xs(cp, level="checkpoint")["best"]
+            s = ranking_sentence(values, groups, where, f"the best robust eval time ({robust})")
+        elif best_name in by_steps.metric_tables:
+            s = ranking_sentence(by_steps.metric_tables[best_name].loc[cp], groups, where,
+                                 f"the best {map_name} time so far")
+        else:
+            s = None
+        if s:
+            out.append(s)
+    s = ranking_sentence(final, groups, "Over each whole run (not only the common window)",
+                         f"the final best {map_name} time")
+    if s:
+        out.append(s)
+    for c in summary.group_comparisons(final, groups, spec.baseline, reps=20_000):
+        if c.a.n_seeds > 1 and c.b.n_seeds > 1:
+            out.append(f"Across seeds, {c.a.group} ({c.a.describe()}) against the baseline {c.b.group} "
+                       f"({c.b.describe()}): the 95 % intervals {'overlap' if c.overlap else 'do not overlap'}; "
+                       f"probability of improvement P({c.a.group} faster) = {c.p_improvement:.2f}.")
+    singles = [g for g, m in groups.items() if len(m) == 1]
+    if singles and len(singles) < len(groups) + 1:
+        out.append("Single-seed runs (" + ", ".join(singles) + ") carry no interval: one run says nothing "
+                   "about seed-to-seed variation.")
+    return out
+
+
+# --- configuration and hardware ------------------------------------------------------------------------------------
+
+def config_diff(runset: loading.RunSet, groups: dict[str, list[str]]) -> tuple[pd.DataFrame, list[str]]:
+    """Keys whose resolved values differ between groups (seed ignored); groups without a config listed apart."""
+    flat, missing = {}, []
+    for g, members in groups.items():
+        config = runset.runs[members[0]].config
+        if config is None:
+            missing.append(g)
+            continue
+        flat[g] = {k: v for k, v in stats._flatten(config).items() if k.split(".")[-1] != "seed"}
+    keys = sorted({k for f in flat.values() for k in f})
+    rows = {}
+    for key in keys:
+        values = [repr(flat[g].get(key, "(absent)")) if key in flat[g] else "(absent)" for g in flat]
+        if len(set(values)) > 1:
+            rows[key] = {g: str(flat[g].get(key, "(absent)")) for g in flat}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(flat)), missing
+
+
+HARDWARE_KEYS = ["host", "platform", "cpu", "cpu_count", "gpu", "torch", "python", "tmexp", "git_commit",
+                 "started_at"]
+
+
+def hardware_table(runset: loading.RunSet) -> tuple[pd.DataFrame, list[str]]:
+    rows, missing = {}, []
+    for label, info in runset.runs.items():
+        if info.meta is None:
+            missing.append(label)
+            continue
+        rows[label] = {k: "-" if info.meta.get(k) is None else str(info.meta.get(k)) for k in HARDWARE_KEYS}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=HARDWARE_KEYS), missing
+
+
+def collector_settings(runset: loading.RunSet) -> pd.DataFrame:
+    """Config values that shape throughput (collector counts, game speed), where the configs have them."""
+    wanted = ("gpu_collectors_count", "running_speed", "collectors", "num_collectors")
+    rows = {}
+    for label, info in runset.runs.items():
+        if info.config:
+            found = {k: v for k, v in stats._flatten(info.config).items() if k.split(".")[-1] in wanted}
+            if found:
+                rows[label] = found
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# --- the document --------------------------------------------------------------------------------------------------
+
+def build_readme(spec: ExperimentSpec) -> str:
+    """Load, tabulate, plot (into ``<folder>/figures``) and return the README text."""
+    runset, groups = load_experiment(spec)
+    scalars = runset.scalars
+    runs = [r for r in runset.labels() if (scalars["run"] == r).any()]
+    empty = [r for r in runset.labels() if r not in runs]
+    if not runs:
+        raise ReportError("none of the runs in runs.yaml logged any scalar; nothing to report.")
+    groups = {g: [m for m in members if m in runs] for g, members in groups.items()}
+    groups = {g: m for g, m in groups.items() if m}
+    maps = [spec.map] if spec.map else tables.detect_maps(scalars)
+    try:
+        by_time = tables.compare(scalars, spec.time_axis, runs, interval=spec.interval, maps=maps)
+        step_interval = spec.step_interval
+        if spec.steps is None and step_interval is None:
+            window = float(tables.spans(tables.with_axis(scalars[scalars["run"].isin(runs)], spec.by)).min())
+            step_interval = document.auto_step_interval(window)
+        by_steps = tables.compare(scalars, spec.by, runs, steps=spec.steps, step_interval=step_interval, maps=maps)
+    except tables.TableError as err:
+        raise ReportError(str(err)) from None
+    run_table = summary.run_summary(scalars, runs, maps[0] if maps else None)
+    final = run_table["final_best_s"]
+    figure_dir = spec.folder / "figures"
+    figures = {"time": plots.plot_comparison(by_time, maps, figure_dir, spec.plot_format),
+               "steps": plots.plot_comparison(by_steps, maps, figure_dir, spec.plot_format)}
+
+    out: list[str] = [f"# Experiment: {spec.title}", ""]
+
+    # Overview
+    out += ["## Experiment overview", ""]
+    if spec.description:
+        out += [spec.description, ""]
+    out.append("Compared runs:")
+    out.append("")
+    for entry in spec.runs:
+        role = " (baseline)" if entry.label == spec.baseline else ""
+        where = ", ".join(f"`{p}`" for p in entry.written)
+        seeds = f"{len(entry.paths)} seeds: " if len(entry.paths) > 1 else ""
+        out.append(f"- **{entry.label}**{role}: {seeds}{where}")
+    out += ["", "Generated by `python -m tmexp.report`; numbers come from the runs' TensorBoard logs.", ""]
+
+    # Key results
+    out += ["## Key results", ""]
+    shortest = run_table["wall_minutes"].idxmin()
+    out.append(f"**Important:** the runs last different times, so every by-time statement holds only within the "
+               f"common window shared by all runs ({by_time.window:.0f} {_axis_unit(by_time.axis)}; the shortest "
+               f"run is {shortest}).")
+    out.append("")
+    out += [f"- {s}" for s in key_results(spec, by_time, by_steps, final, groups, maps)]
+    out.append("")
+
+    # Run analysis
+    out += ["## Run analysis", "",
+            "Durations from each run's first to last TensorBoard event; counters are the last values logged.", "",
+            render_table(run_table, "md", summary.SUMMARY_FORMATS, index_name="run"), "",
+            f"- Common window by time: {by_time.window:.1f} {_axis_unit(by_time.axis)} "
+            f"(checkpoints every {spec.interval:g} min, the last one at the window's end).",
+            f"- Common window by steps: {tables.format_steps(by_steps.window)} {by_steps.axis} "
+            f"(checkpoints: {', '.join(tables.format_steps(c) for c in by_steps.checkpoints) or 'none'})."]
+    if by_steps.dropped:
+        out.append(f"- Step checkpoints beyond the common window, left out: "
+                   f"{', '.join(tables.format_steps(s) for s in by_steps.dropped)}.")
+    if empty:
+        out.append(f"- Runs with no scalars logged (left out of every table): {', '.join(empty)}.")
+    out.append("")
+
+    # Detailed metrics
+    out += ["## Detailed metrics", "",
+            "By relative time: minutes from each run's first event"
+            + (" (training time from cumul_training_hours)" if by_time.axis == "cumul_training_hours" else "")
+            + "; a scalar at a checkpoint is its last value at or before it (best time: the minimum so far). "
+            "By steps: the same at common step checkpoints. Race tables summarise all races so far.", ""]
+    for title, cmp, figs in (("By relative time", by_time, figures["time"]), ("By steps", by_steps, figures["steps"])):
+        out += [f"### {title}", ""]
+        best = f"best_time_{maps[0]}" if maps else None
+        sections = (document.metric_sections(cmp, maps) + document.race_sections(cmp)
+                    + _group_sections(cmp, groups, best))
+        for s in sections:
+            for key, path in figs.items():
+                if s.key == f"{key}_by_{cmp.axis}":
+                    s.figure = path
+        out.append(document.render_sections(sections, "md", level=4, figure_dir=spec.folder))
+        rates = [(k, p) for k, p in figs.items() if k.endswith("_rate")]
+        for key, path in rates:
+            out += [f"![{key} by {cmp.axis}]({path.relative_to(spec.folder).as_posix()})", ""]
+    final_sections = document.final_seed_section(final, groups, spec.baseline) if any(
+        len(m) > 1 for m in groups.values()) else []
+    if final_sections:
+        out += ["### Across seeds", "", document.render_sections(final_sections, "md", level=4)]
+
+    # Configuration changes
+    out += ["## Configuration changes", ""]
+    diff, missing = config_diff(runset, groups)
+    if diff.empty and not missing:
+        out.append("The resolved configs do not differ (apart from seeds).")
+    elif not diff.empty:
+        out += ["Resolved config keys whose values differ between the compared runs (seed ignored; for a seed "
+                "group, its first run):", "", render_table(diff, "md", index_name="key")]
+    if missing:
+        out += ["", f"No resolved config found for: {', '.join(missing)}."]
+    out.append("")
+
+    # Hardware
+    out += ["## Hardware", ""]
+    hardware, no_meta = hardware_table(runset)
+    if not hardware.empty:
+        out += ["From each run's run_meta.json:", "", render_table(hardware, "md", index_name="run"), ""]
+    if no_meta:
+        out += [f"Not recorded (no run_meta.json): {', '.join(no_meta)}.", ""]
+    settings = collector_settings(runset)
+    if not settings.empty:
+        out += ["Collector settings from the configs:", "", render_table(settings, "md", index_name="run"), ""]
+
+    # Conclusions
+    out += ["## Conclusions", "",
+            "<!-- Left for the researcher: what the results mean, what to try next. The sections above are "
+            "regenerated by `python -m tmexp.report`; keep your text here. -->", "",
+            "_To be written by the researcher._", ""]
+    return "\n".join(out)
+
+
+def _axis_unit(axis: str) -> str:
+    return "wall minutes" if axis == "wall" else "training minutes"
+
+
+def _group_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best: str | None):
+    if not any(len(m) > 1 for m in groups.values()):
+        return []
+    return document.seed_sections(cmp, groups, best)
+
+
+def write_report(folder: str | Path) -> Path:
+    """Write ``<folder>/README.md`` (and ``<folder>/figures/``); returns the README path."""
+    spec = read_spec(folder)
+    text = build_readme(spec)
+    path = spec.folder / "README.md"
+    previous = path.read_text() if path.is_file() else ""
+    path.write_text(_keep_conclusions(text, previous))
+    return path
+
+
+def _keep_conclusions(text: str, previous: str) -> str:
+    """Regenerating keeps the researcher's conclusions (everything after '## Conclusions' in the old README)."""
+    marker = "## Conclusions"
+    if marker not in previous or "_To be written by the researcher._" in previous.split(marker, 1)[1]:
+        return text
+    return text.split(marker, 1)[0] + marker + previous.split(marker, 1)[1]
