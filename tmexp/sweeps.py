@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -162,6 +163,8 @@ class SweepSummary(Callback):
         # there, so without this the job's own log (submitit's .err file on a cluster) would not show why it failed.
         from hydra.core.utils import JobStatus
 
+        if not os.environ.get("SUBMITIT_EXECUTOR"):  # in-process launchers: Hydra itself prints the error
+            return
         if job_return.status == JobStatus.FAILED and isinstance(job_return._return_value, BaseException):
             error = job_return._return_value
             print(f"Job {config.hydra.job.num} ({' '.join(config.hydra.overrides.task)}) failed:", file=sys.stderr)
