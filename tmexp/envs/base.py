@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import gymnasium as gym
+import numpy as np
+
 N_ACTIONS = 12
 # Linesight's action order: (accelerate, brake, left, right) per action index.
 ACTIONS = (
@@ -41,7 +44,7 @@ class EnvSpec:
     n_zone_centers_extrapolate_before_start_of_map: int = 20
     margin_to_announce_finish_meters: float = 700.0
     n_prev_actions_in_inputs: int = 5
-    checkpoint_spacing_m: float = 100.0
+    checkpoint_spacing_m: float = 100.0  # intermediate checkpoints (info["cp_times"]) every this many metres
     cutoff_rollout_if_race_not_finished_within_duration_ms: int = 300_000
     cutoff_rollout_if_no_vcp_passed_within_duration_ms: int = 2_000
 
@@ -54,3 +57,32 @@ class RewardSpec:
     reward_per_m_advanced_along_centerline: float = 0.01
     shaped_reward_dist_to_cur_vcp: float = -0.1  # potential on distance to the centreline, clipped to [2, 25] m
     final_speed_reward_as_if_duration_s: float = 2.0  # at the finish, reward the remaining speed as if held this long
+
+
+# Keys every backend's ``info`` dict holds after reset and after each step.
+INFO_KEYS = {
+    "race_time_ms": "int: race time in ms (the finishing engine step's time once finished)",
+    "finished": "bool: the car crossed the end of the centreline (then terminated is True)",
+    "cp_times": "list[int]: race time in ms at each intermediate checkpoint passed so far",
+    "progress_m": "float: metres along the centreline, in [0, track length]",
+    "wall_contact": "bool: the car touched a wall during the last engine step",
+    "speed_kmh": "float: the car's speed",
+    "cutoff": 'None | "no_progress" | "race_timeout": why the race was truncated, if it was',
+}
+
+
+def observation_space(spec: EnvSpec) -> gym.spaces.Dict:
+    """``{"img": uint8 (1, H, W), "floats": float32 (F,)}``; the float layout is in ``tmexp.envs.observation``."""
+    from tmexp.envs.observation import n_floats
+
+    return gym.spaces.Dict(
+        {
+            "img": gym.spaces.Box(0, 255, (1, spec.h_downsized, spec.w_downsized), dtype=np.uint8),
+            "floats": gym.spaces.Box(-np.inf, np.inf, (n_floats(spec),), dtype=np.float32),
+        }
+    )
+
+
+def action_space() -> gym.spaces.Discrete:
+    """The 12 actions of ``ACTIONS``."""
+    return gym.spaces.Discrete(N_ACTIONS)

@@ -1,0 +1,239 @@
+"""Observations as functions of car state and track: the float vector and the image of the road ahead.
+
+Both backends build their observations here, so an agent sees the same kind of inputs from the simulator and
+from the game. Everything is batched over cars: B = 1 for a single environment.
+
+Frames. World positions are (x, height, z) in metres. A car's orientation is a rotation matrix whose columns are
+its right, up and forward unit vectors in world coordinates; "car frame" components are the projections on those
+three axes (right, up, forward). Angular velocity follows the right-hand rule about the same axes.
+
+The float vector (F = 9 + 4 * n_prev_actions_in_inputs + 3 * n_zone_centers_in_inputs; 149 with the defaults).
+The network applies no further normalisation, so every entry is scaled to roughly unit range:
+
+| index (defaults) | general index | content | scaling |
+|---|---|---|---|
+| 0 .. 19 | 0 .. 4P-1 | previous P actions, most recent first, 4 bits each: accelerate, brake, left, right (all 0 before the first action) | 0 / 1 |
+| 20 .. 22 | 4P .. 4P+2 | velocity in the car frame (right, up, forward) | m/s / 50 |
+| 23 .. 25 | 4P+3 .. 4P+5 | angular velocity in the car frame (about right, up, forward; about up is positive turning left) | rad/s / 2 |
+| 26 | 4P+6 | steering state, -1 full left .. +1 full right | none |
+| 27 | 4P+7 | touching a wall | 0 / 1 |
+| 28 .. 147 | 4P+8 .. 4P+8+3Z-1 | the next Z zone centres in the car frame, nearest first, each (right, up, forward) | m / 100 |
+| 148 (last) | 4P+8+3Z | distance to the finish, capped at margin_to_announce_finish_meters | / margin (0 .. 1) |
+
+P = ``n_prev_actions_in_inputs`` (5), Z = ``n_zone_centers_in_inputs`` (40). Zone centre j (j = 1..Z) is the
+centreline point ``j * one_every_n_zone_centers_in_inputs`` points (0.5 m each) ahead of the car's nearest
+centreline point; beyond the finish the line continues straight along its end tangent.
+
+The image. A (1, H, W) uint8 grayscale picture of the road ahead in the car's frame (a stretched bird's-eye view
+whose rows are spaced like a perspective camera's ground plane: dense near the car, sparse far ahead): walls
+dark, off-road mid-grey, road light grey, the road's edge lines and the finish line white/black. It is gathered
+from a raster of the track made once (``RoadRaster``) at a sample pattern precomputed for ``heading_bins`` car
+headings, which keeps one image to a single array gather.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tmexp.envs.base import ACTIONS, EnvSpec
+from tmexp.envs.track import ExtendedLine, Track
+
+VELOCITY_SCALE = 1.0 / 50.0
+ANGULAR_VELOCITY_SCALE = 1.0 / 2.0
+ZONE_SCALE = 1.0 / 100.0
+
+# Gray levels of the image classes.
+WALL, OFFROAD, ROAD, LINE, FINISH_DARK = 25, 95, 150, 235, 0
+
+_ACTION_BITS = np.asarray(ACTIONS, dtype=np.float32)  # (12, 4)
+
+
+def float_layout(spec: EnvSpec) -> dict[str, slice]:
+    """Name -> slice of the float vector (the table in this module's docstring)."""
+    p, z = spec.n_prev_actions_in_inputs, spec.n_zone_centers_in_inputs
+    start = 4 * p
+    return {
+        "prev_actions": slice(0, start),
+        "velocity": slice(start, start + 3),
+        "angular_velocity": slice(start + 3, start + 6),
+        "steer": slice(start + 6, start + 7),
+        "wall_contact": slice(start + 7, start + 8),
+        "zone_centers": slice(start + 8, start + 8 + 3 * z),
+        "distance_to_finish": slice(start + 8 + 3 * z, start + 9 + 3 * z),
+    }
+
+
+def n_floats(spec: EnvSpec) -> int:
+    return 9 + 4 * spec.n_prev_actions_in_inputs + 3 * spec.n_zone_centers_in_inputs
+
+
+def build_floats(
+    spec: EnvSpec,
+    line: ExtendedLine,
+    nearest_index: np.ndarray,
+    position: np.ndarray,
+    rotation: np.ndarray,
+    velocity: np.ndarray,
+    angular_velocity: np.ndarray,
+    steer: np.ndarray,
+    wall_contact: np.ndarray,
+    prev_actions: np.ndarray,
+    distance_to_finish: np.ndarray,
+) -> np.ndarray:
+    """The float vectors of B cars.
+
+    Args:
+        nearest_index: (B,) index into ``line`` (extended centreline) of each car's nearest point.
+        position: (B, 3) world x, height, z. rotation: (B, 3, 3) columns right, up, forward.
+        velocity, angular_velocity: (B, 3) world frame. steer, wall_contact: (B,).
+        prev_actions: (B, P) action indices, most recent first, -1 where none yet.
+        distance_to_finish: (B,) metres along the centreline.
+    Returns:
+        (B, F) float32.
+    """
+    b = len(position)
+    z = spec.n_zone_centers_in_inputs
+    out = np.empty((b, n_floats(spec)), dtype=np.float32)
+    lay = float_layout(spec)
+    bits = np.where(prev_actions[..., None] >= 0, _ACTION_BITS[np.maximum(prev_actions, 0)], 0.0)
+    out[:, lay["prev_actions"]] = bits.reshape(b, -1)
+    out[:, lay["velocity"]] = np.einsum("bk,bkc->bc", velocity, rotation) * VELOCITY_SCALE
+    out[:, lay["angular_velocity"]] = np.einsum("bk,bkc->bc", angular_velocity, rotation) * ANGULAR_VELOCITY_SCALE
+    out[:, lay["steer"]] = steer[:, None]
+    out[:, lay["wall_contact"]] = wall_contact[:, None]
+    ahead = spec.one_every_n_zone_centers_in_inputs * np.arange(1, z + 1)
+    zi = np.minimum(nearest_index[:, None] + ahead[None, :], len(line.points) - 1)  # (B, Z)
+    rel = line.points[zi] - position[:, None, :]  # (B, Z, 3)
+    out[:, lay["zone_centers"]] = (np.einsum("bzk,bkc->bzc", rel, rotation) * ZONE_SCALE).reshape(b, -1)
+    margin = spec.margin_to_announce_finish_meters
+    out[:, lay["distance_to_finish"]] = (np.clip(distance_to_finish, 0.0, margin) / margin)[:, None]
+    return out
+
+
+def planar_rotation(forward_xz: np.ndarray) -> np.ndarray:
+    """(B, 2) unit forward in the ground plane -> (B, 3, 3) rotation, columns right, up, forward (a level car)."""
+    fx, fz = forward_xz[:, 0], forward_xz[:, 1]
+    rot = np.zeros((len(forward_xz), 3, 3))
+    rot[:, 0, 0], rot[:, 2, 0] = -fz, fx  # right = forward x up
+    rot[:, 1, 1] = 1.0
+    rot[:, 0, 2], rot[:, 2, 2] = fx, fz
+    return rot
+
+
+@dataclass(frozen=True)
+class Camera:
+    """The image's sample pattern, in the car frame (see ``SimParams`` for the meaning of each field)."""
+
+    height: int = 64
+    width: int = 64
+    behind_m: float = 4.0
+    ahead_m: float = 90.0
+    row_power: float = 1.7
+    half_width_m: float = 11.0
+    widening: float = 0.3
+
+    def pattern(self) -> np.ndarray:
+        """(H * W, 2) sample points (right, forward) in metres, row-major from the top-left pixel."""
+        u = (self.height - 1 - np.arange(self.height)) / max(1, self.height - 1)  # 0 at the bottom row
+        forward = -self.behind_m + (self.ahead_m + self.behind_m) * u**self.row_power  # (H,)
+        half = self.half_width_m + self.widening * np.maximum(forward, 0.0)  # (H,)
+        cols = (np.arange(self.width) + 0.5) / self.width * 2.0 - 1.0  # (W,)
+        right = half[:, None] * cols[None, :]
+        fwd = np.broadcast_to(forward[:, None], right.shape)
+        return np.stack([right.ravel(), fwd.ravel()], axis=1)
+
+    def reach_m(self) -> float:
+        """Farthest sample from the car, in metres."""
+        return float(np.max(np.linalg.norm(self.pattern(), axis=1)))
+
+
+class RoadRaster:
+    """A gray-level map of a track made once; images are gathered from it.
+
+    ``gray`` is (rows, cols) uint8 over the track's bounding box plus a margin wide enough for any camera sample,
+    so that gathers never leave it. Row = z, column = x.
+    """
+
+    def __init__(self, track: Track, road_width_m: float, offroad_width_m: float, cell_m: float = 0.5,
+                 margin_m: float = 160.0):
+        from scipy.ndimage import distance_transform_edt
+
+        self.cell = float(cell_m)
+        xz = track.xz
+        self.origin = xz.min(axis=0) - margin_m  # (x0, z0) of cell (0, 0)'s corner
+        size = np.ceil((xz.max(axis=0) + margin_m - self.origin) / self.cell).astype(int) + 1
+        self.cols, self.rows = int(size[0]), int(size[1])
+        # Distance of every cell to the nearest centreline cell (the line is 0.5 m apart: no gaps at 0.5 m cells).
+        dense = _densify(xz, self.cell * 0.5)
+        ij = np.floor((dense - self.origin) / self.cell).astype(int)
+        not_line = np.ones((self.rows, self.cols), dtype=bool)
+        not_line[ij[:, 1], ij[:, 0]] = False
+        dist = distance_transform_edt(not_line, sampling=self.cell).astype(np.float32)
+        del not_line
+        half_road = road_width_m / 2
+        gray = np.full(dist.shape, WALL, dtype=np.uint8)
+        gray[dist <= half_road + offroad_width_m] = OFFROAD
+        gray[dist <= half_road] = LINE
+        gray[dist <= half_road - 0.6] = ROAD
+        del dist
+        self._draw_finish(track, half_road, gray)
+        self.gray = gray
+        self.flat = gray.ravel()
+
+    def _draw_finish(self, track: Track, half_road: float, gray: np.ndarray) -> None:
+        """A checkered band 2 m deep across the road at the end of the line."""
+        end, t = track.xz[-1], track.tangent[-1]
+        n = np.array([-t[1], t[0]])
+        lo = np.floor((end - half_road - 3 - self.origin) / self.cell).astype(int)
+        hi = np.ceil((end + half_road + 3 - self.origin) / self.cell).astype(int)
+        jj, ii = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]))
+        centres = np.stack([jj, ii], -1) * self.cell + self.origin + self.cell / 2 - end
+        along, lateral = centres @ t, centres @ n
+        band = (along >= -1.0) & (along <= 1.0) & (np.abs(lateral) <= half_road)
+        checker = ((np.floor(along) + np.floor(lateral)) % 2 == 0)
+        gray[ii[band], jj[band]] = np.where(checker[band], LINE, FINISH_DARK)
+
+    def cell_index(self, xz: np.ndarray) -> np.ndarray:
+        """(B, 2) positions -> (B,) flat cell indices."""
+        ij = np.floor((xz - self.origin) / self.cell).astype(np.int64)
+        return ij[:, 1] * self.cols + ij[:, 0]
+
+    def nbytes(self) -> int:
+        return self.gray.nbytes
+
+
+class ImageRenderer:
+    """Renders (B, 1, H, W) uint8 images of the road ahead from a ``RoadRaster``."""
+
+    def __init__(self, raster: RoadRaster, camera: Camera, heading_bins: int = 512):
+        self.raster, self.camera, self.bins = raster, camera, int(heading_bins)
+        pts = camera.pattern()  # (P, 2) right, forward
+        angles = 2 * math.pi * np.arange(self.bins) / self.bins
+        fx, fz = np.cos(angles)[:, None], np.sin(angles)[:, None]  # forward (cos, sin); right (-sin, cos)
+        dx = pts[None, :, 1] * fx - pts[None, :, 0] * fz
+        dz = pts[None, :, 1] * fz + pts[None, :, 0] * fx
+        # Offsets from the car's cell centre, rounded to whole cells: (bins, P) flat offsets.
+        di = np.rint(dx / raster.cell).astype(np.int64)
+        dj = np.rint(dz / raster.cell).astype(np.int64)
+        self.offsets = (dj * raster.cols + di).astype(np.int32 if raster.gray.size < 2**31 else np.int64)
+
+    def render(self, xz: np.ndarray, forward_xz: np.ndarray) -> np.ndarray:
+        """Images of B cars. xz, forward_xz: (B, 2). Returns (B, 1, H, W) uint8."""
+        heading = np.arctan2(forward_xz[:, 1], forward_xz[:, 0])
+        b = np.rint(heading * (self.bins / (2 * math.pi))).astype(np.int64) % self.bins
+        idx = self.raster.cell_index(xz)[:, None] + self.offsets[b]
+        np.clip(idx, 0, self.raster.flat.size - 1, out=idx)  # only a car driven far outside the walls needs this
+        img = self.raster.flat[idx]
+        return img.reshape(len(xz), 1, self.camera.height, self.camera.width)
+
+
+def _densify(xz: np.ndarray, max_step: float) -> np.ndarray:
+    """Insert points so consecutive ones are at most ``max_step`` apart (a gap-free raster of the line)."""
+    seg = np.diff(xz, axis=0)
+    n = np.maximum(1, np.ceil(np.linalg.norm(seg, axis=1) / max_step).astype(int))
+    t = np.concatenate([np.arange(k) / k for k in n])
+    base = np.repeat(np.arange(len(seg)), n)
+    return np.concatenate([xz[base] + seg[base] * t[:, None], xz[-1:]])

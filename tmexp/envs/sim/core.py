@@ -1,0 +1,201 @@
+"""B cars racing on one track: physics, race semantics, rewards and observations, batched.
+
+``SimEnv`` is this with B = 1 and ``SimVecEnv`` with B = num_envs, so the two forms agree by construction.
+
+Race semantics per car (race time in ms, one action = tm_engine_step_per_action engine steps of
+ms_per_tm_engine_step ms):
+- progress = metres along the centreline (clipped to [0, length]); the race finishes on the engine step where it
+  reaches the track's length, and race_time_ms is that step's time (10 ms resolution);
+- a checkpoint every ``checkpoint_spacing_m`` records its crossing time in ``cp_times``;
+- a virtual checkpoint (vcp) is passed whenever the furthest centreline point reached (0.5 m apart) advances; no
+  vcp for cutoff_rollout_if_no_vcp_passed_within_duration_ms -> truncated, cutoff "no_progress"; race time reaching
+  cutoff_rollout_if_race_not_finished_within_duration_ms -> truncated, cutoff "race_timeout".
+
+Reward per action (RewardSpec): constant_reward_per_ms * ms elapsed + reward_per_m_advanced_along_centerline *
+progress gained + (phi(after) - phi(before)) with phi = shaped_reward_dist_to_cur_vcp * clip(distance to the
+centreline, 2, 25) + at the finish reward_per_m_advanced_along_centerline * speed (m/s) *
+final_speed_reward_as_if_duration_s (the metres the car would still cover at its finishing speed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec
+from tmexp.envs.observation import Camera, ImageRenderer, RoadRaster, build_floats, planar_rotation
+from tmexp.envs.sim.params import SimParams
+from tmexp.envs.sim.physics import CarState, TrackGeometry, engine_step
+from tmexp.envs.track import SPACING_M, Track
+
+_CONTROLS = np.asarray(ACTIONS, dtype=np.float64)  # (12, 4) accelerate, brake, left, right
+_SHAPING_CLIP = (2.0, 25.0)
+
+
+class TrackWorld:
+    """Everything derived from a track once and shared by all its cars (geometry, raster, image renderer)."""
+
+    def __init__(self, track: Track, spec: EnvSpec, params: SimParams):
+        self.track = track
+        # Room behind the start for the car to back into, and zone centres past the finish.
+        n_after = max(spec.n_zone_centers_extrapolate_after_end_of_map,
+                      spec.n_zone_centers_in_inputs * spec.one_every_n_zone_centers_in_inputs + 1)
+        self.line = track.extended(spec.n_zone_centers_extrapolate_before_start_of_map, n_after)
+        self.geo = TrackGeometry(self.line)
+        self.camera = Camera(spec.h_downsized, spec.w_downsized, params.view_behind_m, params.view_ahead_m,
+                             params.view_row_power, params.view_half_width_m, params.view_widening)
+        margin = self.camera.reach_m() + 0.5 * params.road_width_m + params.offroad_width_m + 5.0
+        self.raster = RoadRaster(track, params.road_width_m, params.offroad_width_m, params.grid_cell_m, margin)
+        self.renderer = ImageRenderer(self.raster, self.camera, params.heading_bins)
+        self.checkpoints = track.checkpoint_distances(spec.checkpoint_spacing_m)
+
+
+_WORLDS: dict[tuple, TrackWorld] = {}
+
+
+def track_world(track: Track, spec: EnvSpec, params: SimParams) -> TrackWorld:
+    """A cached TrackWorld (building the raster of a 10 km track takes about a second)."""
+    key = (id(track), track.name, track.length, spec.h_downsized, spec.w_downsized,
+           spec.n_zone_centers_extrapolate_before_start_of_map, spec.n_zone_centers_extrapolate_after_end_of_map,
+           spec.n_zone_centers_in_inputs, spec.one_every_n_zone_centers_in_inputs, spec.checkpoint_spacing_m,
+           params.road_width_m, params.offroad_width_m, params.grid_cell_m, params.heading_bins,
+           params.view_behind_m, params.view_ahead_m, params.view_row_power, params.view_half_width_m,
+           params.view_widening)
+    world = _WORLDS.get(key)
+    if world is None or world.track is not track:
+        if len(_WORLDS) > 4:
+            _WORLDS.clear()
+        world = _WORLDS[key] = TrackWorld(track, spec, params)
+    return world
+
+
+class SimBatch:
+    """B independent cars on one track. Cars are reset individually; ``step`` advances all of them."""
+
+    def __init__(self, n: int, track: Track, spec: EnvSpec, rewards: RewardSpec, params: SimParams):
+        self.n, self.spec, self.rewards, self.params = n, spec, rewards, params
+        self.world = track_world(track, spec, params)
+        self.track = track
+        self.car = CarState.zeros(n)
+        self.race_time_ms = np.zeros(n, dtype=np.int64)
+        self.finished = np.zeros(n, dtype=bool)
+        self.max_vcp = np.zeros(n, dtype=np.int64)
+        self.last_vcp_ms = np.zeros(n, dtype=np.int64)
+        self.next_cp = np.zeros(n, dtype=np.int64)
+        self.cp_times: list[list[int]] = [[] for _ in range(n)]
+        self.prev_actions = np.full((n, spec.n_prev_actions_in_inputs), -1, dtype=np.int64)
+        self.cutoff: list[str | None] = [None] * n
+        self._cp_pad = np.append(self.world.checkpoints, np.inf)
+
+    # ----------------------------------------------------------------------------------------------- reset
+    def reset_cars(self, which: np.ndarray, rngs: list[np.random.Generator]) -> None:
+        """Put the cars ``which`` (int indices) on the start line at rest; rngs[k] draws car which[k]'s jitter."""
+        line = self.world.line
+        start = line.offset
+        k = len(which)
+        fresh = CarState.zeros(k)
+        jitter = np.array([rng.uniform(-1.0, 1.0) for rng in rngs]) * self.params.start_lateral_jitter_m
+        fresh.x = line.xz[start, 0] + jitter * line.normal[start, 0]
+        fresh.z = line.xz[start, 1] + jitter * line.normal[start, 1]
+        fresh.fx = np.full(k, line.tangent[start, 0])
+        fresh.fz = np.full(k, line.tangent[start, 1])
+        fresh.idx[:] = start
+        self.world.geo.locate(fresh)
+        self.car.assign(which, fresh)
+        self.race_time_ms[which] = 0
+        self.finished[which] = False
+        self.max_vcp[which] = 0
+        self.last_vcp_ms[which] = 0
+        self.next_cp[which] = 0
+        self.prev_actions[which] = -1
+        for i in which:
+            self.cp_times[i] = []
+            self.cutoff[i] = None
+
+    # ------------------------------------------------------------------------------------------------ step
+    def step(self, actions: np.ndarray):
+        """Advance every car by one action. actions: (B,) ints in [0, 12).
+
+        Returns reward (B,), terminated (B,), truncated (B,).
+        """
+        spec, rw, car = self.spec, self.rewards, self.car
+        controls = _CONTROLS[actions]
+        accel, brake = controls[:, 0], controls[:, 1]
+        steer_cmd = controls[:, 3] - controls[:, 2]
+        progress0 = self.progress()
+        phi0 = self._potential()
+        time0 = self.race_time_ms.copy()
+        dt_ms = spec.ms_per_tm_engine_step
+        running = ~self.finished
+        for _ in range(spec.tm_engine_step_per_action):
+            engine_step(car, accel, brake, steer_cmd, self.params, self.world.geo, dt_ms / 1000.0)
+            self.race_time_ms[running] += dt_ms
+            progress = self.progress()
+            crossed = running & (progress >= self._cp_pad[self.next_cp])
+            for i in np.flatnonzero(crossed):
+                self.cp_times[i].append(int(self.race_time_ms[i]))
+                self.next_cp[i] += 1
+            done_now = running & (progress >= self.track.length)
+            self.finished |= done_now
+            running = running & ~done_now  # a finished car's clock stops on its finishing engine step
+
+        progress = self.progress()
+        vcp = np.floor(progress / SPACING_M).astype(np.int64)
+        advanced = vcp > self.max_vcp
+        self.max_vcp = np.maximum(self.max_vcp, vcp)
+        self.last_vcp_ms = np.where(advanced, self.race_time_ms, self.last_vcp_ms)
+        self.prev_actions = np.concatenate([actions[:, None], self.prev_actions[:, :-1]], axis=1)
+
+        reward = (rw.constant_reward_per_ms * (self.race_time_ms - time0)
+                  + rw.reward_per_m_advanced_along_centerline * (progress - progress0)
+                  + (self._potential() - phi0))
+        # A car finishes once: reward its speed on the step it crossed the line.
+        just_finished = self.finished & (progress0 < self.track.length)
+        reward = reward + np.where(just_finished, rw.reward_per_m_advanced_along_centerline * car.speed()
+                                   * rw.final_speed_reward_as_if_duration_s, 0.0)
+
+        terminated = self.finished.copy()
+        no_progress = (self.race_time_ms - self.last_vcp_ms
+                       >= spec.cutoff_rollout_if_no_vcp_passed_within_duration_ms) & ~terminated
+        timeout = (self.race_time_ms >= spec.cutoff_rollout_if_race_not_finished_within_duration_ms) & ~terminated
+        truncated = no_progress | timeout
+        for i in np.flatnonzero(truncated):
+            self.cutoff[i] = "race_timeout" if timeout[i] else "no_progress"
+        return reward, terminated, truncated
+
+    # --------------------------------------------------------------------------------------- observations
+    def progress(self) -> np.ndarray:
+        """(B,) metres along the centreline, clipped to [0, length]."""
+        s = self.world.line.s[self.car.idx] + self.car.along
+        return np.clip(s, 0.0, self.track.length)
+
+    def _potential(self) -> np.ndarray:
+        d = np.clip(np.abs(self.car.lateral), *_SHAPING_CLIP)
+        return self.rewards.shaped_reward_dist_to_cur_vcp * d
+
+    def observe(self) -> dict[str, np.ndarray]:
+        """{"img": (B, 1, H, W) uint8, "floats": (B, F) float32}."""
+        car, world = self.car, self.world
+        forward = np.stack([car.fx, car.fz], axis=1)
+        xz = np.stack([car.x, car.z], axis=1)
+        img = world.renderer.render(xz, forward)
+        height = world.line.points[car.idx, 1]
+        position = np.stack([car.x, height, car.z], axis=1)
+        zeros = np.zeros(self.n)
+        velocity = np.stack([car.vx, zeros, car.vz], axis=1)
+        angular = np.stack([zeros, -car.yaw_rate, zeros], axis=1)  # turning right is negative about +y
+        floats = build_floats(self.spec, world.line, car.idx, position, planar_rotation(forward), velocity,
+                              angular, car.steer, car.wall.astype(np.float64), self.prev_actions,
+                              self.track.length - self.progress())
+        return {"img": img, "floats": floats}
+
+    def info(self, i: int) -> dict:
+        """The info dict of car ``i`` (keys documented in ``tmexp.envs.base.INFO_KEYS``)."""
+        return {
+            "race_time_ms": int(self.race_time_ms[i]),
+            "finished": bool(self.finished[i]),
+            "cp_times": list(self.cp_times[i]),
+            "progress_m": float(self.progress()[i]),
+            "wall_contact": bool(self.car.wall[i]),
+            "speed_kmh": float(self.car.speed()[i] * 3.6),
+            "cutoff": self.cutoff[i],
+        }
