@@ -73,16 +73,18 @@ def job_status(run_dir: Path) -> dict:
     return json.loads((run_dir / "status.json").read_text())
 
 
-def scalar_steps(run_dir: Path, tag: str = "cumul_number_frames_played") -> list[int]:
-    """Every step logged for ``tag`` in the run's event files, in file order (raw: duplicates kept)."""
+def scalar_steps_of(event_file: Path, tag: str = "cumul_number_frames_played") -> list[int]:
+    """Every step logged for ``tag`` in one event file, in order."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    steps = []
-    for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(path)).Load():
-            if event.HasField("summary") and any(v.tag == tag for v in event.summary.value):
-                steps.append(event.step)
-    return steps
+    return [event.step for event in EventFileLoader(str(event_file)).Load()
+            if event.HasField("summary") and any(v.tag == tag for v in event.summary.value)]
+
+
+def scalar_steps(run_dir: Path, tag: str = "cumul_number_frames_played") -> list[int]:
+    """Every step logged for ``tag`` in the run's event files, in file order (raw: duplicates kept)."""
+    return [step for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+            for step in scalar_steps_of(path, tag)]
 
 
 def slurm_problem() -> str | None:

@@ -4,13 +4,15 @@ and a failed job that SLURM calls COMPLETED but the sweep reports as failed, wit
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import time
 
 import pytest
 
-from sweep_harness import (SLURM_TEST_RESOURCES, TOY_APP, final_sacct_states, job_status, requires_slurm, run_sweep,
-                           scalar_steps, start_sweep, submitit_job_ids, wait_for_json)
+from sweep_harness import (REAL_APP, SLURM_TEST_RESOURCES, TOY_APP, final_sacct_states, job_status, requires_slurm,
+                           run_sweep, scalar_steps, scalar_steps_of, start_sweep, submitit_job_ids, wait_for_json)
 
 pytestmark = [pytest.mark.slurm, requires_slurm]
 
@@ -72,3 +74,45 @@ def test_failed_slurm_job_is_reported_although_slurm_says_completed(tmp_path):
     err_log = next(line.split("log: ", 1)[1] for line in result.stdout.splitlines() if line.endswith("_log.err"))
     assert f"{tasks[1]}_0_log.err" in err_log
     assert "toy failure at step 3" in open(err_log).read()
+
+
+def test_training_app_smoke_sweep_2x2_on_slurm(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_sweep(REAL_APP, sweep_dir, SLURM + ["+experiment=smoke", "btr.use_munchausen=true,false", "seed=0,1"],
+                       timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for num in range(4):
+        status = job_status(sweep_dir / str(num))
+        assert status["status"] == "finished" and status["frames"] >= 400
+        steps = scalar_steps(sweep_dir / str(num))
+        assert steps and steps == sorted(set(steps))
+
+
+def test_training_app_preempted_on_slurm_resumes_past_the_preemption_point(tmp_path):
+    sweep_dir, log = tmp_path / "sweep", tmp_path / "sweep.log"
+    run_dir = sweep_dir / "0"
+    # Long enough to be signalled while it trains; the smoke experiment logs and saves status every 2 s.
+    proc = start_sweep(REAL_APP, sweep_dir, SLURM + ["+experiment=smoke", "training.max_frames=3000"], log)
+    try:
+        deadline = time.monotonic() + 180
+        while not ((run_dir / "status.json").is_file() and job_status(run_dir).get("frames", 0) > 0):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the job did not start training within 180 s"
+            time.sleep(0.2)
+        job_id = submitit_job_ids(sweep_dir)[0]
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            subprocess.run(["scancel", "--name=train"], check=False)
+
+    status = job_status(run_dir)
+    assert status["status"] == "finished" and status["frames"] >= 3000
+    event_files = sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(event_files) >= 2, "the requeued job should have resumed with a new event file"
+    steps = scalar_steps(run_dir)
+    assert steps == sorted(set(steps)), "TensorBoard steps duplicated after the resume"
+    first_attempt = scalar_steps_of(event_files[0])
+    assert first_attempt and first_attempt[-1] < status["frames"] and steps[-1] > first_attempt[-1]
+    assert "resumed_at" in json.loads((run_dir / "run_meta.json").read_text())

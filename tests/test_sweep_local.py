@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from sweep_harness import (REPO, TOY_APP, app_env, job_status, run_sweep, scalar_steps, start_sweep,
+from sweep_harness import (REAL_APP, REPO, TOY_APP, app_env, job_status, run_sweep, scalar_steps, start_sweep,
                            wait_for_json)
 from tmexp.sweeps import collect, expected_jobs, format_summary
 
@@ -158,3 +158,19 @@ def test_sweep_benchmark_reports_launch_overhead_of_every_job(monkeypatch, capsy
     for mode in ("sweep", "sequential"):
         assert len(result[mode]["per_job_overhead_s"]) == 2 and not result[mode]["missing_first_step_at"]
         assert all(0 < o < result[mode]["wall_s"] for o in result[mode]["per_job_overhead_s"])
+
+
+def test_training_app_smoke_sweep_2x2_on_the_local_launcher(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_sweep(REAL_APP, sweep_dir, LOCAL + ["+experiment=smoke", "btr.use_munchausen=true,false", "seed=0,1"],
+                       timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for num in range(4):
+        run_dir = sweep_dir / str(num)
+        status = job_status(run_dir)
+        assert status["status"] == "finished" and status["frames"] >= 400
+        steps = scalar_steps(run_dir)
+        assert steps and steps == sorted(set(steps)) and steps[-1] <= status["frames"]
+    munchausen = {(sweep_dir / str(n) / "config_resolved.yaml").read_text().count("use_munchausen: true")
+                  for n in range(4)}
+    assert munchausen == {0, 1}, "the sweep must run both values of btr.use_munchausen"
