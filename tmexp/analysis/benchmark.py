@@ -1,0 +1,115 @@
+"""Load-speed benchmark: tmexp's reader against tbparse on the same generated logs.
+
+``python -m tmexp.bench analysis --json`` (or ``python -m tmexp.analysis.benchmark --json``) writes 16 runs x 4 tags
+x 10,000 points with TensorBoard's own writer into a temporary directory, loads them with tmexp (one process per run,
+and in a single process) and with tbparse, checks that all three give identical (run, tag, step, wall_time, value)
+rows, and prints the load seconds (best of ``--repeat``) and the speedups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tmexp.analysis import loading
+from tmexp.analysis.synthetic import write_events
+from tmexp.core import metrics
+
+TAGS = [metrics.LOSS, metrics.avg_q("A01"), metrics.eval_race_time("A01"), metrics.LEARNER_PERCENTAGE]
+
+
+def generate(root: Path, runs: int, points: int, seed: int = 0) -> None:
+    """``runs`` directories, each one event file with ``points`` values of every tag, interleaved as training logs."""
+    rng = np.random.default_rng(seed)
+    for r in range(runs):
+        values = rng.normal(size=(points, len(TAGS))).astype(np.float32)
+        rows = [(tag, 1000 * i, 1.7e9 + 0.5 * i, float(values[i, k]))
+                for i in range(points) for k, tag in enumerate(TAGS)]
+        write_events(root / f"run_{r:02d}", rows)
+
+
+def _canonical_rows(df: pd.DataFrame, run_col: str) -> pd.DataFrame:
+    out = pd.DataFrame({"run": df[run_col].astype(str).to_numpy(), "tag": df["tag"].astype(str).to_numpy(),
+                        "step": df["step"].to_numpy(np.int64), "wall_time": df["wall_time"].to_numpy(np.float64),
+                        "value": df["value"].to_numpy(np.float64)})
+    return out.sort_values(["run", "tag", "step", "wall_time"], kind="stable").reset_index(drop=True)
+
+
+def load_tmexp(root: Path, workers: int | None) -> pd.DataFrame:
+    return loading.load_scalars(root, workers=workers)
+
+
+def load_tbparse(root: Path) -> pd.DataFrame:
+    from tbparse import SummaryReader
+
+    return SummaryReader(str(root), pivot=False, extra_columns={"wall_time", "dir_name"}).scalars
+
+
+def _best_time(fn, repeat: int):
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), times, result
+
+
+def run(runs: int = 16, points: int = 10_000, repeat: int = 3, workers: int | None = None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="tmexp_bench_") as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        generate(root, runs, points)
+        generate_s = time.perf_counter() - start
+        import tbparse  # noqa: F401  (import cost outside the timing, as for tmexp)
+
+        parallel_s, parallel_all, ours = _best_time(lambda: load_tmexp(root, workers), repeat)
+        single_s, single_all, ours_single = _best_time(lambda: load_tmexp(root, 1), repeat)
+        tbparse_s, tbparse_all, theirs = _best_time(lambda: load_tbparse(root), repeat)
+
+        a = _canonical_rows(ours, "run")
+        b = _canonical_rows(ours_single, "run")
+        c = _canonical_rows(theirs, "dir_name")
+        identical = bool(len(a) == runs * points * len(TAGS) and a.equals(b) and a.equals(c))
+    return {
+        "runs": runs, "tags": len(TAGS), "points_per_tag": points, "rows": int(len(a)),
+        "cpu_count": os.cpu_count(), "workers": workers or min(runs, os.cpu_count() or 1), "repeat": repeat,
+        "generate_s": round(generate_s, 3),
+        "tmexp_s": round(parallel_s, 3), "tmexp_single_process_s": round(single_s, 3),
+        "tbparse_s": round(tbparse_s, 3),
+        "speedup": round(tbparse_s / parallel_s, 2), "speedup_single_process": round(tbparse_s / single_s, 2),
+        "all_times_s": {"tmexp": [round(t, 3) for t in parallel_all],
+                        "tmexp_single_process": [round(t, 3) for t in single_all],
+                        "tbparse": [round(t, 3) for t in tbparse_all]},
+        "identical": identical,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tmexp.bench analysis", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--runs", type=int, default=16)
+    parser.add_argument("--points", type=int, default=10_000, help="points per tag per run")
+    parser.add_argument("--repeat", type=int, default=3, help="timed loads per reader (best is reported)")
+    parser.add_argument("--workers", type=int, help="processes for tmexp (default: min(runs, CPUs))")
+    args = parser.parse_args(argv)
+    result = run(args.runs, args.points, args.repeat, args.workers)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['rows']} rows: tmexp {result['tmexp_s']} s ({result['workers']} processes), "
+              f"tmexp single process {result['tmexp_single_process_s']} s, tbparse {result['tbparse_s']} s; "
+              f"speedup {result['speedup']}x ({result['speedup_single_process']}x single process); "
+              f"identical: {result['identical']}")
+    return 0 if result["identical"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
