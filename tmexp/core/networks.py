@@ -105,8 +105,14 @@ class IQNNetwork(nn.Module):
         leaky_gain = nn.init.calculate_gain("leaky_relu", LEAKY_SLOPE)
 
         self.img_head = build_cnn(self.img_shape, nn_cfg.vis.cnn, btr_cfg)
-        with torch.no_grad():
-            img_dim = self.img_head(torch.zeros(1, *self.img_shape)).shape[1]
+        try:
+            with torch.no_grad():
+                img_dim = self.img_head(torch.zeros(1, *self.img_shape)).shape[1]
+        except RuntimeError as err:
+            raise NetworkConfigError(
+                f"the image {img_shape[1]}x{img_shape[2]} is too small for the {nn_cfg.vis.cnn.type} CNN ({err}); "
+                "raise env.w_downsized / env.h_downsized (Linesight uses 64x64)."
+            ) from None
         self.img_feature_dim = img_dim
 
         lin0 = nn.Linear(float_dim, nn_cfg.float_hidden_dim)
