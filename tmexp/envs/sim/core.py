@@ -19,12 +19,14 @@ final_speed_reward_as_if_duration_s (the metres the car would still cover at its
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 
 from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec
 from tmexp.envs.observation import Camera, ImageRenderer, RoadRaster, build_floats, planar_rotation
 from tmexp.envs.sim.params import SimParams
-from tmexp.envs.sim.physics import CarState, TrackGeometry, engine_step
+from tmexp.envs.sim.physics import CarState, TrackGeometry, advance, locate
 from tmexp.envs.track import SPACING_M, Track
 
 _CONTROLS = np.asarray(ACTIONS, dtype=np.float64)  # (12, 4) accelerate, brake, left, right
@@ -47,6 +49,11 @@ class TrackWorld:
         self.raster = RoadRaster(track, params.road_width_m, params.offroad_width_m, params.grid_cell_m, margin)
         self.renderer = ImageRenderer(self.raster, self.camera, params.heading_bins)
         self.checkpoints = track.checkpoint_distances(spec.checkpoint_spacing_m)
+
+
+def _plain(obj, cls):
+    """A ``cls`` holding ``obj``'s values for ``cls``'s fields (``obj`` may be a subclass or a config node)."""
+    return cls(**{f.name: getattr(obj, f.name) for f in fields(cls)})
 
 
 _WORLDS: dict[tuple, TrackWorld] = {}
@@ -72,6 +79,8 @@ class SimBatch:
     """B independent cars on one track. Cars are reset individually; ``step`` advances all of them."""
 
     def __init__(self, n: int, track: Track, spec: EnvSpec, rewards: RewardSpec, params: SimParams):
+        # Plain dataclasses: a step reads these fields often, and Hydra's config nodes are slow to read.
+        spec, rewards, params = _plain(spec, EnvSpec), _plain(rewards, RewardSpec), _plain(params, SimParams)
         self.n, self.spec, self.rewards, self.params = n, spec, rewards, params
         self.world = track_world(track, spec, params)
         self.track = track
@@ -99,7 +108,7 @@ class SimBatch:
         fresh.fx = np.full(k, line.tangent[start, 0])
         fresh.fz = np.full(k, line.tangent[start, 1])
         fresh.idx[:] = start
-        self.world.geo.locate(fresh)
+        locate(fresh, self.world.geo)
         self.car.assign(which, fresh)
         self.race_time_ms[which] = 0
         self.finished[which] = False
@@ -125,19 +134,20 @@ class SimBatch:
         phi0 = self._potential()
         time0 = self.race_time_ms.copy()
         dt_ms = spec.ms_per_tm_engine_step
+        n_sub = spec.tm_engine_step_per_action
+        history = advance(car, accel, brake, steer_cmd, self.params, self.world.geo, dt_ms / 1000.0, n_sub)
+        # Engine steps each running car completes this action: all, or up to the one that reaches the finish.
+        reached = history >= self.track.length  # (B, n_sub)
+        finish_step = np.where(reached.any(axis=1), reached.argmax(axis=1) + 1, n_sub)
         running = ~self.finished
-        for _ in range(spec.tm_engine_step_per_action):
-            engine_step(car, accel, brake, steer_cmd, self.params, self.world.geo, dt_ms / 1000.0)
-            self.race_time_ms[running] += dt_ms
-            progress = self.progress()
-            crossed = running & (progress >= self._cp_pad[self.next_cp])
-            for i in np.flatnonzero(crossed):
-                self.cp_times[i].append(int(self.race_time_ms[i]))
-                self.next_cp[i] += 1
-            done_now = running & (progress >= self.track.length)
-            self.finished |= done_now
-            running = running & ~done_now  # a finished car's clock stops on its finishing engine step
-
+        self.race_time_ms += np.where(running, finish_step * dt_ms, 0)
+        self.finished |= running & reached.any(axis=1)
+        # Checkpoints crossed during this action, each at the engine step that crossed it.
+        for i in np.flatnonzero(running & (history.max(axis=1) >= self._cp_pad[self.next_cp])):
+            for k in range(n_sub):
+                while history[i, k] >= self._cp_pad[self.next_cp[i]]:
+                    self.cp_times[i].append(int(time0[i] + (k + 1) * dt_ms))
+                    self.next_cp[i] += 1
         progress = self.progress()
         vcp = np.floor(progress / SPACING_M).astype(np.int64)
         advanced = vcp > self.max_vcp
@@ -190,12 +200,16 @@ class SimBatch:
 
     def info(self, i: int) -> dict:
         """The info dict of car ``i`` (keys documented in ``tmexp.envs.base.INFO_KEYS``)."""
+        return {key: (values[i] if key != "cp_times" else list(values[i])) for key, values in self.infos().items()}
+
+    def infos(self) -> dict[str, list]:
+        """Every car's info values, one list per key of ``tmexp.envs.base.INFO_KEYS``."""
         return {
-            "race_time_ms": int(self.race_time_ms[i]),
-            "finished": bool(self.finished[i]),
-            "cp_times": list(self.cp_times[i]),
-            "progress_m": float(self.progress()[i]),
-            "wall_contact": bool(self.car.wall[i]),
-            "speed_kmh": float(self.car.speed()[i] * 3.6),
-            "cutoff": self.cutoff[i],
+            "race_time_ms": self.race_time_ms.tolist(),
+            "finished": self.finished.tolist(),
+            "cp_times": [list(c) for c in self.cp_times],
+            "progress_m": self.progress().tolist(),
+            "wall_contact": self.car.wall.tolist(),
+            "speed_kmh": (self.car.speed() * 3.6).tolist(),
+            "cutoff": list(self.cutoff),
         }

@@ -7,13 +7,17 @@ slide, which costs speed, so braking before a turn and taking a wide line pay of
 ``road_width/2 + offroad_width`` from the centreline: touching one removes the velocity into it and a little of
 the rest, so walls slow the car without stopping it dead.
 
-Only + - * / sqrt, comparisons and min/max are used per step (no transcendental functions), so a car's
-trajectory is bit-for-bit the same whether it is stepped alone or in a batch.
+One engine step is written once (``_engine_step``) over an ``ops`` namespace and runs either on numpy arrays
+(a batch of cars) or on Python floats (one car: numpy's per-call overhead would make a single car ~5x slower).
+Only + - * / sqrt, comparisons, min/max and round-half-even are used (no transcendental functions), all exactly
+rounded in IEEE double precision by both, so a car's trajectory is bit-for-bit the same alone or in a batch.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -62,90 +66,151 @@ class TrackGeometry:
 
     def __init__(self, line: ExtendedLine):
         self.line = line
-        self.table = np.concatenate([line.xz, line.tangent, line.normal], axis=1)
+        self.table = np.ascontiguousarray(np.concatenate([line.xz, line.tangent, line.normal], axis=1))
+        self.rows = [tuple(r) for r in self.table.tolist()]  # the same values as Python floats (one-car path)
         self.last = len(self.table) - 1
 
-    def locate(self, state: CarState, iterations: int = 2) -> None:
-        """Move each car's nearest index along the line (a car moves < 1 m per step) and refresh along/lateral."""
-        idx = state.idx
-        for _ in range(iterations):
-            row = self.table[idx]
-            along = (state.x - row[:, 0]) * row[:, 2] + (state.z - row[:, 1]) * row[:, 3]
-            idx = np.clip(idx + np.rint(along * (1.0 / SPACING_M)).astype(np.int64), 0, self.last)
-        row = self.table[idx]
-        dx, dz = state.x - row[:, 0], state.z - row[:, 1]
-        state.idx = idx
-        state.along = dx * row[:, 2] + dz * row[:, 3]
-        state.lateral = dx * row[:, 4] + dz * row[:, 5]
+
+class _NumpyOps:
+    where = staticmethod(np.where)
+    clip = staticmethod(np.clip)
+    maximum = staticmethod(np.maximum)
+    sqrt = staticmethod(np.sqrt)
+
+    @staticmethod
+    def rint(x):
+        return np.rint(x).astype(np.int64)
+
+    @staticmethod
+    def rows(geo: TrackGeometry, idx):
+        r = geo.table[idx]
+        return r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], r[:, 5]
 
 
-def engine_step(state: CarState, accel: np.ndarray, brake: np.ndarray, steer_cmd: np.ndarray, p: SimParams,
-                geo: TrackGeometry, dt: float) -> None:
-    """Advance B cars by ``dt`` seconds in place. accel, brake: (B,) 0/1 floats; steer_cmd: (B,) -1, 0 or +1."""
+class _ScalarOps:
+    @staticmethod
+    def where(c, a, b):
+        return a if c else b
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return min(max(x, lo), hi)
+
+    maximum = staticmethod(max)
+    sqrt = staticmethod(math.sqrt)
+    rint = staticmethod(round)  # round half to even, like np.rint
+
+    @staticmethod
+    def rows(geo: TrackGeometry, idx):
+        return geo.rows[idx]
+
+
+def advance(state: CarState, accel: np.ndarray, brake: np.ndarray, steer_cmd: np.ndarray, p: SimParams,
+            geo: TrackGeometry, dt: float, n_steps: int) -> np.ndarray:
+    """Run ``n_steps`` engine steps of ``dt`` seconds on B cars in place.
+
+    Args:
+        accel, brake: (B,) 0/1 floats; steer_cmd: (B,) -1 (left), 0 or +1 (right).
+    Returns:
+        (B, n_steps) metres along the extended centreline after each engine step (negative behind the start).
+    """
+    names = [f.name for f in fields(CarState)]
+    s_line = geo.line.s
+    if len(state.x) == 1:
+        car = SimpleNamespace(**{n: getattr(state, n)[0].item() for n in names})
+        a, b, c = float(accel[0]), float(brake[0]), float(steer_cmd[0])
+        history = np.empty((1, n_steps))
+        for k in range(n_steps):
+            _engine_step(car, a, b, c, p, geo, dt, _ScalarOps)
+            history[0, k] = s_line[car.idx] + car.along
+        for n in names:
+            getattr(state, n)[0] = getattr(car, n)
+        return history
+    car = SimpleNamespace(**{n: getattr(state, n) for n in names})
+    history = np.empty((len(state.x), n_steps))
+    for k in range(n_steps):
+        _engine_step(car, accel, brake, steer_cmd, p, geo, dt, _NumpyOps)
+        history[:, k] = s_line[car.idx] + car.along
+    for n in names:
+        setattr(state, n, getattr(car, n))
+    return history
+
+
+def locate(car, geo: TrackGeometry, ops=_NumpyOps, iterations: int = 2) -> None:
+    """Move each car's nearest index along the line (a car moves < 1 m per step) and refresh along/lateral."""
+    idx = car.idx
+    for _ in range(iterations):
+        x0, z0, tx, tz, _, _ = ops.rows(geo, idx)
+        along = (car.x - x0) * tx + (car.z - z0) * tz
+        idx = ops.clip(idx + ops.rint(along * (1.0 / SPACING_M)), 0, geo.last)
+    x0, z0, tx, tz, nx, nz = ops.rows(geo, idx)
+    dx, dz = car.x - x0, car.z - z0
+    car.idx = idx
+    car.along = dx * tx + dz * tz
+    car.lateral = dx * nx + dz * nz
+
+
+def _engine_step(car, accel, brake, steer_cmd, p: SimParams, geo: TrackGeometry, dt: float, ops) -> None:
+    """One engine step of ``car`` (fields scalars or (B,) arrays) in place; see the module docstring."""
+    where, clip, maximum = ops.where, ops.clip, ops.maximum
     rate = p.steer_rate_per_s * dt
-    state.steer = state.steer + np.clip(steer_cmd - state.steer, -rate, rate)
-    fx, fz = state.fx, state.fz
+    car.steer = car.steer + clip(steer_cmd - car.steer, -rate, rate)
+    fx, fz = car.fx, car.fz
     rx, rz = -fz, fx
-    v_f = state.vx * fx + state.vz * fz
-    v_l = state.vx * rx + state.vz * rz
-    offroad = np.abs(state.lateral) > 0.5 * p.road_width_m
-    grip = np.where(offroad, p.grip_mps2 * p.offroad_grip_factor, p.grip_mps2)
+    v_f = car.vx * fx + car.vz * fz
+    v_l = car.vx * rx + car.vz * rz
+    offroad = abs(car.lateral) > 0.5 * p.road_width_m
+    grip = where(offroad, p.grip_mps2 * p.offroad_grip_factor, p.grip_mps2)
 
     # Longitudinal: drive force first, then resistances that shrink the speed towards zero without reversing it.
-    engine = accel * p.engine_accel_mps2 * np.maximum(0.0, 1.0 - v_f * (1.0 / p.engine_cutoff_speed_mps))
+    engine = accel * p.engine_accel_mps2 * maximum(0.0, 1.0 - v_f * (1.0 / p.engine_cutoff_speed_mps))
     braking = (brake > 0) & (v_f > 0.5)
     reversing = (brake > 0) & (accel == 0) & (v_f <= 0.5)
-    drive = np.where(brake > 0, engine * p.brake_with_throttle_factor, engine)
-    drive = np.where(reversing, np.where(v_f > -p.reverse_max_speed_mps, -p.reverse_accel_mps2, 0.0), drive)
+    drive = where(brake > 0, engine * p.brake_with_throttle_factor, engine)
+    drive = where(reversing, where(v_f > -p.reverse_max_speed_mps, -p.reverse_accel_mps2, 0.0), drive)
     resist = (p.drag_coef_per_m * v_f * v_f + p.rolling_resistance_mps2
-              + np.where(offroad, p.offroad_drag_mps2, 0.0) + np.where(braking, p.brake_decel_mps2, 0.0))
+              + where(offroad, p.offroad_drag_mps2, 0.0) + where(braking, p.brake_decel_mps2, 0.0))
     v_f = v_f + drive * dt
-    v_f = np.where(v_f > 0, np.maximum(v_f - resist * dt, 0.0), np.minimum(v_f + resist * dt, 0.0))
+    v_f = where(v_f > 0, maximum(v_f - resist * dt, 0.0), -maximum(-v_f - resist * dt, 0.0))
 
     # Lateral: grip pulls the sideways velocity to zero at most grip * dt per step; the rest is a slide.
-    v_l = v_l - np.clip(v_l, -grip * dt, grip * dt)
+    v_l = v_l - clip(v_l, -grip * dt, grip * dt)
 
     # Yaw: steering curvature (less at speed: understeer), capped by what grip can nearly follow.
     ratio = v_f * (1.0 / p.understeer_speed_mps)
-    yaw = v_f * state.steer * p.max_curvature_per_m / (1.0 + ratio * ratio)
-    yaw_cap = p.yaw_over_grip * grip / np.maximum(np.abs(v_f), 1.0)
-    state.yaw_rate = np.clip(yaw, -yaw_cap, yaw_cap)
+    yaw = v_f * car.steer * p.max_curvature_per_m / (1.0 + ratio * ratio)
+    yaw_cap = p.yaw_over_grip * grip / maximum(abs(v_f), 1.0)
+    car.yaw_rate = clip(yaw, -yaw_cap, yaw_cap)
 
-    state.vx = fx * v_f + rx * v_l
-    state.vz = fz * v_f + rz * v_l
-    a = state.yaw_rate * dt  # |a| < 0.1: third-order sine and second-order cosine, then renormalise
+    car.vx = fx * v_f + rx * v_l
+    car.vz = fz * v_f + rz * v_l
+    a = car.yaw_rate * dt  # |a| < 0.1: third-order sine and second-order cosine, then renormalise
     sa, ca = a - a * a * a * (1.0 / 6.0), 1.0 - 0.5 * a * a
     nfx, nfz = fx * ca + rx * sa, fz * ca + rz * sa
-    norm = np.sqrt(nfx * nfx + nfz * nfz)
-    state.fx, state.fz = nfx / norm, nfz / norm
-    state.x = state.x + state.vx * dt
-    state.z = state.z + state.vz * dt
+    norm = ops.sqrt(nfx * nfx + nfz * nfz)
+    car.fx, car.fz = nfx / norm, nfz / norm
+    car.x = car.x + car.vx * dt
+    car.z = car.z + car.vz * dt
 
-    geo.locate(state)
-    _walls(state, p, geo)
+    locate(car, geo, ops)
 
-
-def _walls(state: CarState, p: SimParams, geo: TrackGeometry) -> None:
-    """Push cars that crossed a wall back onto it; drop their velocity into the wall and a fraction of the rest."""
+    # Walls: push a car that crossed one back onto it; drop its velocity into the wall and a little of the rest.
     limit = 0.5 * p.road_width_m + p.offroad_width_m - p.car_half_width_m
-    over = np.abs(state.lateral) - limit
-    behind_start = (state.idx == 0) & (state.along < 0)  # the wall closing the line's start extension
+    over = abs(car.lateral) - limit
+    behind_start = (car.idx == 0) & (car.along < 0)  # the wall closing the line's start extension
     hit = (over > 0) | behind_start
-    state.wall = hit
-    if not hit.any():
-        return
-    row = geo.table[state.idx]
-    # Outward normal of the wall that was hit (sideways, or backwards past the start).
-    side = np.where(state.lateral > 0, 1.0, -1.0)
-    nx = np.where(behind_start, -row[:, 2], side * row[:, 4])
-    nz = np.where(behind_start, -row[:, 3], side * row[:, 5])
-    depth = np.where(behind_start, -state.along, np.maximum(over, 0.0))
-    depth = np.where(hit, depth, 0.0)
-    state.x = state.x - depth * nx
-    state.z = state.z - depth * nz
-    v_n = np.maximum(state.vx * nx + state.vz * nz, 0.0)
-    keep = np.where(hit, 1.0 - p.wall_speed_loss_per_step, 1.0)
-    state.vx = (state.vx - v_n * nx * hit) * keep
-    state.vz = (state.vz - v_n * nz * hit) * keep
-    state.along = np.where(behind_start, 0.0, state.along)
-    state.lateral = np.where(over > 0, side * limit, state.lateral)
+    car.wall = hit
+    _, _, tx, tz, nx, nz = ops.rows(geo, car.idx)
+    # Outward normal of the wall that was hit (sideways, or backwards past the start); zero depth if none.
+    side = where(car.lateral > 0, 1.0, -1.0)
+    wx = where(behind_start, -tx, side * nx)
+    wz = where(behind_start, -tz, side * nz)
+    depth = where(behind_start, -car.along, maximum(over, 0.0))
+    car.x = car.x - depth * wx
+    car.z = car.z - depth * wz
+    v_n = where(hit, maximum(car.vx * wx + car.vz * wz, 0.0), 0.0)
+    keep = where(hit, 1.0 - p.wall_speed_loss_per_step, 1.0)
+    car.vx = (car.vx - v_n * wx) * keep
+    car.vz = (car.vz - v_n * wz) * keep
+    car.along = where(behind_start, 0.0, car.along)
+    car.lateral = where(over > 0, side * limit, car.lateral)

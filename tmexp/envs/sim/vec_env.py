@@ -17,7 +17,7 @@ from gymnasium.spaces import Discrete
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from tmexp.envs.base import INFO_KEYS, EnvSpec, RewardSpec, action_space, observation_space
+from tmexp.envs.base import EnvSpec, RewardSpec, action_space, observation_space
 from tmexp.envs.sim.core import SimBatch
 from tmexp.envs.sim.params import SimParams
 from tmexp.envs.track import Track
@@ -66,13 +66,12 @@ class SimVecEnv(VectorEnv):
         return self.batch.observe(), reward, terminated, truncated, self._infos()
 
     def _infos(self) -> dict[str, np.ndarray]:
-        per_car = [self.batch.info(i) for i in range(self.num_envs)]
         infos: dict[str, np.ndarray] = {}
-        for key in INFO_KEYS:
-            values = [d[key] for d in per_car]
+        for key, values in self.batch.infos().items():
             if key in ("cp_times", "cutoff"):
                 arr = np.empty(self.num_envs, dtype=object)
-                arr[:] = values if key == "cutoff" else [list(v) for v in values]
+                for i, v in enumerate(values):  # element-wise: a list of equal-length lists would broadcast
+                    arr[i] = v
             else:
                 arr = np.asarray(values)
             infos[key] = arr
