@@ -165,3 +165,13 @@ def test_missing_or_empty_paths_raise_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(loading.RunLoadError, match="no TensorBoard event files"):
         loading.load_runs(tmp_path / "empty")
+
+
+def test_relative_time_starts_at_the_first_event_of_any_kind():
+    (path,) = (FIXTURES / "linesight_default_hocko_run").glob("*tfevents*")
+    acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+    acc.Reload()
+    runs = loading.load_runs(path.parent, workers=1)
+    (start,) = runs.starts().values()
+    assert start == acc.FirstEventTimestamp()
+    assert start < runs.scalars["wall_time"].min()  # the writer's first event precedes the first scalar

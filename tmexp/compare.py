@@ -64,7 +64,8 @@ def run_comparisons(runset: loading.RunSet, args) -> tuple[list[document.Section
     best = f"best_time_{maps[0]}" if maps else None
     groups = stats.seed_groups({r: runset.runs[r] for r in runs})
 
-    by_time = tables.compare(scalars, args.time_axis, runs, interval=args.interval, maps=maps)
+    starts = runset.starts()
+    by_time = tables.compare(scalars, args.time_axis, runs, interval=args.interval, maps=maps, starts=starts)
     if args.steps:
         step_list, interval = tables.parse_steps(args.steps), None
     else:
@@ -80,13 +81,13 @@ def run_comparisons(runset: loading.RunSet, args) -> tuple[list[document.Section
         interval = document.auto_step_interval(window)
     by_steps = tables.compare(scalars, args.by, runs, steps=step_list, step_interval=interval, maps=maps)
 
-    sections = [document.run_section(summary.run_summary(scalars, runs, maps[0] if maps else None))]
+    sections = [document.run_section(summary.run_summary(scalars, runs, maps[0] if maps else None, starts))]
     for cmp in (by_time, by_steps):
         sections += document.metric_sections(cmp, maps)
         sections += document.race_sections(cmp)
         sections += document.seed_sections(cmp, groups, best)
     if best:
-        final = summary.run_summary(scalars, runs, maps[0])["final_best_s"]
+        final = summary.run_summary(scalars, runs, maps[0], starts)["final_best_s"]
         sections += document.final_seed_section(final, groups, None)
     if by_steps.dropped:
         print(f"tmexp.compare: skipped step checkpoints beyond the common window "

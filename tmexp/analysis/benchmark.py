@@ -48,9 +48,13 @@ def load_tmexp(root: Path, workers: int | None) -> pd.DataFrame:
 
 
 def load_tbparse(root: Path) -> pd.DataFrame:
+    import warnings
+
     from tbparse import SummaryReader
 
-    return SummaryReader(str(root), pivot=False, extra_columns={"wall_time", "dir_name"}).scalars
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tbparse's own pandas deprecation notices
+        return SummaryReader(str(root), pivot=False, extra_columns={"wall_time", "dir_name"}).scalars
 
 
 def _best_time(fn, repeat: int):

@@ -35,10 +35,12 @@ class FileScalars:
     step: np.ndarray          # int64
     wall_time: np.ndarray     # float64
     value: np.ndarray         # float64
+    first_wall_time: float = float("nan")  # of the file's first event of any kind (the writer's start)
 
     @staticmethod
-    def empty() -> "FileScalars":
-        return FileScalars([], np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+    def empty(first_wall_time: float = float("nan")) -> "FileScalars":
+        return FileScalars([], np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
+                           first_wall_time)
 
 
 def _crc32c_table() -> np.ndarray:
@@ -186,6 +188,9 @@ def read_scalars(path: str | Path) -> FileScalars:
                       stacklevel=2)
     if len(starts) == 0:
         return FileScalars.empty()
+    from tensorboard.compat.proto import event_pb2
+
+    first_wall_time = event_pb2.Event.FromString(data[12:12 + int(lengths[0])]).wall_time
 
     ok, wall_time, step, tag_start, tag_len, value = _fast_scalars(buf, starts, lengths)
 
@@ -216,7 +221,7 @@ def read_scalars(path: str | Path) -> FileScalars:
 
     if not extra:
         keep = fast
-        return FileScalars(tags, tag_index[keep], step[keep], wall_time[keep], value[keep])
+        return FileScalars(tags, tag_index[keep], step[keep], wall_time[keep], value[keep], first_wall_time)
 
     # Interleave protobuf rows with fast rows in record order (a record may hold several scalars).
     order_key = np.concatenate([fast.astype(np.float64), [r[0] + 0.5 for r in extra]])
@@ -228,4 +233,4 @@ def read_scalars(path: str | Path) -> FileScalars:
     all_wall = np.concatenate([wall_time[fast], np.array([r[3] for r in extra], np.float64)])
     all_value = np.concatenate([value[fast], np.array([r[4] for r in extra], np.float64)])
     order = np.argsort(order_key, kind="stable")
-    return FileScalars(tags, all_tag[order], all_step[order], all_wall[order], all_value[order])
+    return FileScalars(tags, all_tag[order], all_step[order], all_wall[order], all_value[order], first_wall_time)

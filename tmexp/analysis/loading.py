@@ -45,6 +45,7 @@ class RunInfo:
     config: dict | None = None               # config_resolved.yaml, else .hydra/config.yaml
     meta: dict | None = None                 # run_meta.json
     status: dict | None = None               # status.json
+    first_wall_time: float = float("nan")    # the run's first event of any kind: where relative time starts
 
 
 @dataclass
@@ -56,6 +57,10 @@ class RunSet:
 
     def labels(self) -> list[str]:
         return list(self.runs)
+
+    def starts(self) -> dict[str, float]:
+        """Run label -> Unix time of its first event (the origin of relative wall time)."""
+        return {label: info.first_wall_time for label, info in self.runs.items()}
 
 
 def _is_event_file(name: str) -> bool:
@@ -196,12 +201,16 @@ def load_runs(paths, labels: list[str] | None = None, workers: int | None = None
                 n += 1
             info.label = label
             runs[label] = info
-    return RunSet(runs, read_event_files({k: v.event_files for k, v in runs.items()}, workers, canonical_tags))
+    starts: dict[str, float] = {}
+    scalars = read_event_files({k: v.event_files for k, v in runs.items()}, workers, canonical_tags, starts)
+    for label, start in starts.items():
+        runs[label].first_wall_time = start
+    return RunSet(runs, scalars)
 
 
 def read_event_files(files_by_run: dict[str, list[Path]], workers: int | None = None,
-                     canonical_tags: bool = True) -> pd.DataFrame:
-    """Read runs' event files (one process per run) into the long DataFrame."""
+                     canonical_tags: bool = True, starts: dict[str, float] | None = None) -> pd.DataFrame:
+    """Read runs' event files (one process per run) into the long DataFrame; fills ``starts`` (first event time)."""
     items = list(files_by_run.items())
     if workers is None:
         workers = min(len(items), os.cpu_count() or 1)
@@ -217,6 +226,9 @@ def read_event_files(files_by_run: dict[str, list[Path]], workers: int | None = 
             warnings.warn(message, EventFileWarning, stacklevel=2)
         if not parts:
             continue
+        if starts is not None:
+            firsts = [p.first_wall_time for p in parts if not np.isnan(p.first_wall_time)]
+            starts[label] = min(firsts) if firsts else float("nan")
         tags, tag_index, step, wall_time, value = _concat_run(parts, canonical_tags)
         frames.append((label, tags, tag_index, step, wall_time, value))
     return _to_frame(frames, [label for label, _ in items])

@@ -284,7 +284,8 @@ def build_readme(spec: ExperimentSpec) -> str:
     groups = {g: m for g, m in groups.items() if m}
     maps = [spec.map] if spec.map else tables.detect_maps(scalars)
     try:
-        by_time = tables.compare(scalars, spec.time_axis, runs, interval=spec.interval, maps=maps)
+        by_time = tables.compare(scalars, spec.time_axis, runs, interval=spec.interval, maps=maps,
+                                 starts=runset.starts())
         step_interval = spec.step_interval
         if spec.steps is None and step_interval is None:
             window = float(tables.spans(tables.with_axis(scalars[scalars["run"].isin(runs)], spec.by)).min())
@@ -292,7 +293,7 @@ def build_readme(spec: ExperimentSpec) -> str:
         by_steps = tables.compare(scalars, spec.by, runs, steps=spec.steps, step_interval=step_interval, maps=maps)
     except tables.TableError as err:
         raise ReportError(str(err)) from None
-    run_table = summary.run_summary(scalars, runs, maps[0] if maps else None)
+    run_table = summary.run_summary(scalars, runs, maps[0] if maps else None, runset.starts())
     final = run_table["final_best_s"]
     figure_dir = spec.folder / "figures"
     figures = {"time": plots.plot_comparison(by_time, maps, figure_dir, spec.plot_format),

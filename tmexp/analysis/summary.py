@@ -9,15 +9,20 @@ from tmexp.analysis import stats, tables
 from tmexp.core import metrics
 
 
-def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None) -> pd.DataFrame:
-    """One row per run: wall minutes, training hours, frames, updates, final best time (s) over the whole run."""
+def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
+                starts: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per run: wall minutes (from ``starts`` when given, see RunSet.starts), training hours, frames,
+    updates, final best time (s) over the whole run."""
     rows = []
     for run in runs:
         df = scalars[scalars["run"] == run]
         row = {"wall_minutes": np.nan, "training_hours": np.nan, "frames": np.nan, "updates": np.nan,
                "final_best_s": np.nan}
         if not df.empty:
-            row["wall_minutes"] = (df["wall_time"].max() - df["wall_time"].min()) / 60.0
+            origin = df["wall_time"].min()
+            if starts and not np.isnan(starts.get(run, np.nan)):
+                origin = min(origin, starts[run])
+            row["wall_minutes"] = (df["wall_time"].max() - origin) / 60.0
             row["frames"] = int(df["step"].max())
             for name, tag in (("training_hours", metrics.CUMUL_TRAINING_HOURS), ("updates", metrics.CUMUL_BATCHES)):
                 counter = df[df["tag"] == tag]

@@ -127,15 +127,22 @@ def _counter_at(counter: pd.DataFrame, steps: np.ndarray) -> np.ndarray:
     return out
 
 
-def with_axis(scalars: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """The long table plus an ``x`` column on ``axis`` (minutes for time axes, counts for step axes)."""
+def with_axis(scalars: pd.DataFrame, axis: str, starts: dict[str, float] | None = None) -> pd.DataFrame:
+    """The long table plus an ``x`` column on ``axis`` (minutes for time axes, counts for step axes).
+
+    ``starts`` (run -> Unix time of its first event of any kind, see RunSet.starts) sets the origin of wall time;
+    without it, the run's first scalar is the origin.
+    """
     if axis not in TIME_AXES + STEP_AXES:
         raise TableError(f"unknown axis {axis!r}; use one of {', '.join(TIME_AXES + STEP_AXES)}.")
     parts = []
     for run, df in scalars.groupby("run", observed=True, sort=False):
         df = df.copy()
         if axis == "wall":
-            df["x"] = (df["wall_time"] - df["wall_time"].min()) / 60.0
+            origin = df["wall_time"].min()
+            if starts and not np.isnan(starts.get(str(run), np.nan)):
+                origin = min(origin, starts[str(run)])
+            df["x"] = (df["wall_time"] - origin) / 60.0
         elif axis == "frames":
             df["x"] = df["step"].astype(np.float64)
         else:
@@ -274,11 +281,11 @@ class Comparison:
 
 def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, interval: float = 10.0,
             steps: list[int] | None = None, step_interval: int | None = None,
-            maps: list[str] | None = None) -> Comparison:
+            maps: list[str] | None = None, starts: dict[str, float] | None = None) -> Comparison:
     """Tables of every scalar metric and race tag at the checkpoints of one axis."""
     if runs is None:
         runs = [str(r) for r in pd.unique(scalars["run"])]
-    data = with_axis(scalars[scalars["run"].isin(runs)], axis)
+    data = with_axis(scalars[scalars["run"].isin(runs)], axis, starts)
     if data.empty:
         raise TableError("the runs hold no scalars to compare.")
     dropped: list = []
