@@ -87,6 +87,19 @@ def scalar_steps(run_dir: Path, tag: str = "cumul_number_frames_played") -> list
             for step in scalar_steps_of(path, tag)]
 
 
+def assert_resumed_steps_continue(run_dir: Path, tag: str = "cumul_number_frames_played") -> list[list[int]]:
+    """Each attempt's event file logs steps in order and only past every step the attempts before it logged.
+
+    Returns the steps of each event file (one per attempt)."""
+    per_file = [scalar_steps_of(p, tag) for p in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))]
+    high = -1
+    for steps in per_file:
+        assert steps == sorted(steps), f"steps go backwards within one attempt: {steps}"
+        assert not steps or steps[0] > high, f"an attempt logged step {steps[0]} again (up to {high} was logged)"
+        high = max(steps, default=high)
+    return per_file
+
+
 def slurm_problem() -> str | None:
     """Why the SLURM tests cannot run here, or None when a controller answers and a node is usable."""
     if shutil.which("sinfo") is None:
