@@ -18,6 +18,15 @@ IMG = (1, 64, 64)
 FLOATS = 10
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def impala_cfg(**cnn) -> NNConfig:
     base = dict(type="impala", width_scale=2, adaptive_maxpool_size=6, spectral_norm=True)
     base.update(cnn)

@@ -10,6 +10,15 @@ import torch
 from tmexp.core import losses
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_training_taus_are_stratified_and_symmetric():
     taus = losses.training_taus(5, 8, generator=torch.Generator().manual_seed(0))
     assert taus.shape == (5, 8)

@@ -14,6 +14,15 @@ FLOATS = 7
 SMALL = dict(dense_hidden_dimension=32, iqn_embedding_dimension=8)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def inputs(b: int = 3, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (b, *IMG), dtype=torch.uint8, generator=g), torch.randn(b, FLOATS, generator=g)

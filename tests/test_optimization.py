@@ -28,6 +28,15 @@ FLOATS = 6
 B = 8
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def small_nn(**kw) -> NNConfig:
     return NNConfig(dense_hidden_dimension=32, iqn_embedding_dimension=8, iqn_n=4, **kw)
 
@@ -274,7 +283,7 @@ def test_repeated_steps_fit_a_fixed_batch():
     optimizer = make_optimizer(online.parameters(), TrainingConfig(optimizer="adam"))
     batch = make_batch()
     batch["terminal"] = torch.ones(B)  # fixed targets: R only
-    first = step(online, target, optimizer, nn_cfg, btr, batch=batch, lr=3e-3)["loss_mean"]
-    for i in range(60):
-        last = step(online, target, optimizer, nn_cfg, btr, batch=batch, lr=3e-3, seed=i)["loss_mean"]
+    first = step(online, target, optimizer, nn_cfg, btr, batch=batch, lr=1e-2)["loss_mean"]
+    for i in range(25):
+        last = step(online, target, optimizer, nn_cfg, btr, batch=batch, lr=1e-2, seed=i)["loss_mean"]
     assert last < 0.5 * first
