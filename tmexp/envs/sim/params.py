@@ -2,8 +2,8 @@
 
 Units: metres, seconds, m/s, m/s^2. The car is a point with a heading, a velocity that may point away from the
 heading (sliding), and a steering state that moves at a limited rate. With the defaults the top speed is about
-72 m/s (260 km/h), 0-100 km/h takes about 2.4 s, braking from 200 km/h takes about 70 m, and the tightest turn
-taken flat out has a radius of about 200 m.
+76 m/s (272 km/h), 0-100 km/h takes 2.1 s, braking from 200 km/h takes about 65 m, and the tightest turn
+taken flat out has a radius of about 145 m (a 45 m turn: about 150 km/h).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ class SimParams:
     car_half_width_m: float = 1.0  # the car touches a wall when its centre is this close to it
 
     # Engine: acceleration engine_accel * (1 - v / engine_cutoff_speed) while accelerating forward.
-    engine_accel_mps2: float = 14.0
-    engine_cutoff_speed_mps: float = 95.0
+    engine_accel_mps2: float = 16.0
+    engine_cutoff_speed_mps: float = 110.0
     # Resistance: drag_coef * v^2 + rolling_resistance (always against the motion).
-    drag_coef_per_m: float = 0.0009
+    drag_coef_per_m: float = 0.0008
     rolling_resistance_mps2: float = 0.4
     brake_decel_mps2: float = 22.0
     # Accelerate+brake: the brake wins but the engine takes this fraction of its force off it.
@@ -38,7 +38,7 @@ class SimParams:
     max_curvature_per_m: float = 1.0 / 7.0  # turning radius at full lock and low speed: 7 m
     understeer_speed_mps: float = 35.0  # full-lock curvature shrinks by 1 / (1 + (v / this)^2)
     # Grip: the largest lateral acceleration before the car slides (and the rate sliding is caught).
-    grip_mps2: float = 26.0
+    grip_mps2: float = 40.0
     offroad_grip_factor: float = 0.5
     offroad_drag_mps2: float = 6.0
     # The yaw rate may exceed what grip lets the velocity follow by this factor; the excess is a slide.
