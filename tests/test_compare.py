@@ -46,6 +46,9 @@ def test_seed_groups_get_iqm_and_intervals(sweep_dir, capsys):
     out = capsys.readouterr().out
     assert "final best time across seeds" in out
     assert "(2 seeds)" in out and "(single seed)" in out
+    # groups: {seed=0, seed=1} (configs differ only in seed) and lr=2; compared at every checkpoint
+    assert "best_time_A01: groups against base by wall time" in out
+    assert "| lr=2 vs base |" in out and "single seed; P(better) " in out
 
 
 def test_csv_and_figures_to_out_dir(sweep_dir, tmp_path):

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", choices=tables.STEP_AXES, default="frames", help="count steps in frames or updates")
     p.add_argument("--format", choices=FORMATS, default="md", help="table format (default md)")
     p.add_argument("--out", type=Path, help="write tables (and figures) to this directory instead of stdout")
-    p.add_argument("--plot", action="store_true", help="draw one figure per metric, by time and by steps")
+    p.add_argument("--plot", action="store_true",
+                   help="draw one figure per metric, by time and by steps, into --out (default ./compare_out)")
     p.add_argument("--plot-format", choices=plots.PLOT_FORMATS, default="jpg")
     p.add_argument("--map", help="map short name (default: every map found in the logs)")
     p.add_argument("--sweep", action="store_true", help="one row per job of each multirun directory")

@@ -78,17 +78,35 @@ def race_sections(cmp: tables.Comparison) -> list[Section]:
 
 
 def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_metric: str | None,
-                  reps: int = 10_000) -> list[Section]:
-    """IQM [95 % CI] across seeds of the best time at each checkpoint, when some group has several seeds."""
+                  baseline: str | None = None, reps: int = 10_000) -> list[Section]:
+    """IQM [95 % CI] across seeds of the best time at each checkpoint, and each group against the baseline group
+    (do the intervals overlap, probability of improvement), when some group has several seeds."""
     if best_metric is None or best_metric not in cmp.metric_tables:
         return []
     if not any(len(m) > 1 for m in groups.values()):
         return []
-    table = summary.group_table(cmp.metric_tables[best_metric], groups, cmp.axis, cmp.window, reps=reps)
+    metric_table = cmp.metric_tables[best_metric]
+    table = summary.group_table(metric_table, groups, cmp.axis, cmp.window, reps=reps)
     note = ("IQM across seeds with a 95 % stratified bootstrap interval (rliable's definitions); "
             "a single-seed group shows its value only.")
-    return [Section(f"{best_metric}_seeds_by_{cmp.axis}", f"{best_metric} across seeds {_axis_words(cmp)}",
-                    table, note=note, index_name="checkpoint")]
+    out = [Section(f"{best_metric}_seeds_by_{cmp.axis}", f"{best_metric} across seeds {_axis_words(cmp)}",
+                   table, note=note, index_name="checkpoint")]
+    if len(groups) > 1:
+        base = baseline if baseline in groups else next(iter(groups))
+        versus = pd.DataFrame(index=table.index, columns=[f"{g} vs {base}" for g in groups if g != base],
+                              dtype=object)
+        for cp, label in zip(metric_table.index, table.index):
+            for c in summary.group_comparisons(metric_table.loc[cp], groups, base, reps=reps):
+                if c.a.n_seeds == 0 or c.b.n_seeds == 0:
+                    versus.loc[label, f"{c.a.group} vs {base}"] = "-"  # nothing logged yet
+                    continue
+                overlap = "single seed" if c.overlap is None else ("CIs overlap" if c.overlap else "CIs disjoint")
+                versus.loc[label, f"{c.a.group} vs {base}"] = f"{overlap}; P(better) {c.p_improvement:.2f}"
+        out.append(Section(f"{best_metric}_seeds_vs_baseline_by_{cmp.axis}",
+                           f"{best_metric}: groups against {base} {_axis_words(cmp)}", versus,
+                           note="P(better) is the probability of improvement (a lower time is better).",
+                           index_name="checkpoint"))
+    return out
 
 
 def final_seed_section(final_best: pd.Series, groups: dict[str, list[str]], baseline: str | None,

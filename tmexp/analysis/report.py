@@ -349,7 +349,7 @@ def build_readme(spec: ExperimentSpec) -> str:
         out += [f"### {title}", ""]
         best = f"best_time_{maps[0]}" if maps else None
         sections = (document.metric_sections(cmp, maps) + document.race_sections(cmp)
-                    + _group_sections(cmp, groups, best))
+                    + _group_sections(cmp, groups, best, spec.baseline))
         for s in sections:
             for key, path in figs.items():
                 if s.key == f"{key}_by_{cmp.axis}":
@@ -398,10 +398,11 @@ def _axis_unit(axis: str) -> str:
     return "wall minutes" if axis == "wall" else "training minutes"
 
 
-def _group_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best: str | None):
+def _group_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best: str | None,
+                    baseline: str | None):
     if not any(len(m) > 1 for m in groups.values()):
         return []
-    return document.seed_sections(cmp, groups, best)
+    return document.seed_sections(cmp, groups, best, baseline)
 
 
 def write_report(folder: str | Path) -> Path:
