@@ -175,3 +175,16 @@ def test_relative_time_starts_at_the_first_event_of_any_kind():
     (start,) = runs.starts().values()
     assert start == acc.FirstEventTimestamp()
     assert start < runs.scalars["wall_time"].min()  # the writer's first event precedes the first scalar
+
+
+def test_garbage_length_is_reported_as_corrupt_not_truncated(tmp_path):
+    path = write_events(tmp_path / "r", rows("a", 4))
+    data = bytearray(path.read_bytes())
+    pos = 0
+    for _ in range(3):  # skip file_version and two scalars; break the third scalar's length field
+        pos += 16 + int.from_bytes(data[pos:pos + 8], "little")
+    data[pos:pos + 8] = (10**9).to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+    with pytest.warns(EventFileWarning, match="corrupt record length"):
+        fs = read_scalars(path)
+    assert fs.step.tolist() == [0, 10]

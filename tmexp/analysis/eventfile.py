@@ -80,7 +80,13 @@ def _walk_records(data: bytes) -> tuple[np.ndarray, np.ndarray, str | None]:
         starts.append(pos)
         lengths.append(length)
         pos += 16 + length
-    problem = None if pos == size else f"truncated record at byte {pos} of {size}"
+    problem = None
+    if pos != size:
+        problem = f"truncated record at byte {pos} of {size}"
+        if pos + 12 <= size:
+            header = np.frombuffer(data, np.uint8, 8, pos)[None, :]
+            if int(masked_crc32c(header)[0]) != struct.unpack_from("<I", data, pos + 8)[0]:
+                problem = f"corrupt record length at byte {pos} (CRC mismatch)"
     return np.asarray(starts, np.int64), np.asarray(lengths, np.int64), problem
 
 
@@ -97,10 +103,12 @@ def _first_bad_crc(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> 
     bad |= masked_crc32c(header) != stored
     # Records of equal length share one vectorised pass over their bytes.
     for length in np.unique(lengths):
-        idx = np.nonzero(lengths == length)[0]
-        body = _gather(buf, starts[idx] + 12, int(length))
-        stored = _gather(buf, starts[idx] + 12 + length, 4).copy().view("<u4")[:, 0]
-        bad[idx] |= masked_crc32c(body) != stored
+        same = np.nonzero(lengths == length)[0]
+        # Chunks bound the (records, length) byte matrix to a few tens of MB however long the run.
+        for idx in np.array_split(same, max(1, len(same) * int(length) // (32 << 20) + 1)):
+            body = _gather(buf, starts[idx] + 12, int(length))
+            stored = _gather(buf, starts[idx] + 12 + length, 4).copy().view("<u4")[:, 0]
+            bad[idx] |= masked_crc32c(body) != stored
     hits = np.nonzero(bad)[0]
     return int(hits[0]) if len(hits) else None
 

@@ -218,7 +218,7 @@ def key_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps: tabl
                        f"({c.b.describe()}): the 95 % intervals {'overlap' if c.overlap else 'do not overlap'}; "
                        f"probability of improvement P({c.a.group} faster) = {c.p_improvement:.2f}.")
     singles = [g for g, m in groups.items() if len(m) == 1]
-    if singles and len(singles) < len(groups) + 1:
+    if singles and any(len(m) > 1 for m in groups.values()):
         out.append("Single-seed runs (" + ", ".join(singles) + ") carry no interval: one run says nothing "
                    "about seed-to-seed variation.")
     return out
@@ -234,7 +234,7 @@ def config_diff(runset: loading.RunSet, groups: dict[str, list[str]]) -> tuple[p
         if config is None:
             missing.append(g)
             continue
-        flat[g] = {k: v for k, v in stats._flatten(config).items() if k.split(".")[-1] != "seed"}
+        flat[g] = {k: v for k, v in stats.flatten(config).items() if k.split(".")[-1] != "seed"}
     keys = sorted({k for f in flat.values() for k in f})
     rows = {}
     for key in keys:
@@ -264,7 +264,7 @@ def collector_settings(runset: loading.RunSet) -> pd.DataFrame:
     rows = {}
     for label, info in runset.runs.items():
         if info.config:
-            found = {k: v for k, v in stats._flatten(info.config).items() if k.split(".")[-1] in wanted}
+            found = {k: v for k, v in stats.flatten(info.config).items() if k.split(".")[-1] in wanted}
             if found:
                 rows[label] = found
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -120,11 +120,12 @@ def compare_groups(a: GroupEstimate, values_a, b: GroupEstimate, values_b,
     return GroupComparison(a, b, overlap, p)
 
 
-def _flatten(tree, prefix: str = "") -> dict[str, object]:
+def flatten(tree, prefix: str = "") -> dict[str, object]:
+    """Nested dict -> {'a.b.c': leaf}."""
     if isinstance(tree, dict):
         out = {}
         for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: tree}
 
@@ -139,7 +140,7 @@ def seed_groups(runs) -> dict[str, list[str]]:
     for label, info in runs.items():
         rest = [o for o in info.overrides if o.split("=", 1)[0].lstrip("+~").split(".")[-1] != "seed"]
         if info.config is not None:
-            flat = {k: v for k, v in _flatten(info.config).items() if k.split(".")[-1] != "seed"}
+            flat = {k: v for k, v in flatten(info.config).items() if k.split(".")[-1] != "seed"}
             key = json.dumps(flat, sort_keys=True, default=str)
         elif info.overrides:
             key = json.dumps(sorted(rest))
