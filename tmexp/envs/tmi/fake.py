@@ -19,10 +19,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
+import struct
 import sys
-import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from tmexp.envs.tmi import protocol
 from tmexp.envs.tmi.protocol import MessageType
@@ -255,3 +258,245 @@ class FakePlugin:
         if len(words) == 2 and words[0] == "map":
             self.race.load_map(words[1].strip().strip('"'), countdown_ms=self.countdown_ms)
             self.finish_prevented = False
+
+
+class FakeRace:
+    """The simulator's physics and track behind the fake plugin: one car, stepped one 10 ms engine tick at a time.
+
+    Race semantics are the simulator's (``tmexp/envs/sim/core.py``): the car starts at rest on the start line,
+    a checkpoint every ``checkpoint_spacing_m``, the finish when the progress reaches the track's length. A
+    countdown of ``countdown_ms`` (negative race times, car frozen) precedes race time 0, as in the game.
+    """
+
+    _HANDLE_MAGIC = b"tmexp-fake-state"
+    _KEEP_SNAPSHOTS = 256  # exact states kept for rewinds (start states are always kept)
+
+    def __init__(self, track, spec=None, params=None):
+        from tmexp.envs.base import EnvSpec
+        from tmexp.envs.sim.params import SimParams
+
+        self.spec = spec or EnvSpec()
+        self.params = params or SimParams()
+        self._set_track(track)
+        self.loaded = False
+        self.ended = False  # finished without PREVENT_SIMULATION_FINISH: the clock is frozen
+        self.inputs = (0.0, 0.0, 0.0)  # accelerate, brake, steer command (-1 left .. +1 right)
+        self._inputs_raw = (False, False, False, False)
+        self._snapshots: dict[int, tuple] = {}
+        self._next_handle = 1
+        self._renderers: dict[tuple[int, int], object] = {}
+
+    def _set_track(self, track) -> None:
+        from tmexp.envs.sim.core import track_world
+
+        self.track = track
+        self.world = track_world(track, self.spec, self.params)
+        self._cp_pad = np.append(self.world.checkpoints, np.inf)
+        self._renderers = {}
+
+    # ---- race control -------------------------------------------------------------------------------------
+
+    def load(self, countdown_ms: int = 0) -> None:
+        """Put the car on the start line at rest, ``countdown_ms`` before the start."""
+        from tmexp.envs.sim.physics import CarState as SimCar
+        from tmexp.envs.sim.physics import locate
+
+        line = self.world.line
+        start = line.offset
+        car = SimCar.zeros(1)
+        car.x[:], car.z[:] = line.xz[start, 0], line.xz[start, 1]
+        car.fx[:], car.fz[:] = line.tangent[start, 0], line.tangent[start, 1]
+        car.idx[:] = start
+        locate(car, self.world.geo)
+        self.car = car
+        self.race_time_ms = -abs(int(countdown_ms)) // 10 * 10
+        self.finished = False
+        self.ended = False
+        self.next_cp = 0
+        self.cp_times: list[int] = []
+        self.finish_time_ms: int | None = None
+        self.loaded = True
+        self._countdown_ms = countdown_ms
+
+    def load_map(self, name: str, countdown_ms: int = 0) -> None:
+        from tmexp.envs.track import load_map, load_track
+
+        self._set_track(load_track(name) if name.endswith(".npy") else load_map(name))
+        self.load(countdown_ms)
+
+    def restart(self) -> None:
+        self.load(self._countdown_ms)
+
+    def end(self) -> None:
+        self.ended = True
+
+    def set_inputs(self, left: bool, right: bool, accelerate: bool, brake: bool) -> None:
+        self._inputs_raw = (left, right, accelerate, brake)
+        self.inputs = (float(accelerate), float(brake), float(right) - float(left))
+
+    def inputs_text(self) -> str:
+        left, right, accelerate, brake = self._inputs_raw
+        return f"{self.race_time_ms} press " + ",".join(
+            name for name, on in (("left", left), ("right", right), ("up", accelerate), ("down", brake)) if on
+        )
+
+    @property
+    def n_checkpoints(self) -> int:
+        """Checkpoint passes needed to finish, the finish included (the game's ``target``)."""
+        return len(self.world.checkpoints) + 1
+
+    def progress(self) -> float:
+        s = self.world.line.s[self.car.idx[0]] + self.car.along[0]
+        return float(np.clip(s, 0.0, self.track.length))
+
+    def tick(self) -> list[tuple[int, int]]:
+        """One 10 ms engine step; returns the checkpoint passes (current, target) it made."""
+        from tmexp.envs.sim.physics import advance
+
+        if self.ended:
+            return []
+        dt_ms = self.spec.ms_per_tm_engine_step
+        if self.race_time_ms < 0:  # countdown: the car waits on the line
+            self.race_time_ms += dt_ms
+            return []
+        accelerate, brake, steer = self.inputs
+        # One engine step at a time: bit for bit the simulator's trajectory, which runs the same steps in a row.
+        s = advance(self.car, np.array([accelerate]), np.array([brake]), np.array([steer]), self.params,
+                    self.world.geo, dt_ms / 1000.0, 1)[0, 0]
+        self.race_time_ms += dt_ms
+        if self.finished:
+            return []
+        events = []
+        while s >= self._cp_pad[self.next_cp]:
+            self.cp_times.append(self.race_time_ms)
+            self.next_cp += 1
+            events.append((self.next_cp, self.n_checkpoints))
+        if s >= self.track.length:
+            self.finished = True
+            self.finish_time_ms = self.race_time_ms
+            events.append((self.n_checkpoints, self.n_checkpoints))
+        return events
+
+    # ---- save states --------------------------------------------------------------------------------------
+
+    def car_state(self):
+        """The car as ``tmexp.envs.tmi.state.CarState`` (what the game's save state holds)."""
+        from tmexp.envs.observation import planar_rotation
+        from tmexp.envs.tmi.state import CarState
+
+        car, line = self.car, self.world.line
+        times = self.cp_times + ([self.finish_time_ms] if self.finish_time_ms is not None else [])
+        return CarState(
+            race_time_ms=int(self.race_time_ms),
+            position=np.array([car.x[0], line.points[car.idx[0], 1], car.z[0]]),
+            velocity=np.array([car.vx[0], 0.0, car.vz[0]]),
+            angular_velocity=np.array([0.0, -car.yaw_rate[0], 0.0]),  # turning right is negative about +y
+            rotation=planar_rotation(np.array([[car.fx[0], car.fz[0]]]))[0],
+            wheel_contact=np.ones(4, dtype=bool),
+            wall_contact=bool(car.wall[0]),
+            steer=float(car.steer[0]),
+            gear=1,
+            cp_passed=len(times),
+            cp_target=self.n_checkpoints,
+            cp_times_ms=times,
+            finished=self.finished,
+        )
+
+    def state_bytes(self) -> bytes:
+        from tmexp.envs.tmi.state import build_sim_state_bytes
+
+        handle = self._next_handle
+        self._next_handle += 1
+        self._snapshots[handle] = (self.car.copy(), self.race_time_ms, self.finished, self.ended, self.next_cp,
+                                   list(self.cp_times), self.finish_time_ms)
+        self._forget_old_snapshots()
+        return build_sim_state_bytes(self.car_state(), extra=self._HANDLE_MAGIC + struct.pack("<q", handle))
+
+    def _forget_old_snapshots(self) -> None:
+        if len(self._snapshots) <= self._KEEP_SNAPSHOTS:
+            return
+        for handle in sorted(self._snapshots)[: len(self._snapshots) - self._KEEP_SNAPSHOTS]:
+            if self._snapshots[handle][1] > 0:  # keep start states: they are rewound to at every race
+                del self._snapshots[handle]
+
+    def rewind(self, data: bytes) -> None:
+        """Restore a save state: exactly when it is one of ours, else from its fields (position, speed...)."""
+        from tmexp.envs.sim.physics import locate
+        from tmexp.envs.tmi.state import car_state, extra_bytes, parse_sim_state
+
+        parsed = parse_sim_state(data)
+        extra = extra_bytes(parsed)
+        n = len(self._HANDLE_MAGIC)
+        handle = struct.unpack("<q", extra[n:n + 8])[0] if extra[:n] == self._HANDLE_MAGIC else None
+        if handle in self._snapshots:
+            car, self.race_time_ms, self.finished, self.ended, self.next_cp, cp_times, self.finish_time_ms = \
+                self._snapshots[handle]
+            self.car, self.cp_times = car.copy(), list(cp_times)
+            return
+        state = car_state(parsed)
+        self.load(0)
+        forward = state.rotation[:, 2]
+        norm = float(np.hypot(forward[0], forward[2])) or 1.0
+        car = self.car
+        car.x[:], car.z[:] = state.position[0], state.position[2]
+        car.fx[:], car.fz[:] = forward[0] / norm, forward[2] / norm
+        car.vx[:], car.vz[:] = state.velocity[0], state.velocity[2]
+        car.yaw_rate[:] = -state.angular_velocity[1]
+        car.steer[:] = state.steer
+        progress, _ = self.track.project(np.array([[car.x[0], car.z[0]]]))
+        car.idx[:] = self.world.line.offset + int(round(progress[0] / 0.5))
+        locate(car, self.world.geo, iterations=8)
+        self.race_time_ms = state.race_time_ms
+        self.cp_times = [t for t in state.cp_times_ms[: self.n_checkpoints - 1]]
+        self.next_cp = len(self.cp_times)
+
+    # ---- frames -------------------------------------------------------------------------------------------
+
+    def frame_bgra(self, width: int, height: int) -> bytes:
+        """The simulator's image of the road ahead at ``width`` x ``height``, as grey BGRA bytes (rows top first)."""
+        from tmexp.envs.observation import Camera, ImageRenderer
+
+        renderer = self._renderers.get((width, height))
+        if renderer is None:
+            p = self.params
+            camera = Camera(height, width, p.view_behind_m, p.view_ahead_m, p.view_row_power, p.view_half_width_m,
+                            p.view_widening)
+            if (height, width) == (self.world.camera.height, self.world.camera.width):
+                renderer = self.world.renderer
+            else:
+                renderer = ImageRenderer(self.world.raster, camera, p.heading_bins)
+            self._renderers[(width, height)] = renderer
+        car = self.car
+        gray = renderer.render(np.array([[car.x[0], car.z[0]]]), np.array([[car.fx[0], car.fz[0]]]))[0, 0]
+        bgra = np.empty((height, width, 4), dtype=np.uint8)
+        bgra[..., :3] = gray[..., None]
+        bgra[..., 3] = 255
+        return bgra.tobytes()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A fake TMInterface plugin driven by tmexp's simulator.")
+    parser.add_argument("--port", type=int, required=True, help="TCP port to listen on (127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--map", default="A01", help="built-in track name (ignored with --reference-line)")
+    parser.add_argument("--reference-line", default=None, help="a Linesight reference line .npy")
+    parser.add_argument("--countdown-ms", type=int, default=100)
+    parser.add_argument("--drop-after", type=int, default=0, help="close the connection after N run steps (once)")
+    parser.add_argument("--stall-after", type=int, default=0, help="go silent after N run steps (once)")
+    parser.add_argument("--garbage-after", type=int, default=0, help="send an unknown message after N run steps")
+    parser.add_argument("--exit-after", type=int, default=0, help="exit (a crashed game) after N run steps")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s fake-plugin[%(process)d] %(message)s",
+                        stream=sys.stderr)
+
+    from tmexp.envs.track import load_map
+
+    race = FakeRace(load_map(args.map, args.reference_line))
+    faults = Faults(args.drop_after, args.stall_after, args.garbage_after, args.exit_after)
+    plugin = FakePlugin(race, args.port, args.host, faults, countdown_ms=args.countdown_ms)
+    signal.signal(signal.SIGTERM, lambda *_: plugin.stop())
+    plugin.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -5,8 +5,11 @@ which the ``tminterface`` package describes (``SimStateData``: 8344 fixed bytes,
 two arrays have variable length). Only the package's structures are used here: its client needs Windows-only
 shared memory.
 
-Frames: TrackMania's world is x (east), y (up), z (north); ``rotation`` maps car-frame vectors to world
-vectors (columns: the car's left, up and forward axes), so ``rotation.T @ v`` is ``v`` in the car frame.
+Frames: world positions are (x, height, z) in metres; ``rotation`` maps car-frame vectors to world vectors and
+is passed on as is to the float vector, which reads its columns as the car's right, up and forward axes
+(``tmexp/envs/observation.py``). The game's own column order is used unchanged: should its first column point
+to the car's left, the sideways components of the car-frame inputs flip sign, which is consistent within the
+backend (a network trained on the game sees one convention) but differs from the simulator's.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class CarState:
     rotation: np.ndarray  # (3, 3) car frame -> world frame
     wheel_contact: np.ndarray = field(default_factory=lambda: np.zeros(4, dtype=bool))  # (4,) ground contact
     wall_contact: bool = False  # any lateral contact (the game's has_any_lateral_contact)
+    steer: float = 0.0  # steering state, -1 full left .. +1 full right
     gear: int = 1
     cp_passed: int = 0  # checkpoint passes so far (finish included)
     cp_target: int = 0  # passes needed to finish
@@ -76,6 +80,7 @@ def car_state(state: SimStateData) -> CarState:
         rotation=np.asarray(dyna.rotation.to_numpy(), dtype=np.float64).reshape(3, 3),
         wheel_contact=np.array([bool(wheels[i].real_time_state.has_ground_contact) for i in range(4)]),
         wall_contact=bool(state.scene_mobil.has_any_lateral_contact),
+        steer=float(state.scene_mobil.input_steer),
         gear=int(state.scene_mobil.engine.gear),
         cp_passed=len(passed),
         cp_target=len(cp_times),
@@ -103,6 +108,7 @@ def build_sim_state_bytes(car: CarState, extra: bytes = b"") -> bytes:
     for i in range(4):
         state.simulation_wheels[i].real_time_state.has_ground_contact = bool(car.wheel_contact[i])
     state.scene_mobil.has_any_lateral_contact = bool(car.wall_contact)
+    state.scene_mobil.input_steer = float(car.steer)
     state.scene_mobil.engine.gear = int(car.gear)
     info = state.player_info
     info.race_time = int(car.race_time_ms)

@@ -1,0 +1,221 @@
+"""``TmiEnv``: the real game behind the same contract as the simulator (``tmexp/envs/base.py``).
+
+Per action the game runs ``tm_engine_step_per_action`` engine steps at ``running_speed``, then stops at a
+RUN_STEP_SYNC whose race time is a multiple of the action period. There the env reads the save state, pauses
+the game (speed 0), asks for a frame and releases the step; the plugin sends the frame at the next render and
+the game waits in that REQUESTED_FRAME_SYNC while the agent picks the next action. ``step`` sets the inputs,
+restores the speed and releases the frame. Races start from a save state taken at race time 0 (a rewind is
+much faster than restarting the map).
+
+Any lost, silent or garbled connection during a race raises ``GameConnectionLost`` from ``step``: the
+collector discards the rollout and calls ``reset``, which reconnects (or restarts the game) and starts over.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec
+from tmexp.envs.tmi.client import TmiClient
+from tmexp.envs.tmi.errors import GameConnectionLost, GameUnavailable, TmiProtocolError
+from tmexp.envs.tmi.instances import GameInstance
+from tmexp.envs.tmi.params import TmiParams
+from tmexp.envs.tmi.protocol import MessageType
+from tmexp.envs.sim.physics import TrackGeometry
+from tmexp.envs.tmi.race import Race, extended_line
+from tmexp.envs.tmi.state import CarState, car_state, parse_sim_state
+
+log = logging.getLogger(__name__)
+
+
+def bgra_to_gray(frame: np.ndarray) -> np.ndarray:
+    """(H, W, 4) BGRA uint8 -> (H, W) uint8 luma (ITU-R 601 weights, rounded; grey stays exactly grey)."""
+    b = frame[..., 0].astype(np.uint32)
+    g = frame[..., 1].astype(np.uint32)
+    r = frame[..., 2].astype(np.uint32)
+    return ((299 * r + 587 * g + 114 * b + 500) // 1000).astype(np.uint8)
+
+
+class TmiEnv:
+    """One collector's car in one game instance (port ``base_tmi_port + collector_index``)."""
+
+    def __init__(self, track, spec: EnvSpec, rewards: RewardSpec, params: TmiParams, collector_index: int = 0,
+                 seed: int | None = None):
+        self.track = track
+        self.spec = spec
+        self.rewards = rewards
+        self.params = params
+        self.port = params.base_tmi_port + collector_index
+        self.period_ms = spec.tm_engine_step_per_action * spec.ms_per_tm_engine_step
+        self.line = extended_line(track, spec)
+        self.geometry = TrackGeometry(self.line)
+        self.instance = GameInstance(params, self.port)
+        self.instance.check_configured()  # fail fast, before any collector starts playing
+        self.client: TmiClient | None = None
+        self._pending: MessageType | None = None  # the synchronous message the game is waiting on
+        self._start_state: bytes | None = None  # save state at race time 0 of the current game process
+        self._start_state_pid: int | None = None
+        self._race: Race | None = None
+        self._last_frame: np.ndarray | None = None
+        self.races_discarded = 0
+
+    # ---- Gymnasium-style API ------------------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None, options=None):
+        """Start a race from the saved start state; reconnect or restart the game as needed."""
+        self._race = None
+        attempts = self.params.max_restarts_per_reset + 1
+        last_error: Exception | None = None
+        for attempt in range(attempts):
+            try:
+                if self.instance.needs_reboot():
+                    log.info("port %d: scheduled reboot of the game", self.port)
+                    self._drop_connection()
+                    self.instance.restart()
+                if self.client is None or not self.client.connected:
+                    self._connect()
+                car, frame = self._start_race()
+                break
+            except GameConnectionLost as error:
+                last_error = error
+                log.warning("port %d: could not start a race (%s)", self.port, error)
+                self._drop_connection()
+                if attempt + 1 < attempts and self.instance.can_launch:
+                    self.instance.restart()
+        else:
+            self.instance.stop()
+            raise GameUnavailable(
+                f"the game on port {self.port} could not be reached after {attempts} attempts (last error: "
+                f"{last_error}); check env.tmi.launch_command and that the plugin listens on {{port}}."
+            )
+        self._race = Race(self.track, self.line, self.geometry, self.spec, self.rewards, car)
+        return self._race.observation(bgra_to_gray(frame), car), self._race.info()
+
+    def step(self, action: int):
+        if self._race is None:
+            raise RuntimeError("step() before reset(), or after the race ended: call reset().")
+        accelerate, brake, left, right = ACTIONS[int(action)]
+        try:
+            client = self.client
+            client.set_input_state(bool(left), bool(right), bool(accelerate), bool(brake))
+            client.set_speed(self.params.running_speed)
+            self._release()
+            target_time = self._race.car.race_time_ms + self.period_ms
+            self._wait_run_step(min_time_ms=target_time)
+            car, frame = self._observe()
+        except GameConnectionLost:
+            self.races_discarded += 1
+            self._race = None
+            self._drop_connection()
+            raise
+        reward, terminated, truncated = self._race.advance(int(action), car)
+        obs = self._race.observation(bgra_to_gray(frame), car)
+        info = self._race.info()
+        if terminated or truncated:
+            self._race = None  # the game stays paused in its frame sync until the next reset rewinds it
+        return obs, reward, terminated, truncated, info
+
+    @property
+    def car(self) -> CarState | None:
+        """The game state read at the last action boundary of the current race (None between races)."""
+        return self._race.car if self._race is not None else None
+
+    def close(self) -> None:
+        if self.client is not None and self.client.connected:
+            self.client.shutdown()
+        self.client = None
+        self._pending = None
+        self.instance.stop()
+
+    # ---- protocol flow ------------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        client = self.instance.connect()  # ON_CONNECT_SYNC pending
+        self.client = client
+        self._pending = MessageType.ON_CONNECT_SYNC
+        client.set_timeout(self.params.timeout_during_run_ms)
+        client.set_on_step_period(self.period_ms)
+        if self.params.hide_interface:
+            client.toggle_interface(False)
+        pid = self.instance.process.pid if self.instance.process is not None else None
+        if self._start_state_pid != pid:
+            self._start_state = None  # a new game process: its start state must be taken again
+            if self.params.map_path:
+                client.execute_command(f'map "{self.params.map_path}"')
+        client.set_speed(self.params.running_speed)
+
+    def _drop_connection(self) -> None:
+        self._pending = None
+        self.client = None
+        self.instance.disconnect()
+
+    def _release(self) -> None:
+        """Echo the pending synchronous message: the game goes on."""
+        if self._pending is not None:
+            self.client.respond(self._pending)
+            self._pending = None
+
+    def _wait_run_step(self, min_time_ms: int) -> int:
+        """Answer synchronous messages until a RUN_STEP_SYNC at ``min_time_ms`` or later, left pending."""
+        client = self.client
+        while True:
+            message = client.read_message()
+            if message.type == MessageType.RUN_STEP_SYNC and message.race_time_ms >= min_time_ms:
+                self._pending = message.type
+                return message.race_time_ms
+            if message.type == MessageType.CHECKPOINT_COUNT_CHANGED_SYNC and self._race is not None:
+                is_finish = message.current == message.target
+                self._race.checkpoint(client.get_simulation_state().race_time, is_finish)
+                if is_finish:
+                    # Keep the race going past the line: the action's last engine steps still run (as in the
+                    # simulator) and the next reset can rewind instead of reloading the map.
+                    client.prevent_simulation_finish()
+            if message.type == MessageType.ON_CONNECT_SYNC:
+                client.close()
+                raise TmiProtocolError(f"the plugin on port {self.port} greeted us again in the middle of a race")
+            client.respond(message.type)
+
+    def _start_race(self) -> tuple[CarState, np.ndarray]:
+        """Rewind to the start state (taking it first on a fresh game) and observe race time 0."""
+        client = self.client
+        if self._start_state is None:
+            self._release()
+            # A fresh game may still be loading the map: allow the protection timeout for the first step.
+            client.response_timeout_s = self.params.tmi_protection_timeout_s
+            try:
+                race_time = self._wait_run_step(min_time_ms=0)
+                if race_time != 0:  # joined a race already under way: restart it to catch race time 0
+                    client.give_up()
+                    self._release()
+                    while self._wait_run_step(min_time_ms=-(10**9)) != 0:
+                        self._release()
+            finally:
+                if client.connected:
+                    client.response_timeout_s = self.params.timeout_during_run_ms / 1000
+            self._start_state = client.get_simulation_state_bytes()
+            self._start_state_pid = self.instance.process.pid if self.instance.process is not None else None
+        else:
+            if self._pending != MessageType.RUN_STEP_SYNC:
+                # Rewinds happen inside a run step: let the game (paused in its frame sync) reach the next one.
+                client.set_speed(self.params.running_speed)
+                self._release()
+                self._wait_run_step(min_time_ms=-(10**9))
+            client.rewind_to_state(self._start_state)
+        client.set_input_state(False, False, False, False)
+        return self._observe()
+
+    def _observe(self) -> tuple[CarState, np.ndarray]:
+        """At a pending RUN_STEP_SYNC: read the state, pause, and wait for the frame (left pending)."""
+        client = self.client
+        car = car_state(parse_sim_state(client.get_simulation_state_bytes()))
+        client.set_speed(0.0)
+        client.request_frame(self.spec.w_downsized, self.spec.h_downsized)
+        self._release()
+        while True:
+            message = client.read_message()
+            if message.type == MessageType.REQUESTED_FRAME_SYNC:
+                self._pending = message.type
+                return car, message.frame
+            client.respond(message.type)
