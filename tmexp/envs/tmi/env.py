@@ -58,7 +58,7 @@ class TmiEnv:
         self._start_state: bytes | None = None  # save state at race time 0 of the current game process
         self._start_state_pid: int | None = None
         self._race: Race | None = None
-        self._last_frame: np.ndarray | None = None
+        self._last_car: CarState | None = None
         self.races_discarded = 0
 
     # ---- Gymnasium-style API ------------------------------------------------------------------------------
@@ -91,6 +91,7 @@ class TmiEnv:
                 f"{last_error}); check env.tmi.launch_command and that the plugin listens on {{port}}."
             )
         self._race = Race(self.track, self.line, self.geometry, self.spec, self.rewards, car)
+        self._last_car = car
         return self._race.observation(bgra_to_gray(frame), car), self._race.info()
 
     def step(self, action: int):
@@ -110,6 +111,7 @@ class TmiEnv:
             self._race = None
             self._drop_connection()
             raise
+        self._last_car = car
         reward, terminated, truncated = self._race.advance(int(action), car)
         obs = self._race.observation(bgra_to_gray(frame), car)
         info = self._race.info()
@@ -119,8 +121,8 @@ class TmiEnv:
 
     @property
     def car(self) -> CarState | None:
-        """The game state read at the last action boundary of the current race (None between races)."""
-        return self._race.car if self._race is not None else None
+        """The game state read at the last action boundary (the last observation's state)."""
+        return self._last_car
 
     def close(self) -> None:
         if self.client is not None and self.client.connected:

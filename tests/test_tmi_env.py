@@ -1,0 +1,231 @@
+"""TmiEnv against the fake plugin server: same races as the simulator, and recovery from lost connections."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tmexp.envs.base import EnvSpec, RewardSpec
+from tmexp.envs.sim import SimEnv, SimParams
+from tmexp.envs.sim.driver import ReferenceDriver
+from tmexp.envs.tmi.client import TmiClient
+from tmexp.envs.tmi.env import TmiEnv, bgra_to_gray
+from tmexp.envs.tmi.errors import GameConnectionLost, GameNotConfigured, GameTimeout, TmiProtocolError
+from tmexp.envs.tmi.fake import FakePlugin, FakeRace, Faults
+from tmexp.envs.tmi.params import TmiParams
+from tmexp.envs.tmi.protocol import MessageType
+from tmexp.envs.track import load_map
+
+SPEC = EnvSpec()
+REWARDS = RewardSpec()
+
+
+@pytest.fixture(scope="module")
+def track():
+    return load_map("A01")
+
+
+@pytest.fixture(scope="module")
+def reference_actions(track):
+    """The reference driver's actions for one finished A01 race in the simulator, with that race's record."""
+    env = SimEnv(track, SPEC, REWARDS, SimParams(), seed=0)
+    driver = ReferenceDriver(track, SimParams())
+    obs, info = env.reset()
+    dt = SPEC.tm_engine_step_per_action * SPEC.ms_per_tm_engine_step / 1000.0
+    actions = []
+    while True:
+        car = env.batch.car
+        action = driver.act(float(car.x[0]), float(car.z[0]), float(car.fx[0]), float(car.fz[0]),
+                            float(car.speed()[0]), float(car.steer[0]), info["progress_m"], dt)
+        obs, _, terminated, truncated, info = env.step(action)
+        actions.append(action)
+        if terminated or truncated:
+            break
+    assert info["finished"], "the reference driver must finish A01 for this test to mean anything"
+    return actions
+
+
+class FakeServer:
+    """A fake plugin serving in a thread of the test process (fast; the env reaches it with no launch command)."""
+
+    def __init__(self, track, faults: Faults | None = None):
+        self.plugin = FakePlugin(FakeRace(track, SPEC), port=0, faults=faults)
+        self.plugin.listen()
+        self.port = self.plugin.port
+        self.thread = threading.Thread(target=self.plugin.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.plugin.stop()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server(track, request):
+    faults = getattr(request, "param", None)
+    fake = FakeServer(track, faults)
+    yield fake
+    fake.stop()
+
+
+def make_env(track, port: int, **overrides) -> TmiEnv:
+    return TmiEnv(track, SPEC, REWARDS, TmiParams(base_tmi_port=port, **overrides), collector_index=0)
+
+
+def play(env, actions):
+    """Reset and play ``actions`` until the race ends; returns per-step records and the last info."""
+    obs, info = env.reset()
+    records = [(obs, 0.0, info)]
+    for action in actions:
+        obs, reward, terminated, truncated, info = env.step(action)
+        records.append((obs, reward, info))
+        if terminated or truncated:
+            return records, terminated, truncated
+    raise AssertionError("the race did not end")
+
+
+def assert_same_race(tmi_records, sim_records):
+    assert len(tmi_records) == len(sim_records)
+    for (o1, r1, i1), (o2, r2, i2) in zip(tmi_records, sim_records):
+        assert i1["race_time_ms"] == i2["race_time_ms"]
+        assert i1["finished"] == i2["finished"] and i1["cutoff"] == i2["cutoff"]
+        assert i1["cp_times"] == i2["cp_times"]
+        assert i1["wall_contact"] == i2["wall_contact"]
+        assert abs(i1["progress_m"] - i2["progress_m"]) < 1e-3  # positions travel as float32
+        assert abs(i1["speed_kmh"] - i2["speed_kmh"]) < 1e-3
+        assert abs(r1 - r2) < 1e-4
+        assert o1["img"].dtype == np.uint8 and o1["img"].shape == o2["img"].shape
+        np.testing.assert_array_equal(o1["img"], o2["img"])
+        assert o1["floats"].dtype == np.float32 and o1["floats"].shape == o2["floats"].shape
+        np.testing.assert_allclose(o1["floats"], o2["floats"], atol=1e-4)
+
+
+def sim_records(track, actions):
+    env = SimEnv(track, SPEC, REWARDS, SimParams(), seed=0)
+    records, terminated, truncated = play(env, actions)
+    return records, terminated, truncated
+
+
+def test_rollout_through_the_protocol_matches_the_simulator(track, server, reference_actions):
+    env = make_env(track, server.port)
+    try:
+        tmi, terminated, _ = play(env, reference_actions)
+        sim, sim_terminated, _ = sim_records(track, reference_actions)
+        assert terminated and sim_terminated and tmi[-1][2]["finished"]
+        assert_same_race(tmi, sim)
+        # A second race starts from the saved start state (a rewind) and again matches, here cut for no progress.
+        rng = np.random.default_rng(1)
+        actions = list(rng.choice([0, 1, 2, 9], size=80)) + [6] * 400
+        tmi, _, truncated = play(env, actions)
+        sim, _, sim_truncated = sim_records(track, actions)
+        assert truncated and sim_truncated
+        assert_same_race(tmi, sim)
+        assert server.plugin.connections == 2  # the configuration probe, then one connection for both races
+    finally:
+        env.close()
+
+
+def race_until_error(env, n_steps=400):
+    env.reset()
+    start = time.monotonic()
+    with pytest.raises(GameConnectionLost) as error:
+        for _ in range(n_steps):
+            env.step(0)
+    return error.value, time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    "server, expected",
+    [
+        (Faults(drop_after=40), GameConnectionLost),
+        (Faults(stall_after=40), GameTimeout),
+        (Faults(garbage_after=40), TmiProtocolError),
+    ],
+    indirect=["server"],
+    ids=["drop", "timeout", "garbage"],
+)
+def test_lost_connection_mid_race_discards_the_rollout_then_reset_carries_on(track, server, expected,
+                                                                             reference_actions):
+    env = make_env(track, server.port, timeout_during_run_ms=400)
+    try:
+        error, elapsed = race_until_error(env)
+        assert isinstance(error, expected)
+        assert elapsed < 5  # a clear error, not a hang
+        assert env.races_discarded == 1
+        with pytest.raises(RuntimeError, match="call reset"):
+            env.step(0)  # the cut race is over: nothing of it can be continued
+        # reset() reconnects to the same game, takes the start state again and races normally.
+        tmi, terminated, _ = play(env, reference_actions)
+        sim, _, _ = sim_records(track, reference_actions)
+        assert terminated
+        assert_same_race(tmi, sim)
+    finally:
+        env.close()
+
+
+def test_unknown_message_to_the_plugin_is_dropped_with_a_clear_error(track, server):
+    client = TmiClient(server.port, response_timeout_s=5)
+    client.connect(timeout_s=5)
+    assert client.read_message().type == MessageType.ON_CONNECT_SYNC
+    client._send(struct.pack("<i", 77))  # a command the plugin does not know
+    start = time.monotonic()
+    with pytest.raises(GameConnectionLost, match="closed the connection"):
+        client.read_message()
+    assert time.monotonic() - start < 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_env_without_game_or_launch_command_fails_fast(track):
+    start = time.monotonic()
+    with pytest.raises(GameNotConfigured, match="env.tmi.launch_command"):
+        TmiEnv(track, SPEC, REWARDS, TmiParams(base_tmi_port=free_port(), launch_command=""))
+    assert time.monotonic() - start < 2
+
+
+def test_launched_game_is_restarted_after_a_crash_and_rebooted_on_schedule(track):
+    launch = f"{sys.executable} -m tmexp.envs.tmi.fake --port {{port}} --countdown-ms 50"
+    env = make_env(track, free_port(), launch_command=launch, connect_timeout_s=60, game_reboot_interval=3600)
+    try:
+        env.reset()
+        for _ in range(20):
+            env.step(0)
+        first_pid = env.instance.process.pid
+        env.instance.process.kill()  # the game crashes mid-race
+        with pytest.raises(GameConnectionLost):
+            for _ in range(20):
+                env.step(0)
+        obs, info = env.reset()  # relaunches the game
+        assert env.instance.process.pid != first_pid and info["race_time_ms"] == 0
+        for _ in range(20):
+            env.step(0)
+        second_pid = env.instance.process.pid
+        env.params.game_reboot_interval = 0.01  # due for its scheduled reboot: happens at the next reset only
+        env.step(0)
+        env.reset()
+        assert env.instance.process.pid != second_pid
+        obs, reward, terminated, truncated, info = env.step(0)
+        assert info["race_time_ms"] == 50 and not (terminated or truncated)
+    finally:
+        env.close()
+    assert env.instance.process is None
+
+
+def test_bgra_frames_become_the_grey_image():
+    frame = np.zeros((2, 3, 4), dtype=np.uint8)
+    frame[..., :3] = np.arange(6, dtype=np.uint8).reshape(2, 3, 1) * 40
+    frame[0, 0, :3] = (255, 0, 0)  # pure blue (BGRA order): dark
+    gray = bgra_to_gray(frame)
+    assert gray.shape == (2, 3) and gray.dtype == np.uint8
+    assert gray[0, 0] == 29  # 0.114 * 255
+    np.testing.assert_array_equal(gray.ravel()[1:], (np.arange(6) * 40)[1:])  # grey stays exactly grey
