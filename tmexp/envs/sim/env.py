@@ -23,7 +23,8 @@ class SimEnv(gym.Env):
 
     def __init__(self, track: Track, spec: EnvSpec, rewards: RewardSpec, params: SimParams,
                  seed: int | None = None, render_mode: str | None = None):
-        self.track, self.spec, self.rewards, self.params = track, spec, rewards, params
+        # Not self.spec: gym.Env.spec is the Gymnasium registration spec.
+        self.track, self.env_spec, self.rewards, self.params = track, spec, rewards, params
         self.observation_space = observation_space(spec)
         self.action_space = action_space()
         self.render_mode = render_mode
