@@ -188,3 +188,11 @@ def test_garbage_length_is_reported_as_corrupt_not_truncated(tmp_path):
     with pytest.warns(EventFileWarning, match="corrupt record length"):
         fs = read_scalars(path)
     assert fs.step.tolist() == [0, 10]
+
+
+def test_overrides_shared_by_all_jobs_are_left_out_of_labels(tmp_path):
+    for s in range(2):
+        write_run_dir(tmp_path / str(s), rows("a", 1), overrides=["+experiment=smoke", f"seed={s}"])
+    assert loading.load_runs(tmp_path, workers=1).labels() == ["seed=0", "seed=1"]
+    # one job alone keeps all its overrides
+    assert loading.load_runs(tmp_path / "0", workers=1).labels() == ["+experiment=smoke,seed=0"]

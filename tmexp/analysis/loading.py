@@ -192,9 +192,13 @@ def load_runs(paths, labels: list[str] | None = None, workers: int | None = None
         if labels is not None and len(found) != 1:
             raise RunLoadError(f"{root} holds {len(found)} runs, so it cannot take the single label "
                                f"{labels[k]!r}; point at one run directory.")
-        for run_dir, files in found.items():
-            info = describe_run(run_dir, files, "")
-            label = labels[k] if labels is not None else _default_label(run_dir, root, info.overrides)
+        infos = [describe_run(run_dir, files, "") for run_dir, files in found.items()]
+        # Overrides shared by every job of a sweep say nothing about which job is which: leave them out of labels.
+        common = set.intersection(*(set(i.overrides) for i in infos)) if len(infos) > 1 else set()
+        for info in infos:
+            run_dir = info.path
+            distinct = [o for o in info.overrides if o not in common]
+            label = labels[k] if labels is not None else _default_label(run_dir, root, distinct)
             base, n = label, 2
             while label in runs:  # two sweeps with the same overrides: keep both, distinguishably
                 label = f"{base} ({n})"

@@ -87,9 +87,9 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
             row["updates"] = st["batches"]
         if st.get("wall_minutes") is not None:
             row["wall_minutes"] = st["wall_minutes"]
-        best = [v for v in (st.get("best_ms") or {}).values() if v is not None]
-        if best:
-            row["final_best_s"] = min(best) / 1000.0
+        if "best_ms" in st:  # null for every map: no race finished yet (the logs hold the 300 s cutoff)
+            best = [v for v in (st.get("best_ms") or {}).values() if v is not None]
+            row["final_best_s"] = min(best) / 1000.0 if best else np.nan
         row["error"] = error or "-"
         rows.append(row)
     return pd.DataFrame(rows).set_index("job")
