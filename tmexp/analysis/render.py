@@ -26,9 +26,10 @@ def _cells(df: pd.DataFrame, formats: dict[str, str] | None, default: str, index
     formats = formats or {}
     header = [index_name or (df.index.name or "")] + [str(c) for c in df.columns]
     rows = []
-    for idx, row in df.iterrows():
+    # itertuples keeps each column's own type (iterrows would turn a row of ints and floats into floats).
+    for idx, *values in df.itertuples(index=True, name=None):
         label = " / ".join(map(str, idx)) if isinstance(idx, tuple) else str(idx)
-        rows.append([label] + [format_cell(v, formats.get(str(c), default)) for c, v in row.items()])
+        rows.append([label] + [format_cell(v, formats.get(str(c), default)) for c, v in zip(df.columns, values)])
     return header, rows
 
 
