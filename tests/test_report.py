@@ -117,3 +117,15 @@ def test_relative_paths_resolve_beside_runs_yaml(tmp_path, runs_root):
         (folder / "runs.yaml").write_text("runs:\n  - {label: a, path: base, baseline: true}\n"
                                           "  - {label: b, path: base, baseline: true}\n")
         read_spec(folder)
+
+
+def test_ranking_sentences_state_ties_and_unfinished_runs():
+    import pandas as pd
+
+    from tmexp.analysis.report import ranking_sentence
+
+    groups = {"a": ["a"], "b": ["b"], "c": ["c"]}
+    s = ranking_sentence(pd.Series({"a": 25.0, "b": 24.5, "c": 24.5}), groups, "At 10M frames", "the best time")
+    assert s == "At 10M frames, the best time is lowest for **b** and **c** (tied) (24.500 s), then a (25.000 s)."
+    s = ranking_sentence(pd.Series({"a": 300.0, "b": 300.0, "c": float("nan")}), groups, "At 1M frames", "x")
+    assert s == "At 1M frames, no run has finished a race yet (x is the 300 s cutoff)."
