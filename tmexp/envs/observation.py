@@ -33,6 +33,7 @@ headings, which keeps one image to a single array gather.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -53,17 +54,21 @@ _ACTION_BITS = np.asarray(ACTIONS, dtype=np.float32)  # (12, 4)
 
 def float_layout(spec: EnvSpec) -> dict[str, slice]:
     """Name -> slice of the float vector (the table in this module's docstring)."""
-    p, z = spec.n_prev_actions_in_inputs, spec.n_zone_centers_in_inputs
+    return dict(_layout(spec.n_prev_actions_in_inputs, spec.n_zone_centers_in_inputs))
+
+
+@functools.lru_cache(maxsize=None)
+def _layout(p: int, z: int) -> tuple:
     start = 4 * p
-    return {
-        "prev_actions": slice(0, start),
-        "velocity": slice(start, start + 3),
-        "angular_velocity": slice(start + 3, start + 6),
-        "steer": slice(start + 6, start + 7),
-        "wall_contact": slice(start + 7, start + 8),
-        "zone_centers": slice(start + 8, start + 8 + 3 * z),
-        "distance_to_finish": slice(start + 8 + 3 * z, start + 9 + 3 * z),
-    }
+    return (
+        ("prev_actions", slice(0, start)),
+        ("velocity", slice(start, start + 3)),
+        ("angular_velocity", slice(start + 3, start + 6)),
+        ("steer", slice(start + 6, start + 7)),
+        ("wall_contact", slice(start + 7, start + 8)),
+        ("zone_centers", slice(start + 8, start + 8 + 3 * z)),
+        ("distance_to_finish", slice(start + 8 + 3 * z, start + 9 + 3 * z)),
+    )
 
 
 def n_floats(spec: EnvSpec) -> int:
@@ -97,7 +102,7 @@ def build_floats(
     b = len(position)
     z = spec.n_zone_centers_in_inputs
     out = np.empty((b, n_floats(spec)), dtype=np.float32)
-    lay = float_layout(spec)
+    lay = dict(_layout(spec.n_prev_actions_in_inputs, z))
     bits = np.where(prev_actions[..., None] >= 0, _ACTION_BITS[np.maximum(prev_actions, 0)], 0.0)
     out[:, lay["prev_actions"]] = bits.reshape(b, -1)
     out[:, lay["velocity"]] = np.matmul(velocity[:, None, :], rotation)[:, 0] * VELOCITY_SCALE

@@ -24,7 +24,7 @@ from dataclasses import fields
 import numpy as np
 
 from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec
-from tmexp.envs.observation import Camera, ImageRenderer, RoadRaster, build_floats, planar_rotation
+from tmexp.envs.observation import Camera, ImageRenderer, RoadRaster, build_floats
 from tmexp.envs.sim.params import SimParams
 from tmexp.envs.sim.physics import CarState, TrackGeometry, advance, locate
 from tmexp.envs.track import SPACING_M, Track
@@ -94,6 +94,12 @@ class SimBatch:
         self.prev_actions = np.full((n, spec.n_prev_actions_in_inputs), -1, dtype=np.int64)
         self.cutoff: list[str | None] = [None] * n
         self._cp_pad = np.append(self.world.checkpoints, np.inf)
+        self.length = track.length
+        # Reused observation inputs (np.stack costs more than the arithmetic for one car).
+        self._xz, self._forward = np.empty((n, 2)), np.empty((n, 2))
+        self._position, self._velocity, self._angular = np.zeros((n, 3)), np.zeros((n, 3)), np.zeros((n, 3))
+        self._rotation = np.zeros((n, 3, 3))
+        self._rotation[:, 1, 1] = 1.0
 
     # ----------------------------------------------------------------------------------------------- reset
     def reset_cars(self, which: np.ndarray, rngs: list[np.random.Generator]) -> None:
@@ -137,7 +143,7 @@ class SimBatch:
         n_sub = spec.tm_engine_step_per_action
         history = advance(car, accel, brake, steer_cmd, self.params, self.world.geo, dt_ms / 1000.0, n_sub)
         # Engine steps each running car completes this action: all, or up to the one that reaches the finish.
-        reached = history >= self.track.length  # (B, n_sub)
+        reached = history >= self.length  # (B, n_sub)
         finish_step = np.where(reached.any(axis=1), reached.argmax(axis=1) + 1, n_sub)
         running = ~self.finished
         self.race_time_ms += np.where(running, finish_step * dt_ms, 0)
@@ -159,7 +165,7 @@ class SimBatch:
                   + rw.reward_per_m_advanced_along_centerline * (progress - progress0)
                   + (self._potential() - phi0))
         # A car finishes once: reward its speed on the step it crossed the line.
-        just_finished = self.finished & (progress0 < self.track.length)
+        just_finished = self.finished & (progress0 < self.length)
         reward = reward + np.where(just_finished, rw.reward_per_m_advanced_along_centerline * car.speed()
                                    * rw.final_speed_reward_as_if_duration_s, 0.0)
 
@@ -176,26 +182,26 @@ class SimBatch:
     def progress(self) -> np.ndarray:
         """(B,) metres along the centreline, clipped to [0, length]."""
         s = self.world.line.s[self.car.idx] + self.car.along
-        return np.clip(s, 0.0, self.track.length)
+        return np.minimum(np.maximum(s, 0.0), self.length)
 
     def _potential(self) -> np.ndarray:
-        d = np.clip(np.abs(self.car.lateral), *_SHAPING_CLIP)
+        d = np.minimum(np.maximum(np.abs(self.car.lateral), _SHAPING_CLIP[0]), _SHAPING_CLIP[1])
         return self.rewards.shaped_reward_dist_to_cur_vcp * d
 
     def observe(self) -> dict[str, np.ndarray]:
         """{"img": (B, 1, H, W) uint8, "floats": (B, F) float32}."""
         car, world = self.car, self.world
-        forward = np.stack([car.fx, car.fz], axis=1)
-        xz = np.stack([car.x, car.z], axis=1)
+        xz, forward, position, velocity = self._xz, self._forward, self._position, self._velocity
+        xz[:, 0], xz[:, 1] = car.x, car.z
+        forward[:, 0], forward[:, 1] = car.fx, car.fz
         img = world.renderer.render(xz, forward)
-        height = world.line.points[car.idx, 1]
-        position = np.stack([car.x, height, car.z], axis=1)
-        zeros = np.zeros(self.n)
-        velocity = np.stack([car.vx, zeros, car.vz], axis=1)
-        angular = np.stack([zeros, -car.yaw_rate, zeros], axis=1)  # turning right is negative about +y
-        floats = build_floats(self.spec, world.line, car.idx, position, planar_rotation(forward), velocity,
-                              angular, car.steer, car.wall.astype(np.float64), self.prev_actions,
-                              self.track.length - self.progress())
+        position[:, 0], position[:, 1], position[:, 2] = car.x, world.line.points[car.idx, 1], car.z
+        velocity[:, 0], velocity[:, 2] = car.vx, car.vz
+        self._angular[:, 1] = -car.yaw_rate  # turning right is a negative rotation about +y
+        rot = self._rotation  # columns right, up, forward of a level car (see planar_rotation)
+        rot[:, 0, 0], rot[:, 2, 0], rot[:, 0, 2], rot[:, 2, 2] = -car.fz, car.fx, car.fx, car.fz
+        floats = build_floats(self.spec, world.line, car.idx, position, rot, velocity, self._angular, car.steer,
+                              car.wall, self.prev_actions, self.length - self.progress())
         return {"img": img, "floats": floats}
 
     def info(self, i: int) -> dict:

@@ -43,9 +43,10 @@ class SimEnv(gym.Env):
     def step(self, action):
         if self._needs_reset:
             raise RuntimeError("SimEnv.step called before reset() or after the race ended; call reset() first.")
-        if not self.action_space.contains(action):
+        a = int(action)
+        if a != action or not 0 <= a < self.action_space.n:
             raise ValueError(f"action {action!r} is not in Discrete(12)")
-        reward, terminated, truncated = self.batch.step(np.array([int(action)]))
+        reward, terminated, truncated = self.batch.step(np.array([a]))
         self._needs_reset = bool(terminated[0] or truncated[0])
         return self._obs(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), self.batch.info(0)
 
