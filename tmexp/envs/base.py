@@ -1,8 +1,23 @@
 """The environment contract the training core relies on.
 
 Every backend (the embedded simulator, the real game) produces the same observations, actions, rewards and
-race semantics. The settings below are shared by all backends; backend-specific settings live beside each
-backend (``tmexp/envs/sim/params.py``, ``tmexp/envs/tmi/params.py``).
+race semantics, through Gymnasium's API:
+
+- ``obs, info = env.reset(seed=None)`` puts the car on the start line at rest (race time 0);
+- ``obs, reward, terminated, truncated, info = env.step(action)`` plays one action for
+  ``tm_engine_step_per_action`` engine steps of ``ms_per_tm_engine_step`` ms (50 ms of race time by default);
+- ``obs = {"img": uint8 (1, h_downsized, w_downsized), "floats": float32 (F,)}`` (``observation_space``; the image
+  and every float index are documented in ``tmexp/envs/observation.py``); actions are ``Discrete(12)`` in
+  Linesight's order (``ACTIONS``);
+- ``terminated`` is True only when the race is finished (the end of the centreline crossed); ``truncated`` is True
+  when a cutoff fires: no virtual checkpoint (0.5 m of new progress) within
+  ``cutoff_rollout_if_no_vcp_passed_within_duration_ms``, or race time reaching
+  ``cutoff_rollout_if_race_not_finished_within_duration_ms``. After either, call ``reset``;
+- ``info`` holds at least ``INFO_KEYS``;
+- the reward is ``RewardSpec`` (see its docstring).
+
+The settings below are shared by all backends; backend-specific settings live beside each backend
+(``tmexp/envs/sim/params.py``, ``tmexp/envs/tmi/params.py``).
 """
 
 from __future__ import annotations
@@ -51,7 +66,13 @@ class EnvSpec:
 
 @dataclass
 class RewardSpec:
-    """Per-step reward: constant_reward_per_ms * ms + reward_per_m_advanced_along_centerline * metres (+ shaping)."""
+    """Reward of one action (Linesight's terms).
+
+    constant_reward_per_ms * ms of race time elapsed + reward_per_m_advanced_along_centerline * metres of progress
+    gained + phi(after) - phi(before) with phi = shaped_reward_dist_to_cur_vcp * clip(distance to the centreline,
+    2, 25) (potential-based shaping) + on the finishing action reward_per_m_advanced_along_centerline * speed (m/s)
+    * final_speed_reward_as_if_duration_s.
+    """
 
     constant_reward_per_ms: float = -0.0012
     reward_per_m_advanced_along_centerline: float = 0.01

@@ -61,6 +61,9 @@ class CarState:
         return np.sqrt(self.vx * self.vx + self.vz * self.vz)
 
 
+_FIELD_NAMES = tuple(f.name for f in fields(CarState))
+
+
 class TrackGeometry:
     """The extended centreline as one (M, 6) table [x, z, tx, tz, nx, nz] so a step gathers one row per car."""
 
@@ -117,7 +120,7 @@ def advance(state: CarState, accel: np.ndarray, brake: np.ndarray, steer_cmd: np
     Returns:
         (B, n_steps) metres along the extended centreline after each engine step (negative behind the start).
     """
-    names = [f.name for f in fields(CarState)]
+    names = _FIELD_NAMES
     s_line = geo.line.s
     if len(state.x) == 1:
         car = SimpleNamespace(**{n: getattr(state, n)[0].item() for n in names})
