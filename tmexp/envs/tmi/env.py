@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 
+import gymnasium as gym
 import numpy as np
 
-from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec
+from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec, action_space, observation_space
 from tmexp.envs.tmi.client import TmiClient
 from tmexp.envs.tmi.errors import GameConnectionLost, GameUnavailable, TmiProtocolError
 from tmexp.envs.tmi.instances import GameInstance
@@ -38,8 +39,12 @@ def bgra_to_gray(frame: np.ndarray) -> np.ndarray:
     return ((299 * r + 587 * g + 114 * b + 500) // 1000).astype(np.uint8)
 
 
-class TmiEnv:
-    """One collector's car in one game instance (port ``base_tmi_port + collector_index``)."""
+class TmiEnv(gym.Env):
+    """One collector's car in one game instance (port ``base_tmi_port + collector_index``).
+
+    Observations ``{"img": uint8 (1, H, W), "floats": float32 (F,)}`` and ``info`` as the simulator's
+    (``tmexp.envs.base``); actions Discrete(12).
+    """
 
     def __init__(self, track, spec: EnvSpec, rewards: RewardSpec, params: TmiParams, collector_index: int = 0,
                  seed: int | None = None):
@@ -48,6 +53,8 @@ class TmiEnv:
         self.rewards = rewards
         self.params = params
         self.port = params.base_tmi_port + collector_index
+        self.observation_space = observation_space(spec)
+        self.action_space = action_space()
         self.period_ms = spec.tm_engine_step_per_action * spec.ms_per_tm_engine_step
         self.line = extended_line(track, spec)
         self.geometry = TrackGeometry(self.line)
@@ -96,7 +103,9 @@ class TmiEnv:
 
     def step(self, action: int):
         if self._race is None:
-            raise RuntimeError("step() before reset(), or after the race ended: call reset().")
+            raise RuntimeError("TmiEnv.step called before reset() or after the race ended; call reset() first.")
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is not in Discrete(12)")
         accelerate, brake, left, right = ACTIONS[int(action)]
         try:
             client = self.client
