@@ -45,7 +45,7 @@ class SimParams:
     yaw_over_grip: float = 1.6
 
     # Walls: contact removes the velocity into the wall and this fraction of the rest per 10 ms engine step.
-    wall_speed_loss_per_step: float = 0.03
+    wall_speed_loss_per_step: float = 0.015
 
     # Start: the car starts at rest on the centreline; a seed may move it sideways by up to this (0 = never).
     start_lateral_jitter_m: float = 0.0
