@@ -131,8 +131,9 @@ def format_summary(sweep_dir: str | Path, results: list[JobResult]) -> str:
     for r in results:
         frames = f"{r.frames} frames" if r.frames is not None else "-"
         where = str(r.run_dir) if r.run_dir is not None else "(no run directory)"
-        lines.append(f"  #{r.num:<3} {r.status.upper() if not r.ok else r.status:<10} {' '.join(r.overrides) or '(no overrides)'}"
-                     f"  [{frames}]  {where}")
+        status = r.status if r.ok else r.status.upper()
+        overrides = " ".join(r.overrides) or "(no overrides)"
+        lines.append(f"  #{r.num:<3} {status:<10} {overrides}  [{frames}]  {where}")
         if not r.ok:
             lines.append(f"        {_WHY.get(r.status, r.status)}" + (f": {r.error}" if r.error else ""))
             for log in r.logs:
@@ -165,9 +166,11 @@ class SweepSummary(Callback):
 
         if not os.environ.get("SUBMITIT_EXECUTOR"):  # in-process launchers: Hydra itself prints the error
             return
-        if job_return.status == JobStatus.FAILED and isinstance(job_return._return_value, BaseException):
-            error = job_return._return_value
-            print(f"Job {config.hydra.job.num} ({' '.join(config.hydra.overrides.task)}) failed:", file=sys.stderr)
+        if job_return.status != JobStatus.FAILED:
+            return
+        try:
+            job_return.return_value  # re-raises the job's exception (and names its overrides on stderr)
+        except BaseException as error:
             traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
             sys.stderr.flush()
 
