@@ -195,12 +195,18 @@ def test_env_without_game_or_launch_command_fails_fast(track):
 
 def test_launched_game_is_restarted_after_a_crash_and_rebooted_on_schedule(track):
     launch = f"{sys.executable} -m tmexp.envs.tmi.fake --port {{port}} --countdown-ms 50"
-    env = make_env(track, free_port(), launch_command=launch, connect_timeout_s=60, game_reboot_interval=3600)
+    env = make_env(track, free_port(), launch_command=launch, connect_timeout_s=60, game_reboot_interval=3600,
+                   timeout_during_run_ms=1000)
     try:
         env.reset()
         for _ in range(20):
             env.step(0)
         first_pid = env.instance.process.pid
+        time.sleep(1.5)  # idle between races past the plugin's timeout: it drops us, the game lives on
+        obs, info = env.reset()
+        assert env.instance.process.pid == first_pid and env.instance.restarts == 0 and info["race_time_ms"] == 0
+        for _ in range(20):
+            env.step(0)
         env.instance.process.kill()  # the game crashes mid-race
         with pytest.raises(GameConnectionLost):
             for _ in range(20):

@@ -73,9 +73,12 @@ class TmiEnv(gym.Env):
     def reset(self, seed: int | None = None, options=None):
         """Start a race from the saved start state; reconnect or restart the game as needed."""
         self._race = None
-        attempts = self.params.max_restarts_per_reset + 1
-        last_error: Exception | None = None
-        for attempt in range(attempts):
+        restarts, retried_stale = 0, False
+        while True:
+            # A connection kept from the previous race may have been dropped by the plugin meanwhile (it gives
+            # up on a client that stays silent for timeout_during_run_ms, e.g. while the collector waits on a
+            # full rollout queue): one plain reconnect, no restart, covers that.
+            stale = self.client is not None and self.client.connected
             try:
                 if self.instance.needs_reboot():
                     log.info("port %d: scheduled reboot of the game", self.port)
@@ -86,17 +89,20 @@ class TmiEnv(gym.Env):
                 car, frame = self._start_race()
                 break
             except GameConnectionLost as error:
-                last_error = error
-                log.warning("port %d: could not start a race (%s)", self.port, error)
                 self._drop_connection()
-                if attempt + 1 < attempts and self.instance.can_launch:
-                    self.instance.restart()
-        else:
-            self.instance.stop()
-            raise GameUnavailable(
-                f"the game on port {self.port} could not be reached after {attempts} attempts (last error: "
-                f"{last_error}); check env.tmi.launch_command and that the plugin listens on {{port}}."
-            )
+                if stale and not retried_stale and not self.instance.process_exited():
+                    retried_stale = True
+                    log.info("port %d: reconnecting (%s)", self.port, error)
+                    continue
+                if restarts >= self.params.max_restarts_per_reset:
+                    self.instance.stop()
+                    raise GameUnavailable(
+                        f"the game on port {self.port} could not be reached after {restarts} restarts (last "
+                        f"error: {error}); check env.tmi.launch_command and that the plugin listens on {{port}}."
+                    ) from None
+                restarts += 1
+                log.warning("port %d: could not start a race (%s)", self.port, error)
+                self.instance.restart()  # relaunches a game we manage; a game started by hand is reconnected to
         self._race = Race(self.track, self.line, self.geometry, self.spec, self.rewards, car)
         self._last_car = car
         return self._race.observation(bgra_to_gray(frame), car), self._race.info()

@@ -9,12 +9,14 @@ game the user started by hand, but it cannot restart it.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shlex
 import signal
 import subprocess
 import time
+import weakref
 
 from tmexp.envs.tmi.client import TmiClient
 from tmexp.envs.tmi.errors import GameConnectionLost, GameNotConfigured, TmiProtocolError
@@ -25,6 +27,19 @@ log = logging.getLogger(__name__)
 
 # When no launch command is set, how long to look for a game started by hand before failing.
 _PROBE_TIMEOUT_S = 0.5
+
+# The games run in their own sessions (so that stop() can end a launch script and its children): end them
+# when the collector's interpreter exits, or they would outlive the run.
+_LIVE_INSTANCES: "weakref.WeakSet[GameInstance]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_instances() -> None:
+    for instance in list(_LIVE_INSTANCES):
+        try:
+            instance.stop()
+        except Exception:  # best effort at exit
+            pass
 
 
 class GameInstance:
@@ -37,6 +52,7 @@ class GameInstance:
         self.started_at = 0.0
         self.client: TmiClient | None = None
         self.restarts = 0
+        _LIVE_INSTANCES.add(self)
 
     @property
     def can_launch(self) -> bool:
@@ -106,9 +122,10 @@ class GameInstance:
         self.process = None
 
     def restart(self) -> None:
-        """Stop and launch again (a crash, a timeout or the scheduled reboot)."""
+        """Stop and launch again (a crash, a timeout or the scheduled reboot); only reconnects to a game started by hand."""
         self.restarts += 1
-        log.warning("port %d: restarting the game (restart #%d)", self.port, self.restarts)
+        if self.can_launch:
+            log.warning("port %d: restarting the game (restart #%d)", self.port, self.restarts)
         self.stop()
         self.launch()
 
