@@ -33,7 +33,7 @@ def test_docstring_table_agrees_with_the_layout():
     rows = re.findall(r"^\| ([0-9]+)(?: \.\. ([0-9]+))?(?: \(last\))? \|", observation.__doc__, flags=re.M)
     documented = [(int(a), int(b or a) + 1) for a, b in rows]
     assert documented == [(s.start, s.stop) for s in lay.values()]
-    assert f"F = 9 + 4" in observation.__doc__ and f"{n_floats(EnvSpec())} with the defaults" in observation.__doc__
+    assert "F = 9 + 4" in observation.__doc__ and f"{n_floats(EnvSpec())} with the defaults" in observation.__doc__
 
 
 def test_float_values_for_a_known_state():

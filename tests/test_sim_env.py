@@ -230,3 +230,17 @@ def test_rewards_follow_the_reward_spec(a01):
                 + phi(lateral1) - phi(lateral0)
                 + rewards.reward_per_m_advanced_along_centerline * speed * rewards.final_speed_reward_as_if_duration_s)
     assert total == pytest.approx(expected, abs=1e-6)
+
+
+def test_accepts_the_config_nodes_make_env_passes(a01):
+    from omegaconf import OmegaConf
+
+    from tmexp.config import Config
+
+    cfg = OmegaConf.structured(Config)
+    cfg.env.sim.road_width_m = 16.0
+    env = SimEnv(a01, cfg.env, cfg.rewards, cfg.env.sim, seed=cfg.seed)
+    obs, _ = env.reset()
+    assert env.observation_space.contains(obs)
+    assert env.batch.params.road_width_m == 16.0 and isinstance(env.batch.params, SimParams)
+    assert env.step(0)[4]["race_time_ms"] == 50
