@@ -244,3 +244,15 @@ def test_accepts_the_config_nodes_make_env_passes(a01):
     assert env.observation_space.contains(obs)
     assert env.batch.params.road_width_m == 16.0 and isinstance(env.batch.params, SimParams)
     assert env.step(0)[4]["race_time_ms"] == 50
+
+
+def test_braking_at_rest_reverses_until_the_wall_behind_the_start(a01):
+    env = _env(a01, cutoff_rollout_if_no_vcp_passed_within_duration_ms=10**6)
+    env.reset()
+    for _ in range(100):
+        info = env.step(6)[4]
+    assert info["progress_m"] == 0.0 and info["wall_contact"] and info["speed_kmh"] < 1.0
+    assert float(env.batch.car.x[0]) == pytest.approx(-10.0)  # n_zone_centers_extrapolate_before_start_of_map * 0.5 m
+    for _ in range(60):
+        info = env.step(0)[4]
+    assert info["progress_m"] > 50.0
