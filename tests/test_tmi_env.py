@@ -235,3 +235,16 @@ def test_bgra_frames_become_the_grey_image():
     assert gray.shape == (2, 3) and gray.dtype == np.uint8
     assert gray[0, 0] == 29  # 0.114 * 255
     np.testing.assert_array_equal(gray.ravel()[1:], (np.arange(6) * 40)[1:])  # grey stays exactly grey
+
+
+def test_race_timeout_cutoff_matches_the_simulator(track, server, reference_actions):
+    spec = EnvSpec(cutoff_rollout_if_race_not_finished_within_duration_ms=1_500)
+    env = TmiEnv(track, spec, REWARDS, TmiParams(base_tmi_port=server.port))
+    try:
+        tmi, _, truncated = play(env, reference_actions)
+    finally:
+        env.close()
+    sim, _, sim_truncated = play(SimEnv(track, spec, REWARDS, SimParams(), seed=0), reference_actions)
+    assert truncated and sim_truncated and tmi[-1][2]["cutoff"] == "race_timeout"
+    assert tmi[-1][2]["race_time_ms"] == 1_500
+    assert_same_race(tmi, sim)

@@ -43,7 +43,8 @@ class TmiEnv(gym.Env):
     """One collector's car in one game instance (port ``base_tmi_port + collector_index``).
 
     Observations ``{"img": uint8 (1, H, W), "floats": float32 (F,)}`` and ``info`` as the simulator's
-    (``tmexp.envs.base``); actions Discrete(12).
+    (``tmexp.envs.base``); actions Discrete(12). ``seed`` is accepted for the common contract only: the game
+    is deterministic and every race starts from the same save state.
     """
 
     def __init__(self, track, spec: EnvSpec, rewards: RewardSpec, params: TmiParams, collector_index: int = 0,
