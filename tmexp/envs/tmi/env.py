@@ -14,6 +14,7 @@ collector discards the rollout and calls ``reset``, which reconnects (or restart
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 
 import gymnasium as gym
 import numpy as np
@@ -29,6 +30,11 @@ from tmexp.envs.tmi.race import Race, extended_line
 from tmexp.envs.tmi.state import CarState, car_state, parse_sim_state
 
 log = logging.getLogger(__name__)
+
+
+def _plain(obj, cls):
+    """A ``cls`` holding ``obj``'s values for ``cls``'s fields (``obj`` may be a subclass or a config node)."""
+    return cls(**{f.name: getattr(obj, f.name) for f in fields(cls)})
 
 
 def bgra_to_gray(frame: np.ndarray) -> np.ndarray:
@@ -49,6 +55,8 @@ class TmiEnv(gym.Env):
 
     def __init__(self, track, spec: EnvSpec, rewards: RewardSpec, params: TmiParams, collector_index: int = 0,
                  seed: int | None = None):
+        # Plain dataclasses: every step reads these, and Hydra's config nodes are slow to read.
+        spec, rewards, params = _plain(spec, EnvSpec), _plain(rewards, RewardSpec), _plain(params, TmiParams)
         self.track = track
         self.spec = spec
         self.rewards = rewards
