@@ -1,5 +1,6 @@
 """The compare CLI: output formats, figures, sweep summary, user errors."""
 
+import pickle
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -26,6 +27,12 @@ def sweep_dir(tmp_path_factory):
     log.parent.mkdir(parents=True)
     log.write_text("Traceback (most recent call last):\n  ...\nValueError: bad learning rate\n")
     write_run_dir(root / "4", [], overrides=["lr=4"], config={"seed": 0, "lr": 4})  # not started writing yet
+    # the local executor names its folders by process id: job 5 is found by its overrides in the submission pickle
+    write_run_dir(root / "5", [], overrides=["lr=5"], config={"seed": 0, "lr": 5})
+    local = root / ".submitit" / "4242"
+    local.mkdir(parents=True)
+    (local / "4242_submitted.pkl").write_bytes(pickle.dumps((["lr=5"], "hydra.sweep.dir", 5, "job_id_for_5")))
+    (local / "4242_0_log.err").write_text("Traceback (most recent call last):\nRuntimeError: out of memory\n")
     return root
 
 
@@ -90,6 +97,7 @@ def test_sweep_summary_statuses(sweep_dir, capsys):
     assert "| running |" in row["2"]
     assert "| failed |" in row["3"] and "ValueError: bad learning rate" in row["3"]
     assert "| running |" in row["4"]
+    assert "| failed |" in row["5"] and "RuntimeError: out of memory" in row["5"]
 
 
 @pytest.mark.parametrize("args,message", [

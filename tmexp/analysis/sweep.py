@@ -2,6 +2,7 @@
 
 Status comes from the job's ``status.json`` (finished / failed / running / preempted). A job without one is failed
 when a submitit log of that job shows an error, and running otherwise (it has not written its first status yet).
+A job's submitit logs are found by SLURM array task number, or by its overrides in submitit's submission pickle.
 """
 
 from __future__ import annotations
@@ -29,24 +30,45 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(jobs, key=key)
 
 
-def _submitit_logs(sweep_dir: Path, job: Path) -> list[Path]:
-    """Submitit logs that belong to a job: array task ``<id>_<job num>`` files, or logs naming the job's folder."""
+def _pickled_strings(text: str) -> tuple[bytes, ...]:
+    """How pickle writes a str (SHORT_BINUNICODE or BINUNICODE), to find a job's overrides in submitit's pickles."""
+    raw = text.encode()
+    forms = [b"X" + len(raw).to_bytes(4, "little") + raw]
+    if len(raw) < 256:
+        forms.append(b"\x8c" + bytes([len(raw)]) + raw)
+    return tuple(forms)
+
+
+def _submitit_logs(sweep_dir: Path, job: Path, overrides: list[str]) -> list[Path]:
+    """Submitit logs of one job.
+
+    SLURM array tasks are named ``<array>_<job num>``; the local executor names folders by process id, so there the
+    job is recognised by its overrides inside ``<id>_submitted.pkl`` (matched as pickled strings, never unpickled).
+    """
     root = sweep_dir / ".submitit"
     if not root.is_dir():
         return []
     logs = [p for p in root.rglob("*") if p.is_file() and p.name.endswith(("_log.err", "_log.out"))]
-    mine = [p for p in logs if job.name.isdigit() and re.search(rf"_{job.name}_\d+_log\.(err|out)$", p.name)]
-    if mine:
-        return mine
-    needle = str(job.resolve())
-    return [p for p in logs if needle in p.read_text(errors="replace")]
+    if job.name.isdigit():
+        mine = [p for p in logs if re.fullmatch(rf"\d+_{job.name}_\d+_log\.(err|out)", p.name)]
+        if mine:
+            return mine
+    if not overrides:
+        return []
+    folders = set()
+    for submitted in root.rglob("*_submitted.pkl"):
+        data = submitted.read_bytes()
+        if all(any(form in data for form in _pickled_strings(o)) for o in overrides):
+            folders.add(submitted.parent)
+    return [p for p in logs if p.parent in folders]
 
 
-def job_status(sweep_dir: Path, job: Path, status: dict | None) -> tuple[str, str | None]:
+def job_status(sweep_dir: Path, job: Path, status: dict | None,
+               overrides: list[str] | None = None) -> tuple[str, str | None]:
     """(status, error line or None) of one job."""
     if status and status.get("status"):
         return str(status["status"]), status.get("error")
-    for log in _submitit_logs(sweep_dir, job):
+    for log in _submitit_logs(sweep_dir, job, overrides or []):
         text = log.read_text(errors="replace")
         if any(marker in text for marker in _ERROR_MARKERS):
             last = [line for line in text.strip().splitlines() if line.strip()]
@@ -73,7 +95,7 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
     rows = []
     for job in jobs:
         info = infos[job.name]
-        status, error = job_status(sweep_dir, job, info.status)
+        status, error = job_status(sweep_dir, job, info.status, info.overrides)
         row = {"job": job.name, "overrides": ",".join(info.overrides), "status": status,
                "final_best_s": np.nan, "frames": np.nan, "updates": np.nan, "wall_minutes": np.nan}
         if summary is not None and job.name in summary.index:
