@@ -194,7 +194,7 @@ def naive_step(online, target, optimizer, batch, nn_cfg: NNConfig, btr: BTRConfi
     with torch.no_grad():
         for p in online.parameters():
             p.mul_(1 - wd_ratio * lr)
-    return float(total)
+    return total.item()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -230,6 +230,22 @@ def time_call(fn, iters: int, device) -> float:
     return (time.perf_counter() - t0) / iters
 
 
+def setup_ours(nn_cfg: NNConfig, btr_cfg: BTRConfig, training, args, device, batch, lr: float):
+    """(one-step callable, online network) of our implementation for one configuration."""
+    img_shape = tuple(batch["img"].shape[1:])
+    online = build_network(nn_cfg, btr_cfg, img_shape, args.float_dim, channels_last=not args.no_channels_last).to(device)
+    target = copy.deepcopy(online).requires_grad_(False)
+    optimizer = make_optimizer(online.parameters(), training)
+    scaler = make_grad_scaler(device)
+    net_o, net_t = (torch.compile(online), torch.compile(target)) if args.compile else (online, target)
+    wd = training.weight_decay_lr_ratio
+
+    def step():
+        train_step(net_o, net_t, optimizer, scaler, batch, nn_cfg=nn_cfg, btr_cfg=btr_cfg, lr=lr, gamma=0.999, weight_decay_lr_ratio=wd)
+
+    return step, online
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tmexp.bench learner", description=__doc__.split("\n")[0])
     p.add_argument("--batch-size", type=int, default=512)
@@ -237,13 +253,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--img-size", type=int, default=64, help="square grayscale image side (default 64)")
     p.add_argument("--float-dim", type=int, default=LINESIGHT_FLOAT_DIM)
     p.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds (median reported)")
-    p.add_argument("--iters", type=int, default=3, help="steps per round and implementation")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=2, help="steps per round and implementation")
+    p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-channels-last", action="store_true", help="ours without channels-last convolutions")
     p.add_argument("--compile", action="store_true", help="ours with torch.compile on both networks")
     p.add_argument("--no-naive", action="store_true", help="skip the naive reference")
+    p.add_argument("--vs-baseline", action="store_true", help="also time ours on the default config (cost per sample ratio)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.rounds < 1 or args.iters < 1:
@@ -266,16 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     batch = random_batch(b, img_shape, args.float_dim, device)
     lr, wd = 1e-4, training.weight_decay_lr_ratio
 
-    online = build_network(nn_cfg, btr_cfg, img_shape, args.float_dim, channels_last=not args.no_channels_last).to(device)
-    target = copy.deepcopy(online).requires_grad_(False)
-    optimizer = make_optimizer(online.parameters(), training)
-    scaler = make_grad_scaler(device)
-    net_o, net_t = (torch.compile(online), torch.compile(target)) if args.compile else (online, target)
-
-    def ours():
-        train_step(net_o, net_t, optimizer, scaler, batch, nn_cfg=nn_cfg, btr_cfg=btr_cfg, lr=lr, gamma=0.999, weight_decay_lr_ratio=wd)
-
+    ours, online = setup_ours(nn_cfg, btr_cfg, training, args, device, batch, lr)
     impls = {"ours": ours}
+    if args.vs_baseline:
+        impls["baseline"] = setup_ours(*experiment_configs(None), args, device, batch, lr)[0]
     if not args.no_naive:
         naive_online = NaiveIQN(nn_cfg, btr_cfg, img_shape, args.float_dim, 12).to(device)
         if count_parameters(naive_online) != count_parameters(online):
@@ -307,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         "samples_per_s": statistics.median(per_round["ours"]),
         "samples_per_s_rounds": per_round["ours"],
     }
+    if "baseline" in impls:
+        result["baseline_samples_per_s"] = statistics.median(per_round["baseline"])
+        result["cost_per_sample_vs_baseline"] = statistics.median(
+            bl / o for o, bl in zip(per_round["ours"], per_round["baseline"])
+        )
     if "naive" in impls:
         result["naive_samples_per_s"] = statistics.median(per_round["naive"])
         result["naive_samples_per_s_rounds"] = per_round["naive"]
