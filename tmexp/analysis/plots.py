@@ -77,7 +77,8 @@ def plot_metric(data: pd.DataFrame, metric: tables.ScalarMetric, runs: list[str]
     if sub.empty:
         return None
     unit = f" ({metric.unit})" if metric.unit else ""
-    fig, ax = _new_figure(f"{metric.tag}{unit}", axis, metric.name + unit)
+    source = metric.tag + (" / 1000" if metric.scale == 1e-3 else "")
+    fig, ax = _new_figure(f"{metric.name}{unit} from {source}", axis, metric.name + unit)
     finished = []
     for run in runs:
         df = sub[sub["run"] == run].sort_values("x", kind="stable")
