@@ -27,8 +27,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tmexp.envs.base import EnvSpec
+from tmexp.envs.observation import Camera, ImageRenderer, planar_rotation
+from tmexp.envs.sim.core import track_world
+from tmexp.envs.sim.params import SimParams
+from tmexp.envs.sim.physics import CarState as SimCar
+from tmexp.envs.sim.physics import advance, locate
 from tmexp.envs.tmi import protocol
 from tmexp.envs.tmi.protocol import MessageType
+from tmexp.envs.tmi.state import CarState, build_sim_state_bytes, car_state, extra_bytes, parse_sim_state
+from tmexp.envs.track import SPACING_M, load_map, load_track
 
 log = logging.getLogger("tmexp.envs.tmi.fake")
 
@@ -272,9 +280,6 @@ class FakeRace:
     _KEEP_SNAPSHOTS = 256  # exact states kept for rewinds (start states are always kept)
 
     def __init__(self, track, spec=None, params=None):
-        from tmexp.envs.base import EnvSpec
-        from tmexp.envs.sim.params import SimParams
-
         self.spec = spec or EnvSpec()
         self.params = params or SimParams()
         self._set_track(track)
@@ -287,8 +292,6 @@ class FakeRace:
         self._renderers: dict[tuple[int, int], object] = {}
 
     def _set_track(self, track) -> None:
-        from tmexp.envs.sim.core import track_world
-
         self.track = track
         self.world = track_world(track, self.spec, self.params)
         self._cp_pad = np.append(self.world.checkpoints, np.inf)
@@ -298,9 +301,6 @@ class FakeRace:
 
     def load(self, countdown_ms: int = 0) -> None:
         """Put the car on the start line at rest, ``countdown_ms`` before the start."""
-        from tmexp.envs.sim.physics import CarState as SimCar
-        from tmexp.envs.sim.physics import locate
-
         line = self.world.line
         start = line.offset
         car = SimCar.zeros(1)
@@ -319,8 +319,6 @@ class FakeRace:
         self._countdown_ms = countdown_ms
 
     def load_map(self, name: str, countdown_ms: int = 0) -> None:
-        from tmexp.envs.track import load_map, load_track
-
         self._set_track(load_track(name) if name.endswith(".npy") else load_map(name))
         self.load(countdown_ms)
 
@@ -351,8 +349,6 @@ class FakeRace:
 
     def tick(self) -> list[tuple[int, int]]:
         """One 10 ms engine step; returns the checkpoint passes (current, target) it made."""
-        from tmexp.envs.sim.physics import advance
-
         if self.ended:
             return []
         dt_ms = self.spec.ms_per_tm_engine_step
@@ -381,9 +377,6 @@ class FakeRace:
 
     def car_state(self):
         """The car as ``tmexp.envs.tmi.state.CarState`` (what the game's save state holds)."""
-        from tmexp.envs.observation import planar_rotation
-        from tmexp.envs.tmi.state import CarState
-
         car, line = self.car, self.world.line
         times = self.cp_times + ([self.finish_time_ms] if self.finish_time_ms is not None else [])
         return CarState(
@@ -403,8 +396,6 @@ class FakeRace:
         )
 
     def state_bytes(self) -> bytes:
-        from tmexp.envs.tmi.state import build_sim_state_bytes
-
         handle = self._next_handle
         self._next_handle += 1
         self._snapshots[handle] = (self.car.copy(), self.race_time_ms, self.finished, self.ended, self.next_cp,
@@ -421,9 +412,6 @@ class FakeRace:
 
     def rewind(self, data: bytes) -> None:
         """Restore a save state: exactly when it is one of ours, else from its fields (position, speed...)."""
-        from tmexp.envs.sim.physics import locate
-        from tmexp.envs.tmi.state import car_state, extra_bytes, parse_sim_state
-
         parsed = parse_sim_state(data)
         extra = extra_bytes(parsed)
         n = len(self._HANDLE_MAGIC)
@@ -444,7 +432,7 @@ class FakeRace:
         car.yaw_rate[:] = -state.angular_velocity[1]
         car.steer[:] = state.steer
         progress, _ = self.track.project(np.array([[car.x[0], car.z[0]]]))
-        car.idx[:] = self.world.line.offset + int(round(progress[0] / 0.5))
+        car.idx[:] = self.world.line.offset + int(round(progress[0] / SPACING_M))
         locate(car, self.world.geo, iterations=8)
         self.race_time_ms = state.race_time_ms
         self.cp_times = [t for t in state.cp_times_ms[: self.n_checkpoints - 1]]
@@ -454,8 +442,6 @@ class FakeRace:
 
     def frame_bgra(self, width: int, height: int) -> bytes:
         """The simulator's image of the road ahead at ``width`` x ``height``, as grey BGRA bytes (rows top first)."""
-        from tmexp.envs.observation import Camera, ImageRenderer
-
         renderer = self._renderers.get((width, height))
         if renderer is None:
             p = self.params
@@ -488,8 +474,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s fake-plugin[%(process)d] %(message)s",
                         stream=sys.stderr)
-
-    from tmexp.envs.track import load_map
 
     race = FakeRace(load_map(args.map, args.reference_line))
     faults = Faults(args.drop_after, args.stall_after, args.garbage_after, args.exit_after)
