@@ -248,3 +248,60 @@ def test_race_timeout_cutoff_matches_the_simulator(track, server, reference_acti
     assert truncated and sim_truncated and tmi[-1][2]["cutoff"] == "race_timeout"
     assert tmi[-1][2]["race_time_ms"] == 1_500
     assert_same_race(tmi, sim)
+
+
+def test_fake_plugin_answers_every_command(track, server):
+    """The fake implements the plugin's whole command set (the env itself uses only part of it)."""
+    client = TmiClient(server.port, response_timeout_s=5)
+    client.connect(timeout_s=5)
+    assert client.read_message().type == MessageType.ON_CONNECT_SYNC
+    assert client.is_in_menus() is True  # a fresh game greets from its menus, before the map loads
+    client.set_timeout(5000)
+    client.set_on_step_period(50)
+    client.toggle_interface(False)
+    client.reset_camera()
+    client.execute_command("map /no/such/map.Challenge.Gbx")  # ignored by the fake, as unknown commands by the game
+    client.respond(MessageType.ON_CONNECT_SYNC)
+    message = client.read_message()
+    while message.race_time_ms < 0:  # the countdown
+        client.respond(message.type)
+        message = client.read_message()
+    assert (message.type, message.race_time_ms) == (MessageType.RUN_STEP_SYNC, 0)
+    start = client.get_simulation_state_bytes()
+    client.set_input_state(left=False, right=True, accelerate=True, brake=False)
+    assert "right,up" in client.get_inputs()
+    client.rewind_to_current_state()
+    client.request_frame(32, 16)
+    client.unrequest_frame()  # no frame comes: the next message is the next run step
+    client.respond(MessageType.RUN_STEP_SYNC)
+    message = client.read_message()
+    assert (message.type, message.race_time_ms) == (MessageType.RUN_STEP_SYNC, 50)
+    assert client.race_finished() is False
+    client.request_frame(32, 16)
+    client.respond(MessageType.RUN_STEP_SYNC)
+    message = client.read_message()
+    assert message.type == MessageType.REQUESTED_FRAME_SYNC and message.frame.shape == (16, 32, 4)
+    client.respond(MessageType.REQUESTED_FRAME_SYNC)
+    message = client.read_message()
+    client.rewind_to_state(start)
+    assert client.get_simulation_state().race_time == 0
+    client.give_up()  # restarts the race: the countdown again
+    client.respond(message.type)
+    assert client.read_message().race_time_ms < 0
+    client.shutdown()
+
+
+def test_fake_rewinds_a_foreign_state_from_its_fields(track):
+    """A save state the fake never issued (another process's) is restored from position, speed and heading."""
+    first, second = FakeRace(track, SPEC), FakeRace(track, SPEC)
+    first.load()
+    first.set_inputs(left=False, right=False, accelerate=True, brake=False)
+    for _ in range(300):
+        first.tick()
+    second.load()
+    second.rewind(first.state_bytes())
+    a, b = first.car_state(), second.car_state()
+    assert b.race_time_ms == a.race_time_ms == 3000
+    np.testing.assert_allclose(b.position, a.position, atol=1e-4)
+    np.testing.assert_allclose(b.velocity, a.velocity, atol=1e-4)
+    assert abs(second.progress() - first.progress()) < 1e-3

@@ -36,7 +36,7 @@ from tmexp.envs.sim.physics import advance, locate
 from tmexp.envs.tmi import protocol
 from tmexp.envs.tmi.protocol import MessageType
 from tmexp.envs.tmi.state import CarState, build_sim_state_bytes, car_state, extra_bytes, parse_sim_state
-from tmexp.envs.track import SPACING_M, load_map, load_track
+from tmexp.envs.track import SPACING_M, TrackError, load_map, load_track
 
 log = logging.getLogger("tmexp.envs.tmi.fake")
 
@@ -264,7 +264,11 @@ class FakePlugin:
         """The console commands tmexp sends: ``map <name or reference line .npy>``; others are ignored."""
         words = command.split(maxsplit=1)
         if len(words) == 2 and words[0] == "map":
-            self.race.load_map(words[1].strip().strip('"'), countdown_ms=self.countdown_ms)
+            try:
+                self.race.load_map(words[1].strip().strip('"'), countdown_ms=self.countdown_ms)
+            except TrackError as error:  # e.g. a real .Challenge.Gbx: the fake keeps the track it has
+                log.warning("map command ignored: %s", error)
+                return
             self.finish_prevented = False
 
 
