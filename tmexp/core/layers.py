@@ -33,6 +33,11 @@ class NoisyLinear(nn.Module):
 
     In ``train()`` mode the current noise sample is used; ``reset_noise()`` draws a new one. In ``eval()`` mode
     only the mean weights are used, so eval races are deterministic.
+
+    Who resamples: the collectors before every acting step of an exploration race, ``train_step`` before every
+    learner batch (online and target network). Exploration with NoisyNets on: epsilon-greedy and Boltzmann
+    perturbation are switched off (BTR explores through the noise alone) unless ``btr.noisy_keep_epsilon`` is
+    true, which keeps both on top of the noise (see ``tmexp/core/agent.py``).
     """
 
     def __init__(self, in_features: int, out_features: int, sigma0: float = 0.5):
@@ -114,7 +119,8 @@ class ImpalaResidualBlock(nn.Module):
         self.conv1 = maybe_spectral_norm(nn.Conv2d(channels, channels, 3, padding=1), spectral_norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv1(F.relu(self.conv0(F.relu(x))))
+        # The inner ReLU may work in place (a fresh conv output); the outer one may not: x is the skip path.
+        return x + self.conv1(F.relu(self.conv0(F.relu(x)), inplace=True))
 
 
 class ImpalaStage(nn.Module):

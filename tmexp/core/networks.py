@@ -52,7 +52,7 @@ def impala_cnn(in_channels: int, hw: tuple[int, int], cnn: CNNConfig, layer_norm
         h, w = ImpalaStage.output_hw(h, w)
         layers.append(ImpalaStage(c_in, c_out, spectral_norm=cnn.spectral_norm, layer_norm_hw=(h, w) if layer_norm else None))
         c_in = c_out
-    layers.append(nn.ReLU())
+    layers.append(nn.ReLU(inplace=True))  # acts on the last stage's fresh output
     if cnn.adaptive_maxpool_size is not None:
         if cnn.adaptive_maxpool_size < 1:
             raise NetworkConfigError(
