@@ -305,3 +305,39 @@ def test_fake_rewinds_a_foreign_state_from_its_fields(track):
     np.testing.assert_allclose(b.position, a.position, atol=1e-4)
     np.testing.assert_allclose(b.velocity, a.velocity, atol=1e-4)
     assert abs(second.progress() - first.progress()) < 1e-3
+
+
+def test_collector_discards_a_cut_race_whole_and_plays_the_next_one(track):
+    """The training core's collector sees GameConnectionLost as a ConnectionError and keeps nothing of that race."""
+    import multiprocessing
+
+    from tmexp.config import Config
+    from tmexp.core.collectors import Collector, CollectorSettings, WeightsSource
+    from tmexp.core.networks import build_network
+    from tmexp.envs.observation import n_floats
+
+    fake = FakeServer(track, Faults(drop_after=30))
+    try:
+        cfg = Config()
+        cfg.env.backend = "tmi"
+        cfg.env.tmi.base_tmi_port = fake.port
+        cfg.nn.dense_hidden_dimension, cfg.nn.iqn_embedding_dimension, cfg.nn.float_hidden_dim = 32, 8, 16
+        img_shape, float_dim = (1, SPEC.h_downsized, SPEC.w_downsized), n_floats(SPEC)
+        settings = CollectorSettings(
+            env=cfg.env, map=cfg.map, rewards=cfg.rewards, nn=cfg.nn, btr=cfg.btr, exploration=cfg.exploration,
+            global_schedule_speed=1.0, img_shape=img_shape, float_dim=float_dim, n_actions=12, device="cpu",
+            seed=0, torch_threads=1, update_every_n_actions=128,
+        )
+        ctx = multiprocessing.get_context("spawn")
+        weights = WeightsSource(build_network(cfg.nn, cfg.btr, img_shape, float_dim, 12), ctx)
+        collector = Collector(settings, 0, weights, ctx.Value("q", 0))
+        with pytest.raises(ConnectionError):
+            collector.play_race()
+        rollout = collector.play_race()  # reset() reconnected: a whole race from race time 0
+        n = len(rollout["actions"])
+        assert n > 30 and rollout["img"].shape[0] == rollout["floats"].shape[0] == n + 1
+        assert rollout["race_time_ms"] == 50 * n or rollout["finished"]
+        assert collector.env.races_discarded == 1
+        collector.close()
+    finally:
+        fake.stop()
