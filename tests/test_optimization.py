@@ -287,3 +287,22 @@ def test_repeated_steps_fit_a_fixed_batch():
     for i in range(25):
         last = step(online, target, optimizer, nn_cfg, btr, batch=batch, lr=1e-2, seed=i)["loss_mean"]
     assert last < 0.5 * first
+
+
+@pytest.mark.parametrize("use_munchausen", [False, True])
+def test_btr_bundle_with_and_without_munchausen_trains(use_munchausen):
+    # IMPALA + spectral norm (one power iteration per forward, online called twice under DDQN) + NoisyNet + LN
+    from tmexp.config import CNNConfig, VisConfig
+
+    cnn = CNNConfig(type="impala", width_scale=1, adaptive_maxpool_size=3, spectral_norm=True, layer_norm_in_stages=True)
+    nn_cfg = small_nn(use_ddqn=True, vis=VisConfig(cnn))
+    btr = BTRConfig(use_munchausen=use_munchausen, use_noisy_linear=True, use_layer_norm=True)
+    online, target = pair(nn_cfg, btr)
+    optimizer = make_optimizer(online.parameters(), TrainingConfig())
+    before = flat(online)
+    for i in range(2):
+        out = step(online, target, optimizer, nn_cfg, btr, wd=0.1, seed=i, self_loss_state=SelfLossState())
+        assert math.isfinite(out["loss"]) and math.isfinite(out["grad_norm"])
+    assert not torch.equal(flat(online), before)
+    soft_update(target, online, 1.0)
+    torch.testing.assert_close(flat(target), flat(online))
