@@ -93,7 +93,7 @@ def test_training_app_preempted_on_slurm_resumes_past_the_preemption_point(tmp_p
     sweep_dir, log = tmp_path / "sweep", tmp_path / "sweep.log"
     run_dir = sweep_dir / "0"
     # Long enough to be signalled while it trains; the smoke experiment logs and saves status every 2 s.
-    proc = start_sweep(REAL_APP, sweep_dir, SLURM + ["+experiment=smoke", "training.max_frames=3000"], log)
+    proc = start_sweep(REAL_APP, sweep_dir, SLURM + ["+experiment=smoke", "training.max_frames=1500"], log)
     try:
         deadline = time.monotonic() + 180
         while not ((run_dir / "status.json").is_file() and job_status(run_dir).get("frames", 0) > 0):
@@ -109,7 +109,7 @@ def test_training_app_preempted_on_slurm_resumes_past_the_preemption_point(tmp_p
             subprocess.run(["scancel", "--name=train"], check=False)
 
     status = job_status(run_dir)
-    assert status["status"] == "finished" and status["frames"] >= 3000
+    assert status["status"] == "finished" and status["frames"] >= 1500
     attempts = assert_resumed_steps_continue(run_dir)  # no TensorBoard step logged again after the resume
     assert len(attempts) >= 2, "the requeued job should have resumed with a new event file"
     preempted_at = attempts[0][-1]
