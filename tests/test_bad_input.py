@@ -74,3 +74,18 @@ def test_cli_exits_non_zero_with_one_line_and_no_run_directory(override, tmp_pat
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("tmexp.train: error:")
     assert not run_dir.exists()
+
+
+def test_resuming_a_run_directory_with_another_network_is_refused(tmp_path):
+    from omegaconf import OmegaConf
+
+    from tmexp.train import compose_config
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoint").mkdir(parents=True)
+    (run_dir / "checkpoint" / "latest.pt").write_bytes(b"x")
+    cfg = compose_config(["+experiment=smoke"])
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    precheck(["+experiment=smoke", f"hydra.run.dir={run_dir}"])  # same network: resumes
+    with pytest.raises(ConfigError, match="nn"):
+        precheck(["+experiment=smoke", "nn.dense_hidden_dimension=128", f"hydra.run.dir={run_dir}"])

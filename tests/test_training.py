@@ -22,16 +22,12 @@ TINY = ["+experiment=smoke"]
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """All scalar events of a run, by tag, in file order, as TensorBoard's own reader returns them."""
+    """All scalar events of a run, by tag, as TensorBoard's own reader returns them (purged steps removed)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return out
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def status(run_dir: Path) -> dict:
@@ -117,7 +113,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
         proc.wait()
     killed_at = load_checkpoint(run_dir)["counters"]
     assert status(run_dir)["status"] == "running"  # it never got to say goodbye
-    resume = cmd[:3] + [f"training.max_frames={killed_at['frames'] + 300}", f"hydra.run.dir={run_dir}"]
+    resume = cmd[:4] + [f"training.max_frames={killed_at['frames'] + 300}", f"hydra.run.dir={run_dir}"]
     subprocess.run(resume, cwd=ROOT, check=True, capture_output=True, timeout=300)
     after = load_checkpoint(run_dir)["counters"]
     assert after["frames"] >= killed_at["frames"] + 300

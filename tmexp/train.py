@@ -166,6 +166,19 @@ def _expand(overrides: list[str]) -> list[list[str]]:
     return [list(job) for batch in batches for job in batch] or [[]]
 
 
+def _check_resume(cfg: Config, run_dir: Path) -> None:
+    """A run directory that holds a checkpoint is resumed: its network and task must match this command's."""
+    from tmexp.core.checkpoint import has_checkpoint
+    from tmexp.core.learner import ResumeMismatch, check_resumable, resume_structure
+
+    saved = run_dir / "config_resolved.yaml"
+    if has_checkpoint(run_dir) and saved.is_file():
+        try:
+            check_resumable(resume_structure(OmegaConf.to_container(OmegaConf.load(saved))), resume_structure(cfg), run_dir)
+        except ResumeMismatch as error:
+            raise ConfigError(str(error)) from error
+
+
 def precheck(argv: list[str]) -> int:
     """Compose and check every job of the command line; return the number of jobs (raises ConfigError)."""
     if any(a in _INFO_FLAGS for a in argv):
@@ -177,15 +190,18 @@ def precheck(argv: list[str]) -> int:
         if multirun and first.hydra.sweeper.get("params"):
             extra = [f"{k}={v}" for k, v in first.hydra.sweeper.params.items()]
             jobs = [job + more for job in jobs for more in _expand(extra)]
-        for job in jobs:
+        for index, job in enumerate(jobs):
             dict_cfg = compose_config(job, return_hydra_config=True)
             if print_only:
                 continue
             hydra_node = dict_cfg.hydra
             with open_dict(dict_cfg):
                 del dict_cfg["hydra"]
-            check_config(OmegaConf.to_object(dict_cfg))
+            cfg = OmegaConf.to_object(dict_cfg)
+            check_config(cfg)
             check_output_dir(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
+            run_dir = Path(hydra_node.sweep.dir) / str(index) if multirun else Path(hydra_node.run.dir)
+            _check_resume(cfg, run_dir)
     except ConfigError:
         raise
     except Exception as error:  # Hydra / OmegaConf composition errors: unknown key, bad type, unknown option

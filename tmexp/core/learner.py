@@ -87,6 +87,38 @@ def observation_shapes(env) -> tuple[tuple[int, int, int], int]:
     return tuple(space["img"].shape), int(space["floats"].shape[0])
 
 
+class ResumeMismatch(ValueError):
+    """A run directory holds a checkpoint of a run whose network or task differs from the config given."""
+
+
+# Keys that must match to resume: the network's shape and the task. Everything else (budgets, schedules,
+# collectors) may change between a run and its resumption.
+_RESUME_KEYS = ("nn", "btr", "map.short_name", "env.w_downsized", "env.h_downsized", "env.backend")
+
+
+def resume_structure(cfg) -> dict[str, Any]:
+    """The resume-relevant keys of a config (a ``Config`` or its plain-dict form)."""
+    from dataclasses import asdict, is_dataclass
+
+    full = asdict(cfg) if is_dataclass(cfg) else cfg
+    out = {}
+    for key in _RESUME_KEYS:
+        node = full
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
+    for key in _RESUME_KEYS:
+        if key in saved and saved[key] != current[key]:
+            raise ResumeMismatch(
+                f"{run_dir} holds a run with a different {key} than this command: resume it with the overrides it "
+                "was started with (see its .hydra/overrides.yaml), or choose a new hydra.run.dir."
+            )
+
+
 class Trainer:
     """Wires network pair, optimizer, replay, schedules, writer and collectors for one run."""
 
@@ -156,6 +188,7 @@ class Trainer:
             self.pool = CollectorPool(settings, cfg.performance.gpu_collectors_count, self.weights,
                                       self.frames_played, self.ctx, cfg.performance.max_rollout_queue_size)
         self._interval_reset()
+        self._last_logged_step = -1
 
     # ----- state -------------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -168,10 +201,12 @@ class Trainer:
             "counters": self.counters.__dict__.copy(),
             "rng": rng_state(),
             "replay_rng": self.replay.rng.bit_generator.state,
+            "config": resume_structure(self.cfg),
         }
 
     def _load(self) -> None:
         state = load_checkpoint(self.run_dir, map_location=self.device)
+        check_resumable(state.get("config", {}), resume_structure(self.cfg), self.run_dir)
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -318,6 +353,9 @@ class Trainer:
     def log_scalars(self) -> dict[str, float]:
         """Write the interval's scalars to TensorBoard at step = frames played, then start a new interval."""
         values = self.snapshot()
+        if self.counters.frames == self._last_logged_step:  # one point per step: no frames since the last log
+            return values
+        self._last_logged_step = self.counters.frames
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, self.counters.frames)
         self.writer.flush()
@@ -327,17 +365,16 @@ class Trainer:
     def console_line(self, values: dict[str, float]) -> str:
         c = self.counters
         best = c.alltime_min_ms.get(self.map_name)
-        best_s = f"{best / 1000:.2f} s" if best is not None else "-"
+        head = (f"[{int(c.training_seconds // 60):4d}m{int(c.training_seconds % 60):02d}s] frames {c.frames:,} "
+                f"({values[metrics.FRAMES_PER_S]:.0f}/s) | races {c.races} | "
+                f"best {self.map_name} {f'{best / 1000:.2f} s' if best is not None else '-'}")
+        start_learn = self.schedules.at(c.frames)["memory_start_learn"]
+        if len(self.replay) < start_learn:
+            return f"{head} | filling replay {len(self.replay):,}/{start_learn:,}"
         loss = values.get(metrics.LOSS)
-        minutes = int(c.training_seconds // 60)
-        return (f"[{minutes:4d}m{int(c.training_seconds % 60):02d}s] frames {c.frames:,} "
-                f"({values[metrics.FRAMES_PER_S]:.0f}/s) | batches {c.batches:,} | "
-                f"learner {values[metrics.LEARNER_PERCENTAGE]:.0f}% | best {self.map_name} {best_s} | "
-                f"loss {loss:.4g} | eps {values[metrics.EPSILON]:.3f} | races {c.races} | memory {len(self.replay):,}"
-                if loss is not None else
-                f"[{minutes:4d}m{int(c.training_seconds % 60):02d}s] frames {c.frames:,} "
-                f"({values[metrics.FRAMES_PER_S]:.0f}/s) | filling replay {len(self.replay):,}/"
-                f"{self.schedules.at(c.frames)['memory_start_learn']:,} | best {self.map_name} {best_s} | races {c.races}")
+        return (f"{head} | batches {c.batches:,} | learner {values[metrics.LEARNER_PERCENTAGE]:.0f}% | "
+                f"loss {f'{loss:.4g}' if loss is not None else '-'} | eps {values[metrics.EPSILON]:.3f} | "
+                f"memory {len(self.replay):,}")
 
     # ----- the loop ----------------------------------------------------------------------------------------
     def done(self) -> str | None:
@@ -356,7 +393,8 @@ class Trainer:
         Returns "max_frames", "max_minutes", "stop_requested" (preemption) or "interrupted" (Ctrl-C).
         """
         cfg, c = self.cfg, self.counters
-        write_status(self.run_dir, "running", c, self.map_name, extra={"first_step_at": time.time()})
+        write_status(self.run_dir, "running", c, self.map_name,
+                     extra={} if self.resumed else {"first_step_at": time.time()})
         self.weights.publish(self.online)
         if self.pool is not None:
             self.pool.start()
