@@ -196,3 +196,24 @@ def test_overrides_shared_by_all_jobs_are_left_out_of_labels(tmp_path):
     assert loading.load_runs(tmp_path, workers=1).labels() == ["seed=0", "seed=1"]
     # one job alone keeps all its overrides
     assert loading.load_runs(tmp_path / "0", workers=1).labels() == ["+experiment=smoke,seed=0"]
+
+
+def test_resumed_run_purges_what_the_killed_run_logged_after_the_checkpoint(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "run"
+    first = SummaryWriter(str(run))
+    for step in range(0, 100, 10):  # killed after step 90; its last checkpoint was at step 50
+        first.add_scalar("Training/loss", float(step), step)
+    first.close()
+    resumed = SummaryWriter(str(run), purge_step=50)
+    for step in range(50, 80, 10):
+        resumed.add_scalar("Training/loss", 1000.0 + step, step)
+    resumed.close()
+    df = loading.load_scalars(run, workers=1)
+    df = df[df.tag == "Training/loss"]
+    assert df.step.tolist() == [0, 10, 20, 30, 40, 50, 60, 70]
+    assert df.value.tolist() == [0, 10, 20, 30, 40, 1050, 1060, 1070]
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("Training/loss")] == df.step.tolist()

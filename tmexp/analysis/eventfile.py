@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,10 @@ class FileScalars:
     wall_time: np.ndarray     # float64
     value: np.ndarray         # float64
     first_wall_time: float = float("nan")  # of the file's first event of any kind (the writer's start)
+    # Restarts (SessionLog START, written by SummaryWriter(purge_step=S) when a run resumes): (row, S) means
+    # "scalars read before row ``row`` of this file, and in earlier files of the run, with step >= S are void",
+    # as TensorBoard's own reader purges them.
+    purges: list[tuple[int, int]] = field(default_factory=list)
 
     @staticmethod
     def empty(first_wall_time: float = float("nan")) -> "FileScalars":
@@ -159,6 +163,16 @@ def _fast_scalars(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray):
     return ok, wall_time, step, p + 6, tag_len, value
 
 
+def _restart_step(record: bytes) -> int | None:
+    """The step of a SessionLog START event (a resumed writer's purge step), else None."""
+    from tensorboard.compat.proto import event_pb2
+
+    event = event_pb2.Event.FromString(record)
+    if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+        return int(event.step)
+    return None
+
+
 def _protobuf_scalars(record: bytes) -> list[tuple[str, int, float, float]]:
     """(tag, step, wall_time, value) of every scalar in one serialized Event, through protobuf."""
     from tensorboard.compat.proto import event_pb2
@@ -222,14 +236,20 @@ def read_scalars(path: str | Path) -> FileScalars:
 
     # Everything else (file_version, graphs, tensor scalars, multi-value summaries) through protobuf.
     extra: list[tuple[int, str, int, float, float]] = []
+    restarts: list[tuple[int, int]] = []  # (record index, purge step)
     for i in np.nonzero(~ok)[0]:
         s = int(starts[i]) + 12
-        for row in _protobuf_scalars(data[s:s + int(lengths[i])]):
+        record = data[s:s + int(lengths[i])]
+        for row in _protobuf_scalars(record):
             extra.append((int(i), *row))
+        restart = _restart_step(record)
+        if restart is not None:
+            restarts.append((int(i), restart))
 
     if not extra:
         keep = fast
-        return FileScalars(tags, tag_index[keep], step[keep], wall_time[keep], value[keep], first_wall_time)
+        purges = [(int(np.searchsorted(fast, i)), step_) for i, step_ in restarts]
+        return FileScalars(tags, tag_index[keep], step[keep], wall_time[keep], value[keep], first_wall_time, purges)
 
     # Interleave protobuf rows with fast rows in record order (a record may hold several scalars).
     order_key = np.concatenate([fast.astype(np.float64), [r[0] + 0.5 for r in extra]])
@@ -241,4 +261,7 @@ def read_scalars(path: str | Path) -> FileScalars:
     all_wall = np.concatenate([wall_time[fast], np.array([r[3] for r in extra], np.float64)])
     all_value = np.concatenate([value[fast], np.array([r[4] for r in extra], np.float64)])
     order = np.argsort(order_key, kind="stable")
-    return FileScalars(tags, all_tag[order], all_step[order], all_wall[order], all_value[order], first_wall_time)
+    sorted_keys = order_key[order]
+    purges = [(int(np.searchsorted(sorted_keys, i)), step_) for i, step_ in restarts]
+    return FileScalars(tags, all_tag[order], all_step[order], all_wall[order], all_value[order], first_wall_time,
+                       purges)

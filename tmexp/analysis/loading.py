@@ -168,8 +168,15 @@ def _concat_run(parts: list[FileScalars], canonical: bool) -> tuple[list[str], n
         remap = np.array([names.setdefault(canonical_tag(t) if canonical else t, len(names)) for t in part.tags]
                          + [0], np.int32)
         tag_index.append(remap[part.tag_index])
-    return (list(names), np.concatenate(tag_index), np.concatenate([p.step for p in parts]),
-            np.concatenate([p.wall_time for p in parts]), np.concatenate([p.value for p in parts]))
+    steps = np.concatenate([p.step for p in parts])
+    keep = np.ones(len(steps), bool)
+    offset = 0
+    for part in parts:  # a resumed run voids what its killed predecessor logged at or after the resume step
+        for row, purge_step in part.purges:
+            keep[:offset + row] &= steps[:offset + row] < purge_step
+        offset += len(part.step)
+    return (list(names), np.concatenate(tag_index)[keep], steps[keep],
+            np.concatenate([p.wall_time for p in parts])[keep], np.concatenate([p.value for p in parts])[keep])
 
 
 def load_runs(paths, labels: list[str] | None = None, workers: int | None = None,
