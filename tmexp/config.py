@@ -149,7 +149,7 @@ class PerformanceConfig:
     max_rollout_queue_size: int = 4
     update_inference_network_every_n_actions: int = 128
     send_shared_network_every_n_batches: int = 16
-    torch_threads_learner: int = 1
+    torch_threads_learner: int = 0  # 0: torch's default (one per core)
     torch_threads_collector: int = 1
     device: str = "auto"  # auto | cpu | cuda
     use_amp: bool = True  # on CUDA only

@@ -76,13 +76,14 @@ class WeightsSource:
 class Collector:
     """One car: an env, an inference copy of the network, and the map cycle of exploration and eval races."""
 
-    def __init__(self, settings: CollectorSettings, index: int, weights: WeightsSource, frames_played):
+    def __init__(self, settings: CollectorSettings, index: int, weights: WeightsSource, frames_played, env=None):
         self.s = settings
         self.index = index
         self.weights = weights
         self.frames_played = frames_played  # shared counter written by the learner (schedules follow it)
         self.device = torch.device(settings.device)
-        self.env = make_env(settings.env, settings.map, settings.rewards, seed=settings.seed, collector_index=index)
+        self.env = env if env is not None else make_env(settings.env, settings.map, settings.rewards,
+                                                        seed=settings.seed, collector_index=index)
         self.net = build_network(settings.nn, settings.btr, settings.img_shape, settings.float_dim, settings.n_actions)
         self.net.to(self.device)
         self.version = -1

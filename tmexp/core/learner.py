@@ -129,7 +129,8 @@ class Trainer:
         self.map_name = cfg.map.short_name
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
-        torch.set_num_threads(max(1, cfg.performance.torch_threads_learner))
+        if cfg.performance.torch_threads_learner > 0:
+            torch.set_num_threads(cfg.performance.torch_threads_learner)
         self.device = pick_device(cfg.performance.device)
         self.schedules = build_schedules(cfg.training, cfg.memory, cfg.exploration)
 
@@ -138,7 +139,6 @@ class Trainer:
         probe = make_env(cfg.env, cfg.map, cfg.rewards, seed=cfg.seed)
         self.img_shape, self.float_dim = observation_shapes(probe)
         self.n_actions = int(probe.action_space.n)
-        getattr(probe, "close", lambda: None)()
 
         self.online = build_network(cfg.nn, cfg.btr, self.img_shape, self.float_dim, self.n_actions).to(self.device)
         self.target = build_network(cfg.nn, cfg.btr, self.img_shape, self.float_dim, self.n_actions).to(self.device)
@@ -180,10 +180,11 @@ class Trainer:
             update_every_n_actions=cfg.performance.update_inference_network_every_n_actions,
         )
         self.serial = cfg.performance.serial
-        if self.serial:
-            self.collector = Collector(settings, 0, self.weights, self.frames_played)
+        if self.serial:  # the probe env becomes the collector's: no second build of the track
+            self.collector = Collector(settings, 0, self.weights, self.frames_played, env=probe)
             self.pool = None
         else:
+            getattr(probe, "close", lambda: None)()
             self.collector = None
             self.pool = CollectorPool(settings, cfg.performance.gpu_collectors_count, self.weights,
                                       self.frames_played, self.ctx, cfg.performance.max_rollout_queue_size)
@@ -410,13 +411,15 @@ class Trainer:
                         now = time.time()
                         c.training_seconds += now - last_tick
                         last_tick = now
+                elif self.can_train():
+                    # Rollouts wait in the bounded queue while the learner may train: collectors then block on
+                    # it, so a learner slower than the collectors keeps the CPU and the configured replay ratio.
+                    self.train_one_batch()
                 else:
-                    rollout = self.pool.get(timeout=0.0 if self.can_train() else 0.5)
+                    rollout = self.pool.get(timeout=0.5)
                     while rollout is not None:
                         self.ingest(rollout)
                         rollout = self.pool.get(timeout=0.0)
-                    if self.can_train():
-                        self.train_one_batch()
                     self.pool.check_alive()
                 now = time.time()
                 c.training_seconds += now - last_tick
