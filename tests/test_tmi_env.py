@@ -296,7 +296,7 @@ def test_fake_rewinds_a_foreign_state_from_its_fields(track):
     first, second = FakeRace(track, SPEC), FakeRace(track, SPEC)
     first.load()
     first.set_inputs(left=False, right=False, accelerate=True, brake=False)
-    for _ in range(300):
+    for _ in range(301):  # 10 ms of countdown, then 3 s of race
         first.tick()
     second.load()
     second.rewind(first.state_bytes())
@@ -321,6 +321,7 @@ def test_collector_discards_a_cut_race_whole_and_plays_the_next_one(track):
         cfg = Config()
         cfg.env.backend = "tmi"
         cfg.env.tmi.base_tmi_port = fake.port
+        cfg.env.cutoff_rollout_if_race_not_finished_within_duration_ms = 3_000  # short races
         cfg.nn.dense_hidden_dimension, cfg.nn.iqn_embedding_dimension, cfg.nn.float_hidden_dim = 32, 8, 16
         img_shape, float_dim = (1, SPEC.h_downsized, SPEC.w_downsized), n_floats(SPEC)
         settings = CollectorSettings(
@@ -341,3 +342,21 @@ def test_collector_discards_a_cut_race_whole_and_plays_the_next_one(track):
         collector.close()
     finally:
         fake.stop()
+
+
+def test_launched_game_that_goes_silent_mid_race_is_restarted(track):
+    launch = f"{sys.executable} -m tmexp.envs.tmi.fake --port {{port}} --countdown-ms 0 --stall-after 25"
+    env = make_env(track, free_port(), launch_command=launch, connect_timeout_s=60, timeout_during_run_ms=500)
+    try:
+        env.reset()
+        with pytest.raises(GameTimeout):
+            for _ in range(40):
+                env.step(0)
+        hung_pid = env.instance.process.pid
+        obs, info = env.reset()
+        assert env.instance.process.pid != hung_pid and info["race_time_ms"] == 0
+        for _ in range(10):  # the fresh game stalls only at its own 25th run step
+            obs, reward, terminated, truncated, info = env.step(0)
+        assert info["race_time_ms"] == 500
+    finally:
+        env.close()

@@ -14,6 +14,7 @@ collector discards the rollout and calls ``reset``, which reconnects (or restart
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import fields
 
 import gymnasium as gym
@@ -21,7 +22,7 @@ import numpy as np
 
 from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec, action_space, observation_space
 from tmexp.envs.tmi.client import TmiClient
-from tmexp.envs.tmi.errors import GameConnectionLost, GameUnavailable, TmiProtocolError
+from tmexp.envs.tmi.errors import GameConnectionLost, GameTimeout, GameUnavailable, TmiProtocolError
 from tmexp.envs.tmi.instances import GameInstance
 from tmexp.envs.tmi.params import TmiParams
 from tmexp.envs.tmi.protocol import MessageType
@@ -76,6 +77,7 @@ class TmiEnv(gym.Env):
         self._race: Race | None = None
         self._last_car: CarState | None = None
         self.races_discarded = 0
+        self._restart_before_next_race = False
 
     # ---- Gymnasium-style API ------------------------------------------------------------------------------
 
@@ -89,10 +91,12 @@ class TmiEnv(gym.Env):
             # full rollout queue): one plain reconnect, no restart, covers that.
             stale = self.client is not None and self.client.connected
             try:
-                if self.instance.needs_reboot():
-                    log.info("port %d: scheduled reboot of the game", self.port)
+                if self.instance.needs_reboot() or (self._restart_before_next_race and self.instance.can_launch):
+                    log.info("port %d: %s", self.port, "restarting the game after a timeout"
+                             if self._restart_before_next_race else "scheduled reboot of the game")
                     self._drop_connection()
                     self.instance.restart()
+                self._restart_before_next_race = False
                 if self.client is None or not self.client.connected:
                     self._connect()
                 car, frame = self._start_race()
@@ -130,10 +134,12 @@ class TmiEnv(gym.Env):
             target_time = self._race.car.race_time_ms + self.period_ms
             self._wait_run_step(min_time_ms=target_time)
             car, frame = self._observe()
-        except GameConnectionLost:
+        except GameConnectionLost as error:
             self.races_discarded += 1
             self._race = None
             self._drop_connection()
+            # A game silent for timeout_during_run_ms mid-race is likely hung: start the next race on a fresh one.
+            self._restart_before_next_race = isinstance(error, GameTimeout)
             raise
         self._last_car = car
         reward, terminated, truncated = self._race.advance(int(action), car)
@@ -210,13 +216,19 @@ class TmiEnv(gym.Env):
             self._release()
             # A fresh game may still be loading the map: allow the protection timeout for the first step.
             client.response_timeout_s = self.params.tmi_protection_timeout_s
+            deadline = time.monotonic() + self.params.tmi_protection_timeout_s
             try:
                 race_time = self._wait_run_step(min_time_ms=0)
-                if race_time != 0:  # joined a race already under way: restart it to catch race time 0
-                    client.give_up()
+                while race_time != 0:
+                    if time.monotonic() > deadline:
+                        raise GameConnectionLost(
+                            f"the game on port {self.port} never stopped at race time 0 within "
+                            f"{self.params.tmi_protection_timeout_s:.0f} s (last run step at {race_time} ms)."
+                        )
+                    if race_time > 0:  # joined a race already under way: restart it to catch race time 0
+                        client.give_up()
                     self._release()
-                    while self._wait_run_step(min_time_ms=-(10**9)) != 0:
-                        self._release()
+                    race_time = self._wait_run_step(min_time_ms=-(10**9))
             finally:
                 if client.connected:
                     client.response_timeout_s = self.params.timeout_during_run_ms / 1000

@@ -313,7 +313,8 @@ class FakeRace:
         car.idx[:] = start
         locate(car, self.world.geo)
         self.car = car
-        self.race_time_ms = -abs(int(countdown_ms)) // 10 * 10
+        # The clock always ticks into race time 0 (where the game reports its first run step), so at least 10 ms.
+        self.race_time_ms = -max(10, abs(int(countdown_ms)) // 10 * 10)
         self.finished = False
         self.ended = False
         self.next_cp = 0
@@ -470,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--map", default="A01", help="built-in track name (ignored with --reference-line)")
     parser.add_argument("--reference-line", default=None, help="a Linesight reference line .npy")
-    parser.add_argument("--countdown-ms", type=int, default=100)
+    parser.add_argument("--countdown-ms", type=int, default=100, help="negative race time before the start (>= 10)")
     parser.add_argument("--drop-after", type=int, default=0, help="close the connection after N run steps (once)")
     parser.add_argument("--stall-after", type=int, default=0, help="go silent after N run steps (once)")
     parser.add_argument("--garbage-after", type=int, default=0, help="send an unknown message after N run steps")
