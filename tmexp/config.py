@@ -149,8 +149,12 @@ class PerformanceConfig:
     max_rollout_queue_size: int = 4
     update_inference_network_every_n_actions: int = 128
     send_shared_network_every_n_batches: int = 16
-    torch_threads_learner: int = 0  # 0: torch's default (one per core)
+    torch_threads_learner: int = 1  # 0: torch's default (one per core)
     torch_threads_collector: int = 1
+    # Collector processes run this much "nicer" than the learner (os.nice), so that on a machine with few cores the
+    # learner keeps its core and collectors use what is left (Linesight's collectors run freely; the replay ratio
+    # is an upper bound on the learner, not a brake on the collectors).
+    collector_nice: int = 10
     device: str = "auto"  # auto | cpu | cuda
     use_amp: bool = True  # on CUDA only
     channels_last: bool = True

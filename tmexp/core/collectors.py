@@ -10,6 +10,7 @@ because debugging an asynchronous system is hard.
 from __future__ import annotations
 
 import logging
+import os
 import queue as queue_module
 import signal
 import time
@@ -48,6 +49,7 @@ class CollectorSettings:
     seed: int
     torch_threads: int
     update_every_n_actions: int
+    nice: int = 0
 
 
 class WeightsSource:
@@ -162,6 +164,8 @@ class Collector:
 def _collector_process(settings: CollectorSettings, index: int, rollouts, weights, frames_played, stop) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle: it stops the collectors
     ignore_preemption_signals()  # so is preemption: the learner saves, then stops the collectors
+    if settings.nice > 0:
+        os.nice(settings.nice)
     torch.set_num_threads(settings.torch_threads)
     try:
         collector = Collector(settings, index, weights, frames_played)

@@ -15,6 +15,7 @@ writing a checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import logging
 import math
 import time
@@ -77,7 +78,7 @@ def write_status(run_dir: Path, status: str, counters: Counters, map_name: str, 
         "updated_at": datetime.now(timezone.utc).isoformat(),
         **(extra or {}),
     }
-    tmp = path.with_name("status.json.tmp")
+    tmp = path.with_name(f"status.json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
 
@@ -178,6 +179,7 @@ class Trainer:
             device="cpu" if self.device.type == "cpu" else str(self.device),
             seed=cfg.seed * 7919 + self.counters.races, torch_threads=cfg.performance.torch_threads_collector,
             update_every_n_actions=cfg.performance.update_inference_network_every_n_actions,
+            nice=cfg.performance.collector_nice,
         )
         self.serial = cfg.performance.serial
         if self.serial:  # the probe env becomes the collector's: no second build of the track
@@ -411,15 +413,14 @@ class Trainer:
                         now = time.time()
                         c.training_seconds += now - last_tick
                         last_tick = now
-                elif self.can_train():
-                    # Rollouts wait in the bounded queue while the learner may train: collectors then block on
-                    # it, so a learner slower than the collectors keeps the CPU and the configured replay ratio.
-                    self.train_one_batch()
                 else:
-                    rollout = self.pool.get(timeout=0.5)
+                    # Take every finished race, then train if the replay ratio allows; else wait for a race.
+                    rollout = self.pool.get(timeout=0.0 if self.can_train() else 0.5)
                     while rollout is not None:
                         self.ingest(rollout)
                         rollout = self.pool.get(timeout=0.0)
+                    if self.can_train():
+                        self.train_one_batch()
                     self.pool.check_alive()
                 now = time.time()
                 c.training_seconds += now - last_tick
