@@ -16,7 +16,6 @@ import shlex
 import signal
 import subprocess
 import time
-import weakref
 
 from tmexp.envs.tmi.client import TmiClient
 from tmexp.envs.tmi.errors import GameConnectionLost, GameNotConfigured, TmiProtocolError
@@ -29,13 +28,13 @@ log = logging.getLogger(__name__)
 _PROBE_TIMEOUT_S = 0.5
 
 # The games run in their own sessions (so that stop() can end a launch script and its children): end them
-# when the collector's interpreter exits, or they would outlive the run.
-_LIVE_INSTANCES: "weakref.WeakSet[GameInstance]" = weakref.WeakSet()
+# when the interpreter that launched them exits, even if nobody closed their env, or they would outlive the run.
+_LAUNCHED: set["GameInstance"] = set()
 
 
 @atexit.register
 def _stop_all_instances() -> None:
-    for instance in list(_LIVE_INSTANCES):
+    for instance in list(_LAUNCHED):
         try:
             instance.stop()
         except Exception:  # best effort at exit
@@ -52,7 +51,6 @@ class GameInstance:
         self.started_at = 0.0
         self.client: TmiClient | None = None
         self.restarts = 0
-        _LIVE_INSTANCES.add(self)
 
     @property
     def can_launch(self) -> bool:
@@ -94,6 +92,7 @@ class GameInstance:
                 f"env.tmi.launch_command could not be started ({error}); fix the command: {command}"
             ) from None
         self.started_at = time.monotonic()
+        _LAUNCHED.add(self)
 
     def process_exited(self) -> bool:
         return self.process is not None and self.process.poll() is not None
@@ -120,6 +119,7 @@ class GameInstance:
                     self.process.kill()
                 self.process.wait(timeout=10)
         self.process = None
+        _LAUNCHED.discard(self)
 
     def restart(self) -> None:
         """Stop and launch again (a crash, a timeout or the scheduled reboot); only reconnects to a game started by hand."""
