@@ -360,3 +360,15 @@ def test_launched_game_that_goes_silent_mid_race_is_restarted(track):
         assert info["race_time_ms"] == 500
     finally:
         env.close()
+
+
+def test_map_path_is_loaded_through_the_map_command(track, server, tmp_path):
+    """env.tmi.map_path goes to the game as TMInterface's ``map`` command (the fake loads reference lines)."""
+    other = tmp_path / "short.npy"
+    np.save(other, track.points[:400])  # the first 200 m of A01: a different, shorter track
+    env = make_env(track, server.port, map_path=str(other))
+    try:
+        env.reset()
+        assert server.plugin.race.track.length < 250
+    finally:
+        env.close()

@@ -172,10 +172,10 @@ class TmiEnv(gym.Env):
         if self.params.hide_interface:
             client.toggle_interface(False)
         pid = self.instance.process.pid if self.instance.process is not None else None
-        if self._start_state_pid != pid:
+        if self._start_state is not None and self._start_state_pid != pid:
             self._start_state = None  # a new game process: its start state must be taken again
-            if self.params.map_path:
-                client.execute_command(f'map "{self.params.map_path}"')
+        if self._start_state is None and self.params.map_path:
+            client.execute_command(f'map "{self.params.map_path}"')
         client.set_speed(self.params.running_speed)
 
     def _drop_connection(self) -> None:
