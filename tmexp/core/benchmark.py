@@ -24,6 +24,10 @@ Tried without gain: torch.compile of both networks (about 30 s to compile, same 
 dominate and stay in MKL). Not used: bfloat16 autocast on CPU (a 2.5x faster GEMM on this CPU, but the design
 keeps AMP to CUDA). The step runs at roughly 150 GFLOP/s against ~175 for a bare fp32 GEMM here, so the
 remaining gap is arithmetic, not overhead.
+
+The BTR bundle's cost per sample is set by arithmetic too: IMPALA x2 at full 64x64 resolution is ~114 M
+multiply-adds per image against ~2.8 M for Linesight's CNN, and the 2560-wide state (6x6x64 + 256) makes the
+heads ~3x wider; one BTR step is ~12x the FLOPs of a baseline step (no DDQN pass, but four conv-heavy passes).
 """
 
 from __future__ import annotations
