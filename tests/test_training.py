@@ -97,9 +97,9 @@ def test_trainer_restores_exact_state(tmp_path):
 def test_sigkill_mid_run_then_resume(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "tmexp.train", "+experiment=smoke", "training.max_frames=1000000",
-           "training.checkpoint_every_minutes=0.02", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+           "training.checkpoint_every_minutes=0.02", "performance.serial=false", "performance.gpu_collectors_count=1",
+           f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
@@ -108,12 +108,21 @@ def test_sigkill_mid_run_then_resume(tmp_path):
             time.sleep(1)
         else:
             pytest.fail("no checkpoint with training progress appeared")
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "the collector process is missing"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)  # the learner only: its collector must notice and stop by itself
         proc.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+        time.sleep(0.5)
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    for pid in alive:
+        os.kill(int(pid), signal.SIGKILL)
+    assert not alive, "collector processes outlived their killed learner"
     killed_at = load_checkpoint(run_dir)["counters"]
     assert status(run_dir)["status"] == "running"  # it never got to say goodbye
-    resume = cmd[:4] + [f"training.max_frames={killed_at['frames'] + 300}", f"hydra.run.dir={run_dir}"]
+    resume = cmd[:4] + [f"training.max_frames={killed_at['frames'] + 300}"] + cmd[6:]
     subprocess.run(resume, cwd=ROOT, check=True, capture_output=True, timeout=300)
     after = load_checkpoint(run_dir)["counters"]
     assert after["frames"] >= killed_at["frames"] + 300

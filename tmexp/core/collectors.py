@@ -172,13 +172,18 @@ def _collector_process(settings: CollectorSettings, index: int, rollouts, weight
     except Exception as error:  # report why (e.g. a game that cannot start) instead of dying silently
         rollouts.put({"error": f"collector {index} could not start: {error}", "collector": index})
         raise
-    while not stop.is_set():
+    parent = os.getppid()
+
+    def orphaned() -> bool:  # the learner was killed without a chance to stop us: stop too
+        return os.getppid() != parent
+
+    while not stop.is_set() and not orphaned():
         try:
             rollout = collector.play_race()
         except ConnectionError as error:  # a game connection lost mid-race: the rollout is discarded whole
             log.warning("collector %d discarded a rollout: %s", index, error)
             continue
-        while not stop.is_set():
+        while not stop.is_set() and not orphaned():
             try:
                 rollouts.put(rollout, timeout=0.5)
                 break

@@ -141,13 +141,13 @@ class Trainer:
         self.img_shape, self.float_dim = observation_shapes(probe)
         self.n_actions = int(probe.action_space.n)
 
-        self.online = build_network(cfg.nn, cfg.btr, self.img_shape, self.float_dim, self.n_actions).to(self.device)
-        self.target = build_network(cfg.nn, cfg.btr, self.img_shape, self.float_dim, self.n_actions).to(self.device)
+        cl = cfg.performance.channels_last
+        self.online = build_network(cfg.nn, cfg.btr, self.img_shape, self.float_dim, self.n_actions,
+                                    channels_last=cl).to(self.device)
+        self.target = build_network(cfg.nn, cfg.btr, self.img_shape, self.float_dim, self.n_actions,
+                                    channels_last=cl).to(self.device)
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
-        if cfg.performance.channels_last and self.device.type == "cuda":
-            self.online.to(memory_format=torch.channels_last)
-            self.target.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.online.parameters(), cfg.training)
         self.scaler = make_grad_scaler(self.device) if cfg.performance.use_amp else None
         self.self_loss = SelfLossState()
@@ -407,7 +407,12 @@ class Trainer:
         try:
             while reason is None:
                 if self.serial:
-                    self.ingest(self.collector.play_race())
+                    try:
+                        rollout = self.collector.play_race()
+                    except ConnectionError as error:  # a game connection lost mid-race: drop the race whole
+                        log.warning("discarded a rollout: %s", error)
+                        continue
+                    self.ingest(rollout)
                     while self.can_train() and self.done() is None:
                         self.train_one_batch()
                         now = time.time()
