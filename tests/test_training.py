@@ -113,10 +113,17 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)  # the learner only: its collector must notice and stop by itself
         proc.wait()
+
+    def running(pid: str) -> bool:  # an exited child nobody reaps stays a zombie ("Z") in /proc
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
     deadline = time.time() + 60
-    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+    while time.time() < deadline and any(running(pid) for pid in children):
         time.sleep(0.5)
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    alive = [pid for pid in children if running(pid)]
     for pid in alive:
         os.kill(int(pid), signal.SIGKILL)
     assert not alive, "collector processes outlived their killed learner"

@@ -70,9 +70,14 @@ class WeightsSource:
         """Copy the weights into ``model`` if they are newer than ``known_version``; return the version held."""
         if self.version.value == known_version:
             return known_version
-        with self.lock:
+        # A learner killed while publishing leaves the lock held forever: keep the old weights rather than hang.
+        if not self.lock.acquire(timeout=1.0):
+            return known_version
+        try:
             model.load_state_dict(self.tensors)
             return self.version.value
+        finally:
+            self.lock.release()
 
 
 class Collector:
@@ -173,6 +178,8 @@ def _collector_process(settings: CollectorSettings, index: int, rollouts, weight
         rollouts.put({"error": f"collector {index} could not start: {error}", "collector": index})
         raise
     parent = os.getppid()
+    # Exiting must never wait for the queue's feeder thread to hand over a race nobody will read (learner gone).
+    rollouts.cancel_join_thread()
 
     def orphaned() -> bool:  # the learner was killed without a chance to stop us: stop too
         return os.getppid() != parent
