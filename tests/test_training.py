@@ -190,3 +190,50 @@ def test_new_best_race_saves_its_actions(tmp_path):
         assert trainer.counters.alltime_min_ms["A01"] == 250
     finally:
         trainer.close()
+
+
+def test_a_dead_collector_is_restarted_and_counted(tmp_path):
+    from tmexp.core.learner import Trainer
+
+    cfg = compose_config(TINY + ["performance.serial=false", "performance.gpu_collectors_count=2"])
+    trainer = Trainer(cfg, tmp_path)
+    pool = trainer.pool
+    try:
+        pool.start()
+        victim = pool.processes[0]
+        deadline = time.time() + 60
+        while pool.get(timeout=1.0) is None and time.time() < deadline:
+            pass  # wait until collectors deliver races
+        victim.kill()
+        victim.join(timeout=10)
+        pool.check_alive()
+        assert pool.restarts == 1 and pool.processes[0] is not victim and pool.processes[0].is_alive()
+        assert pool.processes[1].is_alive()
+        deadline = time.time() + 60
+        seen = set()
+        while len(seen) < 2 and time.time() < deadline:  # both collectors, the new one included, deliver races
+            rollout = pool.get(timeout=1.0)
+            if rollout is not None:
+                seen.add(rollout["collector"])
+        assert seen == {0, 1}
+    finally:
+        pool.stop()
+        trainer.close()
+
+
+def test_hparams_are_written_for_tensorboards_hparams_view(tmp_path):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    train(compose_config(TINY + ["training.max_frames=100"]), tmp_path)
+    found = {}
+    for path in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    if data.HasField("session_start_info"):
+                        found = dict(data.session_start_info.hparams)
+    assert found, "no hparams session in the run's TensorBoard file"
+    assert found["run_name"].string_value == "smoke" and found["cnn"].string_value == "linesight"
+    assert found["munchausen"].bool_value is False
