@@ -42,7 +42,8 @@ def test_smoke_run_serial(tmp_path):
     assert st["status"] == "finished" and st["frames"] >= 400 and st["batches"] > 0
     tags = scalars(tmp_path)
     for tag in (metrics.alltime_min_ms("A01"), metrics.explo_race_time("A01"), metrics.LOSS,
-                metrics.LEARNER_PERCENTAGE, metrics.CUMUL_FRAMES, metrics.CUMUL_BATCHES, metrics.avg_q("A01")):
+                metrics.LEARNER_PERCENTAGE, metrics.CUMUL_FRAMES, metrics.CUMUL_BATCHES, metrics.avg_q("A01"),
+                metrics.explo_race_progress("A01")):
         assert tag in tags, tag
     assert has_checkpoint(tmp_path)
     assert (tmp_path / "config_resolved.yaml").is_file() and (tmp_path / "run_meta.json").is_file()
@@ -178,7 +179,7 @@ def test_new_best_race_saves_its_actions(tmp_path):
             "floats": np.zeros((T + 1, trainer.float_dim), np.float32),
             "actions": np.arange(T, dtype=np.int64), "rewards": np.zeros(T, np.float32),
             "greedy": np.ones(T, bool), "q_taken": np.zeros(T, np.float32), "terminated": True,
-            "finished": True, "race_time_ms": 250, "cp_times": [], "cutoff": None, "is_eval": True,
+            "finished": True, "race_time_ms": 250, "progress_m": 1073.0, "cp_times": [], "cutoff": None, "is_eval": True,
             "collector": 0, "weights_version": 0,
         }
         trainer.ingest(rollout)

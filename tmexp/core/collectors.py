@@ -153,6 +153,7 @@ class Collector:
             "terminated": bool(terminated),
             "finished": bool(info.get("finished", terminated)),
             "race_time_ms": int(info["race_time_ms"]),
+            "progress_m": float(info.get("progress_m", 0.0)),
             "cp_times": list(info.get("cp_times", [])),
             "cutoff": info.get("cutoff"),
             "is_eval": is_eval,

@@ -263,6 +263,9 @@ class Trainer:
         c, m, step = self.counters, self.map_name, self.counters.frames
         finished = r["finished"]
         race_s = r["race_time_ms"] / 1000 if finished else metrics.RACE_CUTOFF_S
+        progress_tag = metrics.eval_race_progress(m) if r["is_eval"] else metrics.explo_race_progress(m)
+        if "progress_m" in r:
+            self.writer.add_scalar(progress_tag, r["progress_m"], step)
         if r["is_eval"]:
             c.eval_races += 1
             self.writer.add_scalar(metrics.eval_race_time(m), race_s, step)

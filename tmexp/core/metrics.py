@@ -12,6 +12,7 @@ counter ``cumul_number_batches_done`` so analysis can compare runs at equal upda
 | ``Race/explo_race_time_trained_<map>`` | s | every exploration race (300 s when unfinished) |
 | ``Race/eval_race_finished_trained_<map>`` | 0/1 | whether the eval race finished |
 | ``Race/explo_race_finished_trained_<map>`` | 0/1 | whether the exploration race finished |
+| ``Race/eval_race_progress_trained_<map>``, ``Race/explo_race_progress_trained_<map>`` | m | metres along the centreline the race reached (learning shows here before the first finish) |
 | ``RL/avg_Q_trained_<map>`` | reward | mean Q of the actions taken in the race |
 | ``Training/loss`` | | mean IQN loss over the logging interval |
 | ``Training/grad_norm`` | | mean gradient norm before clipping |
@@ -53,6 +54,14 @@ def eval_race_finished(map_name: str) -> str:
 
 def explo_race_finished(map_name: str) -> str:
     return f"Race/explo_race_finished_trained_{map_name}"
+
+
+def eval_race_progress(map_name: str) -> str:
+    return f"Race/eval_race_progress_trained_{map_name}"
+
+
+def explo_race_progress(map_name: str) -> str:
+    return f"Race/explo_race_progress_trained_{map_name}"
 
 
 def avg_q(map_name: str) -> str:
