@@ -256,3 +256,33 @@ def test_braking_at_rest_reverses_until_the_wall_behind_the_start(a01):
     for _ in range(60):
         info = env.step(0)[4]
     assert info["progress_m"] > 50.0
+
+
+
+def _steer_then_hold(track, params, steer_steps, hold_steps=60):
+    """Reach 150 km/h, steer right for ``steer_steps`` actions, then hold forward: (final km/h, |lateral| m, wall touched)."""
+    env = SimEnv(track, EnvSpec(cutoff_rollout_if_no_vcp_passed_within_duration_ms=10**7), RewardSpec(), params, seed=0)
+    _speed_after(env, 150)
+    for _ in range(steer_steps):
+        env.step(2)
+    touched = False
+    for _ in range(hold_steps):
+        info = env.step(0)[4]
+        touched |= info["wall_contact"]
+    return info["speed_kmh"], abs(float(env.batch.car.lateral[0])), touched
+
+
+def test_a_glancing_wall_contact_turns_the_car_along_the_wall(straight):
+    limit = 0.5 * SimParams().road_width_m + SimParams().offroad_width_m - SimParams().car_half_width_m
+    # Two short steers put the car on a shallow line into the wall: it glances off and runs along it at speed.
+    speed, lateral, _ = _steer_then_hold(straight, SimParams(), 2)
+    assert speed > 140 and lateral > limit - 0.5, (speed, lateral)
+    # Without glancing, grip keeps turning the velocity into the wall and the car scrubs most of its speed.
+    speed, _, touched = _steer_then_hold(straight, SimParams(wall_glance_max_deg=0.0), 2)
+    assert touched and speed < 100, speed
+
+
+def test_a_steep_wall_hit_is_not_a_glance(straight):
+    steep = _steer_then_hold(straight, SimParams(), 8)
+    assert steep == _steer_then_hold(straight, SimParams(wall_glance_max_deg=0.0), 8)
+    assert steep[0] < 60

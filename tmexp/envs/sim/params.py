@@ -46,6 +46,8 @@ class SimParams:
 
     # Walls: contact removes the velocity into the wall and this fraction of the rest per 10 ms engine step.
     wall_speed_loss_per_step: float = 0.015
+    # A wall met at a smaller angle than this turns the car along it (a glance); a steeper hit does not.
+    wall_glance_max_deg: float = 15.0
 
     # Start: the car starts at rest on the centreline; a seed may move it sideways by up to this (0 = never).
     start_lateral_jitter_m: float = 0.0

@@ -218,5 +218,14 @@ def _engine_step(car, accel, brake, steer_cmd, p: SimParams, geo: TrackGeometry,
     keep = where(hit, 1.0 - p.wall_speed_loss_per_step, 1.0)
     car.vx = (car.vx - v_n * wx) * keep
     car.vz = (car.vz - v_n * wz) * keep
+    # A car that glances off a wall (heading within wall_glance_max_deg of it) turns along it, as in the game;
+    # otherwise grip would keep steering its velocity back into the wall and a graze would stop it dead. Steeper
+    # hits keep their heading and scrub speed until the driver steers away.
+    f_n = where(hit, maximum(car.fx * wx + car.fz * wz, 0.0), 0.0)
+    glance = hit & (f_n < math.sin(math.radians(p.wall_glance_max_deg)))
+    gx, gz = car.fx - f_n * wx, car.fz - f_n * wz
+    g_norm = maximum(ops.sqrt(gx * gx + gz * gz), 1e-6)
+    car.fx = where(glance, gx / g_norm, car.fx)
+    car.fz = where(glance, gz / g_norm, car.fz)
     car.along = where(behind_start, 0.0, car.along)
     car.lateral = where(over > 0, side * limit, car.lateral)
