@@ -23,8 +23,9 @@ def greedy_progress(cfg, state_dict) -> float:
     """Metres driven along the centreline by the greedy policy of ``state_dict`` (None: untrained) in one race."""
     env = make_env(cfg.env, cfg.map, cfg.rewards, seed=0)
     img_shape, n_floats = env.observation_space["img"].shape, env.observation_space["floats"].shape[0]
+    mini_race = cfg.training.temporal_mini_race_duration_ms > 0  # the network's first float: the mini-race time
     torch.manual_seed(0)
-    net = build_network(cfg.nn, cfg.btr, img_shape, n_floats, 12)
+    net = build_network(cfg.nn, cfg.btr, img_shape, n_floats + mini_race, 12)
     if state_dict is not None:
         net.load_state_dict(state_dict)
     net.eval()
@@ -32,7 +33,10 @@ def greedy_progress(cfg, state_dict) -> float:
     done = False
     while not done:
         with torch.no_grad():
-            q, _ = net(torch.from_numpy(obs["img"])[None], torch.from_numpy(obs["floats"])[None], cfg.nn.iqn_k)
+            floats = torch.from_numpy(obs["floats"])[None]
+            if mini_race:
+                floats = torch.cat((torch.zeros(1, 1), floats), dim=1)
+            q, _ = net(torch.from_numpy(obs["img"])[None], floats, cfg.nn.iqn_k)
         obs, _, terminated, truncated, info = env.step(int(q.mean(1)[0].argmax()))
         done = terminated or truncated
     return info["progress_m"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tmexp.core.replay import ReplayBuffer, nstep_transitions
+from tmexp.core.replay import ReplayBuffer, mini_race_batch, nstep_transitions
 
 
 def rollout(T, F=3):
@@ -84,3 +84,71 @@ def test_prioritized_sampling_prefers_high_priority_and_weights():
     uniform.add(tr)
     b, _ = uniform.sample(8)
     assert np.all(b["weight"] == 1)
+
+
+def test_partial_sums_hold_each_prefix_of_the_nstep_sum():
+    img, floats, actions, rewards = rollout(10)
+    tr = nstep_transitions(img, floats, actions, rewards, np.ones(10, bool), False, 3, 0.5)
+    np.testing.assert_allclose(tr.reward_partial[2], [3, 3 + 2, 3 + 2 + 1.25])
+    # t = 8: only two rewards remain before the rollout ends; the sum is held past k
+    np.testing.assert_allclose(tr.reward_partial[8], [9, 9 + 5, 9 + 5])
+    assert tr.n_steps[8] == 2 and tr.reward[8] == pytest.approx(14)
+
+
+class FixedDraws:
+    """Stands in for a numpy Generator: ``integers`` returns the given draws u (t = max(0, |u| - M))."""
+
+    def __init__(self, draws):
+        self.draws = np.asarray(draws)
+
+    def integers(self, low, high, size):
+        assert len(self.draws) == size and np.all((self.draws >= low) & (self.draws < high))
+        return self.draws
+
+
+def sampled(n_steps=3, T=10, terminated=False):
+    img, floats, actions, rewards = rollout(T)
+    buf = ReplayBuffer(T, (1, 2, 2), 3, n_steps=n_steps)
+    buf.add(nstep_transitions(img, floats, actions, rewards, np.ones(T, bool), terminated, n_steps, 0.5))
+    batch = {k: v[:4] for k, v in {
+        "floats": buf.floats, "next_floats": buf.next_floats, "reward": buf.reward, "reward_partial": buf.reward_partial,
+        "n_steps": buf.n_steps, "terminal": buf.terminal, "gamma_n": buf.gamma_n}.items()}
+    return batch
+
+
+def test_mini_race_time_is_the_first_float_and_advances_by_k():
+    batch = sampled()
+    # M = 5: u = 5 -> t = 0; u = 9 -> t = 4; u = -3 -> t = 0 (clipped); u = 12 -> t = 7
+    out = mini_race_batch(batch, FixedDraws([5, 9, -3, 12]), duration=20, oversample_long_term_steps=40,
+                          oversample_maximum_term_steps=5)
+    np.testing.assert_allclose(out["floats"][:, 0], np.array([0, 4, 0, 7]) / 20)
+    np.testing.assert_allclose(out["next_floats"][:, 0], np.array([3, 7, 3, 10]) / 20)
+    np.testing.assert_array_equal(out["floats"][:, 1:], batch["floats"])
+    # far from the mini-race's end nothing else changes
+    np.testing.assert_allclose(out["reward"], batch["reward"])
+    assert out["terminal"].sum() == 0
+
+
+def test_mini_race_end_cuts_the_sum_and_is_terminal():
+    batch = sampled()
+    # duration 10, k = 3 for these rows: t = 9 keeps 1 reward, t = 8 keeps 2, t = 7 keeps 3 and ends exactly, t = 6 goes on
+    out = mini_race_batch(batch, FixedDraws([14, 13, 12, 11]), duration=10, oversample_long_term_steps=0,
+                          oversample_maximum_term_steps=5)
+    np.testing.assert_allclose(out["reward"], [batch["reward_partial"][0, 0], batch["reward_partial"][1, 1],
+                                               batch["reward_partial"][2, 2], batch["reward_partial"][3, 2]])
+    np.testing.assert_array_equal(out["terminal"], [1, 1, 1, 0])
+
+
+def test_mini_race_keeps_a_finish_terminal():
+    batch = sampled(T=4, terminated=True)  # row 3 is the finishing action
+    out = mini_race_batch(batch, np.random.default_rng(0), duration=100)
+    assert out["terminal"][3] == 1 and out["reward"][3] == pytest.approx(batch["reward"][3])
+
+
+def test_mini_race_times_cover_the_horizon_and_favour_its_start():
+    batch = {k: np.repeat(v, 5000, axis=0) for k, v in sampled().items()}
+    out = mini_race_batch(batch, np.random.default_rng(0), duration=140)
+    t = np.rint(out["floats"][:, 0] * 140).astype(int)
+    assert t.min() == 0 and t.max() == 139
+    counts = np.bincount(t, minlength=140)
+    assert counts[:30].mean() > 1.2 * counts[40:].mean()  # 0..30 are drawn twice (L = 40, M = 5)

@@ -238,3 +238,19 @@ def test_hparams_are_written_for_tensorboards_hparams_view(tmp_path):
     assert found, "no hparams session in the run's TensorBoard file"
     assert found["run_name"].string_value == "smoke" and found["cnn"].string_value == "linesight"
     assert found["munchausen"].bool_value is False
+
+
+@pytest.mark.parametrize("duration_ms", [7000, 0])
+def test_mini_races_add_the_time_float_to_the_network_and_train(duration_ms, tmp_path):
+    from tmexp.core.learner import Trainer
+
+    cfg = compose_config(TINY + [f"training.temporal_mini_race_duration_ms={duration_ms}", "training.max_frames=200",
+                                 "training.gamma_schedule=[[0,0.99]]"])
+    trainer = Trainer(cfg, tmp_path)
+    try:
+        width = trainer.online.float_feature_extractor[0].in_features
+        assert width == trainer.float_dim + (duration_ms > 0)
+        assert trainer.collector.s.mini_race == (duration_ms > 0)
+        assert trainer.run() == "max_frames" and trainer.counters.batches > 0
+    finally:
+        trainer.close()

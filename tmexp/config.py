@@ -104,6 +104,11 @@ class TrainingConfig:
     gamma_schedule: List[Any] = field(default_factory=lambda: [[0, 0.999], [1_500_000, 0.999], [2_500_000, 1.0]])
     n_steps: int = 3
     discard_non_greedy_actions_in_nsteps: bool = True
+    # Linesight's mini-races (clipped horizon, see tmexp/core/replay.py): values count the reward of the next
+    # temporal_mini_race_duration_ms of race time, which keeps them bounded when gamma reaches 1. 0 = off.
+    temporal_mini_race_duration_ms: int = 7000
+    oversample_long_term_steps: int = 40
+    oversample_maximum_term_steps: int = 5
     max_frames: int = 0  # 0 = no limit
     max_minutes: float = 0.0  # 0 = no limit
     checkpoint_every_minutes: float = 5.0

@@ -52,6 +52,12 @@ def check_config(cfg) -> None:
     _require(b.noisy_sigma0 >= 0, f"btr.noisy_sigma0 is {b.noisy_sigma0}: it must be >= 0.")
     _require(t.optimizer in ("radam", "adam"), f"training.optimizer is {t.optimizer!r}: choose radam or adam.")
     _require(t.n_steps >= 1, f"training.n_steps is {t.n_steps}: it must be >= 1.")
+    ms_per_action = e.ms_per_tm_engine_step * e.tm_engine_step_per_action
+    _require(t.temporal_mini_race_duration_ms == 0 or t.temporal_mini_race_duration_ms >= ms_per_action,
+             f"training.temporal_mini_race_duration_ms is {t.temporal_mini_race_duration_ms}: use 0 (off) or at least "
+             f"one action ({ms_per_action} ms).")
+    _require(t.oversample_long_term_steps >= 0 and t.oversample_maximum_term_steps >= 0,
+             "training.oversample_long_term_steps and training.oversample_maximum_term_steps must be >= 0.")
     _require(t.max_frames >= 0, f"training.max_frames is {t.max_frames}: use 0 (no limit) or a positive number.")
     _require(t.max_minutes >= 0, f"training.max_minutes is {t.max_minutes}: use 0 (no limit) or a positive number.")
     _require(t.checkpoint_every_minutes > 0, f"training.checkpoint_every_minutes is {t.checkpoint_every_minutes}: it must be > 0.")
@@ -66,6 +72,9 @@ def check_config(cfg) -> None:
         raise ConfigError(str(error)) from error
     for name, schedule in (("training.gamma_schedule", schedules.gamma),):
         _require(all(0 <= v <= 1 for v in schedule.values), f"{name} has a value outside [0, 1].")
+    _require(t.temporal_mini_race_duration_ms > 0 or max(schedules.gamma.values) < 1,
+             "training.gamma_schedule reaches 1 with mini-races off (training.temporal_mini_race_duration_ms=0): the "
+             "values of an endless race would not converge; keep gamma below 1 or turn mini-races on.")
     for name, schedule in (("exploration.epsilon_schedule", schedules.epsilon),
                            ("exploration.epsilon_boltzmann_schedule", schedules.epsilon_boltzmann)):
         _require(all(0 < v <= 1 for v in schedule.values), f"{name} has a value outside (0, 1].")

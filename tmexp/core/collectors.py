@@ -43,13 +43,14 @@ class CollectorSettings:
     exploration: Any  # ExplorationConfig
     global_schedule_speed: float
     img_shape: tuple[int, int, int]
-    float_dim: int
+    float_dim: int  # the network's float input: the env's floats, plus the mini-race time first when ``mini_race``
     n_actions: int
     device: str
     seed: int
     torch_threads: int
     update_every_n_actions: int
     nice: int = 0
+    mini_race: bool = False
 
 
 class WeightsSource:
@@ -107,6 +108,8 @@ class Collector:
         """Mean over iqn_k quantiles of each action's value: (n_actions,)."""
         img = torch.from_numpy(obs["img"]).unsqueeze(0).to(self.device)  # (1, 1, H, W) uint8
         floats = torch.from_numpy(obs["floats"]).unsqueeze(0).to(self.device)  # (1, F)
+        if self.s.mini_race:  # act at the start of a mini-race: the value of its whole horizon
+            floats = torch.cat((floats.new_zeros(1, 1), floats), dim=1)
         self.net.train(not is_eval)  # eval races use NoisyNet mean weights
         if not is_eval:
             self.net.reset_noise()

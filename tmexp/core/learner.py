@@ -33,7 +33,7 @@ from tmexp.core.checkpoint import has_checkpoint, load_checkpoint, restore_rng_s
 from tmexp.core.collectors import Collector, CollectorPool, CollectorSettings, WeightsSource
 from tmexp.core.networks import build_network
 from tmexp.core.optimization import SelfLossState, make_grad_scaler, make_optimizer, pick_device, soft_update, train_step
-from tmexp.core.replay import ReplayBuffer, nstep_transitions
+from tmexp.core.replay import ReplayBuffer, mini_race_batch, nstep_transitions
 from tmexp.core.schedules import build_schedules
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ class ResumeMismatch(ValueError):
 
 # Keys that must match to resume: the network's shape and the task. Everything else (budgets, schedules,
 # collectors) may change between a run and its resumption.
-_RESUME_KEYS = ("nn", "btr", "map.short_name", "env.w_downsized", "env.h_downsized", "env.backend")
+_RESUME_KEYS = ("nn", "btr", "map.short_name", "env.w_downsized", "env.h_downsized", "env.backend",
+                "training.temporal_mini_race_duration_ms")
 
 
 def resume_structure(cfg) -> dict[str, Any]:
@@ -140,11 +141,15 @@ class Trainer:
         probe = make_env(cfg.env, cfg.map, cfg.rewards, seed=cfg.seed)
         self.img_shape, self.float_dim = observation_shapes(probe)
         self.n_actions = int(probe.action_space.n)
+        # Mini-races: the network also sees the time within the mini-race, as its first float.
+        ms_per_action = cfg.env.ms_per_tm_engine_step * cfg.env.tm_engine_step_per_action
+        self.mini_race_actions = cfg.training.temporal_mini_race_duration_ms // ms_per_action
+        net_float_dim = self.float_dim + (1 if self.mini_race_actions else 0)
 
         cl = cfg.performance.channels_last
-        self.online = build_network(cfg.nn, cfg.btr, self.img_shape, self.float_dim, self.n_actions,
+        self.online = build_network(cfg.nn, cfg.btr, self.img_shape, net_float_dim, self.n_actions,
                                     channels_last=cl).to(self.device)
-        self.target = build_network(cfg.nn, cfg.btr, self.img_shape, self.float_dim, self.n_actions,
+        self.target = build_network(cfg.nn, cfg.btr, self.img_shape, net_float_dim, self.n_actions,
                                     channels_last=cl).to(self.device)
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
@@ -154,7 +159,7 @@ class Trainer:
 
         max_capacity = max(int(p[1][0]) for p in cfg.memory.memory_size_schedule)
         self.replay = ReplayBuffer(max_capacity, self.img_shape, self.float_dim, seed=cfg.seed,
-                                   prio_alpha=cfg.memory.prio_alpha, prio_beta=cfg.memory.prio_beta,
+                                   n_steps=cfg.training.n_steps, prio_alpha=cfg.memory.prio_alpha, prio_beta=cfg.memory.prio_beta,
                                    prio_epsilon=cfg.memory.prio_epsilon)
         self.counters = Counters()
         self.resumed = has_checkpoint(self.run_dir)
@@ -175,7 +180,7 @@ class Trainer:
         settings = CollectorSettings(
             env=cfg.env, map=cfg.map, rewards=cfg.rewards, nn=cfg.nn, btr=cfg.btr, exploration=cfg.exploration,
             global_schedule_speed=cfg.training.global_schedule_speed, img_shape=self.img_shape,
-            float_dim=self.float_dim, n_actions=self.n_actions,
+            float_dim=net_float_dim, n_actions=self.n_actions, mini_race=bool(self.mini_race_actions),
             device="cpu" if self.device.type == "cpu" else str(self.device),
             seed=cfg.seed * 7919 + self.counters.races, torch_threads=cfg.performance.torch_threads_collector,
             update_every_n_actions=cfg.performance.update_inference_network_every_n_actions,
@@ -306,8 +311,12 @@ class Trainer:
         c, cfg = self.counters, self.cfg
         sched = self.schedules.at(c.frames)
         batch_np, idx = self.replay.sample(cfg.training.batch_size)
+        if self.mini_race_actions:
+            batch_np = mini_race_batch(batch_np, self.replay.rng, self.mini_race_actions,
+                                       cfg.training.oversample_long_term_steps, cfg.training.oversample_maximum_term_steps)
         t0 = time.perf_counter()
-        batch = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in batch_np.items()}
+        batch = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in batch_np.items()
+                 if k not in ("reward_partial", "n_steps")}
         out = train_step(self.online, self.target, self.optimizer, self.scaler, batch, nn_cfg=cfg.nn, btr_cfg=cfg.btr,
                          lr=sched["lr"], gamma=sched["gamma"],
                          weight_decay_lr_ratio=cfg.training.weight_decay_lr_ratio, self_loss_state=self.self_loss)

@@ -7,6 +7,11 @@ memory-size schedule.
 
 Termination versus truncation: only a finished race is terminal (no bootstrap). A race cut off (no progress,
 race timeout, end of the run) bootstraps from the last observation like any other state.
+
+Mini-races (Linesight's clipped horizon, ``mini_race_batch``): at sampling time each transition is placed at a random
+time t of a "mini-race" of ``duration`` actions; the network sees t as an extra float, and the mini-race's end is
+terminal. Q(s, t, a) is then the reward until the mini-race ends, a bounded horizon that lets gamma reach 1. Acting
+uses t = 0: the policy maximises the reward of the next ``duration`` actions.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class Transitions:
     next_floats: np.ndarray  # float32 (K, F)
     terminal: np.ndarray  # float32 (K,) 1 when the race finished within the k steps
     gamma_n: np.ndarray  # float32 (K,) gamma ** k
+    reward_partial: np.ndarray  # float32 (K, n): discounted sums of the first 1..n rewards (held at the k-sum past k)
+    n_steps: np.ndarray  # int64 (K,) k, the number of rewards summed
 
     def __len__(self) -> int:
         return len(self.action)
@@ -71,9 +78,11 @@ def nstep_transitions(
             k = np.where(cut & (k > j), j, k)
     discounts = gamma ** np.arange(n_steps, dtype=np.float64)
     reward = np.zeros(T, dtype=np.float64)
+    partial = np.empty((T, n_steps), dtype=np.float64)
     for j in range(n_steps):
         use = j < k
         reward[use] += discounts[j] * rewards[t[use] + j]
+        partial[:, j] = reward
     next_idx = t + k
     terminal = (next_idx == T) & bool(terminated)
     return Transitions(
@@ -85,7 +94,44 @@ def nstep_transitions(
         next_floats=floats[next_idx],
         terminal=terminal.astype(np.float32),
         gamma_n=(gamma ** k).astype(np.float32),
+        reward_partial=partial.astype(np.float32),
+        n_steps=k.astype(np.int64),
     )
+
+
+def mini_race_batch(
+    batch: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    duration: int,
+    oversample_long_term_steps: int = 40,
+    oversample_maximum_term_steps: int = 5,
+) -> dict[str, np.ndarray]:
+    """Place each sampled transition at a random time of a mini-race of ``duration`` actions (Linesight's rule).
+
+    The time is t = max(0, |u| - M) for u uniform in [M - L, duration + M) (L = ``oversample_long_term_steps``,
+    M = ``oversample_maximum_term_steps``): uniform over [0, duration) with extra weight on t near 0, the states
+    whose whole horizon lies ahead (what acting at t = 0 asks for). A transition whose k steps run past the
+    mini-race's end keeps only the rewards up to it, and ending the mini-race is terminal.
+
+    Args:
+        batch: from ``ReplayBuffer.sample`` (``floats``, ``next_floats`` (B, F), ``reward_partial`` (B, n),
+            ``n_steps``, ``terminal``, ``reward``).
+    Returns:
+        a new batch whose ``floats`` / ``next_floats`` are (B, F + 1) with t / duration and (t + k) / duration
+        first, and whose ``reward`` and ``terminal`` follow the mini-race.
+    """
+    b = len(batch["n_steps"])
+    m = oversample_maximum_term_steps
+    t = np.maximum(np.abs(rng.integers(m - oversample_long_term_steps, duration + m, size=b)) - m, 0)
+    k = batch["n_steps"]
+    past_end = np.maximum(t + k - duration, 0)
+    kept = k - past_end  # >= 1 since t < duration
+    out = dict(batch)
+    out["reward"] = np.take_along_axis(batch["reward_partial"], (kept - 1)[:, None], axis=1)[:, 0]
+    out["terminal"] = np.where(t + k >= duration, 1.0, batch["terminal"]).astype(np.float32)
+    out["floats"] = np.concatenate(((t / duration).astype(np.float32)[:, None], batch["floats"]), axis=1)
+    out["next_floats"] = np.concatenate((((t + k) / duration).astype(np.float32)[:, None], batch["next_floats"]), axis=1)
+    return out
 
 
 class ReplayBuffer:
@@ -98,7 +144,7 @@ class ReplayBuffer:
     """
 
     def __init__(self, max_capacity: int, img_shape: tuple[int, int, int], float_dim: int, seed: int = 0,
-                 prio_alpha: float = 0.0, prio_beta: float = 1.0, prio_epsilon: float = 2e-3):
+                 n_steps: int = 3, prio_alpha: float = 0.0, prio_beta: float = 1.0, prio_epsilon: float = 2e-3):
         self.max_capacity = int(max_capacity)
         self.capacity = self.max_capacity
         n = self.max_capacity
@@ -110,6 +156,8 @@ class ReplayBuffer:
         self.reward = np.empty(n, dtype=np.float32)
         self.terminal = np.empty(n, dtype=np.float32)
         self.gamma_n = np.empty(n, dtype=np.float32)
+        self.reward_partial = np.empty((n, n_steps), dtype=np.float32)
+        self.n_steps = np.empty(n, dtype=np.int64)
         self.priority = np.zeros(n, dtype=np.float64)
         self.size = 0
         self.write_pos = 0
@@ -155,6 +203,10 @@ class ReplayBuffer:
         self.reward[pos] = block.reward
         self.terminal[pos] = block.terminal
         self.gamma_n[pos] = block.gamma_n
+        width = block.reward_partial.shape[1]
+        self.reward_partial[pos, :width] = block.reward_partial
+        self.reward_partial[pos, width:] = block.reward_partial[:, -1:]
+        self.n_steps[pos] = block.n_steps
         self.priority[pos] = self.max_priority
 
     def sample(self, batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -182,6 +234,8 @@ class ReplayBuffer:
             "next_floats": self.next_floats[idx],
             "terminal": self.terminal[idx],
             "gamma_n": self.gamma_n[idx],
+            "reward_partial": self.reward_partial[idx],
+            "n_steps": self.n_steps[idx],
             "weight": weight,
         }
         return batch, idx
