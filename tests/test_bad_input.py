@@ -32,7 +32,6 @@ CASES = [
     ("schedule_not_increasing", ["exploration.epsilon_schedule=[[0,1.0],[0,0.5]]"], "exploration.epsilon_schedule"),
     ("epsilon_above_one", ["exploration.epsilon_schedule=[[0,1.5]]"], "exploration.epsilon_schedule"),
     ("gamma_above_one", ["training.gamma_schedule=[[0,1.2]]"], "training.gamma_schedule"),
-    ("gamma_one_without_mini_races", ["training.temporal_mini_race_duration_ms=0"], "training.gamma_schedule"),
     ("mini_race_shorter_than_an_action", ["training.temporal_mini_race_duration_ms=20"],
      "training.temporal_mini_race_duration_ms"),
     ("missing_reference_line", ["map.reference_line_path=/nonexistent/line.npy"], "/nonexistent/line.npy"),

@@ -72,9 +72,6 @@ def check_config(cfg) -> None:
         raise ConfigError(str(error)) from error
     for name, schedule in (("training.gamma_schedule", schedules.gamma),):
         _require(all(0 <= v <= 1 for v in schedule.values), f"{name} has a value outside [0, 1].")
-    _require(t.temporal_mini_race_duration_ms > 0 or max(schedules.gamma.values) < 1,
-             "training.gamma_schedule reaches 1 with mini-races off (training.temporal_mini_race_duration_ms=0): the "
-             "values of an endless race would not converge; keep gamma below 1 or turn mini-races on.")
     for name, schedule in (("exploration.epsilon_schedule", schedules.epsilon),
                            ("exploration.epsilon_boltzmann_schedule", schedules.epsilon_boltzmann)):
         _require(all(0 < v <= 1 for v in schedule.values), f"{name} has a value outside (0, 1].")

@@ -145,6 +145,12 @@ class Trainer:
         ms_per_action = cfg.env.ms_per_tm_engine_step * cfg.env.tm_engine_step_per_action
         self.mini_race_actions = cfg.training.temporal_mini_race_duration_ms // ms_per_action
         net_float_dim = self.float_dim + (1 if self.mini_race_actions else 0)
+        gamma_one_at = next((frame for frame, value in zip(self.schedules.gamma.frames, self.schedules.gamma.values)
+                             if value >= 1), None)
+        if not self.mini_race_actions and gamma_one_at is not None:
+            log.warning("training.gamma_schedule reaches 1 at frame %d with mini-races off: from then on values have "
+                        "no horizon; set training.temporal_mini_race_duration_ms=7000 (Linesight) for runs that long.",
+                        gamma_one_at)
 
         cl = cfg.performance.channels_last
         self.online = build_network(cfg.nn, cfg.btr, self.img_shape, net_float_dim, self.n_actions,
