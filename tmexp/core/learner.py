@@ -165,8 +165,8 @@ class Trainer:
 
         max_capacity = max(int(p[1][0]) for p in cfg.memory.memory_size_schedule)
         self.replay = ReplayBuffer(max_capacity, self.img_shape, self.float_dim, seed=cfg.seed,
-                                   n_steps=cfg.training.n_steps, prio_alpha=cfg.memory.prio_alpha, prio_beta=cfg.memory.prio_beta,
-                                   prio_epsilon=cfg.memory.prio_epsilon)
+                                   n_steps=cfg.training.n_steps, prio_alpha=cfg.memory.prio_alpha,
+                                   prio_beta=cfg.memory.prio_beta, prio_epsilon=cfg.memory.prio_epsilon)
         self.counters = Counters()
         self.resumed = has_checkpoint(self.run_dir)
         if self.resumed:
