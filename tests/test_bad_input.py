@@ -38,6 +38,7 @@ CASES = [
     ("bad_reference_line", ["map.reference_line_path={bad_npy}"], "bad.npy"),
     ("unwritable_output_dir", ["hydra.run.dir=/proc/tmexp-cannot-write/run"], "/proc/tmexp-cannot-write/run"),
     ("no_collectors", ["performance.gpu_collectors_count=0"], "performance.gpu_collectors_count"),
+    ("negative_job_slots", ["performance.job_slots=-1"], "performance.job_slots"),
     ("unknown_backend", ["env.backend=carla"], "env.backend"),
     ("unknown_cnn", ["nn.vis.cnn.type=resnet"], "nn.vis.cnn.type"),
     ("unknown_optimizer", ["training.optimizer=sgd"], "training.optimizer"),

@@ -167,6 +167,9 @@ class PerformanceConfig:
     use_amp: bool = True  # on CUDA only
     channels_last: bool = True
     frames_before_save_best_runs: int = 0
+    # In a --multirun, at most this many jobs train at once on this machine; the others wait for a slot
+    # (tmexp/job_slots.py). 0: no limit. For hydra/launcher=local, which starts every job at once.
+    job_slots: int = 0
 
 
 @dataclass

@@ -26,10 +26,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import hydra
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import tmexp
 from tmexp.config import Config, register_configs
+from tmexp.job_slots import acquire_slot
 from tmexp.validation import ConfigError, check_config, check_output_dir
 
 log = logging.getLogger("tmexp.train")
@@ -115,9 +117,17 @@ def main(dict_cfg: DictConfig) -> None:
 
     cfg: Config = OmegaConf.to_object(dict_cfg)
     check_config(cfg)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     watcher = PreemptionWatcher()
-    reason = train(cfg, run_dir, should_stop=lambda: watcher.requested)
+    slot = None
+    if cfg.performance.job_slots and hydra_cfg.mode == RunMode.MULTIRUN:
+        slot = acquire_slot(Path(hydra_cfg.sweep.dir) / ".job_slots", cfg.performance.job_slots)
+    try:
+        reason = train(cfg, run_dir, should_stop=lambda: watcher.requested)
+    finally:
+        if slot is not None:
+            slot.close()  # frees the slot for the next job (the kernel does it too if this process dies)
     if reason == "stop_requested":
         watcher.requeue_and_exit()
 

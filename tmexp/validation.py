@@ -81,6 +81,8 @@ def check_config(cfg) -> None:
              "memory.memory_size_schedule.")
     _require(p.gpu_collectors_count >= 1, f"performance.gpu_collectors_count is {p.gpu_collectors_count}: it must be >= 1.")
     _require(p.max_rollout_queue_size >= 1, "performance.max_rollout_queue_size must be >= 1.")
+    _require(p.job_slots >= 0, f"performance.job_slots is {p.job_slots}: use 0 (no limit) or the number of jobs "
+                               "of a multirun that may train at once.")
     _require(p.update_inference_network_every_n_actions >= 1, "performance.update_inference_network_every_n_actions must be >= 1.")
     _require(p.send_shared_network_every_n_batches >= 1, "performance.send_shared_network_every_n_batches must be >= 1.")
     _require(p.device in ("auto", "cpu", "cuda") or p.device.startswith("cuda:"),
