@@ -74,6 +74,21 @@ def test_race_statistics_finish_rate_and_first_finish(two_runs):
     assert b["races"] == 1 and b["finish_rate"] == 1.0 and b["first_finish"] == pytest.approx(3.0)
 
 
+def test_furthest_race_is_the_maximum_so_far(tmp_path):
+    # Progress of eval races in metres: 40 at minute 2, 120 at 8, then a worse race (60) at 14.
+    progress = metrics.eval_race_progress("A01")
+    rows = [(progress, 1000 * m, at(m), d) for m, d in ((2, 40.0), (8, 120.0), (14, 60.0))]
+    rows += [(metrics.LOSS, 1000 * m, at(m), 1.0) for m in range(21)]
+    write_events(tmp_path / "A", rows)
+    df = loading.load_scalars(tmp_path, workers=1)
+    cmp = tables.compare(df, "wall", interval=5, maps=["A01"])
+    furthest = cmp.metric_tables["furthest_eval_A01"]
+    assert list(furthest["A"]) == [40.0, 120.0, 120.0, 120.0]  # at 5, 10, 15, 20 min: never falls back
+    assert "furthest_explo_A01" not in cmp.metric_tables  # not logged: no table
+    metric = next(m for m in tables.scalar_metrics(["A01"]) if m.name == "furthest_eval_A01")
+    assert tables.final_values(cmp.data, metric, ["A"])["A"] == 120.0
+
+
 def test_by_steps_at_equal_updates(two_runs):
     # 20,000 updates: A (2 per frame) is at 10,000 frames = minute 10, B (1 per frame) at minute 20.
     cmp = tables.compare(two_runs, "updates", steps=[10_000, 20_000, 90_000])

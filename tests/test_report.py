@@ -89,12 +89,49 @@ runs:
     assert "Munchausen wins here." in readme.read_text()
 
 
+def test_report_before_any_finish_compares_distances(tmp_path, runs_root):
+    # Nobody finishes within 20 minutes (first finish at minute 99): the best time is the cutoff, distance is not.
+    for k, track in enumerate((800.0, 800.0, 800.0, 400.0, 400.0, 400.0)):
+        write_run_dir(runs_root / f"unfinished{k}", training_rows(minutes=20, seed=20 + k, first_finish_min=99.0,
+                                                                  track_m=track),
+                      config={"seed": k % 3, "nn": {"big": track > 500}})
+    folder = make_experiment(tmp_path, runs_root, """
+by: [frames, updates]
+runs:
+  - label: small
+    paths: [{root}/unfinished3, {root}/unfinished4, {root}/unfinished5]
+    baseline: true
+  - label: big
+    paths: [{root}/unfinished0, {root}/unfinished1, {root}/unfinished2]
+""")
+    assert report.main([str(folder)]) == 0
+    text = (folder / "README.md").read_text()
+    key_results = text.split("## Key results")[1].split("## Run analysis")[0]
+    assert "lowest for" not in key_results  # no finished race, no time ranking
+    # the distance ranking: big's races reach about twice as far
+    sentence = re.search(r"At the end of the common window \(20 wall minutes\), the furthest eval race so far "
+                         r"\(Race/eval_race_progress_trained_A01\) is longest for \*\*big\*\* \((\d+\.\d) m IQM "
+                         r"over 3 seeds\), then small \((\d+\.\d) m", text)
+    assert sentence and float(sentence[1]) > 1.5 * float(sentence[2])
+    assert re.search(r"the furthest eval race of big .* intervals do not overlap; P\(big further\) = 1\.00", text)
+    assert "furthest_eval_A01: groups against small by wall time" in text
+    assert "## furthest eval race across seeds" in text.replace("#### ", "## ")
+    assert "figures/furthest_eval_A01_by_wall.jpg" in text and (folder / "figures/furthest_eval_A01_by_wall.jpg").is_file()
+    assert re.search(r"\| run \|.*\| furthest_eval_m \|", text)  # the run table has the distance column
+    # a step table per step axis: frames (the key results' axis) and gradient updates
+    assert "### By steps (frames)" in text and "### By steps (updates)" in text
+    assert "Common window by updates: 500K updates" in text
+    assert (folder / "figures/furthest_eval_A01_by_updates.jpg").is_file()
+    assert re.search(r"At 2M frames, the furthest eval race so far .* longest for \*\*big\*\*", key_results)
+
+
 @pytest.mark.parametrize("body,message", [
     (None, "runs.yaml not found"),
     ("runs: []", "non-empty 'runs:' list"),
     ("runs:\n  - {{label: a}}", "exactly one of path / paths"),
     ("runs:\n  - {{label: a, path: nowhere}}", "exists neither"),
     ("steps: [ten]\nruns:\n  - {{label: a, path: {root}/base}}", "cannot read step count"),
+    ("by: [frames, hours]\nruns:\n  - {{label: a, path: {root}/base}}", "by must be one of frames, updates"),
 ])
 def test_bad_runs_yaml_exits_2_with_one_line(tmp_path, runs_root, capsys, body, message):
     folder = tmp_path / "exp"

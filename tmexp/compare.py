@@ -62,7 +62,6 @@ def run_comparisons(runset: loading.RunSet, args) -> tuple[list[document.Section
     if not runs:
         raise UsageError("the event files hold no scalars to compare; point at runs that have logged metrics.")
     maps = [args.map] if args.map else tables.detect_maps(scalars)
-    best = f"best_time_{maps[0]}" if maps else None
     groups = stats.seed_groups({r: runset.runs[r] for r in runs})
 
     starts = runset.starts()
@@ -82,14 +81,14 @@ def run_comparisons(runset: loading.RunSet, args) -> tuple[list[document.Section
         interval = document.auto_step_interval(window)
     by_steps = tables.compare(scalars, args.by, runs, steps=step_list, step_interval=interval, maps=maps)
 
-    sections = [document.run_section(summary.run_summary(scalars, runs, maps[0] if maps else None, starts))]
+    run_table = summary.run_summary(scalars, runs, maps[0] if maps else None, starts)
+    sections = [document.run_section(run_table)]
     for cmp in (by_time, by_steps):
         sections += document.metric_sections(cmp, maps)
         sections += document.race_sections(cmp)
-        sections += document.seed_sections(cmp, groups, best)
-    if best:
-        final = summary.run_summary(scalars, runs, maps[0], starts)["final_best_s"]
-        sections += document.final_seed_section(final, groups, None)
+        sections += document.all_seed_sections(cmp, groups, maps)
+    if maps:
+        sections += document.final_seed_sections(run_table, groups, None)
     if by_steps.dropped:
         print(f"tmexp.compare: skipped step checkpoints beyond the common window "
               f"({tables.format_steps(by_steps.window)} {args.by}): "

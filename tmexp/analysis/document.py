@@ -11,9 +11,10 @@ import pandas as pd
 from tmexp.analysis import summary, tables
 from tmexp.analysis.render import heading, render_table
 
-METRIC_FORMATS = {"best_time": "{:.3f}", "loss": "{:.2f}", "avg_q": "{:.4f}", "learner_pct": "{:.1f}"}
+METRIC_FORMATS = {"best_time": "{:.3f}", "furthest": "{:.1f}", "loss": "{:.2f}", "avg_q": "{:.4f}", "learner_pct": "{:.1f}"}
 METRIC_TITLES = {
     "best_time": "best time so far (s), from {tag} / 1000",
+    "furthest": "furthest race so far (m along the centreline), from {tag}",
     "loss": "training loss ({tag}, last value)",
     "avg_q": "average Q ({tag}, last value)",
     "learner_pct": "learner busy time, % ({tag}, last value)",
@@ -78,15 +79,17 @@ def race_sections(cmp: tables.Comparison) -> list[Section]:
 
 
 def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_metric: str | None,
-                  baseline: str | None = None, reps: int = 10_000) -> list[Section]:
-    """IQM [95 % CI] across seeds of the best time at each checkpoint, and each group against the baseline group
-    (do the intervals overlap, probability of improvement), when some group has several seeds."""
+                  baseline: str | None = None, reps: int = 10_000, higher_is_better: bool = False) -> list[Section]:
+    """IQM [95 % CI] across seeds of a metric (the best time by default; ``higher_is_better`` for distances) at
+    each checkpoint, and each group against the baseline group (do the intervals overlap, probability of
+    improvement), when some group has several seeds."""
     if best_metric is None or best_metric not in cmp.metric_tables:
         return []
     if not any(len(m) > 1 for m in groups.values()):
         return []
     metric_table = cmp.metric_tables[best_metric]
-    table = summary.group_table(metric_table, groups, cmp.axis, cmp.window, reps=reps)
+    fmt = METRIC_FORMATS[_metric_kind(best_metric)]
+    table = summary.group_table(metric_table, groups, cmp.axis, cmp.window, fmt=fmt, reps=reps)
     note = ("IQM across seeds with a 95 % stratified bootstrap interval (rliable's definitions); "
             "a single-seed group shows its value only.")
     out = [Section(f"{best_metric}_seeds_by_{cmp.axis}", f"{best_metric} across seeds {_axis_words(cmp)}",
@@ -96,28 +99,32 @@ def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_met
         versus = pd.DataFrame(index=table.index, columns=[f"{g} vs {base}" for g in groups if g != base],
                               dtype=object)
         for cp, label in zip(metric_table.index, table.index):
-            for c in summary.group_comparisons(metric_table.loc[cp], groups, base, reps=reps):
+            for c in summary.group_comparisons(metric_table.loc[cp], groups, base, reps=reps,
+                                               higher_is_better=higher_is_better):
                 if c.a.n_seeds == 0 or c.b.n_seeds == 0:
                     versus.loc[label, f"{c.a.group} vs {base}"] = "-"  # nothing logged yet
                     continue
                 overlap = "single seed" if c.overlap is None else ("CIs overlap" if c.overlap else "CIs disjoint")
                 versus.loc[label, f"{c.a.group} vs {base}"] = f"{overlap}; P(better) {c.p_improvement:.2f}"
+        better = "a longer distance" if higher_is_better else "a lower time"
         out.append(Section(f"{best_metric}_seeds_vs_baseline_by_{cmp.axis}",
                            f"{best_metric}: groups against {base} {_axis_words(cmp)}", versus,
-                           note="P(better) is the probability of improvement (a lower time is better).",
+                           note=f"P(better) is the probability of improvement ({better} is better).",
                            index_name="checkpoint"))
     return out
 
 
 def final_seed_section(final_best: pd.Series, groups: dict[str, list[str]], baseline: str | None,
-                       reps: int = 50_000) -> list[Section]:
-    """Final best time per group (IQM [CI]) and each group against the baseline group."""
+                       reps: int = 50_000, what: str = "final best time (s)", higher_is_better: bool = False,
+                       key: str = "final_best_seeds") -> list[Section]:
+    """A final per-run value per group (IQM [CI]; by default the best time) and each group against the baseline."""
     if not any(len(m) > 1 for m in groups.values()):
         return []
     estimates = summary.group_estimates(final_best, groups, reps=reps)
-    rows = {g: {"seeds": e.n_seeds, "final best (s)": e.describe() if e.n_seeds else "-"}
-            for g, e in estimates.items()}
-    versus = {c.a.group: c for c in summary.group_comparisons(final_best, groups, baseline, reps=reps)}
+    fmt = "{:.1f}" if higher_is_better else "{:.3f}"
+    rows = {g: {"seeds": e.n_seeds, what: e.describe(fmt) if e.n_seeds else "-"} for g, e in estimates.items()}
+    versus = {c.a.group: c for c in summary.group_comparisons(final_best, groups, baseline, reps=reps,
+                                                              higher_is_better=higher_is_better)}
     for g in rows:
         c = versus.get(g)
         rows[g]["vs baseline"] = "-" if c is None else (
@@ -125,9 +132,31 @@ def final_seed_section(final_best: pd.Series, groups: dict[str, list[str]], base
         rows[g]["P(better than baseline)"] = "-" if c is None or math.isnan(c.p_improvement) \
             else f"{c.p_improvement:.2f}"
     table = pd.DataFrame.from_dict(rows, orient="index")
-    note = ("Final best time over each whole run; IQM across seeds with a 95 % stratified bootstrap interval; "
-            "P(better) is rliable's probability of improvement (lower time is better).")
-    return [Section("final_best_seeds", "final best time across seeds", table, note=note, index_name="group")]
+    better = "a longer distance" if higher_is_better else "a lower time"
+    note = (f"{what[0].upper() + what[1:]} over each whole run; IQM across seeds with a 95 % stratified bootstrap "
+            f"interval; P(better) is rliable's probability of improvement ({better} is better).")
+    title = what.split(" (")[0]
+    return [Section(key, f"{title} across seeds", table, note=note, index_name="group")]
+
+
+def all_seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], maps: list[str],
+                      baseline: str | None = None) -> list[Section]:
+    """Seed-group sections of the first map's best time, then of its furthest eval race (before any finish, the
+    one that moves)."""
+    if not maps:
+        return []
+    return (seed_sections(cmp, groups, f"best_time_{maps[0]}", baseline)
+            + seed_sections(cmp, groups, f"furthest_eval_{maps[0]}", baseline, higher_is_better=True))
+
+
+def final_seed_sections(run_table: pd.DataFrame, groups: dict[str, list[str]],
+                        baseline: str | None) -> list[Section]:
+    """Across seeds, from a run_summary table: the final best time, then the furthest eval race where logged."""
+    out = final_seed_section(run_table["final_best_s"], groups, baseline)
+    if "furthest_eval_m" in run_table:
+        out += final_seed_section(run_table["furthest_eval_m"], groups, baseline, what="furthest eval race (m)",
+                                  higher_is_better=True, key="furthest_eval_seeds")
+    return out
 
 
 def run_section(summary_table: pd.DataFrame) -> Section:

@@ -72,7 +72,7 @@ def _race_ylim(ax, finished: list[np.ndarray]) -> float | None:
 
 def plot_metric(data: pd.DataFrame, metric: tables.ScalarMetric, runs: list[str], axis: str, out_dir: Path,
                 fmt: str = "jpg", window: float | None = None, prefix: str = "") -> Path | None:
-    """Line per run of a scalar metric (best-so-far metrics as a running minimum). None if no run logged it."""
+    """Line per run of a scalar metric (best and furthest so far as running extremes). None if no run logged it."""
     sub = data[data["tag"] == metric.tag]
     if sub.empty:
         return None
@@ -84,10 +84,8 @@ def plot_metric(data: pd.DataFrame, metric: tables.ScalarMetric, runs: list[str]
         df = sub[sub["run"] == run].sort_values("x", kind="stable")
         if df.empty:
             continue
-        y = df["value"].to_numpy() * metric.scale
-        if metric.how == "min":
-            y = np.minimum.accumulate(y)
-        ax.plot(df["x"], y, label=run, linewidth=1.2, drawstyle="steps-post" if metric.how == "min" else "default")
+        y = tables.running_value(df["value"].to_numpy() * metric.scale, metric.how)
+        ax.plot(df["x"], y, label=run, linewidth=1.2, drawstyle="default" if metric.how == "last" else "steps-post")
         if metric.unit == "s":
             finished.append(y[y < metrics.RACE_CUTOFF_S])
     if metric.unit == "s":

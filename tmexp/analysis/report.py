@@ -9,7 +9,8 @@
     interval: 10                       # optional; minutes between time checkpoints (default 10)
     time_axis: wall                    # optional; wall | cumul_training_hours
     steps: [10M, 20M]                  # optional; step checkpoints (or step_interval: 5M; default: automatic)
-    by: frames                         # optional; frames | updates
+    by: frames                         # optional; frames | updates | [frames, updates] (a step table each;
+                                       #   steps / step_interval apply to the first, the others are automatic)
     plot_format: jpg                   # optional; jpg | png
     runs:
       - label: v2                      # name used in tables and figures
@@ -64,7 +65,7 @@ class ExperimentSpec:
     time_axis: str = "wall"
     steps: list[int] | None = None
     step_interval: int | None = None
-    by: str = "frames"
+    by: list[str] = field(default_factory=lambda: ["frames"])
     plot_format: str = "jpg"
     extra: dict = field(default_factory=dict)
 
@@ -120,12 +121,15 @@ def read_spec(folder: str | Path) -> ExperimentSpec:
     except tables.TableError as err:
         raise ReportError(f"{path}: {err}") from None
     time_axis = str(raw.get("time_axis", "wall"))
-    by = str(raw.get("by", "frames"))
+    by = raw.get("by", "frames")
+    by = [str(b) for b in by] if isinstance(by, list) else [str(by)]
     plot_format = str(raw.get("plot_format", "jpg"))
-    for name, value, allowed in (("time_axis", time_axis, tables.TIME_AXES), ("by", by, tables.STEP_AXES),
-                                 ("plot_format", plot_format, plots.PLOT_FORMATS)):
+    checks = [("time_axis", time_axis, tables.TIME_AXES), ("plot_format", plot_format, plots.PLOT_FORMATS)]
+    for name, value, allowed in checks + [("by", b, tables.STEP_AXES) for b in by]:
         if value not in allowed:
             raise ReportError(f"{path}: {name} must be one of {', '.join(allowed)}, not {value!r}.")
+    if not by or len(set(by)) != len(by):
+        raise ReportError(f"{path}: by must name frames, updates or both, each once, not {by!r}.")
     return ExperimentSpec(folder, str(raw.get("title", folder.name)), str(raw.get("description", "")).strip(),
                           entries, raw.get("map"), float(raw.get("interval", 10)), time_axis, parsed_steps,
                           parsed_interval, by, plot_format)
@@ -173,13 +177,59 @@ def ranking_sentence(values: pd.Series, groups: dict[str, list[str]], where: str
     if not ranked:
         return None
     ranked.sort()
-    best_value, best, best_text = ranked[0]
-    if best_value >= metrics.RACE_CUTOFF_S:
+    if ranked[0][0] >= metrics.RACE_CUTOFF_S:
         return f"{where}, no run has finished a race yet ({what} is the {metrics.RACE_CUTOFF_S:.0f} s cutoff)."
+    return _order_sentence(ranked, where, what, "lowest")
+
+
+def _order_sentence(ranked: list[tuple[float, str, str]], where: str, what: str, word: str) -> str:
+    """From (sort key, group, text) sorted best first: '<where>, <what> is <word> for **A** (text), then ...'."""
+    best_value, best, best_text = ranked[0]
     ties = [g for v, g, _ in ranked[1:] if v == best_value]
     lead = f"**{best}**" + "".join(f" and **{g}** (tied)" for g in ties)
     rest = ", ".join(f"{g} ({t})" for v, g, t in ranked[1:] if v != best_value)
-    return f"{where}, {what} is lowest for {lead} ({best_text})" + (f", then {rest}." if rest else ".")
+    return f"{where}, {what} is {word} for {lead} ({best_text})" + (f", then {rest}." if rest else ".")
+
+
+def distance_sentence(values: pd.Series, groups: dict[str, list[str]], where: str, what: str) -> str | None:
+    """'At <where>, <what> is longest for **A** (x m), then B (y m), ...' over groups with a value."""
+    ranked = []
+    for g, members in groups.items():
+        est = stats.estimate("", [values.get(m, np.nan) for m in members], reps=2000)
+        if est.n_seeds:
+            text = f"{est.iqm:.1f} m" + (f" IQM over {est.n_seeds} seeds" if est.n_seeds > 1 else "")
+            ranked.append((-est.iqm, g, text))
+    if not ranked:
+        return None
+    return _order_sentence(sorted(ranked), where, what, "longest")
+
+
+def distance_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps: tables.Comparison,
+                     run_table: pd.DataFrame, groups: dict[str, list[str]], map_name: str) -> list[str]:
+    """Sentences on the furthest greedy (eval) race, for experiments where some run never finished: before a
+    first finish the best time is the cutoff and only the distance shows learning. At the end of the common
+    window, at the last common step checkpoint, and across seeds over each whole run."""
+    name = f"furthest_eval_{map_name}"
+    final_best = run_table["final_best_s"]
+    if name not in by_time.metric_tables or "furthest_eval_m" not in run_table or (
+            (final_best < metrics.RACE_CUTOFF_S).all()):
+        return []
+    what = f"the furthest eval race so far ({metrics.eval_race_progress(map_name)})"
+    unit = "wall minutes" if by_time.axis == "wall" else "training minutes"
+    out = [s for s in (
+        distance_sentence(by_time.metric_tables[name].iloc[-1], groups,
+                          f"At the end of the common window ({_minutes(by_time.window)} {unit})", what),
+        *(distance_sentence(by_steps.metric_tables[name].loc[cp], groups,
+                            f"At {tables.format_steps(cp)} {by_steps.axis}", what)
+          for cp in by_steps.checkpoints[-1:] if name in by_steps.metric_tables)) if s]
+    furthest = run_table["furthest_eval_m"]
+    for c in summary.group_comparisons(furthest, groups, spec.baseline, reps=20_000, higher_is_better=True):
+        if c.a.n_seeds > 1 and c.b.n_seeds > 1:
+            out.append(f"Across seeds, the furthest eval race of {c.a.group} ({c.a.describe('{:.1f}')} m) against "
+                       f"the baseline {c.b.group} ({c.b.describe('{:.1f}')} m): the 95 % intervals "
+                       f"{'overlap' if c.overlap else 'do not overlap'}; P({c.a.group} further) = "
+                       f"{c.p_improvement:.2f}.")
+    return out
 
 
 def key_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps: tables.Comparison,
@@ -288,18 +338,22 @@ def build_readme(spec: ExperimentSpec) -> str:
     try:
         by_time = tables.compare(scalars, spec.time_axis, runs, interval=spec.interval, maps=maps,
                                  starts=runset.starts())
-        step_interval = spec.step_interval
-        if spec.steps is None and step_interval is None:
-            window = float(tables.spans(tables.with_axis(scalars[scalars["run"].isin(runs)], spec.by)).min())
-            step_interval = document.auto_step_interval(window)
-        by_steps = tables.compare(scalars, spec.by, runs, steps=spec.steps, step_interval=step_interval, maps=maps)
+        step_comparisons = []
+        for k, axis in enumerate(spec.by):
+            steps, step_interval = (spec.steps, spec.step_interval) if k == 0 else (None, None)
+            if steps is None and step_interval is None:
+                window = float(tables.spans(tables.with_axis(scalars[scalars["run"].isin(runs)], axis)).min())
+                step_interval = document.auto_step_interval(window)
+            step_comparisons.append(tables.compare(scalars, axis, runs, steps=steps, step_interval=step_interval,
+                                                   maps=maps))
     except tables.TableError as err:
         raise ReportError(str(err)) from None
+    by_steps = step_comparisons[0]  # the key results speak of the first step axis
     run_table = summary.run_summary(scalars, runs, maps[0] if maps else None, runset.starts())
     final = run_table["final_best_s"]
     figure_dir = spec.folder / "figures"
-    figures = {"time": plots.plot_comparison(by_time, maps, figure_dir, spec.plot_format),
-               "steps": plots.plot_comparison(by_steps, maps, figure_dir, spec.plot_format)}
+    comparisons = [("By relative time", by_time)] + [(f"By steps ({c.axis})", c) for c in step_comparisons]
+    figures = [plots.plot_comparison(c, maps, figure_dir, spec.plot_format) for _, c in comparisons]
 
     out: list[str] = [f"# Experiment: {spec.title}", ""]
 
@@ -324,6 +378,8 @@ def build_readme(spec: ExperimentSpec) -> str:
                f"run is {shortest}).")
     out.append("")
     out += [f"- {s}" for s in key_results(spec, by_time, by_steps, final, groups, maps)]
+    if maps:
+        out += [f"- {s}" for s in distance_results(spec, by_time, by_steps, run_table, groups, maps[0])]
     out.append("")
 
     # Run analysis
@@ -332,11 +388,13 @@ def build_readme(spec: ExperimentSpec) -> str:
             render_table(run_table, "md", summary.SUMMARY_FORMATS, index_name="run"), "",
             f"- Common window by time: {by_time.window:.1f} {_axis_unit(by_time.axis)} "
             f"(checkpoints every {spec.interval:g} min, the last one at the window's end).",
-            f"- Common window by steps: {tables.format_steps(by_steps.window)} {by_steps.axis} "
-            f"(checkpoints: {', '.join(tables.format_steps(c) for c in by_steps.checkpoints) or 'none'})."]
-    if by_steps.dropped:
-        out.append(f"- Step checkpoints beyond the common window, left out: "
-                   f"{', '.join(tables.format_steps(s) for s in by_steps.dropped)}.")
+            *(f"- Common window by {c.axis}: {tables.format_steps(c.window)} {c.axis} "
+              f"(checkpoints: {', '.join(tables.format_steps(cp) for cp in c.checkpoints) or 'none'})."
+              for c in step_comparisons)]
+    for c in step_comparisons:
+        if c.dropped:
+            out.append(f"- {c.axis} checkpoints beyond the common window, left out: "
+                       f"{', '.join(tables.format_steps(s) for s in c.dropped)}.")
     if empty:
         out.append(f"- Runs with no scalars logged (left out of every table): {', '.join(empty)}.")
     out.append("")
@@ -347,11 +405,10 @@ def build_readme(spec: ExperimentSpec) -> str:
             + (" (training time from cumul_training_hours)" if by_time.axis == "cumul_training_hours" else "")
             + "; a scalar at a checkpoint is its last value at or before it (best time: the minimum so far). "
             "By steps: the same at common step checkpoints. Race tables summarise all races so far.", ""]
-    for title, cmp, figs in (("By relative time", by_time, figures["time"]), ("By steps", by_steps, figures["steps"])):
+    for (title, cmp), figs in zip(comparisons, figures):
         out += [f"### {title}", ""]
-        best = f"best_time_{maps[0]}" if maps else None
         sections = (document.metric_sections(cmp, maps) + document.race_sections(cmp)
-                    + _group_sections(cmp, groups, best, spec.baseline))
+                    + document.all_seed_sections(cmp, groups, maps, spec.baseline))
         for s in sections:
             for key, path in figs.items():
                 if s.key == f"{key}_by_{cmp.axis}":
@@ -360,8 +417,7 @@ def build_readme(spec: ExperimentSpec) -> str:
         rates = [(k, p) for k, p in figs.items() if k.endswith("_rate")]
         for key, path in rates:
             out += [f"![{key} by {cmp.axis}]({path.relative_to(spec.folder).as_posix()})", ""]
-    final_sections = document.final_seed_section(final, groups, spec.baseline) if any(
-        len(m) > 1 for m in groups.values()) else []
+    final_sections = document.final_seed_sections(run_table, groups, spec.baseline)
     if final_sections:
         out += ["### Across seeds", "", document.render_sections(final_sections, "md", level=4)]
 
@@ -402,13 +458,6 @@ def _minutes(value: float) -> str:
 
 def _axis_unit(axis: str) -> str:
     return "wall minutes" if axis == "wall" else "training minutes"
-
-
-def _group_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best: str | None,
-                    baseline: str | None):
-    if not any(len(m) > 1 for m in groups.values()):
-        return []
-    return document.seed_sections(cmp, groups, best, baseline)
 
 
 def write_report(folder: str | Path) -> Path:

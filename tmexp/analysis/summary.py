@@ -12,12 +12,12 @@ from tmexp.core import metrics
 def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
                 starts: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per run: wall minutes (from ``starts`` when given, see RunSet.starts), training hours, frames,
-    updates, final best time (s) over the whole run."""
+    updates, final best time (s) over the whole run, and the furthest eval race (m) where progress was logged."""
     rows = []
     for run in runs:
         df = scalars[scalars["run"] == run]
         row = {"wall_minutes": np.nan, "training_hours": np.nan, "frames": np.nan, "updates": np.nan,
-               "final_best_s": np.nan}
+               "final_best_s": np.nan, "furthest_eval_m": np.nan}
         if not df.empty:
             origin = df["wall_time"].min()
             if starts and not np.isnan(starts.get(run, np.nan)):
@@ -32,15 +32,20 @@ def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
                 best = df[df["tag"] == metrics.alltime_min_ms(map_name)]["value"]
                 if not best.empty:
                     row["final_best_s"] = best.min() / 1000.0
+                progress = df[df["tag"] == metrics.eval_race_progress(map_name)]["value"]
+                if not progress.empty:
+                    row["furthest_eval_m"] = progress.max()
         rows.append({"run": run, **row})
     out = pd.DataFrame(rows).set_index("run")
+    if out["furthest_eval_m"].isna().all():  # logs without progress tags (e.g. Linesight's): no empty column
+        out = out.drop(columns="furthest_eval_m")
     for col in ("frames", "updates"):
         out[col] = out[col].astype("Int64") if out[col].notna().all() else out[col]
     return out
 
 
 SUMMARY_FORMATS = {"wall_minutes": "{:.1f}", "training_hours": "{:.2f}", "frames": "{:.0f}", "updates": "{:.0f}",
-                   "final_best_s": "{:.3f}"}
+                   "final_best_s": "{:.3f}", "furthest_eval_m": "{:.1f}"}
 
 
 def group_values(values: pd.Series, groups: dict[str, list[str]]) -> dict[str, list[float]]:
@@ -65,13 +70,14 @@ def group_table(metric_table: pd.DataFrame, groups: dict[str, list[str]], axis: 
 
 
 def group_comparisons(values: pd.Series, groups: dict[str, list[str]], baseline: str | None = None,
-                      reps: int = 50_000) -> list[stats.GroupComparison]:
-    """Each group against the baseline group (default: the first), on lower-is-better values."""
+                      reps: int = 50_000, higher_is_better: bool = False) -> list[stats.GroupComparison]:
+    """Each group against the baseline group (default: the first); values are lower-is-better (times) unless
+    ``higher_is_better`` (distances)."""
     names = list(groups)
     if len(names) < 2:
         return []
     baseline = baseline if baseline in groups else names[0]
     per_group = group_values(values, groups)
     estimates = group_estimates(values, groups, reps=reps)
-    return [stats.compare_groups(estimates[g], per_group[g], estimates[baseline], per_group[baseline])
-            for g in names if g != baseline]
+    return [stats.compare_groups(estimates[g], per_group[g], estimates[baseline], per_group[baseline],
+                                 higher_is_better) for g in names if g != baseline]

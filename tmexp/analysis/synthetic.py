@@ -31,11 +31,12 @@ def write_events(log_dir: str | Path, rows, filename_suffix: str = "") -> Path:
 def training_rows(map_name: str = "A01", minutes: float = 60.0, start: float = 1.7e9, frames_per_min: int = 100_000,
                   updates_per_frame: float = 0.25, race_every_min: float = 2.0, first_finish_min: float = 10.0,
                   best_start_s: float = 30.0, best_end_s: float = 25.0, loss: float = 100.0,
-                  seed: int = 0) -> list[tuple[str, int, float, float]]:
+                  seed: int = 0, track_m: float = 1000.0) -> list[tuple[str, int, float, float]]:
     """Rows resembling a training run: counters and metrics every minute, races every ``race_every_min``.
 
-    Races before ``first_finish_min`` are unfinished (300 s); later ones finish with times improving from
-    ``best_start_s`` towards ``best_end_s`` plus noise. ``alltime_min_ms_<map>`` tracks the best finished race.
+    Races before ``first_finish_min`` are unfinished (300 s) and reach a distance growing towards ``track_m``
+    (with noise); later ones finish (``track_m``) with times improving from ``best_start_s`` towards
+    ``best_end_s`` plus noise. ``alltime_min_ms_<map>`` tracks the best finished race.
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -56,12 +57,16 @@ def training_rows(map_name: str = "A01", minutes: float = 60.0, start: float = 1
             frac = min(1.0, (t - first_finish_min) / max(minutes - first_finish_min, 1.0))
             race = best_start_s + (best_end_s - best_start_s) * frac + abs(rng.normal(0.0, 0.3)) if done else 300.0
             race = float(np.float32(race))
+            reached = track_m if done else float(np.clip(track_m * t / first_finish_min * (0.9 + 0.1 * rng.random()),
+                                                         0.0, 0.99 * track_m))
             rows += [
                 (metrics.eval_race_time(map_name), frames, wall, race),
                 (metrics.eval_race_finished(map_name), frames, wall, float(done)),
                 (metrics.explo_race_time(map_name), frames, wall + 1.0, race + 0.5 if done else 300.0),
                 (metrics.explo_race_finished(map_name), frames, wall + 1.0, float(done)),
                 (metrics.avg_q(map_name), frames, wall, -1.0 + 0.01 * t),
+                (metrics.eval_race_progress(map_name), frames, wall, reached),
+                (metrics.explo_race_progress(map_name), frames, wall + 1.0, reached),
             ]
             if done:
                 rows.append((metrics.eval_race_time_robust(map_name), frames, wall, race))

@@ -42,7 +42,7 @@ class ScalarMetric:
 
     name: str          # short name used in table titles and figure file names
     tag: str
-    how: str           # "min" (best so far) or "last"
+    how: str           # "min" (best so far, lower is better), "max" (furthest so far) or "last"
     scale: float = 1.0  # multiply values (ms -> s)
     unit: str = ""
 
@@ -85,8 +85,14 @@ def detect_maps(scalars: pd.DataFrame) -> list[str]:
 
 
 def scalar_metrics(maps: list[str]) -> list[ScalarMetric]:
-    """The scalar metrics of the published comparison: best time and avg Q per map, then loss and learner %."""
+    """The scalar metrics of the published comparison: best time and avg Q per map, then loss and learner %.
+
+    Before a run's first finish its best time is the 300 s cutoff and says nothing, so the furthest race so far
+    (metres along the centreline, greedy eval races and exploration races) is tabulated beside it, where logged.
+    """
     out = [ScalarMetric(f"best_time_{m}", metrics.alltime_min_ms(m), "min", 1e-3, "s") for m in maps]
+    out += [ScalarMetric(f"furthest_eval_{m}", metrics.eval_race_progress(m), "max", 1.0, "m") for m in maps]
+    out += [ScalarMetric(f"furthest_explo_{m}", metrics.explo_race_progress(m), "max", 1.0, "m") for m in maps]
     out += [ScalarMetric(f"avg_q_{m}", metrics.avg_q(m), "last") for m in maps]
     return out + [ScalarMetric("loss", metrics.LOSS, "last"),
                   ScalarMetric("learner_pct", metrics.LEARNER_PERCENTAGE, "last", 1.0, "%")]
@@ -202,6 +208,15 @@ def _sorted_values(data: pd.DataFrame, tag: str) -> dict[str, tuple[np.ndarray, 
     return out
 
 
+def running_value(values: np.ndarray, how: str) -> np.ndarray:
+    """The metric as shown at each point: the minimum so far ("min"), the maximum so far ("max"), or as logged."""
+    if how == "min":
+        return np.minimum.accumulate(values)
+    if how == "max":
+        return np.maximum.accumulate(values)
+    return values
+
+
 def metric_table(data: pd.DataFrame, metric: ScalarMetric, checkpoints, runs: list[str]) -> pd.DataFrame:
     """Rows: checkpoints; columns: runs; cells: the metric at the checkpoint (NaN when nothing logged yet)."""
     series = _sorted_values(data, metric.tag)
@@ -211,7 +226,7 @@ def metric_table(data: pd.DataFrame, metric: ScalarMetric, checkpoints, runs: li
             continue
         x, v = series[run]
         v = v * metric.scale
-        running = np.minimum.accumulate(v) if metric.how == "min" else v
+        running = running_value(v, metric.how)
         idx = np.searchsorted(x, np.asarray(checkpoints, np.float64), side="right") - 1
         table[run] = np.where(idx >= 0, running[np.maximum(idx, 0)], np.nan)
     return table
@@ -223,7 +238,7 @@ def final_values(data: pd.DataFrame, metric: ScalarMetric, runs: list[str]) -> p
     out = pd.Series(np.nan, index=runs, dtype=np.float64)
     for run, (_, v) in series.items():
         if run in out.index and len(v):
-            out[run] = (v.min() if metric.how == "min" else v[-1]) * metric.scale
+            out[run] = running_value(v, metric.how)[-1] * metric.scale
     return out
 
 
