@@ -92,3 +92,20 @@ def test_resuming_a_run_directory_with_another_network_is_refused(tmp_path):
     precheck(["+experiment=smoke", f"hydra.run.dir={run_dir}"])  # same network: resumes
     with pytest.raises(ConfigError, match="nn"):
         precheck(["+experiment=smoke", "nn.dense_hidden_dimension=128", f"hydra.run.dir={run_dir}"])
+
+
+def test_a_sweep_with_its_own_subdir_layout_checks_the_directories_it_will_resume(tmp_path):
+    from omegaconf import OmegaConf
+
+    from tmexp.train import compose_config
+
+    job_dir = tmp_path / "sweep" / "smoke_run" / "seed1"  # hydra.sweep.subdir=${run_name}/seed${seed}, job seed=1
+    (job_dir / "checkpoint").mkdir(parents=True)
+    (job_dir / "checkpoint" / "latest.pt").write_bytes(b"x")
+    cfg = compose_config(["+experiment=smoke", "seed=1", "run_name=smoke_run"])
+    (job_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    sweep = ["--multirun", "+experiment=smoke", "seed=0,1", "run_name=smoke_run", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+             "hydra.sweep.subdir=${run_name}/seed${seed}"]
+    assert precheck(sweep) == 2
+    with pytest.raises(ConfigError, match="nn"):
+        precheck(sweep + ["nn.dense_hidden_dimension=128"])

@@ -189,6 +189,18 @@ def _check_resume(cfg: Config, run_dir: Path) -> None:
             raise ConfigError(str(error)) from error
 
 
+def _sweep_job_dir(hydra_node: DictConfig, index: int) -> Path:
+    """Where job ``index`` of a multirun will run: ``hydra.sweep.dir / hydra.sweep.subdir`` as Hydra resolves it
+    (``${hydra.job.num}`` by default; a subdir such as ``${run_name}/seed${seed}`` resolves from the job's config)."""
+    with open_dict(hydra_node):
+        hydra_node.job.num = index
+    try:
+        subdir = str(hydra_node.sweep.subdir)
+    except Exception:  # an interpolation only the launcher can resolve: Hydra's default layout
+        subdir = str(index)
+    return Path(hydra_node.sweep.dir) / subdir
+
+
 def precheck(argv: list[str]) -> int:
     """Compose and check every job of the command line; return the number of jobs (raises ConfigError)."""
     if any(a in _INFO_FLAGS for a in argv):
@@ -210,7 +222,7 @@ def precheck(argv: list[str]) -> int:
             cfg = OmegaConf.to_object(dict_cfg)
             check_config(cfg)
             check_output_dir(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
-            run_dir = Path(hydra_node.sweep.dir) / str(index) if multirun else Path(hydra_node.run.dir)
+            run_dir = _sweep_job_dir(hydra_node, index) if multirun else Path(hydra_node.run.dir)
             _check_resume(cfg, run_dir)
     except ConfigError:
         raise
