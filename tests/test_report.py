@@ -166,3 +166,5 @@ def test_ranking_sentences_state_ties_and_unfinished_runs():
     assert s == "At 10M frames, the best time is lowest for **b** and **c** (tied) (24.500 s), then a (25.000 s)."
     s = ranking_sentence(pd.Series({"a": 300.0, "b": 300.0, "c": float("nan")}), groups, "At 1M frames", "x")
     assert s == "At 1M frames, no run has finished a race yet (x is the 300 s cutoff)."
+    s = ranking_sentence(pd.Series({"a": 25.0, "b": float("nan"), "c": 24.0}), groups, "At 2M frames", "y")
+    assert s == "At 2M frames, y is lowest for **c** (24.000 s), then a (25.000 s); none logged yet for b."

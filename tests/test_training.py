@@ -49,6 +49,7 @@ def test_smoke_run_serial(tmp_path):
     assert (tmp_path / "config_resolved.yaml").is_file() and (tmp_path / "run_meta.json").is_file()
     meta = json.loads((tmp_path / "run_meta.json").read_text())
     assert meta["torch"] == torch.__version__ and meta["cpu_count"] >= 1
+    assert (meta["git_commit"] is None) == (meta["git_dirty"] is None)  # a commit comes with whether it was dirty
 
 
 def test_smoke_run_with_two_collector_processes(tmp_path):

@@ -64,10 +64,14 @@ def run_metadata() -> dict:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "-C", str(Path(tmexp.__file__).parent), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, timeout=5).stdout.strip() or None
+        where = ["git", "-C", str(Path(tmexp.__file__).parent)]
+        commit = subprocess.run(where + ["rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+        # uncommitted changes to tracked files: the commit alone does not say what code ran
+        dirty = bool(subprocess.run(where + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, timeout=5).stdout.strip()) if commit else None
     except (OSError, subprocess.SubprocessError):
-        commit = None
+        commit = dirty = None
     return {
         "host": socket.gethostname(),
         "platform": platform.platform(),
@@ -78,6 +82,7 @@ def run_metadata() -> dict:
         "python": platform.python_version(),
         "tmexp": tmexp.__version__,
         "git_commit": commit,
+        "git_dirty": dirty,
         "started_at": datetime.now(timezone.utc).isoformat(),
         "command": " ".join(sys.argv),
     }

@@ -179,16 +179,19 @@ def ranking_sentence(values: pd.Series, groups: dict[str, list[str]], where: str
     ranked.sort()
     if ranked[0][0] >= metrics.RACE_CUTOFF_S:
         return f"{where}, no run has finished a race yet ({what} is the {metrics.RACE_CUTOFF_S:.0f} s cutoff)."
-    return _order_sentence(ranked, where, what, "lowest")
+    return _order_sentence(ranked, where, what, "lowest", [g for g in groups if g not in {r[1] for r in ranked}])
 
 
-def _order_sentence(ranked: list[tuple[float, str, str]], where: str, what: str, word: str) -> str:
-    """From (sort key, group, text) sorted best first: '<where>, <what> is <word> for **A** (text), then ...'."""
+def _order_sentence(ranked: list[tuple[float, str, str]], where: str, what: str, word: str,
+                    missing: list[str]) -> str:
+    """From (sort key, group, text) sorted best first: '<where>, <what> is <word> for **A** (text), then ...';
+    groups with nothing logged yet are named, not dropped."""
     best_value, best, best_text = ranked[0]
     ties = [g for v, g, _ in ranked[1:] if v == best_value]
     lead = f"**{best}**" + "".join(f" and **{g}** (tied)" for g in ties)
     rest = ", ".join(f"{g} ({t})" for v, g, t in ranked[1:] if v != best_value)
-    return f"{where}, {what} is {word} for {lead} ({best_text})" + (f", then {rest}." if rest else ".")
+    text = f"{where}, {what} is {word} for {lead} ({best_text})" + (f", then {rest}" if rest else "")
+    return text + (f"; none logged yet for {', '.join(missing)}." if missing else ".")
 
 
 def distance_sentence(values: pd.Series, groups: dict[str, list[str]], where: str, what: str) -> str | None:
@@ -201,7 +204,8 @@ def distance_sentence(values: pd.Series, groups: dict[str, list[str]], where: st
             ranked.append((-est.iqm, g, text))
     if not ranked:
         return None
-    return _order_sentence(sorted(ranked), where, what, "longest")
+    return _order_sentence(sorted(ranked), where, what, "longest",
+                           [g for g in groups if g not in {r[1] for r in ranked}])
 
 
 def distance_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps: tables.Comparison,
@@ -297,7 +301,7 @@ def config_diff(runset: loading.RunSet, groups: dict[str, list[str]]) -> tuple[p
 
 
 HARDWARE_KEYS = ["host", "platform", "cpu", "cpu_count", "gpu", "torch", "python", "tmexp", "git_commit",
-                 "started_at"]
+                 "git_dirty", "started_at"]
 
 
 def hardware_table(runset: loading.RunSet) -> tuple[pd.DataFrame, list[str]]:
