@@ -3,7 +3,7 @@
 submitit's local executor (``hydra/launcher=local``) starts every job of a sweep at once. Twelve jobs on a 2-core
 machine then share the cores twelve ways, and each one's wall-time budget measures the crowd, not the run. With
 ``performance.job_slots=N`` each job first takes one of N slots, lock files under ``<sweep dir>/.job_slots/``, and
-waits while all are taken; the others queue in that order of arrival the OS gives them. A slot is an advisory
+waits while all are taken (polling every 2 s, so waiting jobs start in no fixed order). A slot is an advisory
 ``flock`` on an open file, so the kernel frees it when its job ends in any way (finished, failed, SIGKILL): a dead
 job never holds a slot. A run's wall clock (``training.max_minutes``, the TensorBoard events) starts once it holds
 a slot. On SLURM the scheduler allots resources and ``hydra.launcher.array_parallelism`` limits a sweep instead.
