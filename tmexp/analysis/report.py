@@ -219,10 +219,9 @@ def distance_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps:
             (final_best < metrics.RACE_CUTOFF_S).all()):
         return []
     what = f"the furthest eval race so far ({metrics.eval_race_progress(map_name)})"
-    unit = "wall minutes" if by_time.axis == "wall" else "training minutes"
+    window = f"At the end of the common window ({_minutes(by_time.window)} {_axis_unit(by_time.axis)})"
     out = [s for s in (
-        distance_sentence(by_time.metric_tables[name].iloc[-1], groups,
-                          f"At the end of the common window ({_minutes(by_time.window)} {unit})", what),
+        distance_sentence(by_time.metric_tables[name].iloc[-1], groups, window, what),
         *(distance_sentence(by_steps.metric_tables[name].loc[cp], groups,
                             f"At {tables.format_steps(cp)} {by_steps.axis}", what)
           for cp in by_steps.checkpoints[-1:] if name in by_steps.metric_tables)) if s]
