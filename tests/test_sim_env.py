@@ -286,3 +286,30 @@ def test_a_steep_wall_hit_is_not_a_glance(straight):
     steep = _steer_then_hold(straight, SimParams(), 8)
     assert steep == _steer_then_hold(straight, SimParams(wall_glance_max_deg=0.0), 8)
     assert steep[0] < 60
+
+
+def test_reference_float_stats_standardise_the_varying_inputs_and_leave_constant_ones(a01):
+    from tmexp.envs.observation import float_layout
+
+    env = _env(a01)
+    mean, std = env.float_stats()
+    layout = float_layout(env.env_spec)
+    assert mean.shape == std.shape == env.observation_space["floats"].shape
+    assert np.all(std > 0)
+    # Flat track: the vertical components never vary, so they pass through unscaled.
+    zones = layout["zone_centers"]
+    up = np.arange(zones.start, zones.stop)[1::3]
+    assert np.all(std[up] == 1.0) and np.all(mean[up] == 0.0)
+    # The nearest zone centre's lateral offset varies little in env units; standardised it spans about +-1.
+    lateral = zones.start
+    assert std[lateral] < 0.1
+    lap = drive_lap(a01, env.env_spec, SimParams())
+    assert lap.finished
+    floats = []
+    obs, _ = env.reset()
+    done = False
+    while not done:  # hold forward until the first turn's wall stops the car
+        obs, _, terminated, truncated, _ = env.step(0)
+        floats.append((obs["floats"] - mean) / std)
+        done = terminated or truncated
+    assert np.abs(np.asarray(floats)[:, lateral]).max() < 20

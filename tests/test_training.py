@@ -141,8 +141,12 @@ def test_sigkill_mid_run_then_resume(tmp_path):
 
 @pytest.mark.parametrize("experiment", ["A01_v2", "A01_v4_btr", "A01_v4.1_btr", "A01_v4.2_btr"])
 def test_each_published_experiment_runs_a_few_hundred_frames(experiment, tmp_path):
+    # Races cut at 10 s (200 actions), so that training starts before max_frames however well the first race goes;
+    # replay ratio 1: a few batches each (the BTR networks take about a second per batch here).
     cfg = compose_config([f"+experiment={experiment}", "performance.serial=true", "training.max_frames=300",
-                          "training.batch_size=32", "memory.memory_size_schedule=[[0,[4000,100]]]"])
+                          "training.batch_size=32", "memory.memory_size_schedule=[[0,[4000,100]]]",
+                          "env.cutoff_rollout_if_race_not_finished_within_duration_ms=10000",
+                          "memory.number_times_single_memory_is_used_before_discard=1"])  # a few batches each
     train(cfg, tmp_path)
     st = status(tmp_path)
     assert st["status"] == "finished" and st["frames"] >= 300 and st["batches"] > 0
@@ -253,5 +257,28 @@ def test_mini_races_add_the_time_float_to_the_network_and_train(duration_ms, tmp
         assert width == trainer.float_dim + (duration_ms > 0)
         assert trainer.collector.s.mini_race == (duration_ms > 0)
         assert trainer.run() == "max_frames" and trainer.counters.batches > 0
+    finally:
+        trainer.close()
+
+
+@pytest.mark.parametrize("normalize, duration_ms", [(True, 0), (True, 7000), (False, 0)])
+def test_float_inputs_are_standardised_with_the_backends_statistics(normalize, duration_ms, tmp_path):
+    from tmexp.core.learner import Trainer
+
+    cfg = compose_config(TINY + [f"nn.normalize_floats={str(normalize).lower()}",
+                                 f"training.temporal_mini_race_duration_ms={duration_ms}"])
+    trainer = Trainer(cfg, tmp_path)
+    try:
+        mean, std = trainer.collector.env.float_stats()
+        if duration_ms:  # the mini-race time comes first and is left as it is
+            mean, std = np.concatenate(([0.0], mean)), np.concatenate(([1.0], std))
+        for net in (trainer.online, trainer.target):
+            if normalize:
+                np.testing.assert_allclose(net.float_mean.numpy(), mean, rtol=1e-6)
+                np.testing.assert_allclose(net.float_std.numpy(), std, rtol=1e-6)
+            else:
+                assert torch.all(net.float_mean == 0) and torch.all(net.float_std == 1)
+        # The statistics are buffers: checkpoints keep them and collectors receive them with the weights.
+        assert "float_std" in trainer._state()["online"] and "float_std" in trainer.weights.tensors
     finally:
         trainer.close()

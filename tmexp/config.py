@@ -69,6 +69,11 @@ class NNConfig:
     soft_update_tau: float = 0.02
     number_memories_trained_on_between_target_network_updates: int = 128
     target_self_loss_clamp_ratio: float = 4.0
+    # Standardise each float input by the mean and std the backend measures for it (the simulator: races of its
+    # reference driver, see tmexp/envs/sim/driver.py), as Linesight does with constants measured on the game. The
+    # env's own scaling (tmexp/envs/observation.py) leaves e.g. the nearest zone centres' lateral offsets at a std of
+    # ~0.01. Backends without statistics (env=tmi) keep the env's scaling.
+    normalize_floats: bool = True
     vis: VisConfig = field(default_factory=VisConfig)
 
 
@@ -91,7 +96,7 @@ class BTRConfig:
 class TrainingConfig:
     """``training``: optimisation, schedules and run length."""
 
-    batch_size: int = 512  # Linesight uses 4096 on a GPU; 512 suits a CPU learner
+    batch_size: int = 512  # Linesight uses 4096 on a GPU; the default run uses 64 (conf/training/cpu.yaml)
     optimizer: str = "radam"  # radam | adam
     adam_epsilon: float = 1e-4
     adam_beta1: float = 0.9

@@ -152,11 +152,16 @@ class Trainer:
                         "no horizon; set training.temporal_mini_race_duration_ms=7000 (Linesight) for runs that long.",
                         gamma_one_at)
 
+        float_mean = float_std = None
+        if cfg.nn.normalize_floats and hasattr(probe, "float_stats"):
+            float_mean, float_std = probe.float_stats()
+            if self.mini_race_actions:  # the mini-race time, first, is already in [0, 1]
+                float_mean, float_std = np.concatenate(([0.0], float_mean)), np.concatenate(([1.0], float_std))
         cl = cfg.performance.channels_last
-        self.online = build_network(cfg.nn, cfg.btr, self.img_shape, net_float_dim, self.n_actions,
-                                    channels_last=cl).to(self.device)
-        self.target = build_network(cfg.nn, cfg.btr, self.img_shape, net_float_dim, self.n_actions,
-                                    channels_last=cl).to(self.device)
+        self.online = build_network(cfg.nn, cfg.btr, self.img_shape, net_float_dim, self.n_actions, channels_last=cl,
+                                    float_mean=float_mean, float_std=float_std).to(self.device)
+        self.target = build_network(cfg.nn, cfg.btr, self.img_shape, net_float_dim, self.n_actions, channels_last=cl,
+                                    float_mean=float_mean, float_std=float_std).to(self.device)
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
         self.optimizer = make_optimizer(self.online.parameters(), cfg.training)

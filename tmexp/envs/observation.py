@@ -8,7 +8,8 @@ its right, up and forward unit vectors in world coordinates; "car frame" compone
 three axes (right, up, forward). Angular velocity follows the right-hand rule about the same axes.
 
 The float vector (F = 9 + 4 * n_prev_actions_in_inputs + 3 * n_zone_centers_in_inputs; 149 with the defaults).
-The network applies no further normalisation, so every entry is scaled to roughly unit range:
+Every entry is scaled to roughly unit range; the network standardises each one further by the backend's
+measured mean and std when it has them (``nn.normalize_floats``; the simulator does, from its reference driver):
 
 | index (defaults) | general index | content | scaling |
 |---|---|---|---|

@@ -104,3 +104,35 @@ def drive_lap(track: Track, spec: EnvSpec, params: SimParams, rewards: RewardSpe
         if terminated or truncated:
             return Lap(info["finished"], info["race_time_ms"], info["cp_times"], np.asarray(positions), images,
                        walls)
+
+
+def reference_float_stats(track: Track, spec: EnvSpec, params: SimParams, rewards: RewardSpec | None = None,
+                          random_fractions: tuple[float, ...] = (0.0, 0.2, 0.4), seed: int = 0,
+                          min_std: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of each float input over reference-driver races, one per fraction of random actions.
+
+    The random actions widen the spread beyond the driver's own line (slides, wall contact, slow corners). An input
+    (nearly) constant in these races (e.g. the vertical components on a flat track) gets mean 0 and std 1, so it
+    passes through unscaled when it does vary.
+    """
+    env = SimEnv(track, spec, rewards or RewardSpec(), params, seed=seed)
+    driver = ReferenceDriver(track, params)
+    rng = np.random.default_rng(seed)
+    dt_action = spec.tm_engine_step_per_action * spec.ms_per_tm_engine_step / 1000.0
+    rows = []
+    for fraction in random_fractions:
+        obs, info = env.reset()
+        while True:
+            car = env.batch.car
+            action = driver.act(float(car.x[0]), float(car.z[0]), float(car.fx[0]), float(car.fz[0]),
+                                float(car.speed()[0]), float(car.steer[0]), info["progress_m"], dt_action)
+            if rng.random() < fraction:
+                action = int(rng.integers(env.action_space.n))
+            rows.append(obs["floats"])
+            obs, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                break
+    floats = np.asarray(rows, dtype=np.float64)
+    mean, std = floats.mean(axis=0), floats.std(axis=0)
+    constant = std < min_std
+    return np.where(constant, 0.0, mean).astype(np.float32), np.where(constant, 1.0, std).astype(np.float32)

@@ -50,6 +50,12 @@ class SimEnv(gym.Env):
         self._needs_reset = bool(terminated[0] or truncated[0])
         return self._obs(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), self.batch.info(0)
 
+    def float_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-input mean and std of the floats, measured on this track (``nn.normalize_floats``)."""
+        from tmexp.envs.sim.driver import reference_float_stats
+
+        return reference_float_stats(self.track, self.env_spec, self.params, self.rewards)
+
     def _obs(self) -> dict[str, np.ndarray]:
         obs = self.batch.observe()
         self._last_obs = {"img": obs["img"][0], "floats": obs["floats"][0]}
