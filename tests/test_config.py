@@ -67,6 +67,17 @@ def test_seed_experiments_match_design_table(name):
     assert cfg.training.global_schedule_speed == want["gss"]
     assert cfg.performance.gpu_collectors_count == 8
     assert cfg.env.tmi.running_speed == 32
+    # The published runs' batch and image, not the CPU-sized default's.
+    assert cfg.training.batch_size == 512 and (cfg.env.w_downsized, cfg.env.h_downsized) == (64, 64)
+
+
+def test_the_default_is_sized_for_a_cpu_and_the_game_keeps_linesights_image():
+    cfg = compose_config([])
+    assert (cfg.nn.dense_hidden_dimension, cfg.nn.iqn_embedding_dimension, cfg.nn.float_hidden_dim) == (256, 64, 128)
+    assert cfg.training.batch_size == 64 and cfg.training.global_schedule_speed == 0.25
+    assert (cfg.env.w_downsized, cfg.env.h_downsized) == (48, 48) and cfg.nn.normalize_floats
+    tmi = compose_config(["env=tmi"])
+    assert (tmi.env.w_downsized, tmi.env.h_downsized) == (64, 64)
 
 
 def test_v4_variants_differ_from_v4_only_where_the_table_says():

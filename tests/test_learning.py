@@ -25,7 +25,7 @@ def greedy_progress(cfg, state_dict) -> float:
     img_shape, n_floats = env.observation_space["img"].shape, env.observation_space["floats"].shape[0]
     mini_race = cfg.training.temporal_mini_race_duration_ms > 0  # the network's first float: the mini-race time
     torch.manual_seed(0)
-    net = build_network(cfg.nn, cfg.btr, img_shape, n_floats + mini_race, 12)
+    net = build_network(cfg.nn, cfg.btr, img_shape, n_floats + mini_race, 12)  # float stats: from the state dict
     if state_dict is not None:
         net.load_state_dict(state_dict)
     net.eval()
@@ -46,11 +46,10 @@ def greedy_progress(cfg, state_dict) -> float:
 def test_a_few_minutes_of_training_learn_to_drive_a_short_track(tmp_path):
     cfg = compose_config([
         f"map.reference_line_path={short_track(tmp_path / 'short.npy')}",
-        "training.max_minutes=5", "training.batch_size=128", "performance.torch_threads_learner=2",
-        "memory.memory_size_schedule=[[0,[50000,5000]]]",
-        "exploration.epsilon_schedule=[[0,1.0],[10000,1.0],[60000,0.1]]",
-    ])
+        "training.max_minutes=5", "memory.memory_size_schedule=[[0,[50000,5000]]]",
+    ])  # otherwise the default configuration
     untrained = greedy_progress(cfg, None)
     train(cfg, tmp_path / "run")
     trained = greedy_progress(cfg, load_checkpoint(tmp_path / "run")["online"])
-    assert trained >= 30.0 and trained >= untrained + 25.0, (untrained, trained)
+    # 229 m of the 394 m in one run on a 2-core AVX2 machine (the untrained network: 0 m).
+    assert trained >= 100.0 and trained >= untrained + 80.0, (untrained, trained)
