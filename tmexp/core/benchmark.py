@@ -11,7 +11,9 @@ written below the straightforward way, as Linesight's trainer reads: separate A 
 tensor, tau-major (B * N, A) layout, NCHW convolutions, the optimiser's and the clipping's per-tensor defaults and
 a Python loop for the weight decay. Both have the same parameter count (checked) and run on the same batches,
 interleaved round by round so that load from other processes hits both alike; the reported figures are medians
-over rounds. ``--vs-baseline`` also times ours on the default config (the BTR cost-per-sample figure).
+over rounds. Without ``--experiment`` the network is Linesight's (``A01_v2``'s: the default run's network is sized
+down for a CPU, ``conf/nn/cpu.yaml``). ``--vs-baseline`` also times ours on that baseline (the BTR cost-per-sample
+figure).
 
 What the speed-ups are, measured on a 2-core AVX-512 CPU at batch 512 (default config):
 - channels-last convolutions: the largest single gain (NCHW conv backward was ~3x slower, plus layout copies);
@@ -48,6 +50,8 @@ from tmexp.config import BTRConfig, NNConfig
 from tmexp.core.networks import build_network, count_parameters
 from tmexp.core.optimization import make_grad_scaler, make_optimizer, pick_device, train_step
 from tmexp.core.params import EXPERIMENTS, LINESIGHT_FLOAT_DIM, experiment_configs
+
+BASELINE = "A01_v2"  # Linesight's network: the published baseline
 
 
 
@@ -265,7 +269,8 @@ def setup_ours(nn_cfg: NNConfig, btr_cfg: BTRConfig, training, args, device, bat
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tmexp.bench learner", description=__doc__.split("\n")[0])
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--experiment", default=None, help=f"one of {', '.join(EXPERIMENTS)} (default: the default config)")
+    p.add_argument("--experiment", default=BASELINE,
+                   help=f"one of {', '.join(EXPERIMENTS)} (default: {BASELINE}, Linesight's network)")
     p.add_argument("--img-size", type=int, default=64, help="square grayscale image side (default 64)")
     p.add_argument("--float-dim", type=int, default=LINESIGHT_FLOAT_DIM)
     p.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds (median reported)")
@@ -279,8 +284,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--vs-baseline", action="store_true", help="also time ours on the default config (cost per sample ratio)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    if args.batch_size < 1 or args.rounds < 1 or args.iters < 1:
-        raise BenchmarkError("--batch-size, --rounds and --iters must be positive integers; pass e.g. --batch-size 512.")
+    if args.batch_size < 1 or args.rounds < 1 or args.iters < 1 or args.warmup < 0:
+        raise BenchmarkError("--batch-size, --rounds and --iters must be positive integers and --warmup not negative; "
+                             "pass e.g. --batch-size 512.")
     return args
 
 
@@ -302,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     ours, online = setup_ours(nn_cfg, btr_cfg, training, args, device, batch, lr)
     impls = {"ours": ours}
     if args.vs_baseline:
-        impls["baseline"] = setup_ours(*experiment_configs(None), args, device, batch, lr)[0]
+        impls["baseline"] = setup_ours(*experiment_configs(BASELINE), args, device, batch, lr)[0]
     if not args.no_naive:
         naive_online = NaiveIQN(nn_cfg, btr_cfg, img_shape, args.float_dim, 12).to(device)
         if count_parameters(naive_online) != count_parameters(online):
@@ -313,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         impls["naive"] = lambda: naive_step(naive_online, naive_target, naive_opt, batch, nn_cfg, btr_cfg, lr, wd)
 
     for fn in impls.values():
-        time_call(fn, args.warmup, device)
+        if args.warmup:
+            time_call(fn, args.warmup, device)
     per_round: dict[str, list[float]] = {k: [] for k in impls}
     for _ in range(args.rounds):
         for name, fn in impls.items():
@@ -321,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "benchmark": "learner",
-        "experiment": args.experiment or "default",
+        "experiment": args.experiment,
         "batch_size": b,
         "img_shape": list(img_shape),
         "float_dim": args.float_dim,
