@@ -1,5 +1,33 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+_outside_reads: set[str] = set()
+
+
+def _audit_open(event: str, args: tuple) -> None:
+    """Record files opened beside the repository (a sibling folder): a clone of the project alone must pass."""
+    if event != "open" or not args or not isinstance(args[0], (str, Path)):
+        return
+    try:
+        path = Path(args[0]).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return
+    if path.is_relative_to(REPO.parent) and not path.is_relative_to(REPO):
+        _outside_reads.add(str(path))
+
+
+sys.addaudithook(_audit_open)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _outside_reads:
+        print(f"\ntests read files outside the repository (carry them in tests/data/): {sorted(_outside_reads)}",
+              file=sys.stderr)
+        session.exitstatus = 1
 
 
 @pytest.fixture

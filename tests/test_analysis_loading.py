@@ -12,7 +12,7 @@ from tmexp.analysis import loading
 from tmexp.analysis.eventfile import EventFileWarning, masked_crc32c, read_scalars
 from tmexp.analysis.synthetic import write_events, write_run_dir
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "tensorboard"
+FIXTURES = Path(__file__).resolve().parent / "data" / "tensorboard"
 
 
 def rows(tag, n, step0=0, wall0=1000.0):

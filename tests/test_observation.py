@@ -89,7 +89,7 @@ def test_the_raster_of_a_10km_line_is_small():
 
     from tmexp.envs.track import load_track
 
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "tracks" / "map5_0.5m_cl.npy"
+    path = Path(__file__).resolve().parent / "data" / "tracks" / "map5_0.5m_cl.npy"
     raster = RoadRaster(load_track(path), 14.0, 2.0, 0.5, margin_m=110.0)
     assert raster.nbytes() < 20 * 2**20
     assert np.mean(raster.gray == ROAD) > 0.05

@@ -11,7 +11,7 @@ from tmexp.envs.sim import SimEnv, SimParams, SimVecEnv
 from tmexp.envs.sim.driver import ReferenceDriver, drive_lap
 from tmexp.envs.track import Track, load_map
 
-TRACKS = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "tracks"
+TRACKS = Path(__file__).resolve().parent / "data" / "tracks"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from tmexp.envs.track import SPACING_M, Track, TrackError, builtin_track_names, load_map, load_track
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data"
 TRACKS = FIXTURES / "tracks"
 
 

@@ -22,7 +22,7 @@ from tmexp.envs.sim.params import SimParams
 from tmexp.envs.sim.vec_env import SimVecEnv
 from tmexp.envs.track import load_map, load_track
 
-_FIXTURE_10KM = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "tracks" / "map5_0.5m_cl.npy"
+_FIXTURE_10KM = Path(__file__).resolve().parents[3] / "tests" / "data" / "tracks" / "map5_0.5m_cl.npy"
 _POLICY = np.array([0, 0, 0, 0, 1, 2, 3, 6, 4, 5])  # mostly forward, some steering and braking
 
 
