@@ -17,7 +17,7 @@ REPO = TESTS_DIR.parent
 CONF_DIR = REPO / "conf"
 TOY_APP = "sweep_toy_app"
 REAL_APP = "tmexp.train"
-SUMMARY_CALLBACK = "+hydra.callbacks.sweep_summary._target_=tmexp.sweeps.SweepSummary"
+SUMMARY_CALLBACK = "+hydra.callbacks.sweep_summary._target_=tmexp.launch.summary.SweepSummary"
 
 # What the CI node can give a job: one CPU, no GPU, a little memory (so that jobs run side by side).
 SLURM_TEST_RESOURCES = [

@@ -3,7 +3,7 @@
 It keeps the launcher, preemption and sweep-summary tests independent of the training core: each "step" sleeps
 ``step_seconds`` and counts ``frames_per_step`` frames. Like ``python -m tmexp.train`` it resumes from
 ``checkpoint/``, logs ``cumul_number_frames_played`` to TensorBoard with step = frames (``purge_step`` on resume),
-writes ``status.json`` (with ``first_step_at``) and stops through ``tmexp.preemption.PreemptionWatcher``.
+writes ``status.json`` (with ``first_step_at``) and stops through ``tmexp.launch.preemption.PreemptionWatcher``.
 
 Run it as a module with this folder on PYTHONPATH (submitit's workers unpickle the task function by module name):
 ``PYTHONPATH=tests python -m sweep_toy_app --multirun hydra/launcher=local hydra.searchpath=[file://<repo>/conf]``
@@ -24,7 +24,7 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-from tmexp.preemption import PreemptionWatcher
+from tmexp.launch.preemption import PreemptionWatcher
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 
 from sweep_harness import (REAL_APP, REPO, TOY_APP, app_env, job_status, run_sweep, scalar_steps, start_sweep,
                            wait_for_json)
-from tmexp.sweeps import collect, expected_jobs, format_summary
+from tmexp.launch.summary import collect, expected_jobs, format_summary
 
 LOCAL = ["hydra/launcher=local"]
 

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tmexp.preemption import PreemptionWatcher, ignore_preemption_signals
+from tmexp.launch.preemption import PreemptionWatcher, ignore_preemption_signals
 
 
 @pytest.fixture

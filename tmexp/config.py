@@ -173,7 +173,7 @@ class PerformanceConfig:
     channels_last: bool = True
     frames_before_save_best_runs: int = 0
     # In a --multirun, at most this many jobs train at once on this machine; the others wait for a slot
-    # (tmexp/job_slots.py). 0: no limit. For hydra/launcher=local, which starts every job at once.
+    # (tmexp/launch/job_slots.py). 0: no limit. For hydra/launcher=local, which starts every job at once.
     job_slots: int = 0
 
 

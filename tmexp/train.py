@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import tmexp
 from tmexp.config import Config, register_configs
-from tmexp.job_slots import acquire_slot
+from tmexp.launch.job_slots import acquire_slot
 from tmexp.validation import ConfigError, check_config, check_output_dir
 
 log = logging.getLogger("tmexp.train")
@@ -118,7 +118,7 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False) -> str:
 def main(dict_cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from tmexp.preemption import PreemptionWatcher
+    from tmexp.launch.preemption import PreemptionWatcher
 
     cfg: Config = OmegaConf.to_object(dict_cfg)
     check_config(cfg)

@@ -24,7 +24,7 @@ from tmexp.core.agent import MapCycle, exploration_rates, select_action
 from tmexp.core.networks import build_network
 from tmexp.core.schedules import make_schedule
 from tmexp.envs.factory import make_env
-from tmexp.preemption import ignore_preemption_signals
+from tmexp.launch.preemption import ignore_preemption_signals
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ Registered in ``conf/config.yaml``::
     hydra:
       callbacks:
         sweep_summary:
-          _target_: tmexp.sweeps.SweepSummary
+          _target_: tmexp.launch.summary.SweepSummary
 
 Hydra calls ``on_multirun_end`` only when no job raised; when one did, Hydra prints that job's error and exits with
 status 1, and the summary is printed at exit instead (registered with ``atexit`` when the sweep starts).

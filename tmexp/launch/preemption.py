@@ -34,7 +34,7 @@ import threading
 import time
 from typing import NoReturn
 
-log = logging.getLogger("tmexp.preemption")
+log = logging.getLogger("tmexp.launch.preemption")
 
 # Exit status of a run stopped by a signal it handled (the shell's convention for "killed by signal N").
 _SIGNAL_EXIT_BASE = 128

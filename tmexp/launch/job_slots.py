@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-log = logging.getLogger("tmexp.job_slots")
+log = logging.getLogger("tmexp.launch.job_slots")
 
 
 def try_slot(folder: Path, slots: int) -> IO | None:
