@@ -83,6 +83,29 @@ CUMUL_FRAMES = "cumul_number_frames_played"
 CUMUL_BATCHES = "cumul_number_batches_done"
 CUMUL_TRAINING_HOURS = "cumul_training_hours"
 
+# The unit of each tag (the table above); "" for a plain number. Analysis labels its tables with it and converts
+# logs of other Linesight-family versions to it on load.
+UNITS = {
+    LOSS: "", GRAD_NORM: "", LEARNING_RATE: "", GAMMA: "", EPSILON: "", EPSILON_BOLTZMANN: "",
+    LEARNER_PERCENTAGE: "%", TRANSITIONS_LEARNED_PER_S: "1/s", FRAMES_PER_S: "1/s", COLLECTOR_RESTARTS: "",
+    MEMORY_SIZE: "", CUMUL_FRAMES: "", CUMUL_BATCHES: "", CUMUL_TRAINING_HOURS: "h",
+}
+MAP_UNITS = {alltime_min_ms: "ms", eval_race_time_robust: "s", eval_race_time: "s", explo_race_time: "s",
+             eval_race_finished: "0/1", explo_race_finished: "0/1", eval_race_progress: "m",
+             explo_race_progress: "m", avg_q: ""}
+
+
+def unit(tag: str) -> str | None:
+    """The unit of a tag tmexp logs ("" for a plain number); None for a tag it does not know."""
+    if tag in UNITS:
+        return UNITS[tag]
+    for name, tag_unit in MAP_UNITS.items():
+        prefix = name("")
+        if tag.startswith(prefix) and len(tag) > len(prefix):
+            return tag_unit
+    return None
+
+
 # Old Linesight tags (no Race/ or RL/ prefix) -> the current tag, with <map> standing for the map's short name.
 LEGACY_PREFIXES = {
     "eval_race_time_robust_trained_": "Race/eval_race_time_robust_trained_",
