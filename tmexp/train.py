@@ -14,22 +14,16 @@ the key or file, with exit code 2. ``train(cfg, run_dir)`` is the entry tests ca
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import platform
-import socket
-import subprocess
 import sys
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 
 import hydra
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import tmexp
+from tmexp import rundir
 from tmexp.config import Config, register_configs
 from tmexp.launch.job_slots import acquire_slot
 from tmexp.validation import ConfigError, check_config, check_output_dir
@@ -53,54 +47,15 @@ def compose_config(overrides: list[str] | None = None, return_hydra_config: bool
     return OmegaConf.to_object(cfg)
 
 
-def run_metadata() -> dict:
-    """Host, hardware and versions, saved in the run directory for reports."""
-    import torch
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    try:
-        where = ["git", "-C", str(Path(tmexp.__file__).parent)]
-        commit = subprocess.run(where + ["rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
-        # uncommitted changes to tracked files: the commit alone does not say what code ran
-        dirty = bool(subprocess.run(where + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, timeout=5).stdout.strip()) if commit else None
-    except (OSError, subprocess.SubprocessError):
-        commit = dirty = None
-    return {
-        "host": socket.gethostname(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "tmexp": tmexp.__version__,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "started_at": datetime.now(timezone.utc).isoformat(),
-        "command": " ".join(sys.argv),
-    }
-
-
 def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False) -> str:
     """Run (or resume) one training run in ``run_dir``; return why it stopped."""
     from tmexp.core.learner import Trainer, write_status
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True))
-    meta_path = run_dir / "run_meta.json"
-    meta = run_metadata()
-    if meta_path.is_file():  # a resumed run keeps its first start time; the latest start is added
-        previous = json.loads(meta_path.read_text())
-        meta = {**meta, "started_at": previous.get("started_at", meta["started_at"]), "resumed_at": meta["started_at"]}
-    meta_path.write_text(json.dumps(meta, indent=2))
+    rundir.write_resolved_config(run_dir, OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True,
+                                                                  enum_to_str=True))
+    rundir.write_run_meta(run_dir)
     trainer = Trainer(cfg, run_dir, should_stop=should_stop)
     try:
         reason = trainer.run()
@@ -186,10 +141,10 @@ def _check_resume(cfg: Config, run_dir: Path) -> None:
     from tmexp.core.checkpoint import has_checkpoint
     from tmexp.core.learner import ResumeMismatch, check_resumable, resume_structure
 
-    saved = run_dir / "config_resolved.yaml"
-    if has_checkpoint(run_dir) and saved.is_file():
+    saved = rundir.read_resolved_config(run_dir)
+    if has_checkpoint(run_dir) and saved is not None:
         try:
-            check_resumable(resume_structure(OmegaConf.to_container(OmegaConf.load(saved))), resume_structure(cfg), run_dir)
+            check_resumable(resume_structure(saved), resume_structure(cfg), run_dir)
         except ResumeMismatch as error:
             raise ConfigError(str(error)) from error
 

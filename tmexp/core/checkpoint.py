@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from tmexp.rundir import RunDir
+
 CHECKPOINT_NAME = "latest.pt"
 
 
 def checkpoint_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoint" / CHECKPOINT_NAME
+    return RunDir(run_dir).checkpoint / CHECKPOINT_NAME
 
 
 def has_checkpoint(run_dir: Path) -> bool:

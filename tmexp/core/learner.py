@@ -14,13 +14,10 @@ writing a checkpoint.
 
 from __future__ import annotations
 
-import json
-import os
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +25,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
+from tmexp import rundir
 from tmexp.core import metrics
 from tmexp.core.checkpoint import has_checkpoint, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from tmexp.core.collectors import Collector, CollectorPool, CollectorSettings, WeightsSource
@@ -57,30 +55,11 @@ class Counters:
 
 def write_status(run_dir: Path, status: str, counters: Counters, map_name: str, error: str | None = None,
                  extra: dict[str, Any] | None = None) -> None:
-    """Write ``status.json`` (atomically): the job's own account of how it is doing."""
-    path = Path(run_dir) / "status.json"
-    previous = {}
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-        except (OSError, ValueError):
-            previous = {}
-    data = {
-        **previous,
-        "status": status,
-        "frames": counters.frames,
-        "batches": counters.batches,
-        "races": counters.races,
-        "training_hours": counters.training_seconds / 3600,
-        "wall_minutes": counters.training_seconds / 60,
-        "best_ms": {map_name: counters.alltime_min_ms.get(map_name)},
-        "error": error,
-        "updated_at": datetime.now(timezone.utc).isoformat(),
-        **(extra or {}),
-    }
-    tmp = path.with_name(f"status.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    """Write ``status.json``: the job's own account of how it is doing."""
+    rundir.write_status(run_dir, status, error=error, frames=counters.frames, batches=counters.batches,
+                        races=counters.races, training_hours=counters.training_seconds / 3600,
+                        wall_minutes=counters.training_seconds / 60,
+                        best_ms={map_name: counters.alltime_min_ms.get(map_name)}, **(extra or {}))
 
 
 def observation_shapes(env) -> tuple[tuple[int, int, int], int]:
@@ -180,7 +159,7 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step hides events logged after the checkpoint by a run that was killed, so steps stay monotonic.
-        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"),
+        self.writer = SummaryWriter(str(rundir.RunDir(self.run_dir).tensorboard),
                                     purge_step=self.counters.frames if self.resumed else None)
         if not self.resumed:
             self._write_hparams()
@@ -299,7 +278,7 @@ class Trainer:
         if finished and r["race_time_ms"] < c.alltime_min_ms.get(m, math.inf):
             c.alltime_min_ms[m] = int(r["race_time_ms"])
             if c.frames >= self.cfg.performance.frames_before_save_best_runs:
-                best = self.run_dir / "best_runs"
+                best = rundir.RunDir(self.run_dir).best_runs
                 best.mkdir(exist_ok=True)
                 np.save(best / f"{m}_{r['race_time_ms']}.npy", r["actions"])
             log.info("new best %s: %.2f s (%s race)", m, r["race_time_ms"] / 1000, "eval" if r["is_eval"] else "explo")

@@ -1,0 +1,321 @@
+"""The run directory: one directory is one run, and this module is the one place that names what is inside it.
+
+::
+
+    <run_dir>/
+        tensorboard/            event files (a resumed run adds one per start)
+        checkpoint/latest.pt    the resume checkpoint (tmexp.core.checkpoint)
+        best_runs/              the actions of each new best race, <map>_<ms>.npy
+        status.json             the job's own account: running / finished / failed / preempted, counters
+        run_meta.json           host, hardware, versions, git commit, first and latest start
+        config_resolved.yaml    the composed config, interpolations resolved
+        float_stats.json        the float-input statistics the network was built with, when it uses them
+        .hydra/                 Hydra's own files (config.yaml, hydra.yaml, overrides.yaml)
+
+A multirun's job directories sit under its sweep directory, with submitit's logs in ``<sweep_dir>/.submitit``.
+Plain paths and dicts only: no Hydra here, so the core and the analysis can both use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+import tmexp
+
+TENSORBOARD = "tensorboard"
+CHECKPOINT = "checkpoint"
+BEST_RUNS = "best_runs"
+STATUS = "status.json"
+RUN_META = "run_meta.json"
+CONFIG_RESOLVED = "config_resolved.yaml"
+FLOAT_STATS = "float_stats.json"
+HYDRA = ".hydra"
+SUBMITIT = ".submitit"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / CHECKPOINT
+
+    @property
+    def best_runs(self) -> Path:
+        return self.root / BEST_RUNS
+
+    @property
+    def status(self) -> Path:
+        return self.root / STATUS
+
+    @property
+    def run_meta(self) -> Path:
+        return self.root / RUN_META
+
+    @property
+    def config_resolved(self) -> Path:
+        return self.root / CONFIG_RESOLVED
+
+    @property
+    def float_stats(self) -> Path:
+        return self.root / FLOAT_STATS
+
+    @property
+    def hydra(self) -> Path:
+        return self.root / HYDRA
+
+    @property
+    def hydra_config(self) -> Path:
+        return self.root / HYDRA / "config.yaml"
+
+    @property
+    def hydra_yaml(self) -> Path:
+        return self.root / HYDRA / "hydra.yaml"
+
+    @property
+    def overrides(self) -> Path:
+        return self.root / HYDRA / "overrides.yaml"
+
+
+# ----- small readers and an atomic writer ------------------------------------------------------------------------
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, or written by something that is not this module's atomic writer
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one (several processes may read a run's status)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# ----- status.json --------------------------------------------------------------------------------------------------
+def write_status(run_dir: str | Path, status: str, error: str | None = None, **fields: Any) -> dict:
+    """Update ``status.json`` atomically: the previous keys stay unless ``fields`` replaces them.
+
+    Args:
+        status: "running", "finished", "failed" or "preempted".
+        error: one line saying why a run failed (None clears it).
+        fields: counters and anything else to record (e.g. frames, batches, best_ms, first_step_at).
+    Returns:
+        The dict written.
+    """
+    path = RunDir(run_dir).status
+    data = {**(_read_json(path) or {}), "status": status, **fields, "error": error,
+            "updated_at": datetime.now(timezone.utc).isoformat()}
+    _write_atomic(path, json.dumps(data, indent=2))
+    return data
+
+
+def read_status(run_dir: str | Path) -> dict | None:
+    """The run's ``status.json``, or None when it has none (the job never started training) or it is unreadable."""
+    return _read_json(RunDir(run_dir).status)
+
+
+# ----- run_meta.json ------------------------------------------------------------------------------------------------
+def run_metadata() -> dict:
+    """Host, hardware and versions of this process, for reports."""
+    import torch
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        where = ["git", "-C", str(Path(tmexp.__file__).parent)]
+        commit = subprocess.run(where + ["rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+        # uncommitted changes to tracked files: the commit alone does not say what code ran
+        dirty = bool(subprocess.run(where + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, timeout=5).stdout.strip()) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit = dirty = None
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "tmexp": tmexp.__version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "started_at": datetime.now(timezone.utc).isoformat(),
+        "command": " ".join(sys.argv),
+    }
+
+
+def write_run_meta(run_dir: str | Path, meta: dict | None = None) -> dict:
+    """Write ``run_meta.json``; a resumed run keeps its first ``started_at`` and records this start as ``resumed_at``."""
+    path = RunDir(run_dir).run_meta
+    meta = dict(meta if meta is not None else run_metadata())
+    previous = _read_json(path)
+    if previous is not None:
+        meta = {**meta, "started_at": previous.get("started_at", meta["started_at"]),
+                "resumed_at": meta["started_at"]}
+    _write_atomic(path, json.dumps(meta, indent=2))
+    return meta
+
+
+def read_run_meta(run_dir: str | Path) -> dict | None:
+    return _read_json(RunDir(run_dir).run_meta)
+
+
+# ----- config files -------------------------------------------------------------------------------------------------
+def write_resolved_config(run_dir: str | Path, config: Mapping[str, Any]) -> None:
+    """Write the composed config (a plain dict, interpolations already resolved) as ``config_resolved.yaml``."""
+    text = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    _write_atomic(RunDir(run_dir).config_resolved, text)
+
+
+def _plain(node: Any) -> Any:
+    """Mappings, sequences and Enums as plain YAML types (Enums by name, as OmegaConf writes them)."""
+    from enum import Enum
+
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_plain(v) for v in node]
+    if isinstance(node, Enum):
+        return node.name
+    return node
+
+
+def read_resolved_config(run_dir: str | Path) -> dict | None:
+    """``config_resolved.yaml``, or None when the run has none."""
+    data = _read_yaml(RunDir(run_dir).config_resolved)
+    return data if isinstance(data, dict) else None
+
+
+def read_config(run_dir: str | Path) -> dict | None:
+    """The run's config: ``config_resolved.yaml``, else Hydra's ``.hydra/config.yaml`` (unresolved), else None."""
+    config = read_resolved_config(run_dir)
+    if config is None:
+        data = _read_yaml(RunDir(run_dir).hydra_config)
+        config = data if isinstance(data, dict) else None
+    return config
+
+
+def read_overrides(run_dir: str | Path) -> list[str]:
+    """The command-line overrides Hydra recorded for the run (``.hydra/overrides.yaml``), [] when none."""
+    data = _read_yaml(RunDir(run_dir).overrides)
+    return [str(o) for o in data] if isinstance(data, list) else []
+
+
+def write_float_stats(run_dir: str | Path, mean, std) -> None:
+    """Record the float-input statistics (mean, std per input) the run's network standardises with."""
+    data = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    _write_atomic(RunDir(run_dir).float_stats, json.dumps(data, indent=2))
+
+
+def read_float_stats(run_dir: str | Path) -> tuple[list[float], list[float]] | None:
+    data = _read_json(RunDir(run_dir).float_stats)
+    if data is None or "mean" not in data or "std" not in data:
+        return None
+    return list(data["mean"]), list(data["std"])
+
+
+# ----- submitit logs of a multirun's job --------------------------------------------------------------------------
+def _hydra_job(run_dir: Path) -> dict:
+    data = _read_yaml(RunDir(run_dir).hydra_yaml)
+    job = data.get("hydra", {}).get("job") if isinstance(data, dict) else None
+    return job if isinstance(job, dict) else {}
+
+
+def _pickled_strings(text: str) -> tuple[bytes, ...]:
+    """How pickle writes a str (BINUNICODE, or SHORT_BINUNICODE under 256 bytes)."""
+    raw = text.encode()
+    forms = [b"X" + len(raw).to_bytes(4, "little") + raw]
+    if len(raw) < 256:
+        forms.append(b"\x8c" + bytes([len(raw)]) + raw)
+    return tuple(forms)
+
+
+def submitit_logs(sweep_dir: str | Path, run_dir: str | Path | None = None, job_num: int | None = None,
+                  overrides: list[str] | None = None) -> list[Path]:
+    """The submitit stdout/stderr files (``*_log.out``, ``*_log.err``) of one job of a multirun, [] when none found.
+
+    Tried in turn, first match wins:
+
+    1. the job's submitit id, which Hydra records in ``<run_dir>/.hydra/hydra.yaml`` (``hydra.job.id``) and
+       submitit uses as the job's folder name;
+    2. the job number as a SLURM array task (``<array>_<num>_<task>_log.*``): for a job that died before Hydra
+       wrote its files; the number is ``job_num``, else ``hydra.job.num``, else a numeric run directory name;
+    3. the job's ``overrides`` inside submitit's ``*_submitted.pkl`` (the local executor names folders by process
+       id); matched as pickled strings, never unpickled. The run's own ``.hydra/overrides.yaml`` is used when
+       ``overrides`` is None.
+
+    Args:
+        sweep_dir: the multirun directory (``hydra.sweep.dir``), which holds ``.submitit``.
+        run_dir: the job's directory, when it has one.
+        job_num: Hydra's job number, when known.
+        overrides: the job's overrides, when known.
+    """
+    root = Path(sweep_dir) / SUBMITIT
+    if not root.is_dir():
+        return []
+    logs = sorted(p for p in root.rglob("*_log.*") if p.is_file() and p.name.endswith(("_log.out", "_log.err")))
+    job = _hydra_job(Path(run_dir)) if run_dir is not None else {}
+
+    job_id = job.get("id")
+    if job_id not in (None, ""):
+        mine = [p for p in logs if p.parent == root / str(job_id)]
+        if mine:
+            return mine
+
+    if job_num is None:
+        job_num = job.get("num") if isinstance(job.get("num"), int) else None
+    if job_num is None and run_dir is not None and Path(run_dir).name.isdigit():
+        job_num = int(Path(run_dir).name)
+    if job_num is not None:
+        mine = [p for p in logs if re.fullmatch(rf"\d+_{job_num}_\d+_log\.(err|out)", p.name)]
+        if mine:
+            return mine
+
+    if overrides is None and run_dir is not None:
+        overrides = read_overrides(run_dir)
+    if overrides:
+        folders = set()
+        for pkl in root.rglob("*_submitted.pkl"):
+            data = pkl.read_bytes()
+            if all(any(form in data for form in _pickled_strings(o)) for o in overrides):
+                folders.add(pkl.parent)
+        return [p for p in logs if p.parent in folders]
+    return []
