@@ -1,5 +1,6 @@
 """Loading TensorBoard runs: merging, labels, damaged files, exactness against TensorBoard's own reader."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,10 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tmexp.analysis import loading
 from tmexp.analysis.eventfile import EventFileWarning, masked_crc32c, read_scalars
 from tmexp.analysis.synthetic import write_events, write_run_dir
+from tmexp.core import metrics
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "tensorboard"
+T0 = 1_700_000_000.0
 
 
 def rows(tag, n, step0=0, wall0=1000.0):
@@ -217,3 +220,99 @@ def test_resumed_run_purges_what_the_killed_run_logged_after_the_checkpoint(tmp_
     acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
     acc.Reload()
     assert [e.step for e in acc.Scalars("Training/loss")] == df.step.tolist()
+
+
+# --- logs of other Linesight-family versions: split folders, foreign units, runs without data ---------------------
+
+def _records(path):
+    """The raw TFRecords of an event file, in order."""
+    data = path.read_bytes()
+    out, pos = [], 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 8], "little")
+        out.append(data[pos:pos + 16 + length])
+        pos += 16 + length
+    return out
+
+
+def split_like_rulka(source, runs_dir, parts=3):
+    """The real Linesight log cut into ``<run>``, ``<run>_2``, ... folders, as rulka continues a run."""
+    records = _records(source)
+    header, body = records[0], records[1:]  # the file_version event opens every file
+    cuts = np.array_split(np.arange(len(body)), parts)
+    for k, idx in enumerate(cuts):
+        folder = runs_dir / ("hock" if k == 0 else f"hock_{k + 1}")
+        folder.mkdir(parents=True)
+        (folder / f"events.out.tfevents.{1000 + k}.host").write_bytes(header + b"".join(body[i] for i in idx))
+
+
+@pytest.mark.parametrize("given", ["run folder", "parent folder", "event-file glob"])
+def test_split_folders_merge_however_the_run_is_given(tmp_path, given):
+    (source,) = (FIXTURES / "linesight_default_hocko_run").glob("*tfevents*")
+    runs_dir = tmp_path / "runs"
+    split_like_rulka(source, runs_dir)
+    write_events(runs_dir / "other", rows("loss", 3))
+    paths = {"run folder": [runs_dir / "hock"], "parent folder": [runs_dir],
+             "event-file glob": sorted(runs_dir.glob("hock*"))}[given]
+    runs = loading.load_runs(paths, workers=1, canonical_tags=False)
+    info = runs.runs["hock"]
+    assert [f.name for f in info.folders] == ["hock", "hock_2", "hock_3"] and len(info.event_files) == 3
+    assert not any(label.startswith("hock_") for label in runs.labels())  # the continuations are not runs
+    whole = loading.load_scalars(source.parent, workers=1, canonical_tags=False)
+    merged = runs.scalars[runs.scalars["run"] == "hock"]
+    assert len(merged) == len(whole) == 228
+    assert merged[["step", "wall_time", "value"]].to_numpy().tolist() == \
+        whole[["step", "wall_time", "value"]].to_numpy().tolist()
+    assert info.first_wall_time == loading.load_runs(source.parent, workers=1).runs[source.parent.name].first_wall_time
+
+
+def test_split_run_given_by_folder_keeps_every_frame_and_its_final_best(tmp_path):
+    # Given only runs/synA, the continuation runs/synA_2 beside it holds the second half of the run.
+    best = metrics.alltime_min_ms("A01")
+    write_events(tmp_path / "runs" / "synA", [(best, 1_000_000 * k, T0 + 60 * k, 30_000 - 500 * k) for k in range(4)])
+    write_events(tmp_path / "runs" / "synA_2", [(best, 1_000_000 * k, T0 + 60 * k, 30_000 - 500 * k)
+                                                for k in range(4, 7)])
+    write_events(tmp_path / "runs" / "synAB", rows(best, 2))  # a name that only starts like it: another run
+    runs = loading.load_runs(tmp_path / "runs" / "synA", workers=1)
+    assert runs.labels() == ["synA"]
+    df = runs.scalars
+    assert df["step"].max() == 6_000_000 and df["value"].min() == 27_000
+
+
+def test_hydra_jobs_never_merge_as_split_folders(tmp_path):
+    # A tmexp sweep whose job folders are named <run>_<n> is not a Linesight split run.
+    write_run_dir(tmp_path / "A01_v2", rows("Training/loss", 2), overrides=["seed=0"])
+    write_run_dir(tmp_path / "A01_v2_2", rows("Training/loss", 2), overrides=["seed=2"])
+    assert loading.load_runs(tmp_path, workers=1).labels() == ["seed=0", "seed=2"]
+    assert loading.load_runs(tmp_path / "A01_v2", workers=1).labels() == ["seed=0"]
+
+
+def test_learner_fraction_of_other_linesight_versions_is_converted_to_percent(tmp_path):
+    write_events(tmp_path / "linesight", [("learner_percentage_training", 10 * i, T0 + i, 0.61) for i in range(3)])
+    write_events(tmp_path / "rulka", [(metrics.LEARNER_PERCENTAGE, 10 * i, T0 + i, 0.5 + 0.1 * i) for i in range(3)])
+    write_run_dir(tmp_path / "tmexp_idle", [(metrics.LEARNER_PERCENTAGE, 0, T0, 0.4)], overrides=["seed=0"])
+    write_events(tmp_path / "percent_already", [(metrics.LEARNER_PERCENTAGE, 0, T0, 61.0)])
+    runs = loading.load_runs(tmp_path, workers=1)
+    df = runs.scalars
+    pct = df[df["tag"] == metrics.LEARNER_PERCENTAGE].groupby("run", observed=True)["value"].apply(list)
+    assert pct["linesight"] == pytest.approx([61.0, 61.0, 61.0])
+    assert pct["rulka"] == pytest.approx([50.0, 60.0, 70.0])
+    assert pct["seed=0"] == pytest.approx([0.4])  # a tmexp run logs percent: 0.4 % stays 0.4 %
+    assert pct["percent_already"] == [61.0]
+    conversions = runs.conversions()
+    how, converted = conversions[metrics.LEARNER_PERCENTAGE]
+    assert sorted(converted) == ["linesight", "rulka"] and "0-1 fraction" in how and "%" in how
+    raw = loading.load_scalars(tmp_path / "linesight", workers=1, canonical_tags=False)
+    assert raw["value"].tolist() == pytest.approx([0.61] * 3)  # the logs as written
+
+
+def test_runs_without_data_are_kept_with_the_reason(tmp_path):
+    shutil.copytree(FIXTURES / "linesight_lay_mono", tmp_path / "lay_mono")  # a layout and no scalar
+    write_run_dir(tmp_path / "crashed", [], overrides=["lr=3"], status={"status": "failed"})
+    write_events(tmp_path / "ok", rows("loss", 2))
+    runs = loading.load_runs(tmp_path, workers=1)
+    assert runs.labels() == ["lr=3", "lay_mono", "ok"]
+    assert runs.with_data() == ["ok"]
+    assert runs.runs["lay_mono"].no_data == "no scalars in its 1 event file"
+    assert runs.runs["lr=3"].no_data == "no event files (status: failed)"
+    assert set(runs.scalars["run"].unique()) == {"ok"}

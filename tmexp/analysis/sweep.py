@@ -87,10 +87,10 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
                                    f"pass a multirun directory.")
     infos = {job.name: loading.describe_run(job, loading.find_runs(job).get(job, []), job.name) for job in jobs}
     with_logs = {name: info.event_files for name, info in infos.items() if info.event_files}
-    starts: dict[str, float] = {}
-    scalars = loading.read_event_files(with_logs, starts=starts) if with_logs else loading.empty_frame()
+    read = loading.read_event_files(with_logs)
+    scalars = read.scalars
     maps = detect_maps(scalars) if len(scalars) else []
-    summary = run_summary(scalars, list(with_logs), maps[0] if maps else None, starts) if with_logs else None
+    summary = run_summary(scalars, list(with_logs), maps[0] if maps else None, read.starts) if with_logs else None
 
     rows = []
     for job in jobs:
