@@ -42,6 +42,7 @@ CASES = [
     ("unknown_backend", ["env.backend=carla"], "env.backend"),
     ("unknown_cnn", ["nn.vis.cnn.type=resnet"], "nn.vis.cnn.type"),
     ("unknown_optimizer", ["training.optimizer=sgd"], "training.optimizer"),
+    ("numbered_cuda_device", ["performance.device=cuda:1"], "performance.device is 'cuda:1': choose one of auto, cpu, cuda"),
     ("zero_n_steps", ["training.n_steps=0"], "training.n_steps"),
     ("start_learn_above_capacity", ["memory.memory_size_schedule=[[0,[100,200]]]"], "memory.memory_size_schedule"),
     ("batch_above_capacity", ["training.batch_size=600", "memory.memory_size_schedule=[[0,[500,100]]]"], "training.batch_size"),
@@ -79,10 +80,20 @@ def test_cli_exits_non_zero_with_one_line_and_no_run_directory(override, tmp_pat
     assert not run_dir.exists()
 
 
+def test_a_config_built_in_code_gets_the_same_closed_set_check():
+    from tmexp.config import Config
+    from tmexp.validation import check_config
+
+    cfg = Config()
+    cfg.nn.vis.cnn.type = "resnet"
+    with pytest.raises(ConfigError, match=r"^nn.vis.cnn.type is 'resnet': choose one of linesight, impala.$"):
+        check_config(cfg)
+
+
 def test_resuming_a_run_directory_with_another_network_is_refused(tmp_path):
     from omegaconf import OmegaConf
 
-    from tmexp.train import compose_config
+    from tmexp.compose import compose_config
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoint").mkdir(parents=True)
@@ -97,7 +108,7 @@ def test_resuming_a_run_directory_with_another_network_is_refused(tmp_path):
 def test_a_sweep_with_its_own_subdir_layout_checks_the_directories_it_will_resume(tmp_path):
     from omegaconf import OmegaConf
 
-    from tmexp.train import compose_config
+    from tmexp.compose import compose_config
 
     job_dir = tmp_path / "sweep" / "smoke_run" / "seed1"  # hydra.sweep.subdir=${run_name}/seed${seed}, job seed=1
     (job_dir / "checkpoint").mkdir(parents=True)

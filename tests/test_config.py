@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tmexp.config import Config
-from tmexp.train import compose_config
+from tmexp.compose import compose_config
+from tmexp.config import Backend, CnnType, Config, Device, Optimizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -120,3 +120,13 @@ def test_any_leaf_can_be_overridden():
     cfg = compose_config(["training.batch_size=64", "env.sim.road_width_m=9", "btr.use_munchausen=true",
                           "nn/vis/cnn=impala", "nn.vis.cnn.width_scale=3"])
     assert cfg.training.batch_size == 64 and cfg.btr.use_munchausen and cfg.nn.vis.cnn.width_scale == 3
+
+
+def test_closed_sets_are_enums_that_compare_and_print_as_their_values():
+    cfg = compose_config(["nn.vis.cnn.type=impala", "training.optimizer=adam", "performance.device=cpu", "env=tmi"])
+    assert isinstance(cfg.nn.vis.cnn.type, CnnType) and cfg.nn.vis.cnn.type is CnnType.impala
+    assert cfg.nn.vis.cnn.type == "impala" and f"{cfg.nn.vis.cnn.type}" == str(cfg.nn.vis.cnn.type) == "impala"
+    assert (cfg.training.optimizer, cfg.performance.device, cfg.env.backend) == (Optimizer.adam, Device.cpu, Backend.tmi)
+    saved = OmegaConf.to_yaml(OmegaConf.structured(cfg))  # what config_resolved.yaml holds
+    assert "type: impala" in saved and "backend: tmi" in saved
+    assert OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(saved))) == cfg

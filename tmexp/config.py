@@ -4,12 +4,17 @@ The YAML files under ``conf/`` only choose options and set values; Hydra validat
 dataclasses (registered in the ConfigStore by ``register_configs``). Library code under ``tmexp/core`` and
 ``tmexp/envs`` receives these typed sub-configs, never the whole tree.
 
+Closed sets are ``Choice`` Enums: OmegaConf rejects any other value when it composes, and the core's comparisons
+with plain strings (``cnn.type == "impala"``) keep working. Composing the tree is ``tmexp.compose``'s job, so that
+the core can import this schema without importing Hydra.
+
 Schedules are lists of ``[frame, value]`` points over frames played (actions).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, List, Optional
 
 from tmexp.envs.base import EnvSpec, RewardSpec
@@ -17,11 +22,45 @@ from tmexp.envs.sim.params import SimParams
 from tmexp.envs.tmi.params import TmiParams
 
 
+class Choice(str, Enum):
+    """A value from a closed set: a ``str`` equal to its value, printed as its value (YAML uses the member name,
+    which is the value)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Backend(Choice):
+    sim = "sim"
+    tmi = "tmi"
+
+
+class CnnType(Choice):
+    linesight = "linesight"
+    impala = "impala"
+
+
+class Optimizer(Choice):
+    radam = "radam"
+    adam = "adam"
+
+
+class Device(Choice):
+    """``auto``: CUDA when torch sees it, else the CPU. One GPU of several: choose it with CUDA_VISIBLE_DEVICES."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 @dataclass
 class EnvConfig(EnvSpec):
     """``env``: the backend and the settings every backend shares (see ``tmexp/envs/base.py``)."""
 
-    backend: str = "sim"  # sim | tmi
+    backend: Backend = Backend.sim
     sim: SimParams = field(default_factory=SimParams)
     tmi: TmiParams = field(default_factory=TmiParams)
 
@@ -41,7 +80,7 @@ class MapConfig:
 class CNNConfig:
     """``nn/vis/cnn``: the vision CNN."""
 
-    type: str = "linesight"  # linesight | impala
+    type: CnnType = CnnType.linesight
     width_scale: int = 1  # IMPALA channels are (16, 32, 32) x width_scale
     adaptive_maxpool_size: Optional[int] = None  # IMPALA: adaptive max-pool to (size, size); null = off
     spectral_norm: bool = False  # IMPALA: spectral normalisation on the residual blocks' convolutions
@@ -97,7 +136,7 @@ class TrainingConfig:
     """``training``: optimisation, schedules and run length."""
 
     batch_size: int = 512  # Linesight uses 4096 on a GPU; the default run uses 64 (conf/training/cpu.yaml)
-    optimizer: str = "radam"  # radam | adam
+    optimizer: Optimizer = Optimizer.radam
     adam_epsilon: float = 1e-4
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -168,7 +207,7 @@ class PerformanceConfig:
     # learner keeps its core and collectors use what is left (Linesight's collectors run freely; the replay ratio
     # is an upper bound on the learner, not a brake on the collectors).
     collector_nice: int = 10
-    device: str = "auto"  # auto | cpu | cuda
+    device: Device = Device.auto
     use_amp: bool = True  # on CUDA only
     channels_last: bool = True
     frames_before_save_best_runs: int = 0
@@ -191,20 +230,3 @@ class Config:
     seed: int = 0
     run_name: str = "default"
 
-
-def register_configs() -> None:
-    """Register the schema with Hydra's ConfigStore (imported lazily: library code never imports Hydra)."""
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    cs.store(group="env", name="schema", node=EnvConfig)
-    cs.store(group="map", name="schema", node=MapConfig)
-    cs.store(group="nn", name="schema", node=NNConfig)
-    cs.store(group="nn/vis/cnn", name="schema", node=CNNConfig)
-    cs.store(group="btr", name="schema", node=BTRConfig)
-    cs.store(group="training", name="schema", node=TrainingConfig)
-    cs.store(group="memory", name="schema", node=MemoryConfig)
-    cs.store(group="exploration", name="schema", node=ExplorationConfig)
-    cs.store(group="rewards", name="schema", node=RewardsConfig)
-    cs.store(group="performance", name="schema", node=PerformanceConfig)

@@ -22,29 +22,17 @@ from pathlib import Path
 import hydra
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ValidationError
 
 from tmexp import rundir
-from tmexp.config import Config, register_configs
+from tmexp.compose import compose_config, register_configs  # compose_config stays importable from here too
+from tmexp.config import Config
 from tmexp.launch.job_slots import acquire_slot
-from tmexp.validation import ConfigError, check_config, check_output_dir
+from tmexp.validation import ConfigError, check_config, check_output_dir, choice_message, choice_type
 
 log = logging.getLogger("tmexp.train")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 register_configs()
-
-
-def compose_config(overrides: list[str] | None = None, return_hydra_config: bool = False) -> Config | DictConfig:
-    """Compose ``conf/config.yaml`` with ``overrides`` into the typed ``Config`` (or the raw DictConfig with Hydra's node)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="train"):
-        cfg = compose(config_name="config", overrides=list(overrides or []), return_hydra_config=return_hydra_config)
-    if return_hydra_config:
-        return cfg
-    return OmegaConf.to_object(cfg)
 
 
 def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False) -> str:
@@ -97,6 +85,12 @@ _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completi
 
 
 def _one_line(error: BaseException) -> str:
+    """A composition error as one line; a value outside a closed set of the schema as check_config words it."""
+    cause = error
+    while cause is not None:
+        if isinstance(cause, ValidationError) and cause.full_key and choice_type(cause.full_key) is not None:
+            return choice_message(cause.full_key, cause.value, choice_type(cause.full_key))
+        cause = cause.__cause__
     parts = []
     while error is not None:
         text = " ".join(str(error).split())

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import typing
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
+from tmexp.config import Choice, Config, Device
 from tmexp.core.schedules import ScheduleError, build_schedules
 
 
@@ -22,10 +25,40 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def choice_type(key: str) -> type[Choice] | None:
+    """The closed set (a ``Choice`` Enum of the schema) of a dotted config key, or None when it is not one."""
+    node: typing.Any = Config
+    for part in key.split("."):
+        if not (isinstance(node, type) and is_dataclass(node)):
+            return None
+        node = typing.get_type_hints(node).get(part)
+    return node if isinstance(node, type) and issubclass(node, Choice) else None
+
+
+def choice_message(key: str, value, kind: type[Choice]) -> str:
+    """The one line for a value outside a closed set."""
+    message = f"{key} is {str(value)!r}: choose one of {', '.join(c.value for c in kind)}."
+    if kind is Device:
+        message += " For one GPU of several, set CUDA_VISIBLE_DEVICES."
+    return message
+
+
+def _check_choices(node, prefix: str = "") -> None:
+    """Every ``Choice`` field holds a member of its set (composition already ensures it; a Config built in code
+    does not)."""
+    hints = typing.get_type_hints(type(node))
+    for f in fields(node):
+        value, kind = getattr(node, f.name), hints.get(f.name)
+        if is_dataclass(value):
+            _check_choices(value, f"{prefix}{f.name}.")
+        elif isinstance(kind, type) and issubclass(kind, Choice):
+            _require(any(value == c.value for c in kind), choice_message(prefix + f.name, value, kind))
+
+
 def check_config(cfg) -> None:
     """Raise ConfigError for the first problem found in ``cfg`` (a ``tmexp.config.Config``)."""
     t, nn, m, p, e = cfg.training, cfg.nn, cfg.memory, cfg.performance, cfg.env
-    _require(e.backend in ("sim", "tmi"), f"env.backend is {e.backend!r}: choose env=sim or env=tmi.")
+    _check_choices(cfg)
     _require(t.batch_size > 0, f"training.batch_size is {t.batch_size}: it must be a positive integer.")
     _require(nn.iqn_n > 0 and nn.iqn_n % 2 == 0,
              f"nn.iqn_n is {nn.iqn_n}: it must be a positive even number (training taus are symmetric pairs).")
@@ -41,7 +74,6 @@ def check_config(cfg) -> None:
     _require(nn.number_memories_trained_on_between_target_network_updates > 0,
              "nn.number_memories_trained_on_between_target_network_updates must be positive.")
     cnn = nn.vis.cnn
-    _require(cnn.type in ("linesight", "impala"), f"nn.vis.cnn.type is {cnn.type!r}: choose nn/vis/cnn=linesight or impala.")
     _require(cnn.width_scale >= 1, f"nn.vis.cnn.width_scale is {cnn.width_scale}: it must be >= 1.")
     _require(cnn.adaptive_maxpool_size is None or cnn.adaptive_maxpool_size >= 1,
              f"nn.vis.cnn.adaptive_maxpool_size is {cnn.adaptive_maxpool_size}: use a size >= 1 or null (off).")
@@ -50,7 +82,6 @@ def check_config(cfg) -> None:
     _require(0 <= b.munchausen_alpha <= 1, f"btr.munchausen_alpha is {b.munchausen_alpha}: it must be in [0, 1].")
     _require(b.munchausen_lo < 0, f"btr.munchausen_lo is {b.munchausen_lo}: it must be negative.")
     _require(b.noisy_sigma0 >= 0, f"btr.noisy_sigma0 is {b.noisy_sigma0}: it must be >= 0.")
-    _require(t.optimizer in ("radam", "adam"), f"training.optimizer is {t.optimizer!r}: choose radam or adam.")
     _require(t.n_steps >= 1, f"training.n_steps is {t.n_steps}: it must be >= 1.")
     ms_per_action = e.ms_per_tm_engine_step * e.tm_engine_step_per_action
     _require(t.temporal_mini_race_duration_ms == 0 or t.temporal_mini_race_duration_ms >= ms_per_action,
@@ -85,13 +116,11 @@ def check_config(cfg) -> None:
                                "of a multirun that may train at once.")
     _require(p.update_inference_network_every_n_actions >= 1, "performance.update_inference_network_every_n_actions must be >= 1.")
     _require(p.send_shared_network_every_n_batches >= 1, "performance.send_shared_network_every_n_batches must be >= 1.")
-    _require(p.device in ("auto", "cpu", "cuda") or p.device.startswith("cuda:"),
-             f"performance.device is {p.device!r}: choose auto, cpu or cuda.")
-    if p.device.startswith("cuda"):
+    if p.device == Device.cuda:
         import torch
 
         _require(torch.cuda.is_available(),
-                 f"performance.device is {p.device!r} but no CUDA device is available: use performance.device=auto or cpu, "
+                 "performance.device is 'cuda' but no CUDA device is available: use performance.device=auto or cpu, "
                  "or install a CUDA build of torch.")
     _require(cfg.map.explo_races_per_cycle >= 0 and cfg.map.eval_races_per_cycle >= 0
              and cfg.map.explo_races_per_cycle + cfg.map.eval_races_per_cycle > 0,

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tmexp.config import BTRConfig, NNConfig, TrainingConfig
+from tmexp.config import BTRConfig, Device, NNConfig, Optimizer, TrainingConfig
 from tmexp.core import losses
 from tmexp.core.networks import IQNNetwork
 
-OPTIMIZERS = ("radam", "adam")
-DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = tuple(o.value for o in Optimizer)  # one definition of each closed set: tmexp/config.py
+DEVICES = tuple(d.value for d in Device)
 
 
 class OptimizationConfigError(ValueError):
