@@ -12,7 +12,7 @@ import typing
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
-from tmexp.config import Choice, Config, Device
+from tmexp.config import Backend, Choice, Config, Device
 from tmexp.core.schedules import ScheduleError, build_schedules
 
 
@@ -55,18 +55,27 @@ def _check_choices(node, prefix: str = "") -> None:
             _require(any(value == c.value for c in kind), choice_message(prefix + f.name, value, kind))
 
 
-def check_config(cfg) -> None:
-    """Raise ConfigError for the first problem found in ``cfg`` (a ``tmexp.config.Config``)."""
-    t, nn, m, p, e = cfg.training, cfg.nn, cfg.memory, cfg.performance, cfg.env
+def check_config(cfg: Config) -> None:
+    """Raise ConfigError for the first problem found in ``cfg``, section by section."""
     _check_choices(cfg)
-    _require(t.batch_size > 0, f"training.batch_size is {t.batch_size}: it must be a positive integer.")
+    _check_nn(cfg.nn)
+    _check_btr(cfg.btr)
+    _check_training(cfg)
+    _check_replay_and_exploration(cfg)
+    _check_performance(cfg.performance)
+    _check_env(cfg)
+    _check_map(cfg)
+
+
+def _check_nn(nn) -> None:
     _require(nn.iqn_n > 0 and nn.iqn_n % 2 == 0,
              f"nn.iqn_n is {nn.iqn_n}: it must be a positive even number (training taus are symmetric pairs).")
     _require(nn.iqn_k > 0, f"nn.iqn_k is {nn.iqn_k}: it must be positive.")
     _require(nn.iqn_kappa > 0, f"nn.iqn_kappa is {nn.iqn_kappa}: it must be > 0.")
     _require(nn.dense_hidden_dimension >= 2 and nn.dense_hidden_dimension % 2 == 0,
              f"nn.dense_hidden_dimension is {nn.dense_hidden_dimension}: it must be an even number >= 2.")
-    _require(nn.iqn_embedding_dimension > 0, f"nn.iqn_embedding_dimension is {nn.iqn_embedding_dimension}: it must be positive.")
+    _require(nn.iqn_embedding_dimension > 0,
+             f"nn.iqn_embedding_dimension is {nn.iqn_embedding_dimension}: it must be positive.")
     _require(nn.float_hidden_dim > 0, f"nn.float_hidden_dim is {nn.float_hidden_dim}: it must be positive.")
     _require(0 < nn.soft_update_tau <= 1, f"nn.soft_update_tau is {nn.soft_update_tau}: it must be in (0, 1].")
     _require(nn.clip_grad_norm > 0, f"nn.clip_grad_norm is {nn.clip_grad_norm}: it must be > 0.")
@@ -77,11 +86,19 @@ def check_config(cfg) -> None:
     _require(cnn.width_scale >= 1, f"nn.vis.cnn.width_scale is {cnn.width_scale}: it must be >= 1.")
     _require(cnn.adaptive_maxpool_size is None or cnn.adaptive_maxpool_size >= 1,
              f"nn.vis.cnn.adaptive_maxpool_size is {cnn.adaptive_maxpool_size}: use a size >= 1 or null (off).")
-    b = cfg.btr
-    _require(b.munchausen_entropy_tau > 0, f"btr.munchausen_entropy_tau is {b.munchausen_entropy_tau}: it must be > 0.")
+
+
+def _check_btr(b) -> None:
+    _require(b.munchausen_entropy_tau > 0,
+             f"btr.munchausen_entropy_tau is {b.munchausen_entropy_tau}: it must be > 0.")
     _require(0 <= b.munchausen_alpha <= 1, f"btr.munchausen_alpha is {b.munchausen_alpha}: it must be in [0, 1].")
     _require(b.munchausen_lo < 0, f"btr.munchausen_lo is {b.munchausen_lo}: it must be negative.")
     _require(b.noisy_sigma0 >= 0, f"btr.noisy_sigma0 is {b.noisy_sigma0}: it must be >= 0.")
+
+
+def _check_training(cfg: Config) -> None:
+    t, e = cfg.training, cfg.env
+    _require(t.batch_size > 0, f"training.batch_size is {t.batch_size}: it must be a positive integer.")
     _require(t.n_steps >= 1, f"training.n_steps is {t.n_steps}: it must be >= 1.")
     ms_per_action = e.ms_per_tm_engine_step * e.tm_engine_step_per_action
     _require(t.temporal_mini_race_duration_ms == 0 or t.temporal_mini_race_duration_ms >= ms_per_action,
@@ -91,49 +108,64 @@ def check_config(cfg) -> None:
              "training.oversample_long_term_steps and training.oversample_maximum_term_steps must be >= 0.")
     _require(t.max_frames >= 0, f"training.max_frames is {t.max_frames}: use 0 (no limit) or a positive number.")
     _require(t.max_minutes >= 0, f"training.max_minutes is {t.max_minutes}: use 0 (no limit) or a positive number.")
-    _require(t.checkpoint_every_minutes > 0, f"training.checkpoint_every_minutes is {t.checkpoint_every_minutes}: it must be > 0.")
-    _require(0 <= t.weight_decay_lr_ratio < 1000, f"training.weight_decay_lr_ratio is {t.weight_decay_lr_ratio}: it must be >= 0.")
+    _require(t.checkpoint_every_minutes > 0,
+             f"training.checkpoint_every_minutes is {t.checkpoint_every_minutes}: it must be > 0.")
+    # w *= 1 - ratio * lr: a ratio near 1 / lr would zero every weight at each step.
+    _require(0 <= t.weight_decay_lr_ratio < 1000,
+             f"training.weight_decay_lr_ratio is {t.weight_decay_lr_ratio}: use a value in [0, 1000) (Linesight: 0.1).")
+
+
+def _check_replay_and_exploration(cfg: Config) -> None:
+    t, m = cfg.training, cfg.memory
     _require(m.number_times_single_memory_is_used_before_discard > 0,
              "memory.number_times_single_memory_is_used_before_discard must be > 0.")
     _require(m.prio_alpha >= 0, f"memory.prio_alpha is {m.prio_alpha}: it must be >= 0 (0 = uniform sampling).")
-    _require(m.prio_epsilon > 0 or m.prio_alpha == 0, f"memory.prio_epsilon is {m.prio_epsilon}: it must be > 0 with PER on.")
+    _require(m.prio_epsilon > 0 or m.prio_alpha == 0,
+             f"memory.prio_epsilon is {m.prio_epsilon}: it must be > 0 with PER on.")
     try:
         schedules = build_schedules(t, m, cfg.exploration)
     except ScheduleError as error:
         raise ConfigError(str(error)) from error
-    for name, schedule in (("training.gamma_schedule", schedules.gamma),):
-        _require(all(0 <= v <= 1 for v in schedule.values), f"{name} has a value outside [0, 1].")
+    _require(all(0 <= v <= 1 for v in schedules.gamma.values), "training.gamma_schedule has a value outside [0, 1].")
     for name, schedule in (("exploration.epsilon_schedule", schedules.epsilon),
                            ("exploration.epsilon_boltzmann_schedule", schedules.epsilon_boltzmann)):
         _require(all(0 < v <= 1 for v in schedule.values), f"{name} has a value outside (0, 1].")
-    first_capacity = cfg.memory.memory_size_schedule[0][1]
-    _require(t.batch_size <= first_capacity[0],
-             f"training.batch_size ({t.batch_size}) is larger than the replay capacity ({first_capacity[0]}) in "
+    first_capacity = m.memory_size_schedule[0][1][0]
+    _require(t.batch_size <= first_capacity,
+             f"training.batch_size ({t.batch_size}) is larger than the replay capacity ({first_capacity}) in "
              "memory.memory_size_schedule.")
-    _require(p.gpu_collectors_count >= 1, f"performance.gpu_collectors_count is {p.gpu_collectors_count}: it must be >= 1.")
+
+
+def _check_performance(p) -> None:
+    _require(p.gpu_collectors_count >= 1,
+             f"performance.gpu_collectors_count is {p.gpu_collectors_count}: it must be >= 1.")
     _require(p.max_rollout_queue_size >= 1, "performance.max_rollout_queue_size must be >= 1.")
     _require(p.job_slots >= 0, f"performance.job_slots is {p.job_slots}: use 0 (no limit) or the number of jobs "
                                "of a multirun that may train at once.")
-    _require(p.update_inference_network_every_n_actions >= 1, "performance.update_inference_network_every_n_actions must be >= 1.")
-    _require(p.send_shared_network_every_n_batches >= 1, "performance.send_shared_network_every_n_batches must be >= 1.")
+    _require(p.update_inference_network_every_n_actions >= 1,
+             "performance.update_inference_network_every_n_actions must be >= 1.")
+    _require(p.send_shared_network_every_n_batches >= 1,
+             "performance.send_shared_network_every_n_batches must be >= 1.")
     if p.device == Device.cuda:
         import torch
 
         _require(torch.cuda.is_available(),
                  "performance.device is 'cuda' but no CUDA device is available: use performance.device=auto or cpu, "
                  "or install a CUDA build of torch.")
-    _require(cfg.map.explo_races_per_cycle >= 0 and cfg.map.eval_races_per_cycle >= 0
-             and cfg.map.explo_races_per_cycle + cfg.map.eval_races_per_cycle > 0,
+
+
+def _check_env(cfg: Config) -> None:
+    e, map_cfg = cfg.env, cfg.map
+    _require(map_cfg.explo_races_per_cycle >= 0 and map_cfg.eval_races_per_cycle >= 0
+             and map_cfg.explo_races_per_cycle + map_cfg.eval_races_per_cycle > 0,
              "map.explo_races_per_cycle and map.eval_races_per_cycle must be >= 0 with at least one race per cycle.")
     _require(e.w_downsized >= 16 and e.h_downsized >= 16, "env.w_downsized and env.h_downsized must be >= 16 pixels.")
     _require(e.tm_engine_step_per_action >= 1, "env.tm_engine_step_per_action must be >= 1.")
     _require(e.cutoff_rollout_if_race_not_finished_within_duration_ms > 0,
              "env.cutoff_rollout_if_race_not_finished_within_duration_ms must be > 0.")
-    _check_map(cfg)
-    if e.backend == "tmi":
-        launch = getattr(e.tmi, "launch_command", "")
-        _require(bool(launch), "env=tmi needs the game: set env.tmi.launch_command to the command that starts "
-                               "TMInterface with the plugin (see tmexp/envs/tmi/plugin/README.md).")
+    if e.backend == Backend.tmi:
+        _require(bool(e.tmi.launch_command), "env=tmi needs the game: set env.tmi.launch_command to the command that "
+                                             "starts TMInterface with the plugin (see tmexp/envs/tmi/plugin/README.md).")
 
 
 def _check_map(cfg) -> None:
