@@ -1,6 +1,7 @@
 """The compare CLI: output formats, figures, sweep summary, user errors."""
 
 import pickle
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -63,7 +64,7 @@ def test_csv_and_figures_to_out_dir(sweep_dir, tmp_path):
     rc = compare.main([str(sweep_dir / "0"), str(sweep_dir / "1"), "--format", "csv", "--out", str(out), "--plot",
                        "--step-interval", "1M"])
     assert rc == 0
-    assert (out / "runs.csv").read_text().startswith("run,wall_minutes")
+    assert (out / "runs.csv").read_text().startswith("run,folders,files,data,wall_minutes")
     assert (out / "best_time_A01_by_wall.csv").exists() and (out / "loss_by_frames.csv").exists()
     figures = sorted(p.name for p in out.glob("*.jpg"))
     assert "Race_eval_race_time_trained_A01_by_wall.jpg" in figures
@@ -120,3 +121,155 @@ def test_cli_module_runs(sweep_dir):
     done = subprocess.run([sys.executable, "-m", "tmexp.compare", str(sweep_dir / "0"), "--steps", "1M"],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0 and "| 1M |" in done.stdout
+
+
+# --- runs users already have: split folders, foreign units, empty runs, any tag ------------------------------------
+
+T0 = 1_700_000_000.0
+FIXTURES = Path(__file__).resolve().parent / "data" / "tensorboard"
+
+
+def linesight_rows(minutes, best_ms, custom_from=0):
+    """A Linesight-style log: old tag names, the learner time as a 0-1 fraction, a tag tmexp does not know."""
+    out = []
+    for k in range(minutes + 1):
+        t, frames = T0 + 60 * k, 100_000 * k
+        out += [("cumul_number_frames_played", frames, t, frames),
+                ("cumul_number_batches_done", frames, t, frames // 4),
+                ("loss", frames, t, 10.0 / (k + 1)), ("learner_percentage_training", frames, t, 0.61),
+                (metrics.alltime_min_ms("A01"), frames, t, best_ms - 100 * k)]
+        if k >= custom_from:
+            out.append(("Custom/lap_quality", frames, t, float(k)))
+    return out
+
+
+@pytest.fixture
+def legacy_runs(tmp_path):
+    runs = tmp_path / "runs"
+    rows = linesight_rows(59, 30_000)
+    write_events(runs / "synA", rows[:len(rows) // 2])
+    write_events(runs / "synA_2", rows[len(rows) // 2:])
+    write_events(runs / "synB", linesight_rows(44, 29_000, custom_from=5))
+    write_events(runs / "noisy", [("loss", 0, T0, 1.0), ("loss", 100, T0 + 600, 0.5)])  # none of the custom tag
+    (runs / "lay_mono").mkdir()
+    (src,) = (FIXTURES / "linesight_lay_mono").glob("*tfevents*")
+    (runs / "lay_mono" / src.name).write_bytes(src.read_bytes())
+    return runs
+
+
+def sections(text):
+    """'## title' -> the text up to the next heading."""
+    parts = text.split("\n## ")
+    return {p.split("\n", 1)[0].lstrip("# "): p.split("\n", 1)[1] for p in parts if "\n" in p}
+
+
+def test_split_run_given_by_folder_is_merged_and_counted(legacy_runs, capsys):
+    assert compare.main([str(legacy_runs / "synA"), str(legacy_runs / "synB"), "--steps", "2M"]) == 0
+    out = capsys.readouterr().out
+    runs = sections(out)["runs"]
+    assert re.search(r"\| synA \| 2 \| 2 \| \d+ scalars \| 59\.0 \| - \| 5900000 \|.*\| 24\.100 \|", runs)
+    assert re.search(r"\| synB \| 1 \| 1 \|", runs) and "synA_2" not in out
+
+
+def test_foreign_learner_fraction_is_shown_in_percent_and_says_so(legacy_runs, capsys):
+    assert compare.main([str(legacy_runs / "synA"), "--steps", "2M"]) == 0
+    out = sections(capsys.readouterr().out)
+    (title,) = [t for t in out if t.startswith("learner busy time, %") and "by wall time" in t]
+    assert title.endswith("converted on load: logged as a 0-1 fraction, x100 to % (runs synA)")
+    assert "| 10 min | 61.0 |" in out[title]
+
+
+def test_runs_without_data_are_listed_with_the_reason(legacy_runs, capsys):
+    assert compare.main([str(legacy_runs), "--metrics", "Custom/lap_quality", "--steps", "1M"]) == 0
+    out = sections(capsys.readouterr().out)
+    assert "| lay_mono | 1 | 1 | no data: no scalars in its 1 event file |" in out["runs"]
+    assert "| noisy | 1 | 1 | no data: none of the requested tags (Custom/lap_quality) |" in out["runs"]
+    table = out["Custom/lap_quality (last value) by wall time"]
+    assert "| checkpoint | synA | synB |" in table  # the runs without it take no column and set no window
+
+
+def test_any_tag_by_time_and_by_steps_with_figures(legacy_runs, tmp_path, capsys):
+    out_dir = tmp_path / "cmp"
+    assert compare.main([str(legacy_runs / "synA"), str(legacy_runs / "synB"), "--metrics", "Custom/lap_quality",
+                         "loss", "--steps", "1M,2M", "--by", "updates", "--plot", "--out", str(out_dir)]) == 0
+    text = sections((out_dir / "comparison.md").read_text())
+    assert list(text)[1:] == ["Custom/lap_quality (last value) by wall time", "training loss (Training/loss, last "
+                              "value) by wall time", "Custom/lap_quality (last value) by updates",
+                              "training loss (Training/loss, last value) by updates"]
+    # the custom tag starts at minute 5 in synB, and minute 0 stays its first event: 10 min reads k = 10
+    assert "| 10 min | 10 | 10 |" in text["Custom/lap_quality (last value) by wall time"]
+    assert "| 1M | 40 | 40 |" in text["Custom/lap_quality (last value) by updates"]  # 1M updates = 4M frames
+    assert (out_dir / "Custom_lap_quality_by_wall.jpg").is_file()
+    assert (out_dir / "Custom_lap_quality_by_updates.jpg").is_file()
+
+
+def test_all_scalars_tabulates_every_tag(legacy_runs, capsys):
+    assert compare.main([str(legacy_runs / "synB"), "--all-scalars", "--steps", "1M"]) == 0
+    titles = list(sections(capsys.readouterr().out))
+    for tag in ("Custom/lap_quality", "cumul_number_batches_done", "cumul_number_frames_played"):
+        assert f"{tag} (last value) by wall time" in titles and f"{tag} (last value) by frames" in titles
+    assert any(t.startswith("best time so far") for t in titles)
+
+
+def test_a_tag_no_run_logged_is_a_user_error(legacy_runs, capsys):
+    assert compare.main([str(legacy_runs / "synA"), "--metrics", "Custom/lap_qualty"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "no run logged the requested tag 'Custom/lap_qualty' (did you mean 'Custom/lap_quality'?)" in err
+
+
+def test_every_table_states_time_origin_and_std(legacy_runs, capsys):
+    assert compare.main([str(legacy_runs), "--steps", "1M"]) == 0
+    out = sections(capsys.readouterr().out)
+    assert len(out) > 5
+    for title, body in out.items():
+        last = body.strip().splitlines()[-1]
+        assert "first event of any kind" in last and "std is the sample std (n-1)" in last, title
+
+
+def test_real_linesight_logs(capsys):
+    assert compare.main([str(FIXTURES), "--step-interval", "1K"]) == 0
+    out = sections(capsys.readouterr().out)
+    assert "| linesight_lay_mono | 1 | 1 | no data: no scalars in its 1 event file |" in out["runs"]
+    assert "| linesight_default_hocko_run | 1 | 1 | 228 scalars |" in out["runs"]
+    # old tag names read as the current ones: the eval races of map 'hock', none finished
+    table = out["Race/eval_race_time_trained_hock by wall time"]
+    assert re.search(r"\| end 0\.\d+ min / linesight_default_hocko_run \| 3 \| 300\.000 \|", table)
+    assert "training loss" not in " ".join(out)  # the fixture logs no loss: no table invented
+
+
+def test_seed_groups_are_drawn_as_iqm_bands_one_colour_each(sweep_dir, tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, fmt: (drawn.append(fig), path)[-1])
+    runs = loading.load_runs([sweep_dir / "0", sweep_dir / "1", sweep_dir / "2"], workers=1)
+    groups = {"base": ["seed=0", "seed=1"], "lr=2": ["lr=2"]}
+    cmp = tables.compare(runs.scalars, "wall", interval=10)
+    metric = cmp.metrics["best_time_A01"]
+    plots.plot_metric(cmp.data, metric, cmp.runs, "wall", tmp_path, groups=groups)
+    (ax,) = drawn[0].axes
+    lines = [line for line in ax.get_lines() if len(line.get_xdata())]
+    thick = [line for line in lines if line.get_linewidth() > 2]
+    thin = [line for line in lines if line.get_linewidth() < 1]
+    assert len(thick) == 1 and len(thin) == 2  # base: its IQM and its two seeds
+    assert all(line.get_color() == thick[0].get_color() for line in thin)
+    single = [line for line in lines if line not in thick and line not in thin]
+    assert len(single) == 1 and single[0].get_color() != thick[0].get_color()  # lr=2: a plain line of its own colour
+    assert len(ax.collections) == 1  # base's 95 % band
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:2] == ["base: IQM of 2 seeds, 95% CI", "lr=2"]
+    plt.close("all")
+
+
+def test_compare_plots_the_seed_groups_it_finds(sweep_dir, tmp_path, monkeypatch):
+    legends = {}
+
+    def keep(fig, path, fmt):
+        legends[path.name] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        plt.close(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    assert compare.main([str(sweep_dir / "0"), str(sweep_dir / "1"), str(sweep_dir / "2"), "--plot", "--out",
+                         str(tmp_path), "--steps", "1M"]) == 0
+    assert legends["best_time_A01_by_wall"][:2] == ["base: IQM of 2 seeds, 95% CI", "lr=2"]
+    assert legends["Race_eval_race_time_trained_A01_by_frames"][:2] == ["base: IQM of 2 seeds, 95% CI", "lr=2"]

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from tmexp import report
-from tmexp.analysis.report import ReportError, read_spec
+from tmexp.analysis.writeup import ReportError, read_spec
 from tmexp.analysis.synthetic import training_rows, write_run_dir
 
 SECTIONS = ["## Experiment overview", "## Key results", "## Run analysis", "## Detailed metrics",
@@ -159,7 +159,7 @@ def test_relative_paths_resolve_beside_runs_yaml(tmp_path, runs_root):
 def test_ranking_sentences_state_ties_and_unfinished_runs():
     import pandas as pd
 
-    from tmexp.analysis.report import ranking_sentence
+    from tmexp.analysis.writeup import ranking_sentence
 
     groups = {"a": ["a"], "b": ["b"], "c": ["c"]}
     s = ranking_sentence(pd.Series({"a": 25.0, "b": 24.5, "c": 24.5}), groups, "At 10M frames", "the best time")
@@ -168,3 +168,37 @@ def test_ranking_sentences_state_ties_and_unfinished_runs():
     assert s == "At 1M frames, no run has finished a race yet (x is the 300 s cutoff)."
     s = ranking_sentence(pd.Series({"a": 25.0, "b": float("nan"), "c": 24.0}), groups, "At 2M frames", "y")
     assert s == "At 2M frames, y is lowest for **c** (24.000 s), then a (25.000 s); none logged yet for b."
+
+
+def test_report_lists_runs_without_data_and_takes_any_tag(tmp_path, runs_root):
+    write_run_dir(runs_root / "crashed", [], config={"seed": 0}, status={"status": "failed"})
+    folder = make_experiment(tmp_path, runs_root, """
+metrics: [Training/loss, Performance/learner_percentage_training]
+runs:
+  - {{label: base, path: {root}/base, baseline: true}}
+  - {{label: crashed, path: {root}/crashed}}
+""")
+    assert report.main([str(folder)]) == 0
+    text = (folder / "README.md").read_text()
+    assert "| crashed | 0 | 0 | no data: no event files (status: failed) |" in text
+    assert "- Runs with no data (in the run table only): crashed (no event files (status: failed))." in text
+    detailed = text.split("## Detailed metrics")[1].split("## Configuration changes")[0]
+    titles = re.findall(r"^#### (.*)$", detailed, flags=re.M)
+    assert titles == [f"{what} by {axis}" for axis in ("wall time", "frames") for what in
+                      ("training loss (Training/loss, last value)",
+                       "learner busy time, % (Performance/learner_percentage_training, last value)")]
+    assert "figures/loss_by_wall.jpg" in detailed and "best_time" not in detailed
+
+
+def test_compare_and_report_share_one_pipeline(tmp_path, runs_root, monkeypatch, capsys):
+    from tmexp import compare
+    from tmexp.analysis import pipeline
+
+    seen = []
+    real = pipeline.analyse
+    monkeypatch.setattr(pipeline, "analyse", lambda *a, **k: seen.append(a[1]) or real(*a, **k))
+    folder = make_experiment(tmp_path, runs_root, "interval: 5\nruns:\n  - {{label: base, path: {root}/base}}\n")
+    assert report.main([str(folder)]) == 0
+    assert compare.main([str(runs_root / "base"), "--interval", "5"]) == 0
+    capsys.readouterr()
+    assert len(seen) == 2 and seen[0].interval == seen[1].interval == 5.0

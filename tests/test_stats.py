@@ -108,3 +108,13 @@ def test_seed_groups_join_configs_that_differ_only_in_seed(tmp_path):
     groups = stats.seed_groups(runs)
     assert sorted(map(sorted, groups.values())) == [["a", "b"], ["c", "d"], ["e"]]
     assert groups["training.lr=3e-4"] == ["c", "d"]
+
+
+def test_iqm_band_is_the_seed_interval_at_every_point():
+    values = np.random.RandomState(1).normal(size=(4, 57))  # 4 seeds, a curve of 57 points
+    iqm, low, high = stats.iqm_band(values, reps=3000, seed=2)
+    assert iqm.shape == low.shape == high.shape == (57,)
+    for j in (0, 30, 56):
+        assert iqm[j] == stats.iqm(values[:, j])
+        assert (low[j], high[j]) == stats.stratified_bootstrap_ci(values[:, j], reps=3000, seed=2)
+    assert np.all(low <= iqm) and np.all(iqm <= high)

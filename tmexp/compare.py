@@ -1,8 +1,10 @@
 """Compare runs by relative time and by steps: ``python -m tmexp.compare RUN_OR_SWEEP_DIR ... [options]``.
 
 Prints (or writes under ``--out``) tables of the scalar metrics and race statistics at common checkpoints, seed-group
-statistics when runs differ only in ``seed``, and with ``--plot`` one figure per metric. ``--sweep`` prints one row
-per job of multirun directories instead. See ``tmexp.analysis`` for the definitions.
+statistics when runs differ only in ``seed``, and with ``--plot`` one figure per metric (a seed group as its IQM
+with a 95 % band, its seeds as thin lines of its colour). ``--metrics TAG ...`` tabulates any scalars instead of the
+default set, ``--all-scalars`` every tag logged. ``--sweep`` prints one row per job of multirun directories
+instead. The tables and figures come from the pipeline the experiment write-up uses (``tmexp.analysis.pipeline``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from tmexp.analysis import document, loading, plots, stats, summary, sweep, tables
+from tmexp.analysis import document, loading, pipeline, plots, sweep, tables
 from tmexp.analysis.eventfile import EventFileWarning
 from tmexp.analysis.render import FORMATS, heading, render_table
 
@@ -42,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw one figure per metric, by time and by steps, into --out (default ./compare_out)")
     p.add_argument("--plot-format", choices=plots.PLOT_FORMATS, default="jpg")
     p.add_argument("--map", help="map short name (default: every map found in the logs)")
+    p.add_argument("--metrics", nargs="+", metavar="TAG",
+                   help="tabulate and plot these scalar tags instead of the default set (after the paths)")
+    p.add_argument("--all-scalars", action="store_true", help="add a table and figure of every other tag logged")
     p.add_argument("--sweep", action="store_true", help="one row per job of each multirun directory")
     return p
 
@@ -55,52 +60,31 @@ def sweep_text(paths: list[Path], fmt: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def run_comparisons(runset: loading.RunSet, args) -> tuple[list[document.Section], dict]:
-    """All sections of a compare run, plus the comparisons (for plots)."""
-    scalars, runs = runset.scalars, runset.labels()
-    runs = [r for r in runs if (scalars["run"] == r).any()]
-    if not runs:
-        raise UsageError("the event files hold no scalars to compare; point at runs that have logged metrics.")
-    maps = [args.map] if args.map else tables.detect_maps(scalars)
-    groups = stats.seed_groups({r: runset.runs[r] for r in runs})
-
-    starts = runset.starts()
-    by_time = tables.compare(scalars, args.time_axis, runs, interval=args.interval, maps=maps, starts=starts)
+def options_from(args) -> pipeline.Options:
     if args.steps:
-        step_list, interval = tables.parse_steps(args.steps), None
+        steps, interval = tables.parse_steps(args.steps), None
     else:
-        step_list = None
-        interval = None
+        steps, interval = None, None
         if args.step_interval is not None:
             parsed = tables.parse_steps(args.step_interval)
             if len(parsed) != 1:
                 raise UsageError(f"--step-interval takes one step count, not {args.step_interval!r}.")
             interval = parsed[0]
-    if step_list is None and interval is None:
-        window = float(tables.spans(tables.with_axis(scalars[scalars["run"].isin(runs)], args.by)).min())
-        interval = document.auto_step_interval(window)
-    by_steps = tables.compare(scalars, args.by, runs, steps=step_list, step_interval=interval, maps=maps)
-
-    run_table = summary.run_summary(scalars, runs, maps[0] if maps else None, starts)
-    sections = [document.run_section(run_table)]
-    for cmp in (by_time, by_steps):
-        sections += document.metric_sections(cmp, maps)
-        sections += document.race_sections(cmp)
-        sections += document.all_seed_sections(cmp, groups, maps)
-    if maps:
-        sections += document.final_seed_sections(run_table, groups, None)
-    if by_steps.dropped:
-        print(f"tmexp.compare: skipped step checkpoints beyond the common window "
-              f"({tables.format_steps(by_steps.window)} {args.by}): "
-              + ", ".join(tables.format_steps(s) for s in by_steps.dropped), file=sys.stderr)
-    return sections, {"time": by_time, "steps": by_steps, "maps": maps}
+    return pipeline.Options(args.time_axis, args.interval, (args.by,), steps, interval,
+                            [args.map] if args.map else None, args.metrics, args.all_scalars)
 
 
-def attach_figures(sections: list[document.Section], figures: dict[str, object], axis: str) -> None:
-    for s in sections:
-        for key, path in figures.items():
-            if s.key == f"{key}_by_{axis}":
-                s.figure = path
+def run_comparisons(runset: loading.RunSet, args) -> tuple[list[document.Section], pipeline.Analysis]:
+    """All sections of a compare run (figures drawn and linked with ``--plot``), and the analysis."""
+    analysis = pipeline.analyse(runset, options_from(args))
+    if args.plot:
+        analysis.plot(args.out or Path("compare_out"), args.plot_format)
+    for cmp in analysis.by_steps:
+        if cmp.dropped:
+            print(f"tmexp.compare: skipped step checkpoints beyond the common window "
+                  f"({tables.format_steps(cmp.window)} {cmp.axis}): "
+                  + ", ".join(tables.format_steps(s) for s in cmp.dropped), file=sys.stderr)
+    return analysis.sections(), analysis
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,12 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"tmexp.compare: warning: {w.message}", file=sys.stderr)
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        sections, cmps = run_comparisons(runset, args)
-        if args.plot:
-            out_dir = args.out or Path("compare_out")
-            for cmp in (cmps["time"], cmps["steps"]):
-                attach_figures(sections, plots.plot_comparison(cmp, cmps["maps"], out_dir, args.plot_format),
-                               cmp.axis)
+        sections, _ = run_comparisons(runset, args)
         if args.out and args.format == "csv":
             args.out.mkdir(parents=True, exist_ok=True)
             for s in sections:

@@ -1,6 +1,6 @@
 """Write an experiment report: ``python -m tmexp.report experiments/<name>``.
 
-Reads ``experiments/<name>/runs.yaml`` (format documented in ``tmexp.analysis.report``) and writes
+Reads ``experiments/<name>/runs.yaml`` (format documented in ``tmexp.analysis.writeup``) and writes
 ``experiments/<name>/README.md`` with its figures under ``experiments/<name>/figures/``.
 """
 
@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from tmexp.analysis.eventfile import EventFileWarning
-from tmexp.analysis.report import ReportError, write_report
+from tmexp.analysis.writeup import ReportError, write_report
 
 
 class _Parser(argparse.ArgumentParser):

@@ -3,10 +3,12 @@
 Modules, in the order data flows through them:
 
 - ``eventfile``: fast exact reader of one event file (vectorised CRC check and scalar decoding).
-- ``loading``: find runs under directories, merge files and split directories, Hydra labels/config -> DataFrame.
+- ``loading``: find runs (split folders merged), Hydra labels/config, units converted -> one long DataFrame.
 - ``tables``: x axes (wall / training minutes, frames, updates), common windows, checkpoint and race tables.
 - ``stats``: IQM, stratified bootstrap CIs and probability of improvement (rliable's definitions), seed groups.
 - ``summary``: per-run summary and seed-group tables; ``document``/``render``: titled tables as md / csv / rst.
-- ``plots``: one metric per figure; ``sweep``: one row per multirun job; ``report``: experiments/<name>/README.md.
-- ``synthetic``: small logs with known contents; ``benchmark``: load speed against tbparse.
+- ``plots``: one metric per figure, a seed group as its IQM with a 95 % band and its seeds as thin lines.
+- ``pipeline``: loaded runs -> comparisons, sections and figures; the one path ``tmexp.compare`` and the write-up take.
+- ``writeup``: an experiment's runs.yaml -> its README.md (``python -m tmexp.report``).
+- ``sweep``: one row per multirun job; ``synthetic``: small logs with known contents.
 """

@@ -11,14 +11,32 @@ import pandas as pd
 from tmexp.analysis import summary, tables
 from tmexp.analysis.render import heading, render_table
 
-METRIC_FORMATS = {"best_time": "{:.3f}", "furthest": "{:.1f}", "loss": "{:.2f}", "avg_q": "{:.4f}", "learner_pct": "{:.1f}"}
+METRIC_FORMATS = {"best_time": "{:.3f}", "furthest": "{:.1f}", "loss": "{:.2f}", "avg_q": "{:.4f}",
+                  "learner_pct": "{:.1f}", "tag": "{:.4g}"}
 METRIC_TITLES = {
     "best_time": "best time so far (s), from {tag} / 1000",
     "furthest": "furthest race so far (m along the centreline), from {tag}",
     "loss": "training loss ({tag}, last value)",
     "avg_q": "average Q ({tag}, last value)",
     "learner_pct": "learner busy time, % ({tag}, last value)",
+    "tag": "{tag}{unit} (last value)",
 }
+STD = "std is the sample std (n-1)"
+TIME_ORIGIN = ("minute 0 is each run's first event of any kind (its writer's start), not its first scalar, so it "
+               "does not move with the tags shown")
+
+
+def definitions(axis: str | None) -> str:
+    """The line under each table: where relative time starts (and what x is), and which std."""
+    if axis == "cumul_training_hours":
+        return ("Time: training minutes from the cumul_training_hours counter (0 where training started; time the "
+                f"run was stopped does not count); {STD}.")
+    if axis == "frames":
+        return f"x: frames played (the TensorBoard step); by time, {TIME_ORIGIN}; {STD}."
+    if axis == "updates":
+        return (f"x: gradient updates (cumul_number_batches_done at each scalar's step); by time, {TIME_ORIGIN}; "
+                f"{STD}.")
+    return f"Time: {TIME_ORIGIN}; {STD}."
 
 
 @dataclass
@@ -33,10 +51,15 @@ class Section:
     note: str = ""
     index_name: str = ""
     figure: Path | None = None
+    footer: str = ""          # one line under the table (the definitions a reader must know)
 
 
-def _metric_kind(name: str) -> str:
-    return next(k for k in METRIC_FORMATS if name.startswith(k))
+def _converted(tag: str, conversions: dict | None) -> str:
+    """'; converted on load: <how> (runs a, b)' for a tag some runs logged in another unit, else ''."""
+    if not conversions or tag not in conversions:
+        return ""
+    how, runs = conversions[tag]
+    return f"; converted on load: {how} (runs {', '.join(runs)})"
 
 
 def _axis_words(cmp: tables.Comparison) -> str:
@@ -45,18 +68,19 @@ def _axis_words(cmp: tables.Comparison) -> str:
     return f"by {cmp.axis}"
 
 
-def metric_sections(cmp: tables.Comparison, maps: list[str]) -> list[Section]:
-    """A section per scalar metric: checkpoints x runs."""
+def metric_sections(cmp: tables.Comparison, conversions: dict | None = None) -> list[Section]:
+    """A section per scalar metric: checkpoints x runs; the title names the tag, its unit and any conversion."""
     out = []
-    tags = {m.name: m.tag for m in tables.scalar_metrics(maps)}
     for name, table in cmp.metric_tables.items():
-        kind = _metric_kind(name)
+        metric = cmp.metrics[name]
         shown = table.copy()
         shown.index = [tables.checkpoint_label(c, cmp.axis, cmp.window) for c in table.index]
-        fmt = METRIC_FORMATS[kind]
-        out.append(Section(f"{name}_by_{cmp.axis}", f"{METRIC_TITLES[kind].format(tag=tags[name])} "
-                           f"{_axis_words(cmp)}", shown, {c: fmt for c in shown.columns}, fmt,
-                           index_name="checkpoint"))
+        fmt = METRIC_FORMATS[metric.kind]
+        title = METRIC_TITLES[metric.kind].format(tag=metric.tag, unit=f", {metric.unit}" if metric.unit else "")
+        out.append(Section(f"{name}_by_{cmp.axis}",
+                           f"{title} {_axis_words(cmp)}{_converted(metric.tag, conversions)}", shown,
+                           {c: fmt for c in shown.columns}, fmt, index_name="checkpoint",
+                           footer=definitions(cmp.axis)))
     return out
 
 
@@ -71,10 +95,10 @@ def race_sections(cmp: tables.Comparison) -> list[Section]:
             [(tables.checkpoint_label(c, cmp.axis, cmp.window), r) for c, r in table.index])
         shown = shown.rename(columns={"first_finish": f"first_finish ({unit})"})
         formats = {"races": "{:.0f}", "finish_rate": "{:.2f}", f"first_finish ({unit})": first}
-        note = ("Races so far at each checkpoint; times in s; std is the sample std; a race is finished under "
-                "300 s; the finish rate comes from the finished tag when logged.")
+        note = ("Races so far at each checkpoint; times in s; a race is finished under 300 s; the finish rate "
+                "comes from the finished tag when logged.")
         out.append(Section(f"{tag}_by_{cmp.axis}", f"{tag} {_axis_words(cmp)}", shown, formats, "{:.3f}", note,
-                           index_name="checkpoint / run"))
+                           index_name="checkpoint / run", footer=definitions(cmp.axis)))
     return out
 
 
@@ -88,12 +112,12 @@ def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_met
     if not any(len(m) > 1 for m in groups.values()):
         return []
     metric_table = cmp.metric_tables[best_metric]
-    fmt = METRIC_FORMATS[_metric_kind(best_metric)]
+    fmt = METRIC_FORMATS[cmp.metrics[best_metric].kind]
     table = summary.group_table(metric_table, groups, cmp.axis, cmp.window, fmt=fmt, reps=reps)
     note = ("IQM across seeds with a 95 % stratified bootstrap interval (rliable's definitions); "
             "a single-seed group shows its value only.")
     out = [Section(f"{best_metric}_seeds_by_{cmp.axis}", f"{best_metric} across seeds {_axis_words(cmp)}",
-                   table, note=note, index_name="checkpoint")]
+                   table, note=note, index_name="checkpoint", footer=definitions(cmp.axis))]
     if len(groups) > 1:
         base = baseline if baseline in groups else next(iter(groups))
         versus = pd.DataFrame(index=table.index, columns=[f"{g} vs {base}" for g in groups if g != base],
@@ -110,7 +134,7 @@ def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_met
         out.append(Section(f"{best_metric}_seeds_vs_baseline_by_{cmp.axis}",
                            f"{best_metric}: groups against {base} {_axis_words(cmp)}", versus,
                            note=f"P(better) is the probability of improvement ({better} is better).",
-                           index_name="checkpoint"))
+                           index_name="checkpoint", footer=definitions(cmp.axis)))
     return out
 
 
@@ -136,7 +160,7 @@ def final_seed_section(final_best: pd.Series, groups: dict[str, list[str]], base
     note = (f"{what[0].upper() + what[1:]} over each whole run; IQM across seeds with a 95 % stratified bootstrap "
             f"interval; P(better) is rliable's probability of improvement ({better} is better).")
     title = what.split(" (")[0]
-    return [Section(key, f"{title} across seeds", table, note=note, index_name="group")]
+    return [Section(key, f"{title} across seeds", table, note=note, index_name="group", footer=definitions(None))]
 
 
 def all_seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], maps: list[str],
@@ -160,7 +184,10 @@ def final_seed_sections(run_table: pd.DataFrame, groups: dict[str, list[str]],
 
 
 def run_section(summary_table: pd.DataFrame) -> Section:
-    return Section("runs", "runs", summary_table, summary.SUMMARY_FORMATS, index_name="run")
+    note = ("folders / files: the log folders (a split run's <run>, <run>_2, ...) and event files merged into each "
+            "run; wall_minutes from its first to its last event; counters are the last values logged.")
+    return Section("runs", "runs", summary_table, summary.SUMMARY_FORMATS, note=note, index_name="run",
+                   footer=definitions(None))
 
 
 def render_sections(sections: list[Section], fmt: str, level: int = 2, figure_dir: Path | None = None) -> str:
@@ -171,6 +198,8 @@ def render_sections(sections: list[Section], fmt: str, level: int = 2, figure_di
         if s.note and fmt != "csv":
             parts.append(s.note)
         parts.append(render_table(s.table, fmt, s.formats, s.default, s.index_name))
+        if s.footer:
+            parts.append(s.footer if fmt != "csv" else "# " + s.footer)
         if s.figure is not None and fmt != "csv":
             rel = s.figure.name if figure_dir is None else s.figure.relative_to(figure_dir).as_posix()
             parts.append(f"![{s.title}]({rel})" if fmt == "md" else f".. image:: {rel}\n   :alt: {s.title}")

@@ -10,14 +10,25 @@ from tmexp.core import metrics
 
 
 def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
-                starts: dict[str, float] | None = None) -> pd.DataFrame:
+                starts: dict[str, float] | None = None, infos: dict | None = None,
+                no_data: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per run: wall minutes (from ``starts`` when given, see RunSet.starts), training hours, frames,
-    updates, final best time (s) over the whole run, and the furthest eval race (m) where progress was logged."""
+    updates, final best time (s) over the whole run, and the furthest eval race (m) where progress was logged.
+
+    With ``infos`` (label -> RunInfo), the row starts with the log folders and event files merged and the scalars
+    read, or "no data: <reason>" (from ``no_data``, else the run's own), so a run without data is listed, not lost.
+    """
     rows = []
     for run in runs:
         df = scalars[scalars["run"] == run]
-        row = {"wall_minutes": np.nan, "training_hours": np.nan, "frames": np.nan, "updates": np.nan,
-               "final_best_s": np.nan, "furthest_eval_m": np.nan}
+        row = {}
+        if infos is not None:
+            info = infos[run]
+            reason = (no_data or {}).get(run) or info.no_data
+            row = {"folders": len(info.folders), "files": len(info.event_files),
+                   "data": f"no data: {reason}" if reason else f"{len(df)} scalars"}
+        row |= {"wall_minutes": np.nan, "training_hours": np.nan, "frames": np.nan, "updates": np.nan,
+                "final_best_s": np.nan, "furthest_eval_m": np.nan}
         if not df.empty:
             origin = df["wall_time"].min()
             if starts and not np.isnan(starts.get(run, np.nan)):
@@ -44,8 +55,8 @@ def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
     return out
 
 
-SUMMARY_FORMATS = {"wall_minutes": "{:.1f}", "training_hours": "{:.2f}", "frames": "{:.0f}", "updates": "{:.0f}",
-                   "final_best_s": "{:.3f}", "furthest_eval_m": "{:.1f}"}
+SUMMARY_FORMATS = {"folders": "{:.0f}", "files": "{:.0f}", "wall_minutes": "{:.1f}", "training_hours": "{:.2f}",
+                   "frames": "{:.0f}", "updates": "{:.0f}", "final_best_s": "{:.3f}", "furthest_eval_m": "{:.1f}"}
 
 
 def group_values(values: pd.Series, groups: dict[str, list[str]]) -> dict[str, list[float]]:

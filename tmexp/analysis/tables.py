@@ -15,13 +15,17 @@ Time checkpoints run every ``interval`` minutes up to the common window (the sho
 window's end; step checkpoints are the requested ones that every run reached. At a checkpoint, a scalar metric is its
 last value at or before it (best-so-far race time: the minimum so far), and a race tag is summarised over all its
 races so far: count, best, mean, sample std, best among finished, finish rate, first finish.
+
+Which tags: by default the metrics of the published comparison (``scalar_metrics``) and the race tags of each map;
+``tags`` names any scalars instead, ``all_scalars`` adds every other tag logged (shown as logged, last value).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -45,6 +49,7 @@ class ScalarMetric:
     how: str           # "min" (best so far, lower is better), "max" (furthest so far) or "last"
     scale: float = 1.0  # multiply values (ms -> s)
     unit: str = ""
+    kind: str = "tag"  # best_time, furthest, avg_q, loss, learner_pct; "tag" for any other scalar, as logged
 
 
 def parse_steps(text: str) -> list[int]:
@@ -90,20 +95,73 @@ def scalar_metrics(maps: list[str]) -> list[ScalarMetric]:
     Before a run's first finish its best time is the 300 s cutoff and says nothing, so the furthest race so far
     (metres along the centreline, greedy eval races and exploration races) is tabulated beside it, where logged.
     """
-    out = [ScalarMetric(f"best_time_{m}", metrics.alltime_min_ms(m), "min", 1e-3, "s") for m in maps]
-    out += [ScalarMetric(f"furthest_eval_{m}", metrics.eval_race_progress(m), "max", 1.0, "m") for m in maps]
-    out += [ScalarMetric(f"furthest_explo_{m}", metrics.explo_race_progress(m), "max", 1.0, "m") for m in maps]
-    out += [ScalarMetric(f"avg_q_{m}", metrics.avg_q(m), "last") for m in maps]
-    return out + [ScalarMetric("loss", metrics.LOSS, "last"),
-                  ScalarMetric("learner_pct", metrics.LEARNER_PERCENTAGE, "last", 1.0, "%")]
+    out = [ScalarMetric(f"best_time_{m}", metrics.alltime_min_ms(m), "min", 1e-3, "s", "best_time") for m in maps]
+    out += [ScalarMetric(f"furthest_eval_{m}", metrics.eval_race_progress(m), "max", 1.0, "m", "furthest")
+            for m in maps]
+    out += [ScalarMetric(f"furthest_explo_{m}", metrics.explo_race_progress(m), "max", 1.0, "m", "furthest")
+            for m in maps]
+    out += [ScalarMetric(f"avg_q_{m}", metrics.avg_q(m), "last", kind="avg_q") for m in maps]
+    return out + [ScalarMetric("loss", metrics.LOSS, "last", kind="loss"),
+                  ScalarMetric("learner_pct", metrics.LEARNER_PERCENTAGE, "last", 1.0,
+                               metrics.unit(metrics.LEARNER_PERCENTAGE), "learner_pct")]
 
 
-def race_tags(scalars: pd.DataFrame, map_name: str | None = None) -> list[str]:
-    """Race-time tags present (eval robust, eval, exploration), for one map or all."""
-    kinds = ("eval_race_time_robust_trained_", "eval_race_time_trained_", "explo_race_time_trained_")
-    present = {str(t) for t in scalars["tag"].unique()}
+def tag_metric(tag: str) -> ScalarMetric:
+    """Any scalar, shown as logged (its last value at each checkpoint), in its unit from the tag table."""
+    return ScalarMetric(tag, tag, "last", 1.0, metrics.unit(tag) or "", "tag")
+
+
+_RACE_KINDS = ("eval_race_time_robust_trained_", "eval_race_time_trained_", "explo_race_time_trained_")
+
+
+def is_race_tag(tag: str) -> bool:
+    """A race-time tag (one value per race, summarised by race_table)."""
+    return any(tag.startswith("Race/" + kind) and len(tag) > len("Race/" + kind) for kind in _RACE_KINDS)
+
+
+def select(present: set[str], maps: list[str], tags: list[str] | None = None,
+           all_scalars: bool = False) -> tuple[list[ScalarMetric], list[str]]:
+    """(scalar metrics, race tags) to tabulate among the tags ``present`` in the logs.
+
+    Args:
+        tags: tags (or metric names such as best_time_A01) to tabulate instead of the default set; old Linesight
+            names are accepted. A tag no run logged raises TableError.
+        all_scalars: the default set plus every other tag logged.
+    """
+    known = scalar_metrics(maps)
+    if tags is None:
+        chosen = [m for m in known if m.tag in present]
+        races = [t for m in maps for t in race_tags(present, m)]
+        if all_scalars:
+            covered = {m.tag for m in chosen} | set(races)
+            chosen += [tag_metric(t) for t in sorted(present) if t not in covered and not is_race_tag(t)]
+            races += [t for t in sorted(present) if is_race_tag(t) and t not in covered]
+        return chosen, races
+    by_name = {m.name: m for m in known} | {m.tag: m for m in known}
+    chosen, races = [], []
+    for text in dict.fromkeys(tags):
+        tag = metrics.canonical_tag(text)
+        metric = by_name.get(text) or by_name.get(tag)
+        if metric is not None and metric.tag in present:
+            chosen.append(metric)
+        elif tag not in present:
+            close = difflib.get_close_matches(tag, sorted(present), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TableError(f"no run logged the requested tag {text!r}{hint}; --all-scalars tabulates every tag "
+                             f"logged.")
+        elif is_race_tag(tag):
+            races.append(tag)
+        else:
+            chosen.append(tag_metric(tag))
+    return chosen, list(dict.fromkeys(races))
+
+
+def race_tags(scalars, map_name: str | None = None) -> list[str]:
+    """Race-time tags present (eval robust, eval, exploration), for one map or all; ``scalars`` is the long
+    table or the set of its tags."""
+    present = scalars if isinstance(scalars, (set, frozenset)) else {str(t) for t in scalars["tag"].unique()}
     out = []
-    for kind in kinds:
+    for kind in _RACE_KINDS:
         for tag in sorted(present):
             if tag.startswith("Race/" + kind) and (map_name is None or tag == f"Race/{kind}{map_name}"):
                 out.append(tag)
@@ -292,12 +350,14 @@ class Comparison:
     race_tables: dict[str, pd.DataFrame]      # race tag -> (checkpoint, run) x RACE_COLUMNS
     dropped: list                              # requested step checkpoints beyond the common window
     data: pd.DataFrame                         # the long table with its x column (for plots)
+    metrics: dict[str, ScalarMetric] = field(default_factory=dict)  # metric name -> its definition
 
 
 def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, interval: float = 10.0,
             steps: list[int] | None = None, step_interval: int | None = None,
-            maps: list[str] | None = None, starts: dict[str, float] | None = None) -> Comparison:
-    """Tables of every scalar metric and race tag at the checkpoints of one axis."""
+            maps: list[str] | None = None, starts: dict[str, float] | None = None,
+            tags: list[str] | None = None, all_scalars: bool = False) -> Comparison:
+    """Tables of the chosen scalar metrics and race tags (see ``select``) at the checkpoints of one axis."""
     if runs is None:
         runs = [str(r) for r in pd.unique(scalars["run"])]
     data = with_axis(scalars[scalars["run"].isin(runs)], axis, starts)
@@ -309,13 +369,10 @@ def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, int
     else:
         checkpoints, dropped, window = step_checkpoints(data, steps, step_interval)
     maps = maps if maps is not None else detect_maps(scalars)
-    tables = {}
-    present = {str(t) for t in data["tag"].unique()}
-    for metric in scalar_metrics(maps):
-        if metric.tag in present:
-            tables[metric.name] = metric_table(data, metric, checkpoints, runs)
-    races = {tag: race_table(data, tag, checkpoints, runs) for m in maps for tag in race_tags(data, m)}
-    return Comparison(axis, checkpoints, window, runs, tables, races, dropped, data)
+    chosen, race_list = select({str(t) for t in data["tag"].unique()}, maps, tags, all_scalars)
+    tables = {m.name: metric_table(data, m, checkpoints, runs) for m in chosen}
+    races = {tag: race_table(data, tag, checkpoints, runs) for tag in race_list}
+    return Comparison(axis, checkpoints, window, runs, tables, races, dropped, data, {m.name: m for m in chosen})
 
 
 def checkpoint_label(value: float, axis: str, window: float | None = None) -> str:

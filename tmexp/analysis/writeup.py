@@ -12,6 +12,8 @@
     by: frames                         # optional; frames | updates | [frames, updates] (a step table each;
                                        #   steps / step_interval apply to the first, the others are automatic)
     plot_format: jpg                   # optional; jpg | png
+    metrics: [Training/loss]           # optional; tags to tabulate instead of the default set (any scalar)
+    all_scalars: false                 # optional; add a table of every other tag logged
     runs:
       - label: v2                      # name used in tables and figures
         path: outputs/2026-11-24/10-00-00
@@ -23,8 +25,9 @@
 
 Paths are relative to the runs.yaml folder, else to the current directory (the repository root), or absolute.
 The README gets: overview, key results (sentences generated from the tables), run analysis (durations, common
-window), detailed metrics (each table followed by its figure), configuration changes (the diff of the resolved
-configs), hardware (run_meta.json), and a conclusions section left for the researcher.
+window, runs without data and why), detailed metrics (each table followed by its figure), configuration changes
+(the diff of the resolved configs), hardware (run_meta.json), and a conclusions section left for the researcher.
+The tables and figures come from the same pipeline as ``python -m tmexp.compare`` (``tmexp.analysis.pipeline``).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tmexp.analysis import document, loading, plots, stats, summary, tables
+from tmexp.analysis import document, loading, pipeline, plots, stats, summary, tables
 from tmexp.analysis.render import render_table
 from tmexp.core import metrics
 
@@ -67,11 +70,16 @@ class ExperimentSpec:
     step_interval: int | None = None
     by: list[str] = field(default_factory=lambda: ["frames"])
     plot_format: str = "jpg"
-    extra: dict = field(default_factory=dict)
+    tags: list[str] | None = None
+    all_scalars: bool = False
 
     @property
     def baseline(self) -> str:
         return next((r.label for r in self.runs if r.baseline), self.runs[0].label)
+
+    def options(self) -> pipeline.Options:
+        return pipeline.Options(self.time_axis, self.interval, tuple(self.by), self.steps, self.step_interval,
+                                [self.map] if self.map else None, self.tags, self.all_scalars, self.baseline)
 
 
 def _resolve(folder: Path, text: str) -> Path:
@@ -90,7 +98,7 @@ def read_spec(folder: str | Path) -> ExperimentSpec:
     folder = Path(folder)
     path = folder / "runs.yaml"
     if not path.is_file():
-        raise ReportError(f"{path} not found; create it with a 'runs:' list (see tmexp.analysis.report).")
+        raise ReportError(f"{path} not found; create it with a 'runs:' list (see tmexp.analysis.writeup).")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -130,9 +138,15 @@ def read_spec(folder: str | Path) -> ExperimentSpec:
             raise ReportError(f"{path}: {name} must be one of {', '.join(allowed)}, not {value!r}.")
     if not by or len(set(by)) != len(by):
         raise ReportError(f"{path}: by must name frames, updates or both, each once, not {by!r}.")
+    tags = raw.get("metrics")
+    if tags is not None and (not isinstance(tags, list) or not tags):
+        raise ReportError(f"{path}: metrics must be a non-empty list of tags, e.g. [Training/loss].")
+    all_scalars = raw.get("all_scalars", False)
+    if not isinstance(all_scalars, bool):
+        raise ReportError(f"{path}: all_scalars must be true or false, not {all_scalars!r}.")
     return ExperimentSpec(folder, str(raw.get("title", folder.name)), str(raw.get("description", "")).strip(),
                           entries, raw.get("map"), float(raw.get("interval", 10)), time_axis, parsed_steps,
-                          parsed_interval, by, plot_format)
+                          parsed_interval, by, plot_format, [str(t) for t in tags] if tags else None, all_scalars)
 
 
 # --- loading and groups --------------------------------------------------------------------------------------------
@@ -330,33 +344,16 @@ def collector_settings(runset: loading.RunSet) -> pd.DataFrame:
 def build_readme(spec: ExperimentSpec) -> str:
     """Load, tabulate, plot (into ``<folder>/figures``) and return the README text."""
     runset, groups = load_experiment(spec)
-    scalars = runset.scalars
-    runs = [r for r in runset.labels() if (scalars["run"] == r).any()]
-    empty = [r for r in runset.labels() if r not in runs]
-    if not runs:
-        raise ReportError("none of the runs in runs.yaml logged any scalar; nothing to report.")
-    groups = {g: [m for m in members if m in runs] for g, members in groups.items()}
-    groups = {g: m for g, m in groups.items() if m}
-    maps = [spec.map] if spec.map else tables.detect_maps(scalars)
     try:
-        by_time = tables.compare(scalars, spec.time_axis, runs, interval=spec.interval, maps=maps,
-                                 starts=runset.starts())
-        step_comparisons = []
-        for k, axis in enumerate(spec.by):
-            steps, step_interval = (spec.steps, spec.step_interval) if k == 0 else (None, None)
-            if steps is None and step_interval is None:
-                window = float(tables.spans(tables.with_axis(scalars[scalars["run"].isin(runs)], axis)).min())
-                step_interval = document.auto_step_interval(window)
-            step_comparisons.append(tables.compare(scalars, axis, runs, steps=steps, step_interval=step_interval,
-                                                   maps=maps))
+        analysis = pipeline.analyse(runset, spec.options(), groups)
     except tables.TableError as err:
-        raise ReportError(str(err)) from None
+        raise ReportError(f"{spec.folder / 'runs.yaml'}: {err}") from None
+    by_time, step_comparisons = analysis.by_time, analysis.by_steps
     by_steps = step_comparisons[0]  # the key results speak of the first step axis
-    run_table = summary.run_summary(scalars, runs, maps[0] if maps else None, runset.starts())
+    groups, maps, run_table = analysis.groups, analysis.maps, analysis.run_table
     final = run_table["final_best_s"]
-    figure_dir = spec.folder / "figures"
+    analysis.plot(spec.folder / "figures", spec.plot_format)
     comparisons = [("By relative time", by_time)] + [(f"By steps ({c.axis})", c) for c in step_comparisons]
-    figures = [plots.plot_comparison(c, maps, figure_dir, spec.plot_format) for _, c in comparisons]
 
     out: list[str] = [f"# Experiment: {spec.title}", ""]
 
@@ -375,7 +372,7 @@ def build_readme(spec: ExperimentSpec) -> str:
 
     # Key results
     out += ["## Key results", ""]
-    shortest = run_table["wall_minutes"].idxmin()
+    shortest = run_table.loc[analysis.runs, "wall_minutes"].idxmin()
     out.append(f"**Important:** the runs last different times, so every by-time statement holds only within the "
                f"common window shared by all runs ({_minutes(by_time.window)} {_axis_unit(by_time.axis)}; the shortest "
                f"run is {shortest}).")
@@ -386,9 +383,9 @@ def build_readme(spec: ExperimentSpec) -> str:
     out.append("")
 
     # Run analysis
-    out += ["## Run analysis", "",
-            "Durations from each run's first to last TensorBoard event; counters are the last values logged.", "",
-            render_table(run_table, "md", summary.SUMMARY_FORMATS, index_name="run"), "",
+    runs_section = analysis.run_section()
+    out += ["## Run analysis", "", runs_section.note, "",
+            render_table(run_table, "md", summary.SUMMARY_FORMATS, index_name="run"), "", runs_section.footer, "",
             f"- Common window by time: {by_time.window:.1f} {_axis_unit(by_time.axis)} "
             f"(checkpoints every {spec.interval:g} min, the last one at the window's end).",
             *(f"- Common window by {c.axis}: {tables.format_steps(c.window)} {c.axis} "
@@ -398,8 +395,9 @@ def build_readme(spec: ExperimentSpec) -> str:
         if c.dropped:
             out.append(f"- {c.axis} checkpoints beyond the common window, left out: "
                        f"{', '.join(tables.format_steps(s) for s in c.dropped)}.")
-    if empty:
-        out.append(f"- Runs with no scalars logged (left out of every table): {', '.join(empty)}.")
+    if analysis.no_data:
+        out.append("- Runs with no data (in the run table only): "
+                   + "; ".join(f"{r} ({why})" for r, why in analysis.no_data.items()) + ".")
     out.append("")
 
     # Detailed metrics
@@ -408,19 +406,15 @@ def build_readme(spec: ExperimentSpec) -> str:
             + (" (training time from cumul_training_hours)" if by_time.axis == "cumul_training_hours" else "")
             + "; a scalar at a checkpoint is its last value at or before it (best time: the minimum so far). "
             "By steps: the same at common step checkpoints. Race tables summarise all races so far.", ""]
-    for (title, cmp), figs in zip(comparisons, figures):
+    for title, cmp in comparisons:
         out += [f"### {title}", ""]
-        sections = (document.metric_sections(cmp, maps) + document.race_sections(cmp)
-                    + document.all_seed_sections(cmp, groups, maps, spec.baseline))
-        for s in sections:
-            for key, path in figs.items():
-                if s.key == f"{key}_by_{cmp.axis}":
-                    s.figure = path
+        sections = analysis.comparison_sections(cmp)
         out.append(document.render_sections(sections, "md", level=4, figure_dir=spec.folder))
-        rates = [(k, p) for k, p in figs.items() if k.endswith("_rate")]
-        for key, path in rates:
-            out += [f"![{key} by {cmp.axis}]({path.relative_to(spec.folder).as_posix()})", ""]
-    final_sections = document.final_seed_sections(run_table, groups, spec.baseline)
+        shown = {s.key for s in sections}
+        for key, path in analysis.figures.items():  # figures without a table of their own (finish rates)
+            if key.endswith(f"_by_{cmp.axis}") and key not in shown:
+                out += [f"![{key.replace('_by_', ' by ')}]({path.relative_to(spec.folder).as_posix()})", ""]
+    final_sections = analysis.final_sections()
     if final_sections:
         out += ["### Across seeds", "", document.render_sections(final_sections, "md", level=4)]
 
@@ -445,7 +439,8 @@ def build_readme(spec: ExperimentSpec) -> str:
         out += [f"Not recorded (no run_meta.json): {', '.join(no_meta)}.", ""]
     settings = collector_settings(runset)
     if not settings.empty:
-        out += ["Collector settings from the configs:", "", render_table(settings, "md", default="{:g}", index_name="run"), ""]
+        out += ["Collector settings from the configs:", "",
+                render_table(settings, "md", default="{:g}", index_name="run"), ""]
 
     # Conclusions
     out += ["## Conclusions", "",
