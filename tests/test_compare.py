@@ -106,6 +106,7 @@ def test_sweep_summary_statuses(sweep_dir, capsys):
     (["{empty}"], "no TensorBoard event files"),
     (["{run}", "--steps", "10Q"], "cannot read step count"),
     (["{run}", "--format", "xls"], "invalid choice"),
+    (["{run}", "--metrics", "Training/loss", "--all-scalars"], "not allowed with argument --metrics"),
 ])
 def test_user_errors_exit_2_with_one_line(sweep_dir, tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()

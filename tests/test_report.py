@@ -132,6 +132,8 @@ runs:
     ("runs:\n  - {{label: a, path: nowhere}}", "exists neither"),
     ("steps: [ten]\nruns:\n  - {{label: a, path: {root}/base}}", "cannot read step count"),
     ("by: [frames, hours]\nruns:\n  - {{label: a, path: {root}/base}}", "by must be one of frames, updates"),
+    ("metrics: [loss]\nall_scalars: true\nruns:\n  - {{label: a, path: {root}/base}}", "not both"),
+    ("metrics: [Training/los]\nruns:\n  - {{label: a, path: {root}/base}}", "did you mean 'Training/loss'"),
 ])
 def test_bad_runs_yaml_exits_2_with_one_line(tmp_path, runs_root, capsys, body, message):
     folder = tmp_path / "exp"

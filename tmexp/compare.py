@@ -44,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw one figure per metric, by time and by steps, into --out (default ./compare_out)")
     p.add_argument("--plot-format", choices=plots.PLOT_FORMATS, default="jpg")
     p.add_argument("--map", help="map short name (default: every map found in the logs)")
-    p.add_argument("--metrics", nargs="+", metavar="TAG",
-                   help="tabulate and plot these scalar tags instead of the default set (after the paths)")
-    p.add_argument("--all-scalars", action="store_true", help="add a table and figure of every other tag logged")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--metrics", nargs="+", metavar="TAG",
+                       help="tabulate and plot these scalar tags instead of the default set (after the paths)")
+    which.add_argument("--all-scalars", action="store_true", help="add a table and figure of every other tag logged")
     p.add_argument("--sweep", action="store_true", help="one row per job of each multirun directory")
     return p
 

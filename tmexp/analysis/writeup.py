@@ -144,6 +144,8 @@ def read_spec(folder: str | Path) -> ExperimentSpec:
     all_scalars = raw.get("all_scalars", False)
     if not isinstance(all_scalars, bool):
         raise ReportError(f"{path}: all_scalars must be true or false, not {all_scalars!r}.")
+    if tags and all_scalars:
+        raise ReportError(f"{path}: give metrics (these tags) or all_scalars (every tag), not both.")
     return ExperimentSpec(folder, str(raw.get("title", folder.name)), str(raw.get("description", "")).strip(),
                           entries, raw.get("map"), float(raw.get("interval", 10)), time_axis, parsed_steps,
                           parsed_interval, by, plot_format, [str(t) for t in tags] if tags else None, all_scalars)
