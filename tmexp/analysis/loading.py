@@ -14,7 +14,6 @@ in the tag's unit in ``tmexp.core.metrics``: logs of other Linesight-family vers
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
@@ -24,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from tmexp import rundir
 from tmexp.analysis.eventfile import EventFileWarning, FileScalars, read_scalars
 from tmexp.core import metrics
 
 COLUMNS = ["run", "tag", "step", "wall_time", "value"]
-_SKIPPED_DIRS = {".submitit", "checkpoint", "best_runs"}
-_RUN_FILES = ("config_resolved.yaml", "status.json", "run_meta.json")
+_SKIPPED_DIRS = {rundir.SUBMITIT, rundir.CHECKPOINT, rundir.BEST_RUNS}
+_RUN_FILES = (rundir.CONFIG_RESOLVED, rundir.STATUS, rundir.RUN_META)
 
 # Tags that other Linesight-family versions (Linesight, rulka) log in another unit than tmexp's tag table:
 # tag -> (what they log, factor to tmexp's unit). A run that is not a tmexp run directory and whose values of the
@@ -98,12 +97,12 @@ def _is_event_file(name: str) -> bool:
 
 def is_tmexp_run_dir(path: Path) -> bool:
     """A tmexp run directory: Hydra's ``.hydra/`` or one of the files training writes beside the logs."""
-    return (path / ".hydra").is_dir() or any((path / name).is_file() for name in _RUN_FILES)
+    return (path / rundir.HYDRA).is_dir() or any((path / name).is_file() for name in _RUN_FILES)
 
 
 def _run_dir_of(log_dir: Path) -> Path:
     """The run directory owning a log directory: a Hydra job keeps its events in ``<job>/tensorboard``."""
-    if log_dir.name == "tensorboard" and is_tmexp_run_dir(log_dir.parent):
+    if log_dir.name == rundir.TENSORBOARD and is_tmexp_run_dir(log_dir.parent):
         return log_dir.parent
     return log_dir
 
@@ -128,7 +127,7 @@ def find_runs(root: str | Path) -> dict[Path, list[Path]]:
     found: dict[Path, list[Path]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        if ".hydra" in dirnames:  # a Hydra job: a run even before (or without) its first event file
+        if rundir.HYDRA in dirnames:  # a Hydra job: a run even before (or without) its first event file
             found.setdefault(here, [])
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS)
         files = sorted(here / f for f in filenames if _is_event_file(f))
@@ -183,37 +182,16 @@ def _natural_key(path: Path) -> list:
             for part in path.parts]
 
 
-def _read_yaml(path: Path):
-    if not path.is_file():
-        return None
-    with open(path) as f:
-        return yaml.safe_load(f)
-
-
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        # A status file caught mid-write by a running job; treat it as absent rather than failing the analysis.
-        return None
-
-
 def describe_run(run_dir: Path, event_files: list[Path], label: str) -> RunInfo:
     """Read the Hydra and tmexp files of a run directory (all optional)."""
-    overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml") or []
-    config = _read_yaml(run_dir / "config_resolved.yaml")
-    if config is None:
-        config = _read_yaml(run_dir / ".hydra" / "config.yaml")
     return RunInfo(
         label=label,
         path=run_dir,
         event_files=event_files,
-        overrides=[str(o) for o in overrides],
-        config=config,
-        meta=_read_json(run_dir / "run_meta.json"),
-        status=_read_json(run_dir / "status.json"),
+        overrides=rundir.read_overrides(run_dir),
+        config=rundir.read_config(run_dir),
+        meta=rundir.read_run_meta(run_dir),
+        status=rundir.read_status(run_dir),  # None while a running job's file is unreadable, never an error
         tmexp_run=is_tmexp_run_dir(run_dir),
     )
 

@@ -1,18 +1,18 @@
 """One row per job of a Hydra multirun directory: overrides, final best, counters, status.
 
-Status comes from the job's ``status.json`` (finished / failed / running / preempted). A job without one is failed
-when a submitit log of that job shows an error, and running otherwise (it has not written its first status yet).
-A job's submitit logs are found by SLURM array task number, or by its overrides in submitit's submission pickle.
+Status comes from the job's ``status.json`` (finished / failed / running / preempted), read by ``tmexp.rundir``.
+A job without one is failed when a submitit log of that job shows an error, and running otherwise (it has not
+written its first status yet). ``tmexp.rundir.submitit_logs`` finds a job's logs.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tmexp import rundir
 from tmexp.analysis import loading
 from tmexp.analysis.summary import run_summary
 from tmexp.analysis.tables import detect_maps
@@ -22,7 +22,7 @@ _ERROR_MARKERS = ("Traceback (most recent call last)", "Error:", "Exception:", "
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
     """Hydra job directories (with a .hydra folder) directly under the sweep directory, in job-number order."""
-    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and rundir.RunDir(p).hydra.is_dir()]
 
     def key(p: Path):
         return (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name)
@@ -30,45 +30,14 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(jobs, key=key)
 
 
-def _pickled_strings(text: str) -> tuple[bytes, ...]:
-    """How pickle writes a str (SHORT_BINUNICODE or BINUNICODE), to find a job's overrides in submitit's pickles."""
-    raw = text.encode()
-    forms = [b"X" + len(raw).to_bytes(4, "little") + raw]
-    if len(raw) < 256:
-        forms.append(b"\x8c" + bytes([len(raw)]) + raw)
-    return tuple(forms)
-
-
-def _submitit_logs(sweep_dir: Path, job: Path, overrides: list[str]) -> list[Path]:
-    """Submitit logs of one job.
-
-    SLURM array tasks are named ``<array>_<job num>``; the local executor names folders by process id, so there the
-    job is recognised by its overrides inside ``<id>_submitted.pkl`` (matched as pickled strings, never unpickled).
-    """
-    root = sweep_dir / ".submitit"
-    if not root.is_dir():
-        return []
-    logs = [p for p in root.rglob("*") if p.is_file() and p.name.endswith(("_log.err", "_log.out"))]
-    if job.name.isdigit():
-        mine = [p for p in logs if re.fullmatch(rf"\d+_{job.name}_\d+_log\.(err|out)", p.name)]
-        if mine:
-            return mine
-    if not overrides:
-        return []
-    folders = set()
-    for submitted in root.rglob("*_submitted.pkl"):
-        data = submitted.read_bytes()
-        if all(any(form in data for form in _pickled_strings(o)) for o in overrides):
-            folders.add(submitted.parent)
-    return [p for p in logs if p.parent in folders]
-
-
-def job_status(sweep_dir: Path, job: Path, status: dict | None,
+def job_status(sweep_dir: Path, job: Path, status: dict | None = None,
                overrides: list[str] | None = None) -> tuple[str, str | None]:
-    """(status, error line or None) of one job."""
+    """(status, error line or None) of one job: its status.json (``status``, else read from ``job``), else its
+    submitit logs."""
+    status = status if status is not None else rundir.read_status(job)
     if status and status.get("status"):
         return str(status["status"]), status.get("error")
-    for log in _submitit_logs(sweep_dir, job, overrides or []):
+    for log in rundir.submitit_logs(sweep_dir, job, overrides=overrides):
         text = log.read_text(errors="replace")
         if any(marker in text for marker in _ERROR_MARKERS):
             last = [line for line in text.strip().splitlines() if line.strip()]
