@@ -130,3 +130,70 @@ def test_closed_sets_are_enums_that_compare_and_print_as_their_values():
     saved = OmegaConf.to_yaml(OmegaConf.structured(cfg))  # what config_resolved.yaml holds
     assert "type: impala" in saved and "backend: tmi" in saved
     assert OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(saved))) == cfg
+
+
+# ----- the schema and the YAML files agree ---------------------------------------------------------------------
+# Every default lives once, in tmexp/config.py. A YAML file may repeat a default only when a comment containing
+# "pinned" says why: on the value's line, or a "# Pinned" line above the file's first key (for the whole file).
+# Files that pin on purpose: the published experiments and the ablations (their values are the seed's, whatever the
+# schema's defaults become) and the options named for their values (btr/off, btr/full, nn/big, cnn/linesight...).
+SCHEMA_FILES = sorted(p for p in CONF.rglob("*.yaml") if p.relative_to(CONF).parts[0] not in ("hydra", "local"))
+
+
+def _package(path: Path) -> list[str]:
+    """Where a file's keys land in the tree: its group's path, or the root for ``# @package _global_``."""
+    rel = path.relative_to(CONF)
+    if "# @package _global_" in path.read_text() or len(rel.parts) == 1:
+        return []
+    return list(rel.parts[:-1])
+
+
+def _leaves(node, prefix=()):
+    for key, value in node.items():
+        if key in ("defaults", "hydra") and not prefix:
+            continue
+        if isinstance(value, dict):
+            yield from _leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def _pinned_lines(text: str) -> tuple[bool, set[str]]:
+    """(the whole file is pinned, the keys whose own line says "pinned")."""
+    whole_file, seen_a_key, keys = False, False, set()
+    for line in text.splitlines():
+        content, _, comment = line.partition("#")
+        if not content.strip():
+            whole_file |= not seen_a_key and comment.strip().lower().startswith("pinned")
+        elif ":" in content:
+            seen_a_key = True
+            if "pinned" in comment.lower():
+                keys.add(content.split(":", 1)[0].strip())
+    return whole_file, keys
+
+
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda p: str(p.relative_to(CONF)))
+def test_each_yaml_key_is_in_the_schema_and_repeats_no_default_without_saying_why(path):
+    import yaml
+
+    text = path.read_text()
+    values = yaml.safe_load(text) or {}
+    whole_file, pinned_keys = _pinned_lines(text)
+    default = Config()
+    for name in _package(path):
+        default = getattr(default, name)
+    for keys, value in _leaves(values):
+        node = default
+        for key in keys:
+            assert hasattr(node, key), f"{path.relative_to(CONF)}: {'.'.join(keys)} is not in the schema (tmexp/config.py)"
+            node = getattr(node, key)
+        if value == node:
+            assert whole_file or keys[-1] in pinned_keys, (
+                f"{path.relative_to(CONF)}: {'.'.join(keys)}: {value!r} repeats the schema's default; delete it, or "
+                "say why it is pinned in a comment")
+
+
+def test_pinned_comments_are_read_per_line_or_for_the_whole_file():
+    assert _pinned_lines("# Pinned: the seed's values.\na: 1\n") == (True, set())
+    assert _pinned_lines("# The option.\na: 1  # pinned: the name says so\nb: 2\n") == (False, {"a"})
+    assert _pinned_lines("a: 1\n# Pinned too late\nb: 2\n") == (False, set())

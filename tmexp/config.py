@@ -108,10 +108,9 @@ class NNConfig:
     soft_update_tau: float = 0.02
     number_memories_trained_on_between_target_network_updates: int = 128
     target_self_loss_clamp_ratio: float = 4.0
-    # Standardise each float input by the mean and std the backend measures for it (the simulator: races of its
-    # reference driver, see tmexp/envs/sim/driver.py), as Linesight does with constants measured on the game. The
-    # env's own scaling (tmexp/envs/observation.py) leaves e.g. the nearest zone centres' lateral offsets at a std of
-    # ~0.01. Backends without statistics (env=tmi) keep the env's scaling.
+    # Standardise each float input by the mean and std the backend measures (as Linesight does with constants
+    # measured on the game): the env's own scaling leaves some inputs far below unit spread. Backends without
+    # statistics (env=tmi) keep the env's scaling.
     normalize_floats: bool = True
     vis: VisConfig = field(default_factory=VisConfig)
 
@@ -148,11 +147,9 @@ class TrainingConfig:
     gamma_schedule: List[Any] = field(default_factory=lambda: [[0, 0.999], [1_500_000, 0.999], [2_500_000, 1.0]])
     n_steps: int = 3
     discard_non_greedy_actions_in_nsteps: bool = True
-    # Linesight's mini-races (clipped horizon, see tmexp/core/replay.py): values count the reward of the next
-    # temporal_mini_race_duration_ms of race time, which keeps them bounded when gamma reaches 1 (Linesight: 7000).
-    # 0 = off (an endless discounted race): off by default because in the first minutes on a CPU it learns slower
-    # (tests/test_learning.py's short track: 6.7 m with it on, 12.2 m off, on 2 AVX2 cores); turn it on for runs
-    # past the frame where training.gamma_schedule reaches 1.
+    # Linesight's mini-races (clipped horizon, see tmexp/core/replay.py; Linesight: 7000): values count the reward
+    # of the next this-many ms of race time, so they stay bounded when gamma reaches 1. 0 = off, the default, since
+    # short CPU runs learned slower with it (README, "Mini-races"); turn it on for runs past gamma's 1.
     temporal_mini_race_duration_ms: int = 0
     oversample_long_term_steps: int = 40
     oversample_maximum_term_steps: int = 5
@@ -203,16 +200,15 @@ class PerformanceConfig:
     send_shared_network_every_n_batches: int = 16
     torch_threads_learner: int = 1  # 0: torch's default (one per core)
     torch_threads_collector: int = 1
-    # Collector processes run this much "nicer" than the learner (os.nice), so that on a machine with few cores the
-    # learner keeps its core and collectors use what is left (Linesight's collectors run freely; the replay ratio
-    # is an upper bound on the learner, not a brake on the collectors).
+    # Collectors run this much "nicer" than the learner (os.nice): on a machine with few cores the learner keeps
+    # its core and the collectors use what is left.
     collector_nice: int = 10
     device: Device = Device.auto
     use_amp: bool = True  # on CUDA only
     channels_last: bool = True
     frames_before_save_best_runs: int = 0
-    # In a --multirun, at most this many jobs train at once on this machine; the others wait for a slot
-    # (tmexp/launch/job_slots.py). 0: no limit. For hydra/launcher=local, which starts every job at once.
+    # In a --multirun, at most this many jobs train at once; the others wait for a slot (tmexp/launch/job_slots.py).
+    # 0: no limit. For hydra/launcher=local, which starts every job at once.
     job_slots: int = 0
 
 
