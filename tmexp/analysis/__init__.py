@@ -4,9 +4,9 @@ Modules, in the order data flows through them:
 
 - ``eventfile``: fast exact reader of one event file (vectorised CRC check and scalar decoding).
 - ``loading``: find runs (split folders merged), Hydra labels/config, units converted -> one long DataFrame.
-- ``tables``: x axes (wall / training minutes, frames, updates), common windows, checkpoint and race tables.
+- ``tables``: x axes (wall / training minutes, frames, updates), common windows, checkpoint, race and run tables.
 - ``stats``: IQM, stratified bootstrap CIs and probability of improvement (rliable's definitions), seed groups.
-- ``summary``: per-run summary and seed-group tables; ``document``/``render``: titled tables as md / csv / rst.
+- ``document``: titled sections (tables, their notes and figures); ``render``: a table as md / csv / rst.
 - ``plots``: one metric per figure, a seed group as its IQM with a 95 % band and its seeds as thin lines.
 - ``pipeline``: loaded runs -> comparisons, sections and figures; the one path ``tmexp.compare`` and the write-up take.
 - ``writeup``: an experiment's runs.yaml -> its README.md (``python -m tmexp.report``).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tmexp.analysis import summary, tables
+from tmexp.analysis import stats, tables
 from tmexp.analysis.render import heading, render_table
 
 METRIC_FORMATS = {"best_time": "{:.3f}", "furthest": "{:.1f}", "loss": "{:.2f}", "avg_q": "{:.4f}",
@@ -102,6 +102,17 @@ def race_sections(cmp: tables.Comparison) -> list[Section]:
     return out
 
 
+def group_table(metric_table: pd.DataFrame, groups: dict[str, list[str]], axis: str, window: float | None = None,
+                fmt: str = "{:.3f}", reps: int = 10_000) -> pd.DataFrame:
+    """Rows: checkpoints; columns: groups; cells: 'IQM [low, high] (n seeds)' or 'value (single seed)'."""
+    out = pd.DataFrame(index=[tables.checkpoint_label(c, axis, window) for c in metric_table.index],
+                       columns=list(groups), dtype=object)
+    for cp, label in zip(metric_table.index, out.index):
+        for g, est in stats.group_estimates(metric_table.loc[cp], groups, reps=reps).items():
+            out.loc[label, g] = est.describe(fmt) if est.n_seeds else "-"
+    return out
+
+
 def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_metric: str | None,
                   baseline: str | None = None, reps: int = 10_000, higher_is_better: bool = False) -> list[Section]:
     """IQM [95 % CI] across seeds of a metric (the best time by default; ``higher_is_better`` for distances) at
@@ -113,7 +124,7 @@ def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_met
         return []
     metric_table = cmp.metric_tables[best_metric]
     fmt = METRIC_FORMATS[cmp.metrics[best_metric].kind]
-    table = summary.group_table(metric_table, groups, cmp.axis, cmp.window, fmt=fmt, reps=reps)
+    table = group_table(metric_table, groups, cmp.axis, cmp.window, fmt=fmt, reps=reps)
     note = ("IQM across seeds with a 95 % stratified bootstrap interval (rliable's definitions); "
             "a single-seed group shows its value only.")
     out = [Section(f"{best_metric}_seeds_by_{cmp.axis}", f"{best_metric} across seeds {_axis_words(cmp)}",
@@ -123,7 +134,7 @@ def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_met
         versus = pd.DataFrame(index=table.index, columns=[f"{g} vs {base}" for g in groups if g != base],
                               dtype=object)
         for cp, label in zip(metric_table.index, table.index):
-            for c in summary.group_comparisons(metric_table.loc[cp], groups, base, reps=reps,
+            for c in stats.group_comparisons(metric_table.loc[cp], groups, base, reps=reps,
                                                higher_is_better=higher_is_better):
                 if c.a.n_seeds == 0 or c.b.n_seeds == 0:
                     versus.loc[label, f"{c.a.group} vs {base}"] = "-"  # nothing logged yet
@@ -144,10 +155,10 @@ def final_seed_section(final_best: pd.Series, groups: dict[str, list[str]], base
     """A final per-run value per group (IQM [CI]; by default the best time) and each group against the baseline."""
     if not any(len(m) > 1 for m in groups.values()):
         return []
-    estimates = summary.group_estimates(final_best, groups, reps=reps)
+    estimates = stats.group_estimates(final_best, groups, reps=reps)
     fmt = "{:.1f}" if higher_is_better else "{:.3f}"
     rows = {g: {"seeds": e.n_seeds, what: e.describe(fmt) if e.n_seeds else "-"} for g, e in estimates.items()}
-    versus = {c.a.group: c for c in summary.group_comparisons(final_best, groups, baseline, reps=reps,
+    versus = {c.a.group: c for c in stats.group_comparisons(final_best, groups, baseline, reps=reps,
                                                               higher_is_better=higher_is_better)}
     for g in rows:
         c = versus.get(g)
@@ -186,7 +197,7 @@ def final_seed_sections(run_table: pd.DataFrame, groups: dict[str, list[str]],
 def run_section(summary_table: pd.DataFrame) -> Section:
     note = ("folders / files: the log folders (a split run's <run>, <run>_2, ...) and event files merged into each "
             "run; wall_minutes from its first to its last event; counters are the last values logged.")
-    return Section("runs", "runs", summary_table, summary.SUMMARY_FORMATS, note=note, index_name="run",
+    return Section("runs", "runs", summary_table, tables.RUN_FORMATS, note=note, index_name="run",
                    footer=definitions(None))
 
 

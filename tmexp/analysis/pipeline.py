@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tmexp.analysis import document, loading, plots, stats, summary, tables
+from tmexp.analysis import document, loading, plots, stats, tables
 
 
 @dataclass
@@ -122,6 +122,6 @@ def analyse(runset: loading.RunSet, options: Options | None = None,
             step_interval = document.auto_step_interval(window)
         by_steps.append(tables.compare(scalars, axis, runs, steps=steps, step_interval=step_interval, **kwargs))
 
-    run_table = summary.run_summary(scalars, runset.labels(), maps[0] if maps else None, runset.starts(),
+    run_table = tables.run_summary(scalars, runset.labels(), maps[0] if maps else None, runset.starts(),
                                     infos=runset.runs, no_data=no_data)
     return Analysis(runset, runs, no_data, groups, maps, by_time, by_steps, run_table, baseline)

@@ -141,6 +141,30 @@ def compare_groups(a: GroupEstimate, values_a, b: GroupEstimate, values_b,
     return GroupComparison(a, b, overlap, p)
 
 
+def group_values(values, groups: dict[str, list[str]]) -> dict[str, list[float]]:
+    """Per-run values (a Series or dict by run label) -> group -> list of its seeds' values (NaN where missing)."""
+    return {g: [float(values.get(r, np.nan)) for r in members] for g, members in groups.items()}
+
+
+def group_estimates(values, groups: dict[str, list[str]], reps: int = 50_000,
+                    seed: int = 0) -> dict[str, GroupEstimate]:
+    return {g: estimate(g, v, reps=reps, seed=seed) for g, v in group_values(values, groups).items()}
+
+
+def group_comparisons(values, groups: dict[str, list[str]], baseline: str | None = None,
+                      reps: int = 50_000, higher_is_better: bool = False) -> list[GroupComparison]:
+    """Each group against the baseline group (default: the first); values are lower-is-better (times) unless
+    ``higher_is_better`` (distances)."""
+    names = list(groups)
+    if len(names) < 2:
+        return []
+    baseline = baseline if baseline in groups else names[0]
+    per_group = group_values(values, groups)
+    estimates = group_estimates(values, groups, reps=reps)
+    return [compare_groups(estimates[g], per_group[g], estimates[baseline], per_group[baseline], higher_is_better)
+            for g in names if g != baseline]
+
+
 def flatten(tree, prefix: str = "") -> dict[str, object]:
     """Nested dict -> {'a.b.c': leaf}."""
     if isinstance(tree, dict):

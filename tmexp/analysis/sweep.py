@@ -14,8 +14,7 @@ import pandas as pd
 
 from tmexp import rundir
 from tmexp.analysis import loading
-from tmexp.analysis.summary import run_summary
-from tmexp.analysis.tables import detect_maps
+from tmexp.analysis.tables import detect_maps, run_summary
 
 _ERROR_MARKERS = ("Traceback (most recent call last)", "Error:", "Exception:", "FAILED")
 
@@ -59,7 +58,7 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
     read = loading.read_event_files(with_logs)
     scalars = read.scalars
     maps = detect_maps(scalars) if len(scalars) else []
-    summary = run_summary(scalars, list(with_logs), maps[0] if maps else None, read.starts) if with_logs else None
+    per_run = run_summary(scalars, list(with_logs), maps[0] if maps else None, read.starts) if with_logs else None
 
     rows = []
     for job in jobs:
@@ -67,9 +66,9 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
         status, error = job_status(sweep_dir, job, info.status, info.overrides)
         row = {"job": job.name, "overrides": ",".join(info.overrides), "status": status,
                "final_best_s": np.nan, "frames": np.nan, "updates": np.nan, "wall_minutes": np.nan}
-        if summary is not None and job.name in summary.index:
+        if per_run is not None and job.name in per_run.index:
             for col in ("final_best_s", "frames", "updates", "wall_minutes"):
-                row[col] = summary.loc[job.name, col]
+                row[col] = per_run.loc[job.name, col]
         st = info.status or {}
         # status.json is written by training itself, so it wins over what the logs show so far.
         if st.get("frames") is not None:

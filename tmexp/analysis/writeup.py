@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tmexp.analysis import document, loading, pipeline, plots, stats, summary, tables
+from tmexp.analysis import document, loading, pipeline, plots, stats, tables
 from tmexp.analysis.render import render_table
 from tmexp.core import metrics
 
@@ -242,7 +242,7 @@ def distance_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps:
                             f"At {tables.format_steps(cp)} {by_steps.axis}", what)
           for cp in by_steps.checkpoints[-1:] if name in by_steps.metric_tables)) if s]
     furthest = run_table["furthest_eval_m"]
-    for c in summary.group_comparisons(furthest, groups, spec.baseline, reps=20_000, higher_is_better=True):
+    for c in stats.group_comparisons(furthest, groups, spec.baseline, reps=20_000, higher_is_better=True):
         if c.a.n_seeds > 1 and c.b.n_seeds > 1:
             out.append(f"Across seeds, the furthest eval race of {c.a.group} ({c.a.describe('{:.1f}')} m) against "
                        f"the baseline {c.b.group} ({c.b.describe('{:.1f}')} m): the 95 % intervals "
@@ -283,7 +283,7 @@ def key_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps: tabl
                          f"the final best {map_name} time")
     if s:
         out.append(s)
-    for c in summary.group_comparisons(final, groups, spec.baseline, reps=20_000):
+    for c in stats.group_comparisons(final, groups, spec.baseline, reps=20_000):
         if c.a.n_seeds > 1 and c.b.n_seeds > 1:
             out.append(f"Across seeds, {c.a.group} ({c.a.describe()}) against the baseline {c.b.group} "
                        f"({c.b.describe()}): the 95 % intervals {'overlap' if c.overlap else 'do not overlap'}; "
@@ -387,7 +387,7 @@ def build_readme(spec: ExperimentSpec) -> str:
     # Run analysis
     runs_section = analysis.run_section()
     out += ["## Run analysis", "", runs_section.note, "",
-            render_table(run_table, "md", summary.SUMMARY_FORMATS, index_name="run"), "", runs_section.footer, "",
+            render_table(run_table, "md", tables.RUN_FORMATS, index_name="run"), "", runs_section.footer, "",
             f"- Common window by time: {by_time.window:.1f} {_axis_unit(by_time.axis)} "
             f"(checkpoints every {spec.interval:g} min, the last one at the window's end).",
             *(f"- Common window by {c.axis}: {tables.format_steps(c.window)} {c.axis} "
