@@ -147,8 +147,8 @@ def select(present: set[str], maps: list[str], tags: list[str] | None = None,
         elif tag not in present:
             close = difflib.get_close_matches(tag, sorted(present), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise TableError(f"no run logged the requested tag {text!r}{hint}; --all-scalars tabulates every tag "
-                             f"logged.")
+            raise TableError(f"no run logged the requested tag {text!r}{hint}; --all-scalars (all_scalars: true "
+                             f"in runs.yaml) tabulates every tag logged.")
         elif is_race_tag(tag):
             races.append(tag)
         else:
