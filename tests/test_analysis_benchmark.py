@@ -1,6 +1,6 @@
 """The load benchmark runs and its three readers agree (timings are reported, never asserted)."""
 
-from tmexp.analysis import benchmark
+from tmexp.bench import analysis as benchmark
 
 
 def test_benchmark_readers_agree_on_a_small_set():

@@ -1,5 +1,5 @@
 """Each BTR ingredient verifiably changes the computation (IMPALA, max-pool, spectral norm, Munchausen, NoisyNet,
-layer norm), and the published networks have the parameter counts ``python -m tmexp.core.params`` prints."""
+layer norm), and the published networks have the parameter counts ``python -m tmexp.bench params`` prints."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import math
 import pytest
 import torch
 
+from tmexp.bench import param_count as params
 from tmexp.config import BTRConfig, CNNConfig, NNConfig, VisConfig
-from tmexp.core import losses, params
+from tmexp.core import losses
 from tmexp.core.layers import ImpalaResidualBlock, NoisyLinear
 from tmexp.core.networks import build_network, count_parameters
 

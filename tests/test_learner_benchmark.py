@@ -2,8 +2,9 @@
 
 import json
 
-from tmexp.core import benchmark
-from tmexp.core.params import parameter_counts
+from tmexp.bench import learner as benchmark
+from tmexp.bench.__main__ import main as bench_main
+from tmexp.bench.param_count import parameter_counts
 
 
 def test_the_learner_benchmark_prints_its_figures_for_linesights_network(capsys):
@@ -17,3 +18,17 @@ def test_the_learner_benchmark_prints_its_figures_for_linesights_network(capsys)
 def test_a_bad_benchmark_argument_is_one_line_and_exit_2(capsys):
     assert benchmark.main(["--batch-size", "0"]) == 2
     assert "--batch-size" in capsys.readouterr().err
+
+
+def test_an_unknown_experiment_is_one_line_and_exit_2(capsys):
+    assert benchmark.main(["--experiment", "A01_v9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--experiment 'A01_v9' is unknown" in err and "A01_v4_btr" in err
+
+
+def test_the_bench_command_names_its_benchmarks_and_refuses_an_unknown_one(capsys):
+    assert bench_main(["--help"]) == 0
+    listed = capsys.readouterr().err
+    assert all(name in listed for name in ("sim", "learner", "analysis", "sweep", "params"))
+    assert bench_main(["nope"]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err

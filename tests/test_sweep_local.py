@@ -148,7 +148,7 @@ def test_summary_judges_jobs_by_their_own_status(tmp_path):
 
 def test_sweep_benchmark_reports_launch_overhead_of_every_job(monkeypatch, capsys):
     from sweep_harness import CONF_DIR
-    from tmexp.sweeps_benchmark import main as bench_main
+    from tmexp.bench.sweep import main as bench_main
 
     monkeypatch.setenv("PYTHONPATH", app_env()["PYTHONPATH"])
     code = bench_main(["--jobs", "2", "--json", "--module", TOY_APP, f"hydra.searchpath=[file://{CONF_DIR}]",

@@ -3,7 +3,7 @@
 An event file is a sequence of TFRecords: ``uint64 length``, ``uint32 masked crc32c(length)``, ``length`` bytes of a
 serialized ``tensorboard.Event``, ``uint32 masked crc32c(data)``. TensorBoard's own Python reader checks the CRCs
 byte by byte in Python and parses every record with protobuf, which is what makes tbparse slow (see
-``tmexp.analysis.benchmark``). Here the record walk is a tight loop over lengths, both CRCs are checked for all
+``python -m tmexp.bench analysis``). Here the record walk is a tight loop over lengths, both CRCs are checked for all
 records at once with numpy, and the records that have the exact layout scalar writers produce
 (``Event{wall_time, step, summary{value{tag, simple_value}}}``) are decoded with numpy too; any other record goes
 through protobuf, so the result is exactly what protobuf parsing of every record gives.

@@ -1,8 +1,9 @@
-"""Simulator throughput and memory: ``python -m tmexp.bench sim --json`` (or ``python -m tmexp.envs.sim.benchmark``).
+"""Simulator throughput and memory: ``python -m tmexp.bench sim --json``.
 
 Measures environment steps per second including the image and the float vector, for one car (``SimEnv``) and for
 64 cars stepped together (``SimVecEnv``), on one core, with a fixed pseudo-random mostly-forward policy; and the
-memory the simulator needs for a ~10 km track (peak traced allocation while building it and stepping 64 cars) (``--track``, default: the 9.9 km fixture line when present).
+memory the simulator needs for a ~10 km track: the peak traced allocation while building it and stepping 64 cars
+(``--track``; default: the 9.9 km line in the repository's tests/data/, when present).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tmexp.envs.sim.params import SimParams
 from tmexp.envs.sim.vec_env import SimVecEnv
 from tmexp.envs.track import load_map, load_track
 
-_FIXTURE_10KM = Path(__file__).resolve().parents[3] / "tests" / "data" / "tracks" / "map5_0.5m_cl.npy"
+_FIXTURE_10KM = Path(__file__).resolve().parents[2] / "tests" / "data" / "tracks" / "map5_0.5m_cl.npy"
 _POLICY = np.array([0, 0, 0, 0, 1, 2, 3, 6, 4, 5])  # mostly forward, some steering and braking
 
 

@@ -1,9 +1,9 @@
 """Load-speed benchmark: tmexp's reader against tbparse on the same generated logs.
 
-``python -m tmexp.bench analysis --json`` (or ``python -m tmexp.analysis.benchmark --json``) writes 16 runs x 4 tags
-x 10,000 points with TensorBoard's own writer into a temporary directory, loads them with tmexp (one process per run,
-and in a single process) and with tbparse, checks that all three give identical (run, tag, step, wall_time, value)
-rows, and prints the load seconds (best of ``--repeat``) and the speedups.
+``python -m tmexp.bench analysis --json`` writes 16 runs x 4 tags x 10,000 points with TensorBoard's own writer
+into a temporary directory, loads them with tmexp (one process per run, and in a single process) and with tbparse,
+checks that all three give identical (run, tag, step, wall_time, value) rows, and prints the load seconds (best of
+``--repeat``) and the speedups.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""``python -m tmexp.bench NAME [options]``: the project's benchmarks (never timed asserts in tests).
+"""``python -m tmexp.bench NAME [options]``: the project's benchmarks.
 
-    sim        simulator steps/s, one car and 64 cars batched       (tmexp/envs/sim/benchmark.py)
-    learner    samples/s of one training step vs a plain eager one   (tmexp/core/benchmark.py)
-    analysis   TensorBoard log loading vs tbparse                    (tmexp/analysis/benchmark.py)
-    sweep      per-job launch overhead of hydra/launcher=local       (tmexp/sweeps_benchmark.py)
+    sim        simulator steps/s, one car and 64 cars batched; memory for a ~10 km track
+    learner    samples/s of one training step vs a plain eager one (the reference IQN in reference_iqn.py)
+    analysis   TensorBoard log loading vs tbparse
+    sweep      per-job launch overhead of hydra/launcher=local
+    params     parameter counts of the four published experiments' networks
 
 Each prints one JSON object with ``--json``; ``python -m tmexp.bench NAME --help`` lists its options.
 """
@@ -14,10 +15,11 @@ import importlib
 import sys
 
 BENCHMARKS = {
-    "sim": "tmexp.envs.sim.benchmark",
-    "learner": "tmexp.core.benchmark",
-    "analysis": "tmexp.analysis.benchmark",
-    "sweep": "tmexp.sweeps_benchmark",
+    "sim": "tmexp.bench.sim",
+    "learner": "tmexp.bench.learner",
+    "analysis": "tmexp.bench.analysis",
+    "sweep": "tmexp.bench.sweep",
+    "params": "tmexp.bench.param_count",
 }
 
 
