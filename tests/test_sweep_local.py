@@ -134,6 +134,9 @@ def test_summary_judges_jobs_by_their_own_status(tmp_path):
     logs = tmp_path / ".submitit" / "77_1"
     logs.mkdir(parents=True)
     (logs / "77_1_0_log.err").write_text("Killed\n")
+    array_task = tmp_path / ".submitit" / "77_4"  # job 4 died before Hydra wrote its files: found by array index
+    array_task.mkdir()
+    (array_task / "77_4_0_log.err").write_text("ImportError\n")
     expected = [[f"seed={n}"] for n in range(5)]  # job 4 never got a directory
 
     results = collect(tmp_path, expected)
@@ -141,6 +144,8 @@ def test_summary_judges_jobs_by_their_own_status(tmp_path):
     assert [r.ok for r in results] == [True, False, False, False, False]
     assert results[1].logs == [logs / "77_1_0_log.err"]
     assert results[4].run_dir is None and results[4].overrides == ["seed=4"]
+    assert results[4].logs == [array_task / "77_4_0_log.err"]
+    assert results[3].logs == [tmp_path / ".submitit"]  # no log of its own found: the folder that holds them
     text = format_summary(tmp_path, results)
     assert "1 of 5 jobs finished, 4 did not" in text
     assert "ValueError: bad" in text and str(logs / "77_1_0_log.err") in text

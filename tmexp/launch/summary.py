@@ -3,7 +3,7 @@ when any job did not finish.
 
 Why not the scheduler's word: a Hydra job that raises is caught by Hydra inside the submitit worker, which then
 exits normally, so SLURM reports it COMPLETED. The run directory's ``status.json`` (written by the training app)
-says what really happened.
+says what really happened; ``tmexp.rundir`` reads it and finds a job's submitit logs, as it does for the analysis.
 
 Registered in ``conf/config.yaml``::
 
@@ -19,7 +19,6 @@ status 1, and the summary is printed at exit instead (registered with ``atexit``
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import sys
 import traceback
@@ -29,6 +28,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from tmexp import rundir
 
 FINISHED = "finished"
 
@@ -65,30 +66,24 @@ def _job_dirs(sweep_dir: Path) -> dict[int, Path]:
     """Job number -> run directory, from each job's saved Hydra config."""
     found = {}
     # Job directories sit one level down (hydra.sweep.subdir=${hydra.job.num}) or two (a nested subdir pattern).
-    for hydra_yaml in [*sweep_dir.glob("*/.hydra/hydra.yaml"), *sweep_dir.glob("*/*/.hydra/hydra.yaml")]:
-        if ".submitit" in hydra_yaml.parts:
+    for hydra_dir in [*sweep_dir.glob(f"*/{rundir.HYDRA}"), *sweep_dir.glob(f"*/*/{rundir.HYDRA}")]:
+        run_dir = hydra_dir.parent
+        if rundir.SUBMITIT in run_dir.parts:
             continue
         try:
-            num = OmegaConf.load(hydra_yaml).hydra.job.num
+            num = OmegaConf.load(rundir.RunDir(run_dir).hydra_yaml).hydra.job.num
         except Exception:  # a job killed while Hydra wrote the file: judged by its status below
             continue
         if isinstance(num, int):
-            found[num] = hydra_yaml.parent.parent
+            found[num] = run_dir
     return found
 
 
-def _submitit_logs(sweep_dir: Path, run_dir: Path | None) -> list[Path]:
-    """The submitit stdout/stderr files of the job that ran in ``run_dir`` (its hydra.job.id names the folder)."""
-    submitit_dir = sweep_dir / ".submitit"
-    job_id = None
-    if run_dir is not None and (run_dir / ".hydra" / "hydra.yaml").is_file():
-        try:
-            job_id = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.job.id
-        except Exception:
-            job_id = None
-    logs = sorted((submitit_dir / str(job_id)).glob("*_log.*")) if job_id else []
-    if not logs and submitit_dir.is_dir():
-        logs = [submitit_dir]  # the job died before Hydra started it: the logs are in there, under its SLURM id
+def _logs(sweep_dir: Path, num: int, run_dir: Path | None, overrides: list[str]) -> list[Path]:
+    """Where to look for why a job did not finish: its submitit logs (or their folder) and Hydra's job log."""
+    logs = rundir.submitit_logs(sweep_dir, run_dir, job_num=num, overrides=overrides or None)
+    if not logs and (sweep_dir / rundir.SUBMITIT).is_dir():
+        logs = [sweep_dir / rundir.SUBMITIT]  # not found by id, array index or overrides: the folder holds them
     if run_dir is not None and (run_dir / "train.log").is_file():
         logs.append(run_dir / "train.log")
     return logs
@@ -103,14 +98,13 @@ def collect(sweep_dir: str | Path, expected: list[list[str]] | None = None) -> l
     for num in nums:
         run_dir = dirs.get(num)
         overrides = list(expected[num]) if expected and num < len(expected) else []
-        if run_dir is not None and (run_dir / ".hydra" / "overrides.yaml").is_file():
-            overrides = [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
-        status_path = run_dir / "status.json" if run_dir is not None else None
-        status = json.loads(status_path.read_text()) if status_path is not None and status_path.is_file() else {}
+        if run_dir is not None:
+            overrides = rundir.read_overrides(run_dir) or overrides
+        status = (rundir.read_status(run_dir) if run_dir is not None else None) or {}
         result = JobResult(num=num, overrides=overrides, status=status.get("status", "missing"), run_dir=run_dir,
                            frames=status.get("frames"), error=status.get("error"))
         if not result.ok:
-            result.logs = _submitit_logs(sweep_dir, run_dir)
+            result.logs = _logs(sweep_dir, num, run_dir, overrides)
         results.append(result)
     return results
 
