@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tmexp import rundir
+
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
 CONF_DIR = REPO / "conf"
@@ -70,7 +72,9 @@ def wait_for_json(path: Path, timeout: float, proc: subprocess.Popen | None = No
 
 
 def job_status(run_dir: Path) -> dict:
-    return json.loads((run_dir / "status.json").read_text())
+    status = rundir.read_status(run_dir)
+    assert status is not None, f"{run_dir} has no readable status.json"
+    return status
 
 
 def scalar_steps_of(event_file: Path, tag: str = "cumul_number_frames_played") -> list[int]:

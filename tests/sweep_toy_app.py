@@ -24,6 +24,7 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
 
+from tmexp import rundir
 from tmexp.launch.preemption import PreemptionWatcher
 
 
@@ -49,13 +50,7 @@ ConfigStore.instance().store(name="toy", node=ToyConfig)
 
 
 def _write_status(run_dir: Path, status: str, frames: int, extra: dict | None = None, error: str | None = None):
-    path = run_dir / "status.json"
-    previous = json.loads(path.read_text()) if path.is_file() else {}
-    data = {**previous, **(extra or {}), "status": status, "frames": frames, "error": error,
-            "updated_at": time.time()}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    rundir.write_status(run_dir, status, error=error, frames=frames, **(extra or {}))
 
 
 def _scalar_event(tag: str, value: float, step: int) -> Event:

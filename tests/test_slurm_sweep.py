@@ -4,7 +4,6 @@ and a failed job that SLURM calls COMPLETED but the sweep reports as failed, wit
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -14,6 +13,7 @@ import pytest
 from sweep_harness import (REAL_APP, SLURM_TEST_RESOURCES, TOY_APP, assert_resumed_steps_continue, final_sacct_states,
                            job_status, requires_slurm, run_sweep, scalar_steps, start_sweep, submitit_job_ids,
                            wait_for_json)
+from tmexp import rundir
 
 pytestmark = [pytest.mark.slurm, requires_slurm]
 
@@ -96,7 +96,7 @@ def test_training_app_preempted_on_slurm_resumes_past_the_preemption_point(tmp_p
     proc = start_sweep(REAL_APP, sweep_dir, SLURM + ["+experiment=smoke", "training.max_frames=1500"], log)
     try:
         deadline = time.monotonic() + 180
-        while not ((run_dir / "status.json").is_file() and job_status(run_dir).get("frames", 0) > 0):
+        while (rundir.read_status(run_dir) or {}).get("frames", 0) <= 0:
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the job did not start training within 180 s"
             time.sleep(0.2)
@@ -114,4 +114,4 @@ def test_training_app_preempted_on_slurm_resumes_past_the_preemption_point(tmp_p
     assert len(attempts) >= 2, "the requeued job should have resumed with a new event file"
     preempted_at = attempts[0][-1]
     assert 0 < preempted_at < attempts[-1][-1] <= status["frames"]
-    assert "resumed_at" in json.loads((run_dir / "run_meta.json").read_text())
+    assert "resumed_at" in rundir.read_run_meta(run_dir)

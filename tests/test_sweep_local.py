@@ -13,6 +13,7 @@ import pytest
 
 from sweep_harness import (REAL_APP, REPO, TOY_APP, app_env, job_status, run_sweep, scalar_steps, start_sweep,
                            wait_for_json)
+from tmexp import rundir
 from tmexp.launch.summary import collect, expected_jobs, format_summary
 
 LOCAL = ["hydra/launcher=local"]
@@ -122,7 +123,7 @@ def _fake_job(sweep_dir, num, status, job_id=None, **extra):
     (run_dir / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  job:\n    num: {num}\n    id: '{job_id or num}'\n")
     (run_dir / ".hydra" / "overrides.yaml").write_text(f"- seed={num}\n")
     if status is not None:
-        (run_dir / "status.json").write_text(json.dumps({"status": status, "frames": 5, **extra}))
+        rundir.write_status(run_dir, status, frames=5, **extra)
     return run_dir
 
 

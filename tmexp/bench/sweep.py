@@ -20,14 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from tmexp import rundir
+
 GOAL_S = 5.0
 
 
 def _first_step_at(run_dir: Path) -> float | None:
-    status_path = run_dir / "status.json"
-    if not status_path.is_file():
-        return None
-    return json.loads(status_path.read_text()).get("first_step_at")
+    return (rundir.read_status(run_dir) or {}).get("first_step_at")
 
 
 def _stats(values: list[float]) -> dict:
