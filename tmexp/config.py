@@ -1,8 +1,8 @@
 """The configuration schema: one dataclass per config node, the single source of every default.
 
 The YAML files under ``conf/`` only choose options and set values; Hydra validates them against these
-dataclasses (registered in the ConfigStore by ``register_configs``). Library code under ``tmexp/core`` and
-``tmexp/envs`` receives these typed sub-configs, never the whole tree.
+dataclasses (registered in Hydra's ConfigStore by ``tmexp.compose.register_configs``). Library code under
+``tmexp/core`` and ``tmexp/envs`` receives these typed sub-configs, never the whole tree.
 
 Closed sets are ``Choice`` Enums: OmegaConf rejects any other value when it composes, and the core's comparisons
 with plain strings (``cnn.type == "impala"``) keep working. Composing the tree is ``tmexp.compose``'s job, so that

@@ -164,8 +164,9 @@ def _check_env(cfg: Config) -> None:
     _require(e.cutoff_rollout_if_race_not_finished_within_duration_ms > 0,
              "env.cutoff_rollout_if_race_not_finished_within_duration_ms must be > 0.")
     if e.backend == Backend.tmi:
-        _require(bool(e.tmi.launch_command), "env=tmi needs the game: set env.tmi.launch_command to the command that "
-                                             "starts TMInterface with the plugin (see tmexp/envs/tmi/plugin/README.md).")
+        _require(bool(e.tmi.launch_command),
+                 "env=tmi needs the game: set env.tmi.launch_command to the command that starts TMInterface with the "
+                 "plugin (see tmexp/envs/tmi/plugin/README.md).")
 
 
 def _check_map(cfg) -> None:
@@ -173,7 +174,8 @@ def _check_map(cfg) -> None:
 
     path = cfg.map.reference_line_path
     if path is not None and not Path(path).is_file():
-        raise ConfigError(f"map.reference_line_path {path!r} does not exist: give the path of a (N, 3) .npy reference line.")
+        raise ConfigError(f"map.reference_line_path {path!r} does not exist: give the path of a (N, 3) .npy "
+                          "reference line.")
     try:
         load_map(cfg.map.short_name, path)
     except TrackError as error:

@@ -78,7 +78,8 @@ def time_call(fn, iters: int, device) -> float:
 def setup_ours(nn_cfg: NNConfig, btr_cfg: BTRConfig, training, args, device, batch, lr: float):
     """(one-step callable, online network) of our implementation for one configuration."""
     img_shape = tuple(batch["img"].shape[1:])
-    online = build_network(nn_cfg, btr_cfg, img_shape, args.float_dim, channels_last=not args.no_channels_last).to(device)
+    online = build_network(nn_cfg, btr_cfg, img_shape, args.float_dim,
+                           channels_last=not args.no_channels_last).to(device)
     target = copy.deepcopy(online).requires_grad_(False)
     optimizer = make_optimizer(online.parameters(), training)
     scaler = make_grad_scaler(device)
@@ -86,7 +87,8 @@ def setup_ours(nn_cfg: NNConfig, btr_cfg: BTRConfig, training, args, device, bat
     wd = training.weight_decay_lr_ratio
 
     def step():
-        train_step(net_o, net_t, optimizer, scaler, batch, nn_cfg=nn_cfg, btr_cfg=btr_cfg, lr=lr, gamma=0.999, weight_decay_lr_ratio=wd)
+        train_step(net_o, net_t, optimizer, scaler, batch, nn_cfg=nn_cfg, btr_cfg=btr_cfg, lr=lr, gamma=0.999,
+                   weight_decay_lr_ratio=wd)
 
     return step, online
 
@@ -106,7 +108,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-channels-last", action="store_true", help="ours without channels-last convolutions")
     p.add_argument("--compile", action="store_true", help="ours with torch.compile on both networks")
     p.add_argument("--no-naive", action="store_true", help="skip the naive reference")
-    p.add_argument("--vs-baseline", action="store_true", help="also time ours on the default config (cost per sample ratio)")
+    p.add_argument("--vs-baseline", action="store_true",
+                   help="also time ours on the default config (cost per sample ratio)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.rounds < 1 or args.iters < 1 or args.warmup < 0:
@@ -139,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_naive:
         naive_online = NaiveIQN(nn_cfg, btr_cfg, img_shape, args.float_dim, 12).to(device)
         if count_parameters(naive_online) != count_parameters(online):
-            raise AssertionError(f"naive network has {count_parameters(naive_online)} parameters, ours {count_parameters(online)}")
+            raise AssertionError(f"naive network has {count_parameters(naive_online)} parameters, "
+                                 f"ours {count_parameters(online)}")
         naive_target = copy.deepcopy(naive_online).requires_grad_(False)
         opt_cls = torch.optim.RAdam if training.optimizer == Optimizer.radam else torch.optim.Adam
-        naive_opt = opt_cls(naive_online.parameters(), lr=lr, betas=(training.adam_beta1, training.adam_beta2), eps=training.adam_epsilon)
+        naive_opt = opt_cls(naive_online.parameters(), lr=lr, betas=(training.adam_beta1, training.adam_beta2),
+                            eps=training.adam_epsilon)
         impls["naive"] = lambda: naive_step(naive_online, naive_target, naive_opt, batch, nn_cfg, btr_cfg, lr, wd)
 
     for fn in impls.values():

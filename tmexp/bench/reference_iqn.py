@@ -63,8 +63,10 @@ class NaiveIQN(nn.Module):
         cnn = nn_cfg.vis.cnn
         if cnn.type == CnnType.linesight:
             self.img_head = nn.Sequential(
-                nn.Conv2d(img_shape[0], 16, 4, stride=2), nn.LeakyReLU(), nn.Conv2d(16, 32, 4, stride=2), nn.LeakyReLU(),
-                nn.Conv2d(32, 64, 3, stride=2), nn.LeakyReLU(), nn.Conv2d(64, 32, 3, stride=1), nn.LeakyReLU(), nn.Flatten(),
+                nn.Conv2d(img_shape[0], 16, 4, stride=2), nn.LeakyReLU(),
+                nn.Conv2d(16, 32, 4, stride=2), nn.LeakyReLU(),
+                nn.Conv2d(32, 64, 3, stride=2), nn.LeakyReLU(),
+                nn.Conv2d(64, 32, 3, stride=1), nn.LeakyReLU(), nn.Flatten(),
             )
         else:
             layers, c_in = [], img_shape[0]
@@ -80,7 +82,8 @@ class NaiveIQN(nn.Module):
             self.img_head = nn.Sequential(*layers)
         img_dim = self.img_head(torch.zeros(1, *img_shape)).shape[1]
         fh = nn_cfg.float_hidden_dim
-        self.float_feature_extractor = nn.Sequential(nn.Linear(float_dim, fh), nn.LeakyReLU(), nn.Linear(fh, fh), nn.LeakyReLU())
+        self.float_feature_extractor = nn.Sequential(nn.Linear(float_dim, fh), nn.LeakyReLU(),
+                                                     nn.Linear(fh, fh), nn.LeakyReLU())
         d = img_dim + fh
         h = nn_cfg.dense_hidden_dimension // 2
 
@@ -88,7 +91,8 @@ class NaiveIQN(nn.Module):
             return PlainNoisyLinear(i, o, btr.noisy_sigma0) if btr.use_noisy_linear else nn.Linear(i, o)
 
         def head(n_out):
-            return nn.Sequential(lin(d, h), *([nn.LayerNorm(h)] if btr.use_layer_norm else []), nn.LeakyReLU(), lin(h, n_out))
+            norm = [nn.LayerNorm(h)] if btr.use_layer_norm else []
+            return nn.Sequential(lin(d, h), *norm, nn.LeakyReLU(), lin(h, n_out))
 
         self.A_head = head(n_actions)
         self.V_head = head(1)
@@ -158,7 +162,8 @@ def naive_step(online, target, optimizer, batch, nn_cfg: NNConfig, btr: BTRConfi
             targets = (r + g * soft).unsqueeze(-1)  # (B, N, 1)
         else:
             if nn_cfg.use_ddqn:
-                a_star = online(batch["next_img"], batch["next_floats"], n, naive_taus(b, n)).reshape(n, b, a_n).mean(dim=0).argmax(dim=1, keepdim=True).repeat(n, 1)
+                q_online = online(batch["next_img"], batch["next_floats"], n, naive_taus(b, n))
+                a_star = q_online.reshape(n, b, a_n).mean(dim=0).argmax(dim=1, keepdim=True).repeat(n, 1)
             else:
                 a_star = q_next.reshape(n, b, a_n).mean(dim=0).argmax(dim=1, keepdim=True).repeat(n, 1)
             targets = (rewards + gammas * q_next.gather(1, a_star)).reshape(n, b, 1).transpose(0, 1)
