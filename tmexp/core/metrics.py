@@ -1,4 +1,4 @@
-"""TensorBoard tag names (the one place they are defined) and the run's writer.
+"""TensorBoard tag names (the one place they are defined), the run's writer, race logging and the console line.
 
 Race times are seconds under ``Race/`` and milliseconds in ``alltime_min_ms_<map>``; an unfinished race counts
 as the race cutoff (300 s). The TensorBoard step is frames played (actions); gradient updates are logged as the
@@ -25,9 +25,17 @@ counter ``cumul_number_batches_done`` so analysis can compare runs at equal upda
 | ``cumul_number_frames_played`` | | frames (actions) played so far |
 | ``cumul_number_batches_done`` | | gradient updates so far |
 | ``cumul_training_hours`` | h | wall hours spent training (excludes time the run was stopped) |
+
+The analysis imports this module for the names alone: it imports nothing of tmexp, and torch only inside the
+functions that write.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
 
 RACE_CUTOFF_S = 300.0
 
@@ -129,3 +137,84 @@ def canonical_tag(tag: str) -> str:
         elif tag == old:
             return new
     return tag
+
+
+# ----- writing a run's metrics ------------------------------------------------------------------------------------
+ROBUST_FACTOR = 1.02  # a robust eval time is no slower than this times the rolling mean of finished eval times
+ROBUST_EMA_WEIGHT = 0.1  # weight of the newest finished eval race in that rolling mean
+
+
+def make_writer(log_dir: str | Path, purge_step: int | None = None):
+    """The run's TensorBoard ``SummaryWriter``.
+
+    Args:
+        purge_step: on resume, the checkpoint's frame count: events a killed run logged after its checkpoint are
+            hidden, so each tag's steps stay monotonic.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(log_dir), purge_step=purge_step)
+
+
+def write_hparams(writer, params: Mapping[str, Any], map_name: str) -> None:
+    """Record a run's hyperparameters for TensorBoard's HParams view, against its best time and its loss."""
+    from torch.utils.tensorboard.summary import hparams
+
+    summaries = hparams(dict(params), {alltime_min_ms(map_name): 0.0, LOSS: 0.0})
+    file_writer = writer._get_file_writer()
+    for summary in summaries:
+        file_writer.add_summary(summary)
+
+
+def robust_eval_time(race_s: float, ema_s: float | None) -> tuple[bool, float]:
+    """Judge a finished eval race against the rolling mean of finished eval times (None before the first).
+
+    Returns:
+        Whether the race time is robust (no slower than ``ROBUST_FACTOR`` x the mean), and the updated mean.
+    """
+    mean = race_s if ema_s is None else ema_s
+    return race_s <= ROBUST_FACTOR * mean, (1 - ROBUST_EMA_WEIGHT) * mean + ROBUST_EMA_WEIGHT * race_s
+
+
+def log_race(writer, race: Mapping[str, Any], step: int, map_name: str, eval_time_ema_s: float | None,
+             best_ms: int | None) -> float | None:
+    """Write one race's scalars at ``step`` (frames played).
+
+    Args:
+        race: a rollout (``finished``, ``race_time_ms``, ``is_eval``, ``q_taken`` (T,), optionally ``progress_m``).
+        eval_time_ema_s: the rolling mean of finished eval race times so far (None before the first).
+        best_ms: the run's best race time so far, this race included (None: no race finished yet).
+    Returns:
+        The updated rolling mean of finished eval race times.
+    """
+    m, finished = map_name, race["finished"]
+    race_s = race["race_time_ms"] / 1000 if finished else RACE_CUTOFF_S
+    if "progress_m" in race:
+        writer.add_scalar(eval_race_progress(m) if race["is_eval"] else explo_race_progress(m), race["progress_m"], step)
+    if race["is_eval"]:
+        writer.add_scalar(eval_race_time(m), race_s, step)
+        writer.add_scalar(eval_race_finished(m), float(finished), step)
+        if finished:
+            robust, eval_time_ema_s = robust_eval_time(race_s, eval_time_ema_s)
+            if robust:
+                writer.add_scalar(eval_race_time_robust(m), race_s, step)
+    else:
+        writer.add_scalar(explo_race_time(m), race_s, step)
+        writer.add_scalar(explo_race_finished(m), float(finished), step)
+    if len(race["q_taken"]):
+        writer.add_scalar(avg_q(m), float(np.mean(race["q_taken"])), step)
+    writer.add_scalar(alltime_min_ms(m), best_ms if best_ms is not None else int(RACE_CUTOFF_S * 1000), step)
+    return eval_time_ema_s
+
+
+def console_line(values: Mapping[str, float], *, map_name: str, training_seconds: float, frames: int, races: int,
+                 batches: int, best_ms: int | None, memory_size: int, start_learn: int) -> str:
+    """One line of progress for the terminal, from an interval's scalars (``values``, keyed by tag)."""
+    best = f"{best_ms / 1000:.2f} s" if best_ms is not None else "-"
+    head = (f"[{int(training_seconds // 60):4d}m{int(training_seconds % 60):02d}s] frames {frames:,} "
+            f"({values[FRAMES_PER_S]:.0f}/s) | races {races} | best {map_name} {best}")
+    if memory_size < start_learn:
+        return f"{head} | filling replay {memory_size:,}/{start_learn:,}"
+    loss = values.get(LOSS)
+    return (f"{head} | batches {batches:,} | learner {values[LEARNER_PERCENTAGE]:.0f}% | "
+            f"loss {f'{loss:.4g}' if loss is not None else '-'} | eps {values[EPSILON]:.3f} | memory {memory_size:,}")
