@@ -77,23 +77,35 @@ def test_checkpoint_round_trip_and_resume_continue_counters(tmp_path):
     assert steps == sorted(steps) and len(set(steps)) == len(steps)
 
 
-def test_trainer_restores_exact_state(tmp_path):
-    from tmexp.core.learner import Trainer
+def test_build_resumes_exact_state(tmp_path):
+    from tmexp.core.build import build
 
     cfg = compose_config(TINY)
     train(cfg, tmp_path)
     saved = load_checkpoint(tmp_path)
-    trainer = Trainer(cfg, tmp_path)
+    run = build(cfg, tmp_path)
     try:
-        assert trainer.resumed
-        for name, tensor in trainer.online.state_dict().items():
+        assert run.resumed
+        for name, tensor in run.online.state_dict().items():
             assert torch.equal(tensor, saved["online"][name])
-        for name, tensor in trainer.target.state_dict().items():
+        for name, tensor in run.target.state_dict().items():
             assert torch.equal(tensor, saved["target"][name])
-        assert trainer.counters.frames == saved["counters"]["frames"]
-        assert trainer.optimizer.state_dict()["state"].keys() == saved["optimizer"]["state"].keys()
+        assert run.counters.frames == saved["counters"]["frames"]
+        assert run.optimizer.state_dict()["state"].keys() == saved["optimizer"]["state"].keys()
+        assert len(run.replay) == 0  # replay is not saved yet: a resumed run refills it
     finally:
-        trainer.close()
+        run.close()
+
+
+def test_the_same_seed_gives_the_same_run(tmp_path):
+    cfg = compose_config(TINY + ["training.max_frames=300"])
+    for name in ("a", "b"):
+        train(cfg, tmp_path / name)
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert a["counters"]["frames"] == b["counters"]["frames"] and a["counters"]["batches"] == b["counters"]["batches"]
+    assert a["counters"]["batches"] > 0
+    for name, tensor in a["online"].items():
+        assert torch.equal(tensor, b["online"][name]), name
 
 
 def test_sigkill_mid_run_then_resume(tmp_path):
@@ -173,37 +185,39 @@ def test_multirun_yields_runs_differing_only_in_the_swept_key(tmp_path):
 
 
 def test_new_best_race_saves_its_actions(tmp_path):
-    from tmexp.core.learner import Trainer
+    from tmexp.core.build import build
+    from tmexp.core.learner import Learner
 
     cfg = compose_config(TINY)
-    trainer = Trainer(cfg, tmp_path)
+    run = build(cfg, tmp_path)
+    learner = Learner(run)
     try:
         T = 5
         rollout = {
-            "img": np.zeros((T + 1, *trainer.img_shape), np.uint8),
-            "floats": np.zeros((T + 1, trainer.float_dim), np.float32),
+            "img": np.zeros((T + 1, *run.spaces.img_shape), np.uint8),
+            "floats": np.zeros((T + 1, run.spaces.float_dim), np.float32),
             "actions": np.arange(T, dtype=np.int64), "rewards": np.zeros(T, np.float32),
             "greedy": np.ones(T, bool), "q_taken": np.zeros(T, np.float32), "terminated": True,
             "finished": True, "race_time_ms": 250, "progress_m": 1073.0, "cp_times": [], "cutoff": None, "is_eval": True,
             "collector": 0, "weights_version": 0,
         }
-        trainer.ingest(rollout)
-        assert trainer.counters.alltime_min_ms["A01"] == 250
+        learner.ingest(rollout)
+        assert run.counters.alltime_min_ms["A01"] == 250 and run.counters.eval_races == 1
         saved = np.load(tmp_path / "best_runs" / "A01_250.npy")
         assert saved.tolist() == list(range(T))
         slower = dict(rollout, race_time_ms=300)
-        trainer.ingest(slower)
-        assert trainer.counters.alltime_min_ms["A01"] == 250
+        learner.ingest(slower)
+        assert run.counters.alltime_min_ms["A01"] == 250
     finally:
-        trainer.close()
+        run.close()
 
 
 def test_a_dead_collector_is_restarted_and_counted(tmp_path):
-    from tmexp.core.learner import Trainer
+    from tmexp.core.build import build
 
     cfg = compose_config(TINY + ["performance.serial=false", "performance.gpu_collectors_count=2"])
-    trainer = Trainer(cfg, tmp_path)
-    pool = trainer.pool
+    run = build(cfg, tmp_path)
+    pool = run.source
     try:
         pool.start()
         victim = pool.processes[0]
@@ -223,8 +237,7 @@ def test_a_dead_collector_is_restarted_and_counted(tmp_path):
                 seen.add(rollout["collector"])
         assert seen == {0, 1}
     finally:
-        pool.stop()
-        trainer.close()
+        run.close()
 
 
 def test_hparams_are_written_for_tensorboards_hparams_view(tmp_path):
@@ -247,38 +260,81 @@ def test_hparams_are_written_for_tensorboards_hparams_view(tmp_path):
 
 @pytest.mark.parametrize("duration_ms", [7000, 0])
 def test_mini_races_add_the_time_float_to_the_network_and_train(duration_ms, tmp_path):
-    from tmexp.core.learner import Trainer
+    from tmexp.core.build import build
+    from tmexp.core.learner import Learner
 
     cfg = compose_config(TINY + [f"training.temporal_mini_race_duration_ms={duration_ms}", "training.max_frames=200",
                                  "training.gamma_schedule=[[0,0.99]]"])
-    trainer = Trainer(cfg, tmp_path)
+    run = build(cfg, tmp_path)
     try:
-        width = trainer.online.float_feature_extractor[0].in_features
-        assert width == trainer.float_dim + (duration_ms > 0)
-        assert trainer.collector.s.mini_race == (duration_ms > 0)
-        assert trainer.run() == "max_frames" and trainer.counters.batches > 0
+        width = run.online.float_feature_extractor[0].in_features
+        assert width == run.spaces.float_dim + (duration_ms > 0)
+        assert run.source.collector.s.mini_race == (duration_ms > 0)
+        assert Learner(run).train() == "max_frames" and run.counters.batches > 0
     finally:
-        trainer.close()
+        run.close()
 
 
 @pytest.mark.parametrize("normalize, duration_ms", [(True, 0), (True, 7000), (False, 0)])
 def test_float_inputs_are_standardised_with_the_backends_statistics(normalize, duration_ms, tmp_path):
-    from tmexp.core.learner import Trainer
+    from tmexp import rundir
+    from tmexp.core.build import build
 
     cfg = compose_config(TINY + [f"nn.normalize_floats={str(normalize).lower()}",
                                  f"training.temporal_mini_race_duration_ms={duration_ms}"])
-    trainer = Trainer(cfg, tmp_path)
+    run = build(cfg, tmp_path)
     try:
-        mean, std = trainer.collector.env.float_stats()
+        mean, std = run.source.collector.env.float_stats()
+        # the run directory records the env's statistics, which a resumed run reads instead of measuring again
+        assert (rundir.read_float_stats(tmp_path) is not None) == normalize
+        if normalize:
+            np.testing.assert_allclose(rundir.read_float_stats(tmp_path)[1], std, rtol=1e-6)
         if duration_ms:  # the mini-race time comes first and is left as it is
             mean, std = np.concatenate(([0.0], mean)), np.concatenate(([1.0], std))
-        for net in (trainer.online, trainer.target):
+        for net in (run.online, run.target):
             if normalize:
                 np.testing.assert_allclose(net.float_mean.numpy(), mean, rtol=1e-6)
                 np.testing.assert_allclose(net.float_std.numpy(), std, rtol=1e-6)
             else:
                 assert torch.all(net.float_mean == 0) and torch.all(net.float_std == 1)
         # The statistics are buffers: checkpoints keep them and collectors receive them with the weights.
-        assert "float_std" in trainer._state()["online"] and "float_std" in trainer.weights.tensors
+        assert "float_std" in run.online.state_dict() and "float_std" in run.weights.tensors
     finally:
-        trainer.close()
+        run.close()
+
+
+def test_the_serial_source_plays_a_race_only_when_the_learner_would_wait(tmp_path):
+    from tmexp.core.build import build
+
+    run = build(compose_config(TINY), tmp_path)
+    try:
+        assert run.source.get(timeout=0.0) is None  # nothing is ever waiting in serial mode
+        race = run.source.get(timeout=0.5)
+        assert race is not None and len(race["actions"]) > 0 and run.source.restarts == 0
+    finally:
+        run.close()
+
+
+def test_collectors_get_the_signals_to_ignore_from_their_settings(tmp_path):
+    from tmexp.core.build import build
+
+    cfg = compose_config(TINY + ["performance.serial=false", "performance.gpu_collectors_count=1"])
+    run = build(cfg, tmp_path, ignore_signals=(signal.SIGUSR1,))
+    try:
+        assert run.source.settings.ignore_signals == (signal.SIGUSR1,)
+        run.source.start()
+        deadline = time.time() + 60
+        while run.source.get(timeout=1.0) is None and time.time() < deadline:
+            pass  # the collector is up and playing
+        process = run.source.processes[0]
+        os.kill(process.pid, signal.SIGUSR1)  # its default action would end the process
+        process.join(timeout=2.0)  # returns at once if it died
+        assert process.is_alive() and process.exitcode is None
+    finally:
+        run.close()
+
+
+def test_the_core_imports_neither_hydra_nor_submitit():
+    code = ("import sys, tmexp.core.build, tmexp.core.learner; "
+            "sys.exit(any(m.split('.')[0] in ('hydra', 'submitit') or m.startswith('tmexp.launch') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -37,23 +37,27 @@ register_configs()
 
 def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False) -> str:
     """Run (or resume) one training run in ``run_dir``; return why it stopped."""
-    from tmexp.core.learner import Trainer, write_status
+    from tmexp.core.build import build
+    from tmexp.core.learner import Learner
+    from tmexp.launch.preemption import preemption_signals
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rundir.write_resolved_config(run_dir, OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True,
                                                                   enum_to_str=True))
     rundir.write_run_meta(run_dir)
-    trainer = Trainer(cfg, run_dir, should_stop=should_stop)
+    run = build(cfg, run_dir, ignore_signals=preemption_signals())
+    learner = Learner(run, should_stop=should_stop)
     try:
-        reason = trainer.run()
+        reason = learner.train()
     except BaseException as error:
-        write_status(run_dir, "failed", trainer.counters, cfg.map.short_name,
-                     error=f"{type(error).__name__}: {error}")
+        learner.write_status("failed", error=f"{type(error).__name__}: {error}")
         raise
+    finally:
+        run.close()
     status = {"stop_requested": "preempted", "interrupted": "stopped"}.get(reason, "finished")
-    write_status(run_dir, status, trainer.counters, cfg.map.short_name)
-    log.info("run %s: %s after %d frames, %d batches", run_dir, status, trainer.counters.frames, trainer.counters.batches)
+    learner.write_status(status)
+    log.info("run %s: %s after %d frames, %d batches", run_dir, status, run.counters.frames, run.counters.batches)
     return reason
 
 
@@ -132,8 +136,7 @@ def _expand(overrides: list[str]) -> list[list[str]]:
 
 def _check_resume(cfg: Config, run_dir: Path) -> None:
     """A run directory that holds a checkpoint is resumed: its network and task must match this command's."""
-    from tmexp.core.checkpoint import has_checkpoint
-    from tmexp.core.learner import ResumeMismatch, check_resumable, resume_structure
+    from tmexp.core.checkpoint import ResumeMismatch, check_resumable, has_checkpoint, resume_structure
 
     saved = rundir.read_resolved_config(run_dir)
     if has_checkpoint(run_dir) and saved is not None:

@@ -1,10 +1,12 @@
-"""Collectors play races and hand whole rollouts to the learner; the learner hands back versioned weights.
+"""Rollout sources: collectors play races and hand whole rollouts to the learner; the learner hands back weights.
 
-The boundary is narrow (Acme-style): rollouts go out through a bounded queue, weights come in through a
-``WeightsSource`` (shared-memory tensors plus a version number) that each collector pulls from every
-``update_inference_network_every_n_actions`` actions. ``CollectorPool`` runs N collector processes and restarts
-any that die; serial mode (``performance.serial``) runs one ``Collector`` inside the learner's process instead,
-because debugging an asynchronous system is hard.
+The boundary is narrow (Acme-style): rollouts go out through ``get``, weights come in through a ``WeightsSource``
+(shared-memory tensors plus a version number) that each collector pulls from every ``update_every_n_actions``
+actions. Two sources share the ``RolloutSource`` interface, so the learner's loop is the same for both:
+
+- ``CollectorPool``: N collector processes feeding one bounded queue; dead collectors are restarted and counted;
+- ``SerialSource`` (``performance.serial``): one ``Collector`` in the learner's process, which plays a race when
+  the learner would otherwise wait, because debugging an asynchronous system is hard.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import queue as queue_module
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,7 +26,6 @@ from tmexp.core.agent import MapCycle, exploration_rates, select_action
 from tmexp.core.networks import build_network
 from tmexp.core.schedules import make_schedule
 from tmexp.envs.factory import make_env
-from tmexp.launch.preemption import ignore_preemption_signals
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,25 @@ class CollectorSettings:
     update_every_n_actions: int
     nice: int = 0
     mini_race: bool = False
+    ignore_signals: tuple[int, ...] = ()  # collector processes leave these to the learner (e.g. preemption's)
+
+
+class RolloutSource(Protocol):
+    """Where the learner's races come from."""
+
+    restarts: int  # collector processes restarted so far
+
+    def start(self) -> None: ...
+
+    def get(self, timeout: float) -> Rollout | None:
+        """A finished race, waiting up to ``timeout`` seconds for one; None when none came."""
+
+    def check_alive(self) -> None:
+        """Restart dead collectors; raise when one cannot be kept alive."""
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class WeightsSource:
@@ -170,9 +190,40 @@ class Collector:
             close()
 
 
+class SerialSource:
+    """One collector in the learner's process: no race is ever waiting, so asked to wait for one, it plays one."""
+
+    restarts = 0
+
+    def __init__(self, collector: Collector):
+        self.collector = collector
+
+    def start(self) -> None:
+        pass
+
+    def get(self, timeout: float) -> Rollout | None:
+        if timeout <= 0:
+            return None
+        try:
+            return self.collector.play_race()
+        except ConnectionError as error:  # a game connection lost mid-race: drop the race whole
+            log.warning("discarded a rollout: %s", error)
+            return None
+
+    def check_alive(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.collector.close()
+
+
 def _collector_process(settings: CollectorSettings, index: int, rollouts, weights, frames_played, stop) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle: it stops the collectors
-    ignore_preemption_signals()  # so is preemption: the learner saves, then stops the collectors
+    for signum in settings.ignore_signals:  # so is preemption: the learner saves, then stops the collectors
+        signal.signal(signum, signal.SIG_IGN)
     if settings.nice > 0:
         os.nice(settings.nice)
     torch.set_num_threads(settings.torch_threads)
@@ -275,3 +326,6 @@ class CollectorPool:
             if p is not None:
                 p.join(timeout=2)
         self.rollouts.cancel_join_thread()
+
+    def close(self) -> None:
+        self.stop()

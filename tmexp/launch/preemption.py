@@ -52,11 +52,16 @@ def _submitit_environment():
         return None
 
 
+def preemption_signals() -> tuple[int, ...]:
+    """The signals that ask a job to stop: SIGTERM and submitit's checkpoint signal. Child processes (collectors)
+    ignore them: SLURM signals every process of the job, and only the main process decides when to stop."""
+    return (signal.SIGTERM, _checkpoint_signal())
+
+
 def ignore_preemption_signals() -> None:
-    """Call first thing in a child process (collector): SLURM signals every process of the job, and the default
-    action of USR2 is to terminate; only the main process decides when to stop."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(_checkpoint_signal(), signal.SIG_IGN)
+    """Call first thing in a child process that does not get ``preemption_signals()`` passed to it."""
+    for signum in preemption_signals():
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _checkpoint_signal() -> signal.Signals:
