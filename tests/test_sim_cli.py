@@ -35,3 +35,17 @@ def test_bad_tracks_end_in_one_line_and_exit_2(tmp_path):
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
         assert "Traceback" not in proc.stderr
     assert "bad.npy" in proc.stderr and "at least 10" in proc.stderr
+
+
+def test_fake_game_on_a_port_in_use_ends_in_one_line_and_exit_2():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "tmexp.sim", "fake-game", "--port", str(port)], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "choose another --port" in proc.stderr

@@ -6,9 +6,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from tmexp.envs.base import INFO_KEYS, EnvSpec, RewardSpec
+from tmexp.envs.base import INFO_KEYS, Env, EnvSpec, RewardSpec
 from tmexp.envs.sim import SimEnv, SimParams, SimVecEnv
-from tmexp.envs.sim.driver import ReferenceDriver, drive_lap
+from tmexp.envs.driver import ReferenceDriver
+from tmexp.envs.sim.driver import drive_lap
+from tmexp.envs.sim.physics import driver_car
 from tmexp.envs.track import Track, load_map
 
 TRACKS = Path(__file__).resolve().parent / "data" / "tracks"
@@ -31,6 +33,7 @@ def _env(track, seed=0, **spec):
 
 def test_contract_spaces_and_info(a01):
     env = _env(a01)
+    assert isinstance(env, Env)  # the whole contract of tmexp.envs.base, float statistics included
     obs, info = env.reset()
     assert env.action_space == gym.spaces.Discrete(12)
     assert env.observation_space.contains(obs)
@@ -210,13 +213,11 @@ def test_rewards_follow_the_reward_spec(a01):
     rewards = RewardSpec()
     spec = EnvSpec()
     env = SimEnv(a01, spec, rewards, SimParams(), seed=0)
-    driver = ReferenceDriver(a01, SimParams())
+    driver = ReferenceDriver(a01, driver_car(SimParams()))
     obs, info = env.reset()
     total, speed, lateral0 = 0.0, 0.0, abs(float(env.batch.car.lateral[0]))
     while True:
-        car = env.batch.car
-        action = driver.act(car.x[0], car.z[0], car.fx[0], car.fz[0], car.speed()[0], car.steer[0],
-                            info["progress_m"], 0.05)
+        action = driver.act(env.batch.car.view(0), info["progress_m"], 0.05)
         obs, reward, terminated, truncated, info = env.step(action)
         total += reward
         if terminated or truncated:

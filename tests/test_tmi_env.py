@@ -13,11 +13,12 @@ import pytest
 
 from tmexp.envs.base import EnvSpec, RewardSpec
 from tmexp.envs.sim import SimEnv, SimParams
-from tmexp.envs.sim.driver import ReferenceDriver
+from tmexp.envs.sim.physics import driver_car
+from tmexp.envs.driver import ReferenceDriver
 from tmexp.envs.tmi.client import TmiClient
 from tmexp.envs.tmi.env import TmiEnv, bgra_to_gray
 from tmexp.envs.tmi.errors import GameConnectionLost, GameNotConfigured, GameTimeout, TmiProtocolError
-from tmexp.envs.tmi.fake import FakePlugin, FakeRace, Faults
+from tmexp.envs.fake_game import FakeGame, FakeRace, Faults
 from tmexp.envs.tmi.params import TmiParams
 from tmexp.envs.tmi.protocol import MessageType
 from tmexp.envs.track import load_map
@@ -35,14 +36,12 @@ def track():
 def reference_actions(track):
     """The reference driver's actions for one finished A01 race in the simulator, with that race's record."""
     env = SimEnv(track, SPEC, REWARDS, SimParams(), seed=0)
-    driver = ReferenceDriver(track, SimParams())
+    driver = ReferenceDriver(track, driver_car(SimParams()))
     obs, info = env.reset()
     dt = SPEC.tm_engine_step_per_action * SPEC.ms_per_tm_engine_step / 1000.0
     actions = []
     while True:
-        car = env.batch.car
-        action = driver.act(float(car.x[0]), float(car.z[0]), float(car.fx[0]), float(car.fz[0]),
-                            float(car.speed()[0]), float(car.steer[0]), info["progress_m"], dt)
+        action = driver.act(env.batch.car.view(0), info["progress_m"], dt)
         obs, _, terminated, truncated, info = env.step(action)
         actions.append(action)
         if terminated or truncated:
@@ -52,18 +51,19 @@ def reference_actions(track):
 
 
 class FakeServer:
-    """A fake plugin serving in a thread of the test process (fast; the env reaches it with no launch command)."""
+    """A fake game serving in a thread of the test process (fast; the env reaches it with no launch command)."""
 
-    def __init__(self, track, faults: Faults | None = None):
-        self.plugin = FakePlugin(FakeRace(track, SPEC), port=0, faults=faults)
-        self.plugin.listen()
-        self.port = self.plugin.port
-        self.thread = threading.Thread(target=self.plugin.serve_forever, daemon=True)
+    def __init__(self, track, faults: Faults | None = None, **options):
+        self.game = FakeGame(FakeRace(track, SPEC), port=0, faults=faults, **options)
+        self.game.listen()
+        self.port = self.game.port
+        self.thread = threading.Thread(target=self.game.serve_forever, daemon=True)
         self.thread.start()
 
     def stop(self):
-        self.plugin.stop()
+        self.game.stop()
         self.thread.join(timeout=5)
+        assert not self.thread.is_alive()
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_rollout_through_the_protocol_matches_the_simulator(track, server, refer
         sim, _, sim_truncated = sim_records(track, actions)
         assert truncated and sim_truncated
         assert_same_race(tmi, sim)
-        assert server.plugin.connections == 2  # the configuration probe, then one connection for both races
+        assert server.game.connections == 2  # the configuration probe, then one connection for both races
     finally:
         env.close()
 
@@ -180,6 +180,13 @@ def test_unknown_message_to_the_plugin_is_dropped_with_a_clear_error(track, serv
     assert time.monotonic() - start < 2
 
 
+def wait_until_the_game_drops(client: TmiClient, limit_s: float = 60.0) -> None:
+    """Block until the game closes the connection: the event itself, not a guess at how long its timeout takes."""
+    sock = client._sock
+    sock.settimeout(limit_s)
+    assert sock.recv(1, socket.MSG_PEEK) == b"", "the game sent something instead of dropping the idle client"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -194,7 +201,7 @@ def test_env_without_game_or_launch_command_fails_fast(track):
 
 
 def test_launched_game_is_restarted_after_a_crash_and_rebooted_on_schedule(track):
-    launch = f"{sys.executable} -m tmexp.envs.tmi.fake --port {{port}} --countdown-ms 50"
+    launch = f"{sys.executable} -m tmexp.sim fake-game --port {{port}} --countdown-ms 50"
     env = make_env(track, free_port(), launch_command=launch, connect_timeout_s=60, game_reboot_interval=3600,
                    timeout_during_run_ms=1000)
     try:
@@ -202,7 +209,7 @@ def test_launched_game_is_restarted_after_a_crash_and_rebooted_on_schedule(track
         for _ in range(20):
             env.step(0)
         first_pid = env.instance.process.pid
-        time.sleep(1.5)  # idle between races past the plugin's timeout: it drops us, the game lives on
+        wait_until_the_game_drops(env.client)  # idle between races past the plugin's timeout; the game lives on
         obs, info = env.reset()
         assert env.instance.process.pid == first_pid and env.instance.restarts == 0 and info["race_time_ms"] == 0
         for _ in range(20):
@@ -293,7 +300,7 @@ def test_fake_plugin_answers_every_command(track, server):
 
 def test_fake_rewinds_a_foreign_state_from_its_fields(track):
     """A save state the fake never issued (another process's) is restored from position, speed and heading."""
-    first, second = FakeRace(track, SPEC), FakeRace(track, SPEC)
+    first, second = FakeRace(track, SPEC, countdown_ms=0), FakeRace(track, SPEC, countdown_ms=0)
     first.load()
     first.set_inputs(left=False, right=False, accelerate=True, brake=False)
     for _ in range(301):  # 10 ms of countdown, then 3 s of race
@@ -345,7 +352,7 @@ def test_collector_discards_a_cut_race_whole_and_plays_the_next_one(track):
 
 
 def test_launched_game_that_goes_silent_mid_race_is_restarted(track):
-    launch = f"{sys.executable} -m tmexp.envs.tmi.fake --port {{port}} --countdown-ms 0 --stall-after 25"
+    launch = f"{sys.executable} -m tmexp.sim fake-game --port {{port}} --countdown-ms 0 --stall-after 25"
     env = make_env(track, free_port(), launch_command=launch, connect_timeout_s=60, timeout_during_run_ms=500)
     try:
         env.reset()
@@ -369,6 +376,6 @@ def test_map_path_is_loaded_through_the_map_command(track, server, tmp_path):
     env = make_env(track, server.port, map_path=str(other))
     try:
         env.reset()
-        assert server.plugin.race.track.length < 250
+        assert server.game.race.track.length < 250
     finally:
         env.close()

@@ -1,4 +1,4 @@
-"""A training smoke run with env=tmi against two fake plugin servers (two collectors), beside the simulator's."""
+"""A training smoke run with env=tmi against two fake games (two collectors), beside the simulator's."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def port_open(port: int) -> bool:
 def test_training_smoke_run_with_two_fake_games_logs_the_simulators_tags(tmp_path):
     port = two_free_ports()
     common = ["+experiment=smoke", "performance.gpu_collectors_count=2", "performance.serial=false"]
-    fake = f"{sys.executable} -m tmexp.envs.tmi.fake --port {{port}}"
+    fake = f"{sys.executable} -m tmexp.sim fake-game --port {{port}}"
     tmi_cmd = [sys.executable, "-m", "tmexp.train", "env=tmi", *common, f"env.tmi.launch_command='{fake}'",
                f"env.tmi.base_tmi_port={port}", f"hydra.run.dir={tmp_path / 'tmi'}"]
     sim_cmd = [sys.executable, "-m", "tmexp.train", "env=sim", *common, f"hydra.run.dir={tmp_path / 'sim'}"]
@@ -57,5 +57,5 @@ def test_training_smoke_run_with_two_fake_games_logs_the_simulators_tags(tmp_pat
     tmi_tags, sim_tags = scalar_tags(tmp_path / "tmi"), scalar_tags(tmp_path / "sim")
     assert "Race/explo_race_time_trained_A01" in tmi_tags and "Training/loss" in tmi_tags
     assert tmi_tags == sim_tags
-    assert "fake plugin listening on 127.0.0.1:%d" % (port + 1) in outputs[0]  # the second collector's game
+    assert "fake game listening on 127.0.0.1:%d" % (port + 1) in outputs[0]  # the second collector's game
     assert not port_open(port) and not port_open(port + 1)  # both fake games were shut down with the run

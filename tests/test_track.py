@@ -98,3 +98,37 @@ def test_checkpoints_exclude_start_and_finish():
     assert track.length == pytest.approx(200.0)
     assert np.allclose(track.checkpoint_distances(50.0), [50, 100, 150])
     assert len(track.checkpoint_distances(0.0)) == 0
+
+
+def test_locate_follows_a_car_along_the_line_one_car_as_a_batch_does():
+    from types import SimpleNamespace
+
+    from tmexp.envs.track import LinePosition, ScalarOps, TrackGeometry, locate
+
+    track = load_map("A01")
+    line = track.extended(20, 100)
+    geo = TrackGeometry(line)
+    cars = LinePosition.at_start(line, 2)
+    one = SimpleNamespace(x=0.0, z=0.0, idx=line.offset, along=0.0, lateral=0.0)
+    for metres in np.arange(1.0, track.length - 1.0, 1.5):  # a car moving 1.5 m between calls, 2 m right of the line
+        i = line.offset + int(round(metres / SPACING_M))
+        cars.x[:] = line.xz[i, 0] + 2.0 * line.normal[i, 0]
+        cars.z[:] = line.xz[i, 1] + 2.0 * line.normal[i, 1]
+        locate(cars, geo)
+        one.x, one.z = float(cars.x[0]), float(cars.z[0])
+        locate(one, geo, ScalarOps)
+        assert cars.progress_m(line, track.length)[0] == pytest.approx(line.s[i], abs=0.3)
+        assert cars.lateral[0] == pytest.approx(2.0, abs=0.05)  # positive = right of the driving direction
+        assert (one.idx, one.along, one.lateral) == (cars.idx[0], cars.along[0], cars.lateral[0])  # bit for bit
+
+
+def test_extended_line_for_a_spec_reaches_every_zone_centre():
+    from tmexp.envs.base import EnvSpec
+    from tmexp.envs.track import extended_line
+
+    track = Track.from_points(_line(100))
+    spec = EnvSpec(n_zone_centers_extrapolate_after_end_of_map=10)  # fewer than the observation looks ahead
+    line = extended_line(track, spec)
+    assert line.offset == spec.n_zone_centers_extrapolate_before_start_of_map
+    ahead = spec.n_zone_centers_in_inputs * spec.one_every_n_zone_centers_in_inputs
+    assert len(line.points) - line.offset - len(track.points) >= ahead

@@ -14,7 +14,12 @@ race semantics, through Gymnasium's API:
   ``cutoff_rollout_if_no_vcp_passed_within_duration_ms``, or race time reaching
   ``cutoff_rollout_if_race_not_finished_within_duration_ms``. After either, call ``reset``;
 - ``info`` holds at least ``INFO_KEYS``;
-- the reward is ``RewardSpec`` (see its docstring).
+- the reward is ``RewardSpec`` (see its docstring);
+- ``env.float_stats()`` returns the per-float mean and std of the float vector, measured on this env's track
+  (``nn.normalize_floats`` standardises each float with them), or None when the backend has none;
+- ``env.close()`` releases what the env holds (a game connection, a game process).
+
+``Env`` below spells this out as a ``typing.Protocol``; both backends satisfy it.
 
 The settings below are shared by all backends; backend-specific settings live beside each backend
 (``tmexp/envs/sim/params.py``, ``tmexp/envs/tmi/params.py``).
@@ -23,6 +28,7 @@ The settings below are shared by all backends; backend-specific settings live be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -92,10 +98,13 @@ INFO_KEYS = {
 }
 
 
+def n_floats(spec: EnvSpec) -> int:
+    """F, the length of the float vector (its layout: ``tmexp.envs.observation``)."""
+    return 9 + 4 * spec.n_prev_actions_in_inputs + 3 * spec.n_zone_centers_in_inputs
+
+
 def observation_space(spec: EnvSpec) -> gym.spaces.Dict:
     """``{"img": uint8 (1, H, W), "floats": float32 (F,)}``; the float layout is in ``tmexp.envs.observation``."""
-    from tmexp.envs.observation import n_floats
-
     return gym.spaces.Dict(
         {
             "img": gym.spaces.Box(0, 255, (1, spec.h_downsized, spec.w_downsized), dtype=np.uint8),
@@ -107,3 +116,28 @@ def observation_space(spec: EnvSpec) -> gym.spaces.Dict:
 def action_space() -> gym.spaces.Discrete:
     """The 12 actions of ``ACTIONS``."""
     return gym.spaces.Discrete(N_ACTIONS)
+
+
+@runtime_checkable
+class Env(Protocol):
+    """What the training core uses of a backend's environment (see the module docstring for the semantics)."""
+
+    observation_space: gym.spaces.Dict
+    action_space: gym.spaces.Discrete
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
+        """Start a race: ``(obs, info)`` at race time 0."""
+        ...
+
+    def step(self, action: int) -> tuple[dict, float, bool, bool, dict]:
+        """Play one action: ``(obs, reward, terminated, truncated, info)``."""
+        ...
+
+    def float_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-float ``(mean, std)``, each float32 (F,), measured on this env's track; None when the backend has
+        none. A float that does not vary gets mean 0 and std 1 (it passes through unscaled)."""
+        ...
+
+    def close(self) -> None:
+        """Release the env's resources; a later ``reset`` may acquire them again."""
+        ...

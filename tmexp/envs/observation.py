@@ -9,7 +9,7 @@ three axes (right, up, forward). Angular velocity follows the right-hand rule ab
 
 The float vector (F = 9 + 4 * n_prev_actions_in_inputs + 3 * n_zone_centers_in_inputs; 149 with the defaults).
 Every entry is scaled to roughly unit range; the network standardises each one further by the backend's
-measured mean and std when it has them (``nn.normalize_floats``; the simulator does, from its reference driver):
+measured mean and std (``nn.normalize_floats``, from reference-driver races: ``tmexp.envs.float_stats``):
 
 | index (defaults) | general index | content | scaling |
 |---|---|---|---|
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tmexp.envs.base import ACTIONS, EnvSpec
+from tmexp.envs.base import ACTIONS, EnvSpec, n_floats
 from tmexp.envs.track import ExtendedLine, Track
 
 VELOCITY_SCALE = 1.0 / 50.0
@@ -70,10 +70,6 @@ def _layout(p: int, z: int) -> tuple:
         ("zone_centers", slice(start + 8, start + 8 + 3 * z)),
         ("distance_to_finish", slice(start + 8 + 3 * z, start + 9 + 3 * z)),
     )
-
-
-def n_floats(spec: EnvSpec) -> int:
-    return 9 + 4 * spec.n_prev_actions_in_inputs + 3 * spec.n_zone_centers_in_inputs
 
 
 def build_floats(

@@ -1,8 +1,9 @@
-"""Tracks: a centreline in the Linesight reference-line format, validated and resampled to even spacing.
+"""Tracks: a centreline in the Linesight reference-line format, locating cars on it, and the built-in tracks.
 
 A reference line is a ``.npy`` float array of shape (N, 3) holding x, height, z in metres, points about 0.5 m
 apart. Progress along a track is metres along this line. Both backends (the simulator and the real game) use
-``Track`` for progress, zone centres and checkpoints, so nothing here knows about physics or rendering.
+``Track`` for progress, zone centres and checkpoints and ``locate`` to follow a car along the line, so nothing
+here knows about physics, rendering or the game.
 
 The line is resampled once, at load, to exactly ``SPACING_M`` between points; this keeps "point index" and
 "metres" interchangeable (index = metres / SPACING_M), which the per-step projection relies on.
@@ -10,6 +11,7 @@ The line is resampled once, at load, to exactly ``SPACING_M`` between points; th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +139,102 @@ class ExtendedLine:
         return cls(points, np.ascontiguousarray(points[:, [0, 2]]), tangent, normal, s, n_before)
 
 
+def extended_line(track: Track, spec) -> ExtendedLine:
+    """``track`` extended as every backend extends it for ``spec`` (an ``EnvSpec``): room behind the start, and
+    zone centres past the finish for every zone centre the observation may ask for."""
+    n_after = max(spec.n_zone_centers_extrapolate_after_end_of_map,
+                  spec.n_zone_centers_in_inputs * spec.one_every_n_zone_centers_in_inputs + 1)
+    return track.extended(spec.n_zone_centers_extrapolate_before_start_of_map, n_after)
+
+
+class TrackGeometry:
+    """An extended line as one (M, 6) table [x, z, tx, tz, nx, nz], so locating a car gathers one row."""
+
+    def __init__(self, line: ExtendedLine):
+        self.line = line
+        self.table = np.ascontiguousarray(np.concatenate([line.xz, line.tangent, line.normal], axis=1))
+        self.rows = [tuple(r) for r in self.table.tolist()]  # the same values as Python floats (one-car path)
+        self.last = len(self.table) - 1
+
+
+class ArrayOps:
+    """``locate`` on (B,) numpy arrays."""
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return np.minimum(np.maximum(x, lo), hi)  # np.clip's dispatch costs more than the work at B = 64
+
+    @staticmethod
+    def rint(x):
+        return np.rint(x).astype(np.int64)
+
+    @staticmethod
+    def rows(geo: TrackGeometry, idx):
+        r = geo.table[idx]
+        return r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], r[:, 5]
+
+
+class ScalarOps:
+    """``locate`` on one car's Python floats (numpy's per-call overhead dominates for a single car).
+
+    Every operation rounds exactly as ``ArrayOps``' does, so one car is located bit for bit the same either way.
+    """
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return min(max(x, lo), hi)
+
+    rint = staticmethod(round)  # round half to even, like np.rint
+
+    @staticmethod
+    def rows(geo: TrackGeometry, idx):
+        return geo.rows[idx]
+
+
+@dataclass
+class LinePosition:
+    """Where B cars are relative to an extended line; each field (B,).
+
+    ``locate`` reads ``x``, ``z`` and the previous ``idx`` and writes ``idx``, ``along`` and ``lateral``.
+    """
+
+    x: np.ndarray
+    z: np.ndarray
+    idx: np.ndarray  # int64: nearest point of the extended line
+    along: np.ndarray  # metres ahead of that point along its tangent
+    lateral: np.ndarray  # metres right of that point along its normal
+
+    @classmethod
+    def at_start(cls, line: ExtendedLine, n: int = 1) -> "LinePosition":
+        """B = n positions on the track's first point."""
+        return cls(np.full(n, line.xz[line.offset, 0]), np.full(n, line.xz[line.offset, 1]),
+                   np.full(n, line.offset, dtype=np.int64), np.zeros(n), np.zeros(n))
+
+    def progress_m(self, line: ExtendedLine, length: float) -> np.ndarray:
+        """(B,) metres along the track, clipped to [0, length]."""
+        return np.minimum(np.maximum(line.s[self.idx] + self.along, 0.0), length)
+
+
+def locate(car, geo: TrackGeometry, ops=ArrayOps, iterations: int = 2) -> None:
+    """Move each car's nearest index along the line from where it was, and refresh ``along`` and ``lateral``.
+
+    A local search: each iteration jumps by the car's offset along the current point's tangent, so it follows a
+    car that moved a few metres since the last call (the simulator calls it every 10 ms engine step; a game
+    backend, which sees the car once per action, passes more iterations). ``car`` is any object with ``x``,
+    ``z``, ``idx`` (and receives ``along``, ``lateral``), e.g. a ``LinePosition``.
+    """
+    idx = car.idx
+    for _ in range(iterations):
+        x0, z0, tx, tz, _, _ = ops.rows(geo, idx)
+        along = (car.x - x0) * tx + (car.z - z0) * tz
+        idx = ops.clip(idx + ops.rint(along * (1.0 / SPACING_M)), 0, geo.last)
+    x0, z0, tx, tz, nx, nz = ops.rows(geo, idx)
+    dx, dz = car.x - x0, car.z - z0
+    car.idx = idx
+    car.along = dx * tx + dz * tz
+    car.lateral = dx * nx + dz * nz
+
+
 def validate_reference_line(raw: object, where: str) -> None:
     """Raise TrackError (naming ``where`` and the problem) unless ``raw`` is a usable (N, 3) reference line."""
     arr = np.asarray(raw)
@@ -175,9 +273,7 @@ def load_track(path: str | Path, name: str | None = None) -> Track:
 
 
 def builtin_track_names() -> list[str]:
-    """Map names that need no reference line (tracks shipped with the simulator)."""
-    from tmexp.envs.sim.a01 import BUILTIN_TRACKS
-
+    """Map names that need no reference line (tracks shipped with the project)."""
     return sorted(BUILTIN_TRACKS)
 
 
@@ -185,14 +281,68 @@ def load_map(short_name: str, reference_line_path: str | None = None) -> Track:
     """The track of ``map``: the reference line when a path is given, else the built-in track of that name."""
     if reference_line_path:
         return load_track(reference_line_path, name=short_name or None)
-    from tmexp.envs.sim.a01 import BUILTIN_TRACKS
-
     if short_name not in BUILTIN_TRACKS:
         known = ", ".join(builtin_track_names())
         raise TrackError(
             f"Map {short_name!r} has no built-in track (known: {known}); set map.reference_line_path to its .npy."
         )
     return Track.from_points(BUILTIN_TRACKS[short_name](), name=short_name)
+
+
+# ----- built-in tracks, authored as straight and arc segments -------------------------------------------------
+# ``A01`` is A01-like, not a copy of the game's map: a long start straight, a fast right-hander, a long left
+# sweeper taken near top speed, a tight right hairpin that punishes arriving fast, and a final left turn onto the
+# finish straight; about 1.1 km, which the reference driver laps in about 25 s. The track is flat (height 10 m).
+
+# (kind, length or radius m, turn degrees: positive = right). Straights ignore the turn field.
+A01_SEGMENTS = (
+    ("straight", 140.0, 0.0),
+    ("arc", 45.0, 90.0),  # fast right-hander
+    ("straight", 110.0, 0.0),
+    ("arc", 140.0, -110.0),  # long fast left sweeper
+    ("straight", 90.0, 0.0),
+    ("arc", 16.0, 160.0),  # right hairpin
+    ("straight", 150.0, 0.0),
+    ("arc", 40.0, -70.0),  # left onto the finish straight
+    ("straight", 150.0, 0.0),
+)
+
+
+def polyline_from_segments(segments, spacing: float = 0.5, start=(0.0, 0.0), heading_deg: float = 0.0,
+                           height: float = 10.0) -> np.ndarray:
+    """Turn (kind, length/radius, turn degrees) segments into an (N, 3) x, height, z polyline ``spacing`` apart.
+
+    Heading 0 drives along +x; a positive turn rotates the heading towards the driver's right, which in the
+    (x, z) plane is the direction (-sin, cos) of heading (cos, sin), i.e. the heading angle increases.
+    """
+    x, z = start
+    heading = math.radians(heading_deg)
+    pts = [(x, z)]
+    for kind, size, turn in segments:
+        if kind == "straight":
+            length, curvature = size, 0.0
+        elif kind == "arc":
+            length, curvature = size * math.radians(abs(turn)), math.copysign(1.0 / size, turn)
+        else:
+            raise ValueError(f"unknown segment kind {kind!r}")
+        n = max(1, int(round(length / spacing)))
+        step = length / n
+        for _ in range(n):
+            # Midpoint heading integrates arcs exactly enough at 0.5 m steps.
+            mid = heading + 0.5 * curvature * step
+            x += step * math.cos(mid)
+            z += step * math.sin(mid)
+            heading += curvature * step
+            pts.append((x, z))
+    xz = np.asarray(pts)
+    return np.stack([xz[:, 0], np.full(len(xz), height), xz[:, 1]], axis=1)
+
+
+def a01_points() -> np.ndarray:
+    return polyline_from_segments(A01_SEGMENTS)
+
+
+BUILTIN_TRACKS = {"A01": a01_points}
 
 
 def _polyline_length(points: np.ndarray) -> float:

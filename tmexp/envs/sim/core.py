@@ -26,8 +26,8 @@ import numpy as np
 from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec
 from tmexp.envs.observation import Camera, ImageRenderer, RoadRaster, build_floats
 from tmexp.envs.sim.params import SimParams
-from tmexp.envs.sim.physics import CarState, TrackGeometry, advance, locate
-from tmexp.envs.track import SPACING_M, Track
+from tmexp.envs.sim.physics import SimCars, advance
+from tmexp.envs.track import SPACING_M, Track, TrackGeometry, extended_line, locate
 
 _CONTROLS = np.asarray(ACTIONS, dtype=np.float64)  # (12, 4) accelerate, brake, left, right
 _SHAPING_CLIP = (2.0, 25.0)
@@ -38,10 +38,7 @@ class TrackWorld:
 
     def __init__(self, track: Track, spec: EnvSpec, params: SimParams):
         self.track = track
-        # Room behind the start for the car to back into, and zone centres past the finish.
-        n_after = max(spec.n_zone_centers_extrapolate_after_end_of_map,
-                      spec.n_zone_centers_in_inputs * spec.one_every_n_zone_centers_in_inputs + 1)
-        self.line = track.extended(spec.n_zone_centers_extrapolate_before_start_of_map, n_after)
+        self.line = extended_line(track, spec)  # room behind the start to back into, zone centres past the finish
         self.geo = TrackGeometry(self.line)
         self.camera = Camera(spec.h_downsized, spec.w_downsized, params.view_behind_m, params.view_ahead_m,
                              params.view_row_power, params.view_half_width_m, params.view_widening)
@@ -84,7 +81,7 @@ class SimBatch:
         self.n, self.spec, self.rewards, self.params = n, spec, rewards, params
         self.world = track_world(track, spec, params)
         self.track = track
-        self.car = CarState.zeros(n)
+        self.car = SimCars.zeros(n)
         self.race_time_ms = np.zeros(n, dtype=np.int64)
         self.finished = np.zeros(n, dtype=bool)
         self.max_vcp = np.zeros(n, dtype=np.int64)
@@ -107,7 +104,7 @@ class SimBatch:
         line = self.world.line
         start = line.offset
         k = len(which)
-        fresh = CarState.zeros(k)
+        fresh = SimCars.zeros(k)
         jitter = np.array([rng.uniform(-1.0, 1.0) for rng in rngs]) * self.params.start_lateral_jitter_m
         fresh.x = line.xz[start, 0] + jitter * line.normal[start, 0]
         fresh.z = line.xz[start, 1] + jitter * line.normal[start, 1]

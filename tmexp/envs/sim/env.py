@@ -7,9 +7,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from tmexp.envs import float_stats
 from tmexp.envs.base import EnvSpec, RewardSpec, action_space, observation_space
+from tmexp.envs.driver import ReferenceDriver
 from tmexp.envs.sim.core import SimBatch
 from tmexp.envs.sim.params import SimParams
+from tmexp.envs.sim.physics import driver_car
 from tmexp.envs.track import Track
 
 
@@ -51,10 +54,14 @@ class SimEnv(gym.Env):
         return self._obs(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), self.batch.info(0)
 
     def float_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-input mean and std of the floats, measured on this track (``nn.normalize_floats``)."""
-        from tmexp.envs.sim.driver import reference_float_stats
+        """Per-float mean and std over reference-driver races on this track (``tmexp.envs.float_stats``).
 
-        return reference_float_stats(self.track, self.env_spec, self.params, self.rewards)
+        Measured on a fresh env of the same settings, so this env's own races and random draws are untouched.
+        """
+        env = SimEnv(self.track, self.env_spec, self.rewards, self.params, seed=0)
+        driver = ReferenceDriver(self.track, driver_car(self.params))
+        stats = float_stats.measure(env, lambda: env.batch.car.view(0), driver, self.env_spec)
+        return stats.mean, stats.std
 
     def _obs(self) -> dict[str, np.ndarray]:
         obs = self.batch.observe()

@@ -21,13 +21,14 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from tmexp.envs.driver import CarView, DriverCar
 from tmexp.envs.sim.params import SimParams
-from tmexp.envs.track import SPACING_M, ExtendedLine
+from tmexp.envs.track import ArrayOps, ScalarOps, TrackGeometry, locate
 
 
 @dataclass
-class CarState:
-    """Per-car state, each field (B,). Heading (fx, fz) is a unit vector; right is (-fz, fx); yaw_rate > 0 turns right."""
+class SimCars:
+    """The simulator's state of B cars, each field (B,). Heading (fx, fz) is a unit vector; right is (-fz, fx); yaw_rate > 0 turns right."""
 
     x: np.ndarray
     z: np.ndarray
@@ -43,16 +44,16 @@ class CarState:
     wall: np.ndarray  # bool: touched a wall during the last engine step
 
     @classmethod
-    def zeros(cls, n: int) -> "CarState":
+    def zeros(cls, n: int) -> "SimCars":
         kw = {f.name: np.zeros(n) for f in fields(cls)}
         kw["idx"] = np.zeros(n, dtype=np.int64)
         kw["wall"] = np.zeros(n, dtype=bool)
         return cls(**kw)
 
-    def copy(self) -> "CarState":
-        return CarState(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
+    def copy(self) -> "SimCars":
+        return SimCars(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
 
-    def assign(self, mask: np.ndarray, other: "CarState") -> None:
+    def assign(self, mask: np.ndarray, other: "SimCars") -> None:
         """Set the cars in ``mask`` to ``other``'s values (``other`` holds exactly those cars)."""
         for f in fields(self):
             getattr(self, f.name)[mask] = getattr(other, f.name)
@@ -60,58 +61,37 @@ class CarState:
     def speed(self) -> np.ndarray:
         return np.sqrt(self.vx * self.vx + self.vz * self.vz)
 
-
-_FIELD_NAMES = tuple(f.name for f in fields(CarState))
-
-
-class TrackGeometry:
-    """The extended centreline as one (M, 6) table [x, z, tx, tz, nx, nz] so a step gathers one row per car."""
-
-    def __init__(self, line: ExtendedLine):
-        self.line = line
-        self.table = np.ascontiguousarray(np.concatenate([line.xz, line.tangent, line.normal], axis=1))
-        self.rows = [tuple(r) for r in self.table.tolist()]  # the same values as Python floats (one-car path)
-        self.last = len(self.table) - 1
+    def view(self, i: int = 0) -> CarView:
+        """Car ``i`` as the reference driver sees it."""
+        return CarView(float(self.x[i]), float(self.z[i]), float(self.fx[i]), float(self.fz[i]),
+                       float(np.sqrt(self.vx[i] * self.vx[i] + self.vz[i] * self.vz[i])), float(self.steer[i]))
 
 
-class _NumpyOps:
+def driver_car(p: SimParams) -> DriverCar:
+    """The simulator's car as the reference driver plans for it."""
+    return DriverCar(grip_mps2=p.grip_mps2, brake_decel_mps2=p.brake_decel_mps2, steer_rate_per_s=p.steer_rate_per_s,
+                     max_curvature_per_m=p.max_curvature_per_m, understeer_speed_mps=p.understeer_speed_mps)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(SimCars))
+
+
+class _NumpyOps(ArrayOps):
     where = staticmethod(np.where)
-
-    @staticmethod
-    def clip(x, lo, hi):
-        return np.minimum(np.maximum(x, lo), hi)  # np.clip's dispatch costs more than the work at B = 64
     maximum = staticmethod(np.maximum)
     sqrt = staticmethod(np.sqrt)
 
-    @staticmethod
-    def rint(x):
-        return np.rint(x).astype(np.int64)
 
-    @staticmethod
-    def rows(geo: TrackGeometry, idx):
-        r = geo.table[idx]
-        return r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], r[:, 5]
-
-
-class _ScalarOps:
+class _ScalarOps(ScalarOps):
     @staticmethod
     def where(c, a, b):
         return a if c else b
 
-    @staticmethod
-    def clip(x, lo, hi):
-        return min(max(x, lo), hi)
-
     maximum = staticmethod(max)
     sqrt = staticmethod(math.sqrt)
-    rint = staticmethod(round)  # round half to even, like np.rint
-
-    @staticmethod
-    def rows(geo: TrackGeometry, idx):
-        return geo.rows[idx]
 
 
-def advance(state: CarState, accel: np.ndarray, brake: np.ndarray, steer_cmd: np.ndarray, p: SimParams,
+def advance(state: SimCars, accel: np.ndarray, brake: np.ndarray, steer_cmd: np.ndarray, p: SimParams,
             geo: TrackGeometry, dt: float, n_steps: int) -> np.ndarray:
     """Run ``n_steps`` engine steps of ``dt`` seconds on B cars in place.
 
@@ -140,20 +120,6 @@ def advance(state: CarState, accel: np.ndarray, brake: np.ndarray, steer_cmd: np
     for n in names:
         setattr(state, n, getattr(car, n))
     return history
-
-
-def locate(car, geo: TrackGeometry, ops=_NumpyOps, iterations: int = 2) -> None:
-    """Move each car's nearest index along the line (a car moves < 1 m per step) and refresh along/lateral."""
-    idx = car.idx
-    for _ in range(iterations):
-        x0, z0, tx, tz, _, _ = ops.rows(geo, idx)
-        along = (car.x - x0) * tx + (car.z - z0) * tz
-        idx = ops.clip(idx + ops.rint(along * (1.0 / SPACING_M)), 0, geo.last)
-    x0, z0, tx, tz, nx, nz = ops.rows(geo, idx)
-    dx, dz = car.x - x0, car.z - z0
-    car.idx = idx
-    car.along = dx * tx + dz * tz
-    car.lateral = dx * nx + dz * nz
 
 
 def _engine_step(car, accel, brake, steer_cmd, p: SimParams, geo: TrackGeometry, dt: float, ops) -> None:

@@ -9,6 +9,9 @@ much faster than restarting the map).
 
 Any lost, silent or garbled connection during a race raises ``GameConnectionLost`` from ``step``: the
 collector discards the rollout and calls ``reset``, which reconnects (or restarts the game) and starts over.
+
+``float_stats`` measures the float statistics on the game itself: the reference driver (``tmexp.envs.driver``)
+steers the game's car along the reference line through this env, as the simulator measures its own.
 """
 
 from __future__ import annotations
@@ -16,19 +19,22 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import fields
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
+from tmexp.envs import float_stats
 from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec, action_space, observation_space
+from tmexp.envs.driver import CarView, ReferenceDriver
 from tmexp.envs.tmi.client import TmiClient
 from tmexp.envs.tmi.errors import GameConnectionLost, GameTimeout, GameUnavailable, TmiProtocolError
 from tmexp.envs.tmi.instances import GameInstance
 from tmexp.envs.tmi.params import TmiParams
 from tmexp.envs.tmi.protocol import MessageType
-from tmexp.envs.sim.physics import TrackGeometry
-from tmexp.envs.tmi.race import Race, extended_line
-from tmexp.envs.tmi.state import CarState, car_state, parse_sim_state
+from tmexp.envs.tmi.race import Race
+from tmexp.envs.tmi.state import CarState, car_state
+from tmexp.envs.track import TrackGeometry, extended_line
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +117,8 @@ class TmiEnv(gym.Env):
                     self.instance.stop()
                     raise GameUnavailable(
                         f"the game on port {self.port} could not be reached after {restarts} restarts (last "
-                        f"error: {error}); check env.tmi.launch_command and that the plugin listens on {{port}}."
+                        f"error: {error}); check env.tmi.launch_command, that the plugin listens on {{port}} and "
+                        f"that a race starts (env.tmi.map_path, or a launch command that loads the map)."
                     ) from None
                 restarts += 1
                 log.warning("port %d: could not start a race (%s)", self.port, error)
@@ -153,6 +160,39 @@ class TmiEnv(gym.Env):
     def car(self) -> CarState | None:
         """The game state read at the last action boundary (the last observation's state)."""
         return self._last_car
+
+    def float_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-float mean and std on the game (``tmexp.envs.float_stats``).
+
+        Read from ``env.tmi.float_stats_path`` when that file exists; else measured by the reference driver
+        driving the game's car through this env (three races, then the env is between races as after any race)
+        and written to that path when it is set.
+        """
+        path = self.params.float_stats_path
+        if path and Path(path).is_file():
+            stats = float_stats.load(path, self.track, self.spec, setting="env.tmi.float_stats_path")
+            log.info("float statistics from %s", path)
+            return stats.mean, stats.std
+        log.info("port %d: measuring the float statistics on the game (the reference driver drives %d races)",
+                 self.port, len(float_stats.RANDOM_FRACTIONS))
+        stats = float_stats.measure(self, self._car_view, ReferenceDriver(self.track), self.spec)
+        if stats.furthest_m < self.track.length - 1.0:
+            log.warning("the reference driver got %.0f m along the %.0f m track at best: the float statistics "
+                        "describe the part of the track it reached", stats.furthest_m, self.track.length)
+        if path:
+            float_stats.save(path, stats, self.track, self.spec, backend="tmi")
+            log.info("float statistics written to %s (env.tmi.float_stats_path: later runs on this map read it)",
+                     path)
+        return stats.mean, stats.std
+
+    def _car_view(self) -> CarView:
+        """The game's car as the reference driver sees it (ground plane; rotation columns right, up, forward)."""
+        car = self._last_car
+        forward = car.rotation[:, 2]
+        norm = float(np.hypot(forward[0], forward[2])) or 1.0
+        speed = float(np.hypot(car.velocity[0], car.velocity[2]))
+        return CarView(float(car.position[0]), float(car.position[2]), float(forward[0]) / norm,
+                       float(forward[2]) / norm, speed, float(car.steer))
 
     def close(self) -> None:
         if self.client is not None and self.client.connected:
@@ -247,7 +287,7 @@ class TmiEnv(gym.Env):
     def _observe(self) -> tuple[CarState, np.ndarray]:
         """At a pending RUN_STEP_SYNC: read the state, pause, and wait for the frame (left pending)."""
         client = self.client
-        car = car_state(parse_sim_state(client.get_simulation_state_bytes()))
+        car = car_state(client.get_simulation_state())
         client.set_speed(0.0)
         client.request_frame(self.spec.w_downsized, self.spec.h_downsized)
         self._release()

@@ -33,3 +33,6 @@ class TmiParams:
     max_restarts_per_reset: int = 3
     # Hide the race HUD so that captured frames show the road only.
     hide_interface: bool = True
+    # A JSON file of the float statistics measured on this map (nn.normalize_floats): read when it exists, else
+    # measured on the game (three reference-driver races) and written there; empty = measure at every run.
+    float_stats_path: str = ""

@@ -21,21 +21,12 @@ import numpy as np
 
 from tmexp.envs.base import EnvSpec, RewardSpec
 from tmexp.envs.observation import build_floats
-from tmexp.envs.sim.physics import CarState as Locator
-from tmexp.envs.sim.physics import TrackGeometry, locate
 from tmexp.envs.tmi.state import CarState
-from tmexp.envs.track import SPACING_M, ExtendedLine, Track
+from tmexp.envs.track import SPACING_M, ExtendedLine, LinePosition, Track, TrackGeometry, locate
 
 _SHAPING_CLIP = (2.0, 25.0)
 # The car moves at most a few metres per action; enough iterations of the local search to follow it anyway.
 _LOCATE_ITERATIONS = 6
-
-
-def extended_line(track: Track, spec: EnvSpec) -> ExtendedLine:
-    """The centreline extended as the simulator extends it (room behind the start, zone centres past the finish)."""
-    n_after = max(spec.n_zone_centers_extrapolate_after_end_of_map,
-                  spec.n_zone_centers_in_inputs * spec.one_every_n_zone_centers_in_inputs + 1)
-    return track.extended(spec.n_zone_centers_extrapolate_before_start_of_map, n_after)
 
 
 class Race:
@@ -44,8 +35,7 @@ class Race:
     def __init__(self, track: Track, line: ExtendedLine, geometry: TrackGeometry, spec: EnvSpec,
                  rewards: RewardSpec, start: CarState):
         self.track, self.line, self.geo, self.spec, self.rewards = track, line, geometry, spec, rewards
-        self.locator = Locator.zeros(1)
-        self.locator.idx[:] = line.offset  # the start of the track
+        self.locator = LinePosition.at_start(line)
         self._locate(start)
         self.start_time_ms = start.race_time_ms
         self.race_time_ms = 0
@@ -65,8 +55,7 @@ class Race:
 
     @property
     def progress_m(self) -> float:
-        s = self.line.s[self.locator.idx[0]] + self.locator.along[0]
-        return float(np.clip(s, 0.0, self.track.length))
+        return float(self.locator.progress_m(self.line, self.track.length)[0])
 
     def _potential(self) -> float:
         return self.rewards.shaped_reward_dist_to_cur_vcp * float(np.clip(abs(self.locator.lateral[0]), *_SHAPING_CLIP))

@@ -1,46 +1,59 @@
-"""A fake TMInterface plugin: the server side of ``protocol.py`` on loopback, driven by tmexp's simulator.
+"""A fake game: Trackmania running Linesight's plugin, played by the simulator, on loopback.
 
-It behaves like the game running ``plugin/tmexp_link.as``: it greets each client with ON_CONNECT_SYNC, runs
-10 ms engine ticks while the speed is above zero, sends RUN_STEP_SYNC when the race time is a multiple of the
-on-step period, CHECKPOINT_COUNT_CHANGED_SYNC when the car passes a checkpoint or the finish, and the requested
-frame (BGRA, grey levels from the simulator's camera) at the next "render". It answers every command of the
-protocol. Unlike the game it ticks as fast as it can whatever the speed, and its save states carry a handle to
-the simulator's exact state, so a rewind restores the race bit for bit.
+It speaks the plugin's protocol (``tmexp.envs.tmi.protocol``) as the game running Linesight's ``Python_Link.as``
+does: it greets each client with ON_CONNECT_SYNC, runs 10 ms engine ticks while the speed is above zero, sends
+RUN_STEP_SYNC when the race time is a multiple of the on-step period, CHECKPOINT_COUNT_CHANGED_SYNC when the car
+passes a checkpoint or the finish, and the requested frame (BGRA, grey levels from the simulator's camera) at the
+next "render". The simulator's physics and track stand in for the game's, so a race here is the simulator's race
+bit for bit. It lives beside both backends because it uses the simulator to play the game's part.
+
+The game's states, all of which accept every command: the menus (before any map: the race commands do nothing,
+frames are black), a race (a countdown of negative race times, then racing) and a finished race (the finish not
+prevented: run steps keep coming with the finishing race time). A client that breaks the protocol (a type the fake
+does not know, an impossible length or frame size, a save state that does not parse, silence past the timeout)
+loses its connection, and the fake listens again: only ``stop()`` ends it.
+
+Where it differs from the game, on purpose: it ticks as fast as it can whatever the speed, and stands still
+between clients; its save states carry a handle to the simulator's exact state, so a rewind restores the race
+bit for bit (a state it did not issue is restored from its fields); a type it does not know costs the client its
+connection at once (the plugin logs it and reads on, which garbles the stream); the console command
+``map <name>`` loads a built-in track or a reference line ``.npy``, and any other map (a ``.Challenge.Gbx``) the
+track the fake was started with. Other console commands are accepted and ignored.
 
 Faults for tests (each fires once per process, counted in RUN_STEP_SYNC messages of races):
-``--drop-after N`` closes the connection, ``--stall-after N`` goes silent, ``--garbage-after N`` sends an unknown
-message type, ``--exit-after N`` kills the process (a crashed game).
+``drop_after`` closes the connection, ``stall_after`` goes silent, ``garbage_after`` sends an unknown message
+type, ``exit_after`` kills the process (a crashed game).
 
-    python -m tmexp.envs.tmi.fake --port 8478 [--map A01] [--reference-line path.npy]
+Start one with ``python -m tmexp.sim fake-game --port 8478`` (``--help`` for the options).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import signal
 import socket
 import struct
-import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
+from tminterface.structs import SimStateData
 
 from tmexp.envs.base import EnvSpec
 from tmexp.envs.observation import Camera, ImageRenderer, planar_rotation
 from tmexp.envs.sim.core import track_world
 from tmexp.envs.sim.params import SimParams
-from tmexp.envs.sim.physics import CarState as SimCar
-from tmexp.envs.sim.physics import advance, locate
+from tmexp.envs.sim.physics import SimCars, advance
 from tmexp.envs.tmi import protocol
 from tmexp.envs.tmi.protocol import MessageType
 from tmexp.envs.tmi.state import CarState, build_sim_state_bytes, car_state, extra_bytes, parse_sim_state
-from tmexp.envs.track import SPACING_M, TrackError, load_map, load_track
+from tmexp.envs.track import SPACING_M, Track, TrackError, builtin_track_names, load_map, load_track, locate
 
-log = logging.getLogger("tmexp.envs.tmi.fake")
+log = logging.getLogger("tmexp.envs.fake_game")
 
 GARBAGE_MESSAGE_TYPE = 999
+DEFAULT_TIMEOUT_MS = 2000  # the plugin's wait for an echo until SET_TIMEOUT
+MAX_FRAME_SIDE = 4096
 
 
 class ClientGone(Exception):
@@ -55,27 +68,31 @@ class Faults:
     exit_after: int = 0
 
 
-class FakePlugin:
-    """Serves one client at a time on ``host:port`` until ``stop()`` (or forever)."""
+class FakeGame:
+    """Serves one client at a time on ``host:port`` until ``stop()``.
 
-    def __init__(self, race, port: int, host: str = "127.0.0.1", faults: Faults | None = None,
-                 countdown_ms: int = 100):
-        self.race = race  # a FakeRace (below): the simulator behind the protocol
+    ``load_on_connect``: the map loads once the first client is greeted, as when the launch command names it;
+    False keeps the game in its menus until a client sends a ``map`` console command.
+    """
+
+    def __init__(self, race: "FakeRace", port: int, host: str = "127.0.0.1", faults: Faults | None = None,
+                 load_on_connect: bool = True):
+        self.race = race
         self.port = port
         self.host = host
         self.faults = faults or Faults()
-        self.countdown_ms = countdown_ms
+        self.load_on_connect = load_on_connect
         self._listener: socket.socket | None = None
         self._client: socket.socket | None = None
         self._stopping = False
         self.run_steps_sent = 0
         self.connections = 0
-        # Plugin settings (reset for every new client, like the real plugin).
-        self.timeout_ms = 2000
+        self.clients_dropped: list[str] = []  # why each client left, in order
+        # The plugin's settings: a new client gets the default timeout and no frame request; the rest is the game's.
+        self.timeout_ms = DEFAULT_TIMEOUT_MS
         self.on_step_period_ms = 10
         self.speed = 1.0
         self.frame_size: tuple[int, int] | None = None
-        self.finish_prevented = False
 
     # ---- sockets ------------------------------------------------------------------------------------------
 
@@ -94,7 +111,7 @@ class FakePlugin:
     def serve_forever(self) -> None:
         if self._listener is None:
             self.listen()
-        log.info("fake plugin listening on %s:%d", self.host, self.port)
+        log.info("fake game listening on %s:%d", self.host, self.port)
         try:
             while not self._stopping:
                 try:
@@ -108,6 +125,10 @@ class FakePlugin:
                     self._session()
                 except ClientGone as reason:
                     log.info("client dropped: %s", reason)
+                    self.clients_dropped.append(str(reason))
+                except Exception as error:  # whatever a client sent, the game goes on for the next one
+                    log.exception("client dropped: its messages broke the fake game")
+                    self.clients_dropped.append(f"{type(error).__name__}: {error}")
                 finally:
                     client.close()
                     self._client = None
@@ -121,13 +142,13 @@ class FakePlugin:
             raise ClientGone(f"send failed ({error})") from None
 
     def _recv_exact(self, n: int, timeout_s: float) -> bytes:
-        self._client.settimeout(timeout_s)
+        self._client.settimeout(max(timeout_s, 0.001))
         data = bytearray()
         while len(data) < n:
             try:
                 chunk = self._client.recv(n - len(data))
             except socket.timeout:
-                raise ClientGone(f"no answer within {timeout_s * 1000:.0f} ms") from None
+                raise ClientGone(f"no answer within {self.timeout_ms} ms") from None
             except OSError as error:
                 raise ClientGone(f"read failed ({error})") from None
             if not chunk:
@@ -135,40 +156,53 @@ class FakePlugin:
             data += chunk
         return bytes(data)
 
-    def _recv_int32(self) -> int:
-        return protocol.INT32.unpack(self._recv_exact(4, self.timeout_ms / 1000))[0]
+    def _read(self, n: int) -> bytes:
+        """A command's payload (the client writes it with the type: the timeout is only a guard)."""
+        return self._recv_exact(n, self.timeout_ms / 1000)
 
-    # ---- the plugin's behaviour ---------------------------------------------------------------------------
+    def _read_int32(self) -> int:
+        return protocol.INT32.unpack(self._read(4))[0]
+
+    def _read_blob(self, what: str) -> bytes:
+        length = self._read_int32()
+        if not 0 <= length <= protocol.MAX_PAYLOAD_BYTES:
+            raise ClientGone(f"impossible {what} length {length}")
+        return self._read(length)
+
+    # ---- the game and its plugin ----------------------------------------------------------------------------
 
     def _session(self) -> None:
-        self.timeout_ms, self.on_step_period_ms, self.speed = 2000, 10, 1.0
+        self.timeout_ms = DEFAULT_TIMEOUT_MS
         self.frame_size = None
         self._sync(MessageType.ON_CONNECT_SYNC)
-        if not self.race.loaded:
-            self.race.load(countdown_ms=self.countdown_ms)
-        while True:
-            if self.frame_size is not None:
+        if not self.race.loaded and self.load_on_connect:
+            self.race.load()
+        while not self._stopping:
+            if self.frame_size is not None:  # a render: in a race or in the menus
                 width, height = self.frame_size
-                self.frame_size = None  # one frame per request, like the plugin
+                self.frame_size = None  # one frame per request
                 self._sync(MessageType.REQUESTED_FRAME_SYNC, self.race.frame_bgra(width, height))
-            elif self.speed > 0:
+            elif self.race.loaded and self.speed > 0:
                 self._tick()
             else:
-                # Paused with nothing requested: a real game idles; notice a client that leaves meanwhile.
+                # Paused, or in the menus: a game idles (commands wait for the next synchronous message); notice
+                # a client that leaves meanwhile.
                 self._client.settimeout(0.05)
                 try:
                     if self._client.recv(1, socket.MSG_PEEK) == b"":
                         raise ClientGone("the client closed the connection")
+                    time.sleep(0.01)  # bytes waiting for the next synchronous message
                 except socket.timeout:
                     pass
                 except OSError as error:
                     raise ClientGone(f"read failed ({error})") from None
+        raise ClientGone("the fake game stops")
 
     def _tick(self) -> None:
         for current, target in self.race.tick():
             self._sync(MessageType.CHECKPOINT_COUNT_CHANGED_SYNC, protocol.TWO_INT32.pack(current, target))
-            if current == target and not self.finish_prevented:
-                self.race.end()  # the game would show the finish screen; run steps keep coming with a fixed time
+            if current == target and self.race.finished and not self.race.finish_prevented:
+                self.race.end()  # the game shows the finish: run steps keep coming with the race time frozen
         race_time = self.race.race_time_ms
         if race_time % self.on_step_period_ms == 0 or self.race.ended:
             self.run_steps_sent += 1
@@ -198,137 +232,157 @@ class FakePlugin:
             self._send(protocol.pack_int32(GARBAGE_MESSAGE_TYPE) + b"\x01\x02\x03")
 
     def _sync(self, message_type: MessageType, payload: bytes = b"") -> None:
-        """Send a synchronous message and execute commands until the client echoes it."""
+        """Send a synchronous message and execute commands until the client echoes it.
+
+        As in the plugin, the timeout counts from the start of the wait and only drops a client that has nothing
+        waiting to be read; it is read afresh after every command, so SET_TIMEOUT applies to the wait under way.
+        """
         self._send(protocol.pack_message(message_type, payload))
+        wait_start = time.monotonic()
         while True:
-            received = self._recv_int32()
+            left_s = wait_start + self.timeout_ms / 1000 - time.monotonic()
+            received = protocol.INT32.unpack(self._recv_exact(4, left_s))[0]
             if received == message_type:
                 return
             self._command(received)
 
     def _command(self, command: int) -> None:
-        r = self._recv_exact
-        timeout_s = self.timeout_ms / 1000
-        if command == MessageType.SET_SPEED:
-            self.speed = protocol.FLOAT32.unpack(r(4, timeout_s))[0]
+        race = self.race
+        if command in protocol.SERVER_SYNC_MESSAGES:
+            pass  # an echo of another synchronous message: the plugin reads on
+        elif command == MessageType.SET_SPEED:
+            self.speed = protocol.FLOAT32.unpack(self._read(4))[0]
         elif command == MessageType.REWIND_TO_STATE:
-            length = self._recv_int32()
-            if not 0 <= length <= protocol.MAX_PAYLOAD_BYTES:
-                raise ClientGone(f"impossible state length {length}")
-            self.race.rewind(r(length, timeout_s))
-            self.finish_prevented = False
+            data = self._read_blob("save state")
+            if race.loaded:
+                race.rewind(data)
         elif command == MessageType.REWIND_TO_CURRENT_STATE:
             pass  # the fake's state is already exact
         elif command == MessageType.GET_SIMULATION_STATE:
-            self._send(protocol.pack_blob(self.race.state_bytes()))
+            self._send(protocol.pack_blob(race.state_bytes()))
         elif command == MessageType.SET_INPUT_STATE:
-            left, right, accelerate, brake = protocol.INPUTS.unpack(r(4, timeout_s))
-            self.race.set_inputs(bool(left), bool(right), bool(accelerate), bool(brake))
+            left, right, accelerate, brake = protocol.INPUTS.unpack(self._read(4))
+            if race.loaded:
+                race.set_inputs(bool(left), bool(right), bool(accelerate), bool(brake))
         elif command == MessageType.GIVE_UP:
-            self.race.restart()
-            self.finish_prevented = False
+            if race.loaded:
+                race.load()
         elif command == MessageType.PREVENT_SIMULATION_FINISH:
-            self.finish_prevented = True
+            if race.loaded:
+                race.finish_prevented = True
         elif command == MessageType.SHUTDOWN:
             raise ClientGone("the client said goodbye")
         elif command == MessageType.EXECUTE_COMMAND:
-            length = self._recv_int32()
-            if not 0 <= length <= protocol.MAX_PAYLOAD_BYTES:
-                raise ClientGone(f"impossible command length {length}")
-            self._execute(r(length, timeout_s).decode("utf-8", errors="replace"))
+            self._execute(self._read_blob("console command").decode("utf-8", errors="replace"))
         elif command == MessageType.SET_TIMEOUT:
-            self.timeout_ms = protocol.UINT32.unpack(r(4, timeout_s))[0]
+            self.timeout_ms = protocol.UINT32.unpack(self._read(4))[0]
         elif command == MessageType.RACE_FINISHED:
-            self._send(protocol.pack_int32(int(self.race.ended or self.race.finished)))
+            self._send(protocol.pack_int32(int(race.loaded and (race.ended or race.finished))))
         elif command == MessageType.REQUEST_FRAME:
-            self.frame_size = protocol.TWO_INT32.unpack(r(8, timeout_s))
+            width, height = protocol.TWO_INT32.unpack(self._read(8))
+            if height < 0:
+                self.frame_size = None  # the plugin requests a frame only for a height >= 0
+            elif 0 <= width <= MAX_FRAME_SIDE and height <= MAX_FRAME_SIDE:
+                self.frame_size = (width, height)
+            else:
+                raise ClientGone(f"impossible frame size {width} x {height}")
         elif command == MessageType.RESET_CAMERA:
             pass
         elif command == MessageType.SET_ON_STEP_PERIOD:
-            period = protocol.INT32.unpack(r(4, timeout_s))[0]
+            period = self._read_int32()
             self.on_step_period_ms = period if period > 0 else 10
         elif command == MessageType.UNREQUEST_FRAME:
             self.frame_size = None
         elif command == MessageType.TOGGLE_INTERFACE:
-            r(4, timeout_s)
+            self._read(4)
         elif command == MessageType.IS_IN_MENUS:
-            self._send(protocol.pack_int32(int(not self.race.loaded)))
+            self._send(protocol.pack_int32(int(not race.loaded)))
         elif command == MessageType.GET_INPUTS:
-            self._send(protocol.pack_blob(self.race.inputs_text().encode("utf-8")))
+            self._send(protocol.pack_blob(race.inputs_text().encode("utf-8")))
         else:
-            # Unknown payload length: the stream cannot be resynchronised, exactly as in the real plugin.
-            log.error("unknown message type %d from the client; dropping it", command)
+            # Its payload length is unknown too: nothing after it can be trusted.
             raise ClientGone(f"unknown message type {command}")
 
-    def _execute(self, command: str) -> None:
-        """The console commands tmexp sends: ``map <name or reference line .npy>``; others are ignored."""
-        words = command.split(maxsplit=1)
-        if len(words) == 2 and words[0] == "map":
-            try:
-                self.race.load_map(words[1].strip().strip('"'), countdown_ms=self.countdown_ms)
-            except TrackError as error:  # e.g. a real .Challenge.Gbx: the fake keeps the track it has
-                log.warning("map command ignored: %s", error)
-                return
-            self.finish_prevented = False
+    def _execute(self, text: str) -> None:
+        """Console commands, ``;``-separated as in TMInterface's console: ``map`` loads a track, others are ignored."""
+        for command in text.split(";"):
+            words = command.strip().split(maxsplit=1)
+            if len(words) == 2 and words[0] == "map":
+                try:
+                    self.race.load_map(words[1].strip().strip('"'))
+                except TrackError as error:  # the game would print the error in its console
+                    log.warning("map command ignored: %s", error)
+            elif words:
+                log.debug("console command ignored: %s", command.strip())
 
 
 class FakeRace:
-    """The simulator's physics and track behind the fake plugin: one car, stepped one 10 ms engine tick at a time.
+    """The simulator's physics and track behind the fake game: one car, stepped one 10 ms engine tick at a time.
 
     Race semantics are the simulator's (``tmexp/envs/sim/core.py``): the car starts at rest on the start line,
     a checkpoint every ``checkpoint_spacing_m``, the finish when the progress reaches the track's length. A
-    countdown of ``countdown_ms`` (negative race times, car frozen) precedes race time 0, as in the game.
+    countdown of ``countdown_ms`` (negative race times, car frozen) precedes race time 0, as in the game. Until
+    ``load`` the game is in its menus.
     """
 
     _HANDLE_MAGIC = b"tmexp-fake-state"
     _KEEP_SNAPSHOTS = 256  # exact states kept for rewinds (start states are always kept)
 
-    def __init__(self, track, spec=None, params=None):
+    def __init__(self, track: Track, spec: EnvSpec | None = None, params: SimParams | None = None,
+                 countdown_ms: int = 100):
         self.spec = spec or EnvSpec()
         self.params = params or SimParams()
+        self.home_track = track  # what a map the fake cannot read (a .Challenge.Gbx) loads
+        self.countdown_ms = countdown_ms
         self._set_track(track)
         self.loaded = False
+        self.finished = False
         self.ended = False  # finished without PREVENT_SIMULATION_FINISH: the clock is frozen
+        self.finish_prevented = False
+        self.race_time_ms = 0
         self.inputs = (0.0, 0.0, 0.0)  # accelerate, brake, steer command (-1 left .. +1 right)
         self._inputs_raw = (False, False, False, False)
         self._snapshots: dict[int, tuple] = {}
         self._next_handle = 1
-        self._renderers: dict[tuple[int, int], object] = {}
 
-    def _set_track(self, track) -> None:
+    def _set_track(self, track: Track) -> None:
         self.track = track
         self.world = track_world(track, self.spec, self.params)
         self._cp_pad = np.append(self.world.checkpoints, np.inf)
-        self._renderers = {}
+        self._renderers: dict[tuple[int, int], ImageRenderer] = {}
 
     # ---- race control -------------------------------------------------------------------------------------
 
-    def load(self, countdown_ms: int = 0) -> None:
-        """Put the car on the start line at rest, ``countdown_ms`` before the start."""
+    def load(self) -> None:
+        """Start the race: the car on the start line at rest, ``countdown_ms`` before the start."""
         line = self.world.line
         start = line.offset
-        car = SimCar.zeros(1)
+        car = SimCars.zeros(1)
         car.x[:], car.z[:] = line.xz[start, 0], line.xz[start, 1]
         car.fx[:], car.fz[:] = line.tangent[start, 0], line.tangent[start, 1]
         car.idx[:] = start
         locate(car, self.world.geo)
         self.car = car
         # The clock always ticks into race time 0 (where the game reports its first run step), so at least 10 ms.
-        self.race_time_ms = -max(10, abs(int(countdown_ms)) // 10 * 10)
+        self.race_time_ms = -max(10, abs(int(self.countdown_ms)) // 10 * 10)
         self.finished = False
         self.ended = False
+        self.finish_prevented = False
         self.next_cp = 0
         self.cp_times: list[int] = []
         self.finish_time_ms: int | None = None
         self.loaded = True
-        self._countdown_ms = countdown_ms
 
-    def load_map(self, name: str, countdown_ms: int = 0) -> None:
-        self._set_track(load_track(name) if name.endswith(".npy") else load_map(name))
-        self.load(countdown_ms)
-
-    def restart(self) -> None:
-        self.load(self._countdown_ms)
+    def load_map(self, name: str) -> None:
+        """The ``map`` console command: a reference line ``.npy``, a built-in track, or else the home track."""
+        if name.endswith(".npy"):
+            track = load_track(name)
+        elif name in builtin_track_names():
+            track = load_map(name)
+        else:
+            track = self.home_track
+        self._set_track(track)
+        self.load()
 
     def end(self) -> None:
         self.ended = True
@@ -380,8 +434,11 @@ class FakeRace:
 
     # ---- save states --------------------------------------------------------------------------------------
 
-    def car_state(self):
+    def car_state(self) -> CarState:
         """The car as ``tmexp.envs.tmi.state.CarState`` (what the game's save state holds)."""
+        if not self.loaded:  # the menus: no car
+            return CarState(race_time_ms=0, position=np.zeros(3), velocity=np.zeros(3),
+                            angular_velocity=np.zeros(3), rotation=np.eye(3))
         car, line = self.car, self.world.line
         times = self.cp_times + ([self.finish_time_ms] if self.finish_time_ms is not None else [])
         return CarState(
@@ -401,6 +458,8 @@ class FakeRace:
         )
 
     def state_bytes(self) -> bytes:
+        if not self.loaded:
+            return build_sim_state_bytes(self.car_state())
         handle = self._next_handle
         self._next_handle += 1
         self._snapshots[handle] = (self.car.copy(), self.race_time_ms, self.finished, self.ended, self.next_cp,
@@ -416,8 +475,18 @@ class FakeRace:
                 del self._snapshots[handle]
 
     def rewind(self, data: bytes) -> None:
-        """Restore a save state: exactly when it is one of ours, else from its fields (position, speed...)."""
-        parsed = parse_sim_state(data)
+        """Restore a save state: exactly when it is one of ours, else from its fields (position, speed...).
+
+        A state whose finish time was cleared (-1, Linesight's way to keep a finished race going) rewinds to
+        the race with its finish prevented.
+        """
+        if len(data) < SimStateData.min_size:
+            raise ClientGone(f"a {len(data)}-byte save state (at least {SimStateData.min_size} expected)")
+        try:
+            parsed = parse_sim_state(data)
+            state = car_state(parsed)
+        except ValueError as error:
+            raise ClientGone(f"a save state that does not parse ({error})") from None
         extra = extra_bytes(parsed)
         n = len(self._HANDLE_MAGIC)
         handle = struct.unpack("<q", extra[n:n + 8])[0] if extra[:n] == self._HANDLE_MAGIC else None
@@ -425,9 +494,9 @@ class FakeRace:
             car, self.race_time_ms, self.finished, self.ended, self.next_cp, cp_times, self.finish_time_ms = \
                 self._snapshots[handle]
             self.car, self.cp_times = car.copy(), list(cp_times)
+            self.finish_prevented = self.finished and len(state.cp_times_ms) < len(cp_times) + 1
             return
-        state = car_state(parsed)
-        self.load(0)
+        self.load()
         forward = state.rotation[:, 2]
         norm = float(np.hypot(forward[0], forward[2])) or 1.0
         car = self.car
@@ -446,46 +515,31 @@ class FakeRace:
     # ---- frames -------------------------------------------------------------------------------------------
 
     def frame_bgra(self, width: int, height: int) -> bytes:
-        """The simulator's image of the road ahead at ``width`` x ``height``, as grey BGRA bytes (rows top first)."""
+        """The simulator's image of the road ahead at ``width`` x ``height`` as grey BGRA bytes (rows top first);
+        black in the menus."""
+        bgra = np.zeros((height, width, 4), dtype=np.uint8)
+        bgra[..., 3] = 255
+        if not self.loaded or width == 0 or height == 0:
+            return bgra.tobytes()
         renderer = self._renderers.get((width, height))
         if renderer is None:
             p = self.params
-            camera = Camera(height, width, p.view_behind_m, p.view_ahead_m, p.view_row_power, p.view_half_width_m,
-                            p.view_widening)
             if (height, width) == (self.world.camera.height, self.world.camera.width):
                 renderer = self.world.renderer
             else:
+                camera = Camera(height, width, p.view_behind_m, p.view_ahead_m, p.view_row_power,
+                                p.view_half_width_m, p.view_widening)
                 renderer = ImageRenderer(self.world.raster, camera, p.heading_bins)
             self._renderers[(width, height)] = renderer
         car = self.car
         gray = renderer.render(np.array([[car.x[0], car.z[0]]]), np.array([[car.fx[0], car.fz[0]]]))[0, 0]
-        bgra = np.empty((height, width, 4), dtype=np.uint8)
         bgra[..., :3] = gray[..., None]
-        bgra[..., 3] = 255
         return bgra.tobytes()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A fake TMInterface plugin driven by tmexp's simulator.")
-    parser.add_argument("--port", type=int, required=True, help="TCP port to listen on (127.0.0.1)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--map", default="A01", help="built-in track name (ignored with --reference-line)")
-    parser.add_argument("--reference-line", default=None, help="a Linesight reference line .npy")
-    parser.add_argument("--countdown-ms", type=int, default=100, help="negative race time before the start (>= 10)")
-    parser.add_argument("--drop-after", type=int, default=0, help="close the connection after N run steps (once)")
-    parser.add_argument("--stall-after", type=int, default=0, help="go silent after N run steps (once)")
-    parser.add_argument("--garbage-after", type=int, default=0, help="send an unknown message after N run steps")
-    parser.add_argument("--exit-after", type=int, default=0, help="exit (a crashed game) after N run steps")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s fake-plugin[%(process)d] %(message)s",
-                        stream=sys.stderr)
-
-    race = FakeRace(load_map(args.map, args.reference_line))
-    faults = Faults(args.drop_after, args.stall_after, args.garbage_after, args.exit_after)
-    plugin = FakePlugin(race, args.port, args.host, faults, countdown_ms=args.countdown_ms)
-    signal.signal(signal.SIGTERM, lambda *_: plugin.stop())
-    plugin.serve_forever()
-
-
-if __name__ == "__main__":
-    main()
+def serve(track: Track, port: int, host: str = "127.0.0.1", countdown_ms: int = 100, menus: bool = False,
+          faults: Faults | None = None) -> FakeGame:
+    """A fake game listening on ``host:port`` (bound before this returns); call ``serve_forever`` on it."""
+    game = FakeGame(FakeRace(track, countdown_ms=countdown_ms), port, host, faults, load_on_connect=not menus)
+    game.listen()
+    return game

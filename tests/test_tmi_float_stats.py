@@ -1,0 +1,103 @@
+"""Float statistics on the game: measured through the backend on the fake game, kept in env.tmi.float_stats_path."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from tmexp.envs import float_stats
+from tmexp.envs.base import Env, EnvSpec, RewardSpec
+from tmexp.envs.fake_game import FakeGame, FakeRace
+from tmexp.envs.observation import float_layout
+from tmexp.envs.sim import SimEnv, SimParams
+from tmexp.envs.tmi.env import TmiEnv
+from tmexp.envs.tmi.params import TmiParams
+from tmexp.envs.track import Track, load_map
+
+SPEC = EnvSpec()
+
+
+@pytest.fixture(scope="module")
+def track() -> Track:
+    return load_map("A01")
+
+
+@pytest.fixture(scope="module")
+def game(track):
+    game = FakeGame(FakeRace(track, SPEC), port=0)
+    game.listen()
+    thread = threading.Thread(target=game.serve_forever, daemon=True)
+    thread.start()
+    yield game
+    game.stop()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def measured(track, game, tmp_path_factory):
+    """The statistics TmiEnv measures on the fake game, written to a float_stats_path file."""
+    path = tmp_path_factory.mktemp("stats") / "A01.json"
+    env = TmiEnv(track, SPEC, RewardSpec(), TmiParams(base_tmi_port=game.port, float_stats_path=str(path)))
+    try:
+        assert isinstance(env, Env)
+        run_steps_before = game.run_steps_sent
+        mean, std = env.float_stats()
+        assert game.run_steps_sent - run_steps_before > 1000  # driven on the game: three races
+        obs, info = env.reset()  # and the env races on afterwards
+        assert info["race_time_ms"] == 0
+    finally:
+        env.close()
+    return mean, std, path
+
+
+def test_statistics_measured_on_the_game_match_the_simulators_for_the_same_track(track, measured):
+    mean, std, _ = measured
+    sim_mean, sim_std = SimEnv(track, SPEC, RewardSpec(), SimParams()).float_stats()
+    assert mean.dtype == std.dtype == np.float32 and mean.shape == sim_mean.shape == (149,)
+    # The same driver on the same physics: the game's statistics are the simulator's, up to the float32 save
+    # states the driver reads the game's car from.
+    assert np.all(np.abs(mean - sim_mean) <= 0.05 * sim_std)
+    assert np.all(np.abs(std / sim_std - 1) <= 0.05)
+    # They do what they are for: the nearest zone centre's lateral offset (std ~0.01 in env units) is scaled up.
+    lateral = float_layout(SPEC)["zone_centers"].start
+    assert std[lateral] < 0.1 and std[lateral] == pytest.approx(sim_std[lateral], rel=0.05)
+
+
+def test_the_file_is_reused_without_driving(track, game, measured):
+    mean, std, path = measured
+    data = json.loads(path.read_text())
+    assert data["map"] == "A01" and data["n_floats"] == 149 and data["backend"] == "tmi"
+    assert data["measured"]["races"] == 3 and data["measured"]["furthest_m"] == pytest.approx(track.length)
+    env = TmiEnv(track, SPEC, RewardSpec(), TmiParams(base_tmi_port=game.port, float_stats_path=str(path)))
+    try:
+        run_steps_before = game.run_steps_sent
+        again_mean, again_std = env.float_stats()
+        assert game.run_steps_sent == run_steps_before  # read, not measured
+    finally:
+        env.close()
+    np.testing.assert_array_equal(again_mean, mean)
+    np.testing.assert_array_equal(again_std, std)
+
+
+def test_a_file_that_does_not_fit_the_run_is_refused_naming_the_setting(track, measured, tmp_path):
+    _, _, path = measured
+    data = json.loads(path.read_text())
+    other = tmp_path / "other.json"
+    cases = [
+        ({**data, "track_length_m": 2000.0, "map": "B02"}, SPEC, "measured on map 'B02' (2000 m)"),
+        (data, EnvSpec(n_zone_centers_in_inputs=20), "this run's observations have 89 floats"),
+        ({**data, "layout": {**data["layout"], "margin_to_announce_finish_meters": 500.0}}, SPEC,
+         "env.margin_to_announce_finish_meters=500.0"),
+        ({**data, "std": [0.0] * 149}, SPEC, "a std that is not positive"),
+        ("{not json", SPEC, "is not a float statistics file"),
+    ]
+    for content, spec, message in cases:
+        other.write_text(content if isinstance(content, str) else json.dumps(content))
+        with pytest.raises(float_stats.FloatStatsError, match="env.tmi.float_stats_path") as error:
+            float_stats.load(other, track, spec, setting="env.tmi.float_stats_path")
+        assert message in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(float_stats.FloatStatsError, match="does not exist"):
+        float_stats.load(tmp_path / "missing.json", track, SPEC)
