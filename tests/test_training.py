@@ -335,6 +335,6 @@ def test_collectors_get_the_signals_to_ignore_from_their_settings(tmp_path):
 
 
 def test_the_core_imports_neither_hydra_nor_submitit():
-    code = ("import sys, tmexp.core.build, tmexp.core.learner; "
-            "sys.exit(any(m.split('.')[0] in ('hydra', 'submitit') or m.startswith('tmexp.launch') for m in sys.modules))")
+    code = ("import sys, tmexp.core.build, tmexp.core.learner; sys.exit(any(m.split('.')[0] in ('hydra', 'submitit') "
+            "or m.startswith('tmexp.launch') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -183,7 +183,7 @@ def run_metadata() -> dict:
 
 
 def write_run_meta(run_dir: str | Path, meta: dict | None = None) -> dict:
-    """Write ``run_meta.json``; a resumed run keeps its first ``started_at`` and records this start as ``resumed_at``."""
+    """Write ``run_meta.json``; a resumed run keeps its first ``started_at``, this start becomes ``resumed_at``."""
     path = RunDir(run_dir).run_meta
     meta = dict(meta if meta is not None else run_metadata())
     previous = _read_json(path)

@@ -22,7 +22,8 @@ import torch.multiprocessing as mp
 from tmexp import rundir
 from tmexp.core import checkpoint, metrics
 from tmexp.core.checkpoint import Counters
-from tmexp.core.collectors import Collector, CollectorPool, CollectorSettings, RolloutSource, SerialSource, WeightsSource
+from tmexp.core.collectors import (Collector, CollectorPool, CollectorSettings, RolloutSource, SerialSource,
+                                   WeightsSource)
 from tmexp.core.networks import IQNNetwork, build_network
 from tmexp.core.optimization import SelfLossState, make_grad_scaler, make_optimizer, pick_device
 from tmexp.core.replay import ReplayBuffer
@@ -191,10 +192,10 @@ def learner_settings(cfg, mini_race_actions: int) -> LearnerSettings:
 
 def hparams(cfg) -> dict[str, Any]:
     """The hyperparameters TensorBoard's HParams view shows for a run."""
-    c = cfg
+    c, cnn = cfg, cfg.nn.vis.cnn
     return {
-        "run_name": c.run_name, "seed": c.seed, "cnn": str(c.nn.vis.cnn.type), "cnn_width_scale": c.nn.vis.cnn.width_scale,
-        "adaptive_maxpool": c.nn.vis.cnn.adaptive_maxpool_size or 0, "spectral_norm": c.nn.vis.cnn.spectral_norm,
+        "run_name": c.run_name, "seed": c.seed, "cnn": str(cnn.type), "cnn_width_scale": cnn.width_scale,
+        "adaptive_maxpool": cnn.adaptive_maxpool_size or 0, "spectral_norm": cnn.spectral_norm,
         "munchausen": c.btr.use_munchausen, "layer_norm": c.btr.use_layer_norm, "noisy": c.btr.use_noisy_linear,
         "dense": c.nn.dense_hidden_dimension, "iqn_embedding": c.nn.iqn_embedding_dimension, "ddqn": c.nn.use_ddqn,
         "clip_grad_norm": c.nn.clip_grad_norm, "weight_decay_lr_ratio": c.training.weight_decay_lr_ratio,

@@ -190,7 +190,8 @@ def log_race(writer, race: Mapping[str, Any], step: int, map_name: str, eval_tim
     m, finished = map_name, race["finished"]
     race_s = race["race_time_ms"] / 1000 if finished else RACE_CUTOFF_S
     if "progress_m" in race:
-        writer.add_scalar(eval_race_progress(m) if race["is_eval"] else explo_race_progress(m), race["progress_m"], step)
+        progress = eval_race_progress(m) if race["is_eval"] else explo_race_progress(m)
+        writer.add_scalar(progress, race["progress_m"], step)
     if race["is_eval"]:
         writer.add_scalar(eval_race_time(m), race_s, step)
         writer.add_scalar(eval_race_finished(m), float(finished), step)
