@@ -1,4 +1,4 @@
-"""The TCP client of the plugin protocol (see ``protocol.py`` for the messages).
+"""The TCP client of Linesight's plugin protocol (see ``protocol.py`` for the messages).
 
 One ``TmiClient`` is one connection to one game instance. It only moves bytes: which commands to send when is
 the env's business (``env.py``). Every read has a deadline; a closed socket, a silent plugin or a message that
@@ -133,8 +133,8 @@ class TmiClient:
     def _protocol_error(self, what: str) -> None:
         self.close()
         raise TmiProtocolError(
-            f"the plugin on port {self.port} sent {what}; the game runs a plugin that does not match this tmexp: "
-            f"install the plugin shipped in tmexp/envs/tmi/plugin/."
+            f"the plugin on port {self.port} sent {what}; the game runs a plugin that does not speak Linesight's "
+            f"protocol: install Linesight's Python_Link.as (see docs/game.md)."
         )
 
     # ---- server messages ----------------------------------------------------------------------------------
@@ -180,7 +180,10 @@ class TmiClient:
         return data
 
     def get_simulation_state(self) -> SimStateData:
-        return parse_sim_state(self.get_simulation_state_bytes())
+        try:
+            return parse_sim_state(self.get_simulation_state_bytes())
+        except ValueError as error:
+            self._protocol_error(str(error))
 
     def set_input_state(self, left: bool, right: bool, accelerate: bool, brake: bool) -> None:
         payload = protocol.INPUTS.pack(int(left), int(right), int(accelerate), int(brake))

@@ -2,7 +2,7 @@
 
 Collector ``i`` owns the instance listening on ``base_tmi_port + i``. The game is started with the configured
 ``launch_command`` (``{port}`` replaced by the port): a TMLoader command line on Windows, a Wine script on Linux,
-or the fake plugin server in tests. An instance we launched is rebooted every ``game_reboot_interval`` seconds
+or the fake game (``python -m tmexp.sim fake-game``) in tests. An instance we launched is rebooted every ``game_reboot_interval`` seconds
 (between races) and restarted when it crashes or stops answering. With no launch command, tmexp can still use a
 game the user started by hand, but it cannot restart it.
 """
@@ -67,8 +67,8 @@ class GameInstance:
             raise GameNotConfigured(
                 f"env=tmi needs the game: no TMInterface plugin listens on {self.params.host}:{self.port} and "
                 f"env.tmi.launch_command is empty; set env.tmi.launch_command to the command that starts "
-                f"Trackmania with TMInterface and the tmexp plugin on port {{port}} (see "
-                f"tmexp/envs/tmi/plugin/README.md), or use env=sim."
+                f"Trackmania with TMInterface and Linesight's plugin on port {{port}} (see docs/game.md), or use "
+                f"env=sim."
             ) from None
         finally:
             probe.close()
@@ -98,26 +98,30 @@ class GameInstance:
         return self.process is not None and self.process.poll() is not None
 
     def stop(self) -> None:
-        """Close the connection and end the game process we launched (if any)."""
+        """Close the connection and end the game we launched (if any): the launch command and what it started."""
         self.disconnect()
         if self.process is None:
             return
-        if self.process.poll() is None:
-            try:
-                if os.name == "nt":
-                    self.process.terminate()
-                else:
-                    os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                if os.name != "nt":
-                    try:
-                        os.killpg(self.process.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                else:
-                    self.process.kill()
-                self.process.wait(timeout=10)
+        if os.name == "nt":
+            if self.process.poll() is None:
+                # /T: the launch command's whole tree (a launcher and the game it started), not just the launcher.
+                subprocess.run(["taskkill", "/T", "/F", "/PID", str(self.process.pid)], capture_output=True)
+        else:
+            # The session's process group outlives its leader: a game the launch script started may still run.
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.process.wait(timeout=10)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            log.warning("port %d: the game (pid %d) did not exit", self.port, self.process.pid)
         self.process = None
         _LAUNCHED.discard(self)
 
@@ -161,7 +165,7 @@ class GameInstance:
                 if self.process_exited():
                     raise GameConnectionLost(
                         f"the game on port {self.port} exited with code {self.process.returncode} before its "
-                        f"plugin answered."
+                        f"plugin answered (env.tmi.launch_command must keep running as long as the game does)."
                     ) from None
                 if time.monotonic() >= deadline:
                     raise
@@ -172,7 +176,7 @@ class GameInstance:
             client.close()
             raise TmiProtocolError(
                 f"the plugin on port {self.port} opened with {message.type.name} instead of ON_CONNECT_SYNC; "
-                f"install the plugin shipped in tmexp/envs/tmi/plugin/."
+                f"install Linesight's Python_Link.as (see docs/game.md)."
             )
         client.response_timeout_s = self.params.timeout_during_run_ms / 1000
         self.client = client
