@@ -228,8 +228,7 @@ def _float_stats(cfg, probe, run_dir: Path, mini_race_actions: int) -> tuple[np.
     if recorded is not None:
         mean, std = (np.asarray(v, dtype=np.float32) for v in recorded)
     else:
-        # until every env declares float_stats (tmexp.envs.base), a backend without it has none
-        stats = getattr(probe, "float_stats", lambda: None)()
+        stats = probe.float_stats()  # the env contract (tmexp.envs.base): None when the backend has none
         if stats is None:
             return None, None
         mean, std = (np.asarray(v, dtype=np.float32) for v in stats)
