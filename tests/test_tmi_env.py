@@ -379,3 +379,12 @@ def test_map_path_is_loaded_through_the_map_command(track, server, tmp_path):
         assert server.game.race.track.length < 250
     finally:
         env.close()
+
+
+def test_a_game_started_by_hand_passes_the_configuration_check_without_a_launch_command(server):
+    from tmexp.compose import compose_config
+    from tmexp.validation import ConfigError, check_config
+
+    check_config(compose_config(["env=tmi", f"env.tmi.base_tmi_port={server.port}"]))
+    with pytest.raises(ConfigError, match="env.tmi.launch_command is empty"):
+        check_config(compose_config(["env=tmi", f"env.tmi.base_tmi_port={free_port()}"]))

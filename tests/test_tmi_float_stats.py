@@ -101,3 +101,15 @@ def test_a_file_that_does_not_fit_the_run_is_refused_naming_the_setting(track, m
         assert message in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(float_stats.FloatStatsError, match="does not exist"):
         float_stats.load(tmp_path / "missing.json", track, SPEC)
+
+
+def test_a_run_with_a_float_statistics_file_that_does_not_fit_stops_before_it_starts(measured, tmp_path):
+    """Checked with the configuration (one line, exit code 2 from the command line), before any game starts."""
+    from tmexp.compose import compose_config
+    from tmexp.validation import ConfigError, check_config
+
+    _, _, path = measured
+    common = ["env=tmi", "env.tmi.launch_command=game", f"env.tmi.float_stats_path={path}"]
+    check_config(compose_config(common))  # the file measured for this map and these settings
+    with pytest.raises(ConfigError, match="env.tmi.float_stats_path .* this run's observations have 89 floats"):
+        check_config(compose_config([*common, "env.n_zone_centers_in_inputs=20"]))

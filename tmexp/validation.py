@@ -164,9 +164,27 @@ def _check_env(cfg: Config) -> None:
     _require(e.cutoff_rollout_if_race_not_finished_within_duration_ms > 0,
              "env.cutoff_rollout_if_race_not_finished_within_duration_ms must be > 0.")
     if e.backend == Backend.tmi:
-        _require(bool(e.tmi.launch_command),
-                 "env=tmi needs the game: set env.tmi.launch_command to the command that starts TMInterface with the "
-                 "plugin (see tmexp/envs/tmi/plugin/README.md).")
+        _check_game(cfg)
+
+
+def _check_game(cfg: Config) -> None:
+    """A launch command or a game already listening (started by hand); a float statistics file that fits the run."""
+    from tmexp.envs.float_stats import FloatStatsError, load
+    from tmexp.envs.tmi.errors import GameNotConfigured
+    from tmexp.envs.tmi.instances import GameInstance
+    from tmexp.envs.track import TrackError, load_map
+
+    tmi = cfg.env.tmi
+    try:
+        GameInstance(tmi, tmi.base_tmi_port).check_configured()
+    except GameNotConfigured as error:
+        raise ConfigError(str(error)) from error
+    if tmi.float_stats_path and Path(tmi.float_stats_path).is_file():
+        try:
+            load(tmi.float_stats_path, load_map(cfg.map.short_name, cfg.map.reference_line_path), cfg.env,
+                 setting="env.tmi.float_stats_path")
+        except (FloatStatsError, TrackError) as error:
+            raise ConfigError(str(error)) from error
 
 
 def _check_map(cfg) -> None:
