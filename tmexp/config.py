@@ -108,9 +108,9 @@ class NNConfig:
     soft_update_tau: float = 0.02
     number_memories_trained_on_between_target_network_updates: int = 128
     target_self_loss_clamp_ratio: float = 4.0
-    # Standardise each float input by the mean and std the backend measures (as Linesight does with constants
-    # measured on the game): the env's own scaling leaves some inputs far below unit spread. Backends without
-    # statistics (env=tmi) keep the env's scaling.
+    # Standardise each float input by the mean and std the backend measures with the reference driver (the
+    # simulator on its track, the game through env.tmi.float_stats_path): the env's own scaling leaves some inputs
+    # far below unit spread.
     normalize_floats: bool = True
     vis: VisConfig = field(default_factory=VisConfig)
 
