@@ -15,3 +15,11 @@ def test_benchmark_main_prints_json(capsys):
 
     assert benchmark.main(["--json", "--runs", "1", "--points", "50", "--repeat", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["identical"] is True
+
+
+def test_benchmark_times_split_folder_discovery():
+    """Split runs are given by their first folder: the rows only add up if the `<run>_2` folders are found."""
+    result = benchmark.run(runs=3, points=200, repeat=1, split_every=2)
+    assert result["split_runs"] == 2
+    assert result["rows"] == 3 * 200 * len(benchmark.TAGS)
+    assert result["identical"] is True
