@@ -1,7 +1,8 @@
 """``python -m tmexp.bench NAME [options]``: the project's benchmarks.
 
     sim        simulator steps/s, one car and 64 cars batched; memory for a ~10 km track
-    learner    samples/s of one training step vs a plain eager one (the reference IQN in reference_iqn.py)
+    learner    samples/s of one training step of the default run (or an experiment) vs a plain eager one
+    learning   one training run per seed: first finish, best times, stalls, throughput (from the runs' logs)
     analysis   TensorBoard log loading vs tbparse
     sweep      per-job launch overhead of hydra/launcher=local
     params     parameter counts of the four published experiments' networks
@@ -17,6 +18,7 @@ import sys
 BENCHMARKS = {
     "sim": "tmexp.bench.sim",
     "learner": "tmexp.bench.learner",
+    "learning": "tmexp.bench.learning",
     "analysis": "tmexp.bench.analysis",
     "sweep": "tmexp.bench.sweep",
     "params": "tmexp.bench.param_count",
