@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
+import torch
 
-from tmexp.core.replay import ReplayBuffer, mini_race_batch, nstep_transitions
+from tmexp.core.losses import iqn_target
+from tmexp.core.replay import ReplayBuffer, mini_race_batch, nstep_transitions, rollout_end, stuck_value
 
 
 def rollout(T, F=3):
@@ -112,7 +114,8 @@ def sampled(n_steps=3, T=10, terminated=False):
     buf.add(nstep_transitions(img, floats, actions, rewards, np.ones(T, bool), terminated, n_steps, 0.5))
     batch = {k: v[:4] for k, v in {
         "floats": buf.floats, "next_floats": buf.next_floats, "reward": buf.reward, "reward_partial": buf.reward_partial,
-        "n_steps": buf.n_steps, "terminal": buf.terminal, "gamma_n": buf.gamma_n}.items()}
+        "n_steps": buf.n_steps, "terminal": buf.terminal, "gamma_n": buf.gamma_n,
+        "stuck_actions": buf.stuck_actions}.items()}
     return batch
 
 
@@ -152,3 +155,90 @@ def test_mini_race_times_cover_the_horizon_and_favour_its_start():
     assert t.min() == 0 and t.max() == 139
     counts = np.bincount(t, minlength=140)
     assert counts[:30].mean() > 1.2 * counts[40:].mean()  # 0..30 are drawn twice (L = 40, M = 5)
+
+
+# ----- the end of a race cut off for making no progress (training.no_progress_cutoff_value) --------------------------
+def test_how_each_rollout_end_is_valued():
+    # (terminated, cutoff, race time) under each setting -> (terminal, actions stuck after the end)
+    for mode in ("bootstrap", "stuck", "zero"):
+        assert rollout_end(True, None, 30_000, mode, 300_000, 50) == (True, 0)  # a finish: value 0 after it
+        assert rollout_end(False, "race_timeout", 300_000, mode, 300_000, 50) == (False, 0)  # a timeout: bootstrap
+    assert rollout_end(False, "no_progress", 2_000, "bootstrap", 300_000, 50) == (False, 0)
+    assert rollout_end(False, "no_progress", 2_000, "zero", 300_000, 50) == (True, 0)
+    assert rollout_end(False, "no_progress", 2_000, "stuck", 300_000, 50) == (True, 5960)  # 298 s of 50 ms actions
+
+
+def test_stuck_value_is_the_discounted_time_penalty_until_the_timeout():
+    assert stuck_value(-0.06, 0.5, 3) == pytest.approx(-0.06 * (1 + 0.5 + 0.25))
+    assert stuck_value(-0.06, 1.0, 140) == pytest.approx(-0.06 * 140)  # gamma 1 (mini-races): the plain sum
+    assert stuck_value(-0.06, 0.99, 5960) == pytest.approx(-6.0, abs=1e-3)  # about c / (1 - gamma)
+    np.testing.assert_allclose(stuck_value(-1.0, np.array([0.5, 1.0]), np.array([2, 2])), [-1.5, -2.0])
+
+
+def stalled_rollout(T, c=-0.06):
+    """A car that never moves: T actions of reward c (the time penalty); every observation the start line's."""
+    img = np.zeros((T + 1, 1, 2, 2), np.uint8)
+    floats = np.zeros((T + 1, 3), np.float32)
+    return img, floats, np.full(T, 6), np.full(T, c, np.float32)
+
+
+def test_a_stall_valued_stuck_ends_terminal_with_the_return_of_staying_stuck():
+    T, n, gamma, c, M = 40, 3, 0.99, -0.06, 5960
+    img, floats, actions, rewards = stalled_rollout(T, c)
+    terminal, stuck = rollout_end(False, "no_progress", 50 * T, "stuck", 300_000, 50)
+    tr = nstep_transitions(img, floats, actions, rewards, np.ones(T, bool), terminal, n, gamma, stuck_actions=stuck,
+                           stuck_reward_per_action=c)
+    # The transitions that reach the cutoff are terminal, with the time penalty of the rest of the race in their
+    # reward: the target of each is the return of staying at the start line until the race timeout.
+    for t in (T - 3, T - 2, T - 1):
+        assert tr.terminal[t] == 1 and tr.stuck_actions[t] == M
+        assert tr.reward[t] == pytest.approx(stuck_value(c, gamma, T - t + M), rel=1e-5)
+    assert tr.terminal[: T - 3].sum() == 0 and tr.stuck_actions[: T - 3].sum() == 0
+    assert tr.reward[0] == pytest.approx(stuck_value(c, gamma, 3))  # inside the race: the plain n-step sum
+    # The partial sums (for mini-races) hold the race's own rewards only.
+    assert tr.reward_partial[T - 1, 0] == pytest.approx(c)
+    # The IQN target of an end transition ignores the network's value of the start-like last observation...
+    optimistic = torch.full((1, 8, 12), -3.8)  # what the network learned of the start line from driven races
+    target = iqn_target(torch.tensor(tr.reward[T - 1:]), torch.tensor(tr.gamma_n[T - 1:]),
+                        torch.tensor(tr.terminal[T - 1:]), optimistic, torch.zeros(1, dtype=torch.long))
+    assert target.unique().item() == pytest.approx(-6.0, abs=0.01)
+    # ... which a bootstrap would take: the stall looks like one step of waiting before a driven race.
+    boot = nstep_transitions(img, floats, actions, rewards, np.ones(T, bool), False, n, gamma)
+    target = iqn_target(torch.tensor(boot.reward[T - 1:]), torch.tensor(boot.gamma_n[T - 1:]),
+                        torch.tensor(boot.terminal[T - 1:]), optimistic, torch.zeros(1, dtype=torch.long))
+    assert target.unique().item() == pytest.approx(c + gamma * -3.8)
+
+
+def test_a_stall_valued_zero_would_pay_for_stopping():
+    T, gamma, c = 40, 0.99, -0.06
+    img, floats, actions, rewards = stalled_rollout(T, c)
+    terminal, stuck = rollout_end(False, "no_progress", 50 * T, "zero", 300_000, 50)
+    tr = nstep_transitions(img, floats, actions, rewards, np.ones(T, bool), terminal, 3, gamma, stuck_actions=stuck,
+                           stuck_reward_per_action=c)
+    assert tr.terminal[-1] == 1 and tr.reward[-1] == pytest.approx(c)  # the stall ends its cost after 2 s
+
+
+def test_a_mini_race_values_a_stuck_car_until_the_mini_race_ends():
+    T, n, gamma, c = 10, 3, 0.5, -1.0
+    img, floats, actions, rewards = stalled_rollout(T, c)
+    tr = nstep_transitions(img, floats, actions, rewards, np.ones(T, bool), True, n, gamma, stuck_actions=100,
+                           stuck_reward_per_action=c)
+    buf = ReplayBuffer(T, (1, 2, 2), 3, n_steps=n)
+    buf.add(tr)
+    rows = np.array([7, 8, 9, 0])  # the three transitions reaching the cutoff (k = 3, 2, 1), and one inside the race
+    batch = {k: v[rows] for k, v in {
+        "floats": buf.floats, "next_floats": buf.next_floats, "reward": buf.reward, "reward_partial": buf.reward_partial,
+        "n_steps": buf.n_steps, "terminal": buf.terminal, "gamma_n": buf.gamma_n,
+        "stuck_actions": buf.stuck_actions}.items()}
+    # t = 0, 2, 5, 0 in a mini-race of 8 actions (M = 5, L = 0: t = u - 5)
+    out = mini_race_batch(batch, FixedDraws([5, 7, 10, 5]), duration=8, oversample_long_term_steps=0,
+                          oversample_maximum_term_steps=5, stuck_reward_per_action=c)
+    # row 7 at t = 0: 3 rewards, then stuck for the 5 actions left in the mini-race
+    assert out["reward"][0] == pytest.approx(stuck_value(c, gamma, 3) + gamma**3 * stuck_value(c, gamma, 5))
+    # row 8 at t = 2: 2 rewards, then stuck for 4 actions
+    assert out["reward"][1] == pytest.approx(stuck_value(c, gamma, 2) + gamma**2 * stuck_value(c, gamma, 4))
+    # row 9 at t = 5: 1 reward, then stuck for the 2 actions left
+    assert out["reward"][2] == pytest.approx(stuck_value(c, gamma, 1) + gamma * stuck_value(c, gamma, 2))
+    # row 0 at t = 0: an ordinary transition
+    assert out["reward"][3] == pytest.approx(stuck_value(c, gamma, 3))
+    np.testing.assert_array_equal(out["terminal"], [1, 1, 1, 0])

@@ -48,6 +48,14 @@ class Optimizer(Choice):
     adam = "adam"
 
 
+class CutoffValue(Choice):
+    """What a race cut off for making no progress is worth after its end (``training.no_progress_cutoff_value``)."""
+
+    bootstrap = "bootstrap"  # a truncation: the value of the last observation, as any state
+    stuck = "stuck"  # terminal, with the return of staying stuck: the time penalty until the race timeout
+    zero = "zero"  # terminal, value 0
+
+
 class Device(Choice):
     """``auto``: CUDA when torch sees it, else the CPU. One GPU of several: choose it with CUDA_VISIBLE_DEVICES."""
 
@@ -153,6 +161,10 @@ class TrainingConfig:
     temporal_mini_race_duration_ms: int = 0
     oversample_long_term_steps: int = 40
     oversample_maximum_term_steps: int = 5
+    # The end of a race cut off for making no progress (tmexp/core/replay.py). A stalled car's last observation
+    # looks like the start line, so a bootstrap values the stall as a race about to be driven; "zero" would make
+    # stopping pay, since every action costs time. README, "Learning".
+    no_progress_cutoff_value: CutoffValue = CutoffValue.bootstrap
     max_frames: int = 0  # 0 = no limit
     max_minutes: float = 0.0  # 0 = no limit
     checkpoint_every_minutes: float = 5.0

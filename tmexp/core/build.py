@@ -53,6 +53,10 @@ class LearnerSettings:
     mini_race_actions: int  # mini-race length in actions; 0 when mini-races are off
     oversample_long_term_steps: int
     oversample_maximum_term_steps: int
+    no_progress_cutoff_value: str  # bootstrap | stuck | zero (tmexp.core.replay.rollout_end)
+    stuck_reward_per_action: float  # the time penalty of one action: what a stuck car keeps paying
+    race_timeout_ms: int
+    ms_per_action: int
     target_update_every_samples: int
     soft_update_tau: float
     publish_every_n_batches: int
@@ -175,12 +179,16 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
 
 def learner_settings(cfg, mini_race_actions: int) -> LearnerSettings:
     t, m, p = cfg.training, cfg.memory, cfg.performance
+    ms_per_action = cfg.env.ms_per_tm_engine_step * cfg.env.tm_engine_step_per_action
     return LearnerSettings(
         map_name=cfg.map.short_name, batch_size=t.batch_size, n_steps=t.n_steps,
         discard_non_greedy_actions_in_nsteps=t.discard_non_greedy_actions_in_nsteps,
         replay_ratio=m.number_times_single_memory_is_used_before_discard, mini_race_actions=mini_race_actions,
         oversample_long_term_steps=t.oversample_long_term_steps,
         oversample_maximum_term_steps=t.oversample_maximum_term_steps,
+        no_progress_cutoff_value=str(t.no_progress_cutoff_value),
+        stuck_reward_per_action=cfg.rewards.constant_reward_per_ms * ms_per_action,
+        race_timeout_ms=cfg.env.cutoff_rollout_if_race_not_finished_within_duration_ms, ms_per_action=ms_per_action,
         target_update_every_samples=cfg.nn.number_memories_trained_on_between_target_network_updates,
         soft_update_tau=cfg.nn.soft_update_tau, publish_every_n_batches=p.send_shared_network_every_n_batches,
         weight_decay_lr_ratio=t.weight_decay_lr_ratio, frames_before_save_best_runs=p.frames_before_save_best_runs,

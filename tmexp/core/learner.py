@@ -27,7 +27,7 @@ from tmexp import rundir
 from tmexp.core import checkpoint, metrics
 from tmexp.core.build import Run
 from tmexp.core.optimization import soft_update, train_step
-from tmexp.core.replay import mini_race_batch, nstep_transitions
+from tmexp.core.replay import mini_race_batch, nstep_transitions, rollout_end
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,12 @@ class Learner:
         """Store a race in replay and log its results."""
         run, s, c = self.run, self.run.settings, self.run.counters
         sched = run.schedules.at(c.frames)
+        terminal, stuck_actions = rollout_end(rollout["terminated"], rollout.get("cutoff"), rollout["race_time_ms"],
+                                              s.no_progress_cutoff_value, s.race_timeout_ms, s.ms_per_action)
         block = nstep_transitions(rollout["img"], rollout["floats"], rollout["actions"], rollout["rewards"],
-                                  rollout["greedy"], rollout["terminated"], s.n_steps, sched["gamma"],
-                                  s.discard_non_greedy_actions_in_nsteps)
+                                  rollout["greedy"], terminal, s.n_steps, sched["gamma"],
+                                  s.discard_non_greedy_actions_in_nsteps, stuck_actions=stuck_actions,
+                                  stuck_reward_per_action=s.stuck_reward_per_action)
         run.replay.set_capacity(sched["memory_capacity"])
         run.replay.add(block)
         n = len(block)
@@ -146,10 +149,10 @@ class Learner:
         batch_np, idx = run.replay.sample(s.batch_size)
         if s.mini_race_actions:
             batch_np = mini_race_batch(batch_np, run.replay.rng, s.mini_race_actions, s.oversample_long_term_steps,
-                                       s.oversample_maximum_term_steps)
+                                       s.oversample_maximum_term_steps, s.stuck_reward_per_action)
         t0 = time.perf_counter()
         batch = {k: torch.from_numpy(v).to(run.device, non_blocking=True) for k, v in batch_np.items()
-                 if k not in ("reward_partial", "n_steps")}
+                 if k not in ("reward_partial", "n_steps", "stuck_actions")}
         out = train_step(run.online, run.target, run.optimizer, run.scaler, batch, nn_cfg=s.nn, btr_cfg=s.btr,
                          lr=sched["lr"], gamma=sched["gamma"], weight_decay_lr_ratio=s.weight_decay_lr_ratio,
                          self_loss_state=run.self_loss)

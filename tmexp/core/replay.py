@@ -5,13 +5,18 @@ last is the state after the final action). ``nstep_transitions`` turns it into t
 discounted sum of up to ``n`` rewards; the replay buffer stores them in a ring whose capacity follows the
 memory-size schedule.
 
-Termination versus truncation: only a finished race is terminal (no bootstrap). A race cut off (no progress,
-race timeout, end of the run) bootstraps from the last observation like any other state.
+Termination versus truncation: a finished race is terminal (no bootstrap, value 0 after it). A race cut off by the
+race timeout bootstraps from the last observation like any other state. A race cut off for making no progress
+(``training.no_progress_cutoff_value``) either bootstraps likewise (``bootstrap``), or ends terminal with the value
+of staying stuck (``stuck``: the time penalty of every action until the race timeout, discounted; ``stuck_value``),
+or ends terminal with value 0 (``zero``). The stuck car's last observation looks like the start line when it stalled
+there, so a bootstrap credits the stall with the value of a race about to be driven.
 
 Mini-races (Linesight's clipped horizon, ``mini_race_batch``): at sampling time each transition is placed at a random
 time t of a "mini-race" of ``duration`` actions; the network sees t as an extra float, and the mini-race's end is
 terminal. Q(s, t, a) is then the reward until the mini-race ends, a bounded horizon that lets gamma reach 1. Acting
-uses t = 0: the policy maximises the reward of the next ``duration`` actions.
+uses t = 0: the policy maximises the reward of the next ``duration`` actions. A stuck car's value then counts the
+time penalty until the mini-race's end.
 """
 
 from __future__ import annotations
@@ -35,9 +40,42 @@ class Transitions:
     gamma_n: np.ndarray  # float32 (K,) gamma ** k
     reward_partial: np.ndarray  # float32 (K, n): discounted sums of the first 1..n rewards (held at the k-sum past k)
     n_steps: np.ndarray  # int64 (K,) k, the number of rewards summed
+    # int64 (K,): actions the car stays stuck after the rollout's end (the race timeout's distance), for transitions
+    # whose k steps reach a no-progress cutoff valued as stuck (``reward`` then includes that return); else 0
+    stuck_actions: np.ndarray
 
     def __len__(self) -> int:
         return len(self.action)
+
+
+def stuck_value(reward_per_action: float, gamma, actions) -> np.ndarray:
+    """The return of a car that stays stuck ``actions`` more actions, each costing ``reward_per_action``.
+
+    reward_per_action * sum_{j < actions} gamma ** j, elementwise over ``gamma`` and ``actions`` (arrays or scalars).
+    """
+    gamma = np.asarray(gamma, dtype=np.float64)
+    actions = np.asarray(actions, dtype=np.float64)
+    below_one = gamma < 1.0
+    safe = np.where(below_one, gamma, 0.0)
+    geometric = np.where(below_one, (1.0 - safe ** actions) / (1.0 - safe), actions)
+    return reward_per_action * geometric
+
+
+def rollout_end(terminated: bool, cutoff: str | None, race_time_ms: int, no_progress_cutoff_value: str,
+                race_timeout_ms: int, ms_per_action: int) -> tuple[bool, int]:
+    """How a rollout's end is valued: (terminal, actions stuck after it) for ``nstep_transitions``.
+
+    A finished race is terminal; a no-progress cutoff is terminal under ``stuck`` (the car then stays stuck until
+    the race timeout: that many actions) and ``zero``, a truncation under ``bootstrap``; any other cutoff is a
+    truncation.
+    """
+    if terminated:
+        return True, 0
+    if cutoff != "no_progress" or no_progress_cutoff_value == "bootstrap":
+        return False, 0
+    if no_progress_cutoff_value == "zero":
+        return True, 0
+    return True, max(0, race_timeout_ms - race_time_ms) // ms_per_action
 
 
 def nstep_transitions(
@@ -50,15 +88,20 @@ def nstep_transitions(
     n_steps: int,
     gamma: float,
     discard_non_greedy_actions_in_nsteps: bool = True,
+    stuck_actions: int = 0,
+    stuck_reward_per_action: float = 0.0,
 ) -> Transitions:
     """Build the n-step transitions of one rollout.
 
     Args:
         img: uint8 (T + 1, 1, H, W); floats: float32 (T + 1, F): observations before each action and after the last.
         actions, rewards, greedy: (T,) the action taken, the reward received, whether the action was the greedy one.
-        terminated: the race finished at the last step (no bootstrap from the final observation).
+        terminated: no bootstrap from the final observation: the race finished, or a cutoff is valued as terminal.
         discard_non_greedy_actions_in_nsteps: cut a transition's sum before the first later non-greedy action,
             because the return after an exploratory action does not estimate the greedy policy's value.
+        stuck_actions, stuck_reward_per_action: with ``terminated``, the car stays stuck this many actions after
+            the rollout's end, each costing this reward: the transitions that reach the end get that discounted
+            return (``stuck_value``) in their reward, in place of a bootstrap (a no-progress cutoff valued ``stuck``).
     Returns:
         T transitions, one per action.
     """
@@ -85,6 +128,8 @@ def nstep_transitions(
         partial[:, j] = reward
     next_idx = t + k
     terminal = (next_idx == T) & bool(terminated)
+    stuck = terminal & (stuck_actions > 0)
+    reward += np.where(stuck, gamma ** k * stuck_value(stuck_reward_per_action, gamma, stuck_actions), 0.0)
     return Transitions(
         img=img[t],
         floats=floats[t],
@@ -96,6 +141,7 @@ def nstep_transitions(
         gamma_n=(gamma ** k).astype(np.float32),
         reward_partial=partial.astype(np.float32),
         n_steps=k.astype(np.int64),
+        stuck_actions=np.where(stuck, stuck_actions, 0).astype(np.int64),
     )
 
 
@@ -105,17 +151,20 @@ def mini_race_batch(
     duration: int,
     oversample_long_term_steps: int = 40,
     oversample_maximum_term_steps: int = 5,
+    stuck_reward_per_action: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Place each sampled transition at a random time of a mini-race of ``duration`` actions (Linesight's rule).
 
     The time is t = max(0, |u| - M) for u uniform in [M - L, duration + M) (L = ``oversample_long_term_steps``,
     M = ``oversample_maximum_term_steps``): uniform over [0, duration) with extra weight on t near 0, the states
     whose whole horizon lies ahead (what acting at t = 0 asks for). A transition whose k steps run past the
-    mini-race's end keeps only the rewards up to it, and ending the mini-race is terminal.
+    mini-race's end keeps only the rewards up to it, and ending the mini-race is terminal. A transition that
+    reaches a cutoff valued as stuck before the mini-race ends gets the return of staying stuck until that end
+    (``stuck_reward_per_action`` per action, the same as when it was stored).
 
     Args:
         batch: from ``ReplayBuffer.sample`` (``floats``, ``next_floats`` (B, F), ``reward_partial`` (B, n),
-            ``n_steps``, ``terminal``, ``reward``).
+            ``n_steps``, ``terminal``, ``reward``, ``gamma_n``, ``stuck_actions``).
     Returns:
         a new batch whose ``floats`` / ``next_floats`` are (B, F + 1) with t / duration and (t + k) / duration
         first, and whose ``reward`` and ``terminal`` follow the mini-race.
@@ -127,7 +176,14 @@ def mini_race_batch(
     past_end = np.maximum(t + k - duration, 0)
     kept = k - past_end  # >= 1 since t < duration
     out = dict(batch)
-    out["reward"] = np.take_along_axis(batch["reward_partial"], (kept - 1)[:, None], axis=1)[:, 0]
+    reward = np.take_along_axis(batch["reward_partial"], (kept - 1)[:, None], axis=1)[:, 0].astype(np.float64)
+    stuck = (batch["stuck_actions"] > 0) & (t + k < duration)
+    if stuck.any():
+        gamma_n = batch["gamma_n"][stuck].astype(np.float64)
+        gamma = gamma_n ** (1.0 / k[stuck])
+        left = np.minimum(batch["stuck_actions"][stuck], duration - t[stuck] - k[stuck])
+        reward[stuck] += gamma_n * stuck_value(stuck_reward_per_action, gamma, left)
+    out["reward"] = reward.astype(np.float32)
     out["terminal"] = np.where(t + k >= duration, 1.0, batch["terminal"]).astype(np.float32)
     out["floats"] = np.concatenate(((t / duration).astype(np.float32)[:, None], batch["floats"]), axis=1)
     out["next_floats"] = np.concatenate((((t + k) / duration).astype(np.float32)[:, None], batch["next_floats"]), axis=1)
@@ -158,6 +214,7 @@ class ReplayBuffer:
         self.gamma_n = np.empty(n, dtype=np.float32)
         self.reward_partial = np.empty((n, n_steps), dtype=np.float32)
         self.n_steps = np.empty(n, dtype=np.int64)
+        self.stuck_actions = np.empty(n, dtype=np.int64)
         self.priority = np.zeros(n, dtype=np.float64)
         self.size = 0
         self.write_pos = 0
@@ -207,6 +264,7 @@ class ReplayBuffer:
         self.reward_partial[pos, :width] = block.reward_partial
         self.reward_partial[pos, width:] = block.reward_partial[:, -1:]
         self.n_steps[pos] = block.n_steps
+        self.stuck_actions[pos] = block.stuck_actions
         self.priority[pos] = self.max_priority
 
     def sample(self, batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -236,6 +294,7 @@ class ReplayBuffer:
             "gamma_n": self.gamma_n[idx],
             "reward_partial": self.reward_partial[idx],
             "n_steps": self.n_steps[idx],
+            "stuck_actions": self.stuck_actions[idx],
             "weight": weight,
         }
         return batch, idx
