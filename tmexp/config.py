@@ -64,6 +64,30 @@ class Device(Choice):
     cuda = "cuda"
 
 
+class Objective(Choice):
+    """What a search (``hydra/sweeper=optuna``) optimises, read from the run's logs at its end
+    (``tmexp/launch/objective.py``): race times are minimised, distances maximised."""
+
+    best_time = "best_time"
+    best_eval_time = "best_eval_time"
+    robust_eval_time = "robust_eval_time"
+    furthest_eval = "furthest_eval"
+    furthest_race = "furthest_race"
+
+
+class ConsoleMode(Choice):
+    """``auto``: a progress bar when stdout is a terminal, plain lines otherwise (logs, pipes, SLURM)."""
+
+    auto = "auto"
+    bar = "bar"
+    lines = "lines"
+
+
+class WandbMode(Choice):
+    online = "online"
+    offline = "offline"
+
+
 @dataclass
 class EnvConfig(EnvSpec):
     """``env``: the backend and the settings every backend shares (see ``tmexp/envs/base.py``)."""
@@ -227,6 +251,19 @@ class PerformanceConfig:
 @dataclass
 class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
+@dataclass
+class LoggerConfig:
+    """``logger``: how a run reports besides TensorBoard (always on): the console and, optionally, W&B."""
+
+    console: ConsoleMode = ConsoleMode.auto
+    # Mirror the TensorBoard scalars, the resolved config and run_meta.json to Weights & Biases
+    # (pip install -e '.[wandb]'). Offline runs are kept in <run_dir>/wandb/ for a later `wandb sync`.
+    wandb: bool = False
+    wandb_project: str = "tmexp"
+    wandb_entity: Optional[str] = None  # None: the account's default entity
+    wandb_mode: WandbMode = WandbMode.online
+
+
     map: MapConfig = field(default_factory=MapConfig)
     nn: NNConfig = field(default_factory=NNConfig)
     btr: BTRConfig = field(default_factory=BTRConfig)
@@ -238,3 +275,5 @@ class Config:
     seed: int = 0
     run_name: str = "default"
 
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    objective: Objective = Objective.best_time  # the run's result, returned to a search (hydra/sweeper=optuna)

@@ -6,10 +6,13 @@ Usage (any leaf of the config tree can be overridden or swept)::
     python -m tmexp.train +experiment=A01_v4_btr
     python -m tmexp.train --multirun btr.use_munchausen=true,false seed=0,1
     python -m tmexp.train --cfg job                         # print the composed configuration
+    python -m tmexp.train --multirun hydra/sweeper=optuna 'btr.munchausen_alpha=interval(0.5,0.99)'   # a search
 
 Before Hydra creates any run directory or launches any job, every job of the command (each combination of the
-sweep, including sweeps an experiment file defines) is composed and checked; a mistake ends in one line naming
-the key or file, with exit code 2. ``train(cfg, run_dir)`` is the entry tests call without Hydra.
+sweep, including sweeps an experiment file defines; for a search, each candidate value of each parameter) is
+composed and checked, and so is a SLURM request against its partition; a mistake ends in one line naming the key or
+file, with exit code 2. ``train(cfg, run_dir)`` is the entry tests call without Hydra. A run returns its
+``objective`` (``tmexp/launch/objective.py``), which a search optimises.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from omegaconf.errors import ValidationError
 from tmexp import rundir
 from tmexp.compose import compose_config, register_configs  # compose_config stays importable from here too
 from tmexp.config import Config
+from tmexp.launch import objective, search, slurm
 from tmexp.launch.job_slots import acquire_slot
 from tmexp.validation import ConfigError, check_config, check_output_dir, choice_message, choice_type
 
 log = logging.getLogger("tmexp.train")
 
 register_configs()
+search.install()  # hydra/sweeper=optuna: tmexp's preset and the study's continuation (tmexp/launch/search.py)
 
 
 def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False) -> str:
@@ -43,26 +48,53 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False) -> str:
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_resolved_config(run_dir, OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True,
-                                                                  enum_to_str=True))
-    rundir.write_run_meta(run_dir)
-    run = build(cfg, run_dir, ignore_signals=preemption_signals())
-    learner = Learner(run, should_stop=should_stop)
+    resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    rundir.write_resolved_config(run_dir, resolved)
+    meta = rundir.write_run_meta(run_dir)
+    wandb_run = None
+    if cfg.logger.wandb:  # before build: W&B's TensorBoard patch must see the run's SummaryWriter created
+        from tmexp.launch import wandb_logging
+
+        wandb_run = wandb_logging.start(cfg.logger, run_dir, cfg.run_name, resolved, meta)
+    failed = True
     try:
-        reason = learner.train()
-    except BaseException as error:
-        learner.write_status("failed", error=f"{type(error).__name__}: {error}")
-        raise
+        try:
+            run = build(cfg, run_dir, ignore_signals=preemption_signals())
+        except BaseException as error:  # e.g. a game that does not start: the sweep summary says why
+            rundir.write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}")
+            raise
+        learner = Learner(run, should_stop=should_stop)
+        try:
+            reason = learner.train()
+        except BaseException as error:
+            learner.write_status("failed", error=f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            run.close()
+        failed = False
     finally:
-        run.close()
+        if wandb_run is not None:
+            wandb_logging.finish(wandb_run, failed)
     status = {"stop_requested": "preempted", "interrupted": "stopped"}.get(reason, "finished")
     learner.write_status(status)
     log.info("run %s: %s after %d frames, %d batches", run_dir, status, run.counters.frames, run.counters.batches)
     return reason
 
 
+def record_objective(cfg: Config, run_dir: str | Path) -> objective.ObjectiveValue:
+    """Measure the run's objective from its logs, add it to ``status.json`` and say it."""
+    result = objective.measure(run_dir, cfg.objective, cfg.map.short_name)
+    status = rundir.read_status(run_dir) or {}
+    rundir.write_status(run_dir, status.get("status", "finished"), error=status.get("error"),
+                        objective={"name": result.name, "value": result.value, "unit": result.unit,
+                                   "note": result.note})
+    log.info("objective: %s", result)
+    return result
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(dict_cfg: DictConfig) -> None:
+def main(dict_cfg: DictConfig) -> float:
+    """The task function: train, then return the run's objective (what a search's trial reports)."""
     from hydra.core.hydra_config import HydraConfig
 
     from tmexp.launch.preemption import PreemptionWatcher
@@ -71,9 +103,10 @@ def main(dict_cfg: DictConfig) -> None:
     check_config(cfg)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     watcher = PreemptionWatcher()
     slot = None
-    if cfg.performance.job_slots and hydra_cfg.mode == RunMode.MULTIRUN:
+    if cfg.performance.job_slots and multirun:
         slot = acquire_slot(Path(hydra_cfg.sweep.dir) / ".job_slots", cfg.performance.job_slots)
     try:
         reason = train(cfg, run_dir, should_stop=lambda: watcher.requested)
@@ -82,6 +115,9 @@ def main(dict_cfg: DictConfig) -> None:
             slot.close()  # frees the slot for the next job (the kernel does it too if this process dies)
     if reason == "stop_requested":
         watcher.requeue_and_exit()
+    if reason == "interrupted" and multirun:
+        raise KeyboardInterrupt  # Ctrl-C stops the sweep, not just this job (its checkpoint is saved)
+    return record_objective(cfg, run_dir).value
 
 
 # ----- checks before Hydra starts anything ---------------------------------------------------------------------
@@ -130,8 +166,30 @@ def _expand(overrides: list[str]) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(overrides)
+    for override in parsed:
+        if override.is_interval_sweep():
+            raise ConfigError(f"{override.input_line} is a search space, which a grid cannot expand: add "
+                              "hydra/sweeper=optuna to search it, or list values (a,b,c) for a grid.")
     batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
     return [list(job) for batch in batches for job in batch] or [[]]
+
+
+def _multirun_jobs(overrides: list[str]) -> tuple[list[list[str]], bool]:
+    """What to compose and check for a --multirun: every job of a grid, or a search's candidate values; and whether
+    it is a search (``hydra/sweeper=optuna``, which draws its trials as it goes)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    fixed = [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if not o.is_sweep_override()]
+    base = compose_config(fixed, return_hydra_config=True)
+    if search.is_search(base.hydra.sweeper):
+        search.check_search(overrides, base.hydra.sweeper, base.objective)
+        return search.search_jobs(overrides, base.hydra.sweeper), True
+    jobs = _expand(overrides)
+    first = compose_config(jobs[0], return_hydra_config=True)
+    if first.hydra.sweeper.get("params"):
+        extra = [f"{k}={v}" for k, v in first.hydra.sweeper.params.items()]
+        jobs = [job + more for job in jobs for more in _expand(extra)]
+    return jobs, False
 
 
 def _check_resume(cfg: Config, run_dir: Path) -> None:
@@ -164,23 +222,24 @@ def precheck(argv: list[str]) -> int:
         return 0
     overrides, multirun, print_only = _split_argv(argv)
     try:
-        jobs = _expand(overrides) if multirun else [overrides]
-        first = compose_config(jobs[0], return_hydra_config=True)
-        if multirun and first.hydra.sweeper.get("params"):
-            extra = [f"{k}={v}" for k, v in first.hydra.sweeper.params.items()]
-            jobs = [job + more for job in jobs for more in _expand(extra)]
+        jobs, searching = _multirun_jobs(overrides) if multirun else ([overrides], False)
+        launcher = None
         for index, job in enumerate(jobs):
             dict_cfg = compose_config(job, return_hydra_config=True)
             if print_only:
                 continue
             hydra_node = dict_cfg.hydra
+            launcher = hydra_node.launcher
             with open_dict(dict_cfg):
                 del dict_cfg["hydra"]
             cfg = OmegaConf.to_object(dict_cfg)
             check_config(cfg)
             check_output_dir(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
-            run_dir = _sweep_job_dir(hydra_node, index) if multirun else Path(hydra_node.run.dir)
-            _check_resume(cfg, run_dir)
+            if not searching:  # a search's trials get new job directories, numbered after the study's trials
+                run_dir = _sweep_job_dir(hydra_node, index) if multirun else Path(hydra_node.run.dir)
+                _check_resume(cfg, run_dir)
+        if multirun and slurm.is_slurm(launcher):
+            slurm.check_request(launcher)
     except ConfigError:
         raise
     except Exception as error:  # Hydra / OmegaConf composition errors: unknown key, bad type, unknown option

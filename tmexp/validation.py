@@ -65,6 +65,7 @@ def check_config(cfg: Config) -> None:
     _check_performance(cfg.performance)
     _check_env(cfg)
     _check_map(cfg)
+    _check_logger(cfg.logger)
 
 
 def _check_nn(nn) -> None:
@@ -206,6 +207,15 @@ def check_output_dir(path: str | os.PathLike) -> None:
     probe = target
     while not probe.exists():
         probe = probe.parent
+def _check_logger(logger) -> None:
+    import importlib.util
+
+    _require(not logger.wandb or importlib.util.find_spec("wandb") is not None,
+             "logger.wandb is true but the wandb package is not installed: pip install -e '.[wandb]' "
+             "(or set logger.wandb=false).")
+    _require(bool(logger.wandb_project.strip()), "logger.wandb_project is empty: name the W&B project.")
+
+
     if not probe.is_dir():
         raise ConfigError(f"output directory {str(target)!r} cannot be created: {str(probe)!r} is a file. "
                           "Set hydra.run.dir (or hydra.sweep.dir) to a writable directory.")

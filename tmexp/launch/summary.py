@@ -14,6 +14,11 @@ Registered in ``conf/config.yaml``::
 
 Hydra calls ``on_multirun_end`` only when no job raised; when one did, Hydra prints that job's error and exits with
 status 1, and the summary is printed at exit instead (registered with ``atexit`` when the sweep starts).
+
+While the sweep runs, the callback prints one line per job as it finishes or fails (``JobProgress``, from the same
+``status.json`` files, whatever the launcher), and on ``hydra/launcher=slurm`` it watches the queue
+(``tmexp.launch.slurm.QueueWatcher``: pending states and reasons, jobs that can never start). After a search
+(``hydra/sweeper=optuna``) the summary adds the study's trials and its best trial with the overrides of its job.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +51,7 @@ class JobResult:
     frames: int | None = None
     error: str | None = None
     logs: list[Path] = field(default_factory=list)
+    objective: str | None = None  # "<name> <value> <unit>" when the run recorded its objective
 
     @property
     def ok(self) -> bool:
@@ -102,11 +109,18 @@ def collect(sweep_dir: str | Path, expected: list[list[str]] | None = None) -> l
             overrides = rundir.read_overrides(run_dir) or overrides
         status = (rundir.read_status(run_dir) if run_dir is not None else None) or {}
         result = JobResult(num=num, overrides=overrides, status=status.get("status", "missing"), run_dir=run_dir,
-                           frames=status.get("frames"), error=status.get("error"))
+                           frames=status.get("frames"), error=status.get("error"),
+                           objective=_objective_text(status.get("objective")))
         if not result.ok:
             result.logs = _logs(sweep_dir, num, run_dir, overrides)
         results.append(result)
     return results
+
+
+def _objective_text(recorded: Any) -> str | None:
+    if not isinstance(recorded, dict) or recorded.get("value") is None:
+        return None
+    return f"{recorded.get('name')} {recorded['value']:.6g} {recorded.get('unit', '')}".rstrip()
 
 
 _WHY = {
@@ -124,6 +138,7 @@ def format_summary(sweep_dir: str | Path, results: list[JobResult]) -> str:
              + (f", {len(failed)} did not" if failed else "")]
     for r in results:
         frames = f"{r.frames} frames" if r.frames is not None else "-"
+        frames += f", {r.objective}" if r.objective else ""
         where = str(r.run_dir) if r.run_dir is not None else "(no run directory)"
         status = r.status if r.ok else r.status.upper()
         overrides = " ".join(r.overrides) or "(no overrides)"
@@ -135,16 +150,85 @@ def format_summary(sweep_dir: str | Path, results: list[JobResult]) -> str:
     return "\n".join(lines)
 
 
-class SweepSummary(Callback):
-    """Hydra callback: print the sweep summary at the end of a multirun; exit 1 if any job did not finish."""
+class JobProgress:
+    """Prints one line per job of the sweep when its ``status.json`` says it finished or failed (a thread polling
+    the sweep directory every ``poll_s`` seconds). Jobs already done when it starts (an earlier run of a continued
+    search) are not announced again."""
 
-    def __init__(self) -> None:
+    DONE = ("finished", "failed", "stopped")
+
+    def __init__(self, sweep_dir: str | Path, poll_s: float = 2.0):
+        self.sweep_dir, self.poll_s = Path(sweep_dir), poll_s
+        self._announced = set(self._done_now())
+        self._lock = threading.Lock()  # the last poll runs in the main thread while the thread may be polling
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tmexp-job-progress", daemon=True)
+
+    def start(self) -> "JobProgress":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop polling, after a last look: every job done by now gets its line before the summary."""
+        self._stop.set()
+        self.poll()
+
+    def _done_now(self) -> dict[int, Path]:
+        return {num: run_dir for num, run_dir in _job_dirs(self.sweep_dir).items()
+                if (rundir.read_status(run_dir) or {}).get("status") in self.DONE}
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.poll()
+
+    def poll(self) -> list[str]:
+        """Print (and return) a line for each job done since the last poll."""
+        with self._lock:
+            lines = []
+            for num, run_dir in sorted(self._done_now().items()):
+                if num in self._announced:
+                    continue
+                self._announced.add(num)
+                status = rundir.read_status(run_dir) or {}
+                objective = _objective_text(status.get("objective"))
+                details = ", ".join(x for x in (f"{status.get('frames')} frames" if "frames" in status else "",
+                                                objective or "", status.get("error") or "") if x)
+                lines.append(f"job #{num} {status.get('status')}: {' '.join(rundir.read_overrides(run_dir))}"
+                             + (f"  [{details}]" if details else ""))
+            for line in lines:
+                print(line, flush=True)
+            return lines
+
+
+class SweepSummary(Callback):
+    """Hydra callback: a line per job as jobs end, the SLURM queue's word while jobs wait, and the sweep summary at
+    the end of a multirun; exit 1 if any job did not finish.
+
+    Args (``hydra.callbacks.sweep_summary.*``):
+        slurm_report_every_s: how often a line reports the states of waiting SLURM jobs.
+        poll_s: how often the sweep directory and the SLURM queue are looked at.
+    """
+
+    def __init__(self, slurm_report_every_s: float = 60.0, poll_s: float = 5.0) -> None:
         self._config: DictConfig | None = None
         self._reported = False
+        self._slurm_report_every_s, self._poll_s = slurm_report_every_s, poll_s
+        self._watchers: list[Any] = []
+
+    def __getstate__(self) -> dict:
+        # submitit pickles the launcher with Hydra's callbacks for each job: the watchers' threads stay here
+        return {**self.__dict__, "_watchers": []}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from tmexp.launch import slurm
+
         self._config = config
         atexit.register(self._report_at_exit)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        self._watchers.append(JobProgress(sweep_dir, self._poll_s).start())
+        if slurm.is_slurm(config.hydra.launcher):
+            self._watchers.append(slurm.QueueWatcher(sweep_dir, config.hydra.launcher, self._slurm_report_every_s,
+                                                     self._poll_s).start())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._config = config
@@ -174,7 +258,11 @@ class SweepSummary(Callback):
 
     def _report(self) -> bool:
         """Print the summary; return whether every job finished."""
+        from tmexp.launch import search
+
         self._reported = True
+        for watcher in self._watchers:
+            watcher.stop()
         config = self._config
         sweep_dir = Path(str(config.hydra.sweep.dir))
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
@@ -185,4 +273,6 @@ class SweepSummary(Callback):
             expected = None
         results = collect(sweep_dir, expected)
         print(format_summary(sweep_dir, results), flush=True)
+        if search.is_search(config.hydra.sweeper):
+            print("\n".join(search.study_report(config.hydra.sweeper, sweep_dir, config.get("objective"))), flush=True)
         return all(r.ok for r in results)
