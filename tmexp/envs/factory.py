@@ -1,8 +1,10 @@
-"""Build the configured environment backend for one collector."""
+"""Build the configured environment backend for one collector: one car, or a collector's cars as a vector env."""
 
 from __future__ import annotations
 
 import logging
+
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 from tmexp.envs.track import load_map
 
@@ -24,3 +26,24 @@ def make_env(env_cfg, map_cfg, rewards_cfg, seed: int | None = None, collector_i
                         "built-in track of that name, not the game's map (see docs/game.md)", map_cfg.short_name)
         return TmiEnv(track, env_cfg, rewards_cfg, env_cfg.tmi, collector_index=collector_index, seed=seed)
     raise ValueError(f"env.backend is {env_cfg.backend!r}: choose sim or tmi.")
+
+
+def make_vector_env(env_cfg, map_cfg, rewards_cfg, num_envs: int, seed: int | None = None, collector_index: int = 0,
+                    env=None) -> VectorEnv:
+    """``num_envs`` cars of collector ``collector_index`` as one Gymnasium ``VectorEnv`` with autoreset off.
+
+    The caller restarts each car's race itself (``reset(seed=[...], options={"reset_mask": mask})``). The simulator
+    steps its cars as one batch (``SimVecEnv``); the game drives one car per collector, so there ``num_envs`` must
+    be 1. ``env``: a one-car env of this config already built (a probe) to reuse: its track, or the game itself.
+    """
+    if env_cfg.backend == "sim":
+        from tmexp.envs.sim import SimVecEnv
+
+        track = env.track if env is not None else load_map(map_cfg.short_name, map_cfg.reference_line_path)
+        return SimVecEnv(num_envs, track, env_cfg, rewards_cfg, env_cfg.sim, seed=seed,
+                         autoreset_mode=AutoresetMode.DISABLED)
+    if num_envs != 1:
+        raise ValueError(f"env.backend {env_cfg.backend!r} drives one car per collector, not {num_envs}.")
+    one = env if env is not None else make_env(env_cfg, map_cfg, rewards_cfg, seed=seed,
+                                               collector_index=collector_index)
+    return SyncVectorEnv([lambda: one], autoreset_mode=AutoresetMode.DISABLED)
