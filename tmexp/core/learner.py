@@ -35,9 +35,11 @@ log = logging.getLogger(__name__)
 class Learner:
     """Trains a ``Run``: the loop, its stop conditions and what it reports."""
 
-    def __init__(self, run: Run, should_stop: Callable[[], bool] = lambda: False):
+    def __init__(self, run: Run, should_stop: Callable[[], bool] = lambda: False, observers: tuple = ()):
         self.run = run
         self.should_stop = should_stop
+        # Take the console line instead of stdout: update(values, counters, line), and close(...) once at the end.
+        self.observers = list(observers)
         self._interval_reset()
         self._last_logged_step = -1
 
@@ -66,7 +68,7 @@ class Learner:
                 c.training_seconds += now - last_tick
                 last_tick = now
                 if now - last_console >= s.console_every_s:
-                    print(self.console_line(self.snapshot()), flush=True)
+                    self.report(self.snapshot())
                     self.write_status("running")
                     last_console = now
                 if now - last_log >= s.log_every_s:
@@ -81,7 +83,7 @@ class Learner:
             print("interrupted: saving a checkpoint (run again in the same directory to resume)", flush=True)
         finally:
             run.source.stop()
-        print(self.console_line(self.log_scalars()), flush=True)
+        self.report(self.log_scalars(), end=True)
         self.save()
         run.writer.close()
         return reason
@@ -222,6 +224,13 @@ class Learner:
         self.run.writer.flush()
         self._interval_reset()
         return values
+
+    def report(self, values: dict[str, float], end: bool = False) -> None:
+        line = self.console_line(values)
+        if not self.observers:
+            print(line, flush=True)
+        for observer in self.observers:
+            (observer.close if end else observer.update)(values, self.run.counters, line)
 
     def console_line(self, values: dict[str, float]) -> str:
         run, c, m = self.run, self.run.counters, self.run.settings.map_name
