@@ -18,7 +18,8 @@ from tmexp.validation import ConfigError
 
 PRESET = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", "partition": None,
           "cpus_per_task": 10, "tasks_per_node": 1, "gpus_per_node": 1, "mem_gb": 32, "nodes": 1, "timeout_min": 1440}
-NODES = [slurm.Node("a1", "gpu", 32, 256_000, 4, "idle", 2880.0), slurm.Node("a2", "gpu", 32, 256_000, 4, "mixed", 2880.0),
+NODES = [slurm.Node("a1", "gpu", 32, 256_000, 4, "idle", 2880.0),
+         slurm.Node("a2", "gpu", 32, 256_000, 4, "mixed", 2880.0),
          slurm.Node("c1", "cpu", 2, 21_694, 0, "idle", None)]
 
 
@@ -120,7 +121,8 @@ def test_waiting_jobs_are_reported_and_a_limit_they_can_never_meet_stops_the_swe
     out = log_path.read_text()
     assert re.search(r"\[slurm\] \d\d:\d\d:\d\d waiting \d+ s: 2 PENDING \(BeginTime\)", out), out[-3000:]
     error = next(line for line in out.splitlines() if line.startswith("tmexp.train: error:"))
-    assert "can never start: 2 PENDING (PartitionTimeLimit), the request breaks a limit" in error and "cancelled job(s)" in error
+    assert "can never start: 2 PENDING (PartitionTimeLimit), the request breaks a limit" in error
+    assert "cancelled job(s)" in error
     array_id = re.search(r"cancelled job\(s\) (\d+)", error).group(1)
     deadline = time.monotonic() + 30
     while subprocess.run(["squeue", "-h", "-j", array_id], capture_output=True, text=True).stdout.strip():

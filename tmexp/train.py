@@ -40,8 +40,12 @@ register_configs()
 search.install()  # hydra/sweeper=optuna: tmexp's preset and the study's continuation (tmexp/launch/search.py)
 
 
-def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False) -> str:
-    """Run (or resume) one training run in ``run_dir``; return why it stopped."""
+def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers=()) -> str:
+    """Run (or resume) one training run in ``run_dir``; return why it stopped.
+
+    Args:
+        observers: what shows the learner's progress (``tmexp.launch.console``); none: its console line on stdout.
+    """
     from tmexp.core.build import build
     from tmexp.core.learner import Learner
     from tmexp.launch.preemption import preemption_signals
@@ -63,7 +67,7 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False) -> str:
         except BaseException as error:  # e.g. a game that does not start: the sweep summary says why
             rundir.write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}")
             raise
-        learner = Learner(run, should_stop=should_stop)
+        learner = Learner(run, should_stop=should_stop, observers=observers)
         try:
             reason = learner.train()
         except BaseException as error:
@@ -97,6 +101,7 @@ def main(dict_cfg: DictConfig) -> float:
     """The task function: train, then return the run's objective (what a search's trial reports)."""
     from hydra.core.hydra_config import HydraConfig
 
+    from tmexp.launch.console import logging_context, make_console
     from tmexp.launch.preemption import PreemptionWatcher
 
     cfg: Config = OmegaConf.to_object(dict_cfg)
@@ -108,8 +113,11 @@ def main(dict_cfg: DictConfig) -> float:
     slot = None
     if cfg.performance.job_slots and multirun:
         slot = acquire_slot(Path(hydra_cfg.sweep.dir) / ".job_slots", cfg.performance.job_slots)
+    console = make_console(cfg.logger.console, cfg.map.short_name, cfg.training.batch_size, cfg.training.max_frames,
+                           cfg.training.max_minutes)
     try:
-        reason = train(cfg, run_dir, should_stop=lambda: watcher.requested)
+        with logging_context(console):
+            reason = train(cfg, run_dir, should_stop=lambda: watcher.requested, observers=[console])
     finally:
         if slot is not None:
             slot.close()  # frees the slot for the next job (the kernel does it too if this process dies)
