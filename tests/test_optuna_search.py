@@ -87,7 +87,7 @@ def test_a_run_without_a_finished_race_returns_the_cutoff_and_says_so(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     recorded = rundir.read_status(run_dir)["objective"]
     assert recorded == {"name": "best_time", "value": 300.0, "unit": "s",
-                        "note": "no race finished: 300 s, what an unfinished race counts as"}
+                        "note": "no race finished: 300 s, the race cutoff"}
     assert "objective: best_time 300 s (no race finished" in result.stdout + result.stderr
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import traceback
 from pathlib import Path
 
 import hydra
@@ -41,7 +40,8 @@ search.install()  # hydra/sweeper=optuna: tmexp's preset and the study's continu
 
 
 def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers=()) -> str:
-    """Run (or resume) one training run in ``run_dir``; return why it stopped.
+    """Run (or resume) one training run in ``run_dir``; return why it stopped. A run that ended (rather than being
+    preempted) records its ``objective`` in ``status.json``, with its final status.
 
     Args:
         observers: what shows the learner's progress (``tmexp.launch.console``); none: its console line on stdout.
@@ -80,20 +80,16 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers
         if wandb_run is not None:
             wandb_logging.finish(wandb_run, failed)
     status = {"stop_requested": "preempted", "interrupted": "stopped"}.get(reason, "finished")
-    learner.write_status(status)
     log.info("run %s: %s after %d frames, %d batches", run_dir, status, run.counters.frames, run.counters.batches)
-    return reason
-
-
-def record_objective(cfg: Config, run_dir: str | Path) -> objective.ObjectiveValue:
-    """Measure the run's objective from its logs, add it to ``status.json`` and say it."""
+    if reason == "stop_requested":  # it goes on after a requeue: no result yet
+        learner.write_status(status)
+        return reason
     result = objective.measure(run_dir, cfg.objective, cfg.map.short_name)
-    status = rundir.read_status(run_dir) or {}
-    rundir.write_status(run_dir, status.get("status", "finished"), error=status.get("error"),
-                        objective={"name": result.name, "value": result.value, "unit": result.unit,
-                                   "note": result.note})
     log.info("objective: %s", result)
-    return result
+    # with the final status, in one write: whoever sees "finished" sees the objective too
+    learner.write_status(status, objective={"name": result.name, "value": result.value, "unit": result.unit,
+                                            "note": result.note})
+    return reason
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -125,7 +121,7 @@ def main(dict_cfg: DictConfig) -> float:
         watcher.requeue_and_exit()
     if reason == "interrupted" and multirun:
         raise KeyboardInterrupt  # Ctrl-C stops the sweep, not just this job (its checkpoint is saved)
-    return record_objective(cfg, run_dir).value
+    return rundir.read_status(run_dir)["objective"]["value"]
 
 
 # ----- checks before Hydra starts anything ---------------------------------------------------------------------

@@ -88,6 +88,6 @@ def measure(run_dir: str | Path, name: str, map_name: str) -> ObjectiveValue:
     if len(values):
         best = float(values.min() if s.direction == "minimize" else values.max()) * s.scale
     if best == s.no_data:
-        note = f"{s.no_data_means}: {s.no_data:g} {s.unit}, what an unfinished race counts as"
+        note = f"{s.no_data_means}: {s.no_data:g} {s.unit}" + (", the race cutoff" if s.unit == "s" else "")
         return ObjectiveValue(str(name), s.no_data, s.unit, note)
     return ObjectiveValue(str(name), best, s.unit)

@@ -51,8 +51,11 @@ def install() -> None:
     makes the preset the ``optuna`` option. Idempotent."""
     from hydra.core.config_store import ConfigStore
     from hydra.core.plugins import Plugins
-    from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 
+    try:
+        from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+    except ImportError:  # an install without the plugin: hydra/sweeper=optuna is then Hydra's "unknown option"
+        return
     Plugins.instance()
     store = ConfigStore.instance()
     store.repo.get("hydra", {}).get("sweeper", {}).pop("optuna.yaml", None)

@@ -69,20 +69,25 @@ def expected_jobs(sweep_overrides: list[str], sweeper_params: dict[str, Any] | N
     return [list(job) for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
 
 
-def _job_dirs(sweep_dir: Path) -> dict[int, Path]:
-    """Job number -> run directory, from each job's saved Hydra config."""
+def _job_dirs(sweep_dir: Path, known: dict[Path, int] | None = None) -> dict[int, Path]:
+    """Job number -> run directory, from each job's saved Hydra config. ``known``: run directory -> job number
+    already read (a cache that this call extends, for callers that look again and again)."""
     found = {}
+    known = {} if known is None else known
     # Job directories sit one level down (hydra.sweep.subdir=${hydra.job.num}) or two (a nested subdir pattern).
     for hydra_dir in [*sweep_dir.glob(f"*/{rundir.HYDRA}"), *sweep_dir.glob(f"*/*/{rundir.HYDRA}")]:
         run_dir = hydra_dir.parent
         if rundir.SUBMITIT in run_dir.parts:
             continue
-        try:
-            num = OmegaConf.load(rundir.RunDir(run_dir).hydra_yaml).hydra.job.num
-        except Exception:  # a job killed while Hydra wrote the file: judged by its status below
-            continue
-        if isinstance(num, int):
-            found[num] = run_dir
+        if run_dir not in known:
+            try:
+                num = OmegaConf.load(rundir.RunDir(run_dir).hydra_yaml).hydra.job.num
+            except Exception:  # a job killed while Hydra wrote the file: judged by its status below
+                continue
+            if not isinstance(num, int):
+                continue
+            known[run_dir] = num
+        found[known[run_dir]] = run_dir
     return found
 
 
@@ -159,7 +164,9 @@ class JobProgress:
 
     def __init__(self, sweep_dir: str | Path, poll_s: float = 2.0):
         self.sweep_dir, self.poll_s = Path(sweep_dir), poll_s
-        self._announced = set(self._done_now())
+        self._nums: dict[Path, int] = {}  # job directories already identified
+        self._announced: set[int] = set()
+        self._announced.update(self._done_now())
         self._lock = threading.Lock()  # the last poll runs in the main thread while the thread may be polling
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tmexp-job-progress", daemon=True)
@@ -174,8 +181,8 @@ class JobProgress:
         self.poll()
 
     def _done_now(self) -> dict[int, Path]:
-        return {num: run_dir for num, run_dir in _job_dirs(self.sweep_dir).items()
-                if (rundir.read_status(run_dir) or {}).get("status") in self.DONE}
+        return {num: run_dir for num, run_dir in _job_dirs(self.sweep_dir, self._nums).items()
+                if num not in self._announced and (rundir.read_status(run_dir) or {}).get("status") in self.DONE}
 
     def _loop(self) -> None:
         while not self._stop.wait(self.poll_s):
