@@ -11,8 +11,8 @@ classes only from the ``hydra_plugins`` namespace, so tmexp wraps the plugin's m
 - a rerun in the same sweep directory continues the study *and* its job numbers: trial N runs in job directory N,
   so a new trial never lands in (and resumes) an earlier trial's run directory;
 - trials a killed sweep left "running" are marked failed when the study is continued;
-- a study whose trials all failed ends with the sweep summary (every job failed) instead of the plugin's
-  "No trials are completed yet" traceback.
+- a study whose trials all failed ends with the sweep summary (every job failed) instead of a traceback from the
+  plugin asking the study for its best trial.
 
 ``search_jobs`` gives the training CLI's check what to compose before Hydra starts: a search space cannot be
 expanded as a grid, so each parameter's candidate values (a choice's options, an interval's ends) are composed one
