@@ -45,6 +45,12 @@ def test_an_experiment_is_composed_with_its_image_size_and_the_runs_float_count(
     assert result["parameters"] == count_parameters(build_network(cfg.nn, cfg.btr, (1, 64, 64), n_floats(cfg.env)))
 
 
+def test_vs_baseline_times_the_published_baseline_beside_the_experiment(capsys):
+    result = run_json(capsys, "--experiment", "A01_v4_btr", "--vs-baseline", "--batch-size", "2", "--no-naive")
+    assert result["experiment"] == "A01_v4_btr" and result["baseline_samples_per_s"] > 0
+    assert result["cost_per_sample_vs_baseline"] > 0
+
+
 def test_a_bad_benchmark_argument_is_one_line_and_exit_2(capsys):
     assert benchmark.main(["--batch-size", "0"]) == 2
     assert "--batch-size" in capsys.readouterr().err

@@ -39,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -205,7 +206,9 @@ def measure(args, cfg, run, baseline_cfg, tmp: str) -> dict:
     else:
         impls["step"] = step_of(run, batch)
     if baseline_cfg is not None:
-        base_run = build(baseline_cfg, f"{tmp}/baseline")
+        base_dir = Path(tmp) / "baseline"
+        base_dir.mkdir()
+        base_run = build(baseline_cfg, base_dir)
         base_batch = random_batch(b, base_run.spaces.img_shape, base_run.online.float_dim, device)
         impls["baseline"] = step_of(base_run, base_batch)
         base_run.close()
