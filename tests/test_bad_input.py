@@ -39,6 +39,10 @@ CASES = [
     ("unwritable_output_dir", ["hydra.run.dir=/proc/tmexp-cannot-write/run"], "/proc/tmexp-cannot-write/run"),
     ("no_collectors", ["performance.gpu_collectors_count=0"], "performance.gpu_collectors_count"),
     ("negative_job_slots", ["performance.job_slots=-1"], "performance.job_slots"),
+    ("zero_cars_per_collector", ["performance.cars_per_collector=0"], "performance.cars_per_collector"),
+    ("negative_cars_per_collector", ["performance.cars_per_collector=-4"], "performance.cars_per_collector"),
+    ("cars_per_collector_not_an_int", ["performance.cars_per_collector=2.5"], "performance.cars_per_collector"),
+    ("several_cars_per_game", ["env=tmi", "performance.cars_per_collector=4"], "performance.cars_per_collector"),
     ("unknown_backend", ["env.backend=carla"], "env.backend"),
     ("unknown_cnn", ["nn.vis.cnn.type=resnet"], "nn.vis.cnn.type"),
     ("unknown_optimizer", ["training.optimizer=sgd"], "training.optimizer"),
@@ -69,7 +73,8 @@ def test_cuda_requested_without_cuda():
         precheck(["performance.device=cuda"])
 
 
-@pytest.mark.parametrize("override", ["training.batch_size=-5", "nn=huge", "map.reference_line_path=/nope.npy"])
+@pytest.mark.parametrize("override", ["training.batch_size=-5", "nn=huge", "map.reference_line_path=/nope.npy",
+                                      "performance.cars_per_collector=0"])
 def test_cli_exits_non_zero_with_one_line_and_no_run_directory(override, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "tmexp.train", override, f"hydra.run.dir={run_dir}"],

@@ -263,8 +263,9 @@ def test_mini_races_add_the_time_float_to_the_network_and_train(duration_ms, tmp
     from tmexp.core.build import build
     from tmexp.core.learner import Learner
 
+    # One car: races arrive one by one, so that 200 frames hold a few batches (tests/test_collectors.py: K cars).
     cfg = compose_config(TINY + [f"training.temporal_mini_race_duration_ms={duration_ms}", "training.max_frames=200",
-                                 "training.gamma_schedule=[[0,0.99]]"])
+                                 "training.gamma_schedule=[[0,0.99]]", "performance.cars_per_collector=1"])
     run = build(cfg, tmp_path)
     try:
         width = run.online.float_feature_extractor[0].in_features
@@ -279,12 +280,13 @@ def test_mini_races_add_the_time_float_to_the_network_and_train(duration_ms, tmp
 def test_float_inputs_are_standardised_with_the_backends_statistics(normalize, duration_ms, tmp_path):
     from tmexp import rundir
     from tmexp.core.build import build
+    from tmexp.envs.factory import make_env
 
     cfg = compose_config(TINY + [f"nn.normalize_floats={str(normalize).lower()}",
                                  f"training.temporal_mini_race_duration_ms={duration_ms}"])
     run = build(cfg, tmp_path)
     try:
-        mean, std = run.source.collector.env.float_stats()
+        mean, std = make_env(cfg.env, cfg.map, cfg.rewards).float_stats()
         # the run directory records the env's statistics, which a resumed run reads instead of measuring again
         assert (rundir.read_float_stats(tmp_path) is not None) == normalize
         if normalize:

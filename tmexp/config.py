@@ -230,6 +230,9 @@ class PerformanceConfig:
     """``performance``: collectors and weight sharing."""
 
     gpu_collectors_count: int = 2
+    # K: cars one collector drives on the simulator, choosing their K actions with one batched forward pass
+    # (env=tmi chooses 1: one game per collector).
+    cars_per_collector: int = 1
     serial: bool = False  # one collector inside the learner's process (debugging, fast tests)
     max_rollout_queue_size: int = 4
     update_inference_network_every_n_actions: int = 128
@@ -249,9 +252,6 @@ class PerformanceConfig:
 
 
 @dataclass
-class Config:
-    env: EnvConfig = field(default_factory=EnvConfig)
-@dataclass
 class LoggerConfig:
     """``logger``: how a run reports besides TensorBoard (always on): the console and, optionally, W&B."""
 
@@ -264,6 +264,9 @@ class LoggerConfig:
     wandb_mode: WandbMode = WandbMode.online
 
 
+@dataclass
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
     map: MapConfig = field(default_factory=MapConfig)
     nn: NNConfig = field(default_factory=NNConfig)
     btr: BTRConfig = field(default_factory=BTRConfig)
@@ -272,8 +275,8 @@ class LoggerConfig:
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    objective: Objective = Objective.best_time  # the run's result, returned to a search (hydra/sweeper=optuna)
     seed: int = 0
     run_name: str = "default"
 
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    objective: Objective = Objective.best_time  # the run's result, returned to a search (hydra/sweeper=optuna)

@@ -140,6 +140,9 @@ def _check_replay_and_exploration(cfg: Config) -> None:
 def _check_performance(p) -> None:
     _require(p.gpu_collectors_count >= 1,
              f"performance.gpu_collectors_count is {p.gpu_collectors_count}: it must be >= 1.")
+    _require(p.cars_per_collector >= 1,
+             f"performance.cars_per_collector is {p.cars_per_collector}: it must be >= 1 (the cars one collector "
+             "process drives).")
     _require(p.max_rollout_queue_size >= 1, "performance.max_rollout_queue_size must be >= 1.")
     _require(p.job_slots >= 0, f"performance.job_slots is {p.job_slots}: use 0 (no limit) or the number of jobs "
                                "of a multirun that may train at once.")
@@ -165,6 +168,9 @@ def _check_env(cfg: Config) -> None:
     _require(e.cutoff_rollout_if_race_not_finished_within_duration_ms > 0,
              "env.cutoff_rollout_if_race_not_finished_within_duration_ms must be > 0.")
     if e.backend == Backend.tmi:
+        _require(cfg.performance.cars_per_collector == 1,
+                 f"performance.cars_per_collector is {cfg.performance.cars_per_collector}: env=tmi drives one game "
+                 "per collector, so set it to 1 (and performance.gpu_collectors_count to the number of games).")
         _check_game(cfg)
 
 
@@ -201,12 +207,6 @@ def _check_map(cfg) -> None:
         raise ConfigError(str(error)) from error
 
 
-def check_output_dir(path: str | os.PathLike) -> None:
-    """Raise ConfigError unless ``path`` exists as a writable directory or can be created."""
-    target = Path(path).absolute()
-    probe = target
-    while not probe.exists():
-        probe = probe.parent
 def _check_logger(logger) -> None:
     import importlib.util
 
@@ -216,6 +216,12 @@ def _check_logger(logger) -> None:
     _require(bool(logger.wandb_project.strip()), "logger.wandb_project is empty: name the W&B project.")
 
 
+def check_output_dir(path: str | os.PathLike) -> None:
+    """Raise ConfigError unless ``path`` exists as a writable directory or can be created."""
+    target = Path(path).absolute()
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
     if not probe.is_dir():
         raise ConfigError(f"output directory {str(target)!r} cannot be created: {str(probe)!r} is a file. "
                           "Set hydra.run.dir (or hydra.sweep.dir) to a writable directory.")

@@ -2,8 +2,9 @@
 
 Exploration races (Linesight): with probability epsilon a uniform random action; else with probability
 epsilon_boltzmann the argmax of Q perturbed by tau_epsilon_boltzmann * N(0, 1); else the greedy action. Eval races
-are greedy. With NoisyNet heads the exploration comes from the network's noise (resampled every acting step), and
-epsilon / Boltzmann are switched off unless ``btr.noisy_keep_epsilon`` is true; eval races use the mean weights.
+are greedy. With NoisyNet heads the exploration comes from the network's noise (resampled every acting step, one
+sample for the exploring cars of a collector's batched forward pass), and epsilon / Boltzmann are switched off
+unless ``btr.noisy_keep_epsilon`` is true; eval races use the mean weights.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ class MapCycle:
 
     def is_eval(self, race_index: int) -> bool:
         return race_index % (self.explo + self.eval) >= self.explo
+
+    def first_race(self, car: int, cars: int) -> int:
+        """Where car ``car`` of a run's ``cars`` starts in the cycle: staggered evenly, so that the run's eval races
+        come spread out at the cycle's rate rather than all cars' at once."""
+        return car * (self.explo + self.eval) // cars
 
 
 def select_action(

@@ -161,7 +161,8 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
         float_dim=net_float_dim, n_actions=spaces.n_actions, mini_race=bool(mini_race_actions),
         device="cpu" if device.type == "cpu" else str(device), seed=cfg.seed * 7919 + counters.races,
         torch_threads=p.torch_threads_collector, update_every_n_actions=p.update_inference_network_every_n_actions,
-        nice=p.collector_nice, ignore_signals=tuple(ignore_signals),
+        nice=p.collector_nice, ignore_signals=tuple(ignore_signals), cars=p.cars_per_collector,
+        total_cars=p.cars_per_collector * (1 if p.serial else p.gpu_collectors_count),
     )
     source: RolloutSource
     if p.serial:  # the probe env becomes the collector's: no second build of the track

@@ -4,9 +4,17 @@ The boundary is narrow (Acme-style): rollouts go out through ``get``, weights co
 (shared-memory tensors plus a version number) that each collector pulls from every ``update_every_n_actions``
 actions. Two sources share the ``RolloutSource`` interface, so the learner's loop is the same for both:
 
-- ``CollectorPool``: N collector processes feeding one bounded queue; dead collectors are restarted and counted;
-- ``SerialSource`` (``performance.serial``): one ``Collector`` in the learner's process, which plays a race when
-  the learner would otherwise wait, because debugging an asynchronous system is hard.
+- ``CollectorPool``: N collector processes, each sending its races through a pipe of its own; dead collectors are
+  restarted and counted;
+- ``SerialSource`` (``performance.serial``): one ``Collector`` in the learner's process, which plays when the
+  learner would otherwise wait, because debugging an asynchronous system is hard.
+
+A collector drives K cars (``performance.cars_per_collector``; the simulator steps them as one batch) and chooses
+their K actions with one batched forward pass: per action, a car costs a fraction of the network's and the
+simulator's fixed per-call costs. Each car keeps its own races as a one-car collector would: its random stream
+(start jitter, quantile fractions, exploration draws), its place in the map cycle, its race's arrays; a race that
+ends goes to the learner as one rollout. NoisyNet noise is resampled at every batched forward pass, so the
+exploring cars of one collector share each step's noise sample.
 """
 
 from __future__ import annotations
@@ -15,8 +23,11 @@ import logging
 import os
 import queue as queue_module
 import signal
+import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing import connection as mp_connection
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,7 +36,7 @@ import torch
 from tmexp.core.agent import MapCycle, exploration_rates, select_action
 from tmexp.core.networks import build_network
 from tmexp.core.schedules import make_schedule
-from tmexp.envs.factory import make_env
+from tmexp.envs.factory import make_vector_env
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,8 @@ class CollectorSettings:
     nice: int = 0
     mini_race: bool = False
     ignore_signals: tuple[int, ...] = ()  # collector processes leave these to the learner (e.g. preemption's)
+    cars: int = 1  # K, the cars this collector drives
+    total_cars: int = 1  # the run's cars, over which the cars' map cycles are staggered
 
 
 class RolloutSource(Protocol):
@@ -101,8 +114,32 @@ class WeightsSource:
             self.lock.release()
 
 
+@dataclass
+class Car:
+    """One car's races inside a collector: its random stream, its place in the map cycle, the race being played."""
+
+    rng: np.random.Generator
+    race_index: int  # the map-cycle position of its next race
+    racing: bool = False
+    is_eval: bool = False
+    epsilon: float = 0.0
+    epsilon_boltzmann: float = 0.0
+    # The race so far: observations (T + 1 each), then per action (T each).
+    imgs: list = field(default_factory=list)
+    floats: list = field(default_factory=list)
+    actions: list = field(default_factory=list)
+    rewards: list = field(default_factory=list)
+    greedy: list = field(default_factory=list)
+    q_taken: list = field(default_factory=list)
+
+
 class Collector:
-    """One car: an env, an inference copy of the network, and the map cycle of exploration and eval races."""
+    """K cars of one env, an inference copy of the network, and each car's map cycle of exploration and eval races.
+
+    Car k of collector i is car number i * K + k of the run; it draws from ``np.random.default_rng(seed + k)``, so
+    K cars play exactly the races of K one-car collectors seeded seed, seed + 1, ... with the same weights (the
+    network's NoisyNet noise aside).
+    """
 
     def __init__(self, settings: CollectorSettings, index: int, weights: WeightsSource, frames_played, env=None):
         self.s = settings
@@ -110,105 +147,183 @@ class Collector:
         self.weights = weights
         self.frames_played = frames_played  # shared counter written by the learner (schedules follow it)
         self.device = torch.device(settings.device)
-        self.env = env if env is not None else make_env(settings.env, settings.map, settings.rewards,
-                                                        seed=settings.seed, collector_index=index)
-        self.net = build_network(settings.nn, settings.btr, settings.img_shape, settings.float_dim, settings.n_actions)
+        k = settings.cars
+        self.env = make_vector_env(settings.env, settings.map, settings.rewards, k, seed=settings.seed,
+                                   collector_index=index, env=env)
+        self.net = build_network(settings.nn, settings.btr, settings.img_shape, settings.float_dim,
+                                 settings.n_actions)
         self.net.to(self.device)
+        # Only NoisyNet noise and spectral norm's power iteration make train and eval mode differ: without them all
+        # cars share one forward pass, exploring or not.
+        self.modes_differ = settings.btr.use_noisy_linear or settings.nn.vis.cnn.spectral_norm
+        self.net.train(False)
         self.version = -1
-        self.rng = np.random.default_rng(settings.seed)
-        self.race_index = 0
+        self.steps_since_pull = 0
         self.cycle = MapCycle(settings.map.explo_races_per_cycle, settings.map.eval_races_per_cycle)
+        self.cars = [Car(np.random.default_rng(settings.seed + c),
+                         self.cycle.first_race(index * k + c, settings.total_cars))
+                     for c in range(k)]
+        self.taus = np.empty((k, settings.nn.iqn_k), dtype=np.float32)  # each car's quantile fractions, per step
+        self.obs: dict[str, np.ndarray] | None = None  # the cars' latest observations, (K, ...) each
         gss = settings.global_schedule_speed
         self.epsilon = make_schedule(settings.exploration.epsilon_schedule, "exponential", "epsilon", gss)
         self.epsilon_boltzmann = make_schedule(
             settings.exploration.epsilon_boltzmann_schedule, "exponential", "epsilon_boltzmann", gss
         )
 
-    def q_values(self, obs: dict[str, np.ndarray], is_eval: bool) -> np.ndarray:
-        """Mean over iqn_k quantiles of each action's value: (n_actions,)."""
-        img = torch.from_numpy(obs["img"]).unsqueeze(0).to(self.device)  # (1, 1, H, W) uint8
-        floats = torch.from_numpy(obs["floats"]).unsqueeze(0).to(self.device)  # (1, F)
-        if self.s.mini_race:  # act at the start of a mini-race: the value of its whole horizon
-            floats = torch.cat((floats.new_zeros(1, 1), floats), dim=1)
-        self.net.train(not is_eval)  # eval races use NoisyNet mean weights
-        if not is_eval:
-            self.net.reset_noise()
-        with torch.inference_mode():
-            quantiles, _ = self.net(img, floats, self.s.nn.iqn_k)
-        return quantiles.mean(dim=1)[0].float().cpu().numpy()
+    def play_races(self) -> list[Rollout]:
+        """Step every car until at least one race ends; return the races that ended."""
+        ended: list[Rollout] = []
+        while not ended:
+            ended = self.step()
+        return ended
 
-    def play_race(self) -> Rollout:
-        """Play one race to its end (finish or cutoff) and return it as arrays."""
-        is_eval = self.cycle.is_eval(self.race_index)
-        self.race_index += 1
+    def step(self) -> list[Rollout]:
+        """One action for every car (a car whose race ended starts a new one first); return the races that ended."""
+        starting = [c for c, car in enumerate(self.cars) if not car.racing]
+        if starting:
+            self._start_races(starting)
+        if starting or self.steps_since_pull >= self.s.update_every_n_actions:
+            self.version = self.weights.pull_into(self.net, self.version)
+            self.steps_since_pull = 0
+        self.steps_since_pull += 1
+        q = self.q_values(self.obs, np.array([car.is_eval for car in self.cars]))
+        actions = np.empty(len(self.cars), dtype=np.int64)
+        for c, car in enumerate(self.cars):
+            action, is_greedy = select_action(q[c], car.rng, car.epsilon, car.epsilon_boltzmann,
+                                              self.s.exploration.tau_epsilon_boltzmann)
+            actions[c] = action
+            car.actions.append(action)
+            car.greedy.append(is_greedy)
+            car.q_taken.append(q[c, action])
+        try:
+            obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        except ConnectionError:  # a game connection lost mid-race: its race is dropped whole
+            self.drop_races()
+            raise
+        self.obs = obs
+        ended = []
+        for c, car in enumerate(self.cars):
+            car.imgs.append(obs["img"][c])
+            car.floats.append(obs["floats"][c])
+            car.rewards.append(rewards[c])
+            if terminated[c] or truncated[c]:
+                ended.append(self._rollout(c, bool(terminated[c]), infos))
+                car.racing = False
+        return ended
+
+    def _start_races(self, which: list[int]) -> None:
+        """Put the cars ``which`` on the start line, each with its next race of the map cycle."""
         frames = float(self.frames_played.value)
         epsilon, epsilon_boltzmann = exploration_rates(
-            self.epsilon(frames), self.epsilon_boltzmann(frames), self.s.btr.use_noisy_linear, self.s.btr.noisy_keep_epsilon
+            self.epsilon(frames), self.epsilon_boltzmann(frames), self.s.btr.use_noisy_linear,
+            self.s.btr.noisy_keep_epsilon
         )
-        if is_eval:
-            epsilon = epsilon_boltzmann = 0.0
-        obs, info = self.env.reset(seed=int(self.rng.integers(2**31)))
-        imgs, floats, actions, rewards, greedy, q_taken = [obs["img"]], [obs["floats"]], [], [], [], []
-        terminated = truncated = False
-        step = 0
-        while not (terminated or truncated):
-            if step % self.s.update_every_n_actions == 0:
-                self.version = self.weights.pull_into(self.net, self.version)
-            q = self.q_values(obs, is_eval)
-            action, is_greedy = select_action(
-                q, self.rng, epsilon, epsilon_boltzmann, self.s.exploration.tau_epsilon_boltzmann
-            )
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            imgs.append(obs["img"])
-            floats.append(obs["floats"])
-            actions.append(action)
-            rewards.append(reward)
-            greedy.append(is_greedy)
-            q_taken.append(q[action])
-            step += 1
+        seeds: list[int | None] = [None] * len(self.cars)
+        mask = np.zeros(len(self.cars), dtype=bool)
+        for c in which:
+            car = self.cars[c]
+            car.is_eval = self.cycle.is_eval(car.race_index)
+            car.race_index += 1
+            car.epsilon, car.epsilon_boltzmann = (0.0, 0.0) if car.is_eval else (epsilon, epsilon_boltzmann)
+            seeds[c] = int(car.rng.integers(2**31))
+            mask[c] = True
+        obs, _ = self.env.reset(seed=seeds, options={"reset_mask": mask})
+        self.obs = obs
+        for c in which:
+            car = self.cars[c]
+            car.imgs, car.floats = [obs["img"][c]], [obs["floats"][c]]
+            car.actions, car.rewards, car.greedy, car.q_taken = [], [], [], []
+            car.racing = True
+
+    def drop_races(self) -> None:
+        """Abandon every race in progress (each car starts a new one at the next step)."""
+        for car in self.cars:
+            car.racing = False
+
+    def q_values(self, obs: dict[str, np.ndarray], is_eval: np.ndarray) -> np.ndarray:
+        """Each car's mean over iqn_k quantiles of each action's value: (K, n_actions).
+
+        Args:
+            obs: {"img": uint8 (K, 1, H, W), "floats": float32 (K, F)}.
+            is_eval: bool (K,): cars in an eval race, which use NoisyNet's mean weights.
+        """
+        for c, car in enumerate(self.cars):  # each car's own taus: its races do not depend on the others'
+            car.rng.random(dtype=np.float32, out=self.taus[c])
+        img = torch.from_numpy(obs["img"]).to(self.device)
+        floats = torch.from_numpy(obs["floats"]).to(self.device)
+        if self.s.mini_race:  # act at the start of a mini-race: the value of its whole horizon
+            floats = torch.cat((floats.new_zeros(len(floats), 1), floats), dim=1)
+        taus = torch.from_numpy(self.taus).to(self.device)
+        if self.modes_differ:
+            groups = [(np.flatnonzero(~is_eval), False), (np.flatnonzero(is_eval), True)]
+        else:
+            groups = [(np.arange(len(self.cars)), True)]
+        q = np.empty((len(self.cars), self.s.n_actions), dtype=np.float32)
+        for rows, eval_mode in groups:
+            if len(rows) == 0:
+                continue
+            if self.net.training == eval_mode:  # train() walks every module: only when the mode changes
+                self.net.train(not eval_mode)
+            if not eval_mode and self.s.btr.use_noisy_linear:
+                self.net.reset_noise()
+            pick = slice(None) if len(rows) == len(self.cars) else torch.from_numpy(rows)
+            with torch.inference_mode():
+                quantiles, _ = self.net(img[pick], floats[pick], self.s.nn.iqn_k, taus=taus[pick])
+            q[rows] = quantiles.mean(dim=1).float().cpu().numpy()
+        return q
+
+    def _rollout(self, c: int, terminated: bool, infos: dict[str, Any]) -> Rollout:
+        """Car ``c``'s race that just ended, as arrays."""
+        car = self.cars[c]
+
+        def info(key: str, default: Any = None) -> Any:
+            values = infos.get(key)
+            return default if values is None else values[c]
+
         return {
-            "img": np.stack(imgs),  # uint8 (T + 1, 1, H, W)
-            "floats": np.stack(floats).astype(np.float32),  # (T + 1, F)
-            "actions": np.asarray(actions, dtype=np.int64),
-            "rewards": np.asarray(rewards, dtype=np.float32),
-            "greedy": np.asarray(greedy, dtype=bool),
-            "q_taken": np.asarray(q_taken, dtype=np.float32),
-            "terminated": bool(terminated),
-            "finished": bool(info.get("finished", terminated)),
-            "race_time_ms": int(info["race_time_ms"]),
-            "progress_m": float(info.get("progress_m", 0.0)),
-            "cp_times": list(info.get("cp_times", [])),
-            "cutoff": info.get("cutoff"),
-            "is_eval": is_eval,
+            "img": np.stack(car.imgs),  # uint8 (T + 1, 1, H, W)
+            "floats": np.stack(car.floats).astype(np.float32),  # (T + 1, F)
+            "actions": np.asarray(car.actions, dtype=np.int64),
+            "rewards": np.asarray(car.rewards, dtype=np.float32),
+            "greedy": np.asarray(car.greedy, dtype=bool),
+            "q_taken": np.asarray(car.q_taken, dtype=np.float32),
+            "terminated": terminated,
+            "finished": bool(info("finished", terminated)),
+            "race_time_ms": int(info("race_time_ms")),
+            "progress_m": float(info("progress_m", 0.0)),
+            "cp_times": list(info("cp_times", [])),
+            "cutoff": info("cutoff"),
+            "is_eval": car.is_eval,
             "collector": self.index,
+            "car": self.index * self.s.cars + c,
             "weights_version": self.version,
         }
 
     def close(self) -> None:
-        close = getattr(self.env, "close", None)
-        if close is not None:
-            close()
+        self.env.close()
 
 
 class SerialSource:
-    """One collector in the learner's process: no race is ever waiting, so asked to wait for one, it plays one."""
+    """One collector in the learner's process: asked to wait for a race, it plays until one ends (its cars' races
+    that end together wait for the next calls)."""
 
     restarts = 0
 
     def __init__(self, collector: Collector):
         self.collector = collector
+        self.ended: deque[Rollout] = deque()
 
     def start(self) -> None:
         pass
 
     def get(self, timeout: float) -> Rollout | None:
-        if timeout <= 0:
-            return None
-        try:
-            return self.collector.play_race()
-        except ConnectionError as error:  # a game connection lost mid-race: drop the race whole
-            log.warning("discarded a rollout: %s", error)
-            return None
+        if not self.ended and timeout > 0:
+            try:
+                self.ended.extend(self.collector.play_races())
+            except ConnectionError as error:  # a game connection lost mid-race: drop the race whole
+                log.warning("discarded a rollout: %s", error)
+        return self.ended.popleft() if self.ended else None
 
     def check_alive(self) -> None:
         pass
@@ -220,7 +335,8 @@ class SerialSource:
         self.collector.close()
 
 
-def _collector_process(settings: CollectorSettings, index: int, rollouts, weights, frames_played, stop) -> None:
+def _collector_process(settings: CollectorSettings, index: int, conn, queue_size: int, weights, frames_played,
+                       stop) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle: it stops the collectors
     for signum in settings.ignore_signals:  # so is preemption: the learner saves, then stops the collectors
         signal.signal(signum, signal.SIG_IGN)
@@ -230,32 +346,49 @@ def _collector_process(settings: CollectorSettings, index: int, rollouts, weight
     try:
         collector = Collector(settings, index, weights, frames_played)
     except Exception as error:  # report why (e.g. a game that cannot start) instead of dying silently
-        rollouts.put({"error": f"collector {index} could not start: {error}", "collector": index})
+        conn.send({"error": f"collector {index} could not start: {error}", "collector": index})
         raise
     parent = os.getppid()
-    # Exiting must never wait for the queue's feeder thread to hand over a race nobody will read (learner gone).
-    rollouts.cancel_join_thread()
+    # Races wait in a bounded outbox while a thread sends them, so the cars play on while the learner trains. The
+    # thread is a daemon: exiting never waits for it to hand over a race nobody will read (learner gone).
+    outbox: queue_module.Queue = queue_module.Queue(maxsize=max(1, queue_size))
+
+    def send_races() -> None:
+        while True:
+            try:
+                conn.send(outbox.get())
+            except OSError:  # the learner closed its end
+                return
+
+    threading.Thread(target=send_races, name="tmexp-rollout-sender", daemon=True).start()
 
     def orphaned() -> bool:  # the learner was killed without a chance to stop us: stop too
         return os.getppid() != parent
 
     while not stop.is_set() and not orphaned():
         try:
-            rollout = collector.play_race()
+            ended = collector.play_races()
         except ConnectionError as error:  # a game connection lost mid-race: the rollout is discarded whole
             log.warning("collector %d discarded a rollout: %s", index, error)
             continue
-        while not stop.is_set() and not orphaned():
-            try:
-                rollouts.put(rollout, timeout=0.5)
-                break
-            except queue_module.Full:
-                continue
+        for rollout in ended:
+            while not stop.is_set() and not orphaned():
+                try:
+                    outbox.put(rollout, timeout=0.5)
+                    break
+                except queue_module.Full:
+                    continue
     collector.close()
 
 
 class CollectorPool:
-    """N collector processes feeding one bounded rollout queue; dead collectors are restarted and counted."""
+    """N collector processes (K cars each), each sending its races through a pipe of its own; dead collectors are
+    restarted and counted.
+
+    A pipe per collector, whose writing end only its collector holds: a collector that dies while sending a race
+    leaves a broken pipe that reads as closed (never a half-read race that blocks the learner, or a lock held by the
+    dead that blocks the others, as one shared queue would); its replacement gets a new pipe.
+    """
 
     def __init__(self, settings: CollectorSettings, count: int, weights: WeightsSource, frames_played, ctx,
                  queue_size: int):
@@ -264,39 +397,53 @@ class CollectorPool:
         self.weights = weights
         self.frames_played = frames_played
         self.ctx = ctx
-        self.rollouts = ctx.Queue(maxsize=max(1, queue_size))
+        self.queue_size = queue_size  # races a collector may hold waiting for the learner
         self.stop_event = ctx.Event()
         self.processes: list[Any] = [None] * count
+        self.pipes: list[Any] = [None] * count  # the reading end of each collector's pipe; None once it closed
         self.restarts = 0
         self.failures_without_rollout = [0] * count
         self.last_error: str | None = None
 
     def _start(self, index: int) -> None:
         s = self.settings
-        settings = CollectorSettings(**{**s.__dict__, "seed": s.seed * 1000 + index + 97 * self.restarts})
+        # Car k of collector i draws from seed + i * K + k: one-car collectors keep their seeds of before.
+        settings = CollectorSettings(**{**s.__dict__, "seed": s.seed * 1000 + index * s.cars + 97 * self.restarts})
+        reader, writer = self.ctx.Pipe(duplex=False)
         p = self.ctx.Process(
             target=_collector_process,
-            args=(settings, index, self.rollouts, self.weights, self.frames_played, self.stop_event),
+            args=(settings, index, writer, self.queue_size, self.weights, self.frames_played, self.stop_event),
             name=f"tmexp-collector-{index}",
             daemon=True,
         )
         p.start()
-        self.processes[index] = p
+        writer.close()  # the collector holds the only writing end now
+        if self.pipes[index] is not None:
+            self.pipes[index].close()
+        self.processes[index], self.pipes[index] = p, reader
 
     def start(self) -> None:
         for i in range(self.count):
             self._start(i)
 
     def get(self, timeout: float) -> Rollout | None:
-        try:
-            item = self.rollouts.get(timeout=timeout) if timeout > 0 else self.rollouts.get_nowait()
-        except queue_module.Empty:
-            return None
-        if "error" in item:
-            self.last_error = item["error"]
-            return None
-        self.failures_without_rollout[item["collector"]] = 0
-        return item
+        open_pipes = [pipe for pipe in self.pipes if pipe is not None]
+        for pipe in mp_connection.wait(open_pipes, timeout=max(0.0, timeout)) if open_pipes else []:
+            index = self.pipes.index(pipe)
+            try:
+                item = pipe.recv()
+            except (EOFError, OSError):  # its collector died (mid-race or mid-send): check_alive restarts it
+                pipe.close()
+                self.pipes[index] = None
+                continue
+            if "error" in item:
+                self.last_error = item["error"]
+                continue
+            self.failures_without_rollout[index] = 0
+            return item
+        if not open_pipes and timeout > 0:
+            time.sleep(min(timeout, 0.1))  # every collector is down: wait for check_alive to restart them
+        return None
 
     def check_alive(self) -> None:
         """Restart collectors that died; give up when one keeps dying before delivering any race."""
@@ -314,18 +461,20 @@ class CollectorPool:
 
     def stop(self) -> None:
         self.stop_event.set()
+        # Collectors see the event between races (an outbox put gives up within 0.5 s); their pipes are not read.
         deadline = time.time() + 5
-        while time.time() < deadline and any(p is not None and p.is_alive() for p in self.processes):
-            try:  # unblock collectors waiting on a full queue
-                self.rollouts.get(timeout=0.1)
-            except queue_module.Empty:
-                pass
+        for p in self.processes:
+            if p is not None:
+                p.join(timeout=max(0.0, deadline - time.time()))
         for p in self.processes:
             if p is not None and p.is_alive():
                 p.terminate()
             if p is not None:
                 p.join(timeout=2)
-        self.rollouts.cancel_join_thread()
+        for i, pipe in enumerate(self.pipes):
+            if pipe is not None:
+                pipe.close()
+                self.pipes[i] = None
 
     def close(self) -> None:
         self.stop()
