@@ -185,9 +185,11 @@ class TrainingConfig:
     temporal_mini_race_duration_ms: int = 0
     oversample_long_term_steps: int = 40
     oversample_maximum_term_steps: int = 5
-    # The end of a race cut off for making no progress (tmexp/core/replay.py). A stalled car's last observation
-    # looks like the start line, so a bootstrap values the stall as a race about to be driven; "zero" would make
-    # stopping pay, since every action costs time. README, "Learning".
+    # The end of a race cut off for making no progress (tmexp/core/replay.py): "bootstrap" is Linesight's (a
+    # truncation), kept for the published experiments; the default run values the stall as "stuck"
+    # (conf/training/cpu.yaml), since a bootstrap from a stopped car's last observation, a state no race goes on
+    # from, valued stalls above driving; "zero" would make stopping pay, every action costing time. README, "The
+    # stall at the start".
     no_progress_cutoff_value: CutoffValue = CutoffValue.bootstrap
     max_frames: int = 0  # 0 = no limit
     max_minutes: float = 0.0  # 0 = no limit
@@ -229,10 +231,12 @@ class RewardsConfig(RewardSpec):
 class PerformanceConfig:
     """``performance``: collectors and weight sharing."""
 
-    gpu_collectors_count: int = 2
+    # One collector process driving 16 cars (batched: a car costs a fraction of what a process of its own costs)
+    # leaves the learner the rest of the machine; the README's benchmark notes say why 16.
+    gpu_collectors_count: int = 1
     # K: cars one collector drives on the simulator, choosing their K actions with one batched forward pass
     # (env=tmi chooses 1: one game per collector).
-    cars_per_collector: int = 1
+    cars_per_collector: int = 16
     serial: bool = False  # one collector inside the learner's process (debugging, fast tests)
     max_rollout_queue_size: int = 4
     update_inference_network_every_n_actions: int = 128
