@@ -1,6 +1,7 @@
 """``python -m tmexp.bench NAME [options]``: the project's benchmarks.
 
     sim        simulator steps/s, one car and 64 cars batched; memory for a ~10 km track
+    collect    frames/s of one collector on one core driving K = 1 and K = 16 cars
     learner    samples/s of one training step of the default run (or an experiment) vs a plain eager one
     learning   one training run per seed: first finish, best times, stalls, throughput (from the runs' logs)
     analysis   TensorBoard log loading vs tbparse
@@ -17,6 +18,7 @@ import sys
 
 BENCHMARKS = {
     "sim": "tmexp.bench.sim",
+    "collect": "tmexp.bench.collect",
     "learner": "tmexp.bench.learner",
     "learning": "tmexp.bench.learning",
     "analysis": "tmexp.bench.analysis",
