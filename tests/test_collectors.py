@@ -232,3 +232,26 @@ def test_the_game_backend_drives_one_car_per_collector():
     assert cfg.performance.cars_per_collector == 1  # env=tmi chooses it, whatever the simulator's default
     with pytest.raises(ValueError, match="one car per collector"):
         make_vector_env(cfg.env, cfg.map, cfg.rewards, 2)
+
+
+def test_the_collect_benchmark_times_the_real_collector_for_each_k(capsys, one_thread):
+    import json
+
+    from tmexp.bench.collect import main
+
+    assert main(["--experiment", "smoke", "--cars", "1,2", "--seconds", "0.2", "--rounds", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["experiment"] == "smoke" and result["iqn_k"] == 8 and result["torch_threads"] == 1
+    for k in (1, 2):
+        assert result[f"frames_per_s_k{k}"] > 0 and result[f"frames_per_cpu_s_k{k}"] > 0
+    assert result["ratio_k2_vs_k1"] > 0
+
+
+@pytest.mark.parametrize("argv, names", [(["--cars", "0"], "--cars"), (["--cars", "1,x"], "--cars"),
+                                         (["performance.cars_per_collector=-1"], "performance.cars_per_collector")])
+def test_the_collect_benchmark_refuses_bad_options_in_one_line(argv, names, capsys):
+    from tmexp.bench.collect import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert names in err and "\n" not in err and err.startswith("tmexp.bench collect: error:")
