@@ -23,15 +23,15 @@ from pathlib import Path
 
 import hydra
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import ValidationError
+from omegaconf import DictConfig, OmegaConf
 
 from tmexp import rundir
 from tmexp.compose import compose_config, register_configs  # compose_config stays importable from here too
 from tmexp.config import Config
-from tmexp.launch import objective, search, slurm
+from tmexp.launch import objective, search
 from tmexp.launch.job_slots import acquire_slot
-from tmexp.validation import ConfigError, check_config, check_output_dir, choice_message, choice_type
+from tmexp.launch.precheck import precheck  # importable from here too (tests, scripts)
+from tmexp.validation import ConfigError, check_config
 
 log = logging.getLogger("tmexp.train")
 
@@ -122,133 +122,6 @@ def main(dict_cfg: DictConfig) -> float:
     if reason == "interrupted" and multirun:
         raise KeyboardInterrupt  # Ctrl-C stops the sweep, not just this job (its checkpoint is saved)
     return rundir.read_status(run_dir)["objective"]["value"]
-
-
-# ----- checks before Hydra starts anything ---------------------------------------------------------------------
-_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
-
-
-def _one_line(error: BaseException) -> str:
-    """A composition error as one line; a value outside a closed set of the schema as check_config words it."""
-    cause = error
-    while cause is not None:
-        if isinstance(cause, ValidationError) and cause.full_key and choice_type(cause.full_key) is not None:
-            return choice_message(cause.full_key, cause.value, choice_type(cause.full_key))
-        cause = cause.__cause__
-    parts = []
-    while error is not None:
-        text = " ".join(str(error).split())
-        if text and text not in parts:
-            parts.append(text)
-        error = error.__cause__
-    return "; ".join(parts) or type(error).__name__
-
-
-def _split_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
-    """Return (overrides, multirun, print_only) from a ``python -m tmexp.train`` command line."""
-    overrides, multirun, print_only, skip = [], False, False, False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if arg in ("--multirun", "-m"):
-            multirun = True
-        elif arg in ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                     "--config-dir", "-cd", "--experimental-rerun"):
-            print_only = print_only or arg in ("--cfg", "-c")
-            skip = True
-        elif arg.startswith("-"):
-            print_only = print_only or arg.startswith("--cfg")
-        else:
-            overrides.append(arg)
-    return overrides, multirun, print_only
-
-
-def _expand(overrides: list[str]) -> list[list[str]]:
-    """Every job's override list: the cartesian product of the sweeps, as Hydra's basic sweeper forms it."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    for override in parsed:
-        if override.is_interval_sweep():
-            raise ConfigError(f"{override.input_line} is a search space, which a grid cannot expand: add "
-                              "hydra/sweeper=optuna to search it, or list values (a,b,c) for a grid.")
-    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
-    return [list(job) for batch in batches for job in batch] or [[]]
-
-
-def _multirun_jobs(overrides: list[str]) -> tuple[list[list[str]], bool]:
-    """What to compose and check for a --multirun: every job of a grid, or a search's candidate values; and whether
-    it is a search (``hydra/sweeper=optuna``, which draws its trials as it goes)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    fixed = [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if not o.is_sweep_override()]
-    base = compose_config(fixed, return_hydra_config=True)
-    if search.is_search(base.hydra.sweeper):
-        search.check_search(overrides, base.hydra.sweeper, base.objective)
-        return search.search_jobs(overrides, base.hydra.sweeper), True
-    jobs = _expand(overrides)
-    first = compose_config(jobs[0], return_hydra_config=True)
-    if first.hydra.sweeper.get("params"):
-        extra = [f"{k}={v}" for k, v in first.hydra.sweeper.params.items()]
-        jobs = [job + more for job in jobs for more in _expand(extra)]
-    return jobs, False
-
-
-def _check_resume(cfg: Config, run_dir: Path) -> None:
-    """A run directory that holds a checkpoint is resumed: its network and task must match this command's."""
-    from tmexp.core.checkpoint import ResumeMismatch, check_resumable, has_checkpoint, resume_structure
-
-    saved = rundir.read_resolved_config(run_dir)
-    if has_checkpoint(run_dir) and saved is not None:
-        try:
-            check_resumable(resume_structure(saved), resume_structure(cfg), run_dir)
-        except ResumeMismatch as error:
-            raise ConfigError(str(error)) from error
-
-
-def _sweep_job_dir(hydra_node: DictConfig, index: int) -> Path:
-    """Where job ``index`` of a multirun will run: ``hydra.sweep.dir / hydra.sweep.subdir`` as Hydra resolves it
-    (``${hydra.job.num}`` by default; a subdir such as ``${run_name}/seed${seed}`` resolves from the job's config)."""
-    with open_dict(hydra_node):
-        hydra_node.job.num = index
-    try:
-        subdir = str(hydra_node.sweep.subdir)
-    except Exception:  # an interpolation only the launcher can resolve: Hydra's default layout
-        subdir = str(index)
-    return Path(hydra_node.sweep.dir) / subdir
-
-
-def precheck(argv: list[str]) -> int:
-    """Compose and check every job of the command line; return the number of jobs (raises ConfigError)."""
-    if any(a in _INFO_FLAGS for a in argv):
-        return 0
-    overrides, multirun, print_only = _split_argv(argv)
-    try:
-        jobs, searching = _multirun_jobs(overrides) if multirun else ([overrides], False)
-        launcher = None
-        for index, job in enumerate(jobs):
-            dict_cfg = compose_config(job, return_hydra_config=True)
-            if print_only:
-                continue
-            hydra_node = dict_cfg.hydra
-            launcher = hydra_node.launcher
-            with open_dict(dict_cfg):
-                del dict_cfg["hydra"]
-            cfg = OmegaConf.to_object(dict_cfg)
-            check_config(cfg)
-            check_output_dir(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
-            if not searching:  # a search's trials get new job directories, numbered after the study's trials
-                run_dir = _sweep_job_dir(hydra_node, index) if multirun else Path(hydra_node.run.dir)
-                _check_resume(cfg, run_dir)
-        if multirun and slurm.is_slurm(launcher):
-            slurm.check_request(launcher)
-    except ConfigError:
-        raise
-    except Exception as error:  # Hydra / OmegaConf composition errors: unknown key, bad type, unknown option
-        raise ConfigError(_one_line(error)) from error
-    return len(jobs)
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -100,7 +100,7 @@ def time_call(fn, iters: int, device) -> float:
 def compose_run(experiment: str | None, overrides: list[str]):
     """The run's config: ``+experiment=NAME`` (when given) and the overrides, checked as ``tmexp.train`` checks."""
     from tmexp.compose import compose_config
-    from tmexp.train import precheck
+    from tmexp.launch.precheck import precheck
     from tmexp.validation import ConfigError
 
     argv = ([f"+experiment={experiment}"] if experiment else []) + list(overrides)

@@ -219,7 +219,7 @@ def run_overrides(seed: int, minutes: float, run_dir: Path, overrides: list[str]
 
 def check_runs(seeds: list[int], minutes: float, out: Path, overrides: list[str]) -> None:
     """Compose and check every seed's run before any starts (``tmexp.train``'s own checks)."""
-    from tmexp.train import precheck
+    from tmexp.launch.precheck import precheck
     from tmexp.validation import ConfigError
 
     for seed in seeds:
