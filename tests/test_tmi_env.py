@@ -340,12 +340,12 @@ def test_collector_discards_a_cut_race_whole_and_plays_the_next_one(track):
         weights = WeightsSource(build_network(cfg.nn, cfg.btr, img_shape, float_dim, 12), ctx)
         collector = Collector(settings, 0, weights, ctx.Value("q", 0))
         with pytest.raises(ConnectionError):
-            collector.play_race()
-        rollout = collector.play_race()  # reset() reconnected: a whole race from race time 0
+            collector.play_races()
+        rollout, = collector.play_races()  # one car; reset() reconnected: a whole race from race time 0
         n = len(rollout["actions"])
         assert n > 30 and rollout["img"].shape[0] == rollout["floats"].shape[0] == n + 1
         assert rollout["race_time_ms"] == 50 * n or rollout["finished"]
-        assert collector.env.races_discarded == 1
+        assert collector.env.envs[0].races_discarded == 1  # the game's one car, in a one-env vector env
         collector.close()
     finally:
         fake.stop()
