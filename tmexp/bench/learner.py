@@ -26,8 +26,10 @@ Where the step saves work over the plain one:
 - broadcast instead of repeat for state * phi(tau); in-place activations where autograd allows;
 - foreach RAdam / Adam, foreach gradient clipping and weight decay.
 Tried without gain: torch.compile of both networks (``--compile``: long compile, same step time on CPU, for the
-default network at batch 64 as for Linesight's at 512). Not used: bfloat16 autocast on CPU (the design keeps AMP to
-CUDA).
+default network at batch 64 as for Linesight's at 512); the optimiser on one flat tensor of all parameters (a few
+percent: the step is the convolutions' and matrix products' arithmetic); sampling in a background thread (the
+``loop`` figure shows what sampling and batch assembly cost). Not used: bfloat16 autocast on CPU (the design keeps
+AMP to CUDA).
 """
 
 from __future__ import annotations
