@@ -227,8 +227,8 @@ def test_a_mini_race_values_a_stuck_car_until_the_mini_race_ends():
     buf.add(tr)
     rows = np.array([7, 8, 9, 0])  # the three transitions reaching the cutoff (k = 3, 2, 1), and one inside the race
     batch = {k: v[rows] for k, v in {
-        "floats": buf.floats, "next_floats": buf.next_floats, "reward": buf.reward, "reward_partial": buf.reward_partial,
-        "n_steps": buf.n_steps, "terminal": buf.terminal, "gamma_n": buf.gamma_n,
+        "floats": buf.floats, "next_floats": buf.next_floats, "reward": buf.reward,
+        "reward_partial": buf.reward_partial, "n_steps": buf.n_steps, "terminal": buf.terminal, "gamma_n": buf.gamma_n,
         "stuck_actions": buf.stuck_actions}.items()}
     # t = 0, 2, 5, 0 in a mini-race of 8 actions (M = 5, L = 0: t = u - 5)
     out = mini_race_batch(batch, FixedDraws([5, 7, 10, 5]), duration=8, oversample_long_term_steps=0,

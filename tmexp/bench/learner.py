@@ -142,7 +142,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--vs-baseline", action="store_true",
                    help=f"also time the step of {BASELINE} at the same batch size (cost per sample ratio)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("overrides", nargs="*", help="tmexp.train overrides (e.g. training.temporal_mini_race_duration_ms=7000)")
+    p.add_argument("overrides", nargs="*",
+                   help="tmexp.train overrides (e.g. training.temporal_mini_race_duration_ms=7000)")
     args = p.parse_args(argv)
     if (args.batch_size is not None and args.batch_size < 1) or args.rounds < 1 or args.iters < 1 or args.warmup < 0:
         raise BenchmarkError("--batch-size, --rounds and --iters must be positive integers and --warmup not negative; "

@@ -186,7 +186,8 @@ def mini_race_batch(
     out["reward"] = reward.astype(np.float32)
     out["terminal"] = np.where(t + k >= duration, 1.0, batch["terminal"]).astype(np.float32)
     out["floats"] = np.concatenate(((t / duration).astype(np.float32)[:, None], batch["floats"]), axis=1)
-    out["next_floats"] = np.concatenate((((t + k) / duration).astype(np.float32)[:, None], batch["next_floats"]), axis=1)
+    next_t = ((t + k) / duration).astype(np.float32)[:, None]
+    out["next_floats"] = np.concatenate((next_t, batch["next_floats"]), axis=1)
     return out
 
 
