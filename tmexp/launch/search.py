@@ -238,7 +238,8 @@ def study_report(sweeper: DictConfig, sweep_dir: Path, objective_name: str | Non
     name = study.user_attrs.get(OBJECTIVE_ATTR, objective_name or "value")
     unit = objective.spec(name).unit if name in objective.OBJECTIVES else ""
     states = [t.state.name.lower() for t in study.trials]
-    counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
+    rank = {s: i for i, s in enumerate(("complete", "fail", "pruned", "running", "waiting"))}  # whatever ran first
+    counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states), key=lambda s: (rank.get(s, len(rank)), s)))
     lines = [f"optuna study {study.study_name!r} ({sweeper.storage}): {len(states)} trials ({counts}); "
              f"objective {name}, {study.directions[0].name.lower()}d"]
     for t in study.trials:
