@@ -191,6 +191,12 @@ class TrainingConfig:
     # from, valued stalls above driving; "zero" would make stopping pay, every action costing time. README, "The
     # stall at the start".
     no_progress_cutoff_value: CutoffValue = CutoffValue.bootstrap
+    # Collectors pause while the learner has trained on fewer than this many samples per transition played since
+    # learning started (0 = never: Linesight's collectors play at the game's pace). On the simulator one collector
+    # of 16 cars plays about 3,400 frames/s, several times what a CPU learner trains on, and every schedule counts
+    # frames; the default run keeps 4 (conf/training/cpu.yaml). The learner's own bound is
+    # memory.number_times_single_memory_is_used_before_discard.
+    min_replay_ratio: float = 0.0
     max_frames: int = 0  # 0 = no limit
     max_minutes: float = 0.0  # 0 = no limit
     checkpoint_every_minutes: float = 5.0

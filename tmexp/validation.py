@@ -120,6 +120,10 @@ def _check_replay_and_exploration(cfg: Config) -> None:
     t, m = cfg.training, cfg.memory
     _require(m.number_times_single_memory_is_used_before_discard > 0,
              "memory.number_times_single_memory_is_used_before_discard must be > 0.")
+    _require(0 <= t.min_replay_ratio <= m.number_times_single_memory_is_used_before_discard,
+             f"training.min_replay_ratio is {t.min_replay_ratio}: it must lie between 0 (collectors never "
+             f"wait) and memory.number_times_single_memory_is_used_before_discard "
+             f"({m.number_times_single_memory_is_used_before_discard}), or collectors and learner wait on each other.")
     _require(m.prio_alpha >= 0, f"memory.prio_alpha is {m.prio_alpha}: it must be >= 0 (0 = uniform sampling).")
     _require(m.prio_epsilon > 0 or m.prio_alpha == 0,
              f"memory.prio_epsilon is {m.prio_epsilon}: it must be > 0 with PER on.")

@@ -11,6 +11,7 @@ The order of construction is the order of random draws, so a seed gives the same
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ class LearnerSettings:
     n_steps: int
     discard_non_greedy_actions_in_nsteps: bool
     replay_ratio: float  # samples trained on per transition added (memory.number_times_single_memory_is_used...)
+    min_replay_ratio: float  # collectors pause below this many samples per transition (0: never)
     mini_race_actions: int  # mini-race length in actions; 0 when mini-races are off
     oversample_long_term_steps: int
     oversample_maximum_term_steps: int
@@ -92,6 +94,7 @@ class Run:
     writer: Any  # SummaryWriter
     weights: WeightsSource
     frames_played: Any  # shared int the collectors' schedules follow
+    frames_allowed: Any  # shared float: collectors pause while frames_played exceeds it (the learner paces them)
     source: RolloutSource
 
     def close(self) -> None:
@@ -154,6 +157,7 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
     ctx = mp.get_context("spawn")
     weights = WeightsSource(online, ctx)
     frames_played = ctx.Value("q", counters.frames)
+    frames_allowed = ctx.Value("d", math.inf)
     p = cfg.performance
     collector_settings = CollectorSettings(
         env=cfg.env, map=cfg.map, rewards=cfg.rewards, nn=cfg.nn, btr=cfg.btr, exploration=cfg.exploration,
@@ -170,12 +174,12 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
     else:
         getattr(probe, "close", lambda: None)()
         source = CollectorPool(collector_settings, p.gpu_collectors_count, weights, frames_played, ctx,
-                               p.max_rollout_queue_size)
+                               p.max_rollout_queue_size, frames_allowed=frames_allowed)
 
     return Run(run_dir=run_dir, settings=learner_settings(cfg, mini_race_actions), spaces=spaces, device=device,
                online=online, target=target, optimizer=optimizer, scaler=scaler, self_loss=self_loss, replay=replay,
                schedules=schedules, counters=counters, resumed=resumed, structure=structure, writer=writer,
-               weights=weights, frames_played=frames_played, source=source)
+               weights=weights, frames_played=frames_played, frames_allowed=frames_allowed, source=source)
 
 
 def learner_settings(cfg, mini_race_actions: int) -> LearnerSettings:
@@ -184,7 +188,8 @@ def learner_settings(cfg, mini_race_actions: int) -> LearnerSettings:
     return LearnerSettings(
         map_name=cfg.map.short_name, batch_size=t.batch_size, n_steps=t.n_steps,
         discard_non_greedy_actions_in_nsteps=t.discard_non_greedy_actions_in_nsteps,
-        replay_ratio=m.number_times_single_memory_is_used_before_discard, mini_race_actions=mini_race_actions,
+        replay_ratio=m.number_times_single_memory_is_used_before_discard, min_replay_ratio=t.min_replay_ratio,
+        mini_race_actions=mini_race_actions,
         oversample_long_term_steps=t.oversample_long_term_steps,
         oversample_maximum_term_steps=t.oversample_maximum_term_steps,
         no_progress_cutoff_value=str(t.no_progress_cutoff_value),

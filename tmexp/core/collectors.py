@@ -9,6 +9,10 @@ actions. Two sources share the ``RolloutSource`` interface, so the learner's loo
 - ``SerialSource`` (``performance.serial``): one ``Collector`` in the learner's process, which plays when the
   learner would otherwise wait, because debugging an asynchronous system is hard.
 
+With ``training.min_replay_ratio`` the learner paces the collectors: it sets a shared allowance of frames, and a
+collector steps its cars only while the frames the learner has taken in do not exceed it (races in flight are
+counted when they end, so the pace holds on average, not to the frame).
+
 A collector drives K cars (``performance.cars_per_collector``; the simulator steps them as one batch) and chooses
 their K actions with one batched forward pass: per action, a car costs a fraction of the network's and the
 simulator's fixed per-call costs. Each car keeps its own races as a one-car collector would: its random stream
@@ -41,6 +45,8 @@ from tmexp.envs.factory import make_vector_env
 log = logging.getLogger(__name__)
 
 Rollout = dict[str, Any]
+
+PACING_WAIT_S = 0.002  # a paced collector looks at the learner's allowance this often
 
 
 @dataclass
@@ -336,7 +342,7 @@ class SerialSource:
 
 
 def _collector_process(settings: CollectorSettings, index: int, conn, queue_size: int, weights, frames_played,
-                       stop) -> None:
+                       stop, frames_allowed=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle: it stops the collectors
     for signum in settings.ignore_signals:  # so is preemption: the learner saves, then stops the collectors
         signal.signal(signum, signal.SIG_IGN)
@@ -366,8 +372,11 @@ def _collector_process(settings: CollectorSettings, index: int, conn, queue_size
         return os.getppid() != parent
 
     while not stop.is_set() and not orphaned():
+        if frames_allowed is not None and frames_played.value > frames_allowed.value:
+            time.sleep(PACING_WAIT_S)  # the learner is behind its minimum replay ratio: let it train
+            continue
         try:
-            ended = collector.play_races()
+            ended = collector.step()
         except ConnectionError as error:  # a game connection lost mid-race: the rollout is discarded whole
             log.warning("collector %d discarded a rollout: %s", index, error)
             continue
@@ -391,8 +400,11 @@ class CollectorPool:
     """
 
     def __init__(self, settings: CollectorSettings, count: int, weights: WeightsSource, frames_played, ctx,
-                 queue_size: int):
+                 queue_size: int, frames_allowed=None):
         self.settings = settings
+        # Shared float set by the learner (training.min_replay_ratio): a collector steps its cars only while the
+        # frames the learner has taken in do not exceed it. None: collectors never wait.
+        self.frames_allowed = frames_allowed
         self.count = count
         self.weights = weights
         self.frames_played = frames_played
@@ -412,7 +424,8 @@ class CollectorPool:
         reader, writer = self.ctx.Pipe(duplex=False)
         p = self.ctx.Process(
             target=_collector_process,
-            args=(settings, index, writer, self.queue_size, self.weights, self.frames_played, self.stop_event),
+            args=(settings, index, writer, self.queue_size, self.weights, self.frames_played, self.stop_event,
+                  self.frames_allowed),
             name=f"tmexp-collector-{index}",
             daemon=True,
         )

@@ -6,7 +6,8 @@
 1. take every finished race from the rollout source (the serial source plays one when the learner would otherwise
    wait) and turn each into n-step transitions in replay;
 2. if the replay ratio allows (samples used <= ratio x transitions added), train one batch; soft-update the
-   target network every ``target_update_every_samples`` samples; publish weights every few batches;
+   target network every ``target_update_every_samples`` samples; publish weights every few batches; with
+   ``min_replay_ratio``, tell the collectors how many frames they may have played;
 3. every few seconds: a console line and the status file, TensorBoard scalars; every few minutes: a checkpoint.
 
 It stops at ``training.max_frames`` / ``training.max_minutes``, or when asked to (preemption), always after
@@ -42,6 +43,7 @@ class Learner:
         self.observers = list(observers)
         self._interval_reset()
         self._last_logged_step = -1
+        self._pace_base: tuple[int, int] | None = None  # (frames, samples used) when learning last began
 
     def train(self) -> str:
         """Train until a stop condition; return why it stopped.
@@ -63,6 +65,7 @@ class Learner:
                     rollout = run.source.get(timeout=0.0)
                 if self.can_train() and self.done() is None:  # the last race may have reached max_frames
                     self.train_one_batch()
+                self.pace_collectors()
                 run.source.check_alive()
                 now = time.time()
                 c.training_seconds += now - last_tick
@@ -144,6 +147,24 @@ class Learner:
             c.samples_used = max(c.samples_used, int(allowance))
             return False
         return c.samples_used + run.settings.batch_size <= allowance
+
+    def pace_collectors(self) -> None:
+        """Let the collectors play ``min_replay_ratio`` frames' worth of the samples trained since learning began.
+
+        While replay fills (at the start, or after a resume that emptied it) they play freely. One batch of slack
+        keeps collectors and learner from waiting on each other when the minimum ratio equals the maximum.
+        """
+        run, c, ratio = self.run, self.run.counters, self.run.settings.min_replay_ratio
+        if ratio <= 0:
+            return
+        if len(run.replay) < run.schedules.at(c.frames)["memory_start_learn"]:
+            self._pace_base = None
+            run.frames_allowed.value = math.inf
+            return
+        if self._pace_base is None:
+            self._pace_base = (c.frames, c.samples_used)
+        frames, samples = self._pace_base
+        run.frames_allowed.value = frames + (c.samples_used - samples + run.settings.batch_size) / ratio
 
     def train_one_batch(self) -> None:
         run, s, c = self.run, self.run.settings, self.run.counters
