@@ -200,6 +200,9 @@ class TrainingConfig:
     max_frames: int = 0  # 0 = no limit
     max_minutes: float = 0.0  # 0 = no limit
     checkpoint_every_minutes: float = 5.0
+    # Checkpoints hold the replay buffer too, so a resumed run trains on what it had (written incrementally, in
+    # the background); false: smaller, faster checkpoints, and a resumed run refills replay before training.
+    save_replay: bool = True
     log_every_seconds: float = 30.0
     console_every_seconds: float = 5.0
 
@@ -259,6 +262,9 @@ class PerformanceConfig:
     # In a --multirun, at most this many jobs train at once; the others wait for a slot (tmexp/launch/job_slots.py).
     # 0: no limit. For hydra/launcher=local, which starts every job at once.
     job_slots: int = 0
+    # A job that fails (an exception, not a stop for time) is started again up to this many times, resuming from
+    # its checkpoint; the end-of-sweep summary counts the retries.
+    max_retries: int = 0
 
 
 @dataclass

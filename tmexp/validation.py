@@ -150,6 +150,8 @@ def _check_performance(p) -> None:
     _require(p.max_rollout_queue_size >= 1, "performance.max_rollout_queue_size must be >= 1.")
     _require(p.job_slots >= 0, f"performance.job_slots is {p.job_slots}: use 0 (no limit) or the number of jobs "
                                "of a multirun that may train at once.")
+    _require(p.max_retries >= 0, f"performance.max_retries is {p.max_retries}: use 0 (a failed job stays failed) or "
+                                 "the number of times a failed job is started again.")
     _require(p.update_inference_network_every_n_actions >= 1,
              "performance.update_inference_network_every_n_actions must be >= 1.")
     _require(p.send_shared_network_every_n_batches >= 1,
