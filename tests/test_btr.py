@@ -255,16 +255,23 @@ def expected_count(impala: bool, dense: int, emb: int, floats: int = 184) -> int
     return total
 
 
-def test_params_command_prints_the_published_networks_counts(capsys):
+def test_params_command_counts_what_each_run_builds(capsys):
     assert params.main(["--json"]) == 0
     counts = json.loads(capsys.readouterr().out)
-    assert set(counts) == {"A01_v2", "A01_v4_btr", "A01_v4.1_btr", "A01_v4.2_btr"}
-    assert counts["A01_v2"]["total"] == expected_count(False, 1024, 128) == 1_051_805
-    assert counts["A01_v4_btr"]["total"] == expected_count(True, 1024, 128)
+    assert {"A01_v2", "A01_v4_btr", "A01_v4.1_btr", "A01_v4.2_btr", "A01_cpu_v2", "A01_cpu_btr"} <= set(counts)
+    # The runs' own input: 149 floats (the env's), not Linesight's 184.
+    assert counts["A01_v2"]["float_dim"] == 149 and counts["A01_v2"]["img"] == "64x64"
+    assert counts["A01_v2"]["total"] == expected_count(False, 1024, 128, floats=149) == 1_042_845
+    assert counts["A01_v4_btr"]["total"] == expected_count(True, 1024, 128, floats=149) == 6_082_906
     assert counts["A01_v4.1_btr"]["total"] == counts["A01_v4_btr"]["total"]
-    assert counts["A01_v4.2_btr"]["total"] == expected_count(True, 512, 64)
+    assert counts["A01_v4.2_btr"]["total"] == expected_count(True, 512, 64, floats=149) == 3_288_922
+    assert counts["A01_cpu_btr"]["img"] == "48x48" and counts["A01_cpu_btr"]["cnn"] == "impala"
     for row in counts.values():
         assert row["total"] == row["vision"] + row["floats"] + row["tau_embedding"] + row["heads"]
+    assert params.main(["--json", "--float-dim", "184", "--experiment", "A01_v2", "A01_v4.2_btr"]) == 0
+    linesight = json.loads(capsys.readouterr().out)
+    assert linesight["A01_v2"]["total"] == expected_count(False, 1024, 128) == 1_051_805
+    assert linesight["A01_v4.2_btr"]["total"] == expected_count(True, 512, 64) == 3_297_882
     assert params.main([]) == 0
     assert "A01_v4.2_btr" in capsys.readouterr().out
 
@@ -273,3 +280,14 @@ def test_count_parameters_excludes_buffers():
     net = build_network(impala_cfg(), BTRConfig(use_noisy_linear=True), IMG, FLOATS)
     assert count_parameters(net) == sum(p.numel() for p in net.parameters())
     assert count_parameters(net) < sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
+
+
+def test_impala_input_pool_sees_the_image_at_a_fraction_of_its_size():
+    pooled = build_network(NNConfig(vis=VisConfig(cnn=CNNConfig(type="impala", input_pool=2))), BTRConfig(),
+                           (1, 48, 48), FLOATS)
+    full = build_network(NNConfig(vis=VisConfig(cnn=CNNConfig(type="impala"))), BTRConfig(), (1, 24, 24), FLOATS)
+    assert pooled.img_feature_dim == full.img_feature_dim == 32 * 3 * 3  # 24 -> 12 -> 6 -> 3
+    x = (torch.randint(0, 256, (2, 1, 48, 48)).float() - 128) / 128
+    stages = pooled.img_head[1:]  # the same stages, fed the 2x2 means of the pixels
+    assert torch.allclose(pooled.img_head(x), stages(torch.nn.functional.avg_pool2d(x, 2)), atol=1e-6)
+    assert not torch.allclose(pooled.img_head(x), stages(x[:, :, ::2, ::2]), atol=1e-3)

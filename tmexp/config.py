@@ -115,6 +115,9 @@ class CNNConfig:
     type: CnnType = CnnType.linesight
     width_scale: int = 1  # IMPALA channels are (16, 32, 32) x width_scale
     adaptive_maxpool_size: Optional[int] = None  # IMPALA: adaptive max-pool to (size, size); null = off
+    # IMPALA: average-pool the image by this factor before the first stage (2: a 48x48 image is seen at 24x24), the
+    # image size a CPU can afford (IMPALA's cost grows with the pixels; the Linesight CNN ignores this key).
+    input_pool: int = 1
     spectral_norm: bool = False  # IMPALA: spectral normalisation on the residual blocks' convolutions
     layer_norm_in_stages: bool = False  # IMPALA: LayerNorm after each stage (option of btr.use_layer_norm)
 
@@ -131,6 +134,9 @@ class NNConfig:
     float_hidden_dim: int = 256
     dense_hidden_dimension: int = 1024
     iqn_embedding_dimension: int = 128
+    # Multiplies dense_hidden_dimension and iqn_embedding_dimension (rounded): the small_net ablation halves the
+    # network whatever size was composed (1024 / 128 -> 512 / 64, 256 / 64 -> 128 / 32).
+    size_scale: float = 1.0
     iqn_n: int = 8  # quantiles per sample for training (even: stratified, symmetric taus)
     iqn_k: int = 32  # quantiles for acting
     iqn_kappa: float = 5e-3

@@ -68,6 +68,15 @@ def check_config(cfg: Config) -> None:
     _check_logger(cfg.logger)
 
 
+def config_warnings(cfg: Config) -> list[str]:
+    """Settings that are valid but do not do what they seem to (each a one-line warning)."""
+    out = []
+    if cfg.btr.use_munchausen and not cfg.nn.use_ddqn:
+        out.append("nn.use_ddqn=false has no effect with btr.use_munchausen=true: the Munchausen target uses the "
+                   "target network's own softmax policy at s' (as BTR's code does), so DDQN's argmax is never taken.")
+    return out
+
+
 def _check_nn(nn) -> None:
     _require(nn.iqn_n > 0 and nn.iqn_n % 2 == 0,
              f"nn.iqn_n is {nn.iqn_n}: it must be a positive even number (training taus are symmetric pairs).")
@@ -85,6 +94,10 @@ def _check_nn(nn) -> None:
              "nn.number_memories_trained_on_between_target_network_updates must be positive.")
     cnn = nn.vis.cnn
     _require(cnn.width_scale >= 1, f"nn.vis.cnn.width_scale is {cnn.width_scale}: it must be >= 1.")
+    _require(cnn.input_pool >= 1, f"nn.vis.cnn.input_pool is {cnn.input_pool}: use 1 (off) or a pooling factor >= 2.")
+    _require(nn.size_scale > 0 and round(nn.dense_hidden_dimension * nn.size_scale) >= 2,
+             f"nn.size_scale is {nn.size_scale}: it must be > 0 and leave nn.dense_hidden_dimension "
+             f"({nn.dense_hidden_dimension}) at least 2.")
     _require(cnn.adaptive_maxpool_size is None or cnn.adaptive_maxpool_size >= 1,
              f"nn.vis.cnn.adaptive_maxpool_size is {cnn.adaptive_maxpool_size}: use a size >= 1 or null (off).")
 

@@ -69,7 +69,7 @@ class NaiveIQN(nn.Module):
                 nn.Conv2d(64, 32, 3, stride=1), nn.LeakyReLU(), nn.Flatten(),
             )
         else:
-            layers, c_in = [], img_shape[0]
+            layers, c_in = [nn.AvgPool2d(cnn.input_pool)] if cnn.input_pool > 1 else [], img_shape[0]
             for c in (16, 32, 32):
                 c_out = c * cnn.width_scale
                 layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.MaxPool2d(3, 2, padding=1),
@@ -85,7 +85,9 @@ class NaiveIQN(nn.Module):
         self.float_feature_extractor = nn.Sequential(nn.Linear(float_dim, fh), nn.LeakyReLU(),
                                                      nn.Linear(fh, fh), nn.LeakyReLU())
         d = img_dim + fh
-        h = nn_cfg.dense_hidden_dimension // 2
+        dense, embedding = round(nn_cfg.dense_hidden_dimension * nn_cfg.size_scale), round(
+            nn_cfg.iqn_embedding_dimension * nn_cfg.size_scale)
+        h = dense // 2
 
         def lin(i, o):
             return PlainNoisyLinear(i, o, btr.noisy_sigma0) if btr.use_noisy_linear else nn.Linear(i, o)
@@ -96,8 +98,8 @@ class NaiveIQN(nn.Module):
 
         self.A_head = head(n_actions)
         self.V_head = head(1)
-        self.iqn_fc = nn.Linear(nn_cfg.iqn_embedding_dimension, d)
-        self.D = nn_cfg.iqn_embedding_dimension
+        self.iqn_fc = nn.Linear(embedding, d)
+        self.D = embedding
 
     def reset_noise(self):
         for m in self.modules():

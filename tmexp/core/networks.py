@@ -6,8 +6,9 @@
     tau (B, N) -> cos(pi * i * tau), i = 1..D -> Linear(D -> d) -> LeakyReLU     (B, N, d)  (IQN's phi(tau))
     state * phi(tau) -> dueling heads -> Z(s, a; tau)                           (B, N, n_actions)
 
-Switches: ``nn.vis.cnn`` (type, width_scale, adaptive_maxpool_size, spectral_norm, layer_norm_in_stages) and
-``btr`` (use_noisy_linear + noisy_sigma0, use_layer_norm). The Munchausen target is in ``losses.py``.
+Switches: ``nn.size_scale``, ``nn.vis.cnn`` (type, width_scale, input_pool, adaptive_maxpool_size, spectral_norm,
+layer_norm_in_stages) and ``btr`` (use_noisy_linear + noisy_sigma0, use_layer_norm). The Munchausen target is in
+``losses.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ class NetworkConfigError(ValueError):
     """A network setting that cannot be built (the message names the key and the fix)."""
 
 
+def scaled_sizes(nn_cfg: NNConfig) -> tuple[int, int]:
+    """(dense hidden dimension, IQN embedding dimension) after ``nn.size_scale``."""
+    scale = nn_cfg.size_scale
+    return round(nn_cfg.dense_hidden_dimension * scale), max(1, round(nn_cfg.iqn_embedding_dimension * scale))
+
+
 def linesight_cnn(in_channels: int) -> nn.Sequential:
     """Linesight's CNN: Conv(16, k4, s2), Conv(32, k4, s2), Conv(64, k3, s2), Conv(32, k3, s1), LeakyReLU each."""
     layers: list[nn.Module] = []
@@ -42,11 +49,17 @@ def linesight_cnn(in_channels: int) -> nn.Sequential:
 
 
 def impala_cnn(in_channels: int, hw: tuple[int, int], cnn: CNNConfig, layer_norm: bool) -> nn.Sequential:
-    """IMPALA CNN: three stages of (16, 32, 32) x width_scale channels, final ReLU, optional adaptive max-pool."""
+    """IMPALA CNN: optional average-pool of the image, three stages of (16, 32, 32) x width_scale channels, final
+    ReLU, optional adaptive max-pool."""
     if cnn.width_scale < 1:
         raise NetworkConfigError(f"nn.vis.cnn.width_scale must be a positive integer, got {cnn.width_scale}; set it to 1 or more.")
+    if cnn.input_pool < 1:
+        raise NetworkConfigError(f"nn.vis.cnn.input_pool must be a positive integer, got {cnn.input_pool}; use 1 (off) or 2.")
     layers: list[nn.Module] = []
     c_in, (h, w) = in_channels, hw
+    if cnn.input_pool > 1:
+        layers.append(nn.AvgPool2d(cnn.input_pool))
+        h, w = h // cnn.input_pool, w // cnn.input_pool
     for c in IMPALA_CHANNELS:
         c_out = c * cnn.width_scale
         h, w = ImpalaStage.output_hw(h, w)
@@ -99,7 +112,8 @@ class IQNNetwork(nn.Module):
         self.img_shape = tuple(img_shape)
         self.float_dim = float_dim
         self.n_actions = n_actions
-        self.iqn_embedding_dimension = nn_cfg.iqn_embedding_dimension
+        dense_dim, embedding_dim = scaled_sizes(nn_cfg)
+        self.iqn_embedding_dimension = embedding_dim
         self.noisy = btr_cfg.use_noisy_linear
         self.channels_last = False  # set by build_network(..., channels_last=True)
         leaky_gain = nn.init.calculate_gain("leaky_relu", LEAKY_SLOPE)
@@ -124,21 +138,22 @@ class IQNNetwork(nn.Module):
         )
         self.dense_input_dimension = img_dim + nn_cfg.float_hidden_dim
 
-        self.iqn_fc = nn.Linear(nn_cfg.iqn_embedding_dimension, self.dense_input_dimension)
+        self.iqn_fc = nn.Linear(embedding_dim, self.dense_input_dimension)
         # cos features have variance 1/2: double the weight variance so phi(tau) leaves with unit variance.
         init_orthogonal(self.iqn_fc, math.sqrt(2) * leaky_gain)
         # pi * i for i = 1..D (IQN's cosine embedding of tau)
         self.register_buffer(
-            "cos_index", math.pi * torch.arange(1, nn_cfg.iqn_embedding_dimension + 1, dtype=torch.float32), persistent=False
+            "cos_index", math.pi * torch.arange(1, embedding_dim + 1, dtype=torch.float32), persistent=False
         )
 
-        if nn_cfg.dense_hidden_dimension < 2:
+        if dense_dim < 2:
             raise NetworkConfigError(
-                f"nn.dense_hidden_dimension must be at least 2 (each dueling head gets half), got {nn_cfg.dense_hidden_dimension}."
+                f"nn.dense_hidden_dimension x nn.size_scale must be at least 2 (each dueling head gets half), got "
+                f"{nn_cfg.dense_hidden_dimension} x {nn_cfg.size_scale}."
             )
         self.heads = DuelingHeads(
             self.dense_input_dimension,
-            nn_cfg.dense_hidden_dimension // 2,
+            dense_dim // 2,
             n_actions,
             noisy=btr_cfg.use_noisy_linear,
             sigma0=btr_cfg.noisy_sigma0,
