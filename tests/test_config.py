@@ -7,6 +7,8 @@ from omegaconf import OmegaConf
 
 from tmexp.compose import compose_config
 from tmexp.config import Backend, CnnType, Config, Device, Optimizer
+from tmexp.core.networks import build_network
+from tmexp.validation import config_warnings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -87,33 +89,71 @@ def test_v4_variants_differ_from_v4_only_where_the_table_says():
     assert diff == {"run_name", "training.global_schedule_speed"}
 
 
+# The keys each ablation's ingredient owns. An ablation may change only those (several for IMPALA: the Linesight
+# CNN has no width, pooling or spectral norm), whatever the bundle it is applied to.
+INGREDIENT_KEYS = {
+    "none": set(),
+    "no_munchausen": {"btr.use_munchausen"},
+    "no_spectral_norm": {"nn.vis.cnn.spectral_norm"},
+    "no_noisy": {"btr.use_noisy_linear"},
+    "no_layer_norm": {"btr.use_layer_norm"},
+    "no_impala": {"nn.vis.cnn.type", "nn.vis.cnn.width_scale", "nn.vis.cnn.input_pool",
+                  "nn.vis.cnn.adaptive_maxpool_size", "nn.vis.cnn.spectral_norm", "nn.vis.cnn.layer_norm_in_stages"},
+    "no_maxpool": {"nn.vis.cnn.adaptive_maxpool_size"},
+    "small_net": {"nn.size_scale"},
+    "schedule_speed_1": {"training.global_schedule_speed"},
+}
+
+
+@pytest.mark.parametrize("bundle", ["A01_v4_btr", "A01_cpu_btr"])
 @pytest.mark.parametrize("name", ABLATIONS)
-def test_each_ablation_changes_one_ingredient_of_the_btr_bundle(name):
-    base = flat(compose_config(["+experiment=A01_v4_btr"]))
-    ablated = flat(compose_config(["+experiment=A01_v4_btr", f"+ablation={name}"]))
+def test_each_ablation_changes_one_ingredient_at_either_scale(name, bundle):
+    base = flat(compose_config([f"+experiment={bundle}"]))
+    ablated = flat(compose_config([f"+experiment={bundle}", f"+ablation={name}"]))
     diff = {k for k in base if base[k] != ablated[k]}
-    expected = {
-        "none": set(),
-        "no_munchausen": {"btr.use_munchausen"},
-        "no_spectral_norm": {"nn.vis.cnn.spectral_norm"},
-        "no_noisy": {"btr.use_noisy_linear"},
-        "no_layer_norm": {"btr.use_layer_norm"},
-        # the Linesight CNN has no width scale, max-pool or spectral norm: one ingredient, several keys
-        "no_impala": {"nn.vis.cnn.type", "nn.vis.cnn.width_scale", "nn.vis.cnn.adaptive_maxpool_size",
-                      "nn.vis.cnn.spectral_norm"},
-        "no_maxpool": {"nn.vis.cnn.adaptive_maxpool_size"},
-        "small_net": {"nn.dense_hidden_dimension", "nn.iqn_embedding_dimension"},
-        "schedule_speed_1": {"training.global_schedule_speed"},
-    }[name]
-    assert diff == expected
+    assert diff <= INGREDIENT_KEYS[name], f"{name} on {bundle} also changes {diff - INGREDIENT_KEYS[name]}"
+    if name != "none":  # and it does change its ingredient (a max-pool already off, say, would make it a no-op)
+        assert diff, f"{name} changes nothing on {bundle}"
+    if name == "no_impala":
+        assert ablated["nn.vis.cnn.type"] == "linesight"
 
 
-def test_ablation_sweep_lists_every_ablation_and_seeds():
-    cfg = compose_config(["+experiment=A01_btr_ablation"], return_hydra_config=True)
+def test_small_net_halves_the_network_at_either_scale():
+    for bundle, full in (("A01_v4_btr", (1024, 128)), ("A01_cpu_btr", (256, 64))):
+        net = build_network(*_nn_btr([f"+experiment={bundle}", "+ablation=small_net"]), (1, 48, 48), 149, 12)
+        assert (net.heads.a_hidden.in_features, net.iqn_embedding_dimension) == (net.dense_input_dimension,
+                                                                                 full[1] // 2)
+        assert net.heads.a_hidden.out_features == full[0] // 4  # each dueling head gets half of dense
+
+
+def test_cpu_btr_differs_from_cpu_v2_only_in_the_bundle():
+    base = flat(compose_config(["+experiment=A01_cpu_v2"]))
+    btr = flat(compose_config(["+experiment=A01_cpu_btr"]))
+    diff = {k for k in base if base[k] != btr[k]}
+    assert diff - {"run_name"} <= INGREDIENT_KEYS["no_impala"] | {"btr.use_munchausen", "btr.use_noisy_linear",
+                                                                  "btr.use_layer_norm"}
+    assert {"nn.vis.cnn.type", "btr.use_munchausen", "btr.use_noisy_linear", "btr.use_layer_norm"} <= diff
+
+
+def test_munchausen_without_ddqn_warns_that_ddqn_does_nothing():
+    assert any("nn.use_ddqn=false has no effect" in w
+               for w in config_warnings(compose_config(["+experiment=A01_v4.2_btr"])))
+    assert not config_warnings(compose_config(["+experiment=A01_v4_btr"]))
+    assert not config_warnings(compose_config(["nn.use_ddqn=false"]))  # without Munchausen it does what it says
+
+
+def _nn_btr(overrides):
+    cfg = compose_config(overrides)
+    return cfg.nn, cfg.btr
+
+
+@pytest.mark.parametrize("sweep", ["A01_btr_ablation", "A01_cpu_btr_ablation"])
+def test_ablation_sweep_lists_every_ablation_and_seeds(sweep):
+    cfg = compose_config([f"+experiment={sweep}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     assert set(params["+ablation"].split(",")) == set(ABLATIONS)
     assert params["seed"] == "0,1,2"
-    assert cfg.run_name == "A01_btr_ablation" and cfg.nn.vis.cnn.type == "impala"
+    assert cfg.run_name == sweep and cfg.nn.vis.cnn.type == "impala"
 
 
 def test_any_leaf_can_be_overridden():
