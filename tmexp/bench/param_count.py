@@ -1,10 +1,11 @@
-"""``python -m tmexp.bench params``: parameter counts of the four published experiments' networks.
+"""``python -m tmexp.bench params``: parameter counts of the experiments' networks, as their runs build them.
 
-    python -m tmexp.bench params [--float-dim 184] [--img-size 64] [--json]
+    python -m tmexp.bench params [--experiment NAME ...] [--float-dim N] [--img-size N] [--json]
 
-Each experiment's ``nn`` / ``btr`` settings come from composing ``+experiment=NAME`` from the conf tree, so the counts
-follow the experiment files. The float input defaults to Linesight's 184 features, the size the published runs (real
-game) used.
+Each experiment is composed from the conf tree (``+experiment=NAME``) and its network built with the run's own
+input: the image size of its ``env`` and the float count its environment produces (149 on the simulator and the
+game with the default inputs, plus one with mini-races), as ``tmexp.core.build`` does. ``--float-dim 184`` counts
+Linesight's float input instead (its defaults; the published runs' figures), ``--img-size`` another image.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import sys
 from torch import nn
 
 from tmexp.compose import compose_config
-from tmexp.config import BTRConfig, NNConfig, TrainingConfig
-from tmexp.core.networks import build_network, count_parameters
+from tmexp.core.networks import build_network, count_parameters, scaled_sizes
+from tmexp.envs.base import N_ACTIONS, n_floats
 
-EXPERIMENTS = ("A01_v2", "A01_v4_btr", "A01_v4.1_btr", "A01_v4.2_btr")
+EXPERIMENTS = ("A01_v2", "A01_v4_btr", "A01_v4.1_btr", "A01_v4.2_btr", "A01_cpu_v2", "A01_cpu_btr")
 LINESIGHT_FLOAT_DIM = 184  # Linesight's float input size with its defaults
 
 
-def experiment_configs(name: str | None) -> tuple[NNConfig, BTRConfig, TrainingConfig]:
-    """(nn, btr, training) of ``+experiment=name`` (None: the default config)."""
-    cfg = compose_config([f"+experiment={name}"] if name else [])
-    return cfg.nn, cfg.btr, cfg.training
+def run_inputs(cfg) -> tuple[tuple[int, int, int], int]:
+    """(image shape, float count) of the network a run of ``cfg`` builds (the mini-race time is one more float)."""
+    mini_race = 1 if cfg.training.temporal_mini_race_duration_ms else 0
+    return (1, cfg.env.h_downsized, cfg.env.w_downsized), n_floats(cfg.env) + mini_race
 
 
 def parts(net: nn.Module) -> dict[str, int]:
@@ -41,19 +42,27 @@ def parts(net: nn.Module) -> dict[str, int]:
     return counts
 
 
-def parameter_counts(float_dim: int = LINESIGHT_FLOAT_DIM, img_size: int = 64) -> dict[str, dict]:
-    """{experiment: {settings..., vision, floats, tau_embedding, heads, total}} for the four published runs."""
+def parameter_counts(experiments=EXPERIMENTS, float_dim: int | None = None,
+                     img_size: int | None = None) -> dict[str, dict]:
+    """{experiment: {settings..., vision, floats, tau_embedding, heads, total}}; None: the run's own input."""
     out = {}
-    for name in EXPERIMENTS:
-        nn_cfg, btr_cfg, _ = experiment_configs(name)
-        net = build_network(nn_cfg, btr_cfg, (1, img_size, img_size), float_dim)
+    for name in experiments:
+        cfg = compose_config([f"+experiment={name}"])
+        img_shape, floats = run_inputs(cfg)
+        if img_size is not None:
+            img_shape = (1, img_size, img_size)
+        floats = floats if float_dim is None else float_dim
+        net = build_network(cfg.nn, cfg.btr, img_shape, floats, N_ACTIONS)
+        dense, embedding = scaled_sizes(cfg.nn)
         out[name] = {
-            "cnn": nn_cfg.vis.cnn.type.value,
+            "img": f"{img_shape[1]}x{img_shape[2]}",
+            "float_dim": floats,
+            "cnn": cfg.nn.vis.cnn.type.value,
             "img_features": net.img_feature_dim,
-            "dense": nn_cfg.dense_hidden_dimension,
-            "embedding": nn_cfg.iqn_embedding_dimension,
-            "noisy": btr_cfg.use_noisy_linear,
-            "layer_norm": btr_cfg.use_layer_norm,
+            "dense": dense,
+            "embedding": embedding,
+            "noisy": cfg.btr.use_noisy_linear,
+            "layer_norm": cfg.btr.use_layer_norm,
             **parts(net),
         }
     return out
@@ -61,17 +70,19 @@ def parameter_counts(float_dim: int = LINESIGHT_FLOAT_DIM, img_size: int = 64) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tmexp.bench params", description=__doc__.split("\n")[0])
-    p.add_argument("--float-dim", type=int, default=LINESIGHT_FLOAT_DIM)
-    p.add_argument("--img-size", type=int, default=64)
+    p.add_argument("--experiment", nargs="+", default=list(EXPERIMENTS), help="experiment names (conf/experiment)")
+    p.add_argument("--float-dim", type=int, default=None,
+                   help=f"float inputs (default: the run's own; {LINESIGHT_FLOAT_DIM} = Linesight's)")
+    p.add_argument("--img-size", type=int, default=None, help="square image side (default: the run's own)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    counts = parameter_counts(args.float_dim, args.img_size)
+    counts = parameter_counts(args.experiment, args.float_dim, args.img_size)
     if args.json:
         print(json.dumps(counts))
         return 0
-    print(f"IQN network parameters (image 1x{args.img_size}x{args.img_size}, {args.float_dim} floats, 12 actions)")
-    cols = ("cnn", "img_features", "dense", "embedding", "noisy", "layer_norm", "vision", "floats", "tau_embedding",
-            "heads", "total")
+    print(f"IQN network parameters ({N_ACTIONS} actions; each run's image and float input unless given)")
+    cols = ("img", "float_dim", "cnn", "img_features", "dense", "embedding", "noisy", "layer_norm", "vision", "floats",
+            "tau_embedding", "heads", "total")
     print(f"{'experiment':<14}" + "".join(f"{c:>14}" for c in cols))
     for name, row in counts.items():
         print(f"{name:<14}" + "".join(f"{row[c]!s:>14}" for c in cols))

@@ -8,6 +8,7 @@ start runs call it.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -17,7 +18,8 @@ from tmexp import rundir
 from tmexp.compose import compose_config
 from tmexp.config import Config
 from tmexp.launch import search, slurm
-from tmexp.validation import ConfigError, check_config, check_output_dir, choice_message, choice_type
+from tmexp.validation import (ConfigError, check_config, check_output_dir, choice_message, choice_type,
+                              config_warnings)
 
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
 
@@ -122,6 +124,7 @@ def precheck(argv: list[str]) -> int:
     try:
         jobs, searching = _multirun_jobs(overrides) if multirun else ([overrides], False)
         launcher = None
+        warned: set[str] = set()
         for index, job in enumerate(jobs):
             dict_cfg = compose_config(job, return_hydra_config=True)
             if print_only:
@@ -132,6 +135,10 @@ def precheck(argv: list[str]) -> int:
                 del dict_cfg["hydra"]
             cfg = OmegaConf.to_object(dict_cfg)
             check_config(cfg)
+            for warning in config_warnings(cfg):
+                if warning not in warned:  # once per command, not once per job
+                    warned.add(warning)
+                    print(f"warning: {warning}", file=sys.stderr)
             check_output_dir(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
             if not searching:  # a search's trials get new job directories, numbered after the study's trials
                 run_dir = _sweep_job_dir(hydra_node, index) if multirun else Path(hydra_node.run.dir)
