@@ -16,11 +16,16 @@ Targets (n-step, ``reward`` is the discounted n-step reward sum, ``gamma_n`` = g
 ``terminal`` = 1 only when the race finished within them):
     plain / DDQN:  T_j = R_n + gamma_n * (1 - terminal) * Z_target(s', a*; tau'_j)
                    a* = argmax_a mean_j Z(s', a) of the online network (DDQN) or of the target network (plain)
+                   Without DDQN this is the IQN paper's form: one action a* for every fraction. Linesight's code
+                   takes instead, per fraction, max_a Z_target(s', a; tau'_j) (a max per quantile, which is not the
+                   return distribution of any one action); with DDQN, its default, both take a*.
     Munchausen:    T_j = R_n + alpha * clip(tau_m * log pi_online(a_t | s_t), l0, 0)
                          + gamma_n * (1 - terminal) * sum_a' pi_target(a' | s') (Z_target(s', a'; tau'_j)
                                                                                 - tau_m * log pi_target(a' | s'))
                    pi = softmax(Q-bar / tau_m), Q-bar = mean over quantiles, log pi computed with logsumexp.
-                   With alpha = 0 this is the soft-IQN target.
+                   With alpha = 0 this is the soft-IQN target. No argmax is taken, so ``nn.use_ddqn`` has no
+                   effect with Munchausen on (as in BTR's code; composing such a config warns).
+Kappa: BTR's code uses kappa = 1; the experiments keep Linesight's 5e-3 (``nn.iqn_kappa``).
 """
 
 from __future__ import annotations
