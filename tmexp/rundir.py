@@ -6,13 +6,15 @@
         tensorboard/            event files (a resumed run adds one per start)
         checkpoint/latest.pt    the resume checkpoint (tmexp.core.checkpoint)
         best_runs/              the actions of each new best race, <map>_<ms>.npy
-        status.json             the job's own account: running / finished / failed / preempted, counters
+        status.json             the job's own account: running / finished / failed / preempted, counters, and
+                                what the latest command did with it (started, resumed, retried, skipped)
         run_meta.json           host, hardware, versions, git commit, first and latest start
         config_resolved.yaml    the composed config, interpolations resolved
         float_stats.json        the float-input statistics the network was built with, when it uses them
         .hydra/                 Hydra's own files (config.yaml, hydra.yaml, overrides.yaml)
 
-A multirun's job directories sit under its sweep directory, with submitit's logs in ``<sweep_dir>/.submitit``.
+A multirun's job directories sit under its sweep directory, with submitit's logs in ``<sweep_dir>/.submitit`` and
+``<sweep_dir>/.sweep_command.json``, the id of the latest command that ran the sweep.
 Plain paths and dicts only: no Hydra here, so the core and the analysis can both use it.
 """
 
@@ -25,6 +27,7 @@ import re
 import socket
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +46,7 @@ CONFIG_RESOLVED = "config_resolved.yaml"
 FLOAT_STATS = "float_stats.json"
 HYDRA = ".hydra"
 SUBMITIT = ".submitit"
+SWEEP_COMMAND = ".sweep_command.json"
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,62 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None, **f
 def read_status(run_dir: str | Path) -> dict | None:
     """The run's ``status.json``, or None when it has none (the job never started training) or it is unreadable."""
     return _read_json(RunDir(run_dir).status)
+
+
+def record_start(run_dir: str | Path, sweep: str | None, resumed: bool, retry_error: str | None = None) -> dict:
+    """Record in ``status.json`` that training starts (status "running") and what the start means for the command
+    that runs the job, so that the sweep summary can say per job: finished, resumed, retried (N) or skipped.
+
+    Fields (besides the status): ``starts``, every start the run directory has seen (attempts, retries, requeues,
+    reruns); ``sweep``, the id of the command (``write_sweep_command``; None for a single run); and, for that
+    command, ``resumed`` (a start found a checkpoint), ``retries`` with ``retry_errors`` (starts after a failure)
+    and ``skipped`` (false here, see ``record_skip``).
+
+    Args:
+        sweep: the running command's id; a start with the id already recorded (a requeued job) keeps its fields,
+            another id (a command run again) starts them afresh.
+        resumed: this start resumes from a checkpoint.
+        retry_error: the error of the attempt this start retries, one line; None for a first start.
+    """
+    previous = read_status(run_dir) or {}
+    fields: dict[str, Any] = {"starts": int(previous.get("starts", 0)) + 1, "sweep": sweep, "skipped": False}
+    if retry_error is not None:  # a retry resumes too, but "retried" is what the summary says of it
+        fields["retries"] = int(previous.get("retries", 0)) + 1
+        fields["retry_errors"] = [*previous.get("retry_errors", []), retry_error]
+    elif sweep is not None and previous.get("sweep") == sweep:
+        fields["resumed"] = bool(previous.get("resumed")) or resumed
+    else:
+        fields.update(resumed=resumed, retries=0, retry_errors=[])
+    return write_status(run_dir, "running", **fields)
+
+
+def record_skip(run_dir: str | Path, sweep: str | None, **fields: Any) -> dict:
+    """Record that the command ``sweep`` found the run finished, its targets reached, and did not start it.
+
+    Args:
+        fields: anything else to record (the objective, when the command asks for another one).
+    """
+    return write_status(run_dir, "finished", sweep=sweep, skipped=True, resumed=False, retries=0, retry_errors=[],
+                        **fields)
+
+
+# ----- a multirun's command ---------------------------------------------------------------------------------------
+def write_sweep_command(sweep_dir: str | Path) -> str:
+    """Record that a command starts the multirun in ``sweep_dir`` (again, when the directory was swept before);
+    return the command's id, which its jobs record in ``status.json``."""
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    command_id = uuid.uuid4().hex[:12]
+    data = {"id": command_id, "started_at": datetime.now(timezone.utc).isoformat(), "command": " ".join(sys.argv)}
+    _write_atomic(sweep_dir / SWEEP_COMMAND, json.dumps(data, indent=2))
+    return command_id
+
+
+def read_sweep_command(sweep_dir: str | Path) -> str | None:
+    """The id of the latest command that started the multirun in ``sweep_dir``; None when none recorded one."""
+    data = _read_json(Path(sweep_dir) / SWEEP_COMMAND)
+    command_id = data.get("id") if data is not None else None
+    return command_id if isinstance(command_id, str) else None
 
 
 # ----- run_meta.json ------------------------------------------------------------------------------------------------

@@ -13,6 +13,10 @@ sweep, including sweeps an experiment file defines; for a search, each candidate
 composed and checked, and so is a SLURM request against its partition; a mistake ends in one line naming the key or
 file, with exit code 2. ``train(cfg, run_dir)`` is the entry tests call without Hydra. A run returns its
 ``objective`` (``tmexp/launch/objective.py``), which a search optimises.
+
+The same command run again in the same directory goes on where it stopped (``tmexp/launch/resume.py``): a job that
+finished what its config asks for is skipped at once and returns the objective it recorded; any other resumes from
+its checkpoint. A job that raises is started again up to ``performance.max_retries`` times.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from tmexp import rundir
 from tmexp.compose import compose_config, register_configs  # compose_config stays importable from here too
 from tmexp.config import Config
-from tmexp.launch import objective, search
+from tmexp.launch import objective, resume, search
 from tmexp.launch.job_slots import acquire_slot
 from tmexp.launch.precheck import precheck  # importable from here too (tests, scripts)
 from tmexp.validation import ConfigError, check_config
@@ -39,17 +43,17 @@ register_configs()
 search.install()  # hydra/sweeper=optuna: tmexp's preset and the study's continuation (tmexp/launch/search.py)
 
 
-def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers=()) -> str:
+def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers=(),
+          sweep: str | None = None) -> str:
     """Run (or resume) one training run in ``run_dir``; return why it stopped. A run that ended (rather than being
-    preempted) records its ``objective`` in ``status.json``, with its final status.
+    preempted) records its ``objective`` in ``status.json``, with its final status. A run that raises is started
+    again, from its latest checkpoint, up to ``cfg.performance.max_retries`` times; the last error is raised.
 
     Args:
         observers: what shows the learner's progress (``tmexp.launch.console``); none: its console line on stdout.
+        sweep: the id of the multirun command running this job (``rundir.write_sweep_command``); None for a single
+            run. ``status.json`` records what this command did with the run: resumed, retried.
     """
-    from tmexp.core.build import build
-    from tmexp.core.learner import Learner
-    from tmexp.launch.preemption import preemption_signals
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
@@ -62,23 +66,22 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers
         wandb_run = wandb_logging.start(cfg.logger, run_dir, cfg.run_name, resolved, meta)
     failed = True
     try:
-        try:
-            run = build(cfg, run_dir, ignore_signals=preemption_signals())
-        except BaseException as error:  # e.g. a game that does not start: the sweep summary says why
-            rundir.write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}")
-            raise
-        learner = Learner(run, should_stop=should_stop, observers=observers)
-        try:
-            reason = learner.train()
-        except BaseException as error:
-            learner.write_status("failed", error=f"{type(error).__name__}: {error}")
-            raise
-        finally:
-            run.close()
+        retries, retry_error = 0, None
+        while True:
+            try:
+                learner, reason = _attempt(cfg, run_dir, should_stop, observers, sweep, retry_error)
+                break
+            except Exception as error:  # not KeyboardInterrupt / SystemExit: those stop a job, they are no failure
+                if retries >= cfg.performance.max_retries:
+                    raise
+                retries, retry_error = retries + 1, _one_line(error)
+                log.warning("run %s failed (%s): retry %d of %d, from its latest checkpoint", run_dir, retry_error,
+                            retries, cfg.performance.max_retries)
         failed = False
     finally:
         if wandb_run is not None:
             wandb_logging.finish(wandb_run, failed)
+    run = learner.run
     status = {"stop_requested": "preempted", "interrupted": "stopped"}.get(reason, "finished")
     log.info("run %s: %s after %d frames, %d batches", run_dir, status, run.counters.frames, run.counters.batches)
     if reason == "stop_requested":  # it goes on after a requeue: no result yet
@@ -87,9 +90,37 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers
     result = objective.measure(run_dir, cfg.objective, cfg.map.short_name)
     log.info("objective: %s", result)
     # with the final status, in one write: whoever sees "finished" sees the objective too
-    learner.write_status(status, objective={"name": result.name, "value": result.value, "unit": result.unit,
-                                            "note": result.note})
+    learner.write_status(status, objective=resume.objective_fields(result))
     return reason
+
+
+def _attempt(cfg: Config, run_dir: Path, should_stop, observers, sweep: str | None, retry_error: str | None):
+    """One start of the run: build it (resumed when its directory holds a checkpoint), train, close; return the
+    learner and why it stopped. A failure is recorded in ``status.json`` and raised, the run closed either way."""
+    from tmexp.core.build import build
+    from tmexp.core.checkpoint import has_checkpoint
+    from tmexp.core.learner import Learner
+    from tmexp.launch.preemption import preemption_signals
+
+    rundir.record_start(run_dir, sweep, resumed=has_checkpoint(run_dir), retry_error=retry_error)
+    try:
+        run = build(cfg, run_dir, ignore_signals=preemption_signals())
+    except BaseException as error:  # e.g. a game that does not start: the sweep summary says why
+        rundir.write_status(run_dir, "failed", error=_one_line(error))
+        raise
+    learner = Learner(run, should_stop=should_stop, observers=observers)
+    try:
+        reason = learner.train()
+    except BaseException as error:
+        learner.write_status("failed", error=_one_line(error))
+        raise
+    finally:
+        run.close()  # its collectors and TensorBoard writer, before any retry builds new ones
+    return learner, reason
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -105,6 +136,13 @@ def main(dict_cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    sweep = rundir.read_sweep_command(hydra_cfg.sweep.dir) if multirun else None
+    done = resume.finished_before(cfg, run_dir)
+    if done is not None:  # a sweep run again: this job has nothing left to train
+        rundir.record_skip(run_dir, sweep, objective=resume.objective_fields(done))
+        log.info("run %s already finished (training.max_frames / max_minutes reached): skipped; objective: %s",
+                 run_dir, done)
+        return done.value
     watcher = PreemptionWatcher()
     slot = None
     if cfg.performance.job_slots and multirun:
@@ -113,7 +151,7 @@ def main(dict_cfg: DictConfig) -> float:
                            cfg.training.max_minutes)
     try:
         with logging_context(console):
-            reason = train(cfg, run_dir, should_stop=lambda: watcher.requested, observers=[console])
+            reason = train(cfg, run_dir, should_stop=lambda: watcher.requested, observers=[console], sweep=sweep)
     finally:
         if slot is not None:
             slot.close()  # frees the slot for the next job (the kernel does it too if this process dies)

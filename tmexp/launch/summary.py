@@ -15,6 +15,12 @@ Registered in ``conf/config.yaml``::
 Hydra calls ``on_multirun_end`` only when no job raised; when one did, Hydra prints that job's error and exits with
 status 1, and the summary is printed at exit instead (registered with ``atexit`` when the sweep starts).
 
+A sweep run again with the same ``hydra.sweep.dir`` resumes as a whole (``tmexp/launch/resume.py``): each job's line
+says what this command did with it: finished, skipped (it had finished before), resumed (from a checkpoint), retried
+(N) (``performance.max_retries``) or FAILED. The callback records each command's id in the sweep directory
+(``rundir.write_sweep_command``) and the jobs record it in ``status.json`` beside what they did, so that what an
+earlier command did is not reported as this one's.
+
 While the sweep runs, the callback prints one line per job as it finishes or fails (``JobProgress``, from the same
 ``status.json`` files, whatever the launcher), and on ``hydra/launcher=slurm`` it watches the queue
 (``tmexp.launch.slurm.QueueWatcher``: pending states and reasons, jobs that can never start). After a search
@@ -52,10 +58,36 @@ class JobResult:
     error: str | None = None
     logs: list[Path] = field(default_factory=list)
     objective: str | None = None  # "<name> <value> <unit>" when the run recorded its objective
+    # what this command did with the job (status.json's fields of the same command id)
+    skipped: bool = False
+    resumed: bool = False
+    retries: int = 0
+    retry_errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.status == FINISHED
+
+    @property
+    def outcome(self) -> str:
+        """finished, skipped, resumed or retried (N) for a job that finished; its status in capitals otherwise."""
+        if not self.ok:
+            return self.status.upper()
+        if self.skipped:
+            return "skipped"
+        if self.retries:
+            return f"retried ({self.retries})"
+        return "resumed" if self.resumed else FINISHED
+
+
+def _this_command(status: dict[str, Any], command: str | None) -> dict[str, Any]:
+    """What ``status`` says this command (``command``, its id) did with the job: {} when another command wrote it."""
+    if status.get("sweep") != command:
+        return {}
+    retries, errors = status.get("retries"), status.get("retry_errors")
+    return {"skipped": bool(status.get("skipped")), "resumed": bool(status.get("resumed")),
+            "retries": retries if isinstance(retries, int) else 0,
+            "retry_errors": [str(e) for e in errors] if isinstance(errors, list) else []}
 
 
 def expected_jobs(sweep_overrides: list[str], sweeper_params: dict[str, Any] | None = None) -> list[list[str]]:
@@ -105,6 +137,7 @@ def collect(sweep_dir: str | Path, expected: list[list[str]] | None = None) -> l
     """One ``JobResult`` per job: those in ``expected`` (by job number) and any other job directory found."""
     sweep_dir = Path(sweep_dir)
     dirs = _job_dirs(sweep_dir)
+    command = rundir.read_sweep_command(sweep_dir)
     nums = sorted(set(range(len(expected or []))) | set(dirs))
     results = []
     for num in nums:
@@ -115,7 +148,7 @@ def collect(sweep_dir: str | Path, expected: list[list[str]] | None = None) -> l
         status = (rundir.read_status(run_dir) if run_dir is not None else None) or {}
         result = JobResult(num=num, overrides=overrides, status=status.get("status", "missing"), run_dir=run_dir,
                            frames=status.get("frames"), error=status.get("error"),
-                           objective=_objective_text(status.get("objective")))
+                           objective=_objective_text(status.get("objective")), **_this_command(status, command))
         if not result.ok:
             result.logs = _logs(sweep_dir, num, run_dir, overrides)
         results.append(result)
@@ -136,37 +169,49 @@ _WHY = {
 }
 
 
+def _retried(retries: int) -> str:
+    return f"after {retries} {'retry' if retries == 1 else 'retries'}"
+
+
 def format_summary(sweep_dir: str | Path, results: list[JobResult]) -> str:
     """Human-readable lines: a header, one line per job, and the log paths of the jobs that did not finish."""
     failed = [r for r in results if not r.ok]
+    how = {"skipped as already finished": sum(r.ok and r.skipped for r in results),
+           "resumed": sum(r.outcome == "resumed" for r in results),
+           "retried": sum(r.ok and r.retries > 0 for r in results)}
+    how_text = ", ".join(f"{n} {what}" for what, n in how.items() if n)
     lines = [f"sweep {sweep_dir}: {len(results) - len(failed)} of {len(results)} jobs finished"
+             + (f" ({how_text})" if how_text else "")
              + (f", {len(failed)} did not" if failed else "")]
     for r in results:
         frames = f"{r.frames} frames" if r.frames is not None else "-"
         frames += f", {r.objective}" if r.objective else ""
         where = str(r.run_dir) if r.run_dir is not None else "(no run directory)"
-        status = r.status if r.ok else r.status.upper()
         overrides = " ".join(r.overrides) or "(no overrides)"
-        lines.append(f"  #{r.num:<3} {status:<10} {overrides}  [{frames}]  {where}")
+        lines.append(f"  #{r.num:<3} {r.outcome:<11} {overrides}  [{frames}]  {where}")
         if not r.ok:
-            lines.append(f"        {_WHY.get(r.status, r.status)}" + (f": {r.error}" if r.error else ""))
+            why = _WHY.get(r.status, r.status) + (f" {_retried(r.retries)}" if r.retries else "")
+            lines.append(f"        {why}" + (f": {r.error}" if r.error else ""))
+        for error in r.retry_errors:
+            lines.append(f"        retried after: {error}")
+        if not r.ok:
             for log in r.logs:
                 lines.append(f"        log: {log}")
     return "\n".join(lines)
 
 
 class JobProgress:
-    """Prints one line per job of the sweep when its ``status.json`` says it finished or failed (a thread polling
-    the sweep directory every ``poll_s`` seconds). Jobs already done when it starts (an earlier run of a continued
-    search) are not announced again."""
+    """Prints one line per job of the sweep when its ``status.json`` says it finished, was skipped or failed (a
+    thread polling the sweep directory every ``poll_s`` seconds). What jobs were when it starts (an earlier command
+    in the same sweep directory) is not announced; a job that ends again (run again, skipped) is."""
 
     DONE = ("finished", "failed", "stopped")
 
     def __init__(self, sweep_dir: str | Path, poll_s: float = 2.0):
         self.sweep_dir, self.poll_s = Path(sweep_dir), poll_s
         self._nums: dict[Path, int] = {}  # job directories already identified
-        self._announced: set[int] = set()
-        self._announced.update(self._done_now())
+        self._announced: dict[int, Any] = {}  # job -> the updated_at of the status last announced (or found)
+        self._announced.update({num: status.get("updated_at") for num, (_, status) in self._done_now().items()})
         self._lock = threading.Lock()  # the last poll runs in the main thread while the thread may be polling
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tmexp-job-progress", daemon=True)
@@ -180,9 +225,14 @@ class JobProgress:
         self._stop.set()
         self.poll()
 
-    def _done_now(self) -> dict[int, Path]:
-        return {num: run_dir for num, run_dir in _job_dirs(self.sweep_dir, self._nums).items()
-                if num not in self._announced and (rundir.read_status(run_dir) or {}).get("status") in self.DONE}
+    def _done_now(self) -> dict[int, tuple[Path, dict]]:
+        """The jobs whose status is done and not the one last announced: job -> (run directory, status)."""
+        done = {}
+        for num, run_dir in _job_dirs(self.sweep_dir, self._nums).items():
+            status = rundir.read_status(run_dir) or {}
+            if status.get("status") in self.DONE and status.get("updated_at") != self._announced.get(num, False):
+                done[num] = (run_dir, status)
+        return done
 
     def _loop(self) -> None:
         while not self._stop.wait(self.poll_s):
@@ -192,15 +242,20 @@ class JobProgress:
         """Print (and return) a line for each job done since the last poll."""
         with self._lock:
             lines = []
-            for num, run_dir in sorted(self._done_now().items()):
-                if num in self._announced:
-                    continue
-                self._announced.add(num)
-                status = rundir.read_status(run_dir) or {}
+            command = rundir.read_sweep_command(self.sweep_dir)
+            for num, (run_dir, status) in sorted(self._done_now().items()):
+                self._announced[num] = status.get("updated_at")
+                done = _this_command(status, command)
+                outcome = str(status.get("status"))
+                if outcome == FINISHED and done:
+                    outcome = JobResult(num, [], outcome, run_dir, **done).outcome
+                    outcome += " (already finished)" if done["skipped"] else ""
+                elif done.get("retries"):
+                    outcome += f" {_retried(done['retries'])}"
                 objective = _objective_text(status.get("objective"))
                 details = ", ".join(x for x in (f"{status.get('frames')} frames" if "frames" in status else "",
                                                 objective or "", status.get("error") or "") if x)
-                lines.append(f"job #{num} {status.get('status')}: {' '.join(rundir.read_overrides(run_dir))}"
+                lines.append(f"job #{num} {outcome}: {' '.join(rundir.read_overrides(run_dir))}"
                              + (f"  [{details}]" if details else ""))
             for line in lines:
                 print(line, flush=True)
@@ -232,6 +287,7 @@ class SweepSummary(Callback):
         self._config = config
         atexit.register(self._report_at_exit)
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        rundir.write_sweep_command(sweep_dir)  # before any job starts: each records what it did for this command
         self._watchers.append(JobProgress(sweep_dir, self._poll_s).start())
         if slurm.is_slurm(config.hydra.launcher):
             self._watchers.append(slurm.QueueWatcher(sweep_dir, config.hydra.launcher, self._slurm_report_every_s,
