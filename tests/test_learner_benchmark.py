@@ -48,7 +48,15 @@ def test_an_experiment_is_composed_with_its_image_size_and_the_runs_float_count(
 def test_vs_baseline_times_the_published_baseline_beside_the_experiment(capsys):
     result = run_json(capsys, "--experiment", "A01_v4_btr", "--vs-baseline", "--batch-size", "2", "--no-naive")
     assert result["experiment"] == "A01_v4_btr" and result["baseline_samples_per_s"] > 0
-    assert result["cost_per_sample_vs_baseline"] > 0
+    assert result["cost_per_sample_vs_baseline"] > 0 and result["baseline"] == "A01_as20_long_v2"
+
+
+def test_the_cpu_scale_family_is_timed_against_its_own_baseline(capsys):
+    result = run_json(capsys, "--experiment", "A01_cpu_btr", "--vs-baseline", "--batch-size", "2", "--no-naive")
+    assert result["baseline"] == "A01_cpu_v2" and result["img_shape"] == [1, 48, 48]
+    named = run_json(capsys, "--experiment", "A01_cpu_btr", "--vs-baseline", "A01_v2", "--batch-size", "2",
+                     "--no-naive", "--rounds", "1")
+    assert named["baseline"] == "A01_as20_long_v2"
 
 
 def test_a_bad_benchmark_argument_is_one_line_and_exit_2(capsys):

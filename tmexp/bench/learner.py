@@ -15,8 +15,9 @@ are on), batch size (``training.batch_size``, or ``--batch-size``), optimiser, t
 - ``naive``: the same step written plainly (``reference_iqn.py``; same parameter count, checked).
 
 The implementations are interleaved round by round so that load from other processes hits them alike, and the
-figures are medians over rounds; ratios are taken per round. ``--vs-baseline`` also times the step of ``A01_v2``
-at the same batch size (the BTR cost-per-sample figure). The README's benchmark table has the figures.
+figures are medians over rounds; ratios are taken per round. ``--vs-baseline [NAME]`` also times the step of a
+baseline at the same batch size (the BTR cost-per-sample figure): ``A01_cpu_v2`` for the CPU-scale family
+(``A01_cpu_*``) and the default run, ``A01_v2`` for the published experiments. The README's benchmark table has the figures.
 
 Where the step saves work over the plain one:
 - channels-last convolutions (NCHW convolution backward is several times slower on CPU, plus layout copies);
@@ -53,6 +54,12 @@ from tmexp.core.optimization import train_step
 from tmexp.core.replay import nstep_transitions
 
 BASELINE = "A01_v2"  # Linesight's network: the published baseline
+CPU_BASELINE = "A01_cpu_v2"  # the default run: the baseline of the CPU-scale family (A01_cpu_*)
+
+
+def baseline_of(experiment: str | None) -> str:
+    """The baseline at the experiment's scale: A01_cpu_v2 for the default run and the A01_cpu_* family."""
+    return CPU_BASELINE if experiment is None or experiment.startswith("A01_cpu") else BASELINE
 REPLAY_FILL = 20_000  # random transitions sampled from (the default run starts learning at 20,000)
 
 
@@ -139,8 +146,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="default: the run's performance.device")
     p.add_argument("--compile", action="store_true", help="the step with torch.compile on both networks")
     p.add_argument("--no-naive", action="store_true", help="skip the naive reference")
-    p.add_argument("--vs-baseline", action="store_true",
-                   help=f"also time the step of {BASELINE} at the same batch size (cost per sample ratio)")
+    p.add_argument("--vs-baseline", nargs="?", const="", default=None, metavar="NAME",
+                   help=f"also time the step of a baseline experiment at the same batch size (cost per sample "
+                        f"ratio); default: the experiment's scale's, {CPU_BASELINE} for A01_cpu_* and the default "
+                        f"run, else {BASELINE}")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("overrides", nargs="*",
                    help="tmexp.train overrides (e.g. training.temporal_mini_race_duration_ms=7000)")
@@ -170,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         overrides = run_overrides(args)
         cfg = compose_run(args.experiment, overrides)
-        baseline_cfg = compose_run(BASELINE, overrides) if args.vs_baseline else None
+        baseline = args.vs_baseline or baseline_of(args.experiment)
+        baseline_cfg = compose_run(baseline, overrides) if args.vs_baseline is not None else None
     except BenchmarkError as err:
         print(f"tmexp.bench learner: error: {err}", file=sys.stderr)
         return 2
@@ -259,6 +269,7 @@ def measure(args, cfg, run, baseline_cfg, tmp: str) -> dict:
         "loop_vs_step": median_ratio("loop", "step"),
     }
     if "baseline" in impls:
+        result["baseline"] = baseline_cfg.run_name
         result["baseline_samples_per_s"] = statistics.median(per_round["baseline"])
         result["cost_per_sample_vs_baseline"] = median_ratio("baseline", "step")
     if "naive" in impls:
