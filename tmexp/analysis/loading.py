@@ -20,6 +20,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -362,13 +363,25 @@ def read_event_files(files_by_run: dict[str, list[Path]], workers: int | None = 
             if converted:
                 read.conversions[label] = converted
         read.rows[label] = len(step)
-        frames.append((label, tags, tag_index, step, wall_time, value))
-    read.scalars = _to_frame(frames, [label for label, _ in items])
+        frames.append(RunArrays(label, tags, tag_index, step, wall_time, value))
+    read.scalars = scalar_frame(frames, [label for label, _ in items])
     return read
 
 
-def _to_frame(frames, run_order: list[str]) -> pd.DataFrame:
-    """Build the long table with categorical run/tag columns (compact, and fast to group by)."""
+class RunArrays(NamedTuple):
+    """One run's scalars as arrays, in the order they were read; ``tag_index`` indexes ``tags``."""
+
+    label: str
+    tags: list[str]
+    tag_index: np.ndarray   # int32
+    step: np.ndarray        # int64
+    wall_time: np.ndarray   # float64
+    value: np.ndarray       # float64
+
+
+def scalar_frame(frames: list[RunArrays], run_order: list[str]) -> pd.DataFrame:
+    """Build the long table with categorical run/tag columns (compact, and fast to group by); the runs' rows follow
+    ``frames``' order, the run categories ``run_order``."""
     all_tags = sorted({t for f in frames for t in f[1]})
     tag_code = {t: i for i, t in enumerate(all_tags)}
     run_code = {r: i for i, r in enumerate(run_order)}
@@ -395,7 +408,7 @@ def _to_frame(frames, run_order: list[str]) -> pd.DataFrame:
 
 def empty_frame() -> pd.DataFrame:
     """The long table with no rows (and the right columns and dtypes)."""
-    return _to_frame([], [])
+    return scalar_frame([], [])
 
 
 def load_scalars(paths, **kwargs) -> pd.DataFrame:

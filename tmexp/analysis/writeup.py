@@ -24,6 +24,9 @@
           - outputs/multirun/2026-11-24/11-00-00/1
 
 Paths are relative to the runs.yaml folder, else to the current directory (the repository root), or absolute.
+A run whose directory is missing is read from the study's export (``runs_export.json.gz`` beside runs.yaml,
+written by ``python -m tmexp.report <study> --export``; ``tmexp.analysis.export``), so a fresh clone regenerates
+the report without the runs.
 The README gets: overview, key results (sentences generated from the tables), run analysis (durations, common
 window, runs without data and why), detailed metrics (each table followed by its figure), configuration changes
 (the diff of the resolved configs), hardware (run_meta.json), and a conclusions section left for the researcher.
@@ -40,7 +43,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tmexp.analysis import document, loading, pipeline, plots, stats, tables
+from tmexp.analysis import document, export, loading, pipeline, plots, stats, tables
 from tmexp.analysis.render import render_table
 from tmexp.core import metrics
 
@@ -77,20 +80,24 @@ class ExperimentSpec:
     def baseline(self) -> str:
         return next((r.label for r in self.runs if r.baseline), self.runs[0].label)
 
+    @property
+    def export_file(self) -> Path:
+        return self.folder / export.EXPORT_FILE
+
     def options(self) -> pipeline.Options:
         return pipeline.Options(self.time_axis, self.interval, tuple(self.by), self.steps, self.step_interval,
                                 [self.map] if self.map else None, self.tags, self.all_scalars, self.baseline)
 
 
 def _resolve(folder: Path, text: str) -> Path:
+    """Where a run path of runs.yaml is; beside runs.yaml when it is nowhere (then the export may hold the run)."""
     path = Path(text).expanduser()
     if path.is_absolute():
         return path
     for candidate in (folder / path, Path.cwd() / path):
         if candidate.exists():
             return candidate
-    raise ReportError(f"run path {text!r} in {folder / 'runs.yaml'} exists neither beside runs.yaml nor in the "
-                      f"current directory; fix the path.")
+    return folder / path
 
 
 def read_spec(folder: str | Path) -> ExperimentSpec:
@@ -153,22 +160,61 @@ def read_spec(folder: str | Path) -> ExperimentSpec:
 
 # --- loading and groups --------------------------------------------------------------------------------------------
 
-def load_experiment(spec: ExperimentSpec) -> tuple[loading.RunSet, dict[str, list[str]]]:
-    """Load every run; a seed-group entry's members are labelled '<label>/<k>'. Returns (runs, groups)."""
-    paths, labels, groups = [], [], {}
+@dataclass
+class LoadedExperiment:
+    runset: loading.RunSet
+    groups: dict[str, list[str]]              # entry label -> its run labels
+    keys: dict[str, str]                      # run label -> its path as runs.yaml spells it (its export key)
+    from_export: list[str] = field(default_factory=list)  # run labels read from the export (directory missing)
+
+    def source_line(self, export_file: Path) -> str:
+        """Which runs were read from where, in one line."""
+        n_dirs = len(self.runset.runs) - len(self.from_export)
+        if not self.from_export:
+            return f"read {_runs(n_dirs)} from their directories"
+        where = f"{_runs(len(self.from_export))} from {export_file} (their directories are missing)"
+        return f"read {_runs(n_dirs)} from their directories and {where}" if n_dirs else f"read {where}"
+
+
+def _runs(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''}"
+
+
+def load_experiment(spec: ExperimentSpec) -> LoadedExperiment:
+    """Load every run, from its directory, or from the study's export where the directory is missing; a seed-group
+    entry's members are labelled '<label>/<k>'."""
+    on_disk, missing, groups, keys = [], [], {}, {}
     for entry in spec.runs:
         if len(entry.paths) == 1:
             members = [entry.label]
         else:
             members = [f"{entry.label}/{k}" for k in range(len(entry.paths))]
-        paths += entry.paths
-        labels += members
         groups[entry.label] = members
+        for label, path, text in zip(members, entry.paths, entry.written):
+            keys[label] = text
+            (on_disk if path.exists() else missing).append((label, path))
     try:
-        runset = loading.load_runs(paths, labels=labels)
+        stored = export.read_export(spec.export_file) if missing else {}
+    except export.ExportError as err:
+        raise ReportError(str(err)) from None
+    absent = [keys[label] for label, _ in missing if keys[label] not in stored]
+    if absent:
+        names = ", ".join(repr(t) for t in absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
+        held = (f"{spec.export_file} does not hold {'it' if len(absent) == 1 else 'them'}" if spec.export_file.is_file()
+                else f"there is no export ({spec.export_file})")
+        raise ReportError(f"run path{'s' if len(absent) > 1 else ''} {names} in {spec.folder / 'runs.yaml'} "
+                          f"exist{'s' if len(absent) == 1 else ''} neither beside runs.yaml nor in the current "
+                          f"directory, and {held}; fix the path, or export the study where its runs are "
+                          f"(python -m tmexp.report {spec.folder} --export).")
+    try:
+        runset = loading.load_runs([p for _, p in on_disk], labels=[label for label, _ in on_disk])
+        runset = export.with_exported(runset, {label: (keys[label], stored[keys[label]]) for label, _ in missing},
+                                      order=list(keys))
     except loading.RunLoadError as err:
         raise ReportError(str(err)) from None
-    return runset, groups
+    except export.ExportError as err:
+        raise ReportError(f"{spec.export_file}: {err}") from None
+    return LoadedExperiment(runset, groups, keys, [label for label, _ in missing])
 
 
 # --- sentences -----------------------------------------------------------------------------------------------------
@@ -343,9 +389,8 @@ def collector_settings(runset: loading.RunSet) -> pd.DataFrame:
 
 # --- the document --------------------------------------------------------------------------------------------------
 
-def build_readme(spec: ExperimentSpec) -> str:
-    """Load, tabulate, plot (into ``<folder>/figures``) and return the README text."""
-    runset, groups = load_experiment(spec)
+def build_readme(spec: ExperimentSpec, runset: loading.RunSet, groups: dict[str, list[str]]) -> str:
+    """Tabulate, plot (into ``<folder>/figures``) and return the README text."""
     try:
         analysis = pipeline.analyse(runset, spec.options(), groups)
     except tables.TableError as err:
@@ -460,14 +505,35 @@ def _axis_unit(axis: str) -> str:
     return "wall minutes" if axis == "wall" else "training minutes"
 
 
-def write_report(folder: str | Path) -> Path:
-    """Write ``<folder>/README.md`` (and ``<folder>/figures/``); returns the README path."""
+@dataclass
+class Written:
+    """What ``write_report`` wrote and read."""
+
+    readme: Path
+    source: str                      # one line: which runs came from their directories, which from the export
+    export_file: Path | None = None  # set when the export was written
+    export_bytes: int = 0
+    n_runs: int = 0
+
+
+def write_report(folder: str | Path, export_runs: bool = False) -> Written:
+    """Write ``<folder>/README.md`` (and ``<folder>/figures/``); with ``export_runs``, also the study's export of
+    exactly the runs the report read (a run read from the previous export keeps its entry)."""
     spec = read_spec(folder)
-    text = build_readme(spec)
-    path = spec.folder / "README.md"
-    previous = path.read_text() if path.is_file() else ""
-    path.write_text(_keep_conclusions(text, previous))
-    return path
+    loaded = load_experiment(spec)
+    text = build_readme(spec, loaded.runset, loaded.groups)
+    written = Written(spec.folder / "README.md", loaded.source_line(spec.export_file),
+                      n_runs=len(set(loaded.keys.values())))
+    if export_runs:
+        written.export_file = spec.export_file
+        try:
+            written.export_bytes = export.write_export(spec.export_file, loaded.runset, loaded.keys)
+        except OSError as err:
+            raise ReportError(f"cannot write {spec.export_file} ({err.strerror or err}); make its folder "
+                              f"writable.") from None
+    previous = written.readme.read_text() if written.readme.is_file() else ""
+    written.readme.write_text(_keep_conclusions(text, previous))
+    return written
 
 
 def _keep_conclusions(text: str, previous: str) -> str:

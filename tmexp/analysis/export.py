@@ -1,0 +1,138 @@
+"""A study's runs kept in one compact file beside its runs.yaml, so that its report regenerates without them.
+
+``python -m tmexp.report <study> --export`` writes ``<study>/runs_export.json.gz``: for each run path of runs.yaml
+(the key is the path as runs.yaml spells it), what the report reads from that run and nothing more (no checkpoints,
+no event files)::
+
+    {"format": 1, "runs": {"outputs/btr_A01_cpu/A01_cpu_v2/seed0": {
+        "event_files": [...], "first_wall_time": ..., "tmexp_run": true, "no_data": "", "conversions": {},
+        "overrides": [...], "config": {...}, "meta": {...}, "status": {...},
+        "tags": [...], "tag": [...], "step": [...], "wall_time": [...], "value": [...]}}}
+
+The scalars are every row the loader kept, in its order, after purges and unit conversions; ``tag`` indexes
+``tags``. Floats are written in full (shortest round-trip repr), so the tables made from the export are the tables
+made from the event files. ``event_files`` are relative to the run directory (the run table counts them).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tmexp.analysis import loading
+
+EXPORT_FILE = "runs_export.json.gz"
+FORMAT = 1
+
+
+class ExportError(Exception):
+    """An export file that cannot be read back (damaged, or written by another format version)."""
+
+
+def _run_rows(scalars: pd.DataFrame, label: str) -> pd.DataFrame:
+    return scalars[scalars["run"] == label]
+
+
+def encode_run(info: loading.RunInfo, rows: pd.DataFrame) -> dict:
+    """One run's entry: its metadata and its scalar rows (``rows``: the long table's rows of this run, in order)."""
+    codes = rows["tag"].cat.codes.to_numpy()
+    used, tag_index = np.unique(codes, return_inverse=True)
+    return {
+        "event_files": [os.path.relpath(f, info.path) for f in info.event_files],
+        "first_wall_time": info.first_wall_time,
+        "tmexp_run": info.tmexp_run,
+        "no_data": info.no_data,
+        "conversions": info.conversions,
+        "overrides": info.overrides,
+        "config": info.config,
+        "meta": info.meta,
+        "status": info.status,
+        "tags": [str(rows["tag"].cat.categories[c]) for c in used],
+        "tag": tag_index.tolist(),
+        "step": rows["step"].tolist(),
+        "wall_time": rows["wall_time"].tolist(),
+        "value": rows["value"].tolist(),
+    }
+
+
+def decode_run(entry: dict, label: str, path: Path) -> tuple[loading.RunInfo, loading.RunArrays]:
+    """A run as the loader would have given it: its RunInfo (at ``path``) and its scalar arrays."""
+    info = loading.RunInfo(
+        label=label, path=path, event_files=[path / f for f in entry["event_files"]],
+        overrides=list(entry["overrides"]), config=entry["config"], meta=entry["meta"], status=entry["status"],
+        first_wall_time=float(entry["first_wall_time"]), tmexp_run=bool(entry["tmexp_run"]),
+        conversions=dict(entry["conversions"]), no_data=str(entry["no_data"]))
+    columns = [np.asarray(entry[name], dtype) for name, dtype in
+               (("tag", np.int32), ("step", np.int64), ("wall_time", np.float64), ("value", np.float64))]
+    tag_index = columns[0]
+    if len({len(c) for c in columns}) != 1 or (len(tag_index) and not 0 <= tag_index.min() <= tag_index.max()
+                                                < len(entry["tags"])):
+        raise ValueError("its scalar columns do not match")
+    return info, loading.RunArrays(label, list(entry["tags"]), *columns)
+
+
+def write_export(path: str | Path, runset: loading.RunSet, keys: dict[str, str]) -> int:
+    """Write every run of ``runset`` under its key (run label -> key); returns the file's size in bytes.
+
+    The file is replaced atomically, and the same runs always give the same bytes (no time stamp in the gzip header).
+    """
+    path = Path(path)
+    runs = {keys[label]: encode_run(info, _run_rows(runset.scalars, label)) for label, info in runset.runs.items()}
+    text = json.dumps({"format": FORMAT, "runs": runs}, separators=(",", ":"))
+    data = gzip.compress(text.encode(), compresslevel=9, mtime=0)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return len(data)
+
+
+def read_export(path: str | Path) -> dict[str, dict]:
+    """The entries of an export file, by key; {} when there is no file. Raises ExportError when it is unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(gzip.decompress(path.read_bytes()))
+    except (OSError, EOFError, zlib.error, ValueError) as err:
+        raise ExportError(f"{path} is not a readable run export ({err.__class__.__name__}); restore it from version "
+                          f"control, or export again where the runs are.") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT or not isinstance(raw.get("runs"), dict):
+        raise ExportError(f"{path} is not a run export of format {FORMAT}; export again where the runs are "
+                          f"(python -m tmexp.report <study> --export).")
+    return raw["runs"]
+
+
+def with_exported(runset: loading.RunSet, exported: dict[str, tuple[str, dict]],
+                  order: list[str]) -> loading.RunSet:
+    """``runset`` (the runs read from their directories) joined with runs from an export, in ``order`` of labels.
+
+    Args:
+        exported: run label -> (its key, its export entry); the key stands for the missing run directory.
+    Raises:
+        ExportError: an entry lacks a field or its columns disagree.
+    """
+    if not exported:
+        return runset
+    infos, parts = {}, []
+    for label in order:
+        if label in exported:
+            key, entry = exported[label]
+            try:
+                infos[label], part = decode_run(entry, label, Path(key))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ExportError(f"the entry {key!r} is damaged ({err.__class__.__name__}: {err}); restore the "
+                                  f"export from version control, or export again where the runs are.") from None
+        else:
+            infos[label] = runset.runs[label]
+            rows = _run_rows(runset.scalars, label)
+            part = loading.RunArrays(label, [str(t) for t in rows["tag"].cat.categories],
+                                     rows["tag"].cat.codes.to_numpy(np.int32), rows["step"].to_numpy(),
+                                     rows["wall_time"].to_numpy(), rows["value"].to_numpy())
+        parts.append(part)
+    return loading.RunSet(infos, loading.scalar_frame(parts, order))
