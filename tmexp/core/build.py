@@ -91,6 +91,7 @@ class Run:
     counters: Counters
     resumed: bool
     structure: dict[str, Any]  # the config's resume keys, stored in each checkpoint
+    checkpointer: checkpoint.Checkpointer
     writer: Any  # SummaryWriter
     weights: WeightsSource
     frames_played: Any  # shared int the collectors' schedules follow
@@ -100,6 +101,7 @@ class Run:
     def close(self) -> None:
         self.source.close()
         self.writer.close()
+        self.checkpointer.close()
 
 
 def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run:
@@ -110,6 +112,7 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
             (preemption's, under a launcher).
     Raises:
         checkpoint.ResumeMismatch: ``run_dir`` holds a checkpoint of a run with another network or task.
+        checkpoint.CheckpointError: ``run_dir`` holds checkpoints, none of them readable.
     """
     run_dir = Path(run_dir)
     torch.manual_seed(cfg.seed)
@@ -145,12 +148,15 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
                           prio_beta=cfg.memory.prio_beta, prio_epsilon=cfg.memory.prio_epsilon)
 
     structure = checkpoint.resume_structure(cfg)
+    checkpointer = checkpoint.Checkpointer(run_dir, structure, save_replay=cfg.training.save_replay)
     resumed = checkpoint.has_checkpoint(run_dir)
     counters = Counters()
     if resumed:
-        counters = checkpoint.resume(run_dir, structure, device, online=online, target=target, optimizer=optimizer,
-                                     scaler=scaler, self_loss=self_loss, replay=replay)
-    writer = metrics.make_writer(rundir.RunDir(run_dir).tensorboard, purge_step=counters.frames if resumed else None)
+        counters = checkpointer.resume(device, online=online, target=target, optimizer=optimizer, scaler=scaler,
+                                       self_loss=self_loss, replay=replay)
+    # Every start hides what an earlier process logged from the frame it resumes from on (0: all of it, when it was
+    # killed before its first checkpoint), so each tag's steps stay monotonic.
+    writer = metrics.make_writer(rundir.RunDir(run_dir).tensorboard, purge_step=counters.frames)
     if not resumed:
         metrics.write_hparams(writer, hparams(cfg), cfg.map.short_name)
 
@@ -178,7 +184,8 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
 
     return Run(run_dir=run_dir, settings=learner_settings(cfg, mini_race_actions), spaces=spaces, device=device,
                online=online, target=target, optimizer=optimizer, scaler=scaler, self_loss=self_loss, replay=replay,
-               schedules=schedules, counters=counters, resumed=resumed, structure=structure, writer=writer,
+               schedules=schedules, counters=counters, resumed=resumed, structure=structure,
+               checkpointer=checkpointer, writer=writer,
                weights=weights, frames_played=frames_played, frames_allowed=frames_allowed, source=source)
 
 

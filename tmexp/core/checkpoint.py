@@ -1,31 +1,55 @@
-"""Save and resume: everything a run needs to continue where it stopped, written atomically.
+"""Save and resume: everything a run needs to continue where it stopped, replay included, written atomically.
 
-A checkpoint is written to a temporary file in the same directory, flushed to disk, then renamed over the old one,
-so a run killed at any moment leaves either the previous checkpoint or the new one, never half of one.
+Under ``<run_dir>/checkpoint/``::
 
-It holds the network pair, the optimiser and grad-scaler state, the target self-loss state, the counters, every
-random generator and the structure keys the run was started with (``_RESUME_KEYS``: resuming with another network
-or task is refused). Replay is not saved yet: a resumed run refills it before it trains again (``_resume_replay``).
+    latest.pt, previous.pt        the last two checkpoints (torch.save): network pair, optimiser, grad scaler, target
+                                  self-loss state, counters, random generators, the resume keys (``_RESUME_KEYS``:
+                                  resuming with another network or task is refused) and the replay generation named
+    replay/manifest-gN.json       a replay generation: the buffer's state (size, write position, capacity, largest
+                                  priority) and, for each chunk of ``CHUNK_ROWS`` rows, its file, rows and CRC-32
+    replay/chunkI-gN.npy          chunk I as written in generation N: its arrays, np.save records one after another
+    replay/priority-gN.npy        the priorities of generation N (saved whole: every batch changes some)
+
+A checkpoint is taken in two steps. In the learner's thread (``Checkpointer.save``) the networks, optimiser and
+priorities are copied and the chunks written since the last checkpoint are listed; a background thread writes them
+(only those: the others are named from the generation before), then the manifest, then the checkpoint that names the
+manifest's generation, each through a temporary file, fsync and rename; the old latest.pt becomes previous.pt. A run
+killed at any moment keeps its last complete checkpoint and the replay that checkpoint names, and so does the one
+before it. Chunks are not copied up front: the replay copies a listed chunk only when ``add`` is about to overwrite
+it before the writer took it (``ReplayBuffer.before_write``), so the snapshot is exact without doubling the memory.
+After each commit the files that neither kept checkpoint names are deleted.
+
+On resume, a latest.pt that cannot be read falls back to previous.pt; a replay chunk that is missing or fails its
+checksum is dropped with a one-line warning naming the file (its rows removed, the others kept in ring order) and
+counted in ``Counters.replay_parts_dropped``; none of it stops the run.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import os
 import random
+import threading
+import time
+import zlib
 from dataclasses import asdict, dataclass, field, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
 
+from tmexp.core.replay import STORED, ReplayBuffer
 from tmexp.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "latest.pt"
+PREVIOUS_NAME = "previous.pt"
+REPLAY_DIR = "replay"
 
 
 @dataclass
@@ -42,12 +66,18 @@ class Counters:
     samples_since_target_update: int = 0
     alltime_min_ms: dict[str, int] = field(default_factory=dict)
     eval_time_ema_s: float | None = None  # rolling mean of finished eval race times (robust time)
+    replay_parts_dropped: int = 0  # saved replay chunks (or priorities) found corrupt or missing on resume
 
     def status(self, map_name: str) -> dict[str, Any]:
         """The counters ``status.json`` reports."""
         return {"frames": self.frames, "batches": self.batches, "races": self.races,
                 "training_hours": self.training_seconds / 3600, "wall_minutes": self.training_seconds / 60,
-                "best_ms": {map_name: self.alltime_min_ms.get(map_name)}}
+                "best_ms": {map_name: self.alltime_min_ms.get(map_name)},
+                "replay_parts_dropped": self.replay_parts_dropped}
+
+
+class CheckpointError(RuntimeError):
+    """A run directory holds checkpoints, none of which can be read."""
 
 
 # ----- what may change between a run and its resumption -----------------------------------------------------------
@@ -97,8 +127,18 @@ def checkpoint_path(run_dir: Path) -> Path:
     return RunDir(run_dir).checkpoint / CHECKPOINT_NAME
 
 
+def previous_path(run_dir: Path) -> Path:
+    return RunDir(run_dir).checkpoint / PREVIOUS_NAME
+
+
 def has_checkpoint(run_dir: Path) -> bool:
-    return checkpoint_path(run_dir).is_file()
+    """Whether the run directory holds a checkpoint to resume from (the latest, or the one before it)."""
+    return checkpoint_path(run_dir).is_file() or previous_path(run_dir).is_file()
+
+
+def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The latest checkpoint's state, as ``torch.load`` reads it."""
+    return torch.load(checkpoint_path(run_dir), map_location=map_location, weights_only=False)
 
 
 def rng_state() -> dict[str, Any]:
@@ -116,64 +156,403 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` atomically to ``<run_dir>/checkpoint/latest.pt``."""
-    path = checkpoint_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_file(path: Path, write: Callable[[BinaryIO], Any]) -> int:
+    """Write ``path`` through a temporary file that is flushed to disk, then renamed; return the bytes written."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        torch.save(state, f)
+        write(f)
         f.flush()
         os.fsync(f.fileno())
+        size = f.tell()
     os.replace(tmp, path)
-    return path
+    return size
 
 
-def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(checkpoint_path(run_dir), map_location=map_location, weights_only=False)
+def _fsync_dir(path: Path) -> None:
+    """Make the renames inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-# ----- a run's checkpoint -------------------------------------------------------------------------------------------
-def save(run_dir: Path, structure: dict[str, Any], *, online, target, optimizer, scaler, self_loss, replay,
-         counters: Counters) -> Path:
-    """Checkpoint a run's learning state; ``structure`` is ``resume_structure`` of its config."""
-    return save_checkpoint(run_dir, {
-        "online": online.state_dict(),
-        "target": target.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "self_loss": self_loss.state_dict(),
-        "counters": counters.__dict__.copy(),
-        "rng": rng_state(),
-        "replay_rng": replay.rng.bit_generator.state,
-        "config": structure,
-    })
+def _crc32(arrays: list[np.ndarray]) -> int:
+    crc = 0
+    for array in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8), crc)
+    return crc
 
 
-def resume(run_dir: Path, structure: dict[str, Any], device: torch.device, *, online, target, optimizer, scaler,
-           self_loss, replay) -> Counters:
-    """Load a run's checkpoint into the freshly built parts given; return its counters.
+def _save_arrays(f: BinaryIO, arrays: list[np.ndarray]) -> None:
+    for array in arrays:
+        np.save(f, array, allow_pickle=False)
 
-    Raises:
-        ResumeMismatch: the checkpoint's network or task differs from ``structure``.
+
+def _load_arrays(path: Path, count: int) -> list[np.ndarray]:
+    with open(path, "rb") as f:
+        return [np.load(f, allow_pickle=False) for _ in range(count)]
+
+
+def _generation_of(name: str) -> int:
+    """N of a replay file named ``...-gN.npy`` / ``...-gN.json`` (0 for any other name)."""
+    stem = name.split(".", 1)[0]
+    _, _, gen = stem.rpartition("-g")
+    return int(gen) if gen.isdigit() else 0
+
+
+def _manifest_name(generation: int) -> str:
+    return f"manifest-g{generation}.json"
+
+
+def _manifest_files(manifest: dict[str, Any] | None) -> set[str]:
+    if manifest is None:
+        return set()
+    return ({_manifest_name(manifest["generation"]), manifest["priority"]["file"]}
+            | {entry["file"] for entry in manifest["chunks"].values()})
+
+
+# ----- the replay as a checkpoint saw it ---------------------------------------------------------------------------
+class _ReplaySnapshot:
+    """The replay at the moment a checkpoint was taken, for the writer thread.
+
+    Priorities and the buffer's state are copied at once; the chunks to write are copied when the writer takes them,
+    or earlier, by the learner, when ``ReplayBuffer.add`` is about to overwrite one (``before_write``).
     """
-    state = load_checkpoint(run_dir, map_location=device)
-    check_resumable(state.get("config", {}), structure, run_dir)
-    online.load_state_dict(state["online"])
-    target.load_state_dict(state["target"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    self_loss.load_state_dict(state["self_loss"])
-    counters = Counters(**state["counters"])
-    restore_rng_state(state["rng"])
-    _resume_replay(replay, state)
-    log.info("resumed from checkpoint: %d frames, %d batches", counters.frames, counters.batches)
-    return counters
+
+    def __init__(self, replay: ReplayBuffer, table: dict[int, dict[str, Any]]):
+        self.replay = replay
+        self.state = {"size": replay.size, "write_pos": replay.write_pos, "capacity": replay.capacity,
+                      "max_priority": replay.max_priority, "chunk_rows": replay.chunk_rows}
+        self.fields = {name: [getattr(replay, name).dtype.str, list(getattr(replay, name).shape[1:])]
+                       for name in STORED}
+        self.priority = replay.priority[:replay.size].copy()
+        self.spans = {i: replay.chunk_span(i) for i in range(replay.chunk_count())}
+        # A chunk is written again when rows of it were written, or when its row count changed (capacity changes).
+        self.todo = [i for i, (a, b) in self.spans.items()
+                     if replay.dirty[i] or table.get(i, {}).get("rows") != b - a]
+        next_row = replay.size if replay.size < replay.capacity else replay.write_pos
+        hot, n = next_row // replay.chunk_rows, len(replay.dirty)
+        self.todo.sort(key=lambda i: (i - hot) % n)  # the chunks the learner overwrites soonest first
+        replay.dirty[:] = False
+        self.copy_seconds = 0.0  # the learner's time copying chunks it was about to overwrite
+        self._pending = set(self.todo)
+        self._copies: dict[int, dict[str, np.ndarray]] = {}
+        self._lock = threading.Lock()
+        replay.before_write = self._before_write
+
+    def _copy(self, i: int) -> dict[str, np.ndarray]:  # holding the lock
+        self._pending.discard(i)
+        return self.replay.copy_rows(*self.spans[i])
+
+    def _before_write(self, chunks: np.ndarray) -> None:  # the learner's thread, inside ReplayBuffer.add
+        with self._lock:
+            for i in chunks.tolist():
+                if i in self._pending:
+                    t0 = time.perf_counter()
+                    self._copies[i] = self._copy(i)
+                    self.copy_seconds += time.perf_counter() - t0
+
+    def take(self, i: int) -> dict[str, np.ndarray]:
+        with self._lock:
+            return self._copies.pop(i) if i in self._copies else self._copy(i)
+
+    def close(self, written: bool) -> None:
+        with self._lock:
+            if self.replay.before_write == self._before_write:
+                self.replay.before_write = None
+            if not written:  # the next checkpoint writes them instead
+                self.replay.dirty[self.todo] = True
+            self._copies.clear()
 
 
-def _resume_replay(replay, state: dict[str, Any]) -> None:
-    """Replay's part of a resume. Its transitions are not saved yet: a resumed run starts with an empty buffer and
-    trains again once it holds ``memory_start_learn`` transitions (the learner builds no allowance meanwhile).
-    Saving them belongs here and in ``save``."""
-    replay.rng.bit_generator.state = state["replay_rng"]
+# ----- a run's checkpoints -----------------------------------------------------------------------------------------
+class Checkpointer:
+    """Writes a run's checkpoints (in a background thread) and resumes a run from them.
+
+    Args:
+        structure: ``resume_structure`` of the run's config, stored in each checkpoint.
+        save_replay: ``training.save_replay``: write the replay buffer with each checkpoint.
+    """
+
+    def __init__(self, run_dir: str | Path, structure: dict[str, Any], save_replay: bool = True):
+        self.run_dir = Path(run_dir)
+        self.dir = RunDir(run_dir).checkpoint
+        self.replay_dir = self.dir / REPLAY_DIR
+        self.structure = structure
+        self.save_replay = save_replay
+        self.last: dict[str, Any] = {}  # the last checkpoint's figures: blocked_s, wall_s, bytes, chunks_written
+        self._generation = 0  # the last replay generation used
+        self._table: dict[int, dict[str, Any]] = {}  # chunk -> its entry in the last committed manifest
+        self._kept: dict[str, dict[str, Any] | None] = {"latest": None, "previous": None}  # their manifests
+        self._latest_good = True  # latest.pt may become previous.pt (not after resuming from previous.pt)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # ----- saving --------------------------------------------------------------------------------------------------
+    def save(self, *, online, target, optimizer, scaler, self_loss, replay: ReplayBuffer, counters: Counters,
+             wait: bool = False) -> float:
+        """Take a checkpoint of the learning state; return the seconds the caller was held.
+
+        It is written in the background; the next ``save`` (or ``wait``, or ``wait=True``) waits for it and raises
+        what went wrong writing it.
+        """
+        t0 = time.perf_counter()
+        self.wait()
+        state = copy.deepcopy({  # the live tensors go on changing while the writer works
+            "online": online.state_dict(),
+            "target": target.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "self_loss": self_loss.state_dict(),
+            "counters": counters.__dict__,
+            "rng": rng_state(),
+            "replay_rng": replay.rng.bit_generator.state,
+            "config": self.structure,
+        })
+        snapshot = _ReplaySnapshot(replay, self._table) if self.save_replay else None
+        self.last = {}
+        self._thread = threading.Thread(target=self._write, args=(state, snapshot, t0), name="checkpoint-writer")
+        self._thread.start()
+        blocked = time.perf_counter() - t0
+        self.last["blocked_s"] = blocked
+        if wait:
+            self.wait()
+        return blocked
+
+    def writing(self) -> bool:
+        """Whether a checkpoint is being written."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Wait until the checkpoint being written is on disk; raise what went wrong writing it."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self) -> None:
+        """Wait for the checkpoint being written; log (not raise) an error, for clean-up paths."""
+        try:
+            self.wait()
+        except Exception as error:  # already failing elsewhere, or after the final save reported it
+            log.error("writing the last checkpoint failed: %s: %s", type(error).__name__, error)
+
+    def _write(self, state: dict[str, Any], snapshot: _ReplaySnapshot | None, t0: float) -> None:
+        """The writer thread: replay chunks, manifest, then the checkpoint that names them; then clean-up."""
+        manifest = None
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            written = 0
+            if snapshot is not None:
+                self._generation += 1
+                manifest, written = self._write_replay(snapshot, self._generation)
+            latest, previous = self.dir / CHECKPOINT_NAME, self.dir / PREVIOUS_NAME
+            rotate = self._latest_good and latest.is_file()
+            kept_before = self._kept["latest"] if rotate else self._kept["previous"]
+            state["replay_generation"] = manifest["generation"] if manifest else None
+            state["previous_replay_generation"] = kept_before["generation"] if kept_before else None
+            tmp = latest.with_name(latest.name + ".tmp")
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+                written += f.tell()
+            if rotate:
+                os.replace(latest, previous)
+                self._kept = {"latest": None, "previous": kept_before}
+            os.replace(tmp, latest)
+            _fsync_dir(self.dir)
+            # committed: latest.pt names ``manifest``
+            self._kept["latest"] = manifest
+            self._latest_good = True
+            if manifest is not None:
+                self._table = {int(i): entry for i, entry in manifest["chunks"].items()}
+            self._remove_unnamed()
+            self.last.update(wall_s=time.perf_counter() - t0, bytes=written,
+                             chunks_written=len(snapshot.todo) if snapshot else 0,
+                             copy_s=snapshot.copy_seconds if snapshot else 0.0)
+        except BaseException as error:  # raised in the learner's thread by ``wait``
+            self._error = error
+        finally:
+            if snapshot is not None:
+                snapshot.close(written=self._error is None)
+
+    def _write_replay(self, snapshot: _ReplaySnapshot, generation: int) -> tuple[dict[str, Any], int]:
+        self.replay_dir.mkdir(parents=True, exist_ok=True)
+        todo = set(snapshot.todo)
+        chunks = {i: self._table[i] for i in snapshot.spans if i not in todo}
+        written = 0
+        for i in snapshot.todo:
+            taken = snapshot.take(i)
+            arrays = [taken[name] for name in STORED]
+            name = f"chunk{i}-g{generation}.npy"
+            written += _write_file(self.replay_dir / name, lambda f: _save_arrays(f, arrays))
+            chunks[i] = {"file": name, "rows": len(arrays[0]), "crc32": _crc32(arrays)}
+            del taken, arrays
+        priority = f"priority-g{generation}.npy"
+        written += _write_file(self.replay_dir / priority, lambda f: _save_arrays(f, [snapshot.priority]))
+        manifest = {"generation": generation, **snapshot.state, "fields": snapshot.fields,
+                    "chunks": {str(i): chunks[i] for i in sorted(chunks)},
+                    "priority": {"file": priority, "rows": len(snapshot.priority),
+                                 "crc32": _crc32([snapshot.priority])}}
+        text = json.dumps(manifest, indent=1).encode()
+        written += _write_file(self.replay_dir / _manifest_name(generation), lambda f: f.write(text))
+        _fsync_dir(self.replay_dir)
+        return manifest, written
+
+    def _remove_unnamed(self) -> None:
+        """Delete the replay files that neither kept checkpoint names (older generations, an interrupted write)."""
+        if not self.replay_dir.is_dir():
+            return
+        keep = _manifest_files(self._kept["latest"]) | _manifest_files(self._kept["previous"])
+        for path in self.replay_dir.iterdir():
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    # ----- resuming ------------------------------------------------------------------------------------------------
+    def resume(self, device: torch.device, *, online, target, optimizer, scaler, self_loss,
+               replay: ReplayBuffer) -> Counters:
+        """Load the run's checkpoint into the freshly built parts given; return its counters.
+
+        Raises:
+            ResumeMismatch: the checkpoint's network or task differs from this run's.
+            CheckpointError: neither latest.pt nor previous.pt can be read.
+        """
+        state, from_latest = self._read_state(device)
+        check_resumable(state.get("config", {}), self.structure, self.run_dir)
+        online.load_state_dict(state["online"])
+        target.load_state_dict(state["target"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        self_loss.load_state_dict(state["self_loss"])
+        counters = Counters(**state["counters"])
+        restore_rng_state(state["rng"])
+        replay.rng.bit_generator.state = state["replay_rng"]
+        manifest, dropped = self._resume_replay(replay, state.get("replay_generation"))
+        counters.replay_parts_dropped += dropped
+        # the next checkpoint names these files again for the chunks not written since (dropped ones are rewritten)
+        self._table = {int(i): entry for i, entry in manifest["chunks"].items()} if manifest else {}
+        if from_latest:
+            previous_generation = state.get("previous_replay_generation")
+            self._kept = {"latest": manifest,
+                          "previous": self._read_manifest(previous_generation) if previous_generation else None}
+        else:  # latest.pt is unreadable: the next checkpoint replaces it, previous.pt stays
+            self._kept = {"latest": None, "previous": manifest}
+            self._latest_good = False
+        names = os.listdir(self.replay_dir) if self.replay_dir.is_dir() else []
+        self._generation = max([_generation_of(name) for name in names] + [0])  # never reuse a name on disk
+        log.info("resumed from checkpoint: %d frames, %d batches, %d transitions in replay", counters.frames,
+                 counters.batches, len(replay))
+        return counters
+
+    def _read_state(self, device: torch.device) -> tuple[dict[str, Any], bool]:
+        """The newest readable checkpoint, and whether it is latest.pt."""
+        problems = {}
+        for path in (self.dir / CHECKPOINT_NAME, self.dir / PREVIOUS_NAME):
+            if not path.is_file():
+                problems[path.name] = "missing"
+                continue
+            try:
+                state = torch.load(path, map_location=device, weights_only=False)
+                if not isinstance(state, dict) or "online" not in state:
+                    raise ValueError("not a tmexp checkpoint")
+            except Exception as error:
+                problems[path.name] = _reason(error)
+                continue
+            if problems:
+                log.warning("%s could not be read (%s): resuming from %s, the checkpoint before it",
+                            self.dir / CHECKPOINT_NAME, problems[CHECKPOINT_NAME], path.name)
+            return state, not problems
+        listed = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+        raise CheckpointError(f"{self.dir} holds no readable checkpoint ({listed}): move that folder away to start "
+                              "this run afresh, or choose another hydra.run.dir.")
+
+    def _read_manifest(self, generation: int) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.replay_dir / _manifest_name(generation)).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _resume_replay(self, replay: ReplayBuffer, generation: int | None) -> tuple[dict[str, Any] | None, int]:
+        """Fill ``replay`` from a saved generation; return its manifest and the number of parts dropped.
+
+        Without one (``training.save_replay=false``, or a checkpoint from before replay was saved) the buffer stays
+        empty, and the learner trains again once it holds ``memory_start_learn`` transitions.
+        """
+        if generation is None:
+            return None, 0
+        path = self.replay_dir / _manifest_name(generation)
+        manifest = self._read_manifest(generation)
+        if manifest is None:
+            log.warning("%s could not be read: the run resumes with an empty replay", path)
+            return None, 1
+        problem = _misfit(manifest, replay)
+        if problem:
+            log.warning("the replay saved in %s does not fit this run's buffer (%s): the run resumes with an empty "
+                        "replay", path, problem)
+            return None, 0
+        size = manifest["size"]
+        replay.size, replay.write_pos = size, manifest["write_pos"]
+        replay.capacity = max(size, min(manifest["capacity"], replay.max_capacity))
+        replay.max_priority = manifest["max_priority"]
+        dropped, bad = 0, []
+        for i in range(-(-size // replay.chunk_rows)):
+            start, stop = replay.chunk_span(i, size)
+            entry = manifest["chunks"].get(str(i))
+            try:
+                if entry is None:
+                    raise ValueError("not in the manifest")
+                arrays = _checked_arrays(self.replay_dir / entry["file"], len(STORED), stop - start, entry["crc32"],
+                                         [manifest["fields"][name] for name in STORED])
+            except Exception as error:
+                where = self.replay_dir / entry["file"] if entry else f"chunk {i} of {path}"
+                log.warning("replay chunk %s dropped (%s): the run resumes without its %d transitions", where,
+                            _reason(error), stop - start)
+                bad.append((start, stop))
+                continue
+            replay.put_rows(start, dict(zip(STORED, arrays)))
+        entry = manifest["priority"]
+        try:
+            (priority,) = _checked_arrays(self.replay_dir / entry["file"], 1, size, entry["crc32"], [["<f8", []]])
+            replay.priority[:size] = priority
+        except Exception as error:
+            log.warning("replay priorities %s dropped (%s): every transition gets the largest priority",
+                        self.replay_dir / entry["file"], _reason(error))
+            replay.priority[:size] = replay.max_priority
+            dropped += 1
+        replay.dirty[:] = False
+        replay.drop_spans(bad)
+        return manifest, dropped + len(bad)
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return text if isinstance(error, ValueError) and text else f"{type(error).__name__}: {text}".rstrip(": ")
+
+
+def _misfit(manifest: dict[str, Any], replay: ReplayBuffer) -> str | None:
+    """Why a saved replay cannot go into ``replay``, or None."""
+    if manifest["chunk_rows"] != replay.chunk_rows:
+        return f"chunks of {manifest['chunk_rows']} rows, not {replay.chunk_rows}"
+    if manifest["size"] > replay.max_capacity:
+        return f"{manifest['size']} transitions for a buffer of at most {replay.max_capacity}"
+    for name in STORED:
+        expected = [getattr(replay, name).dtype.str, list(getattr(replay, name).shape[1:])]
+        if manifest["fields"].get(name) != expected:
+            return f"{name} saved as {manifest['fields'].get(name)}, needed {expected}"
+    return None
+
+
+def _checked_arrays(path: Path, count: int, rows: int, crc: int, fields: list) -> list[np.ndarray]:
+    """The ``count`` arrays of a replay file, checked against their manifest entry (raises ValueError)."""
+    arrays = _load_arrays(path, count)
+    for array, (dtype, shape) in zip(arrays, fields):
+        if array.dtype.str != dtype or list(array.shape) != [rows, *shape]:
+            raise ValueError(f"{array.dtype.str} {list(array.shape)} where {dtype} {[rows, *shape]} was saved")
+    if _crc32(arrays) != crc:
+        raise ValueError("checksum mismatch")
+    return arrays

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from tmexp import rundir
-from tmexp.core import checkpoint, metrics
+from tmexp.core import metrics
 from tmexp.core.build import Run
 from tmexp.core.optimization import soft_update, train_step
 from tmexp.core.replay import mini_race_batch, nstep_transitions, rollout_end
@@ -87,7 +87,7 @@ class Learner:
         finally:
             run.source.stop()
         self.report(self.log_scalars(), end=True)
-        self.save()
+        self.save(wait=True)
         run.writer.close()
         return reason
 
@@ -195,10 +195,13 @@ class Learner:
         if "grad_norm" in out:
             self.interval["grad_norm"].append(float(out["grad_norm"]))
 
-    def save(self) -> None:
+    def save(self, wait: bool = False) -> None:
+        """Checkpoint the run; it is written in the background unless ``wait`` (the end of a run)."""
         run = self.run
-        checkpoint.save(run.run_dir, run.structure, online=run.online, target=run.target, optimizer=run.optimizer,
-                        scaler=run.scaler, self_loss=run.self_loss, replay=run.replay, counters=run.counters)
+        blocked = run.checkpointer.save(online=run.online, target=run.target, optimizer=run.optimizer,
+                                        scaler=run.scaler, self_loss=run.self_loss, replay=run.replay,
+                                        counters=run.counters, wait=wait)
+        log.debug("checkpoint at frame %d: the learner waited %.3f s", run.counters.frames, blocked)
 
     # ----- reporting ---------------------------------------------------------------------------------------------
     def write_status(self, status: str, error: str | None = None, **extra: Any) -> None:

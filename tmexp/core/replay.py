@@ -22,8 +22,16 @@ time penalty until the mini-race's end.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+
+# Checkpoints save the ring in chunks of this many rows (tmexp.core.checkpoint): about 34 MB of 48x48 transitions,
+# 70 MB of 64x64 ones; a periodic checkpoint rewrites only the chunks written since the one before.
+CHUNK_ROWS = 8192
+# The arrays a checkpoint saves for each stored transition (priorities are saved whole: they change on every batch).
+STORED = ("img", "next_img", "floats", "next_floats", "action", "reward", "terminal", "gamma_n", "reward_partial",
+          "n_steps", "stuck_actions")
 
 
 @dataclass
@@ -201,7 +209,8 @@ class ReplayBuffer:
     """
 
     def __init__(self, max_capacity: int, img_shape: tuple[int, int, int], float_dim: int, seed: int = 0,
-                 n_steps: int = 3, prio_alpha: float = 0.0, prio_beta: float = 1.0, prio_epsilon: float = 2e-3):
+                 n_steps: int = 3, prio_alpha: float = 0.0, prio_beta: float = 1.0, prio_epsilon: float = 2e-3,
+                 chunk_rows: int = CHUNK_ROWS):
         self.max_capacity = int(max_capacity)
         self.capacity = self.max_capacity
         n = self.max_capacity
@@ -224,6 +233,11 @@ class ReplayBuffer:
         self.prio_epsilon = prio_epsilon
         self.max_priority = 1.0
         self.rng = np.random.default_rng(seed)
+        # Persistence: which chunks changed since a checkpoint last took them, and a hook a checkpoint being written
+        # sets so that it copies a chunk before ``add`` overwrites it (``tmexp.core.checkpoint``).
+        self.chunk_rows = int(chunk_rows)
+        self.dirty = np.zeros(-(-n // self.chunk_rows), dtype=bool)
+        self.before_write: Callable[[np.ndarray], None] | None = None
 
     def __len__(self) -> int:
         return self.size
@@ -253,6 +267,7 @@ class ReplayBuffer:
             block = Transitions(*(getattr(block, f)[-self.capacity:] for f in Transitions.__dataclass_fields__))
             count = self.capacity
         pos = self._positions(count)
+        self._will_write(pos)
         self.img[pos] = block.img
         self.next_img[pos] = block.next_img
         self.floats[pos] = block.floats
@@ -306,3 +321,61 @@ class ReplayBuffer:
         prio = np.abs(np.asarray(td_errors, dtype=np.float64)) + self.prio_epsilon
         self.priority[idx] = prio
         self.max_priority = max(self.max_priority, float(prio.max()))
+
+    # ----- persistence (tmexp.core.checkpoint) -------------------------------------------------------------------
+    def _will_write(self, pos: np.ndarray) -> None:
+        chunks = np.unique(pos // self.chunk_rows)
+        hook = self.before_write
+        if hook is not None:
+            hook(chunks)
+        self.dirty[chunks] = True
+
+    def chunk_count(self) -> int:
+        """Chunks holding stored rows (rows ``[0, size)`` are the stored ones)."""
+        return -(-self.size // self.chunk_rows)
+
+    def chunk_span(self, i: int, size: int | None = None) -> tuple[int, int]:
+        """Rows ``[start, stop)`` of chunk ``i`` that hold transitions when the buffer holds ``size`` (now: None)."""
+        start = i * self.chunk_rows
+        return start, max(start, min(start + self.chunk_rows, self.size if size is None else size))
+
+    def copy_rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Copies of the stored arrays' rows ``[start, stop)``."""
+        return {name: getattr(self, name)[start:stop].copy() for name in STORED}
+
+    def put_rows(self, start: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write saved rows back at ``start`` (a resume: not marked as changed)."""
+        for name in STORED:
+            value = arrays[name]
+            getattr(self, name)[start:start + len(value)] = value
+
+    def drop_spans(self, spans: list[tuple[int, int]]) -> int:
+        """Remove the rows of ``spans`` (disjoint ``[start, stop)`` within ``[0, size)``), moving the rows after them
+        down so that the stored ones stay ``[0, size)`` in their ring order; return the number removed.
+
+        Once the buffer is full again, overwrites start at the oldest row kept, as they would have; every chunk from
+        the first span on has moved, so it counts as changed.
+        """
+        spans = sorted((a, b) for a, b in spans if b > a)
+        if not spans:
+            return 0
+        keep = []  # the runs of rows kept, in order
+        at = 0
+        for a, b in spans:
+            keep.append((at, a))
+            at = b
+        keep.append((at, self.size))
+        dest = 0
+        for a, b in keep:
+            if a >= b:
+                continue
+            if dest != a:  # overlapping moves down are safe: numpy copies through a buffer when they overlap
+                for name in (*STORED, "priority"):
+                    array = getattr(self, name)
+                    array[dest:dest + b - a] = array[a:b]
+            dest += b - a
+        self.write_pos -= sum(max(0, min(b, self.write_pos) - a) for a, b in spans)
+        removed = self.size - dest
+        self.size = dest
+        self.dirty[spans[0][0] // self.chunk_rows:] = True
+        return removed
