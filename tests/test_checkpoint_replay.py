@@ -313,6 +313,31 @@ def test_a_run_resumes_with_the_replay_of_its_last_checkpoint(tmp_path):
         again.close()
 
 
+def test_the_checkpoint_benchmark_refuses_a_bad_option_in_one_line(capsys):
+    from tmexp.bench.checkpoint import main
+
+    assert main(["--scales", "default,huge"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--scales huge" in err[0] and "default, linesight" in err[0]
+
+
+def test_the_checkpoint_benchmark_times_a_first_and_a_periodic_checkpoint(tmp_path, capsys):
+    import json
+
+    from tmexp.bench.checkpoint import main
+
+    assert main(["--scales", "default", "--interval", "10000", "--rate", "0", "--dir", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    (scale,) = result["scales"]
+    assert scale["transitions"] == 50_000 and scale["img_shape"] == [1, 48, 48]
+    assert scale["first"]["chunks_written"] == 7  # 50,000 rows in chunks of 8,192
+    assert scale["periodic"]["chunks_written"] == 2  # rows 0..9,999 written again
+    assert 0 < scale["periodic"]["bytes"] < scale["first"]["bytes"] / 2
+    assert scale["periodic"]["learner_blocked_s"] >= scale["periodic"]["save_call_s"] > 0
+    assert result["meets_goal"] is None  # the goal is the 1,000,000-transition scale's
+    assert list(tmp_path.iterdir()) == []  # what it wrote is deleted
+
+
 def _scalar_steps(run_dir: Path) -> dict[str, list[int]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
