@@ -254,6 +254,17 @@ def test_no_readable_checkpoint_is_one_clear_error(tmp_path):
         Parts().resume(Checkpointer(tmp_path, {}))
 
 
+def test_a_command_on_a_folder_of_unreadable_checkpoints_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "latest.pt").write_bytes(b"not a checkpoint")
+    done = subprocess.run([sys.executable, "-m", "tmexp.train", "+experiment=smoke", f"hydra.run.dir={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no readable checkpoint" in lines[0] and "latest.pt" in lines[0], done.stderr
+    assert (tmp_path / "checkpoint" / "latest.pt").read_bytes() == b"not a checkpoint"  # nothing touched
+
+
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "missing"])
 def test_a_damaged_replay_chunk_is_dropped_with_a_warning_and_counted(tmp_path, caplog, damage):
     parts = Parts()

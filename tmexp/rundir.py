@@ -4,7 +4,8 @@
 
     <run_dir>/
         tensorboard/            event files (a resumed run adds one per start)
-        checkpoint/latest.pt    the resume checkpoint (tmexp.core.checkpoint)
+        checkpoint/latest.pt    the resume checkpoint (tmexp.core.checkpoint); previous.pt, the one before it
+        checkpoint/replay/      the replay buffer both name: chunk files and one manifest per checkpoint
         best_runs/              the actions of each new best race, <map>_<ms>.npy
         status.json             the job's own account: running / finished / failed / preempted, counters, and
                                 what the latest command did with it (started, resumed, retried, skipped)

@@ -136,6 +136,13 @@ def has_checkpoint(run_dir: Path) -> bool:
     return checkpoint_path(run_dir).is_file() or previous_path(run_dir).is_file()
 
 
+def check_readable(run_dir: Path) -> None:
+    """Raise ``CheckpointError`` (one line naming the files) when the run directory holds checkpoints none of which
+    can be read; a run would otherwise fail only once built. Nothing to check without a checkpoint."""
+    if has_checkpoint(run_dir):
+        Checkpointer(run_dir, {})._read_state(torch.device("cpu"))
+
+
 def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The latest checkpoint's state, as ``torch.load`` reads it."""
     return torch.load(checkpoint_path(run_dir), map_location=map_location, weights_only=False)

@@ -94,8 +94,13 @@ def _multirun_jobs(overrides: list[str]) -> tuple[list[list[str]], bool]:
 
 def _check_resume(cfg: Config, run_dir: Path) -> None:
     """A run directory that holds a checkpoint is resumed: its network and task must match this command's."""
-    from tmexp.core.checkpoint import ResumeMismatch, check_resumable, has_checkpoint, resume_structure
+    from tmexp.core.checkpoint import (CheckpointError, ResumeMismatch, check_readable, check_resumable,
+                                       has_checkpoint, resume_structure)
 
+    try:
+        check_readable(run_dir)
+    except CheckpointError as error:
+        raise ConfigError(str(error)) from error
     saved = rundir.read_resolved_config(run_dir)
     if has_checkpoint(run_dir) and saved is not None:
         try:
