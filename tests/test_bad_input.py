@@ -54,6 +54,12 @@ CASES = [
     ("negative_max_frames", ["training.max_frames=-1"], "training.max_frames"),
     ("game_not_configured", ["env=tmi"], "env.tmi.launch_command"),
     ("bad_value_inside_a_sweep", ["--multirun", "training.batch_size=32,-1"], "training.batch_size"),
+    ("negative_max_retries", ["performance.max_retries=-1"], "performance.max_retries"),
+    ("save_replay_not_a_bool", ["training.save_replay=maybe"], "training.save_replay"),
+    ("min_replay_ratio_above_the_max", ["training.min_replay_ratio=64"], "training.min_replay_ratio"),
+    ("negative_min_replay_ratio", ["training.min_replay_ratio=-1"], "training.min_replay_ratio"),
+    ("zero_size_scale", ["nn.size_scale=0"], "nn.size_scale"),
+    ("zero_input_pool", ["nn.vis.cnn.input_pool=0"], "nn.vis.cnn.input_pool"),
 ]
 
 
