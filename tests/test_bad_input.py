@@ -108,7 +108,7 @@ def test_resuming_a_run_directory_with_another_network_is_refused(tmp_path):
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoint").mkdir(parents=True)
-    (run_dir / "checkpoint" / "latest.pt").write_bytes(b"x")
+    torch.save({"online": {}}, run_dir / "checkpoint" / "latest.pt")  # readable; precheck reads nothing more
     cfg = compose_config(["+experiment=smoke"])
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     precheck(["+experiment=smoke", f"hydra.run.dir={run_dir}"])  # same network: resumes
@@ -123,7 +123,7 @@ def test_a_sweep_with_its_own_subdir_layout_checks_the_directories_it_will_resum
 
     job_dir = tmp_path / "sweep" / "smoke_run" / "seed1"  # hydra.sweep.subdir=${run_name}/seed${seed}, job seed=1
     (job_dir / "checkpoint").mkdir(parents=True)
-    (job_dir / "checkpoint" / "latest.pt").write_bytes(b"x")
+    torch.save({"online": {}}, job_dir / "checkpoint" / "latest.pt")
     cfg = compose_config(["+experiment=smoke", "seed=1", "run_name=smoke_run"])
     (job_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     sweep = ["--multirun", "+experiment=smoke", "seed=0,1", "run_name=smoke_run", f"hydra.sweep.dir={tmp_path / 'sweep'}",
