@@ -103,6 +103,10 @@ INGREDIENT_KEYS = {
     "small_net": {"nn.size_scale"},
     "schedule_speed_1": {"training.global_schedule_speed"},
 }
+INGREDIENT_KEYS["no_btr"] = INGREDIENT_KEYS["no_impala"] | {"btr.use_munchausen", "btr.use_noisy_linear",
+                                                            "btr.use_layer_norm", "btr.munchausen_alpha",
+                                                            "btr.munchausen_entropy_tau", "btr.munchausen_lo",
+                                                            "btr.noisy_sigma0"}
 
 
 @pytest.mark.parametrize("bundle", ["A01_v4_btr", "A01_cpu_btr"])
@@ -133,6 +137,19 @@ def test_cpu_btr_differs_from_cpu_v2_only_in_the_bundle():
     assert diff - {"run_name"} <= INGREDIENT_KEYS["no_impala"] | {"btr.use_munchausen", "btr.use_noisy_linear",
                                                                   "btr.use_layer_norm"}
     assert {"nn.vis.cnn.type", "btr.use_munchausen", "btr.use_noisy_linear", "btr.use_layer_norm"} <= diff
+
+
+def test_no_btr_on_the_cpu_bundle_is_the_cpu_baseline():
+    """The study's baseline arm runs in the ablation sweep: A01_cpu_btr without every ingredient is A01_cpu_v2."""
+    base = flat(compose_config(["+experiment=A01_cpu_v2"]))
+    stripped = flat(compose_config(["+experiment=A01_cpu_btr_ablation", "+ablation=no_btr"]))
+    assert set(base) == set(stripped)
+    assert {k for k in base if base[k] != stripped[k]} == {"run_name", "performance.job_slots"}  # the sweep's own
+
+
+def test_ablation_sweep_runs_every_arm_of_a_seed_before_the_next_seed():
+    cfg = compose_config(["+experiment=A01_cpu_btr_ablation"], return_hydra_config=True)
+    assert list(cfg.hydra.sweeper.params) == ["seed", "+ablation"]  # BasicSweeper: the first key is the outer loop
 
 
 def test_munchausen_without_ddqn_warns_that_ddqn_does_nothing():
