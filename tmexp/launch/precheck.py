@@ -86,9 +86,10 @@ def _multirun_jobs(overrides: list[str]) -> tuple[list[list[str]], bool]:
         return search.search_jobs(overrides, base.hydra.sweeper), True
     jobs = _expand(overrides)
     first = compose_config(jobs[0], return_hydra_config=True)
-    if first.hydra.sweeper.get("params"):
-        extra = [f"{k}={v}" for k, v in first.hydra.sweeper.params.items()]
-        jobs = [job + more for job in jobs for more in _expand(extra)]
+    if first.hydra.sweeper.get("params"):  # as BasicSweeper.sweep: the config's params, then the command line's,
+        # a key given by both keeping the params' place in the loops and the command line's values
+        params = [f"{k}={v}" for k, v in first.hydra.sweeper.params.items()]
+        jobs = _expand(params + overrides)
     return jobs, False
 
 
