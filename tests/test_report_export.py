@@ -97,7 +97,7 @@ def test_the_readme_regenerates_from_the_export_alone(repo, capsys):
     (repo / STUDY / "README.md").unlink()
     shutil.rmtree(repo / STUDY / "figures")
     code, out, _ = run_report(capsys)
-    assert code == 0 and out.startswith(f"read 6 runs from {EXPORT} (their directories are missing)\n")
+    assert code == 0 and out.startswith(f"read 6 runs from {EXPORT} (their directories are missing or hold no event files)\n")
     assert readme(repo) == from_logs
     figures = sorted(p.name for p in (repo / STUDY / "figures").iterdir())
     assert "best_time_A01_by_wall.jpg" in figures and "best_time_A01_by_updates.jpg" in figures
@@ -133,8 +133,21 @@ def test_runs_come_from_their_directories_where_they_exist(repo, capsys):
     shutil.rmtree(repo / "outputs" / "btr" / "seed1")
     code, out, _ = run_report(capsys)
     assert code == 0
-    assert out.startswith(f"read 5 runs from their directories and 1 run from {EXPORT} (their directories are "
-                          f"missing)\n")
+    assert out.startswith(f"read 4 runs from their directories and 2 runs from {EXPORT} (their directories are "
+                          f"missing or hold no event files)\n")  # btr/seed1, and crashed, which logged nothing
+    assert readme(repo) == from_logs
+
+
+def test_a_study_that_keeps_only_its_jobs_status_files_reads_their_logs_from_the_export(repo, capsys):
+    """What a study commits: each job's status.json (its sweep resumes from it) and the export (its report)."""
+    assert run_report(capsys, "--export")[0] == 0
+    from_logs = readme(repo)
+    for path in (repo / "outputs").rglob("*"):
+        if path.is_file() and path.name != "status.json":
+            path.unlink()
+    assert (repo / "outputs" / "crashed" / "status.json").is_file()
+    code, out, _ = run_report(capsys)
+    assert code == 0 and out.startswith(f"read 6 runs from {EXPORT} (")
     assert readme(repo) == from_logs
 
 

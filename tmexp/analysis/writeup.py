@@ -165,14 +165,14 @@ class LoadedExperiment:
     runset: loading.RunSet
     groups: dict[str, list[str]]              # entry label -> its run labels
     keys: dict[str, str]                      # run label -> its path as runs.yaml spells it (its export key)
-    from_export: list[str] = field(default_factory=list)  # run labels read from the export (directory missing)
+    from_export: list[str] = field(default_factory=list)  # run labels read from the export (no logs on disk)
 
     def source_line(self, export_file: Path) -> str:
         """Which runs were read from where, in one line."""
         n_dirs = len(self.runset.runs) - len(self.from_export)
         if not self.from_export:
             return f"read {_runs(n_dirs)} from their directories"
-        where = f"{_runs(len(self.from_export))} from {export_file} (their directories are missing)"
+        where = f"{_runs(len(self.from_export))} from {export_file} (their directories are missing or hold no event files)"
         return f"read {_runs(n_dirs)} from their directories and {where}" if n_dirs else f"read {where}"
 
 
@@ -181,8 +181,9 @@ def _runs(n: int) -> str:
 
 
 def load_experiment(spec: ExperimentSpec) -> LoadedExperiment:
-    """Load every run, from its directory, or from the study's export where the directory is missing; a seed-group
-    entry's members are labelled '<label>/<k>'."""
+    """Load every run, from its directory, or from the study's export where the directory is missing or holds no
+    event files (a study keeps only its jobs' status.json, for its sweep to resume); a seed-group entry's members are
+    labelled '<label>/<k>'."""
     on_disk, missing, groups, keys = [], [], {}, {}
     for entry in spec.runs:
         if len(entry.paths) == 1:
@@ -192,11 +193,16 @@ def load_experiment(spec: ExperimentSpec) -> LoadedExperiment:
         groups[entry.label] = members
         for label, path, text in zip(members, entry.paths, entry.written):
             keys[label] = text
-            (on_disk if path.exists() else missing).append((label, path))
+            logged = path.exists() and any(loading.find_runs(path).values())
+            (on_disk if logged else missing).append((label, path))
     try:
         stored = export.read_export(spec.export_file) if missing else {}
     except export.ExportError as err:
         raise ReportError(str(err)) from None
+    # a directory without logs that the export does not hold is read as it is (the run table says it has no data)
+    unlogged = [(label, path) for label, path in missing if path.exists() and keys[label] not in stored]
+    on_disk += unlogged
+    missing = [m for m in missing if m not in unlogged]
     absent = [keys[label] for label, _ in missing if keys[label] not in stored]
     if absent:
         names = ", ".join(repr(t) for t in absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
