@@ -110,6 +110,18 @@ def test_seed_groups_join_configs_that_differ_only_in_seed(tmp_path):
     assert groups["training.lr=3e-4"] == ["c", "d"]
 
 
+def test_seed_groups_ignore_a_key_the_schema_gained_between_runs_but_not_one_that_differs(tmp_path):
+    def run(label, seed, **extra):
+        return RunInfo(label, tmp_path, [], [f"seed={seed}"], {"seed": seed, "training": {"lr": 1e-4, **extra}})
+
+    old, new = run("old", 0), run("new", 1, min_replay_ratio=4)  # the newer commit logs a key the older lacks
+    assert list(stats.seed_groups({"old": old, "new": new}).values()) == [["old", "new"]]
+    half = run("half", 2, min_replay_ratio=4, size_scale=0.5)
+    whole = run("whole", 3, min_replay_ratio=4, size_scale=1.0)  # size_scale differs where held: a difference
+    groups = stats.seed_groups({"old": old, "new": new, "half": half, "whole": whole})
+    assert sorted(map(sorted, groups.values())) == [["half"], ["new", "old"], ["whole"]]
+
+
 def test_iqm_band_is_the_seed_interval_at_every_point():
     values = np.random.RandomState(1).normal(size=(4, 57))  # 4 seeds, a curve of 57 points
     iqm, low, high = stats.iqm_band(values, reps=3000, seed=2)

@@ -175,17 +175,31 @@ def flatten(tree, prefix: str = "") -> dict[str, object]:
     return {prefix[:-1]: tree}
 
 
+def _added_keys(flats: list[dict]) -> set[str]:
+    """Keys that some configs lack and all the others hold at one value: a key the schema gained between the runs'
+    commits, which says nothing about how they differ."""
+    present: dict[str, set[str]] = {}
+    for flat in flats:
+        for k, v in flat.items():
+            present.setdefault(k, set()).add(json.dumps(v, default=str))
+    return {k for k, values in present.items() if len(values) == 1 and any(k not in f for f in flats)}
+
+
 def seed_groups(runs) -> dict[str, list[str]]:
     """Group runs whose configs differ only in ``seed`` (any key named seed); label each group by the rest.
 
-    ``runs`` maps run label -> RunInfo. Without a config, the Hydra overrides minus ``seed=`` decide.
+    ``runs`` maps run label -> RunInfo. Without a config, the Hydra overrides minus ``seed=`` decide. A key that
+    only some configs hold, at one value in all of them (added to the schema between the runs), is not a difference.
     """
     keys: dict[str, list[str]] = {}
     names: dict[str, str] = {}
+    flats = {label: {k: v for k, v in flatten(info.config).items() if k.split(".")[-1] != "seed"}
+             for label, info in runs.items() if info.config is not None}
+    added = _added_keys(list(flats.values()))
     for label, info in runs.items():
         rest = [o for o in info.overrides if o.split("=", 1)[0].lstrip("+~").split(".")[-1] != "seed"]
         if info.config is not None:
-            flat = {k: v for k, v in flatten(info.config).items() if k.split(".")[-1] != "seed"}
+            flat = {k: v for k, v in flats[label].items() if k not in added}
             key = json.dumps(flat, sort_keys=True, default=str)
         elif info.overrides:
             key = json.dumps(sorted(rest))
