@@ -89,6 +89,38 @@ runs:
     assert "Munchausen wins here." in readme.read_text()
 
 
+def test_an_ablation_study_compares_every_group_with_its_reference_too(tmp_path, runs_root):
+    for s in range(3):  # the full bundle: slower than the btr group, faster than the baseline
+        write_run_dir(runs_root / f"full{s}", training_rows(minutes=30, seed=40 + s, best_end_s=25.0 + 0.1 * s),
+                      config={"seed": s, "btr": {"use_munchausen": True, "use_noisy_linear": True}})
+        write_run_dir(runs_root / f"base{s}", training_rows(minutes=30, seed=50 + s, best_end_s=27.0 + 0.1 * s),
+                      config={"seed": s, "btr": {"use_munchausen": False, "use_noisy_linear": False}})
+    folder = make_experiment(tmp_path, runs_root, """
+runs:
+  - label: v2
+    paths: [{root}/base0, {root}/base1, {root}/base2]
+    baseline: true
+  - label: no_noisy
+    paths: [{root}/group0, {root}/group1, {root}/group2]
+  - label: full
+    paths: [{root}/full0, {root}/full1, {root}/full2]
+    reference: true
+""")
+    assert report.main([str(folder)]) == 0
+    text = (folder / "README.md").read_text()
+    assert "**full** (reference)" in text and "**v2** (baseline)" in text
+    header = next(line for line in text.splitlines() if line.startswith("| group |") and "P(better than" in line)
+    assert "P(better than baseline)" in header and "vs full" in header and "P(better than full)" in header
+    row = next(line for line in text.splitlines() if line.startswith("| no_noisy |") and "seeds)" in line)
+    assert row.rstrip(" |").endswith("1.00")  # 24.x against 25.x, every seed
+    assert re.search(r"no_noisy \(.*\) against the reference full \(.*\): the 95 % intervals do not overlap; "
+                     r"probability of improvement P\(no_noisy faster\) = 1\.00", text)
+    assert "v2 (" not in text.split("against the reference")[0].rsplit("Across seeds,", 1)[-1]  # no baseline vs ref
+    (folder / "runs.yaml").write_text("runs:\n  - {label: a, path: x, reference: true}\n  - {label: b, path: y}\n")
+    with pytest.raises(ReportError, match="reference group is the baseline"):
+        read_spec(folder)
+
+
 def test_report_before_any_finish_compares_distances(tmp_path, runs_root):
     # Nobody finishes within 20 minutes (first finish at minute 99): the best time is the cutoff, distance is not.
     for k, track in enumerate((800.0, 800.0, 800.0, 400.0, 400.0, 400.0)):

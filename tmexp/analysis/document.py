@@ -151,8 +151,9 @@ def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_met
 
 def final_seed_section(final_best: pd.Series, groups: dict[str, list[str]], baseline: str | None,
                        reps: int = 50_000, what: str = "final best time (s)", higher_is_better: bool = False,
-                       key: str = "final_best_seeds") -> list[Section]:
-    """A final per-run value per group (IQM [CI]; by default the best time) and each group against the baseline."""
+                       key: str = "final_best_seeds", reference: str | None = None) -> list[Section]:
+    """A final per-run value per group (IQM [CI]; by default the best time) and each group against the baseline
+    (and against the ``reference`` group, when given: an ablation study's full bundle)."""
     if not any(len(m) > 1 for m in groups.values()):
         return []
     estimates = stats.group_estimates(final_best, groups, reps=reps)
@@ -166,6 +167,15 @@ def final_seed_section(final_best: pd.Series, groups: dict[str, list[str]], base
             "single seed" if c.overlap is None else ("CIs overlap" if c.overlap else "CIs disjoint"))
         rows[g]["P(better than baseline)"] = "-" if c is None or math.isnan(c.p_improvement) \
             else f"{c.p_improvement:.2f}"
+    if reference in groups and reference != baseline:
+        versus = {c.a.group: c for c in stats.group_comparisons(final_best, groups, reference, reps=reps,
+                                                                  higher_is_better=higher_is_better)}
+        for g in rows:
+            c = versus.get(g)
+            rows[g][f"vs {reference}"] = "-" if c is None else (
+                "single seed" if c.overlap is None else ("CIs overlap" if c.overlap else "CIs disjoint"))
+            rows[g][f"P(better than {reference})"] = "-" if c is None or math.isnan(c.p_improvement) \
+                else f"{c.p_improvement:.2f}"
     table = pd.DataFrame.from_dict(rows, orient="index")
     better = "a longer distance" if higher_is_better else "a lower time"
     note = (f"{what[0].upper() + what[1:]} over each whole run; IQM across seeds with a 95 % stratified bootstrap "
@@ -185,12 +195,12 @@ def all_seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], maps
 
 
 def final_seed_sections(run_table: pd.DataFrame, groups: dict[str, list[str]],
-                        baseline: str | None) -> list[Section]:
+                        baseline: str | None, reference: str | None = None) -> list[Section]:
     """Across seeds, from a run_summary table: the final best time, then the furthest eval race where logged."""
-    out = final_seed_section(run_table["final_best_s"], groups, baseline)
+    out = final_seed_section(run_table["final_best_s"], groups, baseline, reference=reference)
     if "furthest_eval_m" in run_table:
         out += final_seed_section(run_table["furthest_eval_m"], groups, baseline, what="furthest eval race (m)",
-                                  higher_is_better=True, key="furthest_eval_seeds")
+                                  higher_is_better=True, key="furthest_eval_seeds", reference=reference)
     return out
 
 

@@ -28,6 +28,7 @@ class Options:
     tags: list[str] | None = None           # default: the published comparison's metrics and race tags
     all_scalars: bool = False               # add every other tag logged
     baseline: str | None = None             # the group others are compared with (default: the first)
+    reference: str | None = None            # a second group others are compared with across seeds (optional)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Analysis:
     by_steps: list[tables.Comparison]
     run_table: pd.DataFrame
     baseline: str | None = None
+    reference: str | None = None
     figures: dict[str, Path] = field(default_factory=dict)  # section key -> figure (after ``plot``)
 
     @property
@@ -64,7 +66,7 @@ class Analysis:
         """Across seeds over each whole run (final best time, furthest eval race)."""
         if not self.maps:
             return []
-        return document.final_seed_sections(self.run_table, self.groups, self.baseline)
+        return document.final_seed_sections(self.run_table, self.groups, self.baseline, self.reference)
 
     def sections(self) -> list[document.Section]:
         """Every table in reading order: runs, each comparison, then across seeds."""
@@ -110,6 +112,7 @@ def analyse(runset: loading.RunSet, options: Options | None = None,
         groups = {g: [m for m in members if m in runs] for g, members in groups.items()}
         groups = {g: m for g, m in groups.items() if m}
     baseline = options.baseline if options.baseline in groups else None
+    reference = options.reference if options.reference in groups and options.reference != baseline else None
 
     kwargs = dict(maps=maps, tags=options.tags, all_scalars=options.all_scalars)
     by_time = tables.compare(scalars, options.time_axis, runs, interval=options.interval, starts=runset.starts(),
@@ -124,4 +127,4 @@ def analyse(runset: loading.RunSet, options: Options | None = None,
 
     run_table = tables.run_summary(scalars, runset.labels(), maps[0] if maps else None, runset.starts(),
                                     infos=runset.runs, no_data=no_data)
-    return Analysis(runset, runs, no_data, groups, maps, by_time, by_steps, run_table, baseline)
+    return Analysis(runset, runs, no_data, groups, maps, by_time, by_steps, run_table, baseline, reference)

@@ -18,6 +18,12 @@
       - label: v2                      # name used in tables and figures
         path: outputs/2026-11-24/10-00-00
         baseline: true                 # at most one baseline (default: the first entry)
+      - label: btr_no_munchausen
+        path: outputs/2026-11-24/12-00-00
+      - label: btr_full
+        path: outputs/2026-11-24/13-00-00
+        reference: true                # optional, at most one, not the baseline: a second group every other
+                                       #   is compared with across seeds (an ablation study's full bundle)
       - label: btr
         paths:                         # several run directories = one seed group (IQM and 95 % CI across them)
           - outputs/multirun/2026-11-24/11-00-00/0
@@ -58,6 +64,7 @@ class RunEntry:
     paths: list[Path]
     baseline: bool = False
     written: list[str] = field(default_factory=list)  # the paths as runs.yaml spells them
+    reference: bool = False
 
 
 @dataclass
@@ -81,12 +88,17 @@ class ExperimentSpec:
         return next((r.label for r in self.runs if r.baseline), self.runs[0].label)
 
     @property
+    def reference(self) -> str | None:
+        return next((r.label for r in self.runs if r.reference), None)
+
+    @property
     def export_file(self) -> Path:
         return self.folder / export.EXPORT_FILE
 
     def options(self) -> pipeline.Options:
         return pipeline.Options(self.time_axis, self.interval, tuple(self.by), self.steps, self.step_interval,
-                                [self.map] if self.map else None, self.tags, self.all_scalars, self.baseline)
+                                [self.map] if self.map else None, self.tags, self.all_scalars, self.baseline,
+                                self.reference)
 
 
 def _resolve(folder: Path, text: str) -> Path:
@@ -120,12 +132,19 @@ def read_spec(folder: str | Path) -> ExperimentSpec:
         if not texts:
             raise ReportError(f"entry {item['label']!r} in {path} has an empty 'paths:' list; add run directories.")
         entries.append(RunEntry(str(item["label"]), [_resolve(folder, str(t)) for t in texts],
-                                bool(item.get("baseline", False)), [str(t) for t in texts]))
+                                bool(item.get("baseline", False)), [str(t) for t in texts],
+                                bool(item.get("reference", False))))
     labels = [e.label for e in entries]
     if len(set(labels)) != len(labels):
         raise ReportError(f"labels in {path} must be unique; rename the repeated one.")
     if sum(e.baseline for e in entries) > 1:
         raise ReportError(f"{path} marks more than one run as baseline; keep one 'baseline: true'.")
+    if sum(e.reference for e in entries) > 1:
+        raise ReportError(f"{path} marks more than one run as reference; keep one 'reference: true'.")
+    baseline = next((e for e in entries if e.baseline), entries[0])
+    if baseline.reference:
+        raise ReportError(f"{path}: the reference group is the baseline; mark another entry 'baseline: true', or "
+                          "drop 'reference: true'.")
     steps = raw.get("steps")
     if isinstance(steps, list):
         steps = ",".join(str(s) for s in steps)
@@ -335,11 +354,13 @@ def key_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps: tabl
                          f"the final best {map_name} time")
     if s:
         out.append(s)
-    for c in stats.group_comparisons(final, groups, spec.baseline, reps=20_000):
-        if c.a.n_seeds > 1 and c.b.n_seeds > 1:
-            out.append(f"Across seeds, {c.a.group} ({c.a.describe()}) against the baseline {c.b.group} "
-                       f"({c.b.describe()}): the 95 % intervals {'overlap' if c.overlap else 'do not overlap'}; "
-                       f"probability of improvement P({c.a.group} faster) = {c.p_improvement:.2f}.")
+    against = [("the baseline", spec.baseline)] + ([("the reference", spec.reference)] if spec.reference else [])
+    for role, base in against:
+        for c in stats.group_comparisons(final, groups, base, reps=20_000):
+            if c.a.n_seeds > 1 and c.b.n_seeds > 1 and not (role == "the reference" and c.a.group == spec.baseline):
+                out.append(f"Across seeds, {c.a.group} ({c.a.describe()}) against {role} {c.b.group} "
+                           f"({c.b.describe()}): the 95 % intervals {'overlap' if c.overlap else 'do not overlap'}; "
+                           f"probability of improvement P({c.a.group} faster) = {c.p_improvement:.2f}.")
     singles = [g for g, m in groups.items() if len(m) == 1]
     if singles and any(len(m) > 1 for m in groups.values()):
         out.append("Single-seed runs (" + ", ".join(singles) + ") carry no interval: one run says nothing "
@@ -417,7 +438,8 @@ def build_readme(spec: ExperimentSpec, runset: loading.RunSet, groups: dict[str,
     out.append("Compared runs:")
     out.append("")
     for entry in spec.runs:
-        role = " (baseline)" if entry.label == spec.baseline else ""
+        role = (" (baseline)" if entry.label == spec.baseline
+                else " (reference)" if entry.label == spec.reference else "")
         where = ", ".join(f"`{p}`" for p in entry.written)
         seeds = f"{len(entry.paths)} seeds: " if len(entry.paths) > 1 else ""
         out.append(f"- **{entry.label}**{role}: {seeds}{where}")
