@@ -134,13 +134,19 @@ def test_a_sweep_with_its_own_subdir_layout_checks_the_directories_it_will_resum
 
 
 def test_a_sweep_that_narrows_its_experiments_params_checks_the_jobs_hydra_will_run(tmp_path):
-    """The command line's +ablation replaces the experiment's list in its place (Hydra's BasicSweeper): no job
+    """The command line's ablation= replaces the experiment's list in its place (Hydra's BasicSweeper): no job
     composes both, and the seeds stay the outer loop."""
     from tmexp.launch.precheck import _multirun_jobs
 
-    sweep = ["+experiment=A01_cpu_btr_ablation", "+ablation=no_btr,none"]
+    sweep = ["+experiment=A01_cpu_btr_ablation", "ablation=no_btr,none"]
     jobs, searching = _multirun_jobs(sweep)
     assert not searching
     assert [[o for o in job if not o.startswith("+experiment")] for job in jobs] == [
-        [f"seed={seed}", f"+ablation={arm}"] for seed in (0, 1, 2) for arm in ("no_btr", "none")]
+        [f"seed={seed}", f"ablation={arm}"] for seed in (0, 1, 2) for arm in ("no_btr", "none")]
     assert precheck(["--multirun", *sweep, f"hydra.sweep.dir={tmp_path / 'sweep'}"]) == 6
+
+
+def test_appending_a_group_the_experiment_already_chooses_says_to_drop_the_plus(tmp_path):
+    with pytest.raises(ConfigError, match=r"^\+ablation=no_btr,none: .* write ablation=no_btr,none without the \+\.$"):
+        precheck(["--multirun", "+experiment=A01_cpu_btr_ablation", "+ablation=no_btr,none",
+                  f"hydra.sweep.dir={tmp_path}"])

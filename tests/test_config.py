@@ -1,5 +1,8 @@
 """Every experiment and ablation composes, and the composed values match DESIGN.md's table key by key."""
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,8 @@ from tmexp.compose import compose_config
 from tmexp.config import Backend, CnnType, Config, Device, Optimizer
 from tmexp.core.networks import build_network
 from tmexp.validation import config_warnings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -122,6 +127,32 @@ def test_each_ablation_changes_one_ingredient_at_either_scale(name, bundle):
         assert ablated["nn.vis.cnn.type"] == "linesight"
 
 
+@pytest.mark.parametrize("bundle, sweep", [("A01_v4_btr", "A01_btr_ablation"), ("A01_cpu_btr", "A01_cpu_btr_ablation")])
+def test_a_sweep_job_composes_its_ablation_on_the_bundle_in_the_order_hydra_gives_it(bundle, sweep):
+    """BasicSweeper puts the experiment's params (seed, ablation) before the command line's +experiment: the ablation
+    must still win over the bundle (an ablation appended before the experiment lost to its defaults and values)."""
+    for name in ABLATIONS:
+        expected = flat(compose_config([f"+experiment={bundle}", f"+ablation={name}"]))
+        job = flat(compose_config(["seed=0", f"ablation={name}", f"+experiment={sweep}"]))
+        assert {k for k in expected if expected[k] != job[k]} <= {"run_name", "performance.job_slots"}, name
+
+
+def test_the_experiment_is_composed_first_whatever_its_place_on_the_command_line():
+    from tmexp.compose import experiment_first
+
+    argv = ["--multirun", "+ablation=no_impala,none", "seed=0", "+experiment=A01_cpu_btr", "-m"]
+    assert experiment_first(argv) == ["+experiment=A01_cpu_btr", "--multirun", "+ablation=no_impala,none", "seed=0",
+                                      "-m"]
+    for name in ("no_impala", "no_btr", "schedule_speed_1"):
+        for bundle in ("A01_cpu_btr", "A01_v4_btr"):
+            assert (flat(compose_config([f"+ablation={name}", f"+experiment={bundle}"]))
+                    == flat(compose_config([f"+experiment={bundle}", f"+ablation={name}"]))), (name, bundle)
+    out = subprocess.run([sys.executable, "-m", "tmexp.train", "+ablation=no_impala", "+experiment=A01_cpu_btr",
+                          "--cfg", "job"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"cnn:\n\s+type: linesight", out.stdout)
+
+
 def test_small_net_halves_the_network_at_either_scale():
     for bundle, full in (("A01_v4_btr", (1024, 128)), ("A01_cpu_btr", (256, 64))):
         net = build_network(*_nn_btr([f"+experiment={bundle}", "+ablation=small_net"]), (1, 48, 48), 149, 12)
@@ -142,14 +173,14 @@ def test_cpu_btr_differs_from_cpu_v2_only_in_the_bundle():
 def test_no_btr_on_the_cpu_bundle_is_the_cpu_baseline():
     """The study's baseline arm runs in the ablation sweep: A01_cpu_btr without every ingredient is A01_cpu_v2."""
     base = flat(compose_config(["+experiment=A01_cpu_v2"]))
-    stripped = flat(compose_config(["+experiment=A01_cpu_btr_ablation", "+ablation=no_btr"]))
+    stripped = flat(compose_config(["+experiment=A01_cpu_btr_ablation", "ablation=no_btr"]))
     assert set(base) == set(stripped)
     assert {k for k in base if base[k] != stripped[k]} == {"run_name", "performance.job_slots"}  # the sweep's own
 
 
 def test_ablation_sweep_runs_every_arm_of_a_seed_before_the_next_seed():
     cfg = compose_config(["+experiment=A01_cpu_btr_ablation"], return_hydra_config=True)
-    assert list(cfg.hydra.sweeper.params) == ["seed", "+ablation"]  # BasicSweeper: the first key is the outer loop
+    assert list(cfg.hydra.sweeper.params) == ["seed", "ablation"]  # BasicSweeper: the first key is the outer loop
 
 
 def test_munchausen_without_ddqn_warns_that_ddqn_does_nothing():
@@ -168,7 +199,7 @@ def _nn_btr(overrides):
 def test_ablation_sweep_lists_every_ablation_and_seeds(sweep):
     cfg = compose_config([f"+experiment={sweep}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
-    assert set(params["+ablation"].split(",")) == set(ABLATIONS)
+    assert set(params["ablation"].split(",")) == set(ABLATIONS)
     assert params["seed"] == "0,1,2"
     assert cfg.run_name == sweep and cfg.nn.vis.cnn.type == "impala"
 

@@ -30,7 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tmexp import rundir
-from tmexp.compose import compose_config, register_configs  # compose_config stays importable from here too
+from tmexp.compose import compose_config, experiment_first, register_configs  # compose_config stays importable here
 from tmexp.config import Config
 from tmexp.launch import objective, resume, search
 from tmexp.launch.job_slots import acquire_slot
@@ -163,7 +163,11 @@ def main(dict_cfg: DictConfig) -> float:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is None:
+        sys.argv[1:] = experiment_first(sys.argv[1:])  # what Hydra's main reads
+        argv = sys.argv[1:]
+    else:
+        argv = experiment_first(argv)
     try:
         precheck(argv)
     except ConfigError as error:

@@ -154,5 +154,20 @@ def precheck(argv: list[str]) -> int:
     except ConfigError:
         raise
     except Exception as error:  # Hydra / OmegaConf composition errors: unknown key, bad type, unknown option
-        raise ConfigError(_one_line(error)) from error
+        raise ConfigError(_appended_twice(overrides, error) or _one_line(error)) from error
     return len(jobs)
+
+
+def _appended_twice(overrides: list[str], error: BaseException) -> str | None:
+    """Hydra's words for ``+group=x`` where the composed config already chooses the group (an ablation sweep's
+    experiment lists ``ablation`` in its defaults) point to a config file; say what to type instead."""
+    text = str(error)
+    if not text.startswith("Multiple values for "):
+        return None
+    group = text.removeprefix("Multiple values for ").split(".", 1)[0].strip()
+    appended = [o for o in overrides if o.startswith("+") and o.lstrip("+").split("=", 1)[0] == group]
+    if not appended:
+        return None
+    value = appended[0].split("=", 1)[1]
+    return (f"{appended[0]}: the composed config already chooses a {group} (an ablation sweep's experiment lists it "
+            f"in its defaults); write {group}={value} without the +.")
