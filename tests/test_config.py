@@ -140,15 +140,15 @@ def test_a_sweep_job_composes_its_ablation_on_the_bundle_in_the_order_hydra_give
 def test_the_experiment_is_composed_first_whatever_its_place_on_the_command_line():
     from tmexp.compose import experiment_first
 
-    argv = ["--multirun", "+ablation=no_impala,none", "seed=0", "+experiment=A01_cpu_btr", "-m"]
-    assert experiment_first(argv) == ["+experiment=A01_cpu_btr", "--multirun", "+ablation=no_impala,none", "seed=0",
-                                      "-m"]
+    argv = ["--multirun", "+ablation=no_impala,none", "seed=0", "+experiment=A01_cpu_btr"]
+    assert experiment_first(argv) == ["--multirun", "+experiment=A01_cpu_btr", "+ablation=no_impala,none", "seed=0"]
+    assert experiment_first(["-m", "+experiment=x"]) == ["-m", "+experiment=x"]
     for name in ("no_impala", "no_btr", "schedule_speed_1"):
         for bundle in ("A01_cpu_btr", "A01_v4_btr"):
             assert (flat(compose_config([f"+ablation={name}", f"+experiment={bundle}"]))
                     == flat(compose_config([f"+experiment={bundle}", f"+ablation={name}"]))), (name, bundle)
-    out = subprocess.run([sys.executable, "-m", "tmexp.train", "+ablation=no_impala", "+experiment=A01_cpu_btr",
-                          "--cfg", "job"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "tmexp.train", "--cfg", "job", "+ablation=no_impala",
+                          "+experiment=A01_cpu_btr"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert re.search(r"cnn:\n\s+type: linesight", out.stdout)
 

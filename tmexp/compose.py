@@ -23,13 +23,17 @@ def register_configs() -> None:
 
 
 def experiment_first(argv: list[str]) -> list[str]:
-    """``argv`` with its experiment overrides (``+experiment=``) moved before the other arguments, order kept
+    """``argv`` with its experiment overrides (``+experiment=``) moved before the other overrides, order kept
     otherwise. Hydra composes appended groups in command-line order and the later one's defaults win, so
     ``+ablation=no_impala +experiment=A01_cpu_btr`` would run the bundle's IMPALA: the experiment comes first."""
     def is_experiment(arg: str) -> bool:
         return arg.lstrip("+~").split("=", 1)[0] == "experiment" and "=" in arg
 
-    return [a for a in argv if is_experiment(a)] + [a for a in argv if not is_experiment(a)]
+    experiments = [a for a in argv if is_experiment(a)]
+    rest = [a for a in argv if not is_experiment(a)]
+    first = next((i for i, a in enumerate(rest) if "=" in a and not a.startswith("-")), len(rest))
+    return rest[:first] + experiments + rest[first:]  # flags stay where they were (Hydra's parser wants overrides
+    # in one run)
 
 
 def compose_config(overrides: list[str] | None = None, return_hydra_config: bool = False) -> Config | DictConfig:
