@@ -96,6 +96,7 @@ def test_an_ablation_study_compares_every_group_with_its_reference_too(tmp_path,
         write_run_dir(runs_root / f"base{s}", training_rows(minutes=30, seed=50 + s, best_end_s=27.0 + 0.1 * s),
                       config={"seed": s, "btr": {"use_munchausen": False, "use_noisy_linear": False}})
     folder = make_experiment(tmp_path, runs_root, """
+by: [frames, updates]
 runs:
   - label: v2
     paths: [{root}/base0, {root}/base1, {root}/base2]
@@ -109,6 +110,8 @@ runs:
     assert report.main([str(folder)]) == 0
     text = (folder / "README.md").read_text()
     assert "**full** (reference)" in text and "**v2** (baseline)" in text
+    assert re.search(r"- At [\d.]+K updates \(the last common checkpoint\), the best A01 time so far is lowest for "
+                     r"\*\*no_noisy\*\*", text)
     header = next(line for line in text.splitlines() if line.startswith("| group |") and "P(better than" in line)
     assert "P(better than baseline)" in header and "vs full" in header and "P(better than full)" in header
     row = next(line for line in text.splitlines() if line.startswith("| no_noisy |") and "seeds)" in line)

@@ -323,8 +323,10 @@ def distance_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps:
 
 
 def key_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps: tables.Comparison,
-                final: pd.Series, groups: dict[str, list[str]], maps: list[str]) -> list[str]:
-    """Factual sentences from the tables: best at the end of the common window and at each step checkpoint."""
+                final: pd.Series, groups: dict[str, list[str]], maps: list[str],
+                other_steps: list[tables.Comparison] = ()) -> list[str]:
+    """Factual sentences from the tables: best at the end of the common window, at each step checkpoint of the first
+    step axis and at the last common checkpoint of the others (``other_steps``: by updates after by frames)."""
     out = []
     if not maps:
         return ["No map metrics (alltime_min_ms_<map>, Race/*) were logged, so there is no best time to compare."]
@@ -350,6 +352,14 @@ def key_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps: tabl
             s = None
         if s:
             out.append(s)
+    for cmp in other_steps:
+        if best_name in cmp.metric_tables and cmp.checkpoints:
+            cp = cmp.checkpoints[-1]
+            s = ranking_sentence(cmp.metric_tables[best_name].loc[cp], groups,
+                                 f"At {tables.format_steps(cp)} {cmp.axis} (the last common checkpoint)",
+                                 f"the best {map_name} time so far")
+            if s:
+                out.append(s)
     s = ranking_sentence(final, groups, "Over each whole run (not only the common window)",
                          f"the final best {map_name} time")
     if s:
@@ -452,7 +462,7 @@ def build_readme(spec: ExperimentSpec, runset: loading.RunSet, groups: dict[str,
                f"common window shared by all runs ({_minutes(by_time.window)} {_axis_unit(by_time.axis)}; the shortest "
                f"run is {shortest}).")
     out.append("")
-    out += [f"- {s}" for s in key_results(spec, by_time, by_steps, final, groups, maps)]
+    out += [f"- {s}" for s in key_results(spec, by_time, by_steps, final, groups, maps, step_comparisons[1:])]
     if maps:
         out += [f"- {s}" for s in distance_results(spec, by_time, by_steps, run_table, groups, maps[0])]
     out.append("")
