@@ -31,9 +31,9 @@ def experiment_first(argv: list[str]) -> list[str]:
 
     experiments = [a for a in argv if is_experiment(a)]
     rest = [a for a in argv if not is_experiment(a)]
+    # at the first override: flags stay where they were (Hydra's parser wants the overrides in one run)
     first = next((i for i, a in enumerate(rest) if "=" in a and not a.startswith("-")), len(rest))
-    return rest[:first] + experiments + rest[first:]  # flags stay where they were (Hydra's parser wants overrides
-    # in one run)
+    return rest[:first] + experiments + rest[first:]
 
 
 def compose_config(overrides: list[str] | None = None, return_hydra_config: bool = False) -> Config | DictConfig:
