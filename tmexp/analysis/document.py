@@ -159,22 +159,16 @@ def final_seed_section(final_best: pd.Series, groups: dict[str, list[str]], base
     estimates = stats.group_estimates(final_best, groups, reps=reps)
     fmt = "{:.1f}" if higher_is_better else "{:.3f}"
     rows = {g: {"seeds": e.n_seeds, what: e.describe(fmt) if e.n_seeds else "-"} for g, e in estimates.items()}
-    versus = {c.a.group: c for c in stats.group_comparisons(final_best, groups, baseline, reps=reps,
-                                                              higher_is_better=higher_is_better)}
-    for g in rows:
-        c = versus.get(g)
-        rows[g]["vs baseline"] = "-" if c is None else (
-            "single seed" if c.overlap is None else ("CIs overlap" if c.overlap else "CIs disjoint"))
-        rows[g]["P(better than baseline)"] = "-" if c is None or math.isnan(c.p_improvement) \
-            else f"{c.p_improvement:.2f}"
-    if reference in groups and reference != baseline:
-        versus = {c.a.group: c for c in stats.group_comparisons(final_best, groups, reference, reps=reps,
+    against = [("baseline", baseline)] + ([(reference, reference)] if reference in groups and reference != baseline
+                                           else [])
+    for name, base in against:
+        versus = {c.a.group: c for c in stats.group_comparisons(final_best, groups, base, reps=reps,
                                                                   higher_is_better=higher_is_better)}
         for g in rows:
             c = versus.get(g)
-            rows[g][f"vs {reference}"] = "-" if c is None else (
+            rows[g][f"vs {name}"] = "-" if c is None else (
                 "single seed" if c.overlap is None else ("CIs overlap" if c.overlap else "CIs disjoint"))
-            rows[g][f"P(better than {reference})"] = "-" if c is None or math.isnan(c.p_improvement) \
+            rows[g][f"P(better than {name})"] = "-" if c is None or math.isnan(c.p_improvement) \
                 else f"{c.p_improvement:.2f}"
     table = pd.DataFrame.from_dict(rows, orient="index")
     better = "a longer distance" if higher_is_better else "a lower time"
