@@ -24,6 +24,7 @@ from tmexp.envs.tmi.protocol import MessageType
 from tmexp.envs.track import load_map
 
 SPEC = EnvSpec()
+DEFAULT_TIMEOUT_DURING_RUN_MS = TmiParams().timeout_during_run_ms
 REWARDS = RewardSpec()
 
 
@@ -160,6 +161,9 @@ def test_lost_connection_mid_race_discards_the_rollout_then_reset_carries_on(tra
         assert env.races_discarded == 1
         with pytest.raises(RuntimeError, match="call reset"):
             env.step(0)  # the cut race is over: nothing of it can be continued
+        # The short timeout served to detect the fault; the recovery race gets the default one, or a pause of the
+        # test process over 400 ms between a run step and its answer makes the game drop us (seen once in CI).
+        env.params.timeout_during_run_ms = DEFAULT_TIMEOUT_DURING_RUN_MS
         # reset() reconnects to the same game, takes the start state again and races normally.
         tmi, terminated, _ = play(env, reference_actions)
         sim, _, _ = sim_records(track, reference_actions)
@@ -210,6 +214,7 @@ def test_launched_game_is_restarted_after_a_crash_and_rebooted_on_schedule(track
             env.step(0)
         first_pid = env.instance.process.pid
         wait_until_the_game_drops(env.client)  # idle between races past the plugin's timeout; the game lives on
+        env.params.timeout_during_run_ms = DEFAULT_TIMEOUT_DURING_RUN_MS  # the rest does not test a timeout
         obs, info = env.reset()
         assert env.instance.process.pid == first_pid and env.instance.restarts == 0 and info["race_time_ms"] == 0
         for _ in range(20):
@@ -360,6 +365,7 @@ def test_launched_game_that_goes_silent_mid_race_is_restarted(track):
             for _ in range(40):
                 env.step(0)
         hung_pid = env.instance.process.pid
+        env.params.timeout_during_run_ms = DEFAULT_TIMEOUT_DURING_RUN_MS  # the stall is seen: no 500 ms budget after
         obs, info = env.reset()
         assert env.instance.process.pid != hung_pid and info["race_time_ms"] == 0
         for _ in range(10):  # the fresh game stalls only at its own 25th run step
