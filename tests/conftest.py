@@ -1,23 +1,32 @@
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+_SESSION_START = time.time() - 1.0  # file times may be rounded down to the second
 _outside_reads: set[str] = set()
 
 
 def _audit_open(event: str, args: tuple) -> None:
-    """Record files opened beside the repository (a sibling folder): a clone of the project alone must pass."""
+    """Record files opened beside the repository (a sibling folder): a clone of the project alone must pass.
+
+    Files the tests themselves made during this session are not outside data: a clone in the temporary directory
+    has every pytest and benchmark scratch folder beside it.
+    """
     if event != "open" or not args or not isinstance(args[0], (str, Path)):
         return
     try:
         path = Path(args[0]).resolve()
+        if not path.is_relative_to(REPO.parent) or path.is_relative_to(REPO):
+            return
+        if path.stat().st_mtime >= _SESSION_START:
+            return  # written by this test session
     except (OSError, RuntimeError, ValueError):
-        return
-    if path.is_relative_to(REPO.parent) and not path.is_relative_to(REPO):
-        _outside_reads.add(str(path))
+        return  # not there yet: opened to be written, not read
+    _outside_reads.add(str(path))
 
 
 sys.addaudithook(_audit_open)
