@@ -22,8 +22,8 @@ def _audit_open(event: str, args: tuple) -> None:
         path = Path(args[0]).resolve()
         if not path.is_relative_to(REPO.parent) or path.is_relative_to(REPO):
             return
-        if path.stat().st_mtime >= _SESSION_START:
-            return  # written by this test session
+        if path.stat().st_ctime >= _SESSION_START:
+            return  # made by this test session (a copy keeps its source's mtime, not its ctime)
     except (OSError, RuntimeError, ValueError):
         return  # not there yet: opened to be written, not read
     _outside_reads.add(str(path))
