@@ -52,6 +52,21 @@ def test_smoke_run_serial(tmp_path):
     assert (meta["git_commit"] is None) == (meta["git_dirty"] is None)  # a commit comes with whether it was dirty
 
 
+def test_every_race_records_the_runs_counters_at_its_end(tmp_path):
+    train(compose_config(TINY), tmp_path)
+    tags = scalars(tmp_path)
+    races = [s for s, _ in tags[metrics.alltime_min_ms("A01")]]
+    batches = tags[metrics.RACE_BATCHES]
+    seconds = tags[metrics.RACE_TRAINING_S]
+    assert [s for s, _ in batches] == races and [s for s, _ in seconds] == races  # one point per race, at its step
+    assert all(b1 <= b2 for (_, b1), (_, b2) in zip(batches, batches[1:]))
+    assert all(t1 <= t2 for (_, t1), (_, t2) in zip(seconds, seconds[1:]))
+    assert batches[-1][1] > 0 and batches[0][1] == 0  # the first race ends before learning starts
+    # The last race's counters are within the run's final totals, and the machine's state is logged too.
+    assert batches[-1][1] <= status(tmp_path)["batches"]
+    assert metrics.UPDATES_PER_S in tags and metrics.LOAD_AVERAGE in tags
+
+
 def test_smoke_run_with_two_collector_processes(tmp_path):
     cfg = compose_config(TINY + ["performance.serial=false", "performance.gpu_collectors_count=2"])
     train(cfg, tmp_path)

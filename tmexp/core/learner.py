@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from typing import Any, Callable
 
@@ -31,6 +32,14 @@ from tmexp.core.optimization import soft_update, train_step
 from tmexp.core.replay import mini_race_batch, nstep_transitions, rollout_end
 
 log = logging.getLogger(__name__)
+
+
+def _load_average() -> float:
+    """The machine's 1-minute load average (NaN where the OS has none): how crowded the run's cores were."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return math.nan
 
 
 class Learner:
@@ -123,7 +132,8 @@ class Learner:
         c.eval_races += int(rollout["is_eval"])
         self._keep_if_best(rollout)
         c.eval_time_ema_s = metrics.log_race(run.writer, rollout, c.frames, s.map_name, c.eval_time_ema_s,
-                                             c.alltime_min_ms.get(s.map_name))
+                                             c.alltime_min_ms.get(s.map_name), batches=c.batches,
+                                             training_seconds=c.training_seconds)
 
     def _keep_if_best(self, rollout: dict[str, Any]) -> None:
         """A finished race faster than any before: record its time and save its actions (``best_runs/``)."""
@@ -220,6 +230,8 @@ class Learner:
             metrics.LEARNER_PERCENTAGE: 100.0 * iv["train_s"] / dt,
             metrics.TRANSITIONS_LEARNED_PER_S: iv["batches"] * run.settings.batch_size / dt,
             metrics.FRAMES_PER_S: iv["frames"] / dt,
+            metrics.UPDATES_PER_S: iv["batches"] / dt,
+            metrics.LOAD_AVERAGE: _load_average(),
             metrics.LEARNING_RATE: sched["lr"],
             metrics.GAMMA: sched["gamma"],
             metrics.EPSILON: sched["epsilon"],

@@ -2,7 +2,9 @@
 
 Race times are seconds under ``Race/`` and milliseconds in ``alltime_min_ms_<map>``; an unfinished race counts
 as the race cutoff (300 s). The TensorBoard step is frames played (actions); gradient updates are logged as the
-counter ``cumul_number_batches_done`` so analysis can compare runs at equal updates.
+counter ``cumul_number_batches_done`` so analysis can compare runs at equal updates. Each race also records the
+run's own counters at its end (``Race/cumul_number_batches_done``, ``Race/cumul_training_seconds``; frames are its
+step), so a race is placed on the updates and training-time axes exactly, not at the last 30-second log.
 
 | tag | unit | meaning |
 |---|---|---|
@@ -25,6 +27,10 @@ counter ``cumul_number_batches_done`` so analysis can compare runs at equal upda
 | ``cumul_number_frames_played`` | | frames (actions) played so far |
 | ``cumul_number_batches_done`` | | gradient updates so far |
 | ``cumul_training_hours`` | h | wall hours spent training (excludes time the run was stopped) |
+| ``Race/cumul_number_batches_done`` | | gradient updates done when the race at this step ended (exact, one per race) |
+| ``Race/cumul_training_seconds`` | s | training seconds when the race at this step ended (exact, one per race) |
+| ``Performance/updates_per_second`` | 1/s | gradient updates per second over the logging interval |
+| ``Performance/load_average_1m`` | | the machine's 1-minute load average at the log (how crowded the run's cores were) |
 
 The analysis imports this module for the names alone: it imports nothing of tmexp, and torch only inside the
 functions that write.
@@ -86,17 +92,23 @@ LEARNER_PERCENTAGE = "Performance/learner_percentage_training"
 TRANSITIONS_LEARNED_PER_S = "Performance/transitions_learned_per_second"
 FRAMES_PER_S = "Performance/frames_per_second"
 COLLECTOR_RESTARTS = "Performance/collector_restarts"
+UPDATES_PER_S = "Performance/updates_per_second"
+LOAD_AVERAGE = "Performance/load_average_1m"
 MEMORY_SIZE = "Memory/size"
 CUMUL_FRAMES = "cumul_number_frames_played"
 CUMUL_BATCHES = "cumul_number_batches_done"
 CUMUL_TRAINING_HOURS = "cumul_training_hours"
+# The counters at each race's end (one point per race, at the race's step): the exact step axes.
+RACE_BATCHES = "Race/cumul_number_batches_done"
+RACE_TRAINING_S = "Race/cumul_training_seconds"
 
 # The unit of each tag (the table above); "" for a plain number. Analysis labels its tables with it and converts
 # logs of other Linesight-family versions to it on load.
 UNITS = {
     LOSS: "", GRAD_NORM: "", LEARNING_RATE: "", GAMMA: "", EPSILON: "", EPSILON_BOLTZMANN: "",
     LEARNER_PERCENTAGE: "%", TRANSITIONS_LEARNED_PER_S: "1/s", FRAMES_PER_S: "1/s", COLLECTOR_RESTARTS: "",
-    MEMORY_SIZE: "", CUMUL_FRAMES: "", CUMUL_BATCHES: "", CUMUL_TRAINING_HOURS: "h",
+    MEMORY_SIZE: "", CUMUL_FRAMES: "", CUMUL_BATCHES: "", CUMUL_TRAINING_HOURS: "h", UPDATES_PER_S: "1/s",
+    LOAD_AVERAGE: "", RACE_BATCHES: "", RACE_TRAINING_S: "s",
 }
 MAP_UNITS = {alltime_min_ms: "ms", eval_race_time_robust: "s", eval_race_time: "s", explo_race_time: "s",
              eval_race_finished: "0/1", explo_race_finished: "0/1", eval_race_progress: "m",
@@ -177,13 +189,15 @@ def robust_eval_time(race_s: float, ema_s: float | None) -> tuple[bool, float]:
 
 
 def log_race(writer, race: Mapping[str, Any], step: int, map_name: str, eval_time_ema_s: float | None,
-             best_ms: int | None) -> float | None:
-    """Write one race's scalars at ``step`` (frames played).
+             best_ms: int | None, batches: int | None = None, training_seconds: float | None = None) -> float | None:
+    """Write one race's scalars at ``step`` (frames played when the race ended).
 
     Args:
         race: a rollout (``finished``, ``race_time_ms``, ``is_eval``, ``q_taken`` (T,), optionally ``progress_m``).
         eval_time_ema_s: the rolling mean of finished eval race times so far (None before the first).
         best_ms: the run's best race time so far, this race included (None: no race finished yet).
+        batches, training_seconds: the run's gradient updates and training seconds when the race ended, written as
+            ``RACE_BATCHES`` / ``RACE_TRAINING_S`` at the same step (the exact step axes of the analysis).
     Returns:
         The updated rolling mean of finished eval race times.
     """
@@ -205,6 +219,10 @@ def log_race(writer, race: Mapping[str, Any], step: int, map_name: str, eval_tim
     if len(race["q_taken"]):
         writer.add_scalar(avg_q(m), float(np.mean(race["q_taken"])), step)
     writer.add_scalar(alltime_min_ms(m), best_ms if best_ms is not None else int(RACE_CUTOFF_S * 1000), step)
+    if batches is not None:
+        writer.add_scalar(RACE_BATCHES, batches, step)
+    if training_seconds is not None:
+        writer.add_scalar(RACE_TRAINING_S, training_seconds, step)
     return eval_time_ema_s
 
 
