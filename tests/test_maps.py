@@ -178,3 +178,44 @@ def test_a_bad_cycle_ends_in_one_line_naming_the_entry(overrides, words):
     with pytest.raises(ConfigError, match=re.escape(words)) as error:
         check_config(compose_config(CYCLE + overrides))
     assert "\n" not in str(error.value)
+
+
+# ----- the learning benchmark on a cycle ---------------------------------------------------------------------
+def cycle_run_rows(races, minutes=10, frames_per_min=6000):
+    """Counters every minute, and races as (map, minute, seconds or None), each at its own step."""
+    rows = []
+    for k in range(minutes + 1):
+        frames = frames_per_min * k
+        rows += [(metrics.CUMUL_FRAMES, frames, 1.7e9 + 60 * k, frames),
+                 (metrics.CUMUL_TRAINING_HOURS, frames, 1.7e9 + 60 * k, k / 60)]
+    for i, (m, minute, seconds) in enumerate(races):
+        step, wall = int(frames_per_min * minute) + 1 + i, 1.7e9 + 60 * minute
+        rows += [(metrics.explo_race_time(m), step, wall, seconds or 300.0),
+                 (metrics.explo_race_finished(m), step, wall, float(seconds is not None)),
+                 (metrics.explo_race_progress(m), step, wall, 100.0)]
+    return sorted(rows, key=lambda r: (r[1], r[2]))
+
+
+def test_the_learning_benchmark_gives_each_map_of_a_cycle_its_figures(tmp_path, capsys):
+    from tmexp.analysis.synthetic import write_run_dir
+    from tmexp.bench import learning
+
+    config = {"seed": 0, "map": {"short_name": "A01_hock", "cycle": [{"short_name": "A01"}, {"short_name": "hock"}]}}
+    both = write_run_dir(tmp_path / "both", cycle_run_rows([("A01", 2.0, 30.0), ("hock", 7.0, 110.0),
+                                                             ("A01", 8.0, 27.0)]), config=config)
+    one = write_run_dir(tmp_path / "one", cycle_run_rows([("A01", 3.0, 29.0), ("hock", 4.0, None)]),
+                        config={**config, "seed": 1})
+    figures = learning.figures_of_runs([both, one], minutes=10)
+    assert [(f.map, f.seed, f.first_finish_min) for f in figures] == [
+        ("A01", 0, pytest.approx(2.0, abs=0.01)), ("hock", 0, pytest.approx(7.0, abs=0.01)),
+        ("A01", 1, pytest.approx(3.0, abs=0.01)), ("hock", 1, None)]
+    assert figures[0].best_s["10"] == pytest.approx(27.0)
+    assert learning.all_maps_finished(figures) == {str(both): pytest.approx(7.0, abs=0.01), str(one): None}
+    assert learning.main(["--runs", str(both), str(one), "--minutes", "10", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["median_by_map"]) == {"A01", "hock"}
+    assert report["median_by_map"]["hock"]["finished_runs"] == 1
+    assert report["median_all_maps_finished_min"] is None  # one run of two never finished hock: the median never
+    assert learning.main(["--runs", str(both), str(one), "--minutes", "10"]) == 0
+    text = capsys.readouterr().out
+    assert "map A01" in text and "map hock" in text and "every map of the cycle finished: 1 of 2 runs" in text
