@@ -219,3 +219,37 @@ def test_the_learning_benchmark_gives_each_map_of_a_cycle_its_figures(tmp_path, 
     assert learning.main(["--runs", str(both), str(one), "--minutes", "10"]) == 0
     text = capsys.readouterr().out
     assert "map A01" in text and "map hock" in text and "every map of the cycle finished: 1 of 2 runs" in text
+
+
+# ----- the game: each race on its map of the cycle -------------------------------------------------------------
+def test_the_game_env_loads_each_map_of_the_cycle_when_its_race_comes(tracks):
+    import threading
+
+    from tmexp.envs.fake_game import FakeGame, FakeRace
+    from tmexp.envs.tmi.env import TmiEnv
+    from tmexp.envs.tmi.params import TmiParams
+
+    spec, rewards = EnvSpec(), RewardSpec()
+    game = FakeGame(FakeRace(tracks[0], spec), port=0, load_on_connect=False)  # in its menus until a map command
+    game.listen()
+    thread = threading.Thread(target=game.serve_forever, daemon=True)
+    thread.start()
+    # The fake game loads built-in tracks by name: A01 and hock stand for the maps' .Challenge.Gbx.
+    env = TmiEnv(tracks[0], spec, rewards, TmiParams(base_tmi_port=game.port), maps=[(tracks[0], "A01"),
+                                                                                       (tracks[1], "hock")])
+    try:
+        for index in (1, 0, 1):
+            track = tracks[index]
+            _, info = env.reset(options={"map_index": np.array([index])})
+            assert env.track is track
+            sim = SimEnv(track, spec, rewards, SimParams(), seed=0)
+            sim.reset()
+            for action in [0] * 30:
+                _, reward, _, _, info = env.step(action)
+                _, sim_reward, _, _, sim_info = sim.step(action)
+                assert abs(info["progress_m"] - sim_info["progress_m"]) < 1e-3 and abs(reward - sim_reward) < 1e-4
+            assert game.race.track.name == track.name
+    finally:
+        env.close()
+        game.stop()
+        thread.join(timeout=5)
