@@ -41,7 +41,8 @@ def test_the_two_map_option_composes_and_each_map_takes_the_nodes_race_counts():
 
 
 def test_races_follow_linesights_order_explo_then_eval_map_by_map_round_again():
-    cycle = MapCycle.of(compose_config(CYCLE + ["map.explo_races_per_cycle=3", "map.cycle.1.eval_races_per_cycle=2"]).map)
+    overrides = ["map.explo_races_per_cycle=3", "map.cycle.1.eval_races_per_cycle=2"]
+    cycle = MapCycle.of(compose_config(CYCLE + overrides).map)
     assert len(cycle) == 9
     order = [cycle.race(i) for i in range(11)]
     explo_a, eval_a, explo_h, eval_h = (0, False), (0, True), (1, False), (1, True)
@@ -76,11 +77,11 @@ def test_cars_on_different_tracks_race_as_one_car_envs_on_those_tracks(tracks):
     maps = np.array([1, 0, 1])
     obs, _ = venv.reset(seed=[5, 6, 7], options={"map_index": maps})
     alone = [SimEnv(tracks[m], spec, rewards, params, seed=5 + car) for car, m in enumerate(maps)]
-    firsts = [env.reset()[0] for env in alone]
+    expected = [env.reset()[0] for env in alone]
     rng = np.random.default_rng(0)
-    for step in range(60):
+    for _ in range(60):
         for car in range(3):
-            np.testing.assert_array_equal(obs["img"][car], firsts[car]["img"] if step == 0 else singles[car][0]["img"])
+            np.testing.assert_array_equal(obs["img"][car], expected[car]["img"])
         actions = rng.integers(0, 3, size=3)  # forward, forward-left, forward-right
         obs, reward, terminated, truncated, info = venv.step(actions)
         singles = [env.step(int(a)) for env, a in zip(alone, actions)]
@@ -89,6 +90,7 @@ def test_cars_on_different_tracks_race_as_one_car_envs_on_those_tracks(tracks):
             assert reward[car] == r and terminated[car] == te and truncated[car] == tr
             assert info["progress_m"][car] == i["progress_m"] and info["race_time_ms"][car] == i["race_time_ms"]
         assert not (terminated.any() or truncated.any())
+        expected = [o for o, *_ in singles]
     # A reset moves a car to the track it is told; the others race on where they are.
     obs, _ = venv.reset(seed=[None, 9, None], options={"reset_mask": np.array([False, True, False]),
                                                        "map_index": np.array([0, 1, 0])})
@@ -253,3 +255,15 @@ def test_the_game_env_loads_each_map_of_the_cycle_when_its_race_comes(tracks):
         env.close()
         game.stop()
         thread.join(timeout=5)
+
+
+def test_a_checkpoint_from_before_map_cycles_keeps_its_robust_eval_mean_for_its_map():
+    from types import SimpleNamespace
+
+    from tmexp.core.checkpoint import Counters
+    from tmexp.core.learner import Learner
+
+    old = Counters(eval_time_ema_s=31.5)  # as Counters(**state["counters"]) reads an older checkpoint
+    learner = Learner(SimpleNamespace(counters=old, settings=SimpleNamespace(map_names=("A01",))))
+    assert learner.run.counters.eval_time_ema_by_map == {"A01": 31.5}
+    assert learner.run.counters.eval_time_ema_s is None
