@@ -114,13 +114,18 @@ def _replay(args) -> int:
     except (playback.PlaybackError, TrackError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(_replay_summary(race, recorded, reference, playback.time_deltas(race, reference)))
+    marks = np.append(track.checkpoint_distances(settings.spec.checkpoint_spacing_m), track.length)
+    print(_replay_summary(race, recorded, reference, playback.time_deltas(race, reference), marks))
     print(f"wrote {out}" + (f" and {animation}" if animation else ""))
     return 0
 
 
-def _replay_summary(race, recorded_ms, reference, deltas) -> str:
-    """One line: the race's time (and the recorded one), against the reference, and where it lost most."""
+def _replay_summary(race, recorded_ms, reference, deltas, marks) -> str:
+    """One line: the race's time (and the recorded one), against the reference, and where it lost most.
+
+    ``deltas``: seconds behind the reference at each checkpoint both passed; ``marks``: (K,) metres of the
+    checkpoints, the finish last.
+    """
     line = f"{race.label()}"
     if recorded_ms is not None:
         line += f" (recorded {recorded_ms / 1000:.2f} s)"
@@ -128,7 +133,9 @@ def _replay_summary(race, recorded_ms, reference, deltas) -> str:
     if len(deltas):
         section = np.diff(deltas, prepend=0.0)
         worst = int(np.argmax(section))
-        line += (f"; {deltas[-1]:+.2f} s at the last checkpoint both passed, most lost before checkpoint {worst + 1} "
+        at = "the finish" if race.finished and reference.finished else f"{marks[len(deltas) - 1]:.0f} m"
+        start = marks[worst - 1] if worst else 0.0
+        line += (f"; {deltas[-1]:+.2f} s at {at}; most lost from {start:.0f} to {marks[worst]:.0f} m "
                  f"({section[worst]:+.2f} s)")
     return line
 
