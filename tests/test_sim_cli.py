@@ -178,6 +178,7 @@ def test_replay_drives_the_greedy_policy_of_a_runs_checkpoint(tmp_path, capsys):
 
     run = tmp_path / "run"
     train(compose_config(["+experiment=smoke", "training.max_frames=200"]), run)
+    capsys.readouterr()  # the training's console lines
     assert main(["replay", str(run), "--checkpoint"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("checkpoint (greedy): ") and (run / "replay" / "checkpoint.png").is_file()
