@@ -98,14 +98,35 @@ class EnvConfig(EnvSpec):
 
 
 @dataclass
+class MapEntry:
+    """One map of a map cycle (``map.cycle``), as in Linesight's ``map_cycle``: its track, its game map and its
+    races per cycle. A race count left null takes the ``map`` node's own (``map.explo_races_per_cycle=32`` sets
+    every map's)."""
+
+    short_name: str = ""  # names the map's tags (``alltime_min_ms_<short_name>``) and its best_runs files
+    map_path: str = ""  # the game's .Challenge.Gbx (env=tmi only)
+    reference_line_path: Optional[str] = None  # null: the built-in track of that name
+    explo_races_per_cycle: Optional[int] = None
+    eval_races_per_cycle: Optional[int] = None
+
+
+@dataclass
 class MapConfig:
-    """``map``: which track. ``reference_line_path`` (a Linesight (N, 3) .npy) overrides the built-in track."""
+    """``map``: which track, or which tracks in turn. ``reference_line_path`` (a Linesight (N, 3) .npy) overrides
+    the built-in track.
+
+    One map: ``short_name`` and the fields below. A map cycle (``cycle``, several maps): each entry is a map of its
+    own, played in Linesight's order (the first map's exploration races, then its eval races, then the next map's,
+    round and round; ``tmexp/envs/maps.py``); ``short_name`` then names the cycle, ``map_path`` and
+    ``reference_line_path`` stay unset, and the race counts are the entries' defaults.
+    """
 
     short_name: str = "A01"
     map_path: str = ""  # the game's .Challenge.Gbx (env=tmi only)
     reference_line_path: Optional[str] = None
     explo_races_per_cycle: int = 64
     eval_races_per_cycle: int = 1
+    cycle: List[MapEntry] = field(default_factory=list)
 
 
 @dataclass

@@ -65,8 +65,12 @@ class Counters:
     training_seconds: float = 0.0  # wall time spent inside this run, across resumes
     samples_since_target_update: int = 0
     alltime_min_ms: dict[str, int] = field(default_factory=dict)
-    eval_time_ema_s: float | None = None  # rolling mean of finished eval race times (robust time)
+    # rolling mean of finished eval race times (robust time) of checkpoints from before map cycles: the learner moves
+    # it into eval_time_ema_by_map, which holds it per map
+    eval_time_ema_s: float | None = None
     replay_parts_dropped: int = 0  # saved replay chunks (or priorities) found corrupt or missing on resume
+    eval_time_ema_by_map: dict[str, float] = field(default_factory=dict)  # map -> its rolling mean, as above
+    cycle_position: dict[int, int] = field(default_factory=dict)  # car number -> map-cycle position of its next race
 
     def status(self, map_name: str) -> dict[str, Any]:
         """The counters ``status.json`` reports."""

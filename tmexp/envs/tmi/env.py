@@ -61,7 +61,7 @@ class TmiEnv(gym.Env):
     """
 
     def __init__(self, track, spec: EnvSpec, rewards: RewardSpec, params: TmiParams, collector_index: int = 0,
-                 seed: int | None = None):
+                 seed: int | None = None, maps: list | None = None):
         # Plain dataclasses: every step reads these, and Hydra's config nodes are slow to read.
         spec, rewards, params = _plain(spec, EnvSpec), _plain(rewards, RewardSpec), _plain(params, TmiParams)
         self.track = track
@@ -84,12 +84,18 @@ class TmiEnv(gym.Env):
         self._last_car: CarState | None = None
         self.races_discarded = 0
         self._restart_before_next_race = False
+        # A map cycle: (track, game map path) per map; reset(options={"map_index": i}) races on map i from then on.
+        self.maps = maps or [(track, params.map_path)]
+        self.map_index = 0
+        self.params.map_path = self.maps[0][1]
 
     # ---- Gymnasium-style API ------------------------------------------------------------------------------
 
     def reset(self, seed: int | None = None, options=None):
         """Start a race from the saved start state; reconnect or restart the game as needed."""
         self._race = None
+        if options and options.get("map_index") is not None:
+            self._switch_map(int(np.asarray(options["map_index"]).reshape(-1)[0]))
         restarts, retried_stale = 0, False
         while True:
             # A connection kept from the previous race may have been dropped by the plugin meanwhile (it gives
@@ -155,6 +161,18 @@ class TmiEnv(gym.Env):
         if terminated or truncated:
             self._race = None  # the game stays paused in its frame sync until the next reset rewinds it
         return obs, reward, terminated, truncated, info
+
+    def _switch_map(self, index: int) -> None:
+        """Race on the cycle's map ``index`` from the next race: reconnect, and ``_connect`` loads it."""
+        if index == self.map_index:
+            return
+        self.map_index = index
+        self.track, self.params.map_path = self.maps[index]
+        self.line = extended_line(self.track, self.spec)
+        self.geometry = TrackGeometry(self.line)
+        self._start_state = None
+        if self.client is not None:
+            self._drop_connection()
 
     @property
     def car(self) -> CarState | None:
