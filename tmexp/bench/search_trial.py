@@ -28,6 +28,10 @@ class TrialConfig:
     seconds: list[float] = field(default_factory=lambda: list(LENGTHS_S))
     objective: str = "best_time"  # what tmexp's optuna preset reads for the study's direction
     run_name: str = "bench_search"
+    # For tests of the scheduling: job hold_job waits (at most hold_timeout_s) until job hold_until_job has ended.
+    hold_job: int = -1
+    hold_until_job: int = -1
+    hold_timeout_s: float = 120.0
 
 
 ConfigStore.instance().store(name="bench_search_trial", node=TrialConfig)
@@ -50,7 +54,15 @@ def main(cfg: TrialConfig) -> float:
     num = int(hydra_cfg.job.num)
     started = process_start_time()
     time.sleep(cfg.seconds[num % len(cfg.seconds)])
-    record = {"job": num, "process_started": started, "ended": time.time(), "pid": os.getpid()}
+    saw_other_end = None
+    if num == cfg.hold_job:
+        other = Path(hydra_cfg.sweep.dir) / str(cfg.hold_until_job) / "trial.json"
+        deadline = time.monotonic() + cfg.hold_timeout_s
+        while not other.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        saw_other_end = other.is_file()
+    record = {"job": num, "process_started": started, "ended": time.time(), "pid": os.getpid(),
+              "saw_other_end": saw_other_end}
     (Path(hydra_cfg.runtime.output_dir) / "trial.json").write_text(json.dumps(record))
     return float(cfg.x)
 

@@ -196,10 +196,14 @@ def check_continuation(study, where: str, objective_name: str | None, direction:
     now = _space_json(distributions)
     for name in sorted(set(space) | set(now)):
         if space.get(name) != now.get(name):
-            was = _describe(space.get(name)) or "not searched"
-            is_now = _describe(now.get(name)) or "not searched"
-            raise ConfigError(f"{where} searched {name} as {was}, this command as {is_now}: give the study's search "
-                              f"space to continue it, or {fix}.")
+            was, is_now = _describe(space.get(name)), _describe(now.get(name))
+            if was is None:
+                what = f"did not search {name}, this command searches it as {is_now}"
+            elif is_now is None:
+                what = f"searched {name} as {was}, this command does not search it"
+            else:
+                what = f"searched {name} as {was}, this command as {is_now}"
+            raise ConfigError(f"{where} {what}: give the study's search space to continue it, or {fix}.")
 
 
 def _describe(encoded: str | None) -> str | None:
