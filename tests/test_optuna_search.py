@@ -54,7 +54,8 @@ def test_the_search_space_is_read_as_the_plugin_read_it():
          "e=range(2, 8, 2)", "f=1,2", "g=5", "hydra.sweeper.n_trials=3"], {"params": {"g": "4", "h": "choice(0, 1)"}})
     assert distributions == {
         "h": CategoricalDistribution([0, 1]),  # hydra.sweeper.params first
-        "a": FloatDistribution(0.1, 0.9), "b": FloatDistribution(1e-5, 1e-3, log=True), "c": IntDistribution(1, 8),  # int(...): ints
+        "a": FloatDistribution(0.1, 0.9), "b": FloatDistribution(1e-5, 1e-3, log=True),
+        "c": IntDistribution(1, 8),  # int(...): ints
         "d": CategoricalDistribution(["x", "y"]), "e": IntDistribution(2, 8, step=2),  # range: its end included
         "f": CategoricalDistribution([1, 2])}
     assert fixed == ["g=5"]  # the command line's value wins over the params'; Hydra's own overrides are not trials'

@@ -27,10 +27,11 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -350,17 +351,21 @@ class _Scheduler:
     def run(self) -> list:
         running: dict[Future, Running] = {}
         launched = 0
-        with ThreadPoolExecutor(max_workers=self.n_jobs, thread_name_prefix="trial") as pool:
+        try:
             while running or (launched < self.n_trials and not self._too_many_failures()):
                 while len(running) < self.n_jobs and launched < self.n_trials and not self._too_many_failures():
                     item = self._ask()
-                    running[pool.submit(self._launch, item)] = item
+                    running[self._start(item)] = item
                     launched += 1
                 done, _ = wait(running, timeout=self.poll_s, return_when=FIRST_COMPLETED)
                 for future in done:
                     self._end(running.pop(future), future)
                 for item in running.values():
                     self._follow(item)
+        except KeyboardInterrupt:
+            log.warning("interrupted: trials %s are left running in the study; continuing it marks them failed and "
+                        "asks them again", sorted(item.trial.number for item in running.values()))
+            raise
         if self._too_many_failures():
             log.error("%d of %d trials failed (more than hydra.sweeper.max_failure_rate=%g): the study stops",
                       self.failed, self.ended, self.max_failure_rate)
@@ -378,6 +383,21 @@ class _Scheduler:
 
     def _overrides(self, trial) -> list[str]:
         return [*self.fixed, *(f"{name}={value}" for name, value in trial.params.items())]
+
+    def _start(self, item: Running) -> Future:
+        """Launch the trial's job from a worker thread; the future holds its JobReturn. Daemon threads: an
+        interrupted sweep exits without waiting for jobs that a cluster runs on."""
+        future: Future = Future()
+
+        def work() -> None:
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(self._launch(item))
+            except BaseException as error:  # the job's failure is the trial's, told on the sweep's thread
+                future.set_exception(error)
+
+        threading.Thread(target=work, name=f"trial-{item.trial.number}", daemon=True).start()
+        return future
 
     def _launch(self, item: Running):
         """On a worker thread: run the trial's job (trial N is job N) and wait for it."""
@@ -398,7 +418,7 @@ class _Scheduler:
             job_return = future.result()
             self.returns.append(job_return)
             if job_return.status != JobStatus.COMPLETED:
-                job_return.return_value  # raises the job's exception
+                _ = job_return.return_value  # raises the job's exception
             value = float(job_return.return_value)
         except BaseException as error:  # the job raised, or its launcher lost it (a cancelled SLURM job)
             self.failed += 1
@@ -455,7 +475,7 @@ class TrialReporter:
 
     @classmethod
     def for_job(cls, hydra_cfg: DictConfig, multirun: bool, run_dir: Path, objective_name: str, map_name: str,
-                every_s: float) -> "TrialReporter | None":
+                every_s: float) -> TrialReporter | None:
         """The reporter of a job of a search (None for any other run)."""
         if not multirun or not is_search(hydra_cfg.sweeper):
             return None
@@ -502,8 +522,8 @@ def study_report(sweeper: DictConfig, sweep_dir: Path, objective_name: str | Non
     states = [t.state.name.lower() for t in trials]
     rank = {s: i for i, s in enumerate(("complete", "pruned", "fail", "running", "waiting"))}
     counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states), key=lambda s: (rank.get(s, len(rank)), s)))
-    lines = [f"optuna study {study.study_name!r} ({where}): {len(states)} trials ({counts}); "
-             f"objective {name}, {study.directions[0].name.lower()}d"]
+    lines = [(f"optuna study {study.study_name!r} ({where}): {len(states)} trials ({counts}); "
+              f"objective {name}, {study.directions[0].name.lower()}d")]
     for t in trials:
         if t.value is not None:
             value = f"{t.value:.6g} {unit}"

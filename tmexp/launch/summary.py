@@ -334,8 +334,9 @@ class SweepSummary(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         params = config.hydra.sweeper.get("params") or {}
-        try:
-            expected = expected_jobs(overrides, OmegaConf.to_container(params, resolve=False))
+        try:  # a search draws its jobs (its choices are no grid): the job directories found are its jobs
+            expected = (None if search.is_search(config.hydra.sweeper)
+                        else expected_jobs(overrides, OmegaConf.to_container(params, resolve=False)))
         except Exception:  # a sweeper other than Hydra's basic one: report the job directories found
             expected = None
         results = collect(sweep_dir, expected)
