@@ -211,6 +211,40 @@ def test_no_trial_is_pruned_before_its_minimum_training_time(tmp_path):
     assert item.prune_requested
 
 
+def _job_return(status, value):
+    from hydra.core.utils import JobReturn
+
+    job_return = JobReturn()
+    job_return.status = status
+    job_return._return_value = value  # what the launcher hands back: the value, or the job's exception
+    return job_return
+
+
+def test_an_ended_trial_is_told_its_value_its_failure_or_its_pruning(tmp_path):
+    from concurrent.futures import Future
+
+    from hydra.core.utils import JobStatus
+
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.ThresholdPruner(upper=1.0))
+    scheduler = _scheduler(study, tmp_path)
+    ended, failed, pruned = scheduler._ask(), scheduler._ask(), scheduler._ask()
+    _report(ended, (1.0, 99.0))  # its last report arrives with its end: recorded, but an ended run is no prune
+    _report(pruned, (1.0, 99.0))
+    scheduler._follow(pruned)
+    for item, job_return in ((ended, _job_return(JobStatus.COMPLETED, 99.0)),
+                             (failed, _job_return(JobStatus.FAILED, RuntimeError("boom"))),
+                             (pruned, _job_return(JobStatus.COMPLETED, 99.0))):
+        future = Future()
+        future.set_result(job_return)
+        scheduler._end(item, future)
+    trials = study.trials
+    states = optuna.trial.TrialState
+    assert [t.state for t in trials] == [states.COMPLETE, states.FAIL, states.PRUNED]
+    assert trials[0].value == 99.0 and trials[0].intermediate_values == {1: 99.0}
+    assert not ended.prune_file.exists() and pruned.prune_file.is_file()
+    assert (scheduler.ended, scheduler.failed) == (3, 1)
+
+
 @pytest.mark.slow  # a smoke run until its first reports
 def test_a_pruned_run_stops_cleanly_and_the_summary_counts_it(tmp_path):
     """A threshold no run reaches prunes the trial at its first report: the run ends "pruned", with a final

@@ -411,7 +411,7 @@ class _Scheduler:
         from hydra.core.utils import JobStatus
 
         states = self.optuna.trial.TrialState
-        self._follow(item)  # reports written just before the end
+        self._follow(item, may_prune=False)  # reports written just before the end (a run that ended is no prune)
         self.ended += 1
         number = item.trial.number
         try:
@@ -432,7 +432,7 @@ class _Scheduler:
             self.study.tell(item.trial, value)
             log.info("trial %d: %.6g", number, value)
 
-    def _follow(self, item: Running) -> None:
+    def _follow(self, item: Running, may_prune: bool = True) -> None:
         """Take the trial's new reports: one intermediate value per step (the first report at or past
         k x step_seconds of training), then ask the pruner once the run has trained prune_after_minutes."""
         try:
@@ -451,7 +451,7 @@ class _Scheduler:
                 item.trial.report(float(report["value"]), step)
                 item.last_step, new = step, True
                 seconds = float(report["seconds"])
-        if not new or item.prune_requested or seconds < self.prune_after_s:
+        if not (new and may_prune) or item.prune_requested or seconds < self.prune_after_s:
             return
         if item.trial.should_prune():
             item.prune_requested = True
