@@ -94,7 +94,7 @@ def test_a_finished_trial_frees_its_worker_at_once(tmp_path):
 
 def test_a_rerun_continues_the_study_its_job_numbers_and_reasks_trials_a_killed_sweep_left_running(tmp_path):
     sweep_dir = tmp_path / "search"
-    common = ["seconds=[0]", "hydra.sweeper.sampler.seed=0"]
+    common = ["hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2", "seconds=[0]", "hydra.sweeper.sampler.seed=0"]
     first = run_trial_app(sweep_dir, [*common, "hydra.sweeper.n_trials=3"])
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     before = {n: trial_record(sweep_dir, n) for n in range(3)}
