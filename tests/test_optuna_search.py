@@ -114,6 +114,41 @@ def test_a_rerun_continues_the_study_its_job_numbers_and_reasks_trials_a_killed_
     assert [trial_record(sweep_dir, n)["job"] for n in (4, 5)] == [4, 5]  # new trials, new job numbers
 
 
+@pytest.mark.slow  # a smoke run until its first reports, then another
+def test_a_search_stopped_by_ctrl_c_leaves_its_trial_to_be_failed_and_asked_again(tmp_path):
+    """Ctrl-C (SIGINT) while a trial trains in-process: the run saves a checkpoint and stops, the sweep exits, the
+    study still says RUNNING; the same command again marks that trial failed and runs its parameters first."""
+    import signal
+    import time
+
+    sweep_dir = tmp_path / "search"
+    command = ["--multirun", "hydra/sweeper=optuna", "+experiment=smoke", "seed=choice(0, 1, 2, 3)",
+               "hydra.sweeper.sampler.seed=0", f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=1"]
+    log_path = tmp_path / "first.log"
+    with open(log_path, "w") as log:
+        first = subprocess.Popen([sys.executable, "-m", "tmexp.train", *command, "training.max_frames=1000000",
+                                  "training.max_minutes=3"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        reports = sweep_dir / search.TRIALS_DIR / "0.jsonl"
+        deadline = time.monotonic() + 240
+        while not reports.is_file() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert reports.is_file(), log_path.read_text()[-3000:]  # the run trains and has reported once
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=120) != 0
+    from tmexp.core.checkpoint import has_checkpoint
+
+    assert load(sweep_dir).trials[0].state == optuna.trial.TrialState.RUNNING
+    assert rundir.read_status(sweep_dir / "0")["status"] == "stopped" and has_checkpoint(sweep_dir / "0")
+
+    second = run_cli([*command, "training.max_frames=200"])
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    trials = load(sweep_dir).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"] and trials[1].params == trials[0].params
+    assert rundir.read_status(sweep_dir / "1")["status"] == "finished"
+    assert "1 of 1 jobs finished" in second.stdout  # this command's job; the stopped one is trial 0's FAIL line
+    assert "2 trials (1 complete, 1 fail)" in second.stdout
+
+
 @pytest.mark.slow  # three smoke runs, one after another
 def test_a_study_finishes_reports_its_best_trial_and_a_rerun_continues_it(tmp_path):
     sweep_dir = tmp_path / "search"

@@ -5,8 +5,9 @@ The Hydra plugin (``hydra_plugins/tmexp_optuna_sweeper``) registers the schema a
 
 - lives in ``<sweep dir>/optuna.journal`` (Optuna's JournalStorage on a plain file: safe on a shared filesystem
   across SLURM nodes, no database server) unless ``hydra.sweeper.storage`` names another Optuna storage URL;
-- runs ``n_jobs`` trials at once, each launched alone from a worker thread through the sweep's launcher (local,
-  submitit or SLURM), so that a trial that ends, or is pruned, frees its worker for the next trial at once;
+- runs ``n_jobs`` trials at once, each launched alone from a worker thread through the sweep's launcher
+  (``hydra/launcher=local`` or ``slurm``), so that a trial that ends, or is pruned, frees its worker for the next
+  trial at once; Hydra's in-process launcher runs one trial at a time, on the sweep's own thread;
 - runs trial N in job N (``hydra.job.num``, the job directory by default): job numbers keep counting across reruns;
 - prunes: each run reports its objective at every logging interval (``TrialReporter``, in the job) to
   ``<sweep dir>/.search/<N>.jsonl``; the sweeper turns the reports into the trial's intermediate values (step k: the
@@ -342,13 +343,14 @@ class _Scheduler:
         self.poll_s = float(settings.get("poll_seconds") or 2.0)
         self.sweep_dir, self.distributions, self.fixed = sweep_dir, distributions, fixed
         # An in-process launcher (Hydra's basic one) runs a job in this process, changing its working directory:
-        # one at a time.
-        in_process = "BasicLauncher" in type(launcher).__name__
-        self.lock = threading.Lock() if in_process else None
+        # one at a time, on this thread, where Ctrl-C and preemption signals reach the run.
+        self.in_process = "BasicLauncher" in type(launcher).__name__
         self.returns: list = []
         self.failed = self.ended = 0
 
     def run(self) -> list:
+        if self.in_process:
+            return self._run_in_process()
         running: dict[Future, Running] = {}
         launched = 0
         try:
@@ -369,6 +371,37 @@ class _Scheduler:
         if self._too_many_failures():
             log.error("%d of %d trials failed (more than hydra.sweeper.max_failure_rate=%g): the study stops",
                       self.failed, self.ended, self.max_failure_rate)
+        return self.returns
+
+    def _run_in_process(self) -> list:
+        """One trial at a time, run on this thread; a watcher thread follows its reports meanwhile (the only
+        thread calling Optuna while the trial runs)."""
+        for _ in range(self.n_trials):
+            if self._too_many_failures():
+                break
+            item = self._ask()
+            stop = threading.Event()
+
+            def watch(item: Running = item, stop: threading.Event = stop) -> None:
+                while not stop.wait(self.poll_s):
+                    self._follow(item)
+
+            watcher = threading.Thread(target=watch, name=f"trial-{item.trial.number}-reports", daemon=True)
+            watcher.start()
+            future: Future = Future()
+            try:
+                future.set_result(self.launcher.launch([self._overrides(item.trial)],
+                                                       initial_job_idx=item.trial.number)[0])
+            except KeyboardInterrupt:
+                log.warning("interrupted: trial %d is left running in the study; continuing it marks it failed and "
+                            "asks it again", item.trial.number)
+                raise
+            except Exception as error:  # the launcher's own failure: the trial's
+                future.set_exception(error)
+            finally:
+                stop.set()
+                watcher.join()
+            self._end(item, future)
         return self.returns
 
     def _too_many_failures(self) -> bool:
@@ -401,11 +434,7 @@ class _Scheduler:
 
     def _launch(self, item: Running):
         """On a worker thread: run the trial's job (trial N is job N) and wait for it."""
-        overrides = self._overrides(item.trial)
-        if self.lock is None:
-            return self.launcher.launch([overrides], initial_job_idx=item.trial.number)[0]
-        with self.lock:
-            return self.launcher.launch([overrides], initial_job_idx=item.trial.number)[0]
+        return self.launcher.launch([self._overrides(item.trial)], initial_job_idx=item.trial.number)[0]
 
     def _end(self, item: Running, future: Future) -> None:
         from hydra.core.utils import JobStatus

@@ -340,6 +340,11 @@ class SweepSummary(Callback):
         except Exception:  # a sweeper other than Hydra's basic one: report the job directories found
             expected = None
         results = collect(sweep_dir, expected)
+        if search.is_search(config.hydra.sweeper):  # earlier commands' trials are in the study's lines below (a
+            # trial they left unfinished is asked again, never resumed): this command's jobs are the sweep's result
+            command = rundir.read_sweep_command(sweep_dir)
+            results = [r for r in results if (rundir.read_status(r.run_dir) if r.run_dir else None) is None
+                       or rundir.read_status(r.run_dir).get("sweep") in (None, command)]
         print(format_summary(sweep_dir, results), flush=True)
         if search.is_search(config.hydra.sweeper):
             print("\n".join(search.study_report(config.hydra.sweeper, sweep_dir, config.get("objective"))), flush=True)
