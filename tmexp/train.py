@@ -44,7 +44,7 @@ search.install()  # hydra/sweeper=optuna: tmexp's preset and the study's continu
 
 
 def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers=(),
-          sweep: str | None = None) -> str:
+          sweep: str | None = None, pruned=lambda: False) -> str:
     """Run (or resume) one training run in ``run_dir``; return why it stopped. A run that ended (rather than being
     preempted) records its ``objective`` in ``status.json``, with its final status. A run that raises is started
     again, from its latest checkpoint, up to ``cfg.performance.max_retries`` times; the last error is raised.
@@ -53,6 +53,8 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers
         observers: what shows the learner's progress (``tmexp.launch.console``); none: its console line on stdout.
         sweep: the id of the multirun command running this job (``rundir.write_sweep_command``); None for a single
             run. ``status.json`` records what this command did with the run: resumed, retried.
+        pruned: whether a stop that ``should_stop`` asked for is a search's pruning (the run then ends "pruned",
+            with its objective) rather than a preemption.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +84,9 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers
         if wandb_run is not None:
             wandb_logging.finish(wandb_run, failed)
     run = learner.run
-    status = {"stop_requested": "preempted", "interrupted": "stopped"}.get(reason, "finished")
+    if reason == "stop_requested" and pruned():
+        reason = "pruned"
+    status = {"stop_requested": "preempted", "interrupted": "stopped", "pruned": "pruned"}.get(reason, "finished")
     log.info("run %s: %s after %d frames, %d batches", run_dir, status, run.counters.frames, run.counters.batches)
     if reason == "stop_requested":  # it goes on after a requeue: no result yet
         learner.write_status(status)
@@ -149,9 +153,13 @@ def main(dict_cfg: DictConfig) -> float:
         slot = acquire_slot(Path(hydra_cfg.sweep.dir) / ".job_slots", cfg.performance.job_slots)
     console = make_console(cfg.logger.console, cfg.map.short_name, cfg.training.batch_size, cfg.training.max_frames,
                            cfg.training.max_minutes)
+    trial = search.TrialReporter.for_job(hydra_cfg, multirun, run_dir, cfg.objective, cfg.map.short_name,
+                                         cfg.training.log_every_seconds)  # a search's trial: reports, prunes
+    pruned = trial.prune_requested if trial is not None else (lambda: False)
     try:
         with logging_context(console):
-            reason = train(cfg, run_dir, should_stop=lambda: watcher.requested, observers=[console], sweep=sweep)
+            reason = train(cfg, run_dir, should_stop=lambda: watcher.requested or pruned(),
+                           observers=[console] + ([trial] if trial is not None else []), sweep=sweep, pruned=pruned)
     finally:
         if slot is not None:
             slot.close()  # frees the slot for the next job (the kernel does it too if this process dies)

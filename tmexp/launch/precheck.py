@@ -82,7 +82,7 @@ def _multirun_jobs(overrides: list[str]) -> tuple[list[list[str]], bool]:
     fixed = [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if not o.is_sweep_override()]
     base = compose_config(fixed, return_hydra_config=True)
     if search.is_search(base.hydra.sweeper):
-        search.check_search(overrides, base.hydra.sweeper, base.objective)
+        search.check_search(overrides, base.hydra.sweeper, base.objective, base.hydra.sweep.dir)
         return search.search_jobs(overrides, base.hydra.sweeper), True
     jobs = _expand(overrides)
     first = compose_config(jobs[0], return_hydra_config=True)
