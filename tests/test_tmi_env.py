@@ -21,6 +21,7 @@ from tmexp.envs.tmi.errors import GameConnectionLost, GameNotConfigured, GameTim
 from tmexp.envs.fake_game import FakeGame, FakeRace, Faults
 from tmexp.envs.tmi.params import TmiParams
 from tmexp.envs.tmi.protocol import MessageType
+from tmexp.envs.observation import n_game_floats, shared_floats
 from tmexp.envs.track import load_map
 
 SPEC = EnvSpec()
@@ -93,7 +94,7 @@ def play(env, actions):
 
 def assert_same_race(tmi_records, sim_records):
     assert len(tmi_records) == len(sim_records)
-    for (o1, r1, i1), (o2, r2, i2) in zip(tmi_records, sim_records):
+    for step, ((o1, r1, i1), (o2, r2, i2)) in enumerate(zip(tmi_records, sim_records)):
         assert i1["race_time_ms"] == i2["race_time_ms"]
         assert i1["finished"] == i2["finished"] and i1["cutoff"] == i2["cutoff"]
         assert i1["cp_times"] == i2["cp_times"]
@@ -103,8 +104,18 @@ def assert_same_race(tmi_records, sim_records):
         assert abs(r1 - r2) < 1e-4
         assert o1["img"].dtype == np.uint8 and o1["img"].shape == o2["img"].shape
         np.testing.assert_array_equal(o1["img"], o2["img"])
-        assert o1["floats"].dtype == np.float32 and o1["floats"].shape == o2["floats"].shape
-        np.testing.assert_allclose(o1["floats"], o2["floats"], atol=1e-4)
+        assert o1["floats"].dtype == np.float32 and o1["floats"].shape == (n_game_floats(SPEC),)
+        assert_same_shared_floats(o1["floats"], o2["floats"], step)
+
+
+def assert_same_shared_floats(game_floats, sim_floats, step):
+    """What both vectors hold agrees (the game's in Linesight's units and order, the simulator's scaled)."""
+    game = shared_floats(game_floats, SPEC, game=True)
+    sim = shared_floats(sim_floats, SPEC, game=False)
+    for name in game:
+        if name == "prev_actions" and step < SPEC.n_prev_actions_in_inputs:
+            continue  # padded differently before the first actions: "forward" on the game (Linesight), 0 here
+        np.testing.assert_allclose(game[name], sim[name], atol=1e-4, err_msg=name)
 
 
 def sim_records(track, actions):
@@ -326,7 +337,6 @@ def test_collector_discards_a_cut_race_whole_and_plays_the_next_one(track):
     from tmexp.config import Config
     from tmexp.core.collectors import Collector, CollectorSettings, WeightsSource
     from tmexp.core.networks import build_network
-    from tmexp.envs.observation import n_floats
 
     fake = FakeServer(track, Faults(drop_after=30))
     try:
@@ -335,7 +345,7 @@ def test_collector_discards_a_cut_race_whole_and_plays_the_next_one(track):
         cfg.env.tmi.base_tmi_port = fake.port
         cfg.env.cutoff_rollout_if_race_not_finished_within_duration_ms = 3_000  # short races
         cfg.nn.dense_hidden_dimension, cfg.nn.iqn_embedding_dimension, cfg.nn.float_hidden_dim = 32, 8, 16
-        img_shape, float_dim = (1, SPEC.h_downsized, SPEC.w_downsized), n_floats(SPEC)
+        img_shape, float_dim = (1, SPEC.h_downsized, SPEC.w_downsized), n_game_floats(SPEC)
         settings = CollectorSettings(
             env=cfg.env, map=cfg.map, rewards=cfg.rewards, nn=cfg.nn, btr=cfg.btr, exploration=cfg.exploration,
             global_schedule_speed=1.0, img_shape=img_shape, float_dim=float_dim, n_actions=12, device="cpu",

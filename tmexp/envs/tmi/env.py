@@ -25,14 +25,16 @@ import gymnasium as gym
 import numpy as np
 
 from tmexp.envs import float_stats
-from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec, action_space, observation_space
+from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec, action_space
 from tmexp.envs.driver import CarView, ReferenceDriver
+from tmexp.envs.observation import n_game_floats
+from tmexp.envs.tmi import commands
 from tmexp.envs.tmi.client import TmiClient
-from tmexp.envs.tmi.errors import GameConnectionLost, GameTimeout, GameUnavailable, TmiProtocolError
+from tmexp.envs.tmi.errors import GameConnectionLost, GameStalled, GameTimeout, GameUnavailable, TmiProtocolError
 from tmexp.envs.tmi.instances import GameInstance
 from tmexp.envs.tmi.params import TmiParams
 from tmexp.envs.tmi.protocol import MessageType
-from tmexp.envs.tmi.race import Race
+from tmexp.envs.tmi.race import Race, game_observation_space, load_checkpoint_gates
 from tmexp.envs.tmi.state import CarState, car_state
 from tmexp.envs.track import TrackGeometry, extended_line
 
@@ -68,14 +70,14 @@ class TmiEnv(gym.Env):
         self.spec = spec
         self.rewards = rewards
         self.params = params
-        self.port = params.base_tmi_port + collector_index
-        self.observation_space = observation_space(spec)
+        self.observation_space = game_observation_space(spec)
         self.action_space = action_space()
         self.period_ms = spec.tm_engine_step_per_action * spec.ms_per_tm_engine_step
         self.line = extended_line(track, spec)
         self.geometry = TrackGeometry(self.line)
-        self.instance = GameInstance(params, self.port)
+        self.instance = GameInstance(params, params.base_tmi_port + collector_index)
         self.instance.check_configured()  # fail fast, before any collector starts playing
+        self.gates = load_checkpoint_gates(params, self.line)
         self.client: TmiClient | None = None
         self._pending: MessageType | None = None  # the synchronous message the game is waiting on
         self._start_state: bytes | None = None  # save state at race time 0 of the current game process
@@ -84,6 +86,13 @@ class TmiEnv(gym.Env):
         self._last_car: CarState | None = None
         self.races_discarded = 0
         self._restart_before_next_race = False
+        self._race_setup_due = True  # camera and race display, at the first run step after a connect or map load
+        self._map_loaded = False  # the map was loaded by this connection's game process
+
+    @property
+    def port(self) -> int:
+        """The port of this collector's game (a launched game gets the first free one from its base port on)."""
+        return self.instance.port
 
     # ---- Gymnasium-style API ------------------------------------------------------------------------------
 
@@ -106,6 +115,7 @@ class TmiEnv(gym.Env):
                 if self.client is None or not self.client.connected:
                     self._connect()
                 car, frame = self._start_race()
+                self.instance.game_ready()  # focused once; the next game on this machine may start
                 break
             except GameConnectionLost as error:
                 self._drop_connection()
@@ -123,7 +133,8 @@ class TmiEnv(gym.Env):
                 restarts += 1
                 log.warning("port %d: could not start a race (%s)", self.port, error)
                 self.instance.restart()  # relaunches a game we manage; a game started by hand is reconnected to
-        self._race = Race(self.track, self.line, self.geometry, self.spec, self.rewards, car)
+        self._race = Race(self.track, self.line, self.geometry, self.spec, self.rewards, car, gates=self.gates,
+                          gate_radius_m=self.params.real_checkpoint_radius_m)
         self._last_car = car
         return self._race.observation(bgra_to_gray(frame), car), self._race.info()
 
@@ -144,7 +155,7 @@ class TmiEnv(gym.Env):
         except GameConnectionLost as error:
             self.races_discarded += 1
             self._race = None
-            self._drop_connection()
+            self._leave()
             # A game silent for timeout_during_run_ms mid-race is likely hung: start the next race on a fresh one.
             self._restart_before_next_race = isinstance(error, GameTimeout)
             raise
@@ -170,7 +181,8 @@ class TmiEnv(gym.Env):
         """
         path = self.params.float_stats_path
         if path and Path(path).is_file():
-            stats = float_stats.load(path, self.track, self.spec, setting="env.tmi.float_stats_path")
+            stats = float_stats.load(path, self.track, self.spec, setting="env.tmi.float_stats_path",
+                                     n=n_game_floats(self.spec))
             log.info("float statistics from %s", path)
             return stats.mean, stats.std
         log.info("port %d: measuring the float statistics on the game (the reference driver drives %d races)",
@@ -195,13 +207,14 @@ class TmiEnv(gym.Env):
                        float(forward[2]) / norm, speed, float(car.steer))
 
     def close(self) -> None:
-        if self.client is not None and self.client.connected:
-            self.client.shutdown()
-        self.client = None
-        self._pending = None
+        self._leave()
         self.instance.stop()
 
     # ---- protocol flow ------------------------------------------------------------------------------------
+    #
+    # Every synchronous message may arrive while tmexp waits for another (``_answer``): a checkpoint between an
+    # action's run step and its frame counts as one before the run step (Linesight notes that the game may send the
+    # run step first), a lap count is answered, a second greeting mid-race is an error.
 
     def _connect(self) -> None:
         client = self.instance.connect()  # ON_CONNECT_SYNC pending
@@ -209,14 +222,36 @@ class TmiEnv(gym.Env):
         self._pending = MessageType.ON_CONNECT_SYNC
         client.set_timeout(self.params.timeout_during_run_ms)
         client.set_on_step_period(self.period_ms)
-        if self.params.hide_interface:
-            client.toggle_interface(False)
-        pid = self.instance.process.pid if self.instance.process is not None else None
+        for command in commands.on_connect(self.params, relaunched=self.instance.fresh_launch):
+            client.execute_command(command)
+        self.instance.fresh_launch = False
+        self._race_setup_due = True
+        pid = self.instance.pid
         if self._start_state is not None and self._start_state_pid != pid:
             self._start_state = None  # a new game process: its start state must be taken again
-        if self._start_state is None and self.params.map_path:
-            client.execute_command(f'map "{self.params.map_path}"')
+            self._map_loaded = False
+        if self._start_state is None and self.params.map_path and not self._map_loaded:
+            self._load_map(self.params.map_path)
         client.set_speed(self.params.running_speed)
+
+    def _load_map(self, map_path: str) -> None:
+        """The ``map`` command (the personal-best ghost moved aside first); the race display is hidden again."""
+        if self.params.hide_personal_best_ghost:
+            commands.hide_personal_best_ghost(self.params, map_path)
+        self.client.execute_command(f'map "{map_path}"')
+        self._map_loaded = True
+        self._race_setup_due = True
+
+    def _leave(self) -> None:
+        """Drop the connection; a game still listening is set back to speed 1 first (never left paused)."""
+        client = self.client
+        if client is not None and client.connected:
+            try:
+                client.set_speed(1.0)
+                client.shutdown()
+            except GameConnectionLost:
+                pass
+        self._drop_connection()
 
     def _drop_connection(self) -> None:
         self._pending = None
@@ -229,24 +264,53 @@ class TmiEnv(gym.Env):
             self.client.respond(self._pending)
             self._pending = None
 
-    def _wait_run_step(self, min_time_ms: int) -> int:
-        """Answer synchronous messages until a RUN_STEP_SYNC at ``min_time_ms`` or later, left pending."""
+    def _answer(self, message) -> None:
+        """Handle a synchronous message nobody waits for, then echo it (the game goes on)."""
         client = self.client
+        if message.type == MessageType.CHECKPOINT_COUNT_CHANGED_SYNC and self._race is not None:
+            is_finish = message.current == message.target
+            self._race.checkpoint(client.get_simulation_state().race_time, is_finish)
+            if is_finish:
+                # Keep the race going past the line: the action's last engine steps still run (as in the
+                # simulator) and the next reset can rewind instead of reloading the map.
+                client.prevent_simulation_finish()
+        elif message.type == MessageType.ON_CONNECT_SYNC:
+            client.close()
+            raise TmiProtocolError(f"the plugin on port {self.port} greeted us again in the middle of a race")
+        client.respond(message.type)
+
+    def _race_setup(self) -> None:
+        """At a run step after a connect or a map load: the camera, and the race display hidden (Linesight)."""
+        self._race_setup_due = False
+        for command in commands.on_first_run_step(self.params):
+            self.client.execute_command(command)
+        if self.params.hide_interface:
+            self.client.toggle_interface(False)
+
+    def _wait_run_step(self, min_time_ms: int) -> int:
+        """Answer synchronous messages until a RUN_STEP_SYNC at ``min_time_ms`` or later, left pending.
+
+        Raises GameStalled after ``max_frozen_run_steps`` run steps in a row at one race time.
+        """
+        client = self.client
+        last_time, frozen = None, 0
         while True:
             message = client.read_message()
-            if message.type == MessageType.RUN_STEP_SYNC and message.race_time_ms >= min_time_ms:
+            if message.type != MessageType.RUN_STEP_SYNC:
+                self._answer(message)
+                continue
+            if self._race_setup_due:
+                self._race_setup()
+            if message.race_time_ms >= min_time_ms:
                 self._pending = message.type
                 return message.race_time_ms
-            if message.type == MessageType.CHECKPOINT_COUNT_CHANGED_SYNC and self._race is not None:
-                is_finish = message.current == message.target
-                self._race.checkpoint(client.get_simulation_state().race_time, is_finish)
-                if is_finish:
-                    # Keep the race going past the line: the action's last engine steps still run (as in the
-                    # simulator) and the next reset can rewind instead of reloading the map.
-                    client.prevent_simulation_finish()
-            if message.type == MessageType.ON_CONNECT_SYNC:
-                client.close()
-                raise TmiProtocolError(f"the plugin on port {self.port} greeted us again in the middle of a race")
+            frozen = frozen + 1 if message.race_time_ms == last_time else 0
+            last_time = message.race_time_ms
+            if frozen >= self.params.max_frozen_run_steps:
+                raise GameStalled(
+                    f"the race on port {self.port} stopped at race time {last_time} ms for {frozen} run steps (a "
+                    f"finish the game did not let tmexp prevent?); the race is discarded (env.tmi.max_frozen_run_steps)."
+                )
             client.respond(message.type)
 
     def _start_race(self) -> tuple[CarState, np.ndarray]:
@@ -273,7 +337,7 @@ class TmiEnv(gym.Env):
                 if client.connected:
                     client.response_timeout_s = self.params.timeout_during_run_ms / 1000
             self._start_state = client.get_simulation_state_bytes()
-            self._start_state_pid = self.instance.process.pid if self.instance.process is not None else None
+            self._start_state_pid = self.instance.pid
         else:
             if self._pending != MessageType.RUN_STEP_SYNC:
                 # Rewinds happen inside a run step: let the game (paused in its frame sync) reach the next one.
@@ -288,6 +352,8 @@ class TmiEnv(gym.Env):
         """At a pending RUN_STEP_SYNC: read the state, pause, and wait for the frame (left pending)."""
         client = self.client
         car = car_state(client.get_simulation_state())
+        if self.params.rewind_each_action:
+            client.rewind_to_current_state()  # frame, state and inputs on one engine step (Linesight)
         client.set_speed(0.0)
         client.request_frame(self.spec.w_downsized, self.spec.h_downsized)
         self._release()
@@ -296,4 +362,4 @@ class TmiEnv(gym.Env):
             if message.type == MessageType.REQUESTED_FRAME_SYNC:
                 self._pending = message.type
                 return car, message.frame
-            client.respond(message.type)
+            self._answer(message)

@@ -82,6 +82,7 @@ class MessageType(IntEnum):
     GET_INPUTS = 23
 
 
+MESSAGE_TYPES = frozenset(int(t) for t in MessageType)
 SERVER_SYNC_MESSAGES = frozenset(t for t in MessageType if t <= MessageType.ON_CONNECT_SYNC)
 CLIENT_COMMANDS = frozenset(t for t in MessageType if t > MessageType.ON_CONNECT_SYNC)
 
