@@ -29,8 +29,8 @@ console commands in ``console``) and starts with its console open (``toggle_cons
 
 Faults for tests (each fires once per process, counted in RUN_STEP_SYNC messages of races):
 ``drop_after`` closes the connection, ``stall_after`` goes silent, ``garbage_after`` sends an unknown message
-type, ``exit_after`` kills the process (a crashed game), ``unpreventable_finish`` ignores
-PREVENT_SIMULATION_FINISH (the finished race's time stops while run steps keep coming).
+type, ``exit_after`` kills the process (a crashed game), ``freeze_after`` stops the race time while run steps keep
+coming; ``unpreventable_finish`` ignores PREVENT_SIMULATION_FINISH (the finished race's time stops likewise).
 
 Start one with ``python -m tmexp.sim fake-game --port 8478`` (``--help`` for the options).
 """
@@ -91,6 +91,7 @@ class Faults:
     garbage_after: int = 0
     exit_after: int = 0
     unpreventable_finish: bool = False
+    freeze_after: int = 0  # the race time stops (run steps keep coming), no finish reported
 
 
 class FakeGame:
@@ -286,6 +287,9 @@ class FakeGame:
                 except OSError:
                     break
             raise ClientGone("fault: stalled")
+        if f.freeze_after and n == f.freeze_after:
+            log.warning("fault: the race time stops")
+            self.race.end()
         if f.garbage_after and n == f.garbage_after:
             self._send(protocol.pack_int32(GARBAGE_MESSAGE_TYPE) + b"\x01\x02\x03")
 

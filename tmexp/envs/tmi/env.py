@@ -301,15 +301,17 @@ class TmiEnv(gym.Env):
                 continue
             if self._race_setup_due:
                 self._race_setup()
-            if message.race_time_ms >= min_time_ms:
-                self._pending = message.type
-                return message.race_time_ms
             frozen = frozen + 1 if message.race_time_ms == last_time else 0
             last_time = message.race_time_ms
+            # A finish the game did not let us prevent stops the clock: the action ends there, with the finish.
+            stopped_at_finish = frozen > 0 and self._race is not None and self._race.finish_reported
+            if message.race_time_ms >= min_time_ms or stopped_at_finish:
+                self._pending = message.type
+                return message.race_time_ms
             if frozen >= self.params.max_frozen_run_steps:
                 raise GameStalled(
-                    f"the race on port {self.port} stopped at race time {last_time} ms for {frozen} run steps (a "
-                    f"finish the game did not let tmexp prevent?); the race is discarded (env.tmi.max_frozen_run_steps)."
+                    f"the race on port {self.port} stopped at race time {last_time} ms for {frozen} run steps; the "
+                    f"race is discarded (env.tmi.max_frozen_run_steps)."
                 )
             client.respond(message.type)
 

@@ -125,6 +125,11 @@ class Race:
     def _potential(self) -> float:
         return self.rewards.shaped_reward_dist_to_cur_vcp * float(np.clip(abs(self.locator.lateral[0]), *_SHAPING_CLIP))
 
+    @property
+    def finish_reported(self) -> bool:
+        """The game reported the finish (the race may not have advanced past it yet)."""
+        return self._finish_time_ms is not None
+
     def checkpoint(self, race_time_ms: int, is_finish: bool) -> None:
         """The game reported a checkpoint pass (the finish when ``is_finish``) at ``race_time_ms``."""
         if self.finished or self._finish_time_ms is not None:
