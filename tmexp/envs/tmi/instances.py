@@ -143,8 +143,9 @@ class GameInstance:
         if self.game_pid is not None or self.process is None:
             return
         new = processes.pids_named(self.params.game_process_name) - self._pids_before
-        if len(new) > 1:  # another program started one meanwhile: the launch command's own, when it is one
-            new = {pid for pid in new if pid == self.process.pid} or {min(new)}
+        if len(new) > 1:  # another program started one meanwhile: prefer the launch command's own
+            new = ({pid for pid in new if pid == self.process.pid}
+                   or {pid for pid in new if processes.session_of(pid) == self.process.pid} or {min(new)})
         if new:
             self.game_pid = new.pop()
             log.info("port %d: the game's process is pid %d", self.port, self.game_pid)

@@ -65,6 +65,16 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def session_of(pid: int) -> int | None:
+    """The session id of ``pid`` (Linux; None elsewhere or when it is gone): a launch command's children share it."""
+    if IS_WINDOWS:
+        return None
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[4])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def kill(pid: int) -> None:
     """End ``pid`` at once (SIGKILL; ``taskkill /F`` on Windows), as Linesight ends a game."""
     if IS_WINDOWS:
