@@ -195,3 +195,7 @@ def test_a_relaunched_game_closes_its_console_first():
     assert commands.on_connect(TmiParams(), relaunched=True)[0] == "toggle_console"
     assert "toggle_console" not in commands.on_connect(TmiParams(), relaunched=False)
     assert "toggle_console" not in commands.on_connect(TmiParams(toggle_console_after_launch=False), relaunched=True)
+
+
+def test_the_session_of_a_process_is_read_from_proc():
+    assert processes.session_of(os.getpid()) == os.getsid(0)

@@ -70,7 +70,7 @@ def session_of(pid: int) -> int | None:
     if IS_WINDOWS:
         return None
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[4])
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[3])
     except (OSError, ValueError, IndexError):
         return None
 
