@@ -172,37 +172,33 @@ class FakeGame:
 
     def _send(self, data: bytes) -> None:
         try:
-            self._client.sendall(data)
-        except OSError as error:
-            raise ClientGone(f"send failed ({error})") from None
+            protocol.Wire(self._client).send(data)
+        except protocol.WireError as error:
+            raise ClientGone(str(error)) from None
+
+    def _wire_read(self, read, *args):
+        """``read(*args)`` of the wire; any failure costs the client its connection."""
+        try:
+            return read(protocol.Wire(self._client), *args)
+        except protocol.WireSilent:
+            raise ClientGone(f"no answer within {self.timeout_ms} ms") from None
+        except protocol.WireClosed as error:
+            raise ClientGone("the client closed the connection" if error.by_peer else str(error)) from None
+        except protocol.WireBadLength as error:
+            raise ClientGone(str(error)) from None
 
     def _recv_exact(self, n: int, timeout_s: float) -> bytes:
-        self._client.settimeout(max(timeout_s, 0.001))
-        data = bytearray()
-        while len(data) < n:
-            try:
-                chunk = self._client.recv(n - len(data))
-            except socket.timeout:
-                raise ClientGone(f"no answer within {self.timeout_ms} ms") from None
-            except OSError as error:
-                raise ClientGone(f"read failed ({error})") from None
-            if not chunk:
-                raise ClientGone("the client closed the connection")
-            data += chunk
-        return bytes(data)
+        return self._wire_read(protocol.Wire.recv_exact, n, timeout_s)
 
     def _read(self, n: int) -> bytes:
         """A command's payload (the client writes it with the type: the timeout is only a guard)."""
         return self._recv_exact(n, self.timeout_ms / 1000)
 
     def _read_int32(self) -> int:
-        return protocol.INT32.unpack(self._read(4))[0]
+        return self._wire_read(protocol.Wire.recv_int32, self.timeout_ms / 1000)
 
     def _read_blob(self, what: str) -> bytes:
-        length = self._read_int32()
-        if not 0 <= length <= protocol.MAX_PAYLOAD_BYTES:
-            raise ClientGone(f"impossible {what} length {length}")
-        return self._read(length)
+        return self._wire_read(protocol.Wire.recv_blob, what, self.timeout_ms / 1000)
 
     # ---- the game and its plugin ----------------------------------------------------------------------------
 
