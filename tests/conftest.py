@@ -83,10 +83,7 @@ class FakeGameThread:
         assert not self.thread.is_alive(), "the fake game did not stop"
 
 
-@pytest.fixture
-def fake_game():
-    """Factory: ``fake_game(track=None, spec=None, faults=None, **options)`` starts a ``FakeGameThread`` (A01 by
-    default; options as ``FakeGame``'s); every one started is stopped at the test's end."""
+def _fake_games():
     started: list[FakeGameThread] = []
 
     def start(*args, **kwargs) -> FakeGameThread:
@@ -96,3 +93,16 @@ def fake_game():
     yield start
     for game in started:
         game.stop()
+
+
+@pytest.fixture
+def fake_game():
+    """Factory: ``fake_game(track=None, spec=None, faults=None, **options)`` starts a ``FakeGameThread`` (A01 by
+    default; options as ``FakeGame``'s); every one started is stopped at the test's end."""
+    yield from _fake_games()
+
+
+@pytest.fixture(scope="module")
+def module_fake_game():
+    """``fake_game`` for module-scoped fixtures: the games stop at the module's end."""
+    yield from _fake_games()

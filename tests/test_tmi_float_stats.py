@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pytest
 
 from tmexp.envs import float_stats
 from tmexp.envs.base import Env, EnvSpec, RewardSpec
-from tmexp.envs.fake_game import FakeGame, FakeRace
 from tmexp.envs.observation import game_float_layout, n_game_floats, shared_floats
 from tmexp.envs.sim import SimEnv, SimParams
 from tmexp.envs.tmi.env import TmiEnv
@@ -26,14 +24,8 @@ def track() -> Track:
 
 
 @pytest.fixture(scope="module")
-def game(track):
-    game = FakeGame(FakeRace(track, SPEC), port=0)
-    game.listen()
-    thread = threading.Thread(target=game.serve_forever, daemon=True)
-    thread.start()
-    yield game
-    game.stop()
-    thread.join(timeout=10)
+def game(track, module_fake_game):
+    return module_fake_game(track, SPEC).game
 
 
 @pytest.fixture(scope="module")

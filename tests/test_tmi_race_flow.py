@@ -6,7 +6,6 @@ are Linesight's (``game_instance_manager.py``).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

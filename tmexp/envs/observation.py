@@ -32,7 +32,7 @@ game): ``build_game_floats``. What it adds to the simulator's 149, in Linesight'
 | index (defaults) | content | also in the simulator's vector |
 |---|---|---|
 | 0 | Linesight's slot for the mini-race time: always 0 from the env | no |
-| 1 .. 20 | previous P actions, oldest first, 4 bits each; "forward" before the first action | yes (newest first, 0 before) |
+| 1 .. 20 | previous P actions, oldest first, 4 bits each; "forward" before the first | yes (newest first, 0 before) |
 | 21 .. 24 | each wheel sliding | no |
 | 25 .. 28 | each wheel touching the ground | no |
 | 29 .. 32 | each wheel's damper absorb | no |
@@ -41,7 +41,7 @@ game): ``build_game_floats``. What it adds to the simulator's 149, in Linesight'
 | 53 .. 55 | angular velocity in the car frame, rad/s | yes (/ 2) |
 | 56 .. 58 | velocity in the car frame, m/s | yes (/ 50) |
 | 59 .. 61 | the world's up vector in the car frame | no |
-| 62 .. 181 | Z zone centres in the car frame, metres, from the nearest centreline point on (0, 10, 20 .. m ahead) | from 10 m ahead, / 100 |
+| 62 .. 181 | Z zone centres in the car frame, metres, from the nearest centreline point (0, 10 .. m ahead) | from 10 m, / 100 |
 | 182 | distance to the finish, metres, capped at margin_to_announce_finish_meters | / margin |
 | 183 | freewheeling | no |
 
