@@ -91,6 +91,7 @@ def test_the_game_started_by_a_launch_command_that_blocks_or_returns_is_owned_by
         assert game_pid is not None and processes.alive(game_pid)
         assert game_pid != env.instance.process.pid  # the game, not the launch script
         assert processes.pids_named(name) == {game_pid}
+        assert env._start_state_pid == game_pid  # the start state belongs to the game's process, found at connect
         if kind == "returning":
             assert env.instance.process.poll() == 0  # the script's exit is no crash
         race_a_little(env)  # and the next race runs on the same game

@@ -87,7 +87,7 @@ class TmiEnv(gym.Env):
         self.races_discarded = 0
         self._restart_before_next_race = False
         self._race_setup_due = True  # camera and race display, at the first run step after a connect or map load
-        self._map_loaded = False  # the map was loaded by this connection's game process
+        self._map_loaded_in: tuple[int | None] | None = None  # (pid,) of the game process the map was loaded in
 
     @property
     def port(self) -> int:
@@ -229,8 +229,7 @@ class TmiEnv(gym.Env):
         pid = self.instance.pid
         if self._start_state is not None and self._start_state_pid != pid:
             self._start_state = None  # a new game process: its start state must be taken again
-            self._map_loaded = False
-        if self._start_state is None and self.params.map_path and not self._map_loaded:
+        if self._start_state is None and self.params.map_path and self._map_loaded_in != (pid,):
             self._load_map(self.params.map_path)
         client.set_speed(self.params.running_speed)
 
@@ -239,7 +238,7 @@ class TmiEnv(gym.Env):
         if self.params.hide_personal_best_ghost:
             commands.hide_personal_best_ghost(self.params, map_path)
         self.client.execute_command(f'map "{map_path}"')
-        self._map_loaded = True
+        self._map_loaded_in = (self.instance.pid,)
         self._race_setup_due = True
 
     def _leave(self) -> None:

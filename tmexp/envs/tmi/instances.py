@@ -266,6 +266,7 @@ class GameInstance:
             )
         client.response_timeout_s = self.params.timeout_during_run_ms / 1000
         self.client = client
+        self._find_game_pid()  # the game answered: its process is there to find
         return client
 
     def disconnect(self) -> None:
