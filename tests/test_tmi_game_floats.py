@@ -149,3 +149,16 @@ def test_the_published_experiments_on_the_game_build_linesights_network(experime
 
     counts = parameter_counts([experiment], overrides=("env=tmi",))[experiment]
     assert counts["float_dim"] == 184 and counts["total"] == parameters
+
+
+def test_the_documented_table_covers_the_layout():
+    import re
+
+    from tmexp.envs import observation
+
+    rows = re.findall(r"^\s*\| ([0-9]+)(?: \.\. ([0-9]+))? \|", observation.game_float_layout.__doc__, flags=re.M)
+    documented = [(int(a), int(b or a) + 1) for a, b in rows]
+    assert documented[0][0] == 0 and documented[-1][1] == 184
+    assert all(stop == start for (_, stop), (start, _) in zip(documented, documented[1:]))  # contiguous
+    for part in game_float_layout(SPEC).values():
+        assert any(start <= part.start and part.stop <= stop for start, stop in documented)

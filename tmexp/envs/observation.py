@@ -25,27 +25,9 @@ P = ``n_prev_actions_in_inputs`` (5), Z = ``n_zone_centers_in_inputs`` (40). Zon
 centreline point ``j * one_every_n_zone_centers_in_inputs`` points (0.5 m each) ahead of the car's nearest
 centreline point; beyond the finish the line continues straight along its end tangent.
 
-The game's float vector (``env=tmi``): Linesight's and rulka's 184 floats with the defaults, computed from the game
-state as Linesight computes them, unscaled (the network standardises them by the floats' statistics measured on the
-game): ``build_game_floats``. What it adds to the simulator's 149, in Linesight's order:
-
-| index (defaults) | content | also in the simulator's vector |
-|---|---|---|
-| 0 | Linesight's slot for the mini-race time: always 0 from the env | no |
-| 1 .. 20 | previous P actions, oldest first, 4 bits each; "forward" before the first | yes (newest first, 0 before) |
-| 21 .. 24 | each wheel sliding | no |
-| 25 .. 28 | each wheel touching the ground | no |
-| 29 .. 32 | each wheel's damper absorb | no |
-| 33 .. 36 | gearbox state, gear, engine rpm, action steps since the gearbox state became non-zero | no |
-| 37 .. 52 | contact material of each wheel, one-hot over asphalt, grass, dirt, turbo (wheel by wheel) | no |
-| 53 .. 55 | angular velocity in the car frame, rad/s | yes (/ 2) |
-| 56 .. 58 | velocity in the car frame, m/s | yes (/ 50) |
-| 59 .. 61 | the world's up vector in the car frame | no |
-| 62 .. 181 | Z zone centres in the car frame, metres, from the nearest centreline point (0, 10 .. m ahead) | from 10 m, / 100 |
-| 182 | distance to the finish, metres, capped at margin_to_announce_finish_meters | / margin |
-| 183 | freewheeling | no |
-
-The simulator's steering state and wall contact are not among the game's inputs (Linesight's are the above).
+The game's float vector (``env=tmi``) is Linesight's and rulka's: 184 floats with the defaults, computed from the
+game state as Linesight computes them (``build_game_floats``; its table, index by index, is ``game_float_layout``'s
+docstring, with which of them the simulator's vector holds too).
 
 The image. A (1, H, W) uint8 grayscale picture of the road ahead in the car's frame (a stretched bird's-eye view
 whose rows are spaced like a perspective camera's ground plane: dense near the car, sparse far ahead): walls
@@ -150,7 +132,27 @@ def material_group(material_id: int) -> int:
 
 
 def game_float_layout(spec: EnvSpec) -> dict[str, slice]:
-    """Name -> slice of the game's float vector (the second table in this module's docstring)."""
+    """Name -> slice of the game's float vector, in Linesight's order, unscaled (the network standardises them by
+    the floats' statistics measured on the game). What it adds to the simulator's 149:
+
+    | index (defaults) | content | also in the simulator's vector |
+    |---|---|---|
+    | 0 | Linesight's slot for the mini-race time: always 0 from the env | no |
+    | 1 .. 20 | previous P actions, oldest first, 4 bits each; "forward" before the first | yes (newest first) |
+    | 21 .. 24 | each wheel sliding | no |
+    | 25 .. 28 | each wheel touching the ground | no |
+    | 29 .. 32 | each wheel's damper absorb | no |
+    | 33 .. 36 | gearbox state, gear, engine rpm, action steps since the gearbox state became non-zero | no |
+    | 37 .. 52 | contact material of each wheel, one-hot over asphalt, grass, dirt, turbo (wheel by wheel) | no |
+    | 53 .. 55 | angular velocity in the car frame, rad/s | yes (/ 2) |
+    | 56 .. 58 | velocity in the car frame, m/s | yes (/ 50) |
+    | 59 .. 61 | the world's up vector in the car frame | no |
+    | 62 .. 181 | Z zone centres in the car frame, metres, from the nearest point (0, 10 .. m ahead) | from 10 m, / 100 |
+    | 182 | distance to the finish, metres, capped at margin_to_announce_finish_meters | / margin |
+    | 183 | freewheeling | no |
+
+    The simulator's steering state and wall contact are not among the game's inputs (Linesight's are the above).
+    """
     return dict(_game_layout(spec.n_prev_actions_in_inputs, spec.n_zone_centers_in_inputs))
 
 
