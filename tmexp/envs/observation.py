@@ -147,7 +147,7 @@ def game_float_layout(spec: EnvSpec) -> dict[str, slice]:
     | 53 .. 55 | angular velocity in the car frame, rad/s | yes (/ 2) |
     | 56 .. 58 | velocity in the car frame, m/s | yes (/ 50) |
     | 59 .. 61 | the world's up vector in the car frame | no |
-    | 62 .. 181 | Z zone centres in the car frame, metres, from the nearest point (0, 10 .. m ahead) | from 10 m, / 100 |
+    | 62 .. 181 | Z zone centres in the car frame, metres, from the nearest point (0, 10 .. m ahead) | from 10 m |
     | 182 | distance to the finish, metres, capped at margin_to_announce_finish_meters | / margin |
     | 183 | freewheeling | no |
 
