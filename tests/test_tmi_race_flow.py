@@ -115,6 +115,7 @@ def test_a_race_whose_time_stops_ends_with_a_clear_error_after_a_bounded_number_
             for _ in range(400):
                 env.step(0)
         assert env.races_discarded == 1
+        until_left(game)
         assert (MessageType.SET_SPEED, 1.0) in list(game.game.received)[-3:]  # left at speed 1, not paused
         obs, info = env.reset()  # a fresh race from the start state
         assert info["race_time_ms"] == 0
@@ -129,6 +130,16 @@ def received(game, kind):
     return [value for message, value in game.game.received if message == kind]
 
 
+def until_left(game, limit_s: float = 30.0) -> None:
+    """Wait until the fake game has served the client's goodbye (it reads in its own thread)."""
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while not any("goodbye" in reason for reason in game.game.clients_dropped):
+        assert time.monotonic() < deadline, f"the client never said goodbye: {game.game.clients_dropped}"
+        time.sleep(0.01)
+
+
 def test_linesights_setup_commands_go_to_the_game_each_from_a_setting(straight, fake_game):
     game = fake_game(straight, SPEC, countdown_ms=0)
     env = env_for(straight, game.port, autologin="agent")
@@ -138,6 +149,7 @@ def test_linesights_setup_commands_go_to_the_game_each_from_a_setting(straight, 
             env.step(0)
     finally:
         env.close()
+    until_left(game)
     assert game.game.console[:7] == [
         "set countdown_speed 32", "set autologin agent", "set unfocused_fps_limit false",
         "set skip_map_load_screens true", "set disable_forced_camera true", "set autorewind false",
@@ -162,6 +174,7 @@ def test_each_setting_changes_its_command(straight, fake_game):
         env.step(0)
     finally:
         env.close()
+    until_left(game)
     console = game.game.console
     for command in ("set countdown_speed 4", "set unfocused_fps_limit true", "set skip_map_load_screens false",
                     "set disable_forced_camera false", "set auto_reload_plugins true", "cam 1"):
@@ -186,6 +199,7 @@ def test_the_race_display_is_hidden_again_after_each_map_load_and_the_ghost_move
         env.step(0)
     finally:
         env.close()
+    until_left(game)
     messages = [message for message, _ in game.game.received]
     map_at = game.game.console.index(f'map "{short}"')
     assert map_at > 0 and messages.count(MessageType.TOGGLE_INTERFACE) == 1
@@ -202,6 +216,7 @@ def test_an_unfocused_game_gets_its_frame_cap_lifted(straight, fake_game):
         env.reset()
     finally:
         env.close()
+    until_left(game)
     assert game.game.settings["unfocused_fps_limit"] == "false"
 
 
@@ -224,4 +239,26 @@ def test_a_game_at_its_login_screen_never_greets_and_one_with_autologin_does(str
         assert info["race_time_ms"] == 0
     finally:
         env.close()
+    until_left(game)
     assert "set autologin agent" in game.game.console
+
+
+def test_a_process_that_exits_without_closing_its_env_leaves_the_game_at_speed_1(straight, fake_game, tmp_path):
+    """The game waits paused in its frame sync between actions: an exit must not leave it frozen at speed 0."""
+    import subprocess
+    import sys
+
+    game = fake_game(straight, SPEC, countdown_ms=0)
+    line = tmp_path / "line.npy"
+    np.save(line, straight.points)
+    code = (
+        "from tmexp.envs.base import EnvSpec, RewardSpec; from tmexp.envs.tmi.env import TmiEnv; "
+        "from tmexp.envs.tmi.params import TmiParams; from tmexp.envs.track import load_track; "
+        f"env = TmiEnv(load_track({str(line)!r}), EnvSpec(), RewardSpec(), TmiParams(base_tmi_port={game.port})); "
+        "env.reset(); env.step(0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    until_left(game)
+    speeds = received(game, MessageType.SET_SPEED)
+    assert speeds[-2:] == [0.0, 1.0]  # paused for the last frame, then set back to 1 on the way out
+    assert list(game.game.received)[-1][0] == MessageType.SHUTDOWN

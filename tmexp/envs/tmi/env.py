@@ -16,8 +16,10 @@ steers the game's car along the reference line through this env, as the simulato
 
 from __future__ import annotations
 
+import atexit
 import logging
 import time
+import weakref
 from dataclasses import fields
 from pathlib import Path
 
@@ -39,6 +41,19 @@ from tmexp.envs.tmi.state import CarState, car_state
 from tmexp.envs.track import TrackGeometry, extended_line
 
 log = logging.getLogger(__name__)
+
+# Envs with a game connection: an interpreter that exits without closing them still leaves each game at speed 1
+# (a game left paused in its frame sync stays frozen; Linesight issue 14).
+_OPEN_ENVS: "weakref.WeakSet[TmiEnv]" = weakref.WeakSet()
+
+
+@atexit.register
+def _leave_all_games() -> None:
+    for env in list(_OPEN_ENVS):
+        try:
+            env._leave()
+        except Exception:  # best effort at exit
+            pass
 
 
 def _plain(obj, cls):
@@ -118,7 +133,7 @@ class TmiEnv(gym.Env):
                 self.instance.game_ready()  # focused once; the next game on this machine may start
                 break
             except GameConnectionLost as error:
-                self._drop_connection()
+                self._leave()
                 if stale and not retried_stale and not self.instance.process_exited():
                     retried_stale = True
                     log.info("port %d: reconnecting (%s)", self.port, error)
@@ -219,6 +234,7 @@ class TmiEnv(gym.Env):
     def _connect(self) -> None:
         client = self.instance.connect()  # ON_CONNECT_SYNC pending
         self.client = client
+        _OPEN_ENVS.add(self)
         self._pending = MessageType.ON_CONNECT_SYNC
         client.set_timeout(self.params.timeout_during_run_ms)
         client.set_on_step_period(self.period_ms)

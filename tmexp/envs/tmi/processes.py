@@ -127,7 +127,8 @@ def focus_command(setting: str, pid: int) -> list[str] | str | None:
     if IS_WINDOWS:
         return ["powershell", "-NoProfile", "-Command", f"(New-Object -ComObject WScript.Shell).AppActivate({pid})"]
     if shutil.which("xdotool"):
-        return ["xdotool", "search", "--pid", str(pid), "--name", "TrackMania", "windowactivate"]
+        # Wine gives the game several windows: the one titled TrackMania (Linesight: "TrackMania Modded").
+        return ["xdotool", "search", "--all", "--pid", str(pid), "--name", "TrackMania", "windowactivate"]
     return None
 
 
