@@ -200,3 +200,30 @@ def test_a_relaunched_game_closes_its_console_first():
 
 def test_the_session_of_a_process_is_read_from_proc():
     assert processes.session_of(os.getpid()) == os.getsid(0)
+
+
+def test_two_task_processes_started_together_on_one_node_never_share_a_port(straight, tmp_path, name):
+    """Two tasks (two processes, as SLURM starts two array tasks on one node) with the same base port, launching
+    their games at the same time: the launch lock and the port probe give each its own game and port."""
+    import json
+    import subprocess
+
+    line = tmp_path / "line.npy"
+    np.save(line, straight.points)
+    base = free_port()
+    code = (
+        "import json, sys; from tmexp.envs.base import EnvSpec, RewardSpec; from tmexp.envs.tmi.env import TmiEnv; "
+        "from tmexp.envs.tmi.params import TmiParams; from tmexp.envs.track import load_track; "
+        f"env = TmiEnv(load_track({str(line)!r}), EnvSpec(), RewardSpec(), TmiParams(base_tmi_port={base}, "
+        f"launch_command={blocking(tmp_path, name)!r}, game_process_name={name!r}, focus_command='')); "
+        "env.reset(); [env.step(0) for _ in range(20)]; "
+        "print(json.dumps({'port': env.port, 'pid': env.instance.game_pid, 'time': env.car.race_time_ms})); "
+        "env.close()"
+    )
+    tasks = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [json.loads(task.communicate(timeout=180)[0].strip().splitlines()[-1]) for task in tasks]
+    assert all(task.returncode == 0 for task in tasks)
+    assert results[0]["port"] != results[1]["port"] and results[0]["pid"] != results[1]["pid"]
+    assert base in {r["port"] for r in results}  # the first to launch took the base port
+    assert all(r["time"] == 1000 for r in results)  # each raced its own game
+    assert processes.pids_named(name) == set()  # and both games were ended with their tasks

@@ -31,7 +31,7 @@ def _name_matches(name: str, prefix: str) -> bool:
 
 
 def pids_named(prefix: str) -> set[int]:
-    """Pids of the processes whose executable name starts with ``prefix`` (case-insensitive)."""
+    """Pids of the running processes whose executable name starts with ``prefix`` (case-insensitive; no zombies)."""
     if IS_WINDOWS:
         out = subprocess.run(["tasklist", "/FO", "CSV", "/NH"], capture_output=True, text=True).stdout
         return {int(row[1]) for row in csv.reader(io.StringIO(out)) if len(row) > 1 and row[1].isdigit()
@@ -47,7 +47,7 @@ def pids_named(prefix: str) -> set[int]:
             continue
         # Wine names its processes after the .exe; argv[0] may be a Windows path.
         base = argv0.replace("\\", "/").rsplit("/", 1)[-1]
-        if _name_matches(comm, prefix) or _name_matches(base, prefix):
+        if (_name_matches(comm, prefix) or _name_matches(base, prefix)) and alive(int(entry)):
             pids.add(int(entry))
     return pids
 
