@@ -1,14 +1,17 @@
 """``TmiEnv``: the real game behind the same contract as the simulator (``tmexp/envs/base.py``).
 
 Per action the game runs ``tm_engine_step_per_action`` engine steps at ``running_speed``, then stops at a
-RUN_STEP_SYNC whose race time is a multiple of the action period. There the env reads the save state, pauses
-the game (speed 0), asks for a frame and releases the step; the plugin sends the frame at the next render and
-the game waits in that REQUESTED_FRAME_SYNC while the agent picks the next action. ``step`` sets the inputs,
-restores the speed and releases the frame. Races start from a save state taken at race time 0 (a rewind is
-much faster than restarting the map).
+RUN_STEP_SYNC whose race time is a multiple of the action period. There the env reads the save state, rewinds to
+it (Linesight's ``rewind_to_current_state``: frame, state and inputs on one engine step), pauses the game (speed
+0), asks for a frame and releases the step; the plugin sends the frame at the next render and the game waits in
+that REQUESTED_FRAME_SYNC while the agent picks the next action. ``step`` sets the inputs, restores the speed and
+releases the frame. Races start from a save state taken at race time 0 (a rewind is much faster than restarting
+the map). Every synchronous message is handled wherever it arrives: a checkpoint between an action's run step and
+its frame counts like one before the run step (the game's order of the two is not documented).
 
-Any lost, silent or garbled connection during a race raises ``GameConnectionLost`` from ``step``: the
-collector discards the rollout and calls ``reset``, which reconnects (or restarts the game) and starts over.
+Any lost, silent, garbled or stalled connection during a race raises ``GameConnectionLost`` (or a subclass) from
+``step``: the collector discards the rollout and calls ``reset``, which reconnects (or restarts the game) and
+starts over. Whenever tmexp leaves a game it can still reach, it sets the game's speed back to 1.
 
 ``float_stats`` measures the float statistics on the game itself: the reference driver (``tmexp.envs.driver``)
 steers the game's car along the reference line through this env, as the simulator measures its own.
