@@ -1,5 +1,4 @@
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -56,6 +55,8 @@ class FakeGameThread:
     """A fake game (``tmexp.envs.fake_game``) serving on a free loopback port in a thread of the test process."""
 
     def __init__(self, track=None, spec=None, faults=None, countdown_ms: int = 100, **options):
+        import threading
+
         from tmexp.envs.base import EnvSpec
         from tmexp.envs.fake_game import FakeGame, FakeRace
         from tmexp.envs.track import load_map
