@@ -21,6 +21,7 @@ import os
 import shlex
 import subprocess
 import time
+from pathlib import Path
 
 from tmexp.envs.tmi import processes
 from tmexp.envs.tmi.client import TmiClient
@@ -63,7 +64,8 @@ class GameInstance:
         self.restarts = 0
         self.fresh_launch = False  # launched and not yet connected to: its console is open (Linesight)
         self.focused = False
-        self._lock = processes.LaunchLock()
+        self._lock = processes.LaunchLock(Path(params.launch_lock_path) if params.launch_lock_path else
+                                          processes.LOCK_PATH)
         self._pids_before: set[int] = set()
 
     @property

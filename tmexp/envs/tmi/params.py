@@ -30,6 +30,9 @@ class TmiParams:
     # work properly (Linesight). "auto": xdotool on Linux when installed, PowerShell's AppActivate on Windows;
     # "" = never.
     focus_command: str = "auto"
+    # The machine-wide launch lock (a file every task on the machine must see); "" = tmexp-game-launch.lock in
+    # the temporary directory. Set it where tasks get private temporary directories (SLURM's job_container/tmpfs).
+    launch_lock_path: str = ""
     # The game's .Challenge.Gbx to load with TMInterface's ``map`` command; empty = the launch command loads it.
     map_path: str = ""
     # Reboot a game instance we launched after this many seconds (between races, never mid-race).
