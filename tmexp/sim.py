@@ -233,21 +233,27 @@ def _fake_game_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stall-after", type=int, default=0, help="go silent after N run steps (once)")
     p.add_argument("--garbage-after", type=int, default=0, help="send an unknown message after N run steps")
     p.add_argument("--exit-after", type=int, default=0, help="exit (a crashed game) after N run steps")
+    p.add_argument("--steps-first", action="store_true", help="send a tick's run step before its checkpoint")
+    p.add_argument("--login-screen", action="store_true", help="stay at the login screen unless autologin is set")
+    p.add_argument("--settings", default=None, help="a JSON file keeping the `set` variables across launches")
+    p.add_argument("--process-name", default="TmForever", help="this process's name in the process list (Linux)")
 
 
 def _fake_game(track, args) -> int:
-    from tmexp.envs.fake_game import Faults, serve
+    from tmexp.envs.fake_game import Faults, name_process, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s fake-game[%(process)d] %(message)s",
                         stream=sys.stderr)
     faults = Faults(args.drop_after, args.stall_after, args.garbage_after, args.exit_after)
     try:
-        game = serve(track, args.port, args.host, args.countdown_ms, args.menus, faults)
+        game = serve(track, args.port, args.host, args.countdown_ms, args.menus, faults,
+                     steps_first=args.steps_first, login_screen=args.login_screen, settings_path=args.settings)
     except OSError as err:
         print(f"error: cannot listen on {args.host}:{args.port} ({err.strerror}); choose another --port.",
               file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, lambda *_: game.stop())
+    name_process(args.process_name)
     game.serve_forever()
     return 0
 
