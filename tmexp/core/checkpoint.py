@@ -30,6 +30,7 @@ import copy
 import json
 import logging
 import os
+import pickle
 import random
 import threading
 import time
@@ -85,10 +86,18 @@ class ResumeMismatch(ValueError):
     """A run directory holds a checkpoint of a run whose network or task differs from the config given."""
 
 
-# Keys that must match to resume: the network's shape and the task. Everything else (budgets, schedules,
-# collectors) may change between a run and its resumption.
-_RESUME_KEYS = ("nn", "btr", "map.short_name", "env.w_downsized", "env.h_downsized", "env.backend",
-                "training.temporal_mini_race_duration_ms")
+# Keys that must match to resume: the shapes of the network's tensors and of the replay's, what a stored transition
+# means, and the task. Everything else (budgets, schedules, collectors) may change between a run and its resumption.
+_RESUME_KEYS = (
+    "nn", "btr", "map.short_name", "env.backend",
+    "env.w_downsized", "env.h_downsized",  # the image input
+    # the float input: 9 + 4 x previous actions + 3 x zone centres (tmexp/envs/observation.py), and what its
+    # zone centres are (their spacing)
+    "env.n_prev_actions_in_inputs", "env.n_zone_centers_in_inputs", "env.one_every_n_zone_centers_in_inputs",
+    "training.temporal_mini_race_duration_ms",  # one more float, and the meaning of a stored time
+    # what a stored transition is: its n-step return and its partial rewards (one column per step)
+    "training.n_steps", "training.discard_non_greedy_actions_in_nsteps",
+)
 
 
 def _plain(node: Any) -> Any:
@@ -101,25 +110,69 @@ def _plain(node: Any) -> Any:
 
 
 def resume_structure(cfg) -> dict[str, Any]:
-    """The resume-relevant keys of a config (a ``Config`` or its plain-dict form)."""
+    """The resume-relevant keys of a config (a ``Config`` or its plain-dict form); a key the config lacks (a config
+    written before the key existed) is left out."""
     full = asdict(cfg) if is_dataclass(cfg) else cfg
     out = {}
     for key in _RESUME_KEYS:
         node = full
         for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
             node = node[part]
-        out[key] = _plain(node)
+        else:
+            out[key] = _plain(node)
     return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else "another value"
 
 
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
     """Raise ``ResumeMismatch`` naming the first resume key whose value differs."""
     for key in _RESUME_KEYS:
-        if key in saved and _plain(saved[key]) != current[key]:
+        if key in saved and key in current and _plain(saved[key]) != current[key]:
+            values = "" if key in ("nn", "btr") else f" ({_short(saved[key])} there, {_short(current[key])} here)"
             raise ResumeMismatch(
-                f"{run_dir} holds a run with a different {key} than this command: resume it with the overrides it "
-                "was started with (see its .hydra/overrides.yaml), or choose a new hydra.run.dir."
+                f"{run_dir} holds a run with a different {key}{values} than this command: resume it with the "
+                "overrides it was started with (see its .hydra/overrides.yaml), or choose a new hydra.run.dir."
             )
+
+
+def check_resume(run_dir: Path, structure: dict[str, Any], first_config: dict[str, Any] | None = None,
+                 replay_capacity: int | None = None, discard_replay: bool = False) -> None:
+    """Check, before anything is built or written, that the checkpoint in ``run_dir`` can resume with this config.
+
+    Compares with what the checkpoint was written with (its stored resume keys; for a key it lacks, a checkpoint
+    older than the key, ``first_config``: the run's ``config_resolved.yaml``, which keeps its first start's).
+
+    Args:
+        structure: ``resume_structure`` of this command's config.
+        replay_capacity: this config's largest replay capacity; a saved replay that does not fit is refused unless
+            ``discard_replay`` (``training.resume_discards_replay``).
+    Raises:
+        CheckpointError: no checkpoint can be read.
+        ResumeMismatch: a resume key differs, or the saved replay would be discarded.
+    """
+    if not has_checkpoint(run_dir):
+        return
+    checkpointer = Checkpointer(run_dir, structure)
+    state, _ = checkpointer._read_state(torch.device("cpu"))
+    saved = dict(resume_structure(first_config) if first_config else {})
+    saved.update(state.get("config") or {})
+    check_resumable(saved, structure, run_dir)
+    generation = state.get("replay_generation")
+    manifest = checkpointer._read_manifest(generation) if generation else None
+    if manifest and replay_capacity is not None and not discard_replay and manifest.get("size", 0) > replay_capacity:
+        raise ResumeMismatch(_discard_message(run_dir, manifest["size"], f"a buffer of at most {replay_capacity}"))
+
+
+def _discard_message(run_dir: Path, size: int, why: str) -> str:
+    return (f"{run_dir} holds a replay of {size} transitions that does not fit this command's buffer ({why}): "
+            "resuming would discard it; resume with the settings it was saved with, or add "
+            "training.resume_discards_replay=true to resume with an empty replay.")
 
 
 # ----- files and random generators ---------------------------------------------------------------------------------
@@ -144,12 +197,29 @@ def check_readable(run_dir: Path) -> None:
 
 
 def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The latest checkpoint's state, as ``torch.load`` reads it."""
-    return torch.load(checkpoint_path(run_dir), map_location=map_location, weights_only=False)
+    """The latest checkpoint's state, as ``torch.load`` reads it (tensors and plain values only)."""
+    return _load(checkpoint_path(run_dir), map_location)
+
+
+def _load(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only``: a checkpoint holds tensors and plain values, nothing whose unpickling
+    could run code; a file that holds anything else is refused unread (ValueError, one line)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower() or "weights_only" in str(error):
+            raise ValueError("refused: it holds objects other than tensors and plain values, which loading could "
+                             "run code from (tmexp never writes such a file)") from None
+        raise
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The random generators' states as tensors and plain values (``weights_only`` loads them)."""
+    numpy = np.random.get_state(legacy=False)
+    state = {"python": random.getstate(),
+             "numpy": {"key": torch.from_numpy(numpy["state"]["key"].astype(np.int64)), "pos": numpy["state"]["pos"],
+                       "has_gauss": numpy["has_gauss"], "gauss": numpy["gauss"]},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -157,21 +227,30 @@ def rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": int(numpy["pos"])},
+                         "has_gauss": int(numpy["has_gauss"]), "gauss": float(numpy["gauss"])})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_file(path: Path, write: Callable[[BinaryIO], Any]) -> int:
-    """Write ``path`` through a temporary file that is flushed to disk, then renamed; return the bytes written."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-        size = f.tell()
-    os.replace(tmp, path)
+def _write_file(path: Path, write: Callable[[BinaryIO], Any], rename: bool = True) -> int:
+    """Write ``path`` through a temporary file that is flushed to disk, then renamed (unless not ``rename``: then
+    ``path`` is the temporary file); return the bytes written. A failure removes the temporary file."""
+    tmp = path.with_name(path.name + ".tmp") if rename else path
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+            size = f.tell()
+        if rename:
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return size
 
 
@@ -224,7 +303,8 @@ class _ReplaySnapshot:
     """The replay at the moment a checkpoint was taken, for the writer thread.
 
     Priorities and the buffer's state are copied at once; the chunks to write are copied when the writer takes them,
-    or earlier, by the learner, when ``ReplayBuffer.add`` is about to overwrite one (``before_write``).
+    or earlier, by the learner, when ``ReplayBuffer.add`` is about to overwrite one (``before_write``). Creating it
+    changes nothing in the replay; ``begin`` does, and ``close(written=False)`` undoes it.
     """
 
     def __init__(self, replay: ReplayBuffer, table: dict[int, dict[str, Any]]):
@@ -241,12 +321,16 @@ class _ReplaySnapshot:
         next_row = replay.size if replay.size < replay.capacity else replay.write_pos
         hot, n = next_row // replay.chunk_rows, len(replay.dirty)
         self.todo.sort(key=lambda i: (i - hot) % n)  # the chunks the learner overwrites soonest first
-        replay.dirty[:] = False
+        self.unsaved: list[int] = []  # chunks of ``todo`` left out to meet a deadline
         self.copy_seconds = 0.0  # the learner's time copying chunks it was about to overwrite
         self._pending = set(self.todo)
         self._copies: dict[int, dict[str, np.ndarray]] = {}
         self._lock = threading.Lock()
-        replay.before_write = self._before_write
+
+    def begin(self) -> None:
+        """From now on the replay's changes count against the next checkpoint, and overwrites copy first."""
+        self.replay.before_write = self._before_write
+        self.replay.dirty[:] = False
 
     def _copy(self, i: int) -> dict[str, np.ndarray]:  # holding the lock
         self._pending.discard(i)
@@ -265,30 +349,48 @@ class _ReplaySnapshot:
             return self._copies.pop(i) if i in self._copies else self._copy(i)
 
     def close(self, written: bool) -> None:
+        """Detach from the replay; the chunks not on disk (all of ``todo`` unless ``written``) stay marked changed,
+        for the next checkpoint."""
         with self._lock:
             if self.replay.before_write == self._before_write:
                 self.replay.before_write = None
-            if not written:  # the next checkpoint writes them instead
-                self.replay.dirty[self.todo] = True
+            self.replay.dirty[self.todo if not written else self.unsaved] = True
             self._copies.clear()
 
 
 # ----- a run's checkpoints -----------------------------------------------------------------------------------------
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint failed (a full disk, a lost mount) and ``training.on_checkpoint_error`` is "stop"."""
+
+
+# Before the disk rate is measured, the preemption deadline assumes this many bytes a second.
+_ASSUMED_WRITE_RATE = 50e6
+
+
 class Checkpointer:
     """Writes a run's checkpoints (in a background thread) and resumes a run from them.
 
     Args:
         structure: ``resume_structure`` of the run's config, stored in each checkpoint.
         save_replay: ``training.save_replay``: write the replay buffer with each checkpoint.
+        on_write_error: ``training.on_checkpoint_error``: what a checkpoint that could not be written (an
+            ``OSError``: a full disk) does to the run: "retry" (said at once in one line, its files removed, the
+            next checkpoint tries again) or "stop" (the next ``save``/``wait`` raises ``CheckpointWriteError``).
+        discard_replay: ``training.resume_discards_replay``: a saved replay that does not fit this run's buffer is
+            dropped on resume (else ``resume`` refuses it).
     """
 
-    def __init__(self, run_dir: str | Path, structure: dict[str, Any], save_replay: bool = True):
+    def __init__(self, run_dir: str | Path, structure: dict[str, Any], save_replay: bool = True,
+                 on_write_error: str = "retry", discard_replay: bool = False):
         self.run_dir = Path(run_dir)
         self.dir = RunDir(run_dir).checkpoint
         self.replay_dir = self.dir / REPLAY_DIR
         self.structure = structure
         self.save_replay = save_replay
+        self.on_write_error = str(on_write_error)
+        self.discard_replay = discard_replay
         self.last: dict[str, Any] = {}  # the last checkpoint's figures: blocked_s, wall_s, bytes, chunks_written
+        self.write_failures = 0  # checkpoints that could not be written (and were let go: "retry")
         self._generation = 0  # the last replay generation used
         self._table: dict[int, dict[str, Any]] = {}  # chunk -> its entry in the last committed manifest
         self._kept: dict[str, dict[str, Any] | None] = {"latest": None, "previous": None}  # their manifests
@@ -298,29 +400,39 @@ class Checkpointer:
 
     # ----- saving --------------------------------------------------------------------------------------------------
     def save(self, *, online, target, optimizer, scaler, self_loss, replay: ReplayBuffer, counters: Counters,
-             wait: bool = False) -> float:
+             wait: bool = False, deadline: float | None = None) -> float:
         """Take a checkpoint of the learning state; return the seconds the caller was held.
 
         It is written in the background; the next ``save`` (or ``wait``, or ``wait=True``) waits for it and raises
-        what went wrong writing it.
+        what went wrong writing it. An exception or signal (Ctrl-C) at any point leaves this checkpoint not taken
+        and the replay's record of what changed as it was, so the next ``save`` is complete.
+
+        Args:
+            deadline: ``time.monotonic()`` by which it must be on disk (the final checkpoint after a preemption
+                signal): what fits is written (networks, optimiser, counters, priorities and the replay chunks
+                already on disk first, then as many changed chunks as time allows); the others are left out of this
+                checkpoint, and the resumed run goes on without their transitions.
         """
         t0 = time.perf_counter()
         self.wait()
-        state = copy.deepcopy({  # the live tensors go on changing while the writer works
-            "online": online.state_dict(),
-            "target": target.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "self_loss": self_loss.state_dict(),
-            "counters": counters.__dict__,
-            "rng": rng_state(),
-            "replay_rng": replay.rng.bit_generator.state,
-            "config": self.structure,
-        })
+        state = _capture(online=online, target=target, optimizer=optimizer, scaler=scaler, self_loss=self_loss,
+                         counters=counters, replay=replay, structure=self.structure)
         snapshot = _ReplaySnapshot(replay, self._table) if self.save_replay else None
-        self.last = {}
-        self._thread = threading.Thread(target=self._write, args=(state, snapshot, t0), name="checkpoint-writer")
-        self._thread.start()
+        thread = None
+        try:
+            if snapshot is not None:
+                snapshot.begin()
+            self.last = {}
+            thread = threading.Thread(target=self._write, args=(state, snapshot, t0, deadline),
+                                      name="checkpoint-writer")
+            thread.start()
+        except BaseException:
+            if thread is not None and thread.ident is not None:  # it runs: it writes, and tidies up after itself
+                self._thread = thread
+            elif snapshot is not None:
+                snapshot.close(written=False)
+            raise
+        self._thread = thread
         blocked = time.perf_counter() - t0
         self.last["blocked_s"] = blocked
         if wait:
@@ -332,13 +444,20 @@ class Checkpointer:
         return self._thread is not None and self._thread.is_alive()
 
     def wait(self) -> None:
-        """Wait until the checkpoint being written is on disk; raise what went wrong writing it."""
+        """Wait until the checkpoint being written is on disk; raise what went wrong writing it (a failed write
+        only under ``on_write_error="stop"``: else it was said when it happened, and the run goes on)."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         if self._error is not None:
             error, self._error = self._error, None
-            raise error
+            if not isinstance(error, OSError):
+                raise error
+            if self.on_write_error == "stop":
+                raise CheckpointWriteError(f"a checkpoint could not be written to {self.dir} ({_reason(error)}); "
+                                           "the run stopped (training.on_checkpoint_error=stop): free space there "
+                                           "and run the same command again to resume from the last checkpoint"
+                                           ) from error
 
     def close(self) -> None:
         """Wait for the checkpoint being written; log (not raise) an error, for clean-up paths."""
@@ -347,30 +466,30 @@ class Checkpointer:
         except Exception as error:  # already failing elsewhere, or after the final save reported it
             log.error("writing the last checkpoint failed: %s: %s", type(error).__name__, error)
 
-    def _write(self, state: dict[str, Any], snapshot: _ReplaySnapshot | None, t0: float) -> None:
-        """The writer thread: replay chunks, manifest, then the checkpoint that names them; then clean-up."""
-        manifest = None
+    def _write(self, state: dict[str, Any], snapshot: _ReplaySnapshot | None, t0: float,
+               deadline: float | None) -> None:
+        """The writer thread: replay chunks, manifest, then the checkpoint that names them; then clean-up. A failure
+        removes what this checkpoint wrote, at once."""
+        manifest, generation, committed = None, None, False
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             written = 0
             if snapshot is not None:
                 self._generation += 1
-                manifest, written = self._write_replay(snapshot, self._generation)
+                generation = self._generation
+                manifest, written = self._write_replay(snapshot, generation, deadline, _nbytes(state))
             latest, previous = self.dir / CHECKPOINT_NAME, self.dir / PREVIOUS_NAME
             rotate = self._latest_good and latest.is_file()
             kept_before = self._kept["latest"] if rotate else self._kept["previous"]
             state["replay_generation"] = manifest["generation"] if manifest else None
             state["previous_replay_generation"] = kept_before["generation"] if kept_before else None
             tmp = latest.with_name(latest.name + ".tmp")
-            with open(tmp, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-                written += f.tell()
+            written += _write_file(tmp, lambda f: torch.save(state, f), rename=False)
             if rotate:
                 os.replace(latest, previous)
                 self._kept = {"latest": None, "previous": kept_before}
             os.replace(tmp, latest)
+            committed = True
             _fsync_dir(self.dir)
             # committed: latest.pt names ``manifest``
             self._kept["latest"] = manifest
@@ -379,20 +498,55 @@ class Checkpointer:
                 self._table = {int(i): entry for i, entry in manifest["chunks"].items()}
             self._remove_unnamed()
             self.last.update(wall_s=time.perf_counter() - t0, bytes=written,
-                             chunks_written=len(snapshot.todo) if snapshot else 0,
+                             chunks_written=len(snapshot.todo) - len(snapshot.unsaved) if snapshot else 0,
+                             chunks_unsaved=len(snapshot.unsaved) if snapshot else 0,
                              copy_s=snapshot.copy_seconds if snapshot else 0.0)
         except BaseException as error:  # raised in the learner's thread by ``wait``
             self._error = error
+            if not committed:
+                self._discard(generation)
+            if isinstance(error, OSError):
+                self.write_failures += 1
+                goes_on = ("the run goes on and the next checkpoint tries again" if self.on_write_error != "stop"
+                           else "the run stops (training.on_checkpoint_error=stop)")
+                log.error("checkpoint at frame %s not written to %s (%s): its files were removed, the last "
+                          "complete checkpoint stays; %s", state["counters"].get("frames"), self.dir,
+                          _reason(error), goes_on)
         finally:
             if snapshot is not None:
                 snapshot.close(written=self._error is None)
 
-    def _write_replay(self, snapshot: _ReplaySnapshot, generation: int) -> tuple[dict[str, Any], int]:
+    def _discard(self, generation: int | None) -> None:
+        """Remove what a checkpoint that failed had written: its replay generation's files and latest.pt.tmp."""
+        try:
+            (self.dir / (CHECKPOINT_NAME + ".tmp")).unlink(missing_ok=True)
+            if generation is not None and self.replay_dir.is_dir():
+                for path in self.replay_dir.iterdir():
+                    if _generation_of(path.name) == generation:
+                        path.unlink(missing_ok=True)
+        except OSError as error:  # the mount itself may be gone; the next resume removes them
+            log.warning("could not remove the files of a failed checkpoint in %s: %s", self.dir, _reason(error))
+
+    def _write_replay(self, snapshot: _ReplaySnapshot, generation: int, deadline: float | None,
+                      other_bytes: int) -> tuple[dict[str, Any], int]:
         self.replay_dir.mkdir(parents=True, exist_ok=True)
         todo = set(snapshot.todo)
         chunks = {i: self._table[i] for i in snapshot.spans if i not in todo}
-        written = 0
-        for i in snapshot.todo:
+        written, started = 0, time.monotonic()
+        # what must follow the chunks: priorities, manifest, the checkpoint itself
+        rest = snapshot.priority.nbytes + other_bytes + 4096
+        for k, i in enumerate(snapshot.todo):
+            if deadline is not None:
+                elapsed = time.monotonic() - started
+                rate = written / elapsed if written and elapsed > 0 else _ASSUMED_WRITE_RATE
+                start, stop = snapshot.spans[i]
+                chunk_bytes = (stop - start) * sum(getattr(snapshot.replay, name)[:1].nbytes for name in STORED)
+                if time.monotonic() + 1.5 * (chunk_bytes + rest) / rate + 0.5 > deadline:
+                    snapshot.unsaved = snapshot.todo[k:]
+                    log.warning("final checkpoint: %d of %d changed replay chunks left out to finish before the "
+                                "preemption deadline (training.preempt_save_deadline_s)", len(snapshot.unsaved),
+                                len(snapshot.todo))
+                    break
             taken = snapshot.take(i)
             arrays = [taken[name] for name in STORED]
             name = f"chunk{i}-g{generation}.npy"
@@ -403,6 +557,7 @@ class Checkpointer:
         written += _write_file(self.replay_dir / priority, lambda f: _save_arrays(f, [snapshot.priority]))
         manifest = {"generation": generation, **snapshot.state, "fields": snapshot.fields,
                     "chunks": {str(i): chunks[i] for i in sorted(chunks)},
+                    "unsaved": [list(snapshot.spans[i]) for i in sorted(snapshot.unsaved)],
                     "priority": {"file": priority, "rows": len(snapshot.priority),
                                  "crc32": _crc32([snapshot.priority])}}
         text = json.dumps(manifest, indent=1).encode()
@@ -422,10 +577,12 @@ class Checkpointer:
     # ----- resuming ------------------------------------------------------------------------------------------------
     def resume(self, device: torch.device, *, online, target, optimizer, scaler, self_loss,
                replay: ReplayBuffer) -> Counters:
-        """Load the run's checkpoint into the freshly built parts given; return its counters.
+        """Load the run's checkpoint into the freshly built parts given; return its counters. Files that neither
+        kept checkpoint names (a write that failed or was killed) are removed.
 
         Raises:
-            ResumeMismatch: the checkpoint's network or task differs from this run's.
+            ResumeMismatch: the checkpoint's network or task differs from this run's, or its replay does not fit
+                this run's buffer (unless ``discard_replay``).
             CheckpointError: neither latest.pt nor previous.pt can be read.
         """
         state, from_latest = self._read_state(device)
@@ -452,9 +609,28 @@ class Checkpointer:
             self._latest_good = False
         names = os.listdir(self.replay_dir) if self.replay_dir.is_dir() else []
         self._generation = max([_generation_of(name) for name in names] + [0])  # never reuse a name on disk
+        self._remove_leftovers()
         log.info("resumed from checkpoint: %d frames, %d batches, %d transitions in replay", counters.frames,
                  counters.batches, len(replay))
         return counters
+
+    def _remove_leftovers(self) -> None:
+        """What a checkpoint that failed or was killed left: temporary files, replay files no checkpoint names."""
+        removed = [path for path in self.dir.glob("*.tmp")]
+        keep = _manifest_files(self._kept["latest"]) | _manifest_files(self._kept["previous"])
+        if self.replay_dir.is_dir():
+            removed += [path for path in self.replay_dir.iterdir() if path.name not in keep]
+        if not removed:
+            return
+        freed = 0
+        for path in removed:
+            try:
+                freed += path.stat().st_size
+                path.unlink()
+            except OSError:
+                continue
+        log.info("removed %d files of an unfinished checkpoint from %s (%.1f MB)", len(removed), self.dir,
+                 freed / 1e6)
 
     def _read_state(self, device: torch.device) -> tuple[dict[str, Any], bool]:
         """The newest readable checkpoint, and whether it is latest.pt."""
@@ -464,7 +640,7 @@ class Checkpointer:
                 problems[path.name] = "missing"
                 continue
             try:
-                state = torch.load(path, map_location=device, weights_only=False)
+                state = _load(path, device)
                 if not isinstance(state, dict) or "online" not in state:
                     raise ValueError("not a tmexp checkpoint")
             except Exception as error:
@@ -499,16 +675,21 @@ class Checkpointer:
             return None, 1
         problem = _misfit(manifest, replay)
         if problem:
+            if not self.discard_replay:
+                raise ResumeMismatch(_discard_message(self.run_dir, manifest["size"], problem))
             log.warning("the replay saved in %s does not fit this run's buffer (%s): the run resumes with an empty "
-                        "replay", path, problem)
+                        "replay (training.resume_discards_replay=true)", path, problem)
             return None, 0
         size = manifest["size"]
         replay.size, replay.write_pos = size, manifest["write_pos"]
         replay.capacity = max(size, min(manifest["capacity"], replay.max_capacity))
         replay.max_priority = manifest["max_priority"]
-        dropped, bad = 0, []
+        unsaved = [tuple(span) for span in manifest.get("unsaved", [])]  # left out to meet a preemption deadline
+        dropped, bad = 0, list(unsaved)
         for i in range(-(-size // replay.chunk_rows)):
             start, stop = replay.chunk_span(i, size)
+            if (start, stop) in unsaved:
+                continue
             entry = manifest["chunks"].get(str(i))
             try:
                 if entry is None:
@@ -522,6 +703,9 @@ class Checkpointer:
                 bad.append((start, stop))
                 continue
             replay.put_rows(start, dict(zip(STORED, arrays)))
+        if unsaved:
+            log.warning("the checkpoint in %s was cut short by a preemption deadline: the run resumes without the "
+                        "%d replay transitions it left out", self.dir, sum(b - a for a, b in unsaved))
         entry = manifest["priority"]
         try:
             (priority,) = _checked_arrays(self.replay_dir / entry["file"], 1, size, entry["crc32"], [["<f8", []]])
@@ -533,7 +717,34 @@ class Checkpointer:
             dropped += 1
         replay.dirty[:] = False
         replay.drop_spans(bad)
-        return manifest, dropped + len(bad)
+        return manifest, dropped + len(bad) - len(unsaved)
+
+
+def _nbytes(node: Any) -> int:
+    """The bytes of the tensors in a state."""
+    if isinstance(node, torch.Tensor):
+        return node.nbytes
+    if isinstance(node, dict):
+        return sum(_nbytes(v) for v in node.values())
+    if isinstance(node, (list, tuple)):
+        return sum(_nbytes(v) for v in node)
+    return 0
+
+
+def _capture(*, online, target, optimizer, scaler, self_loss, counters: Counters, replay: ReplayBuffer,
+             structure: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's state, copied: the live tensors go on changing while the writer works."""
+    return copy.deepcopy({
+        "online": online.state_dict(),
+        "target": target.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "self_loss": self_loss.state_dict(),
+        "counters": counters.__dict__,
+        "rng": rng_state(),
+        "replay_rng": replay.rng.bit_generator.state,
+        "config": structure,
+    })
 
 
 def _reason(error: Exception) -> str:
