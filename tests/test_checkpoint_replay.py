@@ -195,7 +195,7 @@ def test_a_full_disk_removes_what_it_wrote_at_once_and_keeps_the_previous_checkp
     expected, frames = contents(parts.replay), parts.counters.frames
     before = replay_files(tmp_path)
     parts.play(rng, 100)
-    write_file, calls = checkpoint._write_file, []
+    write_file, calls = checkpoint.write_atomic, []
 
     def disk_full_after_two(path, write, **kwargs):
         calls.append(path.name)
@@ -205,7 +205,7 @@ def test_a_full_disk_removes_what_it_wrote_at_once_and_keeps_the_previous_checkp
             raise OSError(28, "No space left on device")
         return write_file(path, write, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "_write_file", disk_full_after_two)
+    monkeypatch.setattr(checkpoint, "write_atomic", disk_full_after_two)
     with caplog.at_level(logging.ERROR):
         if policy == "stop":
             with pytest.raises(checkpoint.CheckpointWriteError, match="No space left.*on_checkpoint_error=stop"):
@@ -218,7 +218,7 @@ def test_a_full_disk_removes_what_it_wrote_at_once_and_keeps_the_previous_checkp
     # said at once, and what the failed checkpoint wrote is gone at once: the files are those of the one before
     assert replay_files(tmp_path) == before
     assert not list((tmp_path / "checkpoint").glob("*.tmp"))
-    monkeypatch.setattr(checkpoint, "_write_file", write_file)
+    monkeypatch.setattr(checkpoint, "write_atomic", write_file)
     resumed = Parts(seed=5)
     resumed.resume(Checkpointer(tmp_path, {}))
     assert_same(contents(resumed.replay), expected)

@@ -132,7 +132,7 @@ def _interrupt_at(step: str, monkeypatch) -> None:
                             _Threading(_interrupting_thread(after_start=step == "as the writer starts")))
     else:  # inside the writer, as it writes a file: "writing <the file's name starts with> <nth such file>"
         _, prefix, n = step.split()
-        write_file, calls = checkpoint._write_file, []
+        write_file, calls = checkpoint.write_atomic, []
 
         def nth_interrupted(path, write, **kwargs):
             if path.name.startswith(prefix):
@@ -141,7 +141,7 @@ def _interrupt_at(step: str, monkeypatch) -> None:
                     raise _Interrupt()
             return write_file(path, write, **kwargs)
 
-        monkeypatch.setattr(checkpoint, "_write_file", nth_interrupted)
+        monkeypatch.setattr(checkpoint, "write_atomic", nth_interrupted)
 
 
 STEPS = ["copying the state", "listing the chunks", "between hooking the replay and clearing its marks",
@@ -178,14 +178,14 @@ def test_ctrl_c_at_any_step_of_save_leaves_the_next_save_complete(tmp_path, monk
 
 # ----- the final checkpoint against a deadline ---------------------------------------------------------------------
 def _slow_writes(monkeypatch, seconds: float) -> None:
-    write_file = checkpoint._write_file
+    write_file = checkpoint.write_atomic
 
     def slow(path, write, **kwargs):
         if path.name.startswith("chunk"):
             time.sleep(seconds)
         return write_file(path, write, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "_write_file", slow)
+    monkeypatch.setattr(checkpoint, "write_atomic", slow)
 
 
 def test_a_first_checkpoint_against_a_deadline_keeps_counters_and_the_chunks_it_wrote(tmp_path, monkeypatch, caplog):

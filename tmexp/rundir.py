@@ -33,11 +33,12 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import yaml
 
@@ -138,11 +139,47 @@ def _read_yaml(path: Path) -> Any:
         return None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one (several processes may read a run's status)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], Any], *, durable: bool = False,
+                 before_replace: Callable[[], Any] | None = None) -> int:
+    """Write ``path`` so that readers see the old file or the new one, never part of one: through a temporary file
+    beside it (``<name>.<pid>.<thread>.tmp``), renamed over it. The one atomic writer of tmexp.
+
+    Args:
+        data: the bytes, a text (UTF-8), or a function that writes to the open binary file.
+        durable: flush the file to disk (fsync) before the rename, for what a crash must not lose (checkpoints);
+            ``sync_dir`` of its folder then makes the rename itself durable.
+        before_replace: called once the file is written, before the rename (a checkpoint rotates latest.pt there).
+    Returns:
+        The bytes written. A failure (a full disk, an interrupt) removes the temporary file and raises.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+            size = f.tell()
+        if before_replace is not None:
+            before_replace()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return size
+
+
+def sync_dir(path: str | Path) -> None:
+    """Make the renames inside the folder ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ----- one process per run directory ----------------------------------------------------------------------------
@@ -253,7 +290,7 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None, **f
     path = RunDir(run_dir).status
     data = {**(_read_json(path) or {}), "status": status, **fields, "error": error,
             "updated_at": datetime.now(timezone.utc).isoformat()}
-    _write_atomic(path, json.dumps(data, indent=2))
+    write_atomic(path, json.dumps(data, indent=2))
     return data
 
 
@@ -307,7 +344,7 @@ def write_sweep_command(sweep_dir: str | Path) -> str:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     command_id = uuid.uuid4().hex[:12]
     data = {"id": command_id, "started_at": datetime.now(timezone.utc).isoformat(), "command": " ".join(sys.argv)}
-    _write_atomic(sweep_dir / SWEEP_COMMAND, json.dumps(data, indent=2))
+    write_atomic(sweep_dir / SWEEP_COMMAND, json.dumps(data, indent=2))
     return command_id
 
 
@@ -363,13 +400,13 @@ def write_run_meta(run_dir: str | Path, meta: dict | None = None,
     meta = dict(meta if meta is not None else run_metadata())
     previous = _read_json(path)
     if previous is None:
-        _write_atomic(path, json.dumps(meta, indent=2))
+        write_atomic(path, json.dumps(meta, indent=2))
         return meta
     line = {**meta, "config_changes": config_changes or {}}
     with open(RunDir(run_dir).starts, "a") as f:  # one short line per start: appends of it are not torn
         f.write(json.dumps(line) + "\n")
     kept = {**previous, "resumed_at": meta["started_at"]}
-    _write_atomic(path, json.dumps(kept, indent=2))
+    write_atomic(path, json.dumps(kept, indent=2))
     return kept
 
 
@@ -401,7 +438,7 @@ def write_resolved_config(run_dir: str | Path, config: Mapping[str, Any]) -> dic
     first = read_resolved_config(run_dir)
     if first is None:
         text = yaml.safe_dump(plain, sort_keys=False, default_flow_style=False, allow_unicode=True)
-        _write_atomic(RunDir(run_dir).config_resolved, text)
+        write_atomic(RunDir(run_dir).config_resolved, text)
         return {}
     # compared as YAML reads them back (tuples as lists)
     now = yaml.safe_load(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
@@ -454,7 +491,7 @@ def read_overrides(run_dir: str | Path) -> list[str]:
 def write_float_stats(run_dir: str | Path, mean, std) -> None:
     """Record the float-input statistics (mean, std per input) the run's network standardises with."""
     data = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
-    _write_atomic(RunDir(run_dir).float_stats, json.dumps(data, indent=2))
+    write_atomic(RunDir(run_dir).float_stats, json.dumps(data, indent=2))
 
 
 def read_float_stats(run_dir: str | Path) -> tuple[list[float], list[float]] | None:

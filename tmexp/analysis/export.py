@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tmexp import rundir
 from tmexp.analysis import loading
 
 EXPORT_FILE = "runs_export.json.gz"
@@ -89,10 +90,7 @@ def write_export(path: str | Path, runset: loading.RunSet, keys: dict[str, str])
     runs = {keys[label]: encode_run(info, _run_rows(runset.scalars, label)) for label, info in runset.runs.items()}
     text = json.dumps({"format": FORMAT, "runs": runs}, separators=(",", ":"))
     data = gzip.compress(text.encode(), compresslevel=9, mtime=0)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return len(data)
+    return rundir.write_atomic(path, data)
 
 
 def read_export(path: str | Path) -> dict[str, dict]:

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from tmexp.core.replay import STORED, ReplayBuffer
-from tmexp.rundir import RunDir
+from tmexp.rundir import RunDir, sync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -234,33 +234,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _write_file(path: Path, write: Callable[[BinaryIO], Any], rename: bool = True) -> int:
-    """Write ``path`` through a temporary file that is flushed to disk, then renamed (unless not ``rename``: then
-    ``path`` is the temporary file); return the bytes written. A failure removes the temporary file."""
-    tmp = path.with_name(path.name + ".tmp") if rename else path
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-            size = f.tell()
-        if rename:
-            os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return size
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the renames inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _crc32(arrays: list[np.ndarray]) -> int:
@@ -483,14 +456,16 @@ class Checkpointer:
             kept_before = self._kept["latest"] if rotate else self._kept["previous"]
             state["replay_generation"] = manifest["generation"] if manifest else None
             state["previous_replay_generation"] = kept_before["generation"] if kept_before else None
-            tmp = latest.with_name(latest.name + ".tmp")
-            written += _write_file(tmp, lambda f: torch.save(state, f), rename=False)
-            if rotate:
-                os.replace(latest, previous)
-                self._kept = {"latest": None, "previous": kept_before}
-            os.replace(tmp, latest)
+
+            def rotate_latest() -> None:  # written, not yet renamed: latest.pt becomes previous.pt
+                if rotate:
+                    os.replace(latest, previous)
+                    self._kept = {"latest": None, "previous": kept_before}
+
+            written += write_atomic(latest, lambda f: torch.save(state, f), durable=True,
+                                    before_replace=rotate_latest)
             committed = True
-            _fsync_dir(self.dir)
+            sync_dir(self.dir)
             # committed: latest.pt names ``manifest``
             self._kept["latest"] = manifest
             self._latest_good = True
@@ -517,9 +492,10 @@ class Checkpointer:
                 snapshot.close(written=self._error is None)
 
     def _discard(self, generation: int | None) -> None:
-        """Remove what a checkpoint that failed had written: its replay generation's files and latest.pt.tmp."""
+        """Remove what a checkpoint that failed had written: its replay generation's files, temporary files."""
         try:
-            (self.dir / (CHECKPOINT_NAME + ".tmp")).unlink(missing_ok=True)
+            for tmp in self.dir.glob("*.tmp"):  # the lock makes them this process's
+                tmp.unlink(missing_ok=True)
             if generation is not None and self.replay_dir.is_dir():
                 for path in self.replay_dir.iterdir():
                     if _generation_of(path.name) == generation:
@@ -550,19 +526,20 @@ class Checkpointer:
             taken = snapshot.take(i)
             arrays = [taken[name] for name in STORED]
             name = f"chunk{i}-g{generation}.npy"
-            written += _write_file(self.replay_dir / name, lambda f: _save_arrays(f, arrays))
+            written += write_atomic(self.replay_dir / name, lambda f: _save_arrays(f, arrays), durable=True)
             chunks[i] = {"file": name, "rows": len(arrays[0]), "crc32": _crc32(arrays)}
             del taken, arrays
         priority = f"priority-g{generation}.npy"
-        written += _write_file(self.replay_dir / priority, lambda f: _save_arrays(f, [snapshot.priority]))
+        written += write_atomic(self.replay_dir / priority, lambda f: _save_arrays(f, [snapshot.priority]),
+                                durable=True)
         manifest = {"generation": generation, **snapshot.state, "fields": snapshot.fields,
                     "chunks": {str(i): chunks[i] for i in sorted(chunks)},
                     "unsaved": [list(snapshot.spans[i]) for i in sorted(snapshot.unsaved)],
                     "priority": {"file": priority, "rows": len(snapshot.priority),
                                  "crc32": _crc32([snapshot.priority])}}
         text = json.dumps(manifest, indent=1).encode()
-        written += _write_file(self.replay_dir / _manifest_name(generation), lambda f: f.write(text))
-        _fsync_dir(self.replay_dir)
+        written += write_atomic(self.replay_dir / _manifest_name(generation), text, durable=True)
+        sync_dir(self.replay_dir)
         return manifest, written
 
     def _remove_unnamed(self) -> None:
