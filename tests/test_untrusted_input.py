@@ -78,7 +78,8 @@ def _scalar_event(tag: bytes, step: int, value: float) -> bytes:
 
     value_msg = b"\x0a" + varint(len(tag)) + tag + b"\x15" + struct.pack("<f", value)
     summary = b"\x0a" + varint(len(value_msg)) + value_msg
-    return b"\x09" + struct.pack("<d", 1000.0 + step) + b"\x10" + varint(step) + b"\x2a" + varint(len(summary)) + summary
+    head = b"\x09" + struct.pack("<d", 1000.0 + step) + b"\x10" + varint(step)
+    return head + b"\x2a" + varint(len(summary)) + summary
 
 
 @pytest.fixture
