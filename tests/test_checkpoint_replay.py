@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from tmexp.core import checkpoint
+from tmexp import rundir
+from tmexp.core import checkpoint, replay_store
 from tmexp.core.checkpoint import Checkpointer, Counters, has_checkpoint, load_checkpoint
 from tmexp.core.optimization import SelfLossState
 from tmexp.core.replay import STORED, ReplayBuffer, nstep_transitions
@@ -62,6 +63,12 @@ class Parts:
         self.replay.update_priorities(idx, rng.standard_normal(16))
         self.online.weight.data += 0.1
         self.counters.batches += 1
+
+
+def patch_writes(monkeypatch, write) -> None:
+    """Every file a checkpoint writes (its replay's and its own) goes through ``write``."""
+    monkeypatch.setattr(checkpoint, "write_atomic", write)
+    monkeypatch.setattr(replay_store, "write_atomic", write)
 
 
 def contents(replay: ReplayBuffer) -> dict:
@@ -163,14 +170,14 @@ def test_the_snapshot_is_exact_while_the_learner_overwrites_rows_during_the_writ
     parts, rng = Parts(), np.random.default_rng(4)
     parts.play(rng, 500)
     release, writing = threading.Event(), threading.Event()
-    save_arrays = checkpoint._save_arrays
+    save_arrays = replay_store._save_arrays
 
     def slow_save(f, arrays):  # the writer stalls on its first chunk until the learner has overwritten the ring
         writing.set()
         release.wait(30)
         save_arrays(f, arrays)
 
-    monkeypatch.setattr(checkpoint, "_save_arrays", slow_save)
+    monkeypatch.setattr(replay_store, "_save_arrays", slow_save)
     checkpointer = Checkpointer(tmp_path, {})
     expected = contents(parts.replay)
     parts.save(checkpointer, wait=False)
@@ -195,7 +202,7 @@ def test_a_full_disk_removes_what_it_wrote_at_once_and_keeps_the_previous_checkp
     expected, frames = contents(parts.replay), parts.counters.frames
     before = replay_files(tmp_path)
     parts.play(rng, 100)
-    write_file, calls = checkpoint.write_atomic, []
+    write_file, calls = rundir.write_atomic, []
 
     def disk_full_after_two(path, write, **kwargs):
         calls.append(path.name)
@@ -205,7 +212,7 @@ def test_a_full_disk_removes_what_it_wrote_at_once_and_keeps_the_previous_checkp
             raise OSError(28, "No space left on device")
         return write_file(path, write, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "write_atomic", disk_full_after_two)
+    patch_writes(monkeypatch, disk_full_after_two)
     with caplog.at_level(logging.ERROR):
         if policy == "stop":
             with pytest.raises(checkpoint.CheckpointWriteError, match="No space left.*on_checkpoint_error=stop"):
@@ -218,7 +225,7 @@ def test_a_full_disk_removes_what_it_wrote_at_once_and_keeps_the_previous_checkp
     # said at once, and what the failed checkpoint wrote is gone at once: the files are those of the one before
     assert replay_files(tmp_path) == before
     assert not list((tmp_path / "checkpoint").glob("*.tmp"))
-    monkeypatch.setattr(checkpoint, "write_atomic", write_file)
+    patch_writes(monkeypatch, write_file)
     resumed = Parts(seed=5)
     resumed.resume(Checkpointer(tmp_path, {}))
     assert_same(contents(resumed.replay), expected)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from test_checkpoint_replay import Parts, assert_same, contents, replay_files
-from tmexp.core import checkpoint
+from test_checkpoint_replay import Parts, assert_same, contents, patch_writes, replay_files
+from tmexp import rundir
+from tmexp.core import checkpoint, replay_store
 from tmexp.core.checkpoint import Checkpointer, CheckpointError, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ class _Threading:
 
 
 def _interrupt_at(step: str, monkeypatch) -> None:
-    snapshot = checkpoint._ReplaySnapshot
+    snapshot = replay_store.ReplaySnapshot
     if step == "copying the state":
         monkeypatch.setattr(checkpoint, "_capture", _raise)
     elif step == "listing the chunks":
@@ -132,7 +133,7 @@ def _interrupt_at(step: str, monkeypatch) -> None:
                             _Threading(_interrupting_thread(after_start=step == "as the writer starts")))
     else:  # inside the writer, as it writes a file: "writing <the file's name starts with> <nth such file>"
         _, prefix, n = step.split()
-        write_file, calls = checkpoint.write_atomic, []
+        write_file, calls = rundir.write_atomic, []
 
         def nth_interrupted(path, write, **kwargs):
             if path.name.startswith(prefix):
@@ -141,7 +142,7 @@ def _interrupt_at(step: str, monkeypatch) -> None:
                     raise _Interrupt()
             return write_file(path, write, **kwargs)
 
-        monkeypatch.setattr(checkpoint, "write_atomic", nth_interrupted)
+        patch_writes(monkeypatch, nth_interrupted)
 
 
 STEPS = ["copying the state", "listing the chunks", "between hooking the replay and clearing its marks",
@@ -178,14 +179,14 @@ def test_ctrl_c_at_any_step_of_save_leaves_the_next_save_complete(tmp_path, monk
 
 # ----- the final checkpoint against a deadline ---------------------------------------------------------------------
 def _slow_writes(monkeypatch, seconds: float) -> None:
-    write_file = checkpoint.write_atomic
+    write_file = rundir.write_atomic
 
     def slow(path, write, **kwargs):
         if path.name.startswith("chunk"):
             time.sleep(seconds)
         return write_file(path, write, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "write_atomic", slow)
+    patch_writes(monkeypatch, slow)
 
 
 def test_a_first_checkpoint_against_a_deadline_keeps_counters_and_the_chunks_it_wrote(tmp_path, monkeypatch, caplog):

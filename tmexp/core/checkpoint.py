@@ -2,13 +2,11 @@
 
 Under ``<run_dir>/checkpoint/``::
 
-    latest.pt, previous.pt        the last two checkpoints (torch.save): network pair, optimiser, grad scaler, target
-                                  self-loss state, counters, random generators, the resume keys (``_RESUME_KEYS``:
-                                  resuming with another network or task is refused) and the replay generation named
-    replay/manifest-gN.json       a replay generation: the buffer's state (size, write position, capacity, largest
-                                  priority) and, for each chunk of ``CHUNK_ROWS`` rows, its file, rows and CRC-32
-    replay/chunkI-gN.npy          chunk I as written in generation N: its arrays, np.save records one after another
-    replay/priority-gN.npy        the priorities of generation N (saved whole: every batch changes some)
+    latest.pt, previous.pt        the last two checkpoints (torch.save, read with weights_only): network pair,
+                                  optimiser, grad scaler, target self-loss state, counters, random generators, the
+                                  resume keys (``_RESUME_KEYS``: resuming with another network or task is refused)
+                                  and the replay generation named
+    replay/                       the replay's generations (``tmexp.core.replay_store``)
 
 A checkpoint is taken in two steps. In the learner's thread (``Checkpointer.save``) the networks, optimiser and
 priorities are copied and the chunks written since the last checkpoint are listed; a background thread writes them
@@ -27,30 +25,30 @@ counted in ``Counters.replay_parts_dropped``; none of it stops the run.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import pickle
 import random
 import threading
 import time
-import zlib
 from dataclasses import asdict, dataclass, field, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from tmexp.core.replay import STORED, ReplayBuffer
+from tmexp.core.replay import ReplayBuffer
+from tmexp.core.replay_store import (REPLAY_DIR, ReplayMisfit, ReplaySnapshot, generation_of, load_generation,
+                                     manifest_files, read_manifest, write_generation)
+from tmexp.core.replay_store import reason as _reason
 from tmexp.rundir import RunDir, sync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "latest.pt"
 PREVIOUS_NAME = "previous.pt"
-REPLAY_DIR = "replay"
 
 
 @dataclass
@@ -236,108 +234,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _crc32(arrays: list[np.ndarray]) -> int:
-    crc = 0
-    for array in arrays:
-        crc = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8), crc)
-    return crc
-
-
-def _save_arrays(f: BinaryIO, arrays: list[np.ndarray]) -> None:
-    for array in arrays:
-        np.save(f, array, allow_pickle=False)
-
-
-def _load_arrays(path: Path, count: int) -> list[np.ndarray]:
-    with open(path, "rb") as f:
-        return [np.load(f, allow_pickle=False) for _ in range(count)]
-
-
-def _generation_of(name: str) -> int:
-    """N of a replay file named ``...-gN.npy`` / ``...-gN.json`` (0 for any other name)."""
-    stem = name.split(".", 1)[0]
-    _, _, gen = stem.rpartition("-g")
-    return int(gen) if gen.isdigit() else 0
-
-
-def _manifest_name(generation: int) -> str:
-    return f"manifest-g{generation}.json"
-
-
-def _manifest_files(manifest: dict[str, Any] | None) -> set[str]:
-    if manifest is None:
-        return set()
-    return ({_manifest_name(manifest["generation"]), manifest["priority"]["file"]}
-            | {entry["file"] for entry in manifest["chunks"].values()})
-
-
-# ----- the replay as a checkpoint saw it ---------------------------------------------------------------------------
-class _ReplaySnapshot:
-    """The replay at the moment a checkpoint was taken, for the writer thread.
-
-    Priorities and the buffer's state are copied at once; the chunks to write are copied when the writer takes them,
-    or earlier, by the learner, when ``ReplayBuffer.add`` is about to overwrite one (``before_write``). Creating it
-    changes nothing in the replay; ``begin`` does, and ``close(written=False)`` undoes it.
-    """
-
-    def __init__(self, replay: ReplayBuffer, table: dict[int, dict[str, Any]]):
-        self.replay = replay
-        self.state = {"size": replay.size, "write_pos": replay.write_pos, "capacity": replay.capacity,
-                      "max_priority": replay.max_priority, "chunk_rows": replay.chunk_rows}
-        self.fields = {name: [getattr(replay, name).dtype.str, list(getattr(replay, name).shape[1:])]
-                       for name in STORED}
-        self.priority = replay.priority[:replay.size].copy()
-        self.spans = {i: replay.chunk_span(i) for i in range(replay.chunk_count())}
-        # A chunk is written again when rows of it were written, or when its row count changed (capacity changes).
-        self.todo = [i for i, (a, b) in self.spans.items()
-                     if replay.dirty[i] or table.get(i, {}).get("rows") != b - a]
-        next_row = replay.size if replay.size < replay.capacity else replay.write_pos
-        hot, n = next_row // replay.chunk_rows, len(replay.dirty)
-        self.todo.sort(key=lambda i: (i - hot) % n)  # the chunks the learner overwrites soonest first
-        self.unsaved: list[int] = []  # chunks of ``todo`` left out to meet a deadline
-        self.copy_seconds = 0.0  # the learner's time copying chunks it was about to overwrite
-        self._pending = set(self.todo)
-        self._copies: dict[int, dict[str, np.ndarray]] = {}
-        self._lock = threading.Lock()
-
-    def begin(self) -> None:
-        """From now on the replay's changes count against the next checkpoint, and overwrites copy first."""
-        self.replay.before_write = self._before_write
-        self.replay.dirty[:] = False
-
-    def _copy(self, i: int) -> dict[str, np.ndarray]:  # holding the lock
-        self._pending.discard(i)
-        return self.replay.copy_rows(*self.spans[i])
-
-    def _before_write(self, chunks: np.ndarray) -> None:  # the learner's thread, inside ReplayBuffer.add
-        with self._lock:
-            for i in chunks.tolist():
-                if i in self._pending:
-                    t0 = time.perf_counter()
-                    self._copies[i] = self._copy(i)
-                    self.copy_seconds += time.perf_counter() - t0
-
-    def take(self, i: int) -> dict[str, np.ndarray]:
-        with self._lock:
-            return self._copies.pop(i) if i in self._copies else self._copy(i)
-
-    def close(self, written: bool) -> None:
-        """Detach from the replay; the chunks not on disk (all of ``todo`` unless ``written``) stay marked changed,
-        for the next checkpoint."""
-        with self._lock:
-            if self.replay.before_write == self._before_write:
-                self.replay.before_write = None
-            self.replay.dirty[self.todo if not written else self.unsaved] = True
-            self._copies.clear()
-
-
 # ----- a run's checkpoints -----------------------------------------------------------------------------------------
 class CheckpointWriteError(RuntimeError):
     """Writing a checkpoint failed (a full disk, a lost mount) and ``training.on_checkpoint_error`` is "stop"."""
-
-
-# Before the disk rate is measured, the preemption deadline assumes this many bytes a second.
-_ASSUMED_WRITE_RATE = 50e6
 
 
 class Checkpointer:
@@ -390,7 +289,7 @@ class Checkpointer:
         self.wait()
         state = _capture(online=online, target=target, optimizer=optimizer, scaler=scaler, self_loss=self_loss,
                          counters=counters, replay=replay, structure=self.structure)
-        snapshot = _ReplaySnapshot(replay, self._table) if self.save_replay else None
+        snapshot = ReplaySnapshot(replay, self._table) if self.save_replay else None
         thread = None
         try:
             if snapshot is not None:
@@ -439,7 +338,7 @@ class Checkpointer:
         except Exception as error:  # already failing elsewhere, or after the final save reported it
             log.error("writing the last checkpoint failed: %s: %s", type(error).__name__, error)
 
-    def _write(self, state: dict[str, Any], snapshot: _ReplaySnapshot | None, t0: float,
+    def _write(self, state: dict[str, Any], snapshot: ReplaySnapshot | None, t0: float,
                deadline: float | None) -> None:
         """The writer thread: replay chunks, manifest, then the checkpoint that names them; then clean-up. A failure
         removes what this checkpoint wrote, at once."""
@@ -450,7 +349,8 @@ class Checkpointer:
             if snapshot is not None:
                 self._generation += 1
                 generation = self._generation
-                manifest, written = self._write_replay(snapshot, generation, deadline, _nbytes(state))
+                manifest, written = write_generation(snapshot, self.replay_dir, generation, self._table, deadline,
+                                                     _nbytes(state))
             latest, previous = self.dir / CHECKPOINT_NAME, self.dir / PREVIOUS_NAME
             rotate = self._latest_good and latest.is_file()
             kept_before = self._kept["latest"] if rotate else self._kept["previous"]
@@ -498,55 +398,16 @@ class Checkpointer:
                 tmp.unlink(missing_ok=True)
             if generation is not None and self.replay_dir.is_dir():
                 for path in self.replay_dir.iterdir():
-                    if _generation_of(path.name) == generation:
+                    if generation_of(path.name) == generation:
                         path.unlink(missing_ok=True)
         except OSError as error:  # the mount itself may be gone; the next resume removes them
             log.warning("could not remove the files of a failed checkpoint in %s: %s", self.dir, _reason(error))
-
-    def _write_replay(self, snapshot: _ReplaySnapshot, generation: int, deadline: float | None,
-                      other_bytes: int) -> tuple[dict[str, Any], int]:
-        self.replay_dir.mkdir(parents=True, exist_ok=True)
-        todo = set(snapshot.todo)
-        chunks = {i: self._table[i] for i in snapshot.spans if i not in todo}
-        written, started = 0, time.monotonic()
-        # what must follow the chunks: priorities, manifest, the checkpoint itself
-        rest = snapshot.priority.nbytes + other_bytes + 4096
-        for k, i in enumerate(snapshot.todo):
-            if deadline is not None:
-                elapsed = time.monotonic() - started
-                rate = written / elapsed if written and elapsed > 0 else _ASSUMED_WRITE_RATE
-                start, stop = snapshot.spans[i]
-                chunk_bytes = (stop - start) * sum(getattr(snapshot.replay, name)[:1].nbytes for name in STORED)
-                if time.monotonic() + 1.5 * (chunk_bytes + rest) / rate + 0.5 > deadline:
-                    snapshot.unsaved = snapshot.todo[k:]
-                    log.warning("final checkpoint: %d of %d changed replay chunks left out to finish before the "
-                                "preemption deadline (training.preempt_save_deadline_s)", len(snapshot.unsaved),
-                                len(snapshot.todo))
-                    break
-            taken = snapshot.take(i)
-            arrays = [taken[name] for name in STORED]
-            name = f"chunk{i}-g{generation}.npy"
-            written += write_atomic(self.replay_dir / name, lambda f: _save_arrays(f, arrays), durable=True)
-            chunks[i] = {"file": name, "rows": len(arrays[0]), "crc32": _crc32(arrays)}
-            del taken, arrays
-        priority = f"priority-g{generation}.npy"
-        written += write_atomic(self.replay_dir / priority, lambda f: _save_arrays(f, [snapshot.priority]),
-                                durable=True)
-        manifest = {"generation": generation, **snapshot.state, "fields": snapshot.fields,
-                    "chunks": {str(i): chunks[i] for i in sorted(chunks)},
-                    "unsaved": [list(snapshot.spans[i]) for i in sorted(snapshot.unsaved)],
-                    "priority": {"file": priority, "rows": len(snapshot.priority),
-                                 "crc32": _crc32([snapshot.priority])}}
-        text = json.dumps(manifest, indent=1).encode()
-        written += write_atomic(self.replay_dir / _manifest_name(generation), text, durable=True)
-        sync_dir(self.replay_dir)
-        return manifest, written
 
     def _remove_unnamed(self) -> None:
         """Delete the replay files that neither kept checkpoint names (older generations, an interrupted write)."""
         if not self.replay_dir.is_dir():
             return
-        keep = _manifest_files(self._kept["latest"]) | _manifest_files(self._kept["previous"])
+        keep = manifest_files(self._kept["latest"]) | manifest_files(self._kept["previous"])
         for path in self.replay_dir.iterdir():
             if path.name not in keep:
                 path.unlink(missing_ok=True)
@@ -585,7 +446,7 @@ class Checkpointer:
             self._kept = {"latest": None, "previous": manifest}
             self._latest_good = False
         names = os.listdir(self.replay_dir) if self.replay_dir.is_dir() else []
-        self._generation = max([_generation_of(name) for name in names] + [0])  # never reuse a name on disk
+        self._generation = max([generation_of(name) for name in names] + [0])  # never reuse a name on disk
         self._remove_leftovers()
         log.info("resumed from checkpoint: %d frames, %d batches, %d transitions in replay", counters.frames,
                  counters.batches, len(replay))
@@ -594,7 +455,7 @@ class Checkpointer:
     def _remove_leftovers(self) -> None:
         """What a checkpoint that failed or was killed left: temporary files, replay files no checkpoint names."""
         removed = [path for path in self.dir.glob("*.tmp")]
-        keep = _manifest_files(self._kept["latest"]) | _manifest_files(self._kept["previous"])
+        keep = manifest_files(self._kept["latest"]) | manifest_files(self._kept["previous"])
         if self.replay_dir.is_dir():
             removed += [path for path in self.replay_dir.iterdir() if path.name not in keep]
         if not removed:
@@ -632,70 +493,13 @@ class Checkpointer:
                               "this run afresh, or choose another hydra.run.dir.")
 
     def _read_manifest(self, generation: int) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.replay_dir / _manifest_name(generation)).read_text())
-        except (OSError, ValueError):
-            return None
+        return read_manifest(self.replay_dir, generation)
 
     def _resume_replay(self, replay: ReplayBuffer, generation: int | None) -> tuple[dict[str, Any] | None, int]:
-        """Fill ``replay`` from a saved generation; return its manifest and the number of parts dropped.
-
-        Without one (``training.save_replay=false``, or a checkpoint from before replay was saved) the buffer stays
-        empty, and the learner trains again once it holds ``memory_start_learn`` transitions.
-        """
-        if generation is None:
-            return None, 0
-        path = self.replay_dir / _manifest_name(generation)
-        manifest = self._read_manifest(generation)
-        if manifest is None:
-            log.warning("%s could not be read: the run resumes with an empty replay", path)
-            return None, 1
-        problem = _misfit(manifest, replay)
-        if problem:
-            if not self.discard_replay:
-                raise ResumeMismatch(_discard_message(self.run_dir, manifest["size"], problem))
-            log.warning("the replay saved in %s does not fit this run's buffer (%s): the run resumes with an empty "
-                        "replay (training.resume_discards_replay=true)", path, problem)
-            return None, 0
-        size = manifest["size"]
-        replay.size, replay.write_pos = size, manifest["write_pos"]
-        replay.capacity = max(size, min(manifest["capacity"], replay.max_capacity))
-        replay.max_priority = manifest["max_priority"]
-        unsaved = [tuple(span) for span in manifest.get("unsaved", [])]  # left out to meet a preemption deadline
-        dropped, bad = 0, list(unsaved)
-        for i in range(-(-size // replay.chunk_rows)):
-            start, stop = replay.chunk_span(i, size)
-            if (start, stop) in unsaved:
-                continue
-            entry = manifest["chunks"].get(str(i))
-            try:
-                if entry is None:
-                    raise ValueError("not in the manifest")
-                arrays = _checked_arrays(self.replay_dir / entry["file"], len(STORED), stop - start, entry["crc32"],
-                                         [manifest["fields"][name] for name in STORED])
-            except Exception as error:
-                where = self.replay_dir / entry["file"] if entry else f"chunk {i} of {path}"
-                log.warning("replay chunk %s dropped (%s): the run resumes without its %d transitions", where,
-                            _reason(error), stop - start)
-                bad.append((start, stop))
-                continue
-            replay.put_rows(start, dict(zip(STORED, arrays)))
-        if unsaved:
-            log.warning("the checkpoint in %s was cut short by a preemption deadline: the run resumes without the "
-                        "%d replay transitions it left out", self.dir, sum(b - a for a, b in unsaved))
-        entry = manifest["priority"]
         try:
-            (priority,) = _checked_arrays(self.replay_dir / entry["file"], 1, size, entry["crc32"], [["<f8", []]])
-            replay.priority[:size] = priority
-        except Exception as error:
-            log.warning("replay priorities %s dropped (%s): every transition gets the largest priority",
-                        self.replay_dir / entry["file"], _reason(error))
-            replay.priority[:size] = replay.max_priority
-            dropped += 1
-        replay.dirty[:] = False
-        replay.drop_spans(bad)
-        return manifest, dropped + len(bad) - len(unsaved)
-
+            return load_generation(replay, self.replay_dir, generation, discard=self.discard_replay)
+        except ReplayMisfit as misfit:
+            raise ResumeMismatch(_discard_message(self.run_dir, misfit.size, misfit.problem)) from None
 
 def _nbytes(node: Any) -> int:
     """The bytes of the tensors in a state."""
@@ -722,32 +526,3 @@ def _capture(*, online, target, optimizer, scaler, self_loss, counters: Counters
         "replay_rng": replay.rng.bit_generator.state,
         "config": structure,
     })
-
-
-def _reason(error: Exception) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return text if isinstance(error, ValueError) and text else f"{type(error).__name__}: {text}".rstrip(": ")
-
-
-def _misfit(manifest: dict[str, Any], replay: ReplayBuffer) -> str | None:
-    """Why a saved replay cannot go into ``replay``, or None."""
-    if manifest["chunk_rows"] != replay.chunk_rows:
-        return f"chunks of {manifest['chunk_rows']} rows, not {replay.chunk_rows}"
-    if manifest["size"] > replay.max_capacity:
-        return f"{manifest['size']} transitions for a buffer of at most {replay.max_capacity}"
-    for name in STORED:
-        expected = [getattr(replay, name).dtype.str, list(getattr(replay, name).shape[1:])]
-        if manifest["fields"].get(name) != expected:
-            return f"{name} saved as {manifest['fields'].get(name)}, needed {expected}"
-    return None
-
-
-def _checked_arrays(path: Path, count: int, rows: int, crc: int, fields: list) -> list[np.ndarray]:
-    """The ``count`` arrays of a replay file, checked against their manifest entry (raises ValueError)."""
-    arrays = _load_arrays(path, count)
-    for array, (dtype, shape) in zip(arrays, fields):
-        if array.dtype.str != dtype or list(array.shape) != [rows, *shape]:
-            raise ValueError(f"{array.dtype.str} {list(array.shape)} where {dtype} {[rows, *shape]} was saved")
-    if _crc32(arrays) != crc:
-        raise ValueError("checksum mismatch")
-    return arrays
