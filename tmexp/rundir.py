@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -257,7 +258,14 @@ def lock(run_dir: str | Path) -> RunLock:
     path = RunDir(root).lock
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for wait_s in (0.05, 0.2, None):  # a look by ``lock_holder`` (a shared lock, for an instant) is no holder
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if wait_s is None:
+                    raise
+                time.sleep(wait_s)
     except BlockingIOError:
         os.close(fd)
         raise RunDirInUse(f"{run_dir} is in use by {_holder_text(_read_json(path))}: wait for it to end or stop "
