@@ -56,6 +56,13 @@ class CutoffValue(Choice):
     zero = "zero"  # terminal, value 0
 
 
+class CheckpointErrorPolicy(Choice):
+    """What a checkpoint that cannot be written (a full disk) does to the run (``training.on_checkpoint_error``)."""
+
+    retry = "retry"  # said at once in one line, its files removed; the next checkpoint tries again
+    stop = "stop"  # the run stops, its last complete checkpoint kept
+
+
 class Device(Choice):
     """``auto``: CUDA when torch sees it, else the CPU. One GPU of several: choose it with CUDA_VISIBLE_DEVICES."""
 
@@ -230,6 +237,14 @@ class TrainingConfig:
     # Checkpoints hold the replay buffer too, so a resumed run trains on what it had (written incrementally, in
     # the background); false: smaller, faster checkpoints, and a resumed run refills replay before training.
     save_replay: bool = True
+    on_checkpoint_error: CheckpointErrorPolicy = CheckpointErrorPolicy.retry
+    # The final checkpoint after a stop signal (SIGTERM, submitit's checkpoint signal) is written within this many
+    # seconds of the learner noticing it: networks, optimiser, counters and priorities always, then as many changed
+    # replay chunks as fit (docs/run-directory.md). Below SLURM's KillWait (30 s by default), after which SIGKILL.
+    preempt_save_deadline_s: float = 20.0
+    # A saved replay that does not fit the resumed run's buffer (a smaller memory schedule) is refused unless this
+    # is true; then the run resumes with an empty replay.
+    resume_discards_replay: bool = False
     log_every_seconds: float = 30.0
     console_every_seconds: float = 5.0
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.types import RunMode
@@ -57,10 +58,20 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers
             with its objective) rather than a preemption.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with rundir.lock(run_dir):  # one process per run directory, for the process's life (RunDirInUse otherwise)
+        return _train_locked(cfg, run_dir, should_stop, observers, sweep, pruned)
+
+
+def _train_locked(cfg: Config, run_dir: Path, should_stop, observers, sweep: str | None, pruned) -> str:
+    from tmexp.core.checkpoint import check_resume, resume_structure
+
+    # before anything is written: the checkpoint must resume with this config (its first start's config file is
+    # what a checkpoint older than its resume keys is compared with)
+    check_resume(run_dir, resume_structure(cfg), rundir.read_resolved_config(run_dir),
+                 replay_capacity=_replay_capacity(cfg), discard_replay=cfg.training.resume_discards_replay)
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
-    rundir.write_resolved_config(run_dir, resolved)
-    meta = rundir.write_run_meta(run_dir)
+    changes = rundir.write_resolved_config(run_dir, resolved)
+    meta = rundir.write_run_meta(run_dir, config_changes=changes)
     wandb_run = None
     if cfg.logger.wandb:  # before build: W&B's TensorBoard patch must see the run's SummaryWriter created
         from tmexp.launch import wandb_logging
@@ -74,7 +85,7 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers
                 learner, reason = _attempt(cfg, run_dir, should_stop, observers, sweep, retry_error)
                 break
             except Exception as error:  # not KeyboardInterrupt / SystemExit: those stop a job, they are no failure
-                if retries >= cfg.performance.max_retries:
+                if retries >= cfg.performance.max_retries or isinstance(error, REFUSALS):
                     raise
                 retries, retry_error = retries + 1, _one_line(error)
                 log.warning("run %s failed (%s): retry %d of %d, from its latest checkpoint", run_dir, retry_error,
@@ -123,6 +134,21 @@ def _attempt(cfg: Config, run_dir: Path, should_stop, observers, sweep: str | No
     return learner, reason
 
 
+def _replay_capacity(cfg: Config) -> int:
+    """The largest replay the config's memory schedule allows."""
+    return max(int(point[1][0]) for point in cfg.memory.memory_size_schedule)
+
+
+def _refusals() -> tuple[type[BaseException], ...]:
+    """Errors that starting again cannot mend: never retried; a single run ends on them in one line."""
+    from tmexp.core.checkpoint import CheckpointError, CheckpointWriteError, ResumeMismatch
+
+    return (rundir.RunDirInUse, ResumeMismatch, CheckpointError, CheckpointWriteError)
+
+
+REFUSALS = _refusals()
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())
 
@@ -132,15 +158,34 @@ def main(dict_cfg: DictConfig) -> float:
     """The task function: train, then return the run's objective (what a search's trial reports)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from tmexp.launch.console import logging_context, make_console
-    from tmexp.launch.preemption import PreemptionWatcher
-
     cfg: Config = OmegaConf.to_object(dict_cfg)
     check_config(cfg)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     sweep = rundir.read_sweep_command(hydra_cfg.sweep.dir) if multirun else None
+    try:
+        held = rundir.lock(run_dir)  # before the run's status is read or written: another process may be in it
+    except rundir.RunDirInUse as error:
+        if multirun:
+            raise  # this job fails, reported as in use; the sweep's other jobs go on
+        _refuse(error)
+    with held:
+        return _main_locked(cfg, run_dir, multirun, hydra_cfg, sweep)
+
+
+def _refuse(error: BaseException) -> NoReturn:
+    """End a single run on a refusal in one line: exit 2 (nothing was done), 1 after a write that failed."""
+    from tmexp.core.checkpoint import CheckpointWriteError
+
+    print(f"tmexp.train: error: {' '.join(str(error).split())}", file=sys.stderr)
+    sys.exit(1 if isinstance(error, CheckpointWriteError) else 2)
+
+
+def _main_locked(cfg: Config, run_dir: Path, multirun: bool, hydra_cfg, sweep: str | None) -> float:
+    from tmexp.launch.console import logging_context, make_console
+    from tmexp.launch.preemption import PreemptionWatcher
+
     done = resume.finished_before(cfg, run_dir)
     if done is not None:  # a sweep run again: this job has nothing left to train
         rundir.record_skip(run_dir, sweep, objective=resume.objective_fields(done))
@@ -160,6 +205,10 @@ def main(dict_cfg: DictConfig) -> float:
         with logging_context(console):
             reason = train(cfg, run_dir, should_stop=lambda: watcher.requested or pruned(),
                            observers=[console] + ([trial] if trial is not None else []), sweep=sweep, pruned=pruned)
+    except REFUSALS as error:
+        if multirun:
+            raise
+        _refuse(error)
     finally:
         if slot is not None:
             slot.close()  # frees the slot for the next job (the kernel does it too if this process dies)

@@ -73,6 +73,7 @@ class LearnerSettings:
     max_minutes: float  # 0: no limit
     nn: Any  # NNConfig: the loss's settings (quantiles, kappa, DDQN, gradient clipping)
     btr: Any  # BTRConfig: Munchausen and NoisyNet switches of the loss
+    preempt_save_deadline_s: float = 20.0  # the final checkpoint after a stop signal is written within this
 
 
 @dataclass
@@ -150,7 +151,9 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
                           prio_beta=cfg.memory.prio_beta, prio_epsilon=cfg.memory.prio_epsilon)
 
     structure = checkpoint.resume_structure(cfg)
-    checkpointer = checkpoint.Checkpointer(run_dir, structure, save_replay=cfg.training.save_replay)
+    checkpointer = checkpoint.Checkpointer(run_dir, structure, save_replay=cfg.training.save_replay,
+                                           on_write_error=str(cfg.training.on_checkpoint_error),
+                                           discard_replay=cfg.training.resume_discards_replay)
     resumed = checkpoint.has_checkpoint(run_dir)
     counters = Counters()
     if resumed:
@@ -211,6 +214,7 @@ def learner_settings(cfg, mini_race_actions: int) -> LearnerSettings:
         weight_decay_lr_ratio=t.weight_decay_lr_ratio, frames_before_save_best_runs=p.frames_before_save_best_runs,
         console_every_s=t.console_every_seconds, log_every_s=t.log_every_seconds,
         checkpoint_every_s=60 * t.checkpoint_every_minutes, max_frames=t.max_frames, max_minutes=t.max_minutes,
+        preempt_save_deadline_s=t.preempt_save_deadline_s,
         nn=cfg.nn, btr=cfg.btr,
     )
 

@@ -98,9 +98,11 @@ class Learner:
             reason = "interrupted"
             print("interrupted: saving a checkpoint (run again in the same directory to resume)", flush=True)
         finally:
+            # a stop signal: the final checkpoint must be on disk before the scheduler's SIGKILL
+            deadline = time.monotonic() + s.preempt_save_deadline_s if reason == "stop_requested" else None
             run.source.stop()
         self.report(self.log_scalars(), end=True)
-        self.save(wait=True)
+        self.save(wait=True, deadline=deadline)
         run.writer.close()
         return reason
 
@@ -218,12 +220,13 @@ class Learner:
         if "grad_norm" in out:
             self.interval["grad_norm"].append(float(out["grad_norm"]))
 
-    def save(self, wait: bool = False) -> None:
-        """Checkpoint the run; it is written in the background unless ``wait`` (the end of a run)."""
+    def save(self, wait: bool = False, deadline: float | None = None) -> None:
+        """Checkpoint the run; it is written in the background unless ``wait`` (the end of a run), by ``deadline``
+        (``time.monotonic()``) when one is given."""
         run = self.run
         blocked = run.checkpointer.save(online=run.online, target=run.target, optimizer=run.optimizer,
                                         scaler=run.scaler, self_loss=run.self_loss, replay=run.replay,
-                                        counters=run.counters, wait=wait)
+                                        counters=run.counters, wait=wait, deadline=deadline)
         log.debug("checkpoint at frame %d: the learner waited %.3f s", run.counters.frames, blocked)
 
     # ----- reporting ---------------------------------------------------------------------------------------------

@@ -149,6 +149,9 @@ def collect(sweep_dir: str | Path, expected: list[list[str]] | None = None) -> l
         if run_dir is not None:
             overrides = rundir.read_overrides(run_dir) or overrides
         status = (rundir.read_status(run_dir) if run_dir is not None else None) or {}
+        holder = rundir.lock_holder(run_dir) if run_dir is not None and status.get("sweep") != command else None
+        if holder is not None:  # another process works in it: this command's job was refused, nothing touched
+            status = {"status": "in use", "error": f"by {holder}"}
         result = JobResult(num=num, overrides=overrides, status=status.get("status", "missing"), run_dir=run_dir,
                            frames=status.get("frames"), error=status.get("error"),
                            objective=_objective_text(status.get("objective")), **_this_command(status, command))
@@ -169,6 +172,7 @@ _WHY = {
     "preempted": "stopped by a signal and not resumed",
     "running": "died without a word (killed, out of memory, node failure?)",
     "missing": "never started or died before writing status.json",
+    "in use": "not started: its run directory is in use",
 }
 
 
