@@ -4,9 +4,11 @@ single-node SLURM that .ci/slurm/setup.sh starts (2 CPUs or so, no GPU)."""
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -16,7 +18,7 @@ from sweep_harness import (REAL_APP, REPO, SLURM_TEST_RESOURCES, TOY_APP, app_en
 from tmexp.launch import slurm
 from tmexp.validation import ConfigError
 
-PRESET = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", "partition": None,
+PRESET = {"_target_": "hydra_plugins.tmexp.SlurmLauncher", "partition": None,
           "cpus_per_task": 10, "tasks_per_node": 1, "gpus_per_node": 1, "mem_gb": 32, "nodes": 1, "timeout_min": 1440}
 NODES = [slurm.Node("a1", "gpu", 32, 256_000, 4, "idle", 2880.0),
          slurm.Node("a2", "gpu", 32, 256_000, 4, "mixed", 2880.0),
@@ -49,7 +51,8 @@ def test_a_request_the_partition_can_meet_passes():
           "partition cpu offers 1 node of 2 CPUs, 21 GB, no GPU"]),
     ({"cpus_per_task": 2}, ["hydra.launcher.mem_gb=32", "partition cpu offers"]),
     ({"cpus_per_task": 2, "mem_gb": 4}, ["hydra.launcher.gpus_per_node=1", "set it to null"]),
-    ({"partition": "gpu", "cpus_per_task": 16, "tasks_per_node": 4}, ["64 CPUs per node (4 tasks x 16)"]),
+    ({"partition": "gpu", "tasks_per_node": 4}, ["hydra.launcher.tasks_per_node=4: srun would start 4 copies",
+                                                  "set hydra.launcher.tasks_per_node=1"]),
     ({"partition": "gpu", "gpus_per_node": 8}, ["hydra.launcher.gpus_per_node=8", "lower it to 4"]),
     ({"partition": "gpu", "nodes": 3}, ["asks for 3 node(s)", "only 2 node(s) of partition gpu"]),
     ({"partition": "gpu", "timeout_min": 4320}, ["hydra.launcher.timeout_min=4320", "time limit (2880 min)"]),
@@ -103,7 +106,7 @@ def test_waiting_jobs_are_reported_and_a_limit_they_can_never_meet_stops_the_swe
     partition, max_time = _partition()
     overrides = ["hydra/launcher=slurm", *SLURM_TEST_RESOURCES, "seed=0,1",
                  "+hydra.launcher.additional_parameters.begin='now+8'",
-                 "+hydra.callbacks.sweep_summary.slurm_report_every_s=1", "+hydra.callbacks.sweep_summary.poll_s=1"]
+                 "hydra.launcher.report_every_s=1"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(sweep_command(TOY_APP, sweep_dir, overrides), cwd=REPO, env=app_env(), stdout=log,
                                 stderr=subprocess.STDOUT, text=True)
@@ -128,3 +131,96 @@ def test_waiting_jobs_are_reported_and_a_limit_they_can_never_meet_stops_the_swe
     while subprocess.run(["squeue", "-h", "-j", array_id], capture_output=True, text=True).stdout.strip():
         assert time.monotonic() < deadline, "the sweep's jobs are still queued"
         time.sleep(0.5)
+
+
+# ----- the queue watcher and SLURM's outputs, from recorded outputs (tests/data/slurm/) -------------------------------
+DATA = Path(__file__).resolve().parent / "data" / "slurm"
+
+
+def recorded(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def watcher_for(sinfo: str, **changes):
+    """A watcher of a request on partition gpu (1 GPU, 10 CPUs, 32 GB, 1 day); what it cancels and prints."""
+    cancelled, out = [], io.StringIO()
+    watcher = slurm.QueueWatcher(launcher(partition="gpu", **changes), report_every_s=0, stream=out,
+                                 on_never=lambda message, ids: cancelled.append((message, ids)),
+                                 nodes=lambda: slurm.parse_sinfo(recorded(sinfo)))
+    return watcher, cancelled, out
+
+
+@pytest.mark.parametrize("squeue, sinfo", [
+    ("squeue_req_node_not_avail.txt", "sinfo_gpu_big_nodes_drained.txt"),  # the fitting nodes drain: wait
+    ("squeue_transient.txt", "sinfo_gpu_all_up.txt"),  # resources, priority, a reservation, held, group limits
+    ("squeue_partition_time_limit.txt", "sinfo_gpu_all_up.txt"),  # the limit was raised back since: wait
+])
+def test_states_that_can_clear_are_reported_as_waiting_with_their_reason(squeue, sinfo):
+    watcher, cancelled, out = watcher_for(sinfo)
+    jobs = list(slurm.parse_squeue(recorded(squeue)).values())
+    line = watcher.check(jobs)
+    assert not cancelled
+    for reason in {j.reason for j in jobs}:
+        assert f"PENDING ({reason})" in line
+    assert out.getvalue().strip() == line and line.startswith("[slurm] ") and "waiting" in line
+
+
+def test_reports_come_at_most_every_report_every_s():
+    watcher, _, out = watcher_for("sinfo_gpu_all_up.txt")
+    watcher.report_every_s = 3600
+    jobs = list(slurm.parse_squeue(recorded("squeue_transient.txt")).values())
+    assert watcher.check(jobs) is not None and watcher.check(jobs) is None
+    assert len(out.getvalue().splitlines()) == 1
+
+
+@pytest.mark.parametrize("squeue, sinfo, changes, words", [
+    ("squeue_partition_time_limit.txt", "sinfo_gpu_time_limit_lowered.txt", {},
+     "2 PENDING (PartitionTimeLimit), the request breaks a limit of the partition (hydra.launcher.timeout_min=1440"),
+    ("squeue_partition_config.txt", "sinfo_gpu_all_up.txt", {"gpus_per_node": 16},
+     "the request breaks a limit of the partition (hydra.launcher.gpus_per_node=16"),
+    ("squeue_qos_max_cpu_per_job.txt", "sinfo_gpu_all_up.txt", {},
+     "1 PENDING (QOSMaxCpuPerJobLimit), the request breaks a limit of the account or QOS"),
+])
+def test_a_request_that_can_never_start_is_cancelled_before_any_job_started(squeue, sinfo, changes, words):
+    watcher, cancelled, _ = watcher_for(sinfo, **changes)
+    watcher.check(list(slurm.parse_squeue(recorded(squeue)).values()))
+    assert len(cancelled) == 1 and cancelled[0][1] == ["4242"]
+    assert words in cancelled[0][0] and "\n" not in cancelled[0][0]
+
+
+def test_nothing_is_cancelled_once_a_job_of_the_sweep_started():
+    watcher, cancelled, _ = watcher_for("sinfo_gpu_time_limit_lowered.txt")
+    line = watcher.check(list(slurm.parse_squeue(recorded("squeue_partition_time_limit_one_running.txt")).values()))
+    assert not cancelled and "1 RUNNING, 1 PENDING (PartitionTimeLimit)" in line
+    # and a job that already ended counts as started: the same limit is then only reported
+    watcher, cancelled, _ = watcher_for("sinfo_gpu_time_limit_lowered.txt")
+    watcher.check(list(slurm.parse_squeue(recorded("squeue_partition_time_limit.txt")).values()), ended=True)
+    assert not cancelled
+
+
+def test_parsing_sacct_with_array_ranges_and_hard_deaths():
+    jobs = slurm.parse_sacct(recorded("sacct_mixed.txt"))
+    assert {j: jobs[j].state for j in ("4242_0", "4242_1", "4242_2", "4242_3", "4243")} == {
+        "4242_0": "COMPLETED", "4242_1": "OUT_OF_MEMORY", "4242_2": "NODE_FAIL", "4242_3": "CANCELLED",
+        "4243": "TIMEOUT"}
+    assert [j for j in jobs if jobs[j].state == "PENDING"] == ["4242_5", "4242_6", "4242_7", "4242_9"]
+    assert jobs["4242_4"].live and jobs["4242_5"].live and not jobs["4242_1"].live
+    assert jobs["4242_1"].exit_code == "0:125"
+
+
+def test_submission_limits_are_read_from_the_cluster(monkeypatch):
+    answers = {"scontrol": recorded("scontrol_show_config.txt"), "qos": recorded("sacctmgr_qos.txt"),
+               "assoc": recorded("sacctmgr_assoc.txt")}
+
+    def query(command):
+        return answers["scontrol" if command[0] == "scontrol" else command[4]]
+
+    monkeypatch.setattr(slurm.getpass, "getuser", lambda: "alice")
+    limits = slurm.submit_limits(OmegaConf.create({"account": "rl_lab"}), query)
+    assert (limits.max_array_size, limits.max_submit) == (501, 1200)  # QOS long (the default): 1200 < 3000
+    assert "QOS long MaxSubmitPU" in limits.source
+    limits = slurm.submit_limits(OmegaConf.create({"account": "other_lab"}), query)
+    assert (limits.max_submit, limits.source) == (800, "association MaxSubmit")  # QOS normal: no limit
+    limits = slurm.submit_limits(OmegaConf.create({"max_array_size": 10, "max_submit": 5}), query)
+    assert (limits.max_array_size, limits.max_submit) == (10, 5)
+    assert slurm.parse_max_array_size("") == 1001  # SLURM's default

@@ -1,16 +1,19 @@
-"""SLURM sweeps that can never start say so: the request is checked against the partition before submission, and
-jobs that wait are watched.
+"""What SLURM says, read for a sweep: the partition's nodes before submission, the queue and the accounting while
+the jobs run, the cluster's submission limits.
 
 ``check_request`` (run by the training CLI's check, before Hydra submits anything) compares what
-``hydra/launcher=slurm`` asks of one node (``cpus_per_task`` x ``tasks_per_node`` CPUs, ``mem_gb``,
-``gpus_per_node``), how many nodes (``nodes``) and for how long (``timeout_min``) with what ``sinfo`` says the
-partition's nodes have. A request no node can meet would wait forever (reason ``PartitionConfig``); it ends in one
-line naming the launcher key and what the partition offers, exit code 2.
+``hydra/launcher=slurm`` asks of one node (``cpus_per_task`` CPUs, ``mem_gb``, ``gpus_per_node``), how many nodes
+(``nodes``) and for how long (``timeout_min``) with what ``sinfo`` says the partition's nodes have. A request no node
+can meet would wait forever (reason ``PartitionConfig``); it ends in one line naming the launcher key and what the
+partition offers, exit code 2. ``tasks_per_node`` above 1 is refused: srun would start that many copies of one run.
 
-``QueueWatcher`` runs beside submitit's wait in the sweep's process. While jobs of the sweep are pending it prints,
-about once a minute, each state with its pending reason (``squeue``). A reason that can never clear by waiting
-(``NEVER_CLEARS``, or ``ReqNodeNotAvail`` when no available node of the partition fits the request) cancels the
-sweep's jobs and ends the command with one line and exit code 2: nothing had started, so nothing is lost.
+``squeue`` and ``sacct`` give the sweep's driver (``tmexp/launch/slurm_launcher.py``) the state of its jobs;
+``submit_limits`` reads ``MaxArraySize`` (``scontrol show config``) and the QOS's or association's ``MaxSubmit``
+(``sacctmgr``). A query SLURM does not answer returns None: the driver then waits, it never guesses.
+
+``QueueWatcher`` judges the queue entries each time the driver looks: it reports the waiting jobs' states with their
+pending reasons about once a minute, and cancels the sweep (exit 2) only when no node of the partition can ever run
+its request and none of its jobs has started (see the class).
 """
 
 from __future__ import annotations
@@ -21,13 +24,10 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from tmexp import rundir
 from tmexp.validation import ConfigError
 
 # Pending reasons that waiting cannot clear: the request breaks a partition, account or QOS limit per job.
@@ -124,7 +124,11 @@ def parse_time_limit(text: str) -> float | None:
 
 def partition_nodes() -> tuple[list[Node], str | None]:
     """Every (partition, node) pair ``sinfo`` knows, and the default partition's name."""
-    out = _run(["sinfo", "-h", "-N", "-o", "%P|%N|%c|%m|%G|%T|%l"])
+    return parse_sinfo(_run(["sinfo", "-h", "-N", "-o", "%P|%N|%c|%m|%G|%T|%l"]))
+
+
+def parse_sinfo(out: str) -> tuple[list[Node], str | None]:
+    """``sinfo -h -N -o %P|%N|%c|%m|%G|%T|%l`` output: every (partition, node) pair, and the default partition."""
     nodes, default = [], None
     for line in out.splitlines():
         fields = line.strip().split("|")
@@ -150,6 +154,11 @@ def _offer(partition: str, nodes: list[Node]) -> str:
 def check_request(launcher: Any, nodes_and_default: tuple[list[Node], str | None] | None = None) -> None:
     """Raise ConfigError, in one line naming the ``hydra.launcher`` key, when no node of the partition can run one
     job of the sweep (see the module docstring). ``nodes_and_default``: ``partition_nodes()``'s answer (tests)."""
+    tasks = int(launcher.get("tasks_per_node") or 1)
+    if tasks > 1:
+        raise ConfigError(f"{_LAUNCHER}.tasks_per_node={tasks}: srun would start {tasks} copies of the same training "
+                          f"run in one run directory; a tmexp job is one process that starts its collectors itself: "
+                          f"set {_LAUNCHER}.tasks_per_node=1 and give it more {_LAUNCHER}.cpus_per_task.")
     request = Request.of(launcher)
     all_nodes, default = nodes_and_default if nodes_and_default is not None else partition_nodes()
     partitions = sorted({n.partition for n in all_nodes})
@@ -164,8 +173,7 @@ def check_request(launcher: Any, nodes_and_default: tuple[list[Node], str | None
     offer = _offer(partition, nodes)
     most = lambda attr: max(getattr(n, attr) for n in nodes)  # noqa: E731
     if request.cpus > most("cpus"):
-        tasks = launcher.get("tasks_per_node") or 1
-        asks = f"{request.cpus} CPUs per node" + (f" ({tasks} tasks x {launcher.cpus_per_task})" if tasks > 1 else "")
+        asks = f"{request.cpus} CPUs per node"
         raise ConfigError(f"{_LAUNCHER}.cpus_per_task={launcher.cpus_per_task} asks for {asks}, but {offer}; lower "
                           f"{_LAUNCHER}.cpus_per_task (with performance.gpu_collectors_count) or choose another "
                           f"{_LAUNCHER}.partition.")
@@ -339,9 +347,11 @@ def parse_assoc(sacctmgr_assoc: str, user: str, account: str | None) -> tuple[st
     return None, None
 
 
-def submit_limits(launcher: Any) -> SubmitLimits:
+def submit_limits(launcher: Any, query: Callable[[list[str]], str | None] | None = None) -> SubmitLimits:
     """The array size and the number of queued jobs this cluster allows this user (``hydra.launcher.max_array_size``
-    and ``max_submit`` win when set). What cannot be read (no accounting) is no limit."""
+    and ``max_submit`` win when set). What cannot be read (no accounting) is no limit. ``query``: runs a command
+    (tests pass recorded outputs)."""
+    _query = query or globals()["_query"]
     max_array = launcher.get("max_array_size") or parse_max_array_size(
         _query(["scontrol", "show", "config"]) or "")
     if launcher.get("max_submit"):

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -124,13 +123,6 @@ class SlurmLauncher(BaseSubmititLauncher):
 
     def __init__(self, **params: Any) -> None:
         self.tmexp = {k: params.pop(k) for k in TMEXP_KEYS if k in params}
-        if int(params.get("tasks_per_node") or 1) > 1:
-            from tmexp.validation import ConfigError
-
-            raise ConfigError(f"hydra.launcher.tasks_per_node={params['tasks_per_node']}: srun would start that "
-                              "many copies of the same training run in one run directory; tmexp runs one process "
-                              "per job (it starts its collectors itself): set tasks_per_node=1 and give the job "
-                              "more cpus_per_task.")
         super().__init__(**params)
 
     # --- on the driver ---
