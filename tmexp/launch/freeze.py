@@ -28,7 +28,7 @@ import logging
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -162,6 +162,41 @@ class JobComposer:
         task = self._task(self.compose(overrides))
         return (OmegaConf.to_container(task, resolve=True, enum_to_str=True),
                 OmegaConf.to_object(task) if group.schema else None)
+
+
+def composed_jobs(jobs: list[list[str]]) -> Iterator[tuple[DictConfig, Any]]:
+    """(Hydra's node, the typed ``Config``) of each job of a grid, for the training CLI's check before Hydra starts:
+    through ``JobComposer`` when the job directories do not depend on the jobs' values (``hydra.sweep.subdir`` is
+    ``${hydra.job.num}``, the default), else each job composed in full."""
+    from hydra.core.config_store import ConfigStore
+
+    from tmexp.compose import CONF_DIR, compose_config
+
+    def compose(overrides) -> DictConfig:
+        return compose_config(list(overrides), return_hydra_config=True)
+
+    first = compose(jobs[0])
+    fast = (len(jobs) > 1
+            and OmegaConf.to_container(first.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}")
+    hydra_node = first.hydra
+    store = ConfigStore.instance()
+
+    def group_exists(name: str) -> bool:
+        try:
+            return (CONF_DIR / name).is_dir() or isinstance(store._open(name), dict)
+        except Exception:  # not a path the store knows
+            return False
+
+    composer = JobComposer(compose, group_exists)
+    for index, job in enumerate(jobs):
+        if fast:
+            yield hydra_node, composer.job(job)[1]
+            continue
+        composed = first if index == 0 else compose(job)
+        node = composed.hydra
+        with open_dict(composed):
+            del composed["hydra"]
+        yield node, OmegaConf.to_object(composed)
 
 
 def check_job(obj: Any, num: int, overrides: list[str]) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from omegaconf.errors import ValidationError
 
 from tmexp import rundir
 from tmexp.compose import compose_config
 from tmexp.config import Config
-from tmexp.launch import search, slurm
+from tmexp.launch import freeze, search, slurm
 from tmexp.validation import (ConfigError, check_config, check_output_dir, choice_message, choice_type,
                               config_warnings)
 
@@ -131,15 +131,11 @@ def precheck(argv: list[str]) -> int:
         jobs, searching = _multirun_jobs(overrides) if multirun else ([overrides], False)
         launcher = None
         warned: set[str] = set()
-        for index, job in enumerate(jobs):
-            dict_cfg = compose_config(job, return_hydra_config=True)
+        # a grid's jobs composed fast: once per choice of config groups (tmexp/launch/freeze.py)
+        for index, (hydra_node, cfg) in enumerate(freeze.composed_jobs(jobs)):
             if print_only:
                 continue
-            hydra_node = dict_cfg.hydra
             launcher = hydra_node.launcher
-            with open_dict(dict_cfg):
-                del dict_cfg["hydra"]
-            cfg = OmegaConf.to_object(dict_cfg)
             check_config(cfg)
             for warning in config_warnings(cfg):
                 if warning not in warned:  # once per command, not once per job
