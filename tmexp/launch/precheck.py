@@ -17,7 +17,7 @@ from omegaconf.errors import ValidationError
 from tmexp import rundir
 from tmexp.compose import compose_config
 from tmexp.config import Config
-from tmexp.launch import freeze, search, slurm
+from tmexp.launch import freeze, search, slurm, slurm_launcher
 from tmexp.validation import (ConfigError, check_config, check_output_dir, choice_message, choice_type,
                               config_warnings)
 
@@ -126,23 +126,28 @@ def precheck(argv: list[str]) -> int:
     """Compose and check every job of the command line; return the number of jobs (raises ConfigError)."""
     if any(a in _INFO_FLAGS for a in argv):
         return 0
+    slurm_launcher.install()  # hydra/launcher=slurm's schema (idempotent)
     overrides, multirun, print_only = _split_argv(argv)
     try:
         jobs, searching = _multirun_jobs(overrides) if multirun else ([overrides], False)
         launcher = None
         warned: set[str] = set()
         # a grid's jobs composed fast: once per choice of config groups (tmexp/launch/freeze.py)
-        for index, (hydra_node, cfg) in enumerate(freeze.composed_jobs(jobs)):
+        checked: set[str] = set()
+        for index, (hydra_node, cfg, key) in enumerate(freeze.composed_jobs(jobs)):
             if print_only:
                 continue
             launcher = hydra_node.launcher
-            check_config(cfg)
-            for warning in config_warnings(cfg):
-                if warning not in warned:  # once per command, not once per job
-                    warned.add(warning)
-                    print(f"warning: {warning}", file=sys.stderr)
-            check_output_dir(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
-            if not searching:  # a search's trials get new job directories, numbered after the study's trials
+            if key is None or key not in checked:  # jobs that differ only in their seed are checked once
+                checked.add(key)
+                check_config(cfg)
+                for warning in config_warnings(cfg):
+                    if warning not in warned:  # once per command, not once per job
+                        warned.add(warning)
+                        print(f"warning: {warning}", file=sys.stderr)
+                check_output_dir(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
+            # a search's trials get new job directories, numbered after the study's trials; a new sweep has none
+            if not searching and (not multirun or Path(str(hydra_node.sweep.dir)).is_dir()):
                 run_dir = _sweep_job_dir(hydra_node, index) if multirun else Path(hydra_node.run.dir)
                 _check_resume(cfg, run_dir)
         if multirun and slurm.is_slurm(launcher):

@@ -147,6 +147,48 @@ class SlurmLauncher(BaseSubmititLauncher):
         return executor
 
 
+class JobRunner:
+    """What each submitted job runs: the launcher's job function, with the launcher and Hydra's state read from one
+    file the submission wrote (``.frozen/launcher-*.pkl``) instead of pickled again into every job's file.
+
+    submitit pickles the callable and its arguments once per job; the launcher carries the whole config and Hydra's
+    config loader, and Hydra's singletons every registered schema: about 10 ms and 100 kB per job, which made
+    submitting 5,000 jobs take minutes. A job's own pickle now holds the file's path and its overrides."""
+
+    _loaded: dict[str, tuple[Any, Any]] = {}  # per process: path -> (launcher, singleton state)
+
+    def __init__(self, path: str):
+        self.path = path
+
+    @staticmethod
+    def save(launcher: SlurmLauncher, sweep_dir: Path) -> "JobRunner":
+        import cloudpickle
+
+        folder = sweep_dir / ".frozen"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"launcher-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}.pkl"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            cloudpickle.dump((launcher, Singleton.get_state()), f)
+        tmp.replace(path)
+        return JobRunner(str(path.resolve()))
+
+    def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str) -> JobReturn:
+        import pickle
+
+        if self.path not in JobRunner._loaded:
+            with open(self.path, "rb") as f:
+                JobRunner._loaded[self.path] = pickle.load(f)
+        launcher, singleton_state = JobRunner._loaded[self.path]
+        return launcher(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Resubmit the same job (submitit calls this at a preemption or time-out; tmexp.launch.preemption too)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
 class SweepDriver:
     """Submits the jobs that need it, then waits for every job of the sweep and collects each as it ends."""
 
@@ -161,6 +203,7 @@ class SweepDriver:
         self.waiting: dict[int, str] = {}  # job number -> SLURM id, queued or running
         self.unsubmitted: list[int] = []
         self._left_queue: dict[int, float] = {}  # when a waiting job was first missing from the queue
+        self.runner: JobRunner | None = None
 
     def run(self) -> list[JobReturn]:
         self._reattach()
@@ -272,12 +315,13 @@ class SweepDriver:
 
     def _submit(self, nums: list[int], parallelism: int) -> dict[int, str]:
         executor = self.launcher.executor(parallelism)
-        state = Singleton.get_state()
+        if self.runner is None:
+            self.runner = JobRunner.save(self.launcher, self.sweep_dir)
         for num in nums:
             log.info(f"\t#{num} : {' '.join(filter_overrides(self.overrides[num]))}")
         with executor.batch():
-            jobs = [executor.submit(self.launcher, self.overrides[num], "hydra.sweep.dir", num, f"job_id_for_{num}",
-                                    state) for num in nums]
+            jobs = [executor.submit(self.runner, self.overrides[num], "hydra.sweep.dir", num, f"job_id_for_{num}")
+                    for num in nums]
         return {num: job.job_id for num, job in zip(nums, jobs)}
 
     # --- waiting ---
