@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from sweep_harness import (REAL_APP, SLURM_TEST_RESOURCES, TOY_APP, assert_resumed_steps_continue, final_sacct_states,
-                           job_status, ledger, requires_slurm, run_sweep, scalar_steps, start_sweep, submitit_job_ids,
-                           wait_for_json, wait_until)
+from sweep_harness import (REAL_APP, REPO, SLURM_TEST_RESOURCES, TOY_APP, app_env, assert_resumed_steps_continue,
+                           final_sacct_states, job_status, ledger, requires_slurm, run_sweep, scalar_steps, start_sweep,
+                           submitit_job_ids, sweep_command, wait_for_json, wait_until)
 from tmexp import rundir
 
 pytestmark = [pytest.mark.slurm, requires_slurm]
@@ -197,3 +197,31 @@ def test_training_app_preempted_on_slurm_resumes_past_the_preemption_point(tmp_p
     preempted_at = attempts[0][-1]
     assert 0 < preempted_at < attempts[-1][-1] <= status["frames"]
     assert "resumed_at" in rundir.read_run_meta(run_dir)
+
+
+def test_a_job_runs_the_config_frozen_at_submission_after_the_config_files_changed(tmp_path):
+    """The jobs wait (--begin) while a config file they use is edited: they run the submission's value, and their
+    log names the key that changed."""
+    conf = tmp_path / "conf"
+    (conf / "toy_steps").mkdir(parents=True)
+    short = conf / "toy_steps" / "short.yaml"
+    short.write_text("# @package _global_\nsteps: 5\n")
+    sweep_dir, log = tmp_path / "sweep", tmp_path / "sweep.log"
+    overrides = SLURM + ["+toy_steps=short", "seed=0,1", "+hydra.launcher.additional_parameters.begin='now+5'"]
+    command = [c.replace("hydra.searchpath=[", f"hydra.searchpath=[file://{conf},")
+               for c in sweep_command(TOY_APP, sweep_dir, overrides)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=REPO, env=app_env(), stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: (sweep_dir / ".slurm_jobs.json").is_file(), 60, proc, "the submission", log)
+        short.write_text("# @package _global_\nsteps: 7\n")  # an edit after the submission
+        assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            subprocess.run(["scancel", "--name=sweep_toy_app"], check=False)
+    for num in range(2):
+        assert job_status(sweep_dir / str(num))["frames"] == 50  # 5 steps of 10 frames: the frozen value
+        job_logs = "".join(p.read_text() for p in (sweep_dir / str(num)).glob("*.log"))
+        assert "runs the config frozen at submission" in job_logs
+        assert "the config files now give other values for: steps" in job_logs

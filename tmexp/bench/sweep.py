@@ -96,8 +96,8 @@ def bench_sequential(work: Path, jobs: int, module: str, overrides: list[str]) -
 # Stand-ins for SLURM's commands: they answer at once, so that --compose measures tmexp's own work.
 _FAKE_SLURM = {
     "sinfo": 'echo "debug*|n001|64|512000|gpu:8|idle|infinite"',
-    "sbatch": 'n=$(( $(cat "$(dirname "$0")/counter" 2>/dev/null || echo 1000) + 1 )); echo $n > "$(dirname "$0")/counter"; '
-              'echo "Submitted batch job $n"',
+    "sbatch": 'n=$(( $(cat "$(dirname "$0")/counter" 2>/dev/null || echo 1000) + 1 )); '
+              'echo $n > "$(dirname "$0")/counter"; echo "Submitted batch job $n"',
     "scontrol": 'echo "MaxArraySize            = 1001"',
     "squeue": "true",
     "sacct": "true",

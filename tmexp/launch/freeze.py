@@ -150,7 +150,10 @@ class JobComposer:
             if not isinstance(node, ValueNode) or (isinstance(value, str) and "${" in value):
                 raise _NotFast(key)  # a new key, a container, an interpolation: Hydra composes it
             node = copy.deepcopy(node)
-            node._set_value(value)  # raises ValidationError for a value the schema refuses, as Hydra would
+            try:
+                node._set_value(value)
+            except Exception:
+                raise _NotFast(key) from None  # a value the schema refuses: Hydra composes the job, and says why
             obj = node._value()
             plain = obj.name if isinstance(obj, Enum) else obj
             cached = group.values[(key, text)] = (plain, obj)
