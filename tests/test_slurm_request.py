@@ -224,3 +224,39 @@ def test_submission_limits_are_read_from_the_cluster(monkeypatch):
     limits = slurm.submit_limits(OmegaConf.create({"max_array_size": 10, "max_submit": 5}), query)
     assert (limits.max_array_size, limits.max_submit) == (10, 5)
     assert slurm.parse_max_array_size("") == 1001  # SLURM's default
+
+
+def test_a_large_sweep_is_submitted_in_arrays_as_the_submission_limit_allows(tmp_path, monkeypatch, capsys):
+    """MaxArraySize 3 (task indices 0..1) and MaxSubmit 5, with one job of the user's already queued: the driver
+    submits 4 jobs as two arrays, nothing while the queue is full, then the rest; the ledger records every id."""
+    from types import SimpleNamespace
+
+    from tmexp.launch.slurm_launcher import Ledger, SweepDriver
+
+    driver = SweepDriver.__new__(SweepDriver)
+    driver.sweep_dir, driver.overrides = tmp_path, {n: [f"seed={n}"] for n in range(7)}
+    driver.unsubmitted, driver.waiting, driver.code = list(range(7)), {}, None
+    driver.ledger = Ledger(tmp_path)
+    driver.limits = slurm.SubmitLimits(max_array_size=3, max_submit=5, source="QOS normal MaxSubmitPU")
+    driver.launcher = SimpleNamespace(params={"array_parallelism": 4})
+    calls = []
+
+    def submit(nums, parallelism):
+        calls.append((nums, parallelism))
+        return {num: f"{100 + len(calls)}_{i}" for i, num in enumerate(nums)}
+
+    driver._submit = submit
+    queued = [1]
+    monkeypatch.setattr(slurm, "queued_count", lambda: queued[0])
+
+    driver._submit_what_fits()
+    assert calls == [([0, 1], 2), ([2, 3], 2)]  # array_parallelism 4 split between the two arrays
+    queued[0] = 5
+    driver._submit_what_fits()
+    assert len(calls) == 2 and "3 jobs wait to be submitted: 5 jobs of yours are queued" in capsys.readouterr().out
+    queued[0] = 2
+    driver._submit_what_fits()
+    assert calls[2:] == [([4, 5], 2), ([6], 2)] and not driver.unsubmitted
+    assert {n: Ledger(tmp_path).current(n) for n in range(7)} == {
+        0: "101_0", 1: "101_1", 2: "102_0", 3: "102_1", 4: "103_0", 5: "103_1", 6: "104_0"}
+    assert driver.waiting == {n: Ledger(tmp_path).current(n) for n in range(7)}

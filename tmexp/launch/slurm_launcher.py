@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -211,12 +212,27 @@ class SweepDriver:
             self._freeze(self.unsubmitted)
             self.limits = slurm.submit_limits(self.launcher.config.hydra.launcher)
             self._submit_what_fits()
-        while self.waiting or self.unsubmitted:
-            time.sleep(self.poll_s)
-            self._poll()
-            if self.unsubmitted:
-                self._submit_what_fits()
+        try:
+            while self.waiting or self.unsubmitted:
+                time.sleep(self.poll_s)
+                self._poll()
+                if self.unsubmitted:
+                    self._submit_what_fits()
+        except KeyboardInterrupt:
+            self._detach()
         return [self.results[num] for num in sorted(self.overrides)]
+
+    def _detach(self) -> None:
+        """Ctrl-C: leave the jobs running, say how to come back, and end without a summary of unfinished jobs."""
+        self.ledger.save()
+        ids = slurm.array_ids(list(self.waiting.values()))
+        print(f"\n[slurm] detached from {self.sweep_dir}: {len(self.waiting)} jobs still queued or running keep going"
+              + (f" (SLURM {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''})" if ids else "")
+              + (f", {len(self.unsubmitted)} not submitted yet" if self.unsubmitted else "")
+              + ". Run the same command again (same hydra.sweep.dir) to wait for them and submit the rest, or "
+              f"scancel them to stop the sweep.", flush=True)
+        sys.stderr.flush()
+        os._exit(130)
 
     # --- what the ledger's jobs are doing, at the start of a command ---
     def _reattach(self) -> None:
