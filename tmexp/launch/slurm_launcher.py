@@ -230,7 +230,7 @@ class SweepDriver:
               + (f" (SLURM {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''})" if ids else "")
               + (f", {len(self.unsubmitted)} not submitted yet" if self.unsubmitted else "")
               + ". Run the same command again (same hydra.sweep.dir) to wait for them and submit the rest, or "
-              f"scancel them to stop the sweep.", flush=True)
+              "scancel them to stop the sweep.", flush=True)
         sys.stderr.flush()
         os._exit(130)
 
