@@ -275,7 +275,7 @@ class SweepDriver:
                   f"before ({self._ledger_name()}): {finished} finished (not submitted again), {len(self.waiting)} "
                   f"still queued or running (waited for), {again} failed or vanished (submitted again); "
                   f"{len(self.overrides) - len(recorded)} never submitted.", flush=True)
-            if self.waiting or finished:
+            if len(recorded) > len(self.waiting):  # some of the sweep's jobs ended: the sweep started
                 self.watcher.started = True
 
     def _ledger_name(self) -> str:
