@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -85,6 +86,10 @@ def test_a_killed_driver_run_again_waits_for_live_jobs_and_submits_only_failed_o
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         before = ledger(sweep_dir)
+        shown = subprocess.run([sys.executable, "-m", "tmexp.launch.slurm_launcher", str(sweep_dir)], cwd=REPO,
+                               env=app_env(), capture_output=True, text=True, timeout=60).stdout.splitlines()
+        assert shown[0].startswith(f"sweep {sweep_dir}: 4 jobs in .slurm_jobs.json: "), shown
+        assert "RUNNING" in shown[3] and f"#2    {before[2]['slurm_ids'][-1]}" in shown[3], shown
         subprocess.run(["scancel", before[3]["slurm_ids"][-1]], check=True)
         again = start_sweep(TOY_APP, sweep_dir, overrides, log2)
         assert again.wait(timeout=150) == 0, log2.read_text()[-3000:]

@@ -416,3 +416,53 @@ def install() -> None:
 
     validate_batch_is_legal._tmexp = True
     BasicSweeper.validate_batch_is_legal = validate_batch_is_legal
+
+
+# ----- python -m tmexp.launch.slurm_launcher <sweep_dir>: where a sweep's jobs are, without waiting ------------------
+def status_lines(sweep_dir: str | Path) -> list[str]:
+    """One line per job of the sweep's ledger: its SLURM id, what SLURM says of it, what its run says."""
+    from tmexp import rundir
+    from tmexp.launch.summary import _job_dirs
+
+    sweep_dir = Path(sweep_dir)
+    ledger = Ledger(sweep_dir)
+    current = {num: ledger.current(num) for num in sorted(ledger.jobs) if ledger.current(num)}
+    queue = slurm.squeue(list(current.values()))
+    accounting = slurm.sacct([j for j in current.values() if queue is None or j not in queue])
+    if queue is None or accounting is None:
+        return [f"SLURM does not answer (squeue/sacct): the ledger {ledger.path} lists {len(current)} jobs"]
+    dirs = _job_dirs(sweep_dir)
+    counts: dict[str, int] = {}
+    lines = []
+    for num, job_id in current.items():
+        if job_id in queue:
+            entry = queue[job_id]
+            state = entry.state + (f" ({entry.reason})" if entry.state == "PENDING" else "")
+        else:
+            state = accounting[job_id].state if job_id in accounting else "UNKNOWN"
+        run = (rundir.read_status(dirs[num]) or {}).get("status", "-") if num in dirs else "-"
+        counts[state.split()[0]] = counts.get(state.split()[0], 0) + 1
+        lines.append(f"  #{num:<4} {job_id:<12} {state:<28} run: {run:<10} {' '.join(ledger.jobs[num]['overrides'])}")
+    head = f"sweep {sweep_dir}: {len(current)} jobs in {ledger.path.name}: " + ", ".join(
+        f"{n} {state}" for state, n in sorted(counts.items()))
+    return [head, *lines]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tmexp.launch.slurm_launcher",
+                                     description="Where the SLURM jobs of a sweep are, without waiting for them. "
+                                                 "Run the sweep's command again to wait for them and submit the rest.")
+    parser.add_argument("sweep_dir", help="the sweep's hydra.sweep.dir")
+    args = parser.parse_args(argv)
+    if not (Path(args.sweep_dir) / LEDGER).is_file():
+        print(f"tmexp.launch.slurm_launcher: error: {Path(args.sweep_dir) / LEDGER} does not exist: give the "
+              "hydra.sweep.dir of a sweep run with hydra/launcher=slurm.", file=sys.stderr)
+        return 2
+    print("\n".join(status_lines(args.sweep_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
