@@ -325,9 +325,9 @@ class SweepDriver:
             submitted = self._submit(nums, max(1, parallelism // len(chunks)))
             self.ledger.record(submitted, self.overrides, getattr(self, "code", None))
             self.waiting.update(submitted)
-            first, last = submitted[nums[0]], submitted[nums[-1]]
-            print(f"[slurm] submitted jobs #{nums[0]}..#{nums[-1]} ({len(nums)}) as "
-                  f"{first if first == last else f'{first.split(chr(95))[0]}_[0-{len(nums) - 1}]'}", flush=True)
+            first = submitted[nums[0]]
+            shown = first if len(nums) == 1 else f"{first.split('_')[0]}_[0-{len(nums) - 1}]"
+            print(f"[slurm] submitted jobs #{nums[0]}..#{nums[-1]} ({len(nums)}) as {shown}", flush=True)
 
     def _submit(self, nums: list[int], parallelism: int) -> dict[int, str]:
         executor = self.launcher.executor(parallelism)
