@@ -238,7 +238,8 @@ class SweepDriver:
     def _reattach(self) -> None:
         recorded = {num: self.ledger.current(num) for num in self.overrides if self.ledger.current(num)}
         queue = self._ask(slurm.squeue, list(recorded.values()))
-        accounting = self._ask(slurm.sacct, [j for j in recorded.values() if j not in queue]) if recorded else {}
+        # what is live comes from the queue alone; accounting only says how the others ended (None: no answer)
+        accounting = slurm.sacct([j for j in recorded.values() if j not in queue]) or {}
         finished = 0
         for num in sorted(self.overrides):
             job_id = recorded.get(num)
@@ -282,8 +283,8 @@ class SweepDriver:
         return str(self.ledger.path.name)
 
     def _ask(self, query, job_ids: list[str]) -> dict:
-        """A squeue / sacct answer; while SLURM does not answer, wait and ask again (never guess: a guess could
-        submit a live job twice)."""
+        """The queue's answer; while SLURM does not answer, wait and ask again (never guess: a guess could submit a
+        live job twice)."""
         warned = False
         while True:
             answer = query(job_ids)
@@ -349,19 +350,19 @@ class SweepDriver:
         gone = {num: job_id for num, job_id in self.waiting.items() if job_id not in queue}
         if not gone:
             return
-        accounting = slurm.sacct(list(gone.values())) or {}
+        accounting = slurm.sacct(list(gone.values()))  # None: sacct did not answer (or no accounting)
         now = time.monotonic()
         for num, job_id in sorted(gone.items()):
             since = self._left_queue.setdefault(num, now)
             result = self._result(num, job_id)
-            ended = accounting.get(job_id)
             if result is None:
-                state = ended.state if ended is not None else "VANISHED"
+                ended = accounting.get(job_id) if accounting is not None else None
                 waited = now - since
-                if ended is not None and ended.live and waited < ACCOUNTING_GRACE_S:
-                    continue
-                if state in ("COMPLETED", "FAILED") and waited < RESULT_GRACE_S:
-                    continue
+                if ended is None or ended.live:  # accounting lags, or does not answer: wait, then call it vanished
+                    if waited < ACCOUNTING_GRACE_S:
+                        continue
+                elif ended.state in ("COMPLETED", "FAILED") and waited < RESULT_GRACE_S:
+                    continue  # its result file may show up late on a shared file system
                 result = self._death(num, job_id, ended)
             self.results[num] = result
             del self.waiting[num]
