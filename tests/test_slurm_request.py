@@ -260,3 +260,37 @@ def test_a_large_sweep_is_submitted_in_arrays_as_the_submission_limit_allows(tmp
     assert {n: Ledger(tmp_path).current(n) for n in range(7)} == {
         0: "101_0", 1: "101_1", 2: "102_0", 3: "102_1", 4: "103_0", 5: "103_1", 6: "104_0"}
     assert driver.waiting == {n: Ledger(tmp_path).current(n) for n in range(7)}
+
+
+def test_jobs_that_left_the_queue_are_judged_by_accounting_and_never_on_no_answer(tmp_path, monkeypatch, capsys):
+    """Three jobs leave the queue without a result file: sacct says OUT_OF_MEMORY for one (its failure, at once),
+    still RUNNING for another (accounting lags) and nothing for the third; a poll where sacct does not answer decides
+    nothing. Past the grace period, the last two are failures too (vanished)."""
+    from types import SimpleNamespace
+
+    from hydra.core.utils import JobStatus
+
+    from tmexp.launch import slurm_launcher
+    from tmexp.launch.slurm_launcher import Ledger, SweepDriver
+
+    driver = SweepDriver.__new__(SweepDriver)
+    driver.sweep_dir, driver.overrides = tmp_path, {n: [f"seed={n}"] for n in range(3)}
+    driver.waiting, driver.results, driver._left_queue = {0: "5_0", 1: "5_1", 2: "5_2"}, {}, {}
+    driver.ledger = Ledger(tmp_path)
+    driver.launcher = SimpleNamespace(params={"submitit_folder": str(tmp_path / ".submitit" / "%j")})
+    driver.watcher = slurm.QueueWatcher(launcher(), stream=io.StringIO(), on_never=lambda *a: None)
+    answers = iter([None, slurm.parse_sacct("5_0|OUT_OF_MEMORY|0:125\n5_1|RUNNING|0:0\n"),
+                    slurm.parse_sacct("5_1|RUNNING|0:0\n")])
+    monkeypatch.setattr(slurm, "squeue", lambda ids: {})
+    monkeypatch.setattr(slurm, "sacct", lambda ids: next(answers))
+
+    driver._poll()  # sacct does not answer: nothing decided
+    assert driver.waiting == {0: "5_0", 1: "5_1", 2: "5_2"} and not driver.results
+    driver._poll()
+    assert set(driver.waiting) == {1, 2} and driver.results[0].status == JobStatus.FAILED
+    assert "job #0 FAILED (OUT_OF_MEMORY): seed=0" in capsys.readouterr().out
+    assert Ledger(tmp_path).jobs[0]["slurm_state"] == "OUT_OF_MEMORY"
+    monkeypatch.setattr(slurm_launcher, "ACCOUNTING_GRACE_S", 0.0)
+    driver._poll()
+    assert not driver.waiting and {driver.results[n].status for n in (1, 2)} == {JobStatus.FAILED}
+    assert "job #1 FAILED (VANISHED)" in capsys.readouterr().out

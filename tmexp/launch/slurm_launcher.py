@@ -363,7 +363,7 @@ class SweepDriver:
                         continue
                 elif ended.state in ("COMPLETED", "FAILED") and waited < RESULT_GRACE_S:
                     continue  # its result file may show up late on a shared file system
-                result = self._death(num, job_id, ended)
+                result = self._death(num, job_id, ended if ended is not None and not ended.live else None)
             self.results[num] = result
             del self.waiting[num]
             self._left_queue.pop(num, None)
@@ -390,7 +390,8 @@ class SweepDriver:
     def _death(self, num: int, job_id: str, ended: slurm.EndedJob | None) -> JobReturn:
         state = ended.state if ended is not None else "VANISHED"
         why = (f"SLURM job {job_id} ended {state} (exit code {ended.exit_code}) without a result"
-               if ended is not None else f"SLURM job {job_id} left the queue and SLURM's accounting has no record")
+               if ended is not None else f"SLURM job {job_id} left the queue without a result and SLURM's accounting "
+               "has no final state for it")
         self.ledger.set_state(num, state)
         print(f"job #{num} FAILED ({state}): {' '.join(self.overrides[num])}  [{why}]", flush=True)
         return self._failed(num, why)
