@@ -294,3 +294,24 @@ def test_jobs_that_left_the_queue_are_judged_by_accounting_and_never_on_no_answe
     driver._poll()
     assert not driver.waiting and {driver.results[n].status for n in (1, 2)} == {JobStatus.FAILED}
     assert "job #1 FAILED (VANISHED)" in capsys.readouterr().out
+
+
+def test_drivers_in_several_threads_share_one_ledger(tmp_path):
+    """A search launches each trial from its own thread: every driver's jobs end up in the ledger."""
+    import threading
+
+    from tmexp.launch.slurm_launcher import Ledger
+
+    def submit(num: int) -> None:
+        ledger = Ledger(tmp_path)  # each driver reads the ledger when it starts
+        for attempt in range(20):
+            ledger.record({num: f"{num}_{attempt}"}, {num: [f"seed={num}"]}, None)
+
+    threads = [threading.Thread(target=submit, args=(num,)) for num in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ledger = Ledger(tmp_path)
+    assert {num: ledger.current(num) for num in range(8)} == {num: f"{num}_19" for num in range(8)}
+    assert all(len(ledger.jobs[num]["slurm_ids"]) == 20 for num in range(8))

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -74,12 +75,20 @@ class SlurmJobEnded(RuntimeError):
 # ----- the ledger: which SLURM job runs which job of the sweep ---------------------------------------------------
 class Ledger:
     """``<sweep_dir>/.slurm_jobs.json``: for each job number, its overrides and every SLURM id it was submitted as
-    (the last one is current), and the code state of each submission (``tmexp.launch.freeze``)."""
+    (the last one is current), and the code state of each submission (``tmexp.launch.freeze``).
+
+    Several drivers may share one ledger in one process (a search launches each trial from its own thread): each
+    writes back only the jobs it changed, under a lock, onto what the file holds then."""
+
+    _lock = threading.Lock()
 
     def __init__(self, sweep_dir: str | Path):
         self.path = Path(sweep_dir) / LEDGER
-        data = _read_json(self.path)
-        self.jobs: dict[int, dict[str, Any]] = {int(k): v for k, v in (data.get("jobs") or {}).items()}
+        self.jobs: dict[int, dict[str, Any]] = self._read()
+        self._changed: set[int] = set()
+
+    def _read(self) -> dict[int, dict[str, Any]]:
+        return {int(k): v for k, v in (_read_json(self.path).get("jobs") or {}).items()}
 
     def current(self, num: int) -> str | None:
         ids = self.jobs.get(num, {}).get("slurm_ids") or []
@@ -91,17 +100,30 @@ class Ledger:
             entry = self.jobs.setdefault(num, {"overrides": overrides[num], "slurm_ids": []})
             entry["slurm_ids"].append(job_id)
             entry.update(submitted_at=now, code=code, slurm_state=None)
+            self._changed.add(num)
         self.save()
 
     def set_state(self, num: int, state: str) -> None:
         self.jobs.setdefault(num, {"slurm_ids": []})["slurm_state"] = state
+        self._changed.add(num)
+
+    def set_overrides(self, num: int, overrides: list[str]) -> None:
+        self.jobs.setdefault(num, {"slurm_ids": []})["overrides"] = overrides
+        self._changed.add(num)
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"jobs": {str(k): v for k, v in sorted(self.jobs.items())}}
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.path)
+        if not self._changed:
+            return
+        with Ledger._lock:
+            on_disk = self._read()
+            on_disk.update({num: self.jobs[num] for num in self._changed})
+            self.jobs = {**on_disk, **{num: self.jobs[num] for num in self._changed}}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            data = {"jobs": {str(k): v for k, v in sorted(on_disk.items())}}
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1))
+            tmp.replace(self.path)
+            self._changed.clear()
 
 
 def _read_json(path: Path) -> dict:
@@ -254,7 +276,7 @@ class SweepDriver:
                 from tmexp.launch import freeze
 
                 freeze.frozen_path(self.sweep_dir, num).unlink(missing_ok=True)  # another job now: freeze anew
-                self.ledger.jobs[num]["overrides"] = self.overrides[num]
+                self.ledger.set_overrides(num, self.overrides[num])
                 job_id = None
             if job_id is None:
                 self.unsubmitted.append(num)
@@ -332,8 +354,10 @@ class SweepDriver:
 
     def _submit(self, nums: list[int], parallelism: int) -> dict[int, str]:
         executor = self.launcher.executor(parallelism)
-        if self.runner is None:
-            self.runner = JobRunner.save(self.launcher, self.sweep_dir)
+        with Ledger._lock:  # one launcher file per launcher, whichever thread submits first
+            if getattr(self.launcher, "_tmexp_runner", None) is None:
+                self.launcher._tmexp_runner = JobRunner.save(self.launcher, self.sweep_dir)
+        self.runner = self.launcher._tmexp_runner
         for num in nums:
             log.info(f"\t#{num} : {' '.join(filter_overrides(self.overrides[num]))}")
         with executor.batch():
