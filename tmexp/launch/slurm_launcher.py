@@ -7,7 +7,8 @@ order. This subclass keeps its job function (what runs on the node is the same H
   Running the same command again (same ``hydra.sweep.dir``) reads it first: a job still queued or running is waited
   for, never submitted twice; a job that finished is not submitted again (its result is read back); a job that
   failed, was cancelled or vanished from SLURM is submitted again (it resumes from its checkpoint). The driver can
-  die (logout, SIGHUP, a reboot of the login node) without harm to the jobs.
+  die (logout, SIGHUP, a reboot of the login node) without harm to the jobs; Ctrl-C detaches (exit 130).
+  ``python -m tmexp.launch.slurm_launcher <sweep_dir>`` shows where the ledger's jobs are, without waiting.
 - **Results as they come.** It polls ``squeue`` for the jobs still queued and, for those that left the queue, reads
   submitit's result file or, without one, SLURM's accounting (``sacct``): a job killed out of memory, by a node
   failure or by ``scancel`` is that job's failure, with SLURM's state, and the other jobs are still waited for.
@@ -339,7 +340,7 @@ class SweepDriver:
                           "(keep this command running, or run it again later)", flush=True)
                     self._told_limit = True
                 return
-        chunk = max(1, limits.max_array_size - 1)  # task indices run from 0 to MaxArraySize - 1
+        chunk = max(1, limits.max_array_size - 1)  # indices 0..MaxArraySize - 2: below SLURM's largest, a round 1000
         batch, self.unsubmitted = self.unsubmitted[:room], self.unsubmitted[room:]
         chunks = [batch[i:i + chunk] for i in range(0, len(batch), chunk)]
         parallelism = int(self.launcher.params.get("array_parallelism") or 256)
