@@ -27,6 +27,7 @@ the launcher, which does it once and fast instead of twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -213,6 +214,24 @@ class JobRunner:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold Ctrl-C, SIGTERM and SIGHUP (in the main thread) until the block ends: a submission and its record in the
+    ledger happen together. (SIGKILL cannot be held: a driver killed between sbatch's answer and the record leaves
+    jobs the ledger does not know, which a rerun would submit again.)"""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 class SweepDriver:
     """Submits the jobs that need it, then waits for every job of the sweep and collects each as it ends."""
 
@@ -346,8 +365,9 @@ class SweepDriver:
         parallelism = int(self.launcher.params.get("array_parallelism") or 256)
         for nums in chunks:
             # array_parallelism is per array: split it between the arrays of one submission
-            submitted = self._submit(nums, max(1, parallelism // len(chunks)))
-            self.ledger.record(submitted, self.overrides, getattr(self, "code", None))
+            with _signals_deferred():  # sbatch answered: its ids reach the ledger before Ctrl-C / SIGTERM / SIGHUP
+                submitted = self._submit(nums, max(1, parallelism // len(chunks)))
+                self.ledger.record(submitted, self.overrides, getattr(self, "code", None))
             self.waiting.update(submitted)
             first = submitted[nums[0]]
             shown = first if len(nums) == 1 else f"{first.split('_')[0]}_[0-{len(nums) - 1}]"
