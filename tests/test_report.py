@@ -5,7 +5,7 @@ import re
 import pytest
 
 from tmexp import report
-from tmexp.analysis.writeup import ReportError, read_spec
+from tmexp.analysis.study import ReportError, read_spec
 from tmexp.analysis.synthetic import training_rows, write_run_dir
 
 SECTIONS = ["## Experiment overview", "## Key results", "## Run analysis", "## Detailed metrics",
@@ -196,7 +196,7 @@ def test_relative_paths_resolve_beside_runs_yaml(tmp_path, runs_root):
 def test_ranking_sentences_state_ties_and_unfinished_runs():
     import pandas as pd
 
-    from tmexp.analysis.writeup import ranking_sentence
+    from tmexp.analysis.sentences import ranking_sentence
 
     groups = {"a": ["a"], "b": ["b"], "c": ["c"]}
     s = ranking_sentence(pd.Series({"a": 25.0, "b": 24.5, "c": 24.5}), groups, "At 10M frames", "the best time")

@@ -11,7 +11,7 @@ import pytest
 from tmexp import report
 from tmexp.analysis import export
 from tmexp.analysis.synthetic import training_rows, write_events, write_run_dir
-from tmexp.analysis.writeup import load_experiment, read_spec
+from tmexp.analysis.study import load_experiment, read_spec
 from tmexp.core import metrics
 
 RUNS_YAML = """\

@@ -9,7 +9,8 @@ Modules, in the order data flows through them:
 - ``document``: titled sections (tables, their notes and figures); ``render``: a table as md / csv / rst.
 - ``plots``: one metric per figure, a seed group as its IQM with a 95 % band and its seeds as thin lines.
 - ``pipeline``: loaded runs -> comparisons, sections and figures; the one path ``tmexp.compare`` and the write-up take.
-- ``writeup``: an experiment's runs.yaml -> its README.md (``python -m tmexp.report``).
+- ``study``: an experiment's runs.yaml and its runs; ``sentences``: key results generated from the tables;
+  ``provenance``: config-difference and hardware tables; ``writeup``: the README.md (``python -m tmexp.report``).
 - ``export``: what the write-up reads from each run, in one compact file beside runs.yaml (``--export``), so it
   regenerates without the run directories.
 - ``sweep``: one row per multirun job; ``synthetic``: small logs with known contents.

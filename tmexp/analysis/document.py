@@ -103,18 +103,18 @@ def race_sections(cmp: tables.Comparison) -> list[Section]:
 
 
 def group_table(metric_table: pd.DataFrame, groups: dict[str, list[str]], axis: str, window: float | None = None,
-                fmt: str = "{:.3f}", reps: int = 10_000) -> pd.DataFrame:
+                fmt: str = "{:.3f}") -> pd.DataFrame:
     """Rows: checkpoints; columns: groups; cells: 'IQM [low, high] (n seeds)' or 'value (single seed)'."""
     out = pd.DataFrame(index=[tables.checkpoint_label(c, axis, window) for c in metric_table.index],
                        columns=list(groups), dtype=object)
     for cp, label in zip(metric_table.index, out.index):
-        for g, est in stats.group_estimates(metric_table.loc[cp], groups, reps=reps).items():
+        for g, est in stats.group_estimates(metric_table.loc[cp], groups).items():
             out.loc[label, g] = est.describe(fmt) if est.n_seeds else "-"
     return out
 
 
 def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_metric: str | None,
-                  baseline: str | None = None, reps: int = 10_000, higher_is_better: bool = False) -> list[Section]:
+                  baseline: str | None = None, higher_is_better: bool = False) -> list[Section]:
     """IQM [95 % CI] across seeds of a metric (the best time by default; ``higher_is_better`` for distances) at
     each checkpoint, and each group against the baseline group (do the intervals overlap, probability of
     improvement), when some group has several seeds."""
@@ -124,7 +124,7 @@ def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_met
         return []
     metric_table = cmp.metric_tables[best_metric]
     fmt = METRIC_FORMATS[cmp.metrics[best_metric].kind]
-    table = group_table(metric_table, groups, cmp.axis, cmp.window, fmt=fmt, reps=reps)
+    table = group_table(metric_table, groups, cmp.axis, cmp.window, fmt=fmt)
     note = ("IQM across seeds with a 95 % stratified bootstrap interval (rliable's definitions); "
             "a single-seed group shows its value only.")
     out = [Section(f"{best_metric}_seeds_by_{cmp.axis}", f"{best_metric} across seeds {_axis_words(cmp)}",
@@ -134,7 +134,7 @@ def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_met
         versus = pd.DataFrame(index=table.index, columns=[f"{g} vs {base}" for g in groups if g != base],
                               dtype=object)
         for cp, label in zip(metric_table.index, table.index):
-            for c in stats.group_comparisons(metric_table.loc[cp], groups, base, reps=reps,
+            for c in stats.group_comparisons(metric_table.loc[cp], groups, base,
                                                higher_is_better=higher_is_better):
                 if c.a.n_seeds == 0 or c.b.n_seeds == 0:
                     versus.loc[label, f"{c.a.group} vs {base}"] = "-"  # nothing logged yet
@@ -149,20 +149,19 @@ def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_met
     return out
 
 
-def final_seed_section(final_best: pd.Series, groups: dict[str, list[str]], baseline: str | None,
-                       reps: int = 50_000, what: str = "final best time (s)", higher_is_better: bool = False,
+def final_seed_section(final_best: pd.Series, groups: dict[str, list[str]], baseline: str | None, what: str = "final best time (s)", higher_is_better: bool = False,
                        key: str = "final_best_seeds", reference: str | None = None) -> list[Section]:
     """A final per-run value per group (IQM [CI]; by default the best time) and each group against the baseline
     (and against the ``reference`` group, when given: an ablation study's full bundle)."""
     if not any(len(m) > 1 for m in groups.values()):
         return []
-    estimates = stats.group_estimates(final_best, groups, reps=reps)
+    estimates = stats.group_estimates(final_best, groups)
     fmt = "{:.1f}" if higher_is_better else "{:.3f}"
     rows = {g: {"seeds": e.n_seeds, what: e.describe(fmt) if e.n_seeds else "-"} for g, e in estimates.items()}
     against = [("baseline", baseline)] + ([(reference, reference)] if reference in groups and reference != baseline
                                            else [])
     for name, base in against:
-        versus = {c.a.group: c for c in stats.group_comparisons(final_best, groups, base, reps=reps,
+        versus = {c.a.group: c for c in stats.group_comparisons(final_best, groups, base,
                                                                   higher_is_better=higher_is_better)}
         for g in rows:
             c = versus.get(g)

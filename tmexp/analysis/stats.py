@@ -22,6 +22,9 @@ import numpy as np
 import scipy.stats
 
 
+BOOTSTRAP_REPS = 50_000  # resamples of every across-seed interval (compare, report, planner: one value)
+
+
 def iqm(scores: np.ndarray) -> float:
     """Interquartile mean of all entries of ``scores`` (any shape)."""
     return float(scipy.stats.trim_mean(np.asarray(scores, np.float64), proportiontocut=0.25, axis=None))
@@ -32,7 +35,7 @@ def _iqm_rows(samples: np.ndarray) -> np.ndarray:
     return scipy.stats.trim_mean(samples, proportiontocut=0.25, axis=1)
 
 
-def stratified_bootstrap_ci(scores: np.ndarray, reps: int = 50_000, size: float = 0.95,
+def stratified_bootstrap_ci(scores: np.ndarray, reps: int = BOOTSTRAP_REPS, size: float = 0.95,
                             seed: int = 0) -> tuple[float, float]:
     """Percentile CI of the IQM of ``scores`` (num_runs, num_tasks), resampling runs within each task."""
     scores = np.asarray(scores, np.float64)
@@ -99,7 +102,7 @@ class GroupEstimate:
         return f"{fmt.format(self.iqm)} [{fmt.format(self.low)}, {fmt.format(self.high)}] ({self.n_seeds} seeds)"
 
 
-def estimate(group: str, values, reps: int = 50_000, seed: int = 0) -> GroupEstimate:
+def estimate(group: str, values, reps: int = BOOTSTRAP_REPS, seed: int = 0) -> GroupEstimate:
     """IQM across the seeds of a group, with a 95 % stratified bootstrap CI when there are several seeds."""
     values = np.asarray([v for v in values if np.isfinite(v)], np.float64)
     if len(values) == 0:
@@ -146,13 +149,13 @@ def group_values(values, groups: dict[str, list[str]]) -> dict[str, list[float]]
     return {g: [float(values.get(r, np.nan)) for r in members] for g, members in groups.items()}
 
 
-def group_estimates(values, groups: dict[str, list[str]], reps: int = 50_000,
+def group_estimates(values, groups: dict[str, list[str]], reps: int = BOOTSTRAP_REPS,
                     seed: int = 0) -> dict[str, GroupEstimate]:
     return {g: estimate(g, v, reps=reps, seed=seed) for g, v in group_values(values, groups).items()}
 
 
 def group_comparisons(values, groups: dict[str, list[str]], baseline: str | None = None,
-                      reps: int = 50_000, higher_is_better: bool = False) -> list[GroupComparison]:
+                      reps: int = BOOTSTRAP_REPS, higher_is_better: bool = False) -> list[GroupComparison]:
     """Each group against the baseline group (default: the first); values are lower-is-better (times) unless
     ``higher_is_better`` (distances)."""
     names = list(groups)
