@@ -26,16 +26,16 @@ TIME_ORIGIN = ("minute 0 is each run's first event of any kind (its writer's sta
                "does not move with the tags shown")
 
 
-def definitions(axis: str | None) -> str:
-    """The line under each table: where relative time starts (and what x is), and which std."""
+def definitions(axis: str | None, methods: dict[str, str] | None = None) -> str:
+    """The line under each table: where relative time starts (and what x is, placed how in which run), which std."""
+    placed = f" ({tables.describe_methods(methods, axis)})" if methods else ""
     if axis == "cumul_training_hours":
-        return ("Time: training minutes from the cumul_training_hours counter (0 where training started; time the "
-                f"run was stopped does not count); {STD}.")
+        return ("Time: training minutes from the learner's training-time counter (0 where training started; time "
+                f"the run was stopped does not count){placed}; {STD}.")
     if axis == "frames":
         return f"x: frames played (the TensorBoard step); by time, {TIME_ORIGIN}; {STD}."
     if axis == "updates":
-        return (f"x: gradient updates (cumul_number_batches_done at each scalar's step); by time, {TIME_ORIGIN}; "
-                f"{STD}.")
+        return f"x: gradient updates at each scalar's step{placed}; by time, {TIME_ORIGIN}; {STD}."
     return f"Time: {TIME_ORIGIN}; {STD}."
 
 
@@ -80,7 +80,7 @@ def metric_sections(cmp: tables.Comparison, conversions: dict | None = None) -> 
         out.append(Section(f"{name}_by_{cmp.axis}",
                            f"{title} {_axis_words(cmp)}{_converted(metric.tag, conversions)}", shown,
                            {c: fmt for c in shown.columns}, fmt, index_name="checkpoint",
-                           footer=definitions(cmp.axis)))
+                           footer=definitions(cmp.axis, cmp.methods)))
     return out
 
 
@@ -98,7 +98,7 @@ def race_sections(cmp: tables.Comparison) -> list[Section]:
         note = ("Races so far at each checkpoint; times in s; a race is finished under 300 s; the finish rate "
                 "comes from the finished tag when logged.")
         out.append(Section(f"{tag}_by_{cmp.axis}", f"{tag} {_axis_words(cmp)}", shown, formats, "{:.3f}", note,
-                           index_name="checkpoint / run", footer=definitions(cmp.axis)))
+                           index_name="checkpoint / run", footer=definitions(cmp.axis, cmp.methods)))
     return out
 
 
@@ -128,7 +128,7 @@ def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_met
     note = ("IQM across seeds with a 95 % stratified bootstrap interval (rliable's definitions); "
             "a single-seed group shows its value only.")
     out = [Section(f"{best_metric}_seeds_by_{cmp.axis}", f"{best_metric} across seeds {_axis_words(cmp)}",
-                   table, note=note, index_name="checkpoint", footer=definitions(cmp.axis))]
+                   table, note=note, index_name="checkpoint", footer=definitions(cmp.axis, cmp.methods))]
     if len(groups) > 1:
         base = baseline if baseline in groups else next(iter(groups))
         versus = pd.DataFrame(index=table.index, columns=[f"{g} vs {base}" for g in groups if g != base],
@@ -145,7 +145,7 @@ def seed_sections(cmp: tables.Comparison, groups: dict[str, list[str]], best_met
         out.append(Section(f"{best_metric}_seeds_vs_baseline_by_{cmp.axis}",
                            f"{best_metric}: groups against {base} {_axis_words(cmp)}", versus,
                            note=f"P(better) is the probability of improvement ({better} is better).",
-                           index_name="checkpoint", footer=definitions(cmp.axis)))
+                           index_name="checkpoint", footer=definitions(cmp.axis, cmp.methods)))
     return out
 
 

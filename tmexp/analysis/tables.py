@@ -3,13 +3,18 @@
 Every row of the long scalar table gets an x coordinate on the chosen axis:
 
 - ``wall``: minutes since the run's first event (any tag);
-- ``cumul_training_hours``: the run's training time in minutes, read from the ``cumul_training_hours`` counter at
-  the row's step (robust to calendar gaps: a run stopped overnight does not age);
-- ``frames``: the TensorBoard step (frames played);
-- ``updates``: the ``cumul_number_batches_done`` counter at the row's step.
+- ``cumul_training_hours``: the run's training time in minutes at the row's step (robust to calendar gaps: a run
+  stopped overnight does not age);
+- ``frames``: the TensorBoard step (frames played: a race's step is the frames played at its end);
+- ``updates``: the gradient updates done at the row's step.
 
-A counter "at a step" is its last value logged at or before that step, so a metric logged between two counter
-writes is placed at the earlier one (never credited with work not yet done).
+Where the run logged them, the counters at each race's end (``Race/cumul_number_batches_done``,
+``Race/cumul_training_seconds``) place every row at that step exactly ("exact"). Runs logged before those tags
+(and Linesight/rulka logs) have only the periodic counters (``cumul_number_batches_done``, ``cumul_training_hours``,
+every 30 s or so): a row between two of their logs is placed by linear interpolation of the counter between them
+("interpolated"), not at the earlier log, which would credit the run with up to one log interval of learning.
+Either way a row before the counter's first point has no place (NaN); one after its last point gets the last value.
+``axis_methods`` says which method each run got, and the tables say so.
 
 Time checkpoints run every ``interval`` minutes up to the common window (the shortest run's span) and end with the
 window's end; step checkpoints are the requested ones that every run reached. At a checkpoint, a scalar metric is its
@@ -178,17 +183,67 @@ def finished_tag_for(race_tag: str) -> str:
 
 # --- the x axis ---------------------------------------------------------------------------------------------------
 
-def _counter_at(counter: pd.DataFrame, steps: np.ndarray) -> np.ndarray:
-    """Last counter value logged at or before each step (NaN before the first write)."""
-    counter = counter.sort_values("step", kind="stable")
-    cs = counter["step"].to_numpy()
-    cv = counter["value"].to_numpy()
-    # Several writes at one step: the last one wins, like TensorBoard's own display.
-    idx = np.searchsorted(cs, steps, side="right") - 1
+# axis -> (the periodic counter, the counter at each race's end, factor from the race counter to the periodic one)
+COUNTERS = {"updates": (metrics.CUMUL_BATCHES, metrics.RACE_BATCHES, 1.0),
+            "cumul_training_hours": (metrics.CUMUL_TRAINING_HOURS, metrics.RACE_TRAINING_S, 1.0 / 3600.0)}
+EXACT, INTERPOLATED = "exact", "interpolated"
+
+
+def _last_per_step(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique steps and the value written last at each (several writes at one step: the last one wins, like
+    TensorBoard's own display)."""
+    if len(steps) == 0:
+        return steps, values
+    order = np.argsort(steps, kind="stable")
+    steps, values = steps[order], values[order]
+    last = np.r_[steps[1:] != steps[:-1], True]
+    return steps[last], values[last]
+
+
+def counter_at(periodic: pd.DataFrame, at_races: pd.DataFrame, steps: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    """A counter at each of ``steps``: exact where the run logged it at that step (a race's end, or a periodic log),
+    linearly interpolated between its points elsewhere; NaN before its first point, its last value after its last.
+
+    ``periodic`` and ``at_races`` are the rows (step, value) of the periodic counter and of the race-end counter
+    (``factor`` converts the latter to the former's unit); a race-end value wins over a periodic one at one step.
+    """
+    s_log, v_log = _last_per_step(periodic["step"].to_numpy(), periodic["value"].to_numpy(np.float64))
+    s_race, v_race = _last_per_step(at_races["step"].to_numpy(), at_races["value"].to_numpy(np.float64) * factor)
+    keep = ~np.isin(s_log, s_race)
+    cs, cv = _last_per_step(np.r_[s_log[keep], s_race], np.r_[v_log[keep], v_race])
     out = np.full(len(steps), np.nan)
-    ok = idx >= 0
-    out[ok] = cv[idx[ok]]
+    if len(cs) == 0:
+        return out
+    ok = steps >= cs[0]
+    out[ok] = np.interp(steps[ok].astype(np.float64), cs.astype(np.float64), cv)
     return out
+
+
+def axis_methods(scalars: pd.DataFrame, axis: str) -> dict[str, str]:
+    """Run -> how its rows are placed on a counter axis: EXACT (it logged the counters at each race's end) or
+    INTERPOLATED (between its periodic counter logs); {} for the wall and frames axes, which need no counter."""
+    if axis not in COUNTERS:
+        return {}
+    race_tag = COUNTERS[axis][1]
+    out = {}
+    for run, df in scalars.groupby("run", observed=True, sort=False):
+        out[str(run)] = EXACT if (df["tag"] == race_tag).any() else INTERPOLATED
+    return out
+
+
+def describe_methods(methods: dict[str, str], axis: str) -> str:
+    """'exact (...) in every run' / 'interpolated (...) in runs a, b; exact in c' for a table's footer."""
+    if not methods:
+        return ""
+    periodic, race_tag, _ = COUNTERS[axis]
+    words = {EXACT: f"exact ({race_tag} at each race's end)",
+             INTERPOLATED: f"linear interpolation between the {periodic} logs"}
+    by_method: dict[str, list[str]] = {}
+    for run, method in methods.items():
+        by_method.setdefault(method, []).append(run)
+    if len(by_method) == 1:
+        return f"{words[next(iter(by_method))]} in every run"
+    return "; ".join(f"{words[m]} in {', '.join(runs)}" for m, runs in by_method.items())
 
 
 def with_axis(scalars: pd.DataFrame, axis: str, starts: dict[str, float] | None = None) -> pd.DataFrame:
@@ -210,12 +265,12 @@ def with_axis(scalars: pd.DataFrame, axis: str, starts: dict[str, float] | None 
         elif axis == "frames":
             df["x"] = df["step"].astype(np.float64)
         else:
-            tag = metrics.CUMUL_TRAINING_HOURS if axis == "cumul_training_hours" else metrics.CUMUL_BATCHES
-            counter = df[df["tag"] == tag]
-            if counter.empty:
-                raise TableError(f"run {run!r} has no {tag} scalar, so it cannot be placed on the {axis} axis; "
+            periodic, race_tag, factor = COUNTERS[axis]
+            counter, at_races = df[df["tag"] == periodic], df[df["tag"] == race_tag]
+            if counter.empty and at_races.empty:
+                raise TableError(f"run {run!r} has no {periodic} scalar, so it cannot be placed on the {axis} axis; "
                                  f"use --time-axis wall or --by frames.")
-            x = _counter_at(counter, df["step"].to_numpy())
+            x = counter_at(counter, at_races, df["step"].to_numpy(), factor)
             # TensorBoard stores scalars as float32: hours carry ~1e-7 relative error, so 10 min logged as 1/6 h
             # reads back as 10.0000004 min. Rounding to 1/1000 min (below float32 resolution up to ~100 h) puts
             # such values back on their whole-minute checkpoints.
@@ -351,6 +406,7 @@ class Comparison:
     dropped: list                              # requested step checkpoints beyond the common window
     data: pd.DataFrame                         # the long table with its x column (for plots)
     metrics: dict[str, ScalarMetric] = field(default_factory=dict)  # metric name -> its definition
+    methods: dict[str, str] = field(default_factory=dict)  # run -> EXACT or INTERPOLATED (counter axes only)
 
 
 def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, interval: float = 10.0,
@@ -372,7 +428,8 @@ def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, int
     chosen, race_list = select({str(t) for t in data["tag"].unique()}, maps, tags, all_scalars)
     tables = {m.name: metric_table(data, m, checkpoints, runs) for m in chosen}
     races = {tag: race_table(data, tag, checkpoints, runs) for tag in race_list}
-    return Comparison(axis, checkpoints, window, runs, tables, races, dropped, data, {m.name: m for m in chosen})
+    return Comparison(axis, checkpoints, window, runs, tables, races, dropped, data, {m.name: m for m in chosen},
+                      axis_methods(data, axis))
 
 
 # --- one row per run ------------------------------------------------------------------------------------------------
