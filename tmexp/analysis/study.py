@@ -11,7 +11,15 @@
     steps: [10M, 20M]                  # optional; step checkpoints (or step_interval: 5M; default: automatic)
     by: frames                         # optional; frames | updates | [frames, updates] (a step table each;
                                        #   steps / step_interval apply to the first, the others are automatic)
-    plot_format: jpg                   # optional; jpg | png
+    plot_format: png                   # optional; png (default) | jpg
+    difference: 0.5                    # optional; the seeds planner's difference of best time to detect (s)
+    published:                         # optional; what a published report found, set beside this study's verdicts
+      source: the real-game BTR report #   (the reference group against the baseline, by wall time and by steps)
+      by_wall: BTR better early (60-90 min), worse at the end
+      by_steps: the baseline ahead at 10M and 20M steps
+    cost_per_update:                   # optional; per group, the learner's seconds per update on an idle machine,
+      v2: 0.021                        #   a number or the JSON file `python -m tmexp.bench learner --json` wrote
+      btr: bench/btr.json              #   (batch_size / loop_samples_per_s): the projected wall-time axis
     metrics: [Training/loss]           # optional; tags to tabulate instead of the default set (any scalar)
     all_scalars: false                 # optional; add a table of every other tag logged
     runs:
@@ -38,6 +46,7 @@ the report without the runs.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,9 +80,12 @@ class ExperimentSpec:
     steps: list[int] | None = None
     step_interval: int | None = None
     by: list[str] = field(default_factory=lambda: ["frames"])
-    plot_format: str = "jpg"
+    plot_format: str = "png"
     tags: list[str] | None = None
     all_scalars: bool = False
+    difference: float = 0.5
+    published: dict[str, str] = field(default_factory=dict)
+    cost_per_update: dict[str, float] = field(default_factory=dict)  # group -> learner seconds per update
 
     @property
     def baseline(self) -> str:
@@ -90,7 +102,7 @@ class ExperimentSpec:
     def options(self) -> pipeline.Options:
         return pipeline.Options(self.time_axis, self.interval, tuple(self.by), self.steps, self.step_interval,
                                 [self.map] if self.map else None, self.tags, self.all_scalars, self.baseline,
-                                self.reference)
+                                self.reference, True, self.difference, self.cost_per_update)
 
 
 def _resolve(folder: Path, text: str) -> Path:
@@ -149,7 +161,7 @@ def read_spec(folder: str | Path) -> ExperimentSpec:
     time_axis = str(raw.get("time_axis", "wall"))
     by = raw.get("by", "frames")
     by = [str(b) for b in by] if isinstance(by, list) else [str(by)]
-    plot_format = str(raw.get("plot_format", "jpg"))
+    plot_format = str(raw.get("plot_format", "png"))
     checks = [("time_axis", time_axis, tables.TIME_AXES), ("plot_format", plot_format, plots.PLOT_FORMATS)]
     for name, value, allowed in checks + [("by", b, tables.STEP_AXES) for b in by]:
         if value not in allowed:
@@ -164,9 +176,38 @@ def read_spec(folder: str | Path) -> ExperimentSpec:
         raise ReportError(f"{path}: all_scalars must be true or false, not {all_scalars!r}.")
     if tags and all_scalars:
         raise ReportError(f"{path}: give metrics (these tags) or all_scalars (every tag), not both.")
+    difference = raw.get("difference", 0.5)
+    if isinstance(difference, bool) or not isinstance(difference, (int, float)) or difference <= 0:
+        raise ReportError(f"{path}: difference must be a positive number of seconds, not {difference!r}.")
+    published = raw.get("published") or {}
+    if not isinstance(published, dict) or not all(isinstance(v, str) for v in published.values()):
+        raise ReportError(f"{path}: published must map source / by_wall / by_steps to sentences.")
+    costs = _costs(path, raw.get("cost_per_update") or {}, labels)
     return ExperimentSpec(folder, str(raw.get("title", folder.name)), str(raw.get("description", "")).strip(),
                           entries, raw.get("map"), float(raw.get("interval", 10)), time_axis, parsed_steps,
-                          parsed_interval, by, plot_format, [str(t) for t in tags] if tags else None, all_scalars)
+                          parsed_interval, by, plot_format, [str(t) for t in tags] if tags else None, all_scalars,
+                          float(difference), {str(k): str(v).strip() for k, v in published.items()}, costs)
+
+
+def _costs(path: Path, raw, labels: list[str]) -> dict[str, float]:
+    """cost_per_update: group -> seconds per update, given as a number or as the learner benchmark's JSON output."""
+    if not isinstance(raw, dict):
+        raise ReportError(f"{path}: cost_per_update must map group labels to seconds per update or to JSON files.")
+    out = {}
+    for label, value in raw.items():
+        if label not in labels:
+            raise ReportError(f"{path}: cost_per_update names {label!r}, which is not a label of 'runs:'.")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            out[label] = float(value)
+            continue
+        bench = _resolve(path.parent, str(value))
+        try:
+            result = json.loads(bench.read_text())
+            out[label] = float(result["batch_size"]) / float(result["loop_samples_per_s"])
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            raise ReportError(f"{path}: cost_per_update of {label!r} is neither a positive number of seconds nor "
+                              f"a readable file of `python -m tmexp.bench learner --json` output ({bench}).") from None
+    return out
 
 
 # --- loading and groups --------------------------------------------------------------------------------------------

@@ -119,3 +119,9 @@ def jumping_counter_rows(exact: bool, map_name: str = "A01", start: float = 1.7e
         if exact:
             rows += [(metrics.RACE_BATCHES, step, wall, updates), (metrics.RACE_TRAINING_S, step, wall, seconds)]
     return sorted(rows, key=lambda r: (r[1], r[2]))
+
+
+def best_times(n_seeds: int, mean_s: float = 24.0, spread_s: float = 0.5, seed: int = 0) -> np.ndarray:
+    """Final best times (s) of ``n_seeds`` seeds of one arm: normal around ``mean_s`` with sd ``spread_s``, rounded to
+    the millisecond as the game gives them (a seed group whose answer is known, for the statistics' tests)."""
+    return np.round(np.random.default_rng(seed).normal(mean_s, spread_s, n_seeds), 3)

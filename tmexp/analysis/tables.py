@@ -39,6 +39,7 @@ from tmexp.core import metrics
 
 TIME_AXES = ("wall", "cumul_training_hours")
 STEP_AXES = ("frames", "updates")
+PROJECTED = "projected"  # minutes: updates x the group's learner seconds per update (tmexp.analysis.machine)
 
 
 class TableError(Exception):
@@ -412,15 +413,16 @@ class Comparison:
 def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, interval: float = 10.0,
             steps: list[int] | None = None, step_interval: int | None = None,
             maps: list[str] | None = None, starts: dict[str, float] | None = None,
-            tags: list[str] | None = None, all_scalars: bool = False) -> Comparison:
-    """Tables of the chosen scalar metrics and race tags (see ``select``) at the checkpoints of one axis."""
+            tags: list[str] | None = None, all_scalars: bool = False, placed: pd.DataFrame | None = None) -> Comparison:
+    """Tables of the chosen scalar metrics and race tags (see ``select``) at the checkpoints of one axis; ``placed``
+    is the long table already on ``axis`` (the PROJECTED axis, whose x the caller computes)."""
     if runs is None:
         runs = [str(r) for r in pd.unique(scalars["run"])]
-    data = with_axis(scalars[scalars["run"].isin(runs)], axis, starts)
+    data = placed if placed is not None else with_axis(scalars[scalars["run"].isin(runs)], axis, starts)
     if data.empty:
         raise TableError("the runs hold no scalars to compare.")
     dropped: list = []
-    if axis in TIME_AXES:
+    if axis in TIME_AXES or axis == PROJECTED:
         checkpoints, window = time_checkpoints(data, interval)
     else:
         checkpoints, dropped, window = step_checkpoints(data, steps, step_interval)
@@ -429,7 +431,7 @@ def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, int
     tables = {m.name: metric_table(data, m, checkpoints, runs) for m in chosen}
     races = {tag: race_table(data, tag, checkpoints, runs) for tag in race_list}
     return Comparison(axis, checkpoints, window, runs, tables, races, dropped, data, {m.name: m for m in chosen},
-                      axis_methods(data, axis))
+                      axis_methods(data, "updates" if axis == PROJECTED else axis))
 
 
 # --- one row per run ------------------------------------------------------------------------------------------------
@@ -486,7 +488,7 @@ RUN_FORMATS = {"folders": "{:.0f}", "files": "{:.0f}", "wall_minutes": "{:.1f}",
 
 def checkpoint_label(value: float, axis: str, window: float | None = None) -> str:
     """How a checkpoint is written in tables: '20 min', 'end 50.02 min' (the common window's end), or '10M'."""
-    if axis in TIME_AXES:
+    if axis in TIME_AXES or axis == PROJECTED:
         whole = abs(value - round(value)) < 1e-9
         text = f"{value:.0f} min" if whole else f"{value:.2f} min"
         return f"end {text}" if window is not None and value == window and not whole else text
