@@ -25,7 +25,8 @@ def runset(tmp_path_factory):
                       meta={"started_at": f"2026-12-02T1{s}:00:00"})
     # an older run: no updates_per_second, its rate from transitions learned per second / batch size
     rows = training_rows(minutes=10, seed=9)
-    rows += [(metrics.TRANSITIONS_LEARNED_PER_S, step, wall, 640.0) for tag, step, wall, _ in rows if tag == metrics.LOSS]
+    rows += [(metrics.TRANSITIONS_LEARNED_PER_S, step, wall, 640.0)
+             for tag, step, wall, _ in rows if tag == metrics.LOSS]
     write_run_dir(root / "b0", rows, config={"seed": 0, "arm": "b", "training": {"batch_size": 64}},
                   status={"sweep": "one"})
     return loading.load_runs(root, workers=1)

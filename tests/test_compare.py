@@ -61,7 +61,8 @@ def test_seed_groups_get_their_estimates_and_with_groups_their_verdicts(sweep_di
     out = capsys.readouterr().out
     assert "best_time_A01: groups against the baseline base by wall time" in out
     assert "| checkpoint / group | difference | 95 % CI | p | p (Holm) | P(better) | verdict |" in out
-    assert re.search(r"\| 20 min / lr=2 \| [+-]\d+\.\d{3} \| - \| \d\.\d{3} \| \d\.\d{3} \| \d\.\d{2} \| too few seeds \|", out)
+    assert re.search(r"\| 20 min / lr=2 \| [+-]\d+\.\d{3} \| - \| \d\.\d{3} \| \d\.\d{3} \| \d\.\d{2} \| "
+                     r"too few seeds \|", out)
     assert "seeds needed for a 0.25 s difference against base" in out and "disjoint" not in out
     assert compare.main(paths + ["--groups", "--baseline", "nobody"]) == 2
     assert "--baseline 'nobody' is not a group of these runs" in capsys.readouterr().err

@@ -162,7 +162,8 @@ runs:
     assert report.main([str(folder)]) == 0
     text, full = read_both(folder)
     findings = text.split("## Key findings")[1].split("## Wall time")[0]
-    sentence = re.search(r"\*\*By wall time, at (end )?20(\.\d+)? min \(the end of the common window\)\*\*, furthest eval race so "
+    sentence = re.search(r"\*\*By wall time, at (end )?20(\.\d+)? min \(the end of the common window\)\*\*, "
+                         r"furthest eval race so "
                          r"far \(m; some run has not finished yet\): small median (\d+\.\d) .*; big median (\d+\.\d) ",
                          findings)
     assert sentence and float(sentence[4]) > 1.5 * float(sentence[3])  # big's races reach about twice as far

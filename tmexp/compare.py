@@ -3,8 +3,8 @@
 Prints (or writes under ``--out``) tables of the scalar metrics and race statistics at common checkpoints, seed-group
 estimates when runs differ only in ``seed`` (``--groups``: each group tested against the baseline group, with its
 verdict, and the seeds planner; ``docs/analysis.md``), and with ``--plot`` one figure per metric (a seed group as
-its IQM with a 95 % band, its seeds as thin lines of its colour). ``--metrics TAG ...`` tabulates any scalars instead of the
-default set, ``--all-scalars`` every tag logged. ``--sweep`` prints one row per job of multirun directories
+its centre with its seeds as thin lines of its colour). ``--metrics TAG ...`` tabulates any scalars instead of
+the default set, ``--all-scalars`` every tag logged. ``--sweep`` prints one row per job of multirun directories
 instead. The tables and figures come from the pipeline the experiment write-up uses (``tmexp.analysis.pipeline``).
 """
 

@@ -148,7 +148,8 @@ def _differing_ylim(ax, centres: dict[str, tuple[np.ndarray, np.ndarray]], curve
     ends = [float(y[-1]) for _, y in centres.values()]
     if max(ends) >= metrics.RACE_CUTOFF_S:
         return False
-    lows = [float(np.min(y[y < metrics.RACE_CUTOFF_S])) for _, y in curves.values() if (y < metrics.RACE_CUTOFF_S).any()]
+    cutoff = metrics.RACE_CUTOFF_S
+    lows = [float(np.min(y[y < cutoff])) for _, y in curves.values() if (y < cutoff).any()]
     low, high = min(lows + ends), max(ends)
     spread = max(high - low, 0.5)
     ax.set_ylim(low - 0.15 * spread, high + 2.0 * spread)

@@ -224,7 +224,8 @@ class LoadedExperiment:
         n_dirs = len(self.runset.runs) - len(self.from_export)
         if not self.from_export:
             return f"read {_runs(n_dirs)} from their directories"
-        where = f"{_runs(len(self.from_export))} from {export_file} (their directories are missing or hold no event files)"
+        where = (f"{_runs(len(self.from_export))} from {export_file} (their directories are missing or hold no "
+                 "event files)")
         return f"read {_runs(n_dirs)} from their directories and {where}" if n_dirs else f"read {where}"
 
 

@@ -101,14 +101,16 @@ JUMP_LOGS = [(0, 0, 0.0), (10_000, 100, 10.0), (20_000, 2_100, 70.0), (30_000, 2
 JUMP_RACES = [(15_000, 1_900, 60.0, 26.0), (25_000, 2_150, 75.0, 25.0)]  # (step, updates, seconds, race time s)
 
 
-def jumping_counter_rows(exact: bool, map_name: str = "A01", start: float = 1.7e9) -> list[tuple[str, int, float, float]]:
+def jumping_counter_rows(exact: bool, map_name: str = "A01",
+                         start: float = 1.7e9) -> list[tuple[str, int, float, float]]:
     """A run whose counters jump between their periodic logs (``JUMP_LOGS``), with two finished eval races
     (``JUMP_RACES``); ``exact`` also writes the counters at each race's end, as tmexp runs do since they log
     ``Race/cumul_number_batches_done`` (older runs, Linesight and rulka logs do not)."""
     rows = []
     for step, updates, seconds in JUMP_LOGS:
         wall = start + step / 100.0
-        rows += [(metrics.CUMUL_BATCHES, step, wall, updates), (metrics.CUMUL_TRAINING_HOURS, step, wall, seconds / 3600)]
+        rows += [(metrics.CUMUL_BATCHES, step, wall, updates),
+                 (metrics.CUMUL_TRAINING_HOURS, step, wall, seconds / 3600)]
     best_ms = None
     for step, updates, seconds, race_s in JUMP_RACES:
         wall = start + step / 100.0
