@@ -167,3 +167,6 @@ def test_races_sit_at_the_counters_of_their_end_or_between_the_logs(tmp_path, ex
     best = cmp.metric_tables["best_time_A01"].iloc[:, 0]
     assert np.isnan(best.loc[1_500]) if exact else best.loc[1_500] == pytest.approx(26.0)
     assert best.loc[2_200] == pytest.approx(25.0)
+    run = str(scalars["run"].iloc[0])  # the run table says which method the run got
+    placed = tables.run_summary(scalars, [run], "A01").loc[run, "updates_placed"]
+    assert placed == ("exact" if exact else "interpolated")

@@ -296,7 +296,8 @@ def final_seed_sections(run_table: pd.DataFrame, groups: dict[str, list[str]], b
 
 def run_section(summary_table: pd.DataFrame) -> Section:
     note = ("folders / files: the log folders (a split run's <run>, <run>_2, ...) and event files merged into each "
-            "run; wall_minutes from its first to its last event; counters are the last values logged.")
+            "run; wall_minutes from its first to its last event; counters are the last values logged; updates_placed: "
+            "exact where the run logged its counters at each race's end, else interpolated between its counter logs.")
     return Section("runs", "runs", summary_table, tables.RUN_FORMATS, note=note, index_name="run",
                    footer=definitions(None))
 

@@ -21,6 +21,7 @@ groups at 5 seeds or more), ``not established`` or ``too few seeds``. Seeds are 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from dataclasses import dataclass
@@ -147,8 +148,15 @@ def estimate(group: str, values, reps: int = BOOTSTRAP_REPS, seed: int = 0) -> G
         return GroupEstimate(group, values, float("nan"))
     if len(values) < MIN_SEEDS:
         return GroupEstimate(group, values, float(point_estimate(values)))
-    low, high = stratified_bootstrap_ci(values[:, None], reps=reps, seed=seed)
+    low, high = _interval(tuple(values.tolist()), reps, seed)
     return GroupEstimate(group, values, iqm(values), low, high)
+
+
+@functools.lru_cache(maxsize=4096)
+def _interval(values: tuple[float, ...], reps: int, seed: int) -> tuple[float, float]:
+    """The bootstrap interval of a group's seeds, computed once: tables, sentences and figures ask for the same
+    group at the same checkpoint several times."""
+    return stratified_bootstrap_ci(np.asarray(values)[:, None], reps=reps, seed=seed)
 
 
 def difference_ci(values_a: np.ndarray, values_b: np.ndarray, reps: int = BOOTSTRAP_REPS, size: float = 0.95,

@@ -440,7 +440,8 @@ def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
                 starts: dict[str, float] | None = None, infos: dict | None = None,
                 no_data: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per run: wall minutes (from ``starts`` when given, see RunSet.starts), training hours, frames,
-    updates, final best time (s) over the whole run, and the furthest eval race (m) where progress was logged.
+    updates and how its races sit on the updates axis (EXACT or INTERPOLATED), final best time (s) over the whole
+    run, and the furthest eval race (m) where progress was logged.
 
     With ``infos`` (label -> RunInfo), the row starts with the log folders and event files merged and the scalars
     read, or "no data: <reason>" (from ``no_data``, else the run's own), so a run without data is listed, not lost.
@@ -455,7 +456,7 @@ def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
             row = {"folders": len(info.folders), "files": len(info.event_files),
                    "data": f"no data: {reason}" if reason else f"{len(df)} scalars"}
         row |= {"wall_minutes": np.nan, "training_hours": np.nan, "frames": np.nan, "updates": np.nan,
-                "final_best_s": np.nan, "furthest_eval_m": np.nan}
+                "updates_placed": "-", "final_best_s": np.nan, "furthest_eval_m": np.nan}
         if not df.empty:
             origin = df["wall_time"].min()
             if starts and not np.isnan(starts.get(run, np.nan)):
@@ -466,6 +467,10 @@ def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
                 counter = df[df["tag"] == tag]
                 if not counter.empty:
                     row[name] = counter.sort_values("step", kind="stable")["value"].iloc[-1]
+            if (df["tag"] == metrics.RACE_BATCHES).any():  # how its races sit on the updates axis (see with_axis)
+                row["updates_placed"] = EXACT
+            elif not np.isnan(row["updates"]):
+                row["updates_placed"] = INTERPOLATED
             if map_name is not None:
                 best = df[df["tag"] == metrics.alltime_min_ms(map_name)]["value"]
                 if not best.empty:
