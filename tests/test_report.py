@@ -138,6 +138,9 @@ runs:
     assert "best_time_A01: groups against the reference full by updates" in full
     assert "IQM " in full and "(5 seeds)" in full
     assert "## Against the published report" in text and "the bundle ahead. Here, " in text
+    # at the checkpoints, Holm over the whole table (every checkpoint x every group) asks more than 5 seeds give
+    assert re.search(r"Verdicts of full against v2 over these checkpoints: \d+ not established; so this study "
+                     r"neither confirms nor contradicts", text)
     assert "figures/best_time_A01_intervals.png" in text
     (folder / "runs.yaml").write_text("runs:\n  - {label: a, path: x, reference: true}\n  - {label: b, path: y}\n")
     with pytest.raises(ReportError, match="reference group is the baseline"):

@@ -205,15 +205,22 @@ def _published(spec: ExperimentSpec, analysis: pipeline.Analysis, sections: dict
     if "by_steps" in spec.published:
         for cmp in analysis.by_steps:
             out.append(f"- **By {cmp.axis}**, published (by steps): {spec.published['by_steps']}. Here, {along(cmp)}.")
-    counts = {}
+    counts, established = {}, []
     for cmp in analysis.comparisons:
         section = sections.get(f"{best}_seeds_vs_baseline_by_{cmp.axis}")
-        for _, c in section.comparisons if section else []:
+        for label, c in section.comparisons if section else []:
             if c.a.group == spec.reference:
                 counts[c.verdict] = counts.get(c.verdict, 0) + 1
+                if c.verdict == stats.ESTABLISHED:
+                    side = "faster" if c.a_better else "slower"
+                    established.append(f"by {cmp.axis} at {label}, {spec.reference} {side} by "
+                                       f"{abs(c.difference):.3f} s")
     summary = ", ".join(f"{n} {v}" for v, n in counts.items())
-    agree = ("so this study neither confirms nor contradicts the published report on any axis"
-             if stats.ESTABLISHED not in counts else "the established ones are where this study can speak")
+    if established:
+        agree = ("where the published finding says the same of that axis and moment it agrees, elsewhere it does "
+                 "not; established here: " + "; ".join(established))
+    else:
+        agree = "so this study neither confirms nor contradicts the published report on any axis"
     out += ["", f"Verdicts of {spec.reference} against {spec.baseline} over these checkpoints: {summary}; {agree}."]
     return out
 
