@@ -57,6 +57,9 @@ def test_the_projected_axis_places_updates_by_each_groups_cost(runset):
         want = by_updates.data[by_updates.data["run"] == run].sort_values(["tag", "step"])["x"].to_numpy()
         assert got == pytest.approx(want * cost / 60.0, nan_ok=True)
     assert tables.checkpoint_label(projected.checkpoints[0], tables.PROJECTED) == "1 min"
+    # the report's tables of the projected axis say how its races were placed (by their updates)
+    footers = " ".join(section.footer for section in analysis.comparison_sections(projected) if section.footer)
+    assert "projected wall minutes" in footers and "cumul_number_batches_done" in footers
 
 
 def test_runs_yaml_takes_a_cost_or_the_benchmarks_json(tmp_path):

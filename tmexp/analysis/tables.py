@@ -236,7 +236,8 @@ def describe_methods(methods: dict[str, str], axis: str) -> str:
     """'exact (...) in every run' / 'interpolated (...) in runs a, b; exact in c' for a table's footer."""
     if not methods:
         return ""
-    periodic, race_tag, _ = COUNTERS[axis]
+    # the projected axis places races by their updates, then scales them by the group's cost per update
+    periodic, race_tag, _ = COUNTERS["updates" if axis == PROJECTED else axis]
     words = {EXACT: f"exact ({race_tag} at each race's end)",
              INTERPOLATED: f"linear interpolation between the {periodic} logs"}
     by_method: dict[str, list[str]] = {}
