@@ -61,7 +61,7 @@ def step(online, target, optimizer, nn_cfg, btr, batch=None, lr=1e-3, wd=0.0, se
     torch.manual_seed(seed)
     return train_step(
         online, target, optimizer, None, make_batch() if batch is None else batch,
-        nn_cfg=nn_cfg, btr_cfg=btr, lr=lr, gamma=0.99, weight_decay_lr_ratio=wd, **kw,
+        nn_cfg=nn_cfg, btr_cfg=btr, lr=lr, weight_decay_lr_ratio=wd, **kw,
     )
 
 

@@ -127,7 +127,7 @@ def step_of(run, batch):
     def step():
         sched = run.schedules.at(c.frames)
         train_step(run.online, run.target, run.optimizer, run.scaler, batch, nn_cfg=s.nn, btr_cfg=s.btr,
-                   lr=sched["lr"], gamma=sched["gamma"], weight_decay_lr_ratio=s.weight_decay_lr_ratio,
+                   lr=sched["lr"], weight_decay_lr_ratio=s.weight_decay_lr_ratio,
                    self_loss_state=run.self_loss)
 
     return step

@@ -187,7 +187,7 @@ class Learner:
         batch = {k: torch.from_numpy(v).to(run.device, non_blocking=True) for k, v in batch_np.items()
                  if k not in ("reward_partial", "n_steps", "stuck_actions")}
         out = train_step(run.online, run.target, run.optimizer, run.scaler, batch, nn_cfg=s.nn, btr_cfg=s.btr,
-                         lr=sched["lr"], gamma=sched["gamma"], weight_decay_lr_ratio=s.weight_decay_lr_ratio,
+                         lr=sched["lr"], weight_decay_lr_ratio=s.weight_decay_lr_ratio,
                          self_loss_state=run.self_loss)
         if "td_errors" in out:
             run.replay.update_priorities(idx, np.asarray(out["td_errors"]))

@@ -158,6 +158,7 @@ class IQNNetwork(nn.Module):
             noisy=btr_cfg.use_noisy_linear,
             sigma0=btr_cfg.noisy_sigma0,
             layer_norm=btr_cfg.use_layer_norm,
+            bias_sigma_fan=str(btr_cfg.noisy_bias_sigma_fan),
         )
         if not btr_cfg.use_noisy_linear:
             for layer in (self.heads.a_hidden, self.heads.v_hidden):

@@ -144,7 +144,6 @@ def train_step(
     nn_cfg: NNConfig,
     btr_cfg: BTRConfig,
     lr: float,
-    gamma: float,
     weight_decay_lr_ratio: float,
     self_loss_state: SelfLossState | None = None,
 ) -> dict[str, float | np.ndarray]:
@@ -155,9 +154,8 @@ def train_step(
         batch: tensors on the networks' device, B rows: ``img`` uint8 (B, 1, H, W), ``floats`` float32 (B, F),
             ``action`` int64 (B,), ``reward`` float32 (B,) discounted n-step sum, ``next_img``, ``next_floats``,
             ``terminal`` float32 (B,), ``gamma_n`` float32 (B,), ``weight`` float32 (B,) importance weights.
-        lr: learning rate for this step (from the schedule).
-        gamma: the scheduled discount; unused by the maths (``batch["gamma_n"]`` carries gamma ** k) and kept so
-            the learner's call documents which gamma filled the batch.
+        lr: learning rate for this step (from the schedule). No gamma: ``batch["gamma_n"]`` carries each
+            transition's gamma ** k, as replay filled it.
         weight_decay_lr_ratio: decoupled weight decay factor; 0 turns it off.
         self_loss_state: pass a ``SelfLossState`` to apply Linesight's target self-loss rescaling with
             ``nn.target_self_loss_clamp_ratio`` (updated in place); None (or ratio <= 0) leaves the loss as is.
@@ -171,7 +169,6 @@ def train_step(
         ``td_errors``: numpy float32 (B,), |mean_j T_j - mean_i Z(s_t, a_t; tau_i)| per sample, the new PER
         priorities before epsilon / alpha (Linesight's priority).
     """
-    del gamma
     device = batch["img"].device
     for group in optimizer.param_groups:
         group["lr"] = lr
