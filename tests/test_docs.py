@@ -14,7 +14,7 @@ joined and ``a && b`` is split. What each is checked for:
   overrides must parse as Hydra overrides and its flags must exist.
 - A link must name a file that exists and, after ``#``, one of that Markdown file's headings (GitHub's anchors).
 
-The README's first set-up command also runs for real, briefly (``test_the_readme_first_command_trains``, slow).
+The README's first set-up command also runs for real, for a few hundred frames (``test_the_readme_first_command_trains``).
 """
 
 from __future__ import annotations
@@ -275,7 +275,6 @@ def test_benchmark_overrides_compose(command):
 # --- the README's first command, for real ---------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_the_readme_first_command_trains(tmp_path):
     """``python -m tmexp.train`` as the README's first command runs it, stopped after a few hundred frames: it says
     where the run is written and how to watch it, and leaves a run directory."""

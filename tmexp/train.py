@@ -128,7 +128,7 @@ def main(dict_cfg: DictConfig) -> float:
     """The task function: train, then return the run's objective (what a search's trial reports)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from tmexp.launch.console import logging_context, make_console
+    from tmexp.launch.console import logging_context, make_console, start_lines
     from tmexp.launch.preemption import PreemptionWatcher
 
     cfg: Config = OmegaConf.to_object(dict_cfg)
@@ -147,6 +147,8 @@ def main(dict_cfg: DictConfig) -> float:
     slot = None
     if cfg.performance.job_slots and multirun:
         slot = acquire_slot(Path(hydra_cfg.sweep.dir) / ".job_slots", cfg.performance.job_slots)
+    for line in start_lines(run_dir, cfg.training.max_frames, cfg.training.max_minutes):
+        print(line, flush=True)
     console = make_console(cfg.logger.console, cfg.map.short_name, cfg.training.batch_size, cfg.training.max_frames,
                            cfg.training.max_minutes)
     try:

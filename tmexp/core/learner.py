@@ -92,7 +92,8 @@ class Learner:
                 reason = self.done()
         except KeyboardInterrupt:
             reason = "interrupted"
-            print("interrupted: saving a checkpoint (run again in the same directory to resume)", flush=True)
+            # a log record, not a print: it gets a line of its own, above the progress bar too
+            log.warning("interrupted: saving a checkpoint (run again in the same directory to resume)")
         finally:
             run.source.stop()
         self.report(self.log_scalars(), end=True)
