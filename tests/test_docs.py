@@ -14,7 +14,8 @@ joined and ``a && b`` is split. What each is checked for:
   overrides must parse as Hydra overrides and its flags must exist.
 - A link must name a file that exists and, after ``#``, one of that Markdown file's headings (GitHub's anchors).
 
-The README's first set-up command also runs for real, for a few hundred frames (``test_the_readme_first_command_trains``).
+The README's first set-up command also runs for real, for a few hundred frames
+(``test_the_readme_first_command_trains``).
 """
 
 from __future__ import annotations

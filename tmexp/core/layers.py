@@ -13,6 +13,7 @@ switches to blocks:
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +24,10 @@ LEAKY_SLOPE = 1e-2  # torch's LeakyReLU default, the slope Linesight's orthogona
 
 def init_orthogonal(module: nn.Module, gain: float = 1.0) -> None:
     """Orthogonal weights, zero bias: Linesight's initialisation for its convolutions and dense layers."""
-    nn.init.orthogonal_(module.weight, gain)
-    if module.bias is not None:
-        nn.init.zeros_(module.bias)
+    weight, bias = cast(Tensor, module.weight), cast("Tensor | None", module.bias)
+    nn.init.orthogonal_(weight, gain)
+    if bias is not None:
+        nn.init.zeros_(bias)
 
 
 class NoisyLinear(nn.Module):
@@ -39,6 +41,9 @@ class NoisyLinear(nn.Module):
     perturbation are switched off (BTR explores through the noise alone) unless ``btr.noisy_keep_epsilon`` is
     true, which keeps both on top of the noise (see ``tmexp/core/agent.py``).
     """
+
+    eps_in: Tensor  # (in_features,) buffers: the current noise sample
+    eps_out: Tensor  # (out_features,)
 
     def __init__(self, in_features: int, out_features: int, sigma0: float = 0.5, bias_sigma_fan: str = "fan_in"):
         super().__init__()
@@ -99,7 +104,7 @@ def weight_bias(layer: nn.Module) -> tuple[Tensor, Tensor]:
     """(weight, bias) that ``layer`` (nn.Linear or NoisyLinear) applies right now."""
     if isinstance(layer, NoisyLinear):
         return layer.effective_weight_bias()
-    return layer.weight, layer.bias
+    return cast(Tensor, layer.weight), cast(Tensor, layer.bias)
 
 
 def dense(in_features: int, out_features: int, *, noisy: bool, sigma0: float, bias_sigma_fan: str = "fan_in"
@@ -170,20 +175,21 @@ class DuelingHeads(nn.Module):
         super().__init__()
         self.hidden_dim = hidden
         self.n_actions = n_actions
-        noise = {"noisy": noisy, "sigma0": sigma0, "bias_sigma_fan": bias_sigma_fan}
-        self.a_hidden = dense(d_in, hidden, **noise)
-        self.a_out = dense(hidden, n_actions, **noise)
-        self.v_hidden = dense(d_in, hidden, **noise)
-        self.v_out = dense(hidden, 1, **noise)
+        fan = bias_sigma_fan
+        self.a_hidden = dense(d_in, hidden, noisy=noisy, sigma0=sigma0, bias_sigma_fan=fan)
+        self.a_out = dense(hidden, n_actions, noisy=noisy, sigma0=sigma0, bias_sigma_fan=fan)
+        self.v_hidden = dense(d_in, hidden, noisy=noisy, sigma0=sigma0, bias_sigma_fan=fan)
+        self.v_out = dense(hidden, 1, noisy=noisy, sigma0=sigma0, bias_sigma_fan=fan)
         self.a_norm = nn.LayerNorm(hidden) if layer_norm else None
         self.v_norm = nn.LayerNorm(hidden) if layer_norm else None
 
     def hidden(self, x: Tensor) -> Tensor:
-        """x (rows, d_in) -> [A hidden | V hidden] (rows, 2 * hidden), after the optional LayerNorm, before LeakyReLU."""
+        """x (rows, d_in) -> [A hidden | V hidden] (rows, 2 * hidden), after the optional LayerNorm, before
+        LeakyReLU."""
         wa, ba = weight_bias(self.a_hidden)
         wv, bv = weight_bias(self.v_hidden)
         h = F.linear(x, torch.cat((wa, wv)), torch.cat((ba, bv)))  # (rows, 2 * hidden): [A hidden | V hidden]
-        if self.a_norm is not None:
+        if self.a_norm is not None and self.v_norm is not None:
             h = h.view(-1, 2, self.hidden_dim)
             h = F.layer_norm(h, (self.hidden_dim,))  # each head normalised on its own, then its own affine
             h = h * torch.stack((self.a_norm.weight, self.v_norm.weight)) + torch.stack((self.a_norm.bias, self.v_norm.bias))

@@ -60,7 +60,7 @@ class Learner:
         Returns "max_frames", "max_minutes", "stop_requested" (preemption) or "interrupted" (Ctrl-C).
         """
         run, s, c = self.run, self.run.settings, self.run.counters
-        self.write_status("running", **({} if run.resumed else {"first_step_at": time.time()}))
+        self.write_status("running", None, **({} if run.resumed else {"first_step_at": time.time()}))
         run.weights.publish(run.online)
         run.source.start()
         last_tick = last_console = last_log = last_checkpoint = time.time()
@@ -220,7 +220,8 @@ class Learner:
         rundir.write_status(self.run.run_dir, status, error=error, **c.status(s.map_name), **extra)
 
     def _interval_reset(self) -> None:
-        self.interval = {"start": time.time(), "frames": 0, "batches": 0, "train_s": 0.0, "loss": [], "grad_norm": []}
+        self.interval: dict[str, Any] = {"start": time.time(), "frames": 0, "batches": 0, "train_s": 0.0, "loss": [],
+                                         "grad_norm": []}
 
     def snapshot(self) -> dict[str, float]:
         """The scalars of the current logging interval (without starting a new interval)."""
