@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from tmexp.core import checkpoint
+from tmexp import rundir
+from tmexp.core import checkpoint, replay_store
 from tmexp.core.checkpoint import Checkpointer, Counters, has_checkpoint, load_checkpoint
 from tmexp.core.optimization import SelfLossState
 from tmexp.core.replay import STORED, ReplayBuffer, nstep_transitions
@@ -62,6 +63,12 @@ class Parts:
         self.replay.update_priorities(idx, rng.standard_normal(16))
         self.online.weight.data += 0.1
         self.counters.batches += 1
+
+
+def patch_writes(monkeypatch, write) -> None:
+    """Every file a checkpoint writes (its replay's and its own) goes through ``write``."""
+    monkeypatch.setattr(checkpoint, "write_atomic", write)
+    monkeypatch.setattr(replay_store, "write_atomic", write)
 
 
 def contents(replay: ReplayBuffer) -> dict:
@@ -163,14 +170,14 @@ def test_the_snapshot_is_exact_while_the_learner_overwrites_rows_during_the_writ
     parts, rng = Parts(), np.random.default_rng(4)
     parts.play(rng, 500)
     release, writing = threading.Event(), threading.Event()
-    save_arrays = checkpoint._save_arrays
+    save_arrays = replay_store._save_arrays
 
     def slow_save(f, arrays):  # the writer stalls on its first chunk until the learner has overwritten the ring
         writing.set()
         release.wait(30)
         save_arrays(f, arrays)
 
-    monkeypatch.setattr(checkpoint, "_save_arrays", slow_save)
+    monkeypatch.setattr(replay_store, "_save_arrays", slow_save)
     checkpointer = Checkpointer(tmp_path, {})
     expected = contents(parts.replay)
     parts.save(checkpointer, wait=False)
@@ -185,36 +192,65 @@ def test_the_snapshot_is_exact_while_the_learner_overwrites_rows_during_the_writ
     assert_same(contents(resumed.replay), expected)
 
 
-def test_a_failed_write_leaves_the_previous_checkpoint_and_its_replay(tmp_path, monkeypatch):
+@pytest.mark.parametrize("policy", ["retry", "stop"])
+def test_a_full_disk_removes_what_it_wrote_at_once_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, caplog,
+                                                                                      policy):
     parts, rng = Parts(), np.random.default_rng(5)
     parts.play(rng, 350)
-    checkpointer = Checkpointer(tmp_path, {})
+    checkpointer = Checkpointer(tmp_path, {}, on_write_error=policy)
     parts.save(checkpointer)
     expected, frames = contents(parts.replay), parts.counters.frames
+    before = replay_files(tmp_path)
     parts.play(rng, 100)
-    write_file, calls = checkpoint._write_file, []
+    write_file, calls = rundir.write_atomic, []
 
-    def disk_full_after_two(path, write):
+    def disk_full_after_two(path, write, **kwargs):
         calls.append(path.name)
         if len(calls) > 2:
+            with open(path.with_name(path.name + ".tmp"), "wb") as f:
+                f.write(b"half a chunk")  # what a full disk leaves: a part written
             raise OSError(28, "No space left on device")
-        return write_file(path, write)
+        return write_file(path, write, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "_write_file", disk_full_after_two)
-    with pytest.raises(OSError, match="No space"):
-        parts.save(checkpointer)
-    monkeypatch.setattr(checkpoint, "_write_file", write_file)
+    patch_writes(monkeypatch, disk_full_after_two)
+    with caplog.at_level(logging.ERROR):
+        if policy == "stop":
+            with pytest.raises(checkpoint.CheckpointWriteError, match="No space left.*on_checkpoint_error=stop"):
+                parts.save(checkpointer)
+        else:
+            parts.save(checkpointer)  # the run goes on
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "not written" in errors[0] and "No space left" in errors[0], errors
+    assert "\n" not in errors[0]
+    # said at once, and what the failed checkpoint wrote is gone at once: the files are those of the one before
+    assert replay_files(tmp_path) == before
+    assert not list((tmp_path / "checkpoint").glob("*.tmp"))
+    patch_writes(monkeypatch, write_file)
     resumed = Parts(seed=5)
     resumed.resume(Checkpointer(tmp_path, {}))
     assert_same(contents(resumed.replay), expected)
     assert resumed.counters.frames == frames and resumed.counters.replay_parts_dropped == 0
-    # the next checkpoint writes what the failed one could not, and removes the orphaned chunk files
+    # the next checkpoint writes what the failed one could not
     parts.save(checkpointer)
     after = Parts(seed=6)
     after.resume(Checkpointer(tmp_path, {}))
     assert_same(contents(after.replay), contents(parts.replay))
-    assert not any(name.endswith(".tmp") for name in replay_files(tmp_path))
-    assert {n for n in replay_files(tmp_path) if n.endswith("-g2.npy")} == set()  # the failed generation's files
+    assert after.counters.frames == parts.counters.frames
+
+
+def test_a_resume_removes_what_a_killed_checkpoint_left(tmp_path, caplog):
+    parts, rng = Parts(), np.random.default_rng(8)
+    parts.play(rng, 200)
+    parts.save(Checkpointer(tmp_path, {}))
+    kept = replay_files(tmp_path)
+    folder = tmp_path / "checkpoint"
+    (folder / "replay" / "chunk0-g7.npy").write_bytes(b"x" * 1000)  # a generation no checkpoint names
+    (folder / "replay" / "chunk1-g7.npy.tmp").write_bytes(b"x" * 1000)
+    (folder / "latest.pt.tmp").write_bytes(b"x" * 1000)
+    with caplog.at_level(logging.INFO):
+        Parts(seed=5).resume(Checkpointer(tmp_path, {}))
+    assert replay_files(tmp_path) == kept and not list(folder.glob("*.tmp"))
+    assert any("removed 3 files" in r.getMessage() for r in caplog.records)
 
 
 # ----- damaged files --------------------------------------------------------------------------------------------
@@ -345,6 +381,9 @@ def test_the_checkpoint_benchmark_times_a_first_and_a_periodic_checkpoint(tmp_pa
     assert scale["periodic"]["chunks_written"] == 2  # rows 0..9,999 written again
     assert 0 < scale["periodic"]["bytes"] < scale["first"]["bytes"] / 2
     assert scale["periodic"]["learner_blocked_s"] >= scale["periodic"]["save_call_s"] > 0
+    # on disk at most: the first checkpoint's replay, and the chunks the later ones rewrote
+    written = sum(scale[kind]["bytes"] for kind in ("first", "periodic", "steady"))
+    assert scale["first"]["bytes"] <= scale["peak_disk_bytes"] <= written
     assert result["meets_goal"] is None  # the goal is the 1,000,000-transition scale's
     assert list(tmp_path.iterdir()) == []  # what it wrote is deleted
 

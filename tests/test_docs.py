@@ -2,7 +2,7 @@
 
 Generic: it parses the pages (fenced code blocks, inline code, links, headings), so a new page is checked as soon
 as it exists. A command is a line (or inline code span) starting ``python -m tmexp.``; backslash continuations are
-joined and ``a && b`` is split. What each is checked for:
+joined, ``a && b`` is split, and a placeholder in angle brackets (``<sweep_dir>``) stands for one word. What each is checked for:
 
 - ``python -m tmexp.train ...``: every job of the command is composed and checked as the CLI checks it before it
   starts anything (``precheck``: unknown keys, wrong types, unknown options, bad values), its run and sweep
@@ -40,6 +40,7 @@ NOT_RUN_MARKER = "# not run here"
 FENCE = re.compile(r"^(```+|~~~+)([^\n]*)\n(.*?)^\1[ \t]*$", re.M | re.S)
 INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.S)
 LINK = re.compile(r"\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
+PLACEHOLDER = re.compile(r"<[^<>\n]*>")
 FLAG = re.compile(r"(?<![\w\-=])(--?[A-Za-z][\w\-]*)")
 
 
@@ -56,7 +57,12 @@ class Command:
 
     @property
     def argv(self) -> list[str]:
-        return shlex.split(self.text, comments=True)
+        """The command's words, a placeholder in angle brackets (``<sweep_dir>``, ``<the best trial's overrides>``) as
+        the one word PLACEHOLDER."""
+        try:
+            return shlex.split(PLACEHOLDER.sub("PLACEHOLDER", self.text), comments=True)
+        except ValueError:  # an unbalanced quote: test_commands_parse names it
+            return self.text.split()
 
     @property
     def module(self) -> str:
@@ -123,6 +129,15 @@ def _flags(command: Command) -> set[str]:
 
 def _overrides(argv: list[str]) -> list[str]:
     return [a for a in argv if "=" in a and not a.startswith("-")]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.id)
+def test_commands_parse(command):
+    """A shell can read every command shown (quotes balanced)."""
+    try:
+        shlex.split(PLACEHOLDER.sub("PLACEHOLDER", command.text), comments=True)
+    except ValueError as error:
+        pytest.fail(f"{command.id}: {command.text}\n  {error}")
 
 
 # --- the pages hold what the test reads -------------------------------------------------------------------------

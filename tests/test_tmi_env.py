@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import struct
 import sys
-import threading
 import time
 
 import numpy as np
@@ -18,9 +17,10 @@ from tmexp.envs.driver import ReferenceDriver
 from tmexp.envs.tmi.client import TmiClient
 from tmexp.envs.tmi.env import TmiEnv, bgra_to_gray
 from tmexp.envs.tmi.errors import GameConnectionLost, GameNotConfigured, GameTimeout, TmiProtocolError
-from tmexp.envs.fake_game import FakeGame, FakeRace, Faults
+from tmexp.envs.fake_game import FakeRace, Faults
 from tmexp.envs.tmi.params import TmiParams
 from tmexp.envs.tmi.protocol import MessageType
+from tmexp.envs.observation import n_game_floats, shared_floats
 from tmexp.envs.track import load_map
 
 SPEC = EnvSpec()
@@ -51,28 +51,21 @@ def reference_actions(track):
     return actions
 
 
-class FakeServer:
-    """A fake game serving in a thread of the test process (fast; the env reaches it with no launch command)."""
+@pytest.fixture
+def server(track, fake_game):
+    return fake_game(track, SPEC)
 
-    def __init__(self, track, faults: Faults | None = None, **options):
-        self.game = FakeGame(FakeRace(track, SPEC), port=0, faults=faults, **options)
-        self.game.listen()
-        self.port = self.game.port
-        self.thread = threading.Thread(target=self.game.serve_forever, daemon=True)
-        self.thread.start()
 
-    def stop(self):
-        self.game.stop()
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive()
+@pytest.fixture(params=[False, True], ids=["checkpoint-first", "run-step-first"])
+def ordered_server(track, fake_game, request):
+    """The fake game sending a tick's checkpoint before its run step and, second, after it (the game's order is
+    not documented: Linesight handles both)."""
+    return fake_game(track, SPEC, steps_first=request.param)
 
 
 @pytest.fixture
-def server(track, request):
-    faults = getattr(request, "param", None)
-    fake = FakeServer(track, faults)
-    yield fake
-    fake.stop()
+def faulty_server(track, fake_game, request):
+    return fake_game(track, SPEC, faults=request.param)
 
 
 def make_env(track, port: int, **overrides) -> TmiEnv:
@@ -93,7 +86,7 @@ def play(env, actions):
 
 def assert_same_race(tmi_records, sim_records):
     assert len(tmi_records) == len(sim_records)
-    for (o1, r1, i1), (o2, r2, i2) in zip(tmi_records, sim_records):
+    for step, ((o1, r1, i1), (o2, r2, i2)) in enumerate(zip(tmi_records, sim_records)):
         assert i1["race_time_ms"] == i2["race_time_ms"]
         assert i1["finished"] == i2["finished"] and i1["cutoff"] == i2["cutoff"]
         assert i1["cp_times"] == i2["cp_times"]
@@ -103,8 +96,18 @@ def assert_same_race(tmi_records, sim_records):
         assert abs(r1 - r2) < 1e-4
         assert o1["img"].dtype == np.uint8 and o1["img"].shape == o2["img"].shape
         np.testing.assert_array_equal(o1["img"], o2["img"])
-        assert o1["floats"].dtype == np.float32 and o1["floats"].shape == o2["floats"].shape
-        np.testing.assert_allclose(o1["floats"], o2["floats"], atol=1e-4)
+        assert o1["floats"].dtype == np.float32 and o1["floats"].shape == (n_game_floats(SPEC),)
+        assert_same_shared_floats(o1["floats"], o2["floats"], step)
+
+
+def assert_same_shared_floats(game_floats, sim_floats, step):
+    """What both vectors hold agrees (the game's in Linesight's units and order, the simulator's scaled)."""
+    game = shared_floats(game_floats, SPEC, game=True)
+    sim = shared_floats(sim_floats, SPEC, game=False)
+    for name in game:
+        if name == "prev_actions" and step < SPEC.n_prev_actions_in_inputs:
+            continue  # padded differently before the first actions: "forward" on the game (Linesight), 0 here
+        np.testing.assert_allclose(game[name], sim[name], atol=1e-4, err_msg=name)
 
 
 def sim_records(track, actions):
@@ -113,12 +116,15 @@ def sim_records(track, actions):
     return records, terminated, truncated
 
 
-def test_rollout_through_the_protocol_matches_the_simulator(track, server, reference_actions):
+def test_rollout_through_the_protocol_matches_the_simulator(track, ordered_server, reference_actions):
+    server = ordered_server
     env = make_env(track, server.port)
     try:
         tmi, terminated, _ = play(env, reference_actions)
         sim, sim_terminated, _ = sim_records(track, reference_actions)
         assert terminated and sim_terminated and tmi[-1][2]["finished"]
+        # A checkpoint on an action's engine step: with the run step first, it arrives between the step and the frame.
+        assert any(t % env.period_ms == 0 for t in tmi[-1][2]["cp_times"])
         assert_same_race(tmi, sim)
         # A second race starts from the saved start state (a rewind) and again matches, here cut for no progress.
         rng = np.random.default_rng(1)
@@ -142,18 +148,18 @@ def race_until_error(env, n_steps=400):
 
 
 @pytest.mark.parametrize(
-    "server, expected",
+    "faulty_server, expected",
     [
         (Faults(drop_after=40), GameConnectionLost),
         (Faults(stall_after=40), GameTimeout),
         (Faults(garbage_after=40), TmiProtocolError),
     ],
-    indirect=["server"],
+    indirect=["faulty_server"],
     ids=["drop", "timeout", "garbage"],
 )
-def test_lost_connection_mid_race_discards_the_rollout_then_reset_carries_on(track, server, expected,
+def test_lost_connection_mid_race_discards_the_rollout_then_reset_carries_on(track, faulty_server, expected,
                                                                              reference_actions):
-    env = make_env(track, server.port, timeout_during_run_ms=400)
+    env = make_env(track, faulty_server.port, timeout_during_run_ms=400)
     try:
         error, elapsed = race_until_error(env)
         assert isinstance(error, expected)
@@ -319,41 +325,37 @@ def test_fake_rewinds_a_foreign_state_from_its_fields(track):
     assert abs(second.progress() - first.progress()) < 1e-3
 
 
-def test_collector_discards_a_cut_race_whole_and_plays_the_next_one(track):
+def test_collector_discards_a_cut_race_whole_and_plays_the_next_one(track, fake_game):
     """The training core's collector sees GameConnectionLost as a ConnectionError and keeps nothing of that race."""
     import multiprocessing
 
     from tmexp.config import Config
     from tmexp.core.collectors import Collector, CollectorSettings, WeightsSource
     from tmexp.core.networks import build_network
-    from tmexp.envs.observation import n_floats
 
-    fake = FakeServer(track, Faults(drop_after=30))
-    try:
-        cfg = Config()
-        cfg.env.backend = "tmi"
-        cfg.env.tmi.base_tmi_port = fake.port
-        cfg.env.cutoff_rollout_if_race_not_finished_within_duration_ms = 3_000  # short races
-        cfg.nn.dense_hidden_dimension, cfg.nn.iqn_embedding_dimension, cfg.nn.float_hidden_dim = 32, 8, 16
-        img_shape, float_dim = (1, SPEC.h_downsized, SPEC.w_downsized), n_floats(SPEC)
-        settings = CollectorSettings(
-            env=cfg.env, map=cfg.map, rewards=cfg.rewards, nn=cfg.nn, btr=cfg.btr, exploration=cfg.exploration,
-            global_schedule_speed=1.0, img_shape=img_shape, float_dim=float_dim, n_actions=12, device="cpu",
-            seed=0, torch_threads=1, update_every_n_actions=128,
-        )
-        ctx = multiprocessing.get_context("spawn")
-        weights = WeightsSource(build_network(cfg.nn, cfg.btr, img_shape, float_dim, 12), ctx)
-        collector = Collector(settings, 0, weights, ctx.Value("q", 0))
-        with pytest.raises(ConnectionError):
-            collector.play_races()
-        rollout, = collector.play_races()  # one car; reset() reconnected: a whole race from race time 0
-        n = len(rollout["actions"])
-        assert n > 30 and rollout["img"].shape[0] == rollout["floats"].shape[0] == n + 1
-        assert rollout["race_time_ms"] == 50 * n or rollout["finished"]
-        assert collector.env.envs[0].races_discarded == 1  # the game's one car, in a one-env vector env
-        collector.close()
-    finally:
-        fake.stop()
+    fake = fake_game(track, SPEC, faults=Faults(drop_after=30))
+    cfg = Config()
+    cfg.env.backend = "tmi"
+    cfg.env.tmi.base_tmi_port = fake.port
+    cfg.env.cutoff_rollout_if_race_not_finished_within_duration_ms = 3_000  # short races
+    cfg.nn.dense_hidden_dimension, cfg.nn.iqn_embedding_dimension, cfg.nn.float_hidden_dim = 32, 8, 16
+    img_shape, float_dim = (1, SPEC.h_downsized, SPEC.w_downsized), n_game_floats(SPEC)
+    settings = CollectorSettings(
+        env=cfg.env, map=cfg.map, rewards=cfg.rewards, nn=cfg.nn, btr=cfg.btr, exploration=cfg.exploration,
+        global_schedule_speed=1.0, img_shape=img_shape, float_dim=float_dim, n_actions=12, device="cpu",
+        seed=0, torch_threads=1, update_every_n_actions=128,
+    )
+    ctx = multiprocessing.get_context("spawn")
+    weights = WeightsSource(build_network(cfg.nn, cfg.btr, img_shape, float_dim, 12), ctx)
+    collector = Collector(settings, 0, weights, ctx.Value("q", 0))
+    with pytest.raises(ConnectionError):
+        collector.play_races()
+    rollout, = collector.play_races()  # one car; reset() reconnected: a whole race from race time 0
+    n = len(rollout["actions"])
+    assert n > 30 and rollout["img"].shape[0] == rollout["floats"].shape[0] == n + 1
+    assert rollout["race_time_ms"] == 50 * n or rollout["finished"]
+    assert collector.env.envs[0].races_discarded == 1  # the game's one car, in a one-env vector env
+    collector.close()
 
 
 def test_launched_game_that_goes_silent_mid_race_is_restarted(track):

@@ -12,14 +12,13 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tmexp.envs.base import EnvSpec
-from tmexp.envs.fake_game import FakeGame, FakeRace
+from tmexp.envs.fake_game import FakeRace
 from tmexp.envs.tmi.client import TmiClient
 from tmexp.envs.tmi.protocol import MessageType
 from tmexp.envs.tmi.state import CarState, build_sim_state_bytes, car_state
@@ -31,30 +30,10 @@ MENU_STATE = build_sim_state_bytes(CarState(race_time_ms=0, position=np.zeros(3)
                                             angular_velocity=np.zeros(3), rotation=np.eye(3)))
 
 
-class Served:
-    def __init__(self, **options):
-        self.game = FakeGame(FakeRace(load_map("A01"), SPEC), port=0, **options)
-        self.game.listen()
-        self.thread = threading.Thread(target=self.game.serve_forever, daemon=True)
-        self.thread.start()
-
-    def client(self, timeout_s: float = 10.0) -> TmiClient:
-        client = TmiClient(self.game.port, response_timeout_s=timeout_s)
-        client.connect(timeout_s=5)
-        assert client.read_message().type == MessageType.ON_CONNECT_SYNC
-        return client
-
-    def stop(self):
-        self.game.stop()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
-
-
 @pytest.fixture
-def served(request):
-    s = Served(**getattr(request, "param", {}))
-    yield s
-    s.stop()
+def served(fake_game, request):
+    """The fake game on A01 (options from the test's parameter), in a thread."""
+    return fake_game(load_map("A01"), SPEC, **getattr(request, "param", {}))
 
 
 @pytest.fixture(scope="module")

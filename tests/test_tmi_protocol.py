@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from tmexp.envs.base import EnvSpec
-from tmexp.envs.fake_game import FakeGame, FakeRace
 from tmexp.envs.tmi import protocol
 from tmexp.envs.tmi.client import TmiClient
 from tmexp.envs.tmi.state import CarState, build_sim_state_bytes
@@ -137,15 +136,8 @@ def test_client_reads_each_server_message_as_documented_and_echoes_its_type(name
 
 # ----- the fake game's end --------------------------------------------------------------------------------------
 @pytest.fixture
-def fake():
-    game = FakeGame(FakeRace(load_map("A01"), EnvSpec()), port=0)
-    game.listen()
-    thread = threading.Thread(target=game.serve_forever, daemon=True)
-    thread.start()
-    yield game
-    game.stop()
-    thread.join(timeout=10)
-    assert not thread.is_alive()
+def fake(fake_game):
+    return fake_game(load_map("A01"), EnvSpec())
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:

@@ -1,4 +1,4 @@
-"""Tracks: loading, validation of bad reference lines, resampling, projection, the built-in A01."""
+"""Tracks: loading, validation of bad reference lines, resampling, projection, the built-in A01 and hock."""
 
 from pathlib import Path
 
@@ -30,6 +30,12 @@ def test_a01_has_a_hairpin_and_a_fast_sweeper():
     radius = 1.0 / np.maximum(load_map("A01").curvature(window_m=4.0), 1e-9)
     assert radius.min() < 25  # hairpin-like
     assert np.sum((radius > 100) & (radius < 250)) * SPACING_M > 150  # a long, fast sweeper
+
+
+def test_hock_is_builtin_and_is_the_real_esl_hockolicious_line():
+    assert builtin_track_names() == ["A01", "hock"]
+    shipped, real = load_map("hock"), load_map("hock", str(TRACKS / "ESL-Hockolicious_0.5m_cl2.npy"))
+    assert shipped.name == "hock" and np.array_equal(shipped.points, real.points)
 
 
 @pytest.mark.parametrize("name, length", [("ESL-Hockolicious_0.5m_cl2.npy", 4048.7), ("map5_0.5m_cl.npy", 9872.7)])

@@ -64,6 +64,13 @@ class NoisyFan(Choice):
     fan_out = "fan_out"
 
 
+class CheckpointErrorPolicy(Choice):
+    """What a checkpoint that cannot be written (a full disk) does to the run (``training.on_checkpoint_error``)."""
+
+    retry = "retry"  # said at once in one line, its files removed; the next checkpoint tries again
+    stop = "stop"  # the run stops, its last complete checkpoint kept
+
+
 class Device(Choice):
     """``auto``: CUDA when torch sees it, else the CPU. One GPU of several: choose it with CUDA_VISIBLE_DEVICES."""
 
@@ -106,14 +113,35 @@ class EnvConfig(EnvSpec):
 
 
 @dataclass
+class MapEntry:
+    """One map of a map cycle (``map.cycle``), as in Linesight's ``map_cycle``: its track, its game map and its
+    races per cycle. A race count left null takes the ``map`` node's own (``map.explo_races_per_cycle=32`` sets
+    every map's)."""
+
+    short_name: str = ""  # names the map's tags (``alltime_min_ms_<short_name>``) and its best_runs files
+    map_path: str = ""  # the game's .Challenge.Gbx (env=tmi only)
+    reference_line_path: Optional[str] = None  # null: the built-in track of that name
+    explo_races_per_cycle: Optional[int] = None
+    eval_races_per_cycle: Optional[int] = None
+
+
+@dataclass
 class MapConfig:
-    """``map``: which track. ``reference_line_path`` (a Linesight (N, 3) .npy) overrides the built-in track."""
+    """``map``: which track, or which tracks in turn. ``reference_line_path`` (a Linesight (N, 3) .npy) overrides
+    the built-in track.
+
+    One map: ``short_name`` and the fields below. A map cycle (``cycle``, several maps): each entry is a map of its
+    own, played in Linesight's order (the first map's exploration races, then its eval races, then the next map's,
+    round and round; ``tmexp/envs/maps.py``); ``short_name`` then names the cycle, ``map_path`` and
+    ``reference_line_path`` stay unset, and the race counts are the entries' defaults.
+    """
 
     short_name: str = "A01"
     map_path: str = ""  # the game's .Challenge.Gbx (env=tmi only)
     reference_line_path: Optional[str] = None
     explo_races_per_cycle: int = 64
     eval_races_per_cycle: int = 1
+    cycle: List[MapEntry] = field(default_factory=list)
 
 
 @dataclass
@@ -218,6 +246,14 @@ class TrainingConfig:
     # Checkpoints hold the replay buffer too, so a resumed run trains on what it had (written incrementally, in
     # the background); false: smaller, faster checkpoints, and a resumed run refills replay before training.
     save_replay: bool = True
+    on_checkpoint_error: CheckpointErrorPolicy = CheckpointErrorPolicy.retry
+    # The final checkpoint after a stop signal (SIGTERM, submitit's checkpoint signal) is written within this many
+    # seconds of the learner noticing it: networks, optimiser, counters and priorities always, then as many changed
+    # replay chunks as fit (docs/run-directory.md). Below SLURM's KillWait (30 s by default), after which SIGKILL.
+    preempt_save_deadline_s: float = 20.0
+    # A saved replay that does not fit the resumed run's buffer (a smaller memory schedule) is refused unless this
+    # is true; then the run resumes with an empty replay.
+    resume_discards_replay: bool = False
     log_every_seconds: float = 30.0
     console_every_seconds: float = 5.0
 

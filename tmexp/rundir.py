@@ -9,8 +9,10 @@
         best_runs/              the actions of each new best race, <map>_<ms>.npy
         status.json             the job's own account: running / finished / failed / preempted, counters, and
                                 what the latest command did with it (started, resumed, retried, skipped)
-        run_meta.json           host, hardware, versions, git commit, first and latest start
-        config_resolved.yaml    the composed config, interpolations resolved
+        run_meta.json           host, hardware, versions, git commit of the first start, and the latest start's time
+        config_resolved.yaml    the composed config of the first start, interpolations resolved (kept as written)
+        starts.jsonl            one line per later start: when, where, which commit, and the config keys it changed
+        .lock                   held (flock) by the one process working in the directory; names it (host, pid)
         float_stats.json        the float-input statistics the network was built with, when it uses them
         .hydra/                 Hydra's own files (config.yaml, hydra.yaml, overrides.yaml)
 
@@ -21,22 +23,29 @@ Plain paths and dicts only: no Hydra here, so the core and the analysis can both
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
 import os
 import platform
 import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import yaml
 
 import tmexp
+
+log = logging.getLogger(__name__)
 
 TENSORBOARD = "tensorboard"
 CHECKPOINT = "checkpoint"
@@ -48,6 +57,8 @@ FLOAT_STATS = "float_stats.json"
 HYDRA = ".hydra"
 SUBMITIT = ".submitit"
 SWEEP_COMMAND = ".sweep_command.json"
+STARTS = "starts.jsonl"
+LOCK = ".lock"
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,14 @@ class RunDir:
         return self.root / FLOAT_STATS
 
     @property
+    def starts(self) -> Path:
+        return self.root / STARTS
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK
+
+    @property
     def hydra(self) -> Path:
         return self.root / HYDRA
 
@@ -121,11 +140,148 @@ def _read_yaml(path: Path) -> Any:
         return None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one (several processes may read a run's status)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], Any], *, durable: bool = False,
+                 before_replace: Callable[[], Any] | None = None) -> int:
+    """Write ``path`` so that readers see the old file or the new one, never part of one: through a temporary file
+    beside it (``<name>.<pid>.<thread>.tmp``), renamed over it. The one atomic writer of tmexp.
+
+    Args:
+        data: the bytes, a text (UTF-8), or a function that writes to the open binary file.
+        durable: flush the file to disk (fsync) before the rename, for what a crash must not lose (checkpoints);
+            ``sync_dir`` of its folder then makes the rename itself durable.
+        before_replace: called once the file is written, before the rename (a checkpoint rotates latest.pt there).
+    Returns:
+        The bytes written. A failure (a full disk, an interrupt) removes the temporary file and raises.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+            size = f.tell()
+        if before_replace is not None:
+            before_replace()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return size
+
+
+def sync_dir(path: str | Path) -> None:
+    """Make the renames inside the folder ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ----- one process per run directory ----------------------------------------------------------------------------
+class RunDirInUse(RuntimeError):
+    """Another live process works in the run directory (it holds its lock)."""
+
+
+_held: dict[Path, list] = {}  # the run directories this process holds: path -> [file descriptor, holds]
+
+
+def _holder_text(data: dict | None) -> str:
+    if not data:
+        return "another process"
+    return (f"process {data.get('pid')} on {data.get('host')} (started {data.get('since', '?')}: "
+            f"{data.get('command', '?')})")
+
+
+def lock_holder(run_dir: str | Path) -> str | None:
+    """Who holds the run directory's lock, in words; None when no live process does (a lock left by a process
+    that died is released by the operating system, so it never counts)."""
+    path = RunDir(run_dir).lock
+    if Path(run_dir).resolve() in _held:
+        return None  # this process
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder_text(_read_json(path))
+    except OSError:  # a file system without locks: nothing to tell
+        return None
+    finally:
+        os.close(fd)
+    return None
+
+
+class RunLock:
+    """This process's hold on a run directory (``lock``); ``release()`` or a ``with`` block ends it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def release(self) -> None:
+        entry = _held.get(self.root)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _held[self.root]
+            os.close(entry[0])  # releases the flock
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock(run_dir: str | Path) -> RunLock:
+    """Hold ``run_dir`` for this process: an exclusive ``flock`` on its ``.lock`` file, which records the holder's
+    host, pid and command for the message a second process gets. The operating system releases it when the
+    process ends, however it ends, so a lock never outlives its process (on NFS, a lost node's lock lapses with
+    its lease). Holding it again in the same process nests.
+
+    Raises:
+        RunDirInUse: another live process holds it; one line naming the directory and the holder.
+    """
+    root = Path(run_dir).resolve()
+    if root in _held:
+        _held[root][1] += 1
+        return RunLock(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = RunDir(root).lock
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        for wait_s in (0.05, 0.2, None):  # a look by ``lock_holder`` (a shared lock, for an instant) is no holder
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if wait_s is None:
+                    raise
+                time.sleep(wait_s)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirInUse(f"{run_dir} is in use by {_holder_text(_read_json(path))}: wait for it to end or stop "
+                          "it, or choose another hydra.run.dir (hydra.sweep.dir for a sweep).") from None
+    except OSError as error:
+        if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            os.close(fd)
+            raise
+        log.warning("%s: this file system does not support locks; nothing stops a second process from using the "
+                    "same run directory", run_dir)
+    holder = {"host": socket.gethostname(), "pid": os.getpid(),
+              "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    _held[root] = [fd, 1]
+    return RunLock(root)
 
 
 # ----- status.json --------------------------------------------------------------------------------------------------
@@ -142,7 +298,7 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None, **f
     path = RunDir(run_dir).status
     data = {**(_read_json(path) or {}), "status": status, **fields, "error": error,
             "updated_at": datetime.now(timezone.utc).isoformat()}
-    _write_atomic(path, json.dumps(data, indent=2))
+    write_atomic(path, json.dumps(data, indent=2))
     return data
 
 
@@ -196,7 +352,7 @@ def write_sweep_command(sweep_dir: str | Path) -> str:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     command_id = uuid.uuid4().hex[:12]
     data = {"id": command_id, "started_at": datetime.now(timezone.utc).isoformat(), "command": " ".join(sys.argv)}
-    _write_atomic(sweep_dir / SWEEP_COMMAND, json.dumps(data, indent=2))
+    write_atomic(sweep_dir / SWEEP_COMMAND, json.dumps(data, indent=2))
     return command_id
 
 
@@ -243,16 +399,38 @@ def run_metadata() -> dict:
     }
 
 
-def write_run_meta(run_dir: str | Path, meta: dict | None = None) -> dict:
-    """Write ``run_meta.json``; a resumed run keeps its first ``started_at``, this start becomes ``resumed_at``."""
+def write_run_meta(run_dir: str | Path, meta: dict | None = None,
+                   config_changes: dict[str, list] | None = None) -> dict:
+    """Record a start: the first one writes ``run_meta.json``, which keeps it; a later one only sets its
+    ``resumed_at`` there and appends a line to ``starts.jsonl`` (its own metadata and ``config_changes``, the keys
+    whose value differs from the first start's, as ``write_resolved_config`` returns them). Returns run_meta.json."""
     path = RunDir(run_dir).run_meta
     meta = dict(meta if meta is not None else run_metadata())
     previous = _read_json(path)
-    if previous is not None:
-        meta = {**meta, "started_at": previous.get("started_at", meta["started_at"]),
-                "resumed_at": meta["started_at"]}
-    _write_atomic(path, json.dumps(meta, indent=2))
-    return meta
+    if previous is None:
+        write_atomic(path, json.dumps(meta, indent=2))
+        return meta
+    line = {**meta, "config_changes": config_changes or {}}
+    with open(RunDir(run_dir).starts, "a") as f:  # one short line per start: appends of it are not torn
+        f.write(json.dumps(line) + "\n")
+    kept = {**previous, "resumed_at": meta["started_at"]}
+    write_atomic(path, json.dumps(kept, indent=2))
+    return kept
+
+
+def read_starts(run_dir: str | Path) -> list[dict]:
+    """The later starts ``starts.jsonl`` records, oldest first (a torn last line is left out)."""
+    try:
+        lines = RunDir(run_dir).starts.read_text().splitlines()
+    except OSError:
+        return []
+    starts = []
+    for line in lines:
+        try:
+            starts.append(json.loads(line))
+        except ValueError:
+            continue
+    return starts
 
 
 def read_run_meta(run_dir: str | Path) -> dict | None:
@@ -260,10 +438,28 @@ def read_run_meta(run_dir: str | Path) -> dict | None:
 
 
 # ----- config files -------------------------------------------------------------------------------------------------
-def write_resolved_config(run_dir: str | Path, config: Mapping[str, Any]) -> None:
-    """Write the composed config (a plain dict, interpolations already resolved) as ``config_resolved.yaml``."""
-    text = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False, allow_unicode=True)
-    _write_atomic(RunDir(run_dir).config_resolved, text)
+def write_resolved_config(run_dir: str | Path, config: Mapping[str, Any]) -> dict[str, list]:
+    """Write the composed config (a plain dict, interpolations already resolved) as ``config_resolved.yaml`` at a
+    run's first start; a later start leaves the file as the first start wrote it (what the run's checkpoints and
+    the analysis go by) and gets back the keys whose value differs, ``{"a.b": [first, now]}``."""
+    plain = _plain(config)
+    first = read_resolved_config(run_dir)
+    if first is None:
+        text = yaml.safe_dump(plain, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        write_atomic(RunDir(run_dir).config_resolved, text)
+        return {}
+    # compared as YAML reads them back (tuples as lists)
+    now = yaml.safe_load(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
+    return _changes(first, now)
+
+
+def _changes(first: Any, now: Any, prefix: str = "") -> dict[str, list]:
+    if isinstance(first, dict) and isinstance(now, dict):
+        out: dict[str, list] = {}
+        for key in [*first, *(k for k in now if k not in first)]:
+            out.update(_changes(first.get(key), now.get(key), f"{prefix}{key}."))
+        return out
+    return {} if first == now else {prefix.rstrip("."): [first, now]}
 
 
 def _plain(node: Any) -> Any:
@@ -303,7 +499,7 @@ def read_overrides(run_dir: str | Path) -> list[str]:
 def write_float_stats(run_dir: str | Path, mean, std) -> None:
     """Record the float-input statistics (mean, std per input) the run's network standardises with."""
     data = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
-    _write_atomic(RunDir(run_dir).float_stats, json.dumps(data, indent=2))
+    write_atomic(RunDir(run_dir).float_stats, json.dumps(data, indent=2))
 
 
 def read_float_stats(run_dir: str | Path) -> tuple[list[float], list[float]] | None:

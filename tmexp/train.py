@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.types import RunMode
@@ -44,7 +45,7 @@ search.install()  # hydra/sweeper=optuna: tmexp's preset and the study's continu
 
 
 def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers=(),
-          sweep: str | None = None) -> str:
+          sweep: str | None = None, pruned=lambda: False) -> str:
     """Run (or resume) one training run in ``run_dir``; return why it stopped. A run that ended (rather than being
     preempted) records its ``objective`` in ``status.json``, with its final status. A run that raises is started
     again, from its latest checkpoint, up to ``cfg.performance.max_retries`` times; the last error is raised.
@@ -53,12 +54,24 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers
         observers: what shows the learner's progress (``tmexp.launch.console``); none: its console line on stdout.
         sweep: the id of the multirun command running this job (``rundir.write_sweep_command``); None for a single
             run. ``status.json`` records what this command did with the run: resumed, retried.
+        pruned: whether a stop that ``should_stop`` asked for is a search's pruning (the run then ends "pruned",
+            with its objective) rather than a preemption.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with rundir.lock(run_dir):  # one process per run directory, for the process's life (RunDirInUse otherwise)
+        return _train_locked(cfg, run_dir, should_stop, observers, sweep, pruned)
+
+
+def _train_locked(cfg: Config, run_dir: Path, should_stop, observers, sweep: str | None, pruned) -> str:
+    from tmexp.core.checkpoint import check_resume, resume_structure
+
+    # before anything is written: the checkpoint must resume with this config (its first start's config file is
+    # what a checkpoint older than its resume keys is compared with)
+    check_resume(run_dir, resume_structure(cfg), rundir.read_resolved_config(run_dir),
+                 replay_capacity=_replay_capacity(cfg), discard_replay=cfg.training.resume_discards_replay)
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
-    rundir.write_resolved_config(run_dir, resolved)
-    meta = rundir.write_run_meta(run_dir)
+    changes = rundir.write_resolved_config(run_dir, resolved)
+    meta = rundir.write_run_meta(run_dir, config_changes=changes)
     wandb_run = None
     if cfg.logger.wandb:  # before build: W&B's TensorBoard patch must see the run's SummaryWriter created
         from tmexp.launch import wandb_logging
@@ -72,7 +85,7 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers
                 learner, reason = _attempt(cfg, run_dir, should_stop, observers, sweep, retry_error)
                 break
             except Exception as error:  # not KeyboardInterrupt / SystemExit: those stop a job, they are no failure
-                if retries >= cfg.performance.max_retries:
+                if retries >= cfg.performance.max_retries or isinstance(error, REFUSALS):
                     raise
                 retries, retry_error = retries + 1, _one_line(error)
                 log.warning("run %s failed (%s): retry %d of %d, from its latest checkpoint", run_dir, retry_error,
@@ -82,7 +95,9 @@ def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers
         if wandb_run is not None:
             wandb_logging.finish(wandb_run, failed)
     run = learner.run
-    status = {"stop_requested": "preempted", "interrupted": "stopped"}.get(reason, "finished")
+    if reason == "stop_requested" and pruned():
+        reason = "pruned"
+    status = {"stop_requested": "preempted", "interrupted": "stopped", "pruned": "pruned"}.get(reason, "finished")
     log.info("run %s: %s after %d frames, %d batches", run_dir, status, run.counters.frames, run.counters.batches)
     if reason == "stop_requested":  # it goes on after a requeue: no result yet
         learner.write_status(status)
@@ -119,6 +134,21 @@ def _attempt(cfg: Config, run_dir: Path, should_stop, observers, sweep: str | No
     return learner, reason
 
 
+def _replay_capacity(cfg: Config) -> int:
+    """The largest replay the config's memory schedule allows."""
+    return max(int(point[1][0]) for point in cfg.memory.memory_size_schedule)
+
+
+def _refusals() -> tuple[type[BaseException], ...]:
+    """Errors that starting again cannot mend: never retried; a single run ends on them in one line."""
+    from tmexp.core.checkpoint import CheckpointError, CheckpointWriteError, ResumeMismatch
+
+    return (rundir.RunDirInUse, ResumeMismatch, CheckpointError, CheckpointWriteError)
+
+
+REFUSALS = _refusals()
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())
 
@@ -128,15 +158,34 @@ def main(dict_cfg: DictConfig) -> float:
     """The task function: train, then return the run's objective (what a search's trial reports)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from tmexp.launch.console import logging_context, make_console, start_lines
-    from tmexp.launch.preemption import PreemptionWatcher
-
     cfg: Config = OmegaConf.to_object(dict_cfg)
     check_config(cfg)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     sweep = rundir.read_sweep_command(hydra_cfg.sweep.dir) if multirun else None
+    try:
+        held = rundir.lock(run_dir)  # before the run's status is read or written: another process may be in it
+    except rundir.RunDirInUse as error:
+        if multirun:
+            raise  # this job fails, reported as in use; the sweep's other jobs go on
+        _refuse(error)
+    with held:
+        return _main_locked(cfg, run_dir, multirun, hydra_cfg, sweep)
+
+
+def _refuse(error: BaseException) -> NoReturn:
+    """End a single run on a refusal in one line: exit 2 (nothing was done), 1 after a write that failed."""
+    from tmexp.core.checkpoint import CheckpointWriteError
+
+    print(f"tmexp.train: error: {' '.join(str(error).split())}", file=sys.stderr)
+    sys.exit(1 if isinstance(error, CheckpointWriteError) else 2)
+
+
+def _main_locked(cfg: Config, run_dir: Path, multirun: bool, hydra_cfg, sweep: str | None) -> float:
+    from tmexp.launch.console import logging_context, make_console, start_lines
+    from tmexp.launch.preemption import PreemptionWatcher
+
     done = resume.finished_before(cfg, run_dir)
     if done is not None:  # a sweep run again: this job has nothing left to train
         rundir.record_skip(run_dir, sweep, objective=resume.objective_fields(done))
@@ -151,9 +200,17 @@ def main(dict_cfg: DictConfig) -> float:
         print(line, flush=True)
     console = make_console(cfg.logger.console, cfg.map.short_name, cfg.training.batch_size, cfg.training.max_frames,
                            cfg.training.max_minutes)
+    trial = search.TrialReporter.for_job(hydra_cfg, multirun, run_dir, cfg.objective, cfg.map.short_name,
+                                         cfg.training.log_every_seconds)  # a search's trial: reports, prunes
+    pruned = trial.prune_requested if trial is not None else (lambda: False)
     try:
         with logging_context(console):
-            reason = train(cfg, run_dir, should_stop=lambda: watcher.requested, observers=[console], sweep=sweep)
+            reason = train(cfg, run_dir, should_stop=lambda: watcher.requested or pruned(),
+                           observers=[console] + ([trial] if trial is not None else []), sweep=sweep, pruned=pruned)
+    except REFUSALS as error:
+        if multirun:
+            raise
+        _refuse(error)
     finally:
         if slot is not None:
             slot.close()  # frees the slot for the next job (the kernel does it too if this process dies)

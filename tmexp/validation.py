@@ -7,6 +7,7 @@ before any run directory is created or any process started.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import typing
 from dataclasses import fields, is_dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from tmexp.config import Backend, Choice, Config, Device
 from tmexp.core.schedules import ScheduleError, build_schedules
+from tmexp.envs.maps import cycle_maps
 
 
 class ConfigError(ValueError):
@@ -178,10 +180,7 @@ def _check_performance(p) -> None:
 
 
 def _check_env(cfg: Config) -> None:
-    e, map_cfg = cfg.env, cfg.map
-    _require(map_cfg.explo_races_per_cycle >= 0 and map_cfg.eval_races_per_cycle >= 0
-             and map_cfg.explo_races_per_cycle + map_cfg.eval_races_per_cycle > 0,
-             "map.explo_races_per_cycle and map.eval_races_per_cycle must be >= 0 with at least one race per cycle.")
+    e = cfg.env
     _require(e.w_downsized >= 16 and e.h_downsized >= 16, "env.w_downsized and env.h_downsized must be >= 16 pixels.")
     _require(e.tm_engine_step_per_action >= 1, "env.tm_engine_step_per_action must be >= 1.")
     _require(e.cutoff_rollout_if_race_not_finished_within_duration_ms > 0,
@@ -205,25 +204,52 @@ def _check_game(cfg: Config) -> None:
         GameInstance(tmi, tmi.base_tmi_port).check_configured()
     except GameNotConfigured as error:
         raise ConfigError(str(error)) from error
+    maps = cycle_maps(cfg.map)
+    if len(maps) > 1:
+        for i, m in enumerate(maps):
+            _require(bool(m.map_path), f"map.cycle[{i}].map_path is empty: on env=tmi each map of a cycle names the "
+                     "game's .Challenge.Gbx that TMInterface's map command loads.")
     if tmi.float_stats_path and Path(tmi.float_stats_path).is_file():
-        try:
-            load(tmi.float_stats_path, load_map(cfg.map.short_name, cfg.map.reference_line_path), cfg.env,
+        try:  # a cycle's statistics are its first map's (docs/maps.md)
+            load(tmi.float_stats_path, load_map(maps[0].short_name, maps[0].reference_line_path), cfg.env,
                  setting="env.tmi.float_stats_path")
         except (FloatStatsError, TrackError) as error:
             raise ConfigError(str(error)) from error
 
 
+_MAP_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+
+
 def _check_map(cfg) -> None:
+    """The one map, or every map of ``map.cycle``: a usable name, race counts and a track."""
     from tmexp.envs.track import TrackError, load_map
 
-    path = cfg.map.reference_line_path
-    if path is not None and not Path(path).is_file():
-        raise ConfigError(f"map.reference_line_path {path!r} does not exist: give the path of a (N, 3) .npy "
-                          "reference line.")
-    try:
-        load_map(cfg.map.short_name, path)
-    except TrackError as error:
-        raise ConfigError(str(error)) from error
+    m = cfg.map
+    if m.cycle:
+        _require(not m.reference_line_path and not m.map_path,
+                 "map.reference_line_path and map.map_path are set beside map.cycle: give each map's own in its "
+                 "map.cycle entry instead.")
+    maps = cycle_maps(m)
+    for i, entry in enumerate(maps):
+        key = f"map.cycle[{i}]." if m.cycle else "map."
+        _require(bool(_MAP_NAME.fullmatch(entry.short_name)),
+                 f"{key}short_name is {entry.short_name!r}: name the map with letters, digits and _ . + - only (it "
+                 "names the map's tags and best_runs files).")
+        _require(entry.explo_races >= 0 and entry.eval_races >= 0 and entry.explo_races + entry.eval_races > 0,
+                 f"{key}explo_races_per_cycle and {key}eval_races_per_cycle must be >= 0 with at least one race "
+                 "per cycle.")
+        path = entry.reference_line_path
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{key}reference_line_path {path!r} does not exist: give the path of a (N, 3) .npy "
+                              "reference line.")
+        try:
+            load_map(entry.short_name, path)
+        except TrackError as error:
+            raise ConfigError(str(error)) from error
+    names = [entry.short_name for entry in maps]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    _require(not repeated, f"map.cycle names {', '.join(repeated)} more than once: give each map one entry (with "
+             "its explo_races_per_cycle and eval_races_per_cycle).")
 
 
 def _check_logger(logger) -> None:

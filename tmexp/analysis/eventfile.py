@@ -3,13 +3,16 @@
 An event file is a sequence of TFRecords: ``uint64 length``, ``uint32 masked crc32c(length)``, ``length`` bytes of a
 serialized ``tensorboard.Event``, ``uint32 masked crc32c(data)``. TensorBoard's own Python reader checks the CRCs
 byte by byte in Python and parses every record with protobuf, which is what makes tbparse slow (see
-``python -m tmexp.bench analysis``). Here the record walk is a tight loop over lengths, both CRCs are checked for all
-records at once with numpy, and the records that have the exact layout scalar writers produce
-(``Event{wall_time, step, summary{value{tag, simple_value}}}``) are decoded with numpy too; any other record goes
-through protobuf, so the result is exactly what protobuf parsing of every record gives.
+``python -m tmexp.bench analysis``). Here the file is read in blocks of whole records (about ``BLOCK_BYTES``, so a
+worker's memory does not grow with the file), the record walk is a tight loop over lengths, both CRCs are checked
+with ``google-crc32c`` (C, hardware CRC32C where the CPU has it), and the records that have the exact layout scalar
+writers produce (``Event{wall_time, step, summary{value{tag, simple_value}}}``) are decoded with numpy for a whole
+block at once; any other record goes through protobuf, so the result is exactly what protobuf parsing of every
+record gives.
 
-A truncated last record (a run still writing) or a record failing its CRC ends the readable part of the file: the
-records before it are kept and a warning says where it stopped.
+A truncated last record (a run still writing), a record failing its CRC, and a record whose bytes pass the CRC but
+are no Event (invalid protobuf, a tag that is not UTF-8: a file tmexp did not write) end the readable part of the
+file: the records before it are kept and one warning names the file and says where it stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 
 
@@ -47,31 +51,24 @@ class FileScalars:
                            first_wall_time)
 
 
-def _crc32c_table() -> np.ndarray:
-    poly = 0x82F63B78  # Castagnoli, reflected
-    table = np.zeros(256, np.uint32)
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ poly if crc & 1 else crc >> 1
-        table[i] = crc
-    return table
+def _masked(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-_CRC_TABLE = _crc32c_table()
+def _mask(crc: np.ndarray) -> np.ndarray:
+    """TFRecord's mask of (n,) uint32 CRCs."""
+    return ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)
 
 
 def masked_crc32c(rows: np.ndarray) -> np.ndarray:
     """Masked CRC32C (the TFRecord checksum) of each row of a (n, width) uint8 matrix -> (n,) uint32."""
-    crc = np.full(rows.shape[0], 0xFFFFFFFF, np.uint32)
-    for col in range(rows.shape[1]):
-        crc = _CRC_TABLE[(crc ^ rows[:, col]) & 0xFF] ^ (crc >> 8)
-    crc ^= np.uint32(0xFFFFFFFF)
-    return ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)
+    rows = np.ascontiguousarray(rows, np.uint8)
+    return np.array([_masked(google_crc32c.value(row.tobytes())) for row in rows], np.uint32)
 
 
-def _walk_records(data: bytes) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """Offsets and lengths of the records whose bytes are all present; a reason when the file ends early."""
+def _walk_records(data: bytes, offset: int = 0) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Offsets and lengths of the records whose bytes are all present; a reason when the file ends early (``data``
+    starting at byte ``offset`` of the file)."""
     unpack = struct.Struct("<Q").unpack_from
     size = len(data)
     starts: list[int] = []
@@ -86,12 +83,14 @@ def _walk_records(data: bytes) -> tuple[np.ndarray, np.ndarray, str | None]:
         pos += 16 + length
     problem = None
     if pos != size:
-        problem = f"truncated record at byte {pos} of {size}"
-        if pos + 12 <= size:
-            header = np.frombuffer(data, np.uint8, 8, pos)[None, :]
-            if int(masked_crc32c(header)[0]) != struct.unpack_from("<I", data, pos + 8)[0]:
-                problem = f"corrupt record length at byte {pos} (CRC mismatch)"
+        problem = f"truncated record at byte {pos + offset} of {size + offset}"
+        if pos + 12 <= size and not _header_ok(data, pos):
+            problem = f"corrupt record length at byte {pos + offset} (CRC mismatch)"
     return np.asarray(starts, np.int64), np.asarray(lengths, np.int64), problem
+
+
+def _header_ok(data: bytes, pos: int) -> bool:
+    return _masked(google_crc32c.value(data[pos:pos + 8])) == struct.unpack_from("<I", data, pos + 8)[0]
 
 
 def _gather(buf: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
@@ -99,20 +98,15 @@ def _gather(buf: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
     return buf[offsets[:, None] + np.arange(width)]
 
 
-def _first_bad_crc(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> int | None:
+def _first_bad_crc(data: bytes, starts: np.ndarray, lengths: np.ndarray) -> int | None:
     """Index of the first record whose length or data CRC is wrong, or None."""
-    bad = np.zeros(len(starts), bool)
-    header = _gather(buf, starts, 8)
-    stored = _gather(buf, starts + 8, 4).copy().view("<u4")[:, 0]
-    bad |= masked_crc32c(header) != stored
-    # Records of equal length share one vectorised pass over their bytes.
-    for length in np.unique(lengths):
-        same = np.nonzero(lengths == length)[0]
-        # Chunks bound the (records, length) byte matrix to a few tens of MB however long the run.
-        for idx in np.array_split(same, max(1, len(same) * int(length) // (32 << 20) + 1)):
-            body = _gather(buf, starts[idx] + 12, int(length))
-            stored = _gather(buf, starts[idx] + 12 + length, 4).copy().view("<u4")[:, 0]
-            bad[idx] |= masked_crc32c(body) != stored
+    crc, n = google_crc32c.value, len(starts)
+    header = np.fromiter((crc(data[a:a + 8]) for a in starts.tolist()), np.uint32, n)
+    body = np.fromiter((crc(data[a + 12:a + 12 + length]) for a, length in zip(starts.tolist(), lengths.tolist())),
+                       np.uint32, n)
+    buf = np.frombuffer(data, np.uint8)
+    bad = _mask(header) != _gather(buf, starts + 8, 4).copy().view("<u4")[:, 0]
+    bad |= _mask(body) != _gather(buf, starts + 12 + lengths, 4).copy().view("<u4")[:, 0]
     hits = np.nonzero(bad)[0]
     return int(hits[0]) if len(hits) else None
 
@@ -196,72 +190,148 @@ def _tensor_scalar(tensor) -> float:
     return float(tensor_util.make_ndarray(tensor).item())
 
 
-def read_scalars(path: str | Path) -> FileScalars:
-    """All scalars of one event file, in file order; damage ends the read with an EventFileWarning."""
-    data = Path(path).read_bytes()
-    buf = np.frombuffer(data, np.uint8)
-    starts, lengths, problem = _walk_records(data)
-    bad = _first_bad_crc(buf, starts, lengths) if len(starts) else None
-    if bad is not None:
-        problem = f"corrupt record {bad} (CRC mismatch at byte {int(starts[bad])})"
-        starts, lengths = starts[:bad], lengths[:bad]
-    if problem is not None:
-        warnings.warn(f"{path}: {problem}; kept the {len(starts)} records before it.", EventFileWarning,
-                      stacklevel=2)
-    if len(starts) == 0:
-        return FileScalars.empty()
+BLOCK_BYTES = 8 << 20  # records are read and decoded this many bytes at a time (a longer record: alone)
+
+
+def _blocks(f, block_bytes: int):
+    """Runs of whole records of an open event file: (bytes, file offset); the last run holds whatever the file
+    ends with (a truncated record included) and comes with True."""
+    unpack = struct.Struct("<Q").unpack_from
+    pending, offset = b"", 0
+    while True:
+        chunk = f.read(block_bytes)
+        data = pending + chunk
+        if len(chunk) < block_bytes:
+            yield data, offset, True
+            return
+        pos = 0
+        while pos + 12 <= len(data):
+            (length,) = unpack(data, pos)
+            if pos + 16 + length > len(data):
+                break
+            pos += 16 + length
+        if pos == 0:  # one record longer than a block: read it whole, once its length is known to be right
+            if len(data) < 12 or not _header_ok(data, 0):
+                yield data + f.read(), offset, True  # the walk says where and why it stops
+                return
+            (length,) = unpack(data, 0)
+            data += f.read(16 + length - len(data))
+            if len(data) < 16 + length:  # the file ends inside it
+                yield data, offset, True
+                return
+            pos = 16 + length
+        yield data[:pos], offset, False
+        offset += pos
+        pending = data[pos:]
+
+
+class _Tags:
+    """Tag names in order of first appearance in a file."""
+
+    def __init__(self):
+        self.ids: dict[str, int] = {}
+
+    def id(self, name: str) -> int:
+        return self.ids.setdefault(name, len(self.ids))
+
+
+def read_scalars(path: str | Path, block_bytes: int = BLOCK_BYTES) -> FileScalars:
+    """All scalars of one event file, in file order; damage ends the read with one EventFileWarning naming the
+    file."""
     from tensorboard.compat.proto import event_pb2
 
-    first_wall_time = event_pb2.Event.FromString(data[12:12 + int(lengths[0])]).wall_time
+    tags = _Tags()
+    parts: list[tuple[np.ndarray, ...]] = []
+    purges: list[tuple[int, int]] = []
+    first_wall_time, rows, kept, problem = float("nan"), 0, 0, None
+    with open(path, "rb") as f:
+        for data, offset, last in _blocks(f, block_bytes):
+            starts, lengths, problem = _walk_records(data, offset)  # a problem only in the last block
+            block, block_purges, stop = _block_scalars(data, starts, lengths, tags, offset)
+            if len(starts) and first_wall_time != first_wall_time and (stop is None or stop[0] > 0):
+                first_wall_time = event_pb2.Event.FromString(data[12:12 + int(lengths[0])]).wall_time
+            parts.append(block)
+            purges += [(rows + row, step) for row, step in block_purges]
+            rows += len(block[0])
+            kept += len(starts) if stop is None else stop[0]
+            if stop is not None:
+                problem = stop[1]
+                break
+    if problem is not None:
+        warnings.warn(f"{path}: {problem}; kept the {kept} records before it.", EventFileWarning, stacklevel=2)
+    if not rows:
+        return FileScalars(list(tags.ids), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
+                           first_wall_time, purges) if tags.ids or purges else FileScalars.empty(first_wall_time)
+    tag_index, step, wall_time, value = (np.concatenate(column) for column in zip(*parts))
+    return FileScalars(list(tags.ids), tag_index, step, wall_time, value, first_wall_time, purges)
 
+
+def _block_scalars(data: bytes, starts: np.ndarray, lengths: np.ndarray, tags: _Tags, offset: int):
+    """The scalars of a run of whole records: ((tag_index, step, wall_time, value), purges, stop).
+
+    ``stop`` is None, or (index of the first record that cannot be read, why): the rows of the records before it
+    only are returned.
+    """
+    empty = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+    stop = None
+    bad = _first_bad_crc(data, starts, lengths) if len(starts) else None
+    if bad is not None:
+        stop = (bad, f"corrupt record (CRC mismatch at byte {int(starts[bad]) + offset})")
+        starts, lengths = starts[:bad], lengths[:bad]
+    if len(starts) == 0:
+        return empty, [], stop
+    buf = np.frombuffer(data, np.uint8)
     ok, wall_time, step, tag_start, tag_len, value = _fast_scalars(buf, starts, lengths)
 
     # Distinct tags of the fast records: hash-free grouping by the tag bytes themselves.
     fast = np.nonzero(ok)[0]
-    tags: list[str] = []
-    tag_ids: dict[str, int] = {}
-    tag_index = np.full(len(starts), -1, np.int32)
+    limit = len(starts)  # records from here on are not read (a bad one)
+    local_ids = np.zeros(0, np.int32)
+    inverse = np.zeros(0, np.int64)
     if len(fast):
         width = int(tag_len[fast].max())
         tag_bytes = _gather(np.concatenate([buf, np.zeros(width, np.uint8)]), tag_start[fast], width)
         tag_bytes[np.arange(width)[None, :] >= tag_len[fast][:, None]] = 0
         keys = np.ascontiguousarray(tag_bytes).view(f"V{width}")[:, 0]
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        local_ids = np.empty(len(uniq), np.int32)
-        for k, key in enumerate(uniq):
-            name = bytes(key).rstrip(b"\0").decode("utf-8")
-            local_ids[k] = tag_ids.setdefault(name, len(tag_ids))
-        tags = list(tag_ids)
-        tag_index[fast] = local_ids[inverse.ravel()]
+        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+        local_ids = np.full(len(uniq), -1, np.int32)
+        for k in np.argsort(first):  # in order of appearance: a tag past a bad record is never named
+            try:
+                name = bytes(uniq[k]).rstrip(b"\0").decode("utf-8")
+            except UnicodeDecodeError:
+                limit = int(fast[first[k]])
+                stop = (limit, f"record at byte {int(starts[limit]) + offset} has a tag that is not UTF-8")
+                break
+            local_ids[k] = tags.id(name)
 
     # Everything else (file_version, graphs, tensor scalars, multi-value summaries) through protobuf.
     extra: list[tuple[int, str, int, float, float]] = []
     restarts: list[tuple[int, int]] = []  # (record index, purge step)
-    for i in np.nonzero(~ok)[0]:
+    for i in np.nonzero(~ok)[0].tolist():
+        if i >= limit:
+            break
         s = int(starts[i]) + 12
         record = data[s:s + int(lengths[i])]
-        for row in _protobuf_scalars(record):
-            extra.append((int(i), *row))
-        restart = _restart_step(record)
+        try:
+            rows = _protobuf_scalars(record)
+            restart = _restart_step(record)
+        except Exception as error:  # DecodeError, or a value protobuf cannot convert: no Event a writer makes
+            limit = i
+            stop = (i, f"record at byte {int(starts[i]) + offset} is no TensorBoard event ({type(error).__name__})")
+            break
+        extra += [(i, *row) for row in rows]
         if restart is not None:
-            restarts.append((int(i), restart))
+            restarts.append((i, restart))
 
-    if not extra:
-        keep = fast
-        purges = [(int(np.searchsorted(fast, i)), step_) for i, step_ in restarts]
-        return FileScalars(tags, tag_index[keep], step[keep], wall_time[keep], value[keep], first_wall_time, purges)
-
-    # Interleave protobuf rows with fast rows in record order (a record may hold several scalars).
+    kept = fast < limit  # ``fast`` is sorted: a prefix
+    fast, inverse = fast[kept], inverse[:int(kept.sum())]
     order_key = np.concatenate([fast.astype(np.float64), [r[0] + 0.5 for r in extra]])
-    for _, tag, *_ in extra:
-        tag_ids.setdefault(tag, len(tag_ids))
-    tags = list(tag_ids)
-    all_tag = np.concatenate([tag_index[fast], np.array([tag_ids[r[1]] for r in extra], np.int32)])
-    all_step = np.concatenate([step[fast], np.array([r[2] for r in extra], np.int64)])
-    all_wall = np.concatenate([wall_time[fast], np.array([r[3] for r in extra], np.float64)])
-    all_value = np.concatenate([value[fast], np.array([r[4] for r in extra], np.float64)])
     order = np.argsort(order_key, kind="stable")
+    all_tag = np.concatenate([local_ids[inverse], np.array([tags.id(r[1]) for r in extra], np.int32)])[order]
+    all_step = np.concatenate([step[fast], np.array([r[2] for r in extra], np.int64)])[order]
+    all_wall = np.concatenate([wall_time[fast], np.array([r[3] for r in extra], np.float64)])[order]
+    all_value = np.concatenate([value[fast], np.array([r[4] for r in extra], np.float64)])[order]
     sorted_keys = order_key[order]
     purges = [(int(np.searchsorted(sorted_keys, i)), step_) for i, step_ in restarts]
-    return FileScalars(tags, all_tag[order], all_step[order], all_wall[order], all_value[order], first_wall_time,
-                       purges)
+    return (all_tag, all_step, all_wall, all_value), purges, stop

@@ -25,10 +25,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tmexp import rundir
 from tmexp.analysis import loading
 
 EXPORT_FILE = "runs_export.json.gz"
 FORMAT = 1
+# The most an export may hold, unpacked: far above a study's (the A01 study's is about 10 MB), and a file that would
+# unpack to more (a decompression bomb) is refused before it fills memory.
+MAX_EXPORT_BYTES = 1 << 30
 
 
 class ExportError(Exception):
@@ -86,10 +90,7 @@ def write_export(path: str | Path, runset: loading.RunSet, keys: dict[str, str])
     runs = {keys[label]: encode_run(info, _run_rows(runset.scalars, label)) for label, info in runset.runs.items()}
     text = json.dumps({"format": FORMAT, "runs": runs}, separators=(",", ":"))
     data = gzip.compress(text.encode(), compresslevel=9, mtime=0)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return len(data)
+    return rundir.write_atomic(path, data)
 
 
 def read_export(path: str | Path) -> dict[str, dict]:
@@ -98,7 +99,7 @@ def read_export(path: str | Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
     try:
-        raw = json.loads(gzip.decompress(path.read_bytes()))
+        raw = json.loads(_gunzip(path, MAX_EXPORT_BYTES))
     except (OSError, EOFError, zlib.error, ValueError) as err:
         raise ExportError(f"{path} is not a readable run export ({err.__class__.__name__}); restore it from version "
                           f"control, or export again where the runs are.") from None
@@ -106,6 +107,21 @@ def read_export(path: str | Path) -> dict[str, dict]:
         raise ExportError(f"{path} is not a run export of format {FORMAT}; export again where the runs are "
                           f"(python -m tmexp.report <study> --export).")
     return raw["runs"]
+
+
+def _gunzip(path: Path, limit: int) -> bytes:
+    """The gzip file's contents, refused (ExportError) past ``limit`` bytes, compressed or unpacked."""
+    too_big = ExportError(f"{path} unpacks to more than {limit >> 20} MiB, more than any run export holds: it is not "
+                          "one; restore it from version control, or export again where the runs are.")
+    if path.stat().st_size > limit:
+        raise too_big
+    unpacker = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+    data = unpacker.decompress(path.read_bytes(), limit + 1)
+    if len(data) > limit:
+        raise too_big
+    if not unpacker.eof:
+        raise EOFError("the file ends before its compressed stream does")
+    return data
 
 
 def with_exported(runset: loading.RunSet, exported: dict[str, tuple[str, dict]],

@@ -6,6 +6,7 @@
     learning   one training run per seed: first finish, best times, stalls, throughput (from the runs' logs)
     analysis   TensorBoard log loading vs tbparse
     sweep      per-job launch overhead of hydra/launcher=local
+    search     idle worker time of a search (hydra/sweeper=optuna, 12 uneven trials on 2 workers)
     checkpoint bytes, seconds and the learner's wait for checkpoints with replay (50,000 and 1,000,000 transitions)
     params     parameter counts of the four published experiments' networks
 
@@ -24,6 +25,7 @@ BENCHMARKS = {
     "learning": "tmexp.bench.learning",
     "analysis": "tmexp.bench.analysis",
     "sweep": "tmexp.bench.sweep",
+    "search": "tmexp.bench.search",
     "checkpoint": "tmexp.bench.checkpoint",
     "params": "tmexp.bench.param_count",
 }

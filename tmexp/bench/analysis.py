@@ -6,6 +6,8 @@ checks that all three give identical (run, tag, step, wall_time, value) rows, an
 ``--repeat``) and the speedups. Every ``--split-every``-th run is written as a Linesight-style split run (its second
 half in ``<run>_2`` beside it) and tmexp is given the run folders one by one, so its discovery of continuation
 folders is part of the timed load; tbparse's rows of ``<run>_2`` are counted under ``<run>`` for the comparison.
+It also reports a worker's peak memory: what one run's read allocates at most (``tracemalloc``, numpy included),
+beside the size of that run's event files.
 """
 
 from __future__ import annotations
@@ -81,6 +83,21 @@ def _best_time(fn, repeat: int):
     return min(times), times, result
 
 
+def worker_peak(files: list[Path]) -> dict:
+    """Peak bytes a worker allocates reading one run's event files (numpy arrays included), and their size."""
+    import tracemalloc
+
+    size = sum(f.stat().st_size for f in files)
+    tracemalloc.start()
+    try:
+        loading.read_event_files({"run": files}, workers=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return {"run_event_files_mb": round(size / 1e6, 2), "worker_peak_mb": round(peak / 1e6, 2),
+            "worker_peak_per_file_size": round(peak / size, 2)}
+
+
 def run(runs: int = 16, points: int = 10_000, repeat: int = 3, workers: int | None = None,
         split_every: int = 4) -> dict:
     with tempfile.TemporaryDirectory(prefix="tmexp_bench_") as tmp:
@@ -98,6 +115,7 @@ def run(runs: int = 16, points: int = 10_000, repeat: int = 3, workers: int | No
         b = _canonical_rows(ours_single, "run")
         c = _canonical_rows(theirs, "dir_name")
         identical = bool(len(a) == runs * points * len(TAGS) and a.equals(b) and a.equals(c))
+        peak = worker_peak(sorted(folders[-1].rglob("events.out.tfevents.*")))  # a run in one folder
     return {
         "runs": runs, "split_runs": len(range(0, runs, split_every)) if split_every else 0, "tags": len(TAGS), "points_per_tag": points, "rows": int(len(a)),
         "cpu_count": os.cpu_count(), "workers": workers or min(runs, os.cpu_count() or 1), "repeat": repeat,
@@ -109,6 +127,7 @@ def run(runs: int = 16, points: int = 10_000, repeat: int = 3, workers: int | No
                         "tmexp_single_process": [round(t, 3) for t in single_all],
                         "tbparse": [round(t, 3) for t in tbparse_all]},
         "identical": identical,
+        **peak,
     }
 
 
@@ -129,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{result['rows']} rows: tmexp {result['tmexp_s']} s ({result['workers']} processes), "
               f"tmexp single process {result['tmexp_single_process_s']} s, tbparse {result['tbparse_s']} s; "
               f"speedup {result['speedup']}x ({result['speedup_single_process']}x single process); "
-              f"identical: {result['identical']}")
+              f"identical: {result['identical']}; a worker's peak memory {result['worker_peak_mb']} MB for "
+              f"{result['run_event_files_mb']} MB of event files")
     return 0 if result["identical"] else 1
 
 

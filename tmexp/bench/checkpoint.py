@@ -18,6 +18,10 @@ checkpoint: the bytes written, the wall seconds until it is on disk, and the lea
 (copying the networks, optimiser and priorities and listing the chunks to write) plus the chunk copies made inside
 ``add``. Goal: the learner waits <= 1 s per periodic checkpoint at 1,000,000 transitions. Everything written goes
 under a temporary folder (inside ``--dir`` when given) that is deleted at the end.
+
+Disk: a third checkpoint follows the periodic one after as many transitions again (the steady state: two kept
+checkpoints and one being written), and the checkpoint folder's size is sampled every 10 ms throughout; the peak is
+reported in bytes and in copies of the replay as one checkpoint holds it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import gc
 import json
 import shutil
 import sys
+import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -69,6 +75,39 @@ def fill(replay, block: Transitions, count: int) -> None:
         replay.add(Transitions(*(np.roll(getattr(block, f)[:rows], shift, axis=0)
                                  for f in Transitions.__dataclass_fields__)))
         count -= rows
+
+
+class DiskSampler:
+    """The largest size the files under a folder reach, sampled every ``every_s`` in a thread."""
+
+    def __init__(self, folder: Path, every_s: float = 0.01):
+        self.folder, self.every_s, self.peak = folder, every_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="disk-sampler", daemon=True)
+
+    def size(self) -> int:
+        total = 0
+        for root, _, names in os.walk(self.folder):
+            for name in names:
+                try:
+                    total += os.stat(os.path.join(root, name)).st_size
+                except OSError:  # removed while walking
+                    continue
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.size())
+            time.sleep(self.every_s)
+
+    def __enter__(self) -> "DiskSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.size())
 
 
 def checkpoint_once(run, block: Transitions, rate: float) -> dict:
@@ -124,9 +163,13 @@ def bench_scale(name: str, work: Path, interval: int, rate: float) -> dict:
         fill(replay, block, transitions)
         fill_s = time.perf_counter() - t0
         row_bytes = sum(getattr(replay, f)[0].nbytes for f in STORED) + replay.priority[0].nbytes
-        first = checkpoint_once(run, block, rate)
-        fill(replay, block, interval)
-        periodic = checkpoint_once(run, block, rate)
+        with DiskSampler(run_dir / "checkpoint") as disk:
+            first = checkpoint_once(run, block, rate)
+            fill(replay, block, interval)
+            periodic = checkpoint_once(run, block, rate)
+            fill(replay, block, interval)
+            steady = checkpoint_once(run, block, rate)
+        one_replay = row_bytes * len(replay)
         result = {
             "scale": name,
             "experiment": experiment or "default",
@@ -138,6 +181,9 @@ def bench_scale(name: str, work: Path, interval: int, rate: float) -> dict:
             "fill_s": round(fill_s, 2),
             "first": first,
             "periodic": periodic,
+            "steady": steady,
+            "peak_disk_bytes": disk.peak,
+            "peak_disk_replays": round(disk.peak / one_replay, 2),
         }
     finally:
         run.close()
@@ -203,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     for s in scales:
         print(f"{s['scale']}: {s['transitions']:,} transitions, image {s['img_shape']}, {s['float_dim']} floats, "
               f"{s['replay_bytes'] / 1e9:.2f} GB in memory")
-        for kind in ("first", "periodic"):
+        print(f"  peak disk use: {s['peak_disk_bytes'] / 1e9:.2f} GB, {s['peak_disk_replays']:.2f}x the replay")
+        for kind in ("first", "periodic", "steady"):
             c = s[kind]
             print(f"  {kind:>8}: {c['bytes'] / 1e6:,.1f} MB in {c['wall_s']:.2f} s ({c['chunks_written']} chunks); "
                   f"learner waited {c['learner_blocked_s']:.3f} s (save {c['save_call_s']:.3f} s, chunk copies "

@@ -19,6 +19,11 @@ Per run, from its TensorBoard logs (``tmexp.analysis``), with minutes of trainin
   gradient updates per training second, and the mean of ``Performance/learner_percentage_training``.
 
 Then the median of each figure across the runs (a run that never finished counts as slower than any that did).
+
+A run on a map cycle (``map=A01_hock``, or any ``map.cycle``) gets these figures for each of its maps (races on a
+map count for that map; frames and updates are the run's), a table per map, and one more figure:
+``all_maps_finished_min``, the minute by which every map of the cycle had a finished race (None if one never did),
+whose median says whether the configuration learns every map of the cycle within ``--minutes``.
 """
 
 from __future__ import annotations
@@ -52,8 +57,9 @@ class RunFigures:
     run: str
     seed: int | None
     minutes: float  # training minutes the run lasted
-    first_finish_min: float | None
-    first_finish_s: float | None  # the first finished race's time
+    map: str | None = None  # the map these race figures are of (a map cycle's run has one RunFigures per map)
+    first_finish_min: float | None = None
+    first_finish_s: float | None = None  # the first finished race's time
     best_s: dict[str, float | None] = field(default_factory=dict)  # checkpoint minute (as text) -> best time
     stall_fraction: float | None = None  # None: no race ended after minute 5
     races_after_5_min: int = 0
@@ -132,7 +138,7 @@ def run_figures(label: str, scalars: pd.DataFrame, minutes: float, map_name: str
     race_s_a, race_m_a = np.asarray(race_s)[order], np.asarray(race_m)[order]
 
     finished = np.flatnonzero(~np.isnan(race_s_a))
-    fig = RunFigures(run=label, seed=seed, minutes=0.0,
+    fig = RunFigures(run=label, seed=seed, minutes=0.0, map=map_name,
                      first_finish_min=float(race_min_a[finished[0]]) if len(finished) else None,
                      first_finish_s=float(race_s_a[finished[0]]) if len(finished) else None)
     for point in checkpoints(minutes):
@@ -204,11 +210,35 @@ def figures_of_runs(paths: list[str | Path], minutes: float) -> list[RunFigures]
             raise BenchmarkError(f"run {info.path} has no data ({info.no_data}); leave it out of --runs.")
         config = info.config or {}
         seed = config.get("seed")
-        map_name = (config.get("map") or {}).get("short_name")
         scalars = runset.scalars[runset.scalars["run"] == label]
-        out.append(run_figures(str(info.path), scalars, minutes, map_name=map_name,
-                               seed=int(seed) if seed is not None else None, first_wall_time=info.first_wall_time))
+        for map_name in run_maps(config):
+            out.append(run_figures(str(info.path), scalars, minutes, map_name=map_name,
+                                   seed=int(seed) if seed is not None else None,
+                                   first_wall_time=info.first_wall_time))
     return out
+
+
+def run_maps(config: dict) -> list[str | None]:
+    """The maps a run's config names: its map cycle's, or its one map (None: whatever map its logs hold)."""
+    map_cfg = config.get("map") or {}
+    cycle = [entry.get("short_name") for entry in map_cfg.get("cycle") or []]
+    return cycle or [map_cfg.get("short_name")]
+
+
+def by_map(figures: list[RunFigures]) -> dict[str | None, list[RunFigures]]:
+    """The figures grouped by map, in the order the maps first appear."""
+    groups: dict[str | None, list[RunFigures]] = {}
+    for f in figures:
+        groups.setdefault(f.map, []).append(f)
+    return groups
+
+
+def all_maps_finished(figures: list[RunFigures]) -> dict[str, float | None]:
+    """Run -> the minute by which every map of its cycle had a finished race (None: a map never had one)."""
+    runs: dict[str, list[float | None]] = {}
+    for f in figures:
+        runs.setdefault(f.run, []).append(f.first_finish_min)
+    return {run: None if any(m is None for m in mins) else max(mins) for run, mins in runs.items()}
 
 
 # ----- training the runs ------------------------------------------------------------------------------------------
@@ -329,12 +359,25 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkError as err:
         print(f"tmexp.bench learning: error: {err}", file=sys.stderr)
         return 2
-    summary = medians(figures)
+    groups = by_map(figures)
+    summaries = {m: medians(group) for m, group in groups.items()}
+    finished_all = all_maps_finished(figures)
+    all_median = _median(list(finished_all.values()), none_is_worst=True)
     if args.json:
-        print(json.dumps({"benchmark": "learning", "minutes": args.minutes, "overrides": args.overrides,
-                          "runs": [asdict(f) for f in figures], "median": summary}))
+        report = {"benchmark": "learning", "minutes": args.minutes, "overrides": args.overrides,
+                  "runs": [asdict(f) for f in figures], "median": next(iter(summaries.values()))}
+        if len(groups) > 1:
+            report.update(median_by_map=summaries, all_maps_finished_min=finished_all,
+                          median_all_maps_finished_min=all_median)
+        print(json.dumps(report))
+    elif len(groups) == 1:
+        print(table(figures, summaries[next(iter(groups))], args.minutes))
     else:
-        print(table(figures, summary, args.minutes))
+        for m, group in groups.items():
+            print(f"map {m}\n\n{table(group, summaries[m], args.minutes)}\n")
+        done = sum(v is not None for v in finished_all.values())
+        print(f"every map of the cycle finished: {done} of {len(finished_all)} runs within {args.minutes:g} min, "
+              f"median {_fmt(all_median, '.1f', 'never')} min")
     return 0
 
 

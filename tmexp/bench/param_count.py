@@ -1,11 +1,11 @@
 """``python -m tmexp.bench params``: parameter counts of the experiments' networks, as their runs build them.
 
-    python -m tmexp.bench params [--experiment NAME ...] [--float-dim N] [--img-size N] [--json]
+    python -m tmexp.bench params [--experiment NAME ...] [--env tmi] [--float-dim N] [--img-size N] [--json]
 
 Each experiment is composed from the conf tree (``+experiment=NAME``) and its network built with the run's own
-input: the image size of its ``env`` and the float count its environment produces (149 on the simulator and the
-game with the default inputs, plus one with mini-races), as ``tmexp.core.build`` does. ``--float-dim 184`` counts
-Linesight's float input instead (its defaults; the published runs' figures), ``--img-size`` another image.
+input: the image size of its ``env`` and the float count its environment produces (149 on the simulator, Linesight's
+184 on the game with ``env=tmi``, plus one with mini-races), as ``tmexp.core.build`` does. ``--float-dim 184`` counts
+Linesight's float input on any backend (the published runs' figures), ``--img-size`` another image.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from torch import nn
 
 from tmexp.compose import compose_config
 from tmexp.core.networks import build_network, count_parameters, scaled_sizes
-from tmexp.envs.base import N_ACTIONS, n_floats
+from tmexp.envs.base import N_ACTIONS
+from tmexp.envs.observation import float_count
 
 EXPERIMENTS = ("A01_v2", "A01_v4_btr", "A01_v4.1_btr", "A01_v4.2_btr", "A01_cpu_v2", "A01_cpu_btr")
 LINESIGHT_FLOAT_DIM = 184  # Linesight's float input size with its defaults
@@ -27,7 +28,7 @@ LINESIGHT_FLOAT_DIM = 184  # Linesight's float input size with its defaults
 def run_inputs(cfg) -> tuple[tuple[int, int, int], int]:
     """(image shape, float count) of the network a run of ``cfg`` builds (the mini-race time is one more float)."""
     mini_race = 1 if cfg.training.temporal_mini_race_duration_ms else 0
-    return (1, cfg.env.h_downsized, cfg.env.w_downsized), n_floats(cfg.env) + mini_race
+    return (1, cfg.env.h_downsized, cfg.env.w_downsized), float_count(cfg.env) + mini_race
 
 
 def parts(net: nn.Module) -> dict[str, int]:
@@ -43,11 +44,12 @@ def parts(net: nn.Module) -> dict[str, int]:
 
 
 def parameter_counts(experiments=EXPERIMENTS, float_dim: int | None = None,
-                     img_size: int | None = None) -> dict[str, dict]:
-    """{experiment: {settings..., vision, floats, tau_embedding, heads, total}}; None: the run's own input."""
+                     img_size: int | None = None, overrides: tuple[str, ...] = ()) -> dict[str, dict]:
+    """{experiment: {settings..., vision, floats, tau_embedding, heads, total}}; None: the run's own input;
+    ``overrides`` go after ``+experiment=NAME`` (``env=tmi``: the game's inputs)."""
     out = {}
     for name in experiments:
-        cfg = compose_config([f"+experiment={name}"])
+        cfg = compose_config([f"+experiment={name}", *overrides])
         img_shape, floats = run_inputs(cfg)
         if img_size is not None:
             img_shape = (1, img_size, img_size)
@@ -74,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--float-dim", type=int, default=None,
                    help=f"float inputs (default: the run's own; {LINESIGHT_FLOAT_DIM} = Linesight's)")
     p.add_argument("--img-size", type=int, default=None, help="square image side (default: the run's own)")
+    p.add_argument("--env", default=None, help="the env config (tmi: the game's inputs)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    counts = parameter_counts(args.experiment, args.float_dim, args.img_size)
+    overrides = (f"env={args.env}",) if args.env else ()
+    counts = parameter_counts(args.experiment, args.float_dim, args.img_size, overrides)
     if args.json:
         print(json.dumps(counts))
         return 0

@@ -29,6 +29,7 @@ from tmexp.core.networks import IQNNetwork, build_network
 from tmexp.core.optimization import SelfLossState, make_grad_scaler, make_optimizer, pick_device
 from tmexp.core.replay import ReplayBuffer
 from tmexp.core.schedules import Schedules, build_schedules
+from tmexp.envs.maps import MapCycle
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class Spaces:
 class LearnerSettings:
     """The plain numbers the learner's loop reads."""
 
-    map_name: str
+    map_name: str  # map.short_name: the run's map, or its map cycle's name
+    map_names: tuple[str, ...]  # the maps of the run's cycle, in order (one for a one-map run): the tags' names
     batch_size: int
     n_steps: int
     discard_non_greedy_actions_in_nsteps: bool
@@ -71,6 +73,7 @@ class LearnerSettings:
     max_minutes: float  # 0: no limit
     nn: Any  # NNConfig: the loss's settings (quantiles, kappa, DDQN, gradient clipping)
     btr: Any  # BTRConfig: Munchausen and NoisyNet switches of the loss
+    preempt_save_deadline_s: float = 20.0  # the final checkpoint after a stop signal is written within this
 
 
 @dataclass
@@ -148,7 +151,9 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
                           prio_beta=cfg.memory.prio_beta, prio_epsilon=cfg.memory.prio_epsilon)
 
     structure = checkpoint.resume_structure(cfg)
-    checkpointer = checkpoint.Checkpointer(run_dir, structure, save_replay=cfg.training.save_replay)
+    checkpointer = checkpoint.Checkpointer(run_dir, structure, save_replay=cfg.training.save_replay,
+                                           on_write_error=str(cfg.training.on_checkpoint_error),
+                                           discard_replay=cfg.training.resume_discards_replay)
     resumed = checkpoint.has_checkpoint(run_dir)
     counters = Counters()
     if resumed:
@@ -158,7 +163,7 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
     # killed before its first checkpoint), so each tag's steps stay monotonic.
     writer = metrics.make_writer(rundir.RunDir(run_dir).tensorboard, purge_step=counters.frames)
     if not resumed:
-        metrics.write_hparams(writer, hparams(cfg), cfg.map.short_name)
+        metrics.write_hparams(writer, hparams(cfg), MapCycle.of(cfg.map).names)
 
     ctx = mp.get_context("spawn")
     weights = WeightsSource(online, ctx)
@@ -173,6 +178,7 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
         torch_threads=p.torch_threads_collector, update_every_n_actions=p.update_inference_network_every_n_actions,
         nice=p.collector_nice, ignore_signals=tuple(ignore_signals), cars=p.cars_per_collector,
         total_cars=p.cars_per_collector * (1 if p.serial else p.gpu_collectors_count),
+        cycle_start=dict(counters.cycle_position),
     )
     source: RolloutSource
     if p.serial:  # the probe env becomes the collector's: no second build of the track
@@ -193,7 +199,8 @@ def learner_settings(cfg, mini_race_actions: int) -> LearnerSettings:
     t, m, p = cfg.training, cfg.memory, cfg.performance
     ms_per_action = cfg.env.ms_per_tm_engine_step * cfg.env.tm_engine_step_per_action
     return LearnerSettings(
-        map_name=cfg.map.short_name, batch_size=t.batch_size, n_steps=t.n_steps,
+        map_name=cfg.map.short_name, map_names=tuple(MapCycle.of(cfg.map).names), batch_size=t.batch_size,
+        n_steps=t.n_steps,
         discard_non_greedy_actions_in_nsteps=t.discard_non_greedy_actions_in_nsteps,
         replay_ratio=m.number_times_single_memory_is_used_before_discard, min_replay_ratio=t.min_replay_ratio,
         mini_race_actions=mini_race_actions,
@@ -207,6 +214,7 @@ def learner_settings(cfg, mini_race_actions: int) -> LearnerSettings:
         weight_decay_lr_ratio=t.weight_decay_lr_ratio, frames_before_save_best_runs=p.frames_before_save_best_runs,
         console_every_s=t.console_every_seconds, log_every_s=t.log_every_seconds,
         checkpoint_every_s=60 * t.checkpoint_every_minutes, max_frames=t.max_frames, max_minutes=t.max_minutes,
+        preempt_save_deadline_s=t.preempt_save_deadline_s,
         nn=cfg.nn, btr=cfg.btr,
     )
 

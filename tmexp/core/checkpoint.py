@@ -2,13 +2,11 @@
 
 Under ``<run_dir>/checkpoint/``::
 
-    latest.pt, previous.pt        the last two checkpoints (torch.save): network pair, optimiser, grad scaler, target
-                                  self-loss state, counters, random generators, the resume keys (``_RESUME_KEYS``:
-                                  resuming with another network or task is refused) and the replay generation named
-    replay/manifest-gN.json       a replay generation: the buffer's state (size, write position, capacity, largest
-                                  priority) and, for each chunk of ``CHUNK_ROWS`` rows, its file, rows and CRC-32
-    replay/chunkI-gN.npy          chunk I as written in generation N: its arrays, np.save records one after another
-    replay/priority-gN.npy        the priorities of generation N (saved whole: every batch changes some)
+    latest.pt, previous.pt        the last two checkpoints (torch.save, read with weights_only): network pair,
+                                  optimiser, grad scaler, target self-loss state, counters, random generators, the
+                                  resume keys (``_RESUME_KEYS``: resuming with another network or task is refused)
+                                  and the replay generation named
+    replay/                       the replay's generations (``tmexp.core.replay_store``)
 
 A checkpoint is taken in two steps. In the learner's thread (``Checkpointer.save``) the networks, optimiser and
 priorities are copied and the chunks written since the last checkpoint are listed; a background thread writes them
@@ -27,29 +25,30 @@ counted in ``Counters.replay_parts_dropped``; none of it stops the run.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
+import pickle
 import random
 import threading
 import time
-import zlib
 from dataclasses import asdict, dataclass, field, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from tmexp.core.replay import STORED, ReplayBuffer
-from tmexp.rundir import RunDir
+from tmexp.core.replay import ReplayBuffer
+from tmexp.core.replay_store import (REPLAY_DIR, ReplayMisfit, ReplaySnapshot, generation_of, load_generation,
+                                     manifest_files, read_manifest, write_generation)
+from tmexp.core.replay_store import reason as _reason
+from tmexp.rundir import RunDir, sync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "latest.pt"
 PREVIOUS_NAME = "previous.pt"
-REPLAY_DIR = "replay"
 
 
 @dataclass
@@ -65,8 +64,12 @@ class Counters:
     training_seconds: float = 0.0  # wall time spent inside this run, across resumes
     samples_since_target_update: int = 0
     alltime_min_ms: dict[str, int] = field(default_factory=dict)
-    eval_time_ema_s: float | None = None  # rolling mean of finished eval race times (robust time)
+    # rolling mean of finished eval race times (robust time) of checkpoints from before map cycles: the learner moves
+    # it into eval_time_ema_by_map, which holds it per map
+    eval_time_ema_s: float | None = None
     replay_parts_dropped: int = 0  # saved replay chunks (or priorities) found corrupt or missing on resume
+    eval_time_ema_by_map: dict[str, float] = field(default_factory=dict)  # map -> its rolling mean, as above
+    cycle_position: dict[int, int] = field(default_factory=dict)  # car number -> map-cycle position of its next race
 
     def status(self, map_name: str) -> dict[str, Any]:
         """The counters ``status.json`` reports."""
@@ -85,10 +88,18 @@ class ResumeMismatch(ValueError):
     """A run directory holds a checkpoint of a run whose network or task differs from the config given."""
 
 
-# Keys that must match to resume: the network's shape and the task. Everything else (budgets, schedules,
-# collectors) may change between a run and its resumption.
-_RESUME_KEYS = ("nn", "btr", "map.short_name", "env.w_downsized", "env.h_downsized", "env.backend",
-                "training.temporal_mini_race_duration_ms")
+# Keys that must match to resume: the shapes of the network's tensors and of the replay's, what a stored transition
+# means, and the task. Everything else (budgets, schedules, collectors) may change between a run and its resumption.
+_RESUME_KEYS = (
+    "nn", "btr", "map.short_name", "env.backend",
+    "env.w_downsized", "env.h_downsized",  # the image input
+    # the float input: 9 + 4 x previous actions + 3 x zone centres (tmexp/envs/observation.py), and what its
+    # zone centres are (their spacing)
+    "env.n_prev_actions_in_inputs", "env.n_zone_centers_in_inputs", "env.one_every_n_zone_centers_in_inputs",
+    "training.temporal_mini_race_duration_ms",  # one more float, and the meaning of a stored time
+    # what a stored transition is: its n-step return and its partial rewards (one column per step)
+    "training.n_steps", "training.discard_non_greedy_actions_in_nsteps",
+)
 
 
 def _plain(node: Any) -> Any:
@@ -101,25 +112,69 @@ def _plain(node: Any) -> Any:
 
 
 def resume_structure(cfg) -> dict[str, Any]:
-    """The resume-relevant keys of a config (a ``Config`` or its plain-dict form)."""
+    """The resume-relevant keys of a config (a ``Config`` or its plain-dict form); a key the config lacks (a config
+    written before the key existed) is left out."""
     full = asdict(cfg) if is_dataclass(cfg) else cfg
     out = {}
     for key in _RESUME_KEYS:
         node = full
         for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
             node = node[part]
-        out[key] = _plain(node)
+        else:
+            out[key] = _plain(node)
     return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else "another value"
 
 
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
     """Raise ``ResumeMismatch`` naming the first resume key whose value differs."""
     for key in _RESUME_KEYS:
-        if key in saved and _plain(saved[key]) != current[key]:
+        if key in saved and key in current and _plain(saved[key]) != current[key]:
+            values = "" if key in ("nn", "btr") else f" ({_short(saved[key])} there, {_short(current[key])} here)"
             raise ResumeMismatch(
-                f"{run_dir} holds a run with a different {key} than this command: resume it with the overrides it "
-                "was started with (see its .hydra/overrides.yaml), or choose a new hydra.run.dir."
+                f"{run_dir} holds a run with a different {key}{values} than this command: resume it with the "
+                "overrides it was started with (see its .hydra/overrides.yaml), or choose a new hydra.run.dir."
             )
+
+
+def check_resume(run_dir: Path, structure: dict[str, Any], first_config: dict[str, Any] | None = None,
+                 replay_capacity: int | None = None, discard_replay: bool = False) -> None:
+    """Check, before anything is built or written, that the checkpoint in ``run_dir`` can resume with this config.
+
+    Compares with what the checkpoint was written with (its stored resume keys; for a key it lacks, a checkpoint
+    older than the key, ``first_config``: the run's ``config_resolved.yaml``, which keeps its first start's).
+
+    Args:
+        structure: ``resume_structure`` of this command's config.
+        replay_capacity: this config's largest replay capacity; a saved replay that does not fit is refused unless
+            ``discard_replay`` (``training.resume_discards_replay``).
+    Raises:
+        CheckpointError: no checkpoint can be read.
+        ResumeMismatch: a resume key differs, or the saved replay would be discarded.
+    """
+    if not has_checkpoint(run_dir):
+        return
+    checkpointer = Checkpointer(run_dir, structure)
+    state, _ = checkpointer._read_state(torch.device("cpu"))
+    saved = dict(resume_structure(first_config) if first_config else {})
+    saved.update(state.get("config") or {})
+    check_resumable(saved, structure, run_dir)
+    generation = state.get("replay_generation")
+    manifest = checkpointer._read_manifest(generation) if generation else None
+    if manifest and replay_capacity is not None and not discard_replay and manifest.get("size", 0) > replay_capacity:
+        raise ResumeMismatch(_discard_message(run_dir, manifest["size"], f"a buffer of at most {replay_capacity}"))
+
+
+def _discard_message(run_dir: Path, size: int, why: str) -> str:
+    return (f"{run_dir} holds a replay of {size} transitions that does not fit this command's buffer ({why}): "
+            "resuming would discard it; resume with the settings it was saved with, or add "
+            "training.resume_discards_replay=true to resume with an empty replay.")
 
 
 # ----- files and random generators ---------------------------------------------------------------------------------
@@ -144,12 +199,29 @@ def check_readable(run_dir: Path) -> None:
 
 
 def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The latest checkpoint's state, as ``torch.load`` reads it."""
-    return torch.load(checkpoint_path(run_dir), map_location=map_location, weights_only=False)
+    """The latest checkpoint's state, as ``torch.load`` reads it (tensors and plain values only)."""
+    return _load(checkpoint_path(run_dir), map_location)
+
+
+def _load(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only``: a checkpoint holds tensors and plain values, nothing whose unpickling
+    could run code; a file that holds anything else is refused unread (ValueError, one line)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower() or "weights_only" in str(error):
+            raise ValueError("refused: it holds objects other than tensors and plain values, which loading could "
+                             "run code from (tmexp never writes such a file)") from None
+        raise
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The random generators' states as tensors and plain values (``weights_only`` loads them)."""
+    numpy = np.random.get_state(legacy=False)
+    state = {"python": random.getstate(),
+             "numpy": {"key": torch.from_numpy(numpy["state"]["key"].astype(np.int64)), "pos": numpy["state"]["pos"],
+                       "has_gauss": numpy["has_gauss"], "gauss": numpy["gauss"]},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -157,138 +229,44 @@ def rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": int(numpy["pos"])},
+                         "has_gauss": int(numpy["has_gauss"]), "gauss": float(numpy["gauss"])})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_file(path: Path, write: Callable[[BinaryIO], Any]) -> int:
-    """Write ``path`` through a temporary file that is flushed to disk, then renamed; return the bytes written."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-        size = f.tell()
-    os.replace(tmp, path)
-    return size
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the renames inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _crc32(arrays: list[np.ndarray]) -> int:
-    crc = 0
-    for array in arrays:
-        crc = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8), crc)
-    return crc
-
-
-def _save_arrays(f: BinaryIO, arrays: list[np.ndarray]) -> None:
-    for array in arrays:
-        np.save(f, array, allow_pickle=False)
-
-
-def _load_arrays(path: Path, count: int) -> list[np.ndarray]:
-    with open(path, "rb") as f:
-        return [np.load(f, allow_pickle=False) for _ in range(count)]
-
-
-def _generation_of(name: str) -> int:
-    """N of a replay file named ``...-gN.npy`` / ``...-gN.json`` (0 for any other name)."""
-    stem = name.split(".", 1)[0]
-    _, _, gen = stem.rpartition("-g")
-    return int(gen) if gen.isdigit() else 0
-
-
-def _manifest_name(generation: int) -> str:
-    return f"manifest-g{generation}.json"
-
-
-def _manifest_files(manifest: dict[str, Any] | None) -> set[str]:
-    if manifest is None:
-        return set()
-    return ({_manifest_name(manifest["generation"]), manifest["priority"]["file"]}
-            | {entry["file"] for entry in manifest["chunks"].values()})
-
-
-# ----- the replay as a checkpoint saw it ---------------------------------------------------------------------------
-class _ReplaySnapshot:
-    """The replay at the moment a checkpoint was taken, for the writer thread.
-
-    Priorities and the buffer's state are copied at once; the chunks to write are copied when the writer takes them,
-    or earlier, by the learner, when ``ReplayBuffer.add`` is about to overwrite one (``before_write``).
-    """
-
-    def __init__(self, replay: ReplayBuffer, table: dict[int, dict[str, Any]]):
-        self.replay = replay
-        self.state = {"size": replay.size, "write_pos": replay.write_pos, "capacity": replay.capacity,
-                      "max_priority": replay.max_priority, "chunk_rows": replay.chunk_rows}
-        self.fields = {name: [getattr(replay, name).dtype.str, list(getattr(replay, name).shape[1:])]
-                       for name in STORED}
-        self.priority = replay.priority[:replay.size].copy()
-        self.spans = {i: replay.chunk_span(i) for i in range(replay.chunk_count())}
-        # A chunk is written again when rows of it were written, or when its row count changed (capacity changes).
-        self.todo = [i for i, (a, b) in self.spans.items()
-                     if replay.dirty[i] or table.get(i, {}).get("rows") != b - a]
-        next_row = replay.size if replay.size < replay.capacity else replay.write_pos
-        hot, n = next_row // replay.chunk_rows, len(replay.dirty)
-        self.todo.sort(key=lambda i: (i - hot) % n)  # the chunks the learner overwrites soonest first
-        replay.dirty[:] = False
-        self.copy_seconds = 0.0  # the learner's time copying chunks it was about to overwrite
-        self._pending = set(self.todo)
-        self._copies: dict[int, dict[str, np.ndarray]] = {}
-        self._lock = threading.Lock()
-        replay.before_write = self._before_write
-
-    def _copy(self, i: int) -> dict[str, np.ndarray]:  # holding the lock
-        self._pending.discard(i)
-        return self.replay.copy_rows(*self.spans[i])
-
-    def _before_write(self, chunks: np.ndarray) -> None:  # the learner's thread, inside ReplayBuffer.add
-        with self._lock:
-            for i in chunks.tolist():
-                if i in self._pending:
-                    t0 = time.perf_counter()
-                    self._copies[i] = self._copy(i)
-                    self.copy_seconds += time.perf_counter() - t0
-
-    def take(self, i: int) -> dict[str, np.ndarray]:
-        with self._lock:
-            return self._copies.pop(i) if i in self._copies else self._copy(i)
-
-    def close(self, written: bool) -> None:
-        with self._lock:
-            if self.replay.before_write == self._before_write:
-                self.replay.before_write = None
-            if not written:  # the next checkpoint writes them instead
-                self.replay.dirty[self.todo] = True
-            self._copies.clear()
-
-
 # ----- a run's checkpoints -----------------------------------------------------------------------------------------
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint failed (a full disk, a lost mount) and ``training.on_checkpoint_error`` is "stop"."""
+
+
 class Checkpointer:
     """Writes a run's checkpoints (in a background thread) and resumes a run from them.
 
     Args:
         structure: ``resume_structure`` of the run's config, stored in each checkpoint.
         save_replay: ``training.save_replay``: write the replay buffer with each checkpoint.
+        on_write_error: ``training.on_checkpoint_error``: what a checkpoint that could not be written (an
+            ``OSError``: a full disk) does to the run: "retry" (said at once in one line, its files removed, the
+            next checkpoint tries again) or "stop" (the next ``save``/``wait`` raises ``CheckpointWriteError``).
+        discard_replay: ``training.resume_discards_replay``: a saved replay that does not fit this run's buffer is
+            dropped on resume (else ``resume`` refuses it).
     """
 
-    def __init__(self, run_dir: str | Path, structure: dict[str, Any], save_replay: bool = True):
+    def __init__(self, run_dir: str | Path, structure: dict[str, Any], save_replay: bool = True,
+                 on_write_error: str = "retry", discard_replay: bool = False):
         self.run_dir = Path(run_dir)
         self.dir = RunDir(run_dir).checkpoint
         self.replay_dir = self.dir / REPLAY_DIR
         self.structure = structure
         self.save_replay = save_replay
+        self.on_write_error = str(on_write_error)
+        self.discard_replay = discard_replay
         self.last: dict[str, Any] = {}  # the last checkpoint's figures: blocked_s, wall_s, bytes, chunks_written
+        self.write_failures = 0  # checkpoints that could not be written (and were let go: "retry")
         self._generation = 0  # the last replay generation used
         self._table: dict[int, dict[str, Any]] = {}  # chunk -> its entry in the last committed manifest
         self._kept: dict[str, dict[str, Any] | None] = {"latest": None, "previous": None}  # their manifests
@@ -298,29 +276,39 @@ class Checkpointer:
 
     # ----- saving --------------------------------------------------------------------------------------------------
     def save(self, *, online, target, optimizer, scaler, self_loss, replay: ReplayBuffer, counters: Counters,
-             wait: bool = False) -> float:
+             wait: bool = False, deadline: float | None = None) -> float:
         """Take a checkpoint of the learning state; return the seconds the caller was held.
 
         It is written in the background; the next ``save`` (or ``wait``, or ``wait=True``) waits for it and raises
-        what went wrong writing it.
+        what went wrong writing it. An exception or signal (Ctrl-C) at any point leaves this checkpoint not taken
+        and the replay's record of what changed as it was, so the next ``save`` is complete.
+
+        Args:
+            deadline: ``time.monotonic()`` by which it must be on disk (the final checkpoint after a preemption
+                signal): what fits is written (networks, optimiser, counters, priorities and the replay chunks
+                already on disk first, then as many changed chunks as time allows); the others are left out of this
+                checkpoint, and the resumed run goes on without their transitions.
         """
         t0 = time.perf_counter()
         self.wait()
-        state = copy.deepcopy({  # the live tensors go on changing while the writer works
-            "online": online.state_dict(),
-            "target": target.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "self_loss": self_loss.state_dict(),
-            "counters": counters.__dict__,
-            "rng": rng_state(),
-            "replay_rng": replay.rng.bit_generator.state,
-            "config": self.structure,
-        })
-        snapshot = _ReplaySnapshot(replay, self._table) if self.save_replay else None
-        self.last = {}
-        self._thread = threading.Thread(target=self._write, args=(state, snapshot, t0), name="checkpoint-writer")
-        self._thread.start()
+        state = _capture(online=online, target=target, optimizer=optimizer, scaler=scaler, self_loss=self_loss,
+                         counters=counters, replay=replay, structure=self.structure)
+        snapshot = ReplaySnapshot(replay, self._table) if self.save_replay else None
+        thread = None
+        try:
+            if snapshot is not None:
+                snapshot.begin()
+            self.last = {}
+            thread = threading.Thread(target=self._write, args=(state, snapshot, t0, deadline),
+                                      name="checkpoint-writer")
+            thread.start()
+        except BaseException:
+            if thread is not None and thread.ident is not None:  # it runs: it writes, and tidies up after itself
+                self._thread = thread
+            elif snapshot is not None:
+                snapshot.close(written=False)
+            raise
+        self._thread = thread
         blocked = time.perf_counter() - t0
         self.last["blocked_s"] = blocked
         if wait:
@@ -332,13 +320,20 @@ class Checkpointer:
         return self._thread is not None and self._thread.is_alive()
 
     def wait(self) -> None:
-        """Wait until the checkpoint being written is on disk; raise what went wrong writing it."""
+        """Wait until the checkpoint being written is on disk; raise what went wrong writing it (a failed write
+        only under ``on_write_error="stop"``: else it was said when it happened, and the run goes on)."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         if self._error is not None:
             error, self._error = self._error, None
-            raise error
+            if not isinstance(error, OSError):
+                raise error
+            if self.on_write_error == "stop":
+                raise CheckpointWriteError(f"a checkpoint could not be written to {self.dir} ({_reason(error)}); "
+                                           "the run stopped (training.on_checkpoint_error=stop): free space there "
+                                           "and run the same command again to resume from the last checkpoint"
+                                           ) from error
 
     def close(self) -> None:
         """Wait for the checkpoint being written; log (not raise) an error, for clean-up paths."""
@@ -347,31 +342,34 @@ class Checkpointer:
         except Exception as error:  # already failing elsewhere, or after the final save reported it
             log.error("writing the last checkpoint failed: %s: %s", type(error).__name__, error)
 
-    def _write(self, state: dict[str, Any], snapshot: _ReplaySnapshot | None, t0: float) -> None:
-        """The writer thread: replay chunks, manifest, then the checkpoint that names them; then clean-up."""
-        manifest = None
+    def _write(self, state: dict[str, Any], snapshot: ReplaySnapshot | None, t0: float,
+               deadline: float | None) -> None:
+        """The writer thread: replay chunks, manifest, then the checkpoint that names them; then clean-up. A failure
+        removes what this checkpoint wrote, at once."""
+        manifest, generation, committed = None, None, False
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             written = 0
             if snapshot is not None:
                 self._generation += 1
-                manifest, written = self._write_replay(snapshot, self._generation)
+                generation = self._generation
+                manifest, written = write_generation(snapshot, self.replay_dir, generation, self._table, deadline,
+                                                     _nbytes(state))
             latest, previous = self.dir / CHECKPOINT_NAME, self.dir / PREVIOUS_NAME
             rotate = self._latest_good and latest.is_file()
             kept_before = self._kept["latest"] if rotate else self._kept["previous"]
             state["replay_generation"] = manifest["generation"] if manifest else None
             state["previous_replay_generation"] = kept_before["generation"] if kept_before else None
-            tmp = latest.with_name(latest.name + ".tmp")
-            with open(tmp, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-                written += f.tell()
-            if rotate:
-                os.replace(latest, previous)
-                self._kept = {"latest": None, "previous": kept_before}
-            os.replace(tmp, latest)
-            _fsync_dir(self.dir)
+
+            def rotate_latest() -> None:  # written, not yet renamed: latest.pt becomes previous.pt
+                if rotate:
+                    os.replace(latest, previous)
+                    self._kept = {"latest": None, "previous": kept_before}
+
+            written += write_atomic(latest, lambda f: torch.save(state, f), durable=True,
+                                    before_replace=rotate_latest)
+            committed = True
+            sync_dir(self.dir)
             # committed: latest.pt names ``manifest``
             self._kept["latest"] = manifest
             self._latest_good = True
@@ -379,42 +377,41 @@ class Checkpointer:
                 self._table = {int(i): entry for i, entry in manifest["chunks"].items()}
             self._remove_unnamed()
             self.last.update(wall_s=time.perf_counter() - t0, bytes=written,
-                             chunks_written=len(snapshot.todo) if snapshot else 0,
+                             chunks_written=len(snapshot.todo) - len(snapshot.unsaved) if snapshot else 0,
+                             chunks_unsaved=len(snapshot.unsaved) if snapshot else 0,
                              copy_s=snapshot.copy_seconds if snapshot else 0.0)
         except BaseException as error:  # raised in the learner's thread by ``wait``
             self._error = error
+            if not committed:
+                self._discard(generation)
+            if isinstance(error, OSError):
+                self.write_failures += 1
+                goes_on = ("the run goes on and the next checkpoint tries again" if self.on_write_error != "stop"
+                           else "the run stops (training.on_checkpoint_error=stop)")
+                log.error("checkpoint at frame %s not written to %s (%s): its files were removed, the last "
+                          "complete checkpoint stays; %s", state["counters"].get("frames"), self.dir,
+                          _reason(error), goes_on)
         finally:
             if snapshot is not None:
                 snapshot.close(written=self._error is None)
 
-    def _write_replay(self, snapshot: _ReplaySnapshot, generation: int) -> tuple[dict[str, Any], int]:
-        self.replay_dir.mkdir(parents=True, exist_ok=True)
-        todo = set(snapshot.todo)
-        chunks = {i: self._table[i] for i in snapshot.spans if i not in todo}
-        written = 0
-        for i in snapshot.todo:
-            taken = snapshot.take(i)
-            arrays = [taken[name] for name in STORED]
-            name = f"chunk{i}-g{generation}.npy"
-            written += _write_file(self.replay_dir / name, lambda f: _save_arrays(f, arrays))
-            chunks[i] = {"file": name, "rows": len(arrays[0]), "crc32": _crc32(arrays)}
-            del taken, arrays
-        priority = f"priority-g{generation}.npy"
-        written += _write_file(self.replay_dir / priority, lambda f: _save_arrays(f, [snapshot.priority]))
-        manifest = {"generation": generation, **snapshot.state, "fields": snapshot.fields,
-                    "chunks": {str(i): chunks[i] for i in sorted(chunks)},
-                    "priority": {"file": priority, "rows": len(snapshot.priority),
-                                 "crc32": _crc32([snapshot.priority])}}
-        text = json.dumps(manifest, indent=1).encode()
-        written += _write_file(self.replay_dir / _manifest_name(generation), lambda f: f.write(text))
-        _fsync_dir(self.replay_dir)
-        return manifest, written
+    def _discard(self, generation: int | None) -> None:
+        """Remove what a checkpoint that failed had written: its replay generation's files, temporary files."""
+        try:
+            for tmp in self.dir.glob("*.tmp"):  # the lock makes them this process's
+                tmp.unlink(missing_ok=True)
+            if generation is not None and self.replay_dir.is_dir():
+                for path in self.replay_dir.iterdir():
+                    if generation_of(path.name) == generation:
+                        path.unlink(missing_ok=True)
+        except OSError as error:  # the mount itself may be gone; the next resume removes them
+            log.warning("could not remove the files of a failed checkpoint in %s: %s", self.dir, _reason(error))
 
     def _remove_unnamed(self) -> None:
         """Delete the replay files that neither kept checkpoint names (older generations, an interrupted write)."""
         if not self.replay_dir.is_dir():
             return
-        keep = _manifest_files(self._kept["latest"]) | _manifest_files(self._kept["previous"])
+        keep = manifest_files(self._kept["latest"]) | manifest_files(self._kept["previous"])
         for path in self.replay_dir.iterdir():
             if path.name not in keep:
                 path.unlink(missing_ok=True)
@@ -422,10 +419,12 @@ class Checkpointer:
     # ----- resuming ------------------------------------------------------------------------------------------------
     def resume(self, device: torch.device, *, online, target, optimizer, scaler, self_loss,
                replay: ReplayBuffer) -> Counters:
-        """Load the run's checkpoint into the freshly built parts given; return its counters.
+        """Load the run's checkpoint into the freshly built parts given; return its counters. Files that neither
+        kept checkpoint names (a write that failed or was killed) are removed.
 
         Raises:
-            ResumeMismatch: the checkpoint's network or task differs from this run's.
+            ResumeMismatch: the checkpoint's network or task differs from this run's, or its replay does not fit
+                this run's buffer (unless ``discard_replay``).
             CheckpointError: neither latest.pt nor previous.pt can be read.
         """
         state, from_latest = self._read_state(device)
@@ -451,10 +450,29 @@ class Checkpointer:
             self._kept = {"latest": None, "previous": manifest}
             self._latest_good = False
         names = os.listdir(self.replay_dir) if self.replay_dir.is_dir() else []
-        self._generation = max([_generation_of(name) for name in names] + [0])  # never reuse a name on disk
+        self._generation = max([generation_of(name) for name in names] + [0])  # never reuse a name on disk
+        self._remove_leftovers()
         log.info("resumed from checkpoint: %d frames, %d batches, %d transitions in replay", counters.frames,
                  counters.batches, len(replay))
         return counters
+
+    def _remove_leftovers(self) -> None:
+        """What a checkpoint that failed or was killed left: temporary files, replay files no checkpoint names."""
+        removed = [path for path in self.dir.glob("*.tmp")]
+        keep = manifest_files(self._kept["latest"]) | manifest_files(self._kept["previous"])
+        if self.replay_dir.is_dir():
+            removed += [path for path in self.replay_dir.iterdir() if path.name not in keep]
+        if not removed:
+            return
+        freed = 0
+        for path in removed:
+            try:
+                freed += path.stat().st_size
+                path.unlink()
+            except OSError:
+                continue
+        log.info("removed %d files of an unfinished checkpoint from %s (%.1f MB)", len(removed), self.dir,
+                 freed / 1e6)
 
     def _read_state(self, device: torch.device) -> tuple[dict[str, Any], bool]:
         """The newest readable checkpoint, and whether it is latest.pt."""
@@ -464,7 +482,7 @@ class Checkpointer:
                 problems[path.name] = "missing"
                 continue
             try:
-                state = torch.load(path, map_location=device, weights_only=False)
+                state = _load(path, device)
                 if not isinstance(state, dict) or "online" not in state:
                     raise ValueError("not a tmexp checkpoint")
             except Exception as error:
@@ -479,87 +497,36 @@ class Checkpointer:
                               "this run afresh, or choose another hydra.run.dir.")
 
     def _read_manifest(self, generation: int) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.replay_dir / _manifest_name(generation)).read_text())
-        except (OSError, ValueError):
-            return None
+        return read_manifest(self.replay_dir, generation)
 
     def _resume_replay(self, replay: ReplayBuffer, generation: int | None) -> tuple[dict[str, Any] | None, int]:
-        """Fill ``replay`` from a saved generation; return its manifest and the number of parts dropped.
-
-        Without one (``training.save_replay=false``, or a checkpoint from before replay was saved) the buffer stays
-        empty, and the learner trains again once it holds ``memory_start_learn`` transitions.
-        """
-        if generation is None:
-            return None, 0
-        path = self.replay_dir / _manifest_name(generation)
-        manifest = self._read_manifest(generation)
-        if manifest is None:
-            log.warning("%s could not be read: the run resumes with an empty replay", path)
-            return None, 1
-        problem = _misfit(manifest, replay)
-        if problem:
-            log.warning("the replay saved in %s does not fit this run's buffer (%s): the run resumes with an empty "
-                        "replay", path, problem)
-            return None, 0
-        size = manifest["size"]
-        replay.size, replay.write_pos = size, manifest["write_pos"]
-        replay.capacity = max(size, min(manifest["capacity"], replay.max_capacity))
-        replay.max_priority = manifest["max_priority"]
-        dropped, bad = 0, []
-        for i in range(-(-size // replay.chunk_rows)):
-            start, stop = replay.chunk_span(i, size)
-            entry = manifest["chunks"].get(str(i))
-            try:
-                if entry is None:
-                    raise ValueError("not in the manifest")
-                arrays = _checked_arrays(self.replay_dir / entry["file"], len(STORED), stop - start, entry["crc32"],
-                                         [manifest["fields"][name] for name in STORED])
-            except Exception as error:
-                where = self.replay_dir / entry["file"] if entry else f"chunk {i} of {path}"
-                log.warning("replay chunk %s dropped (%s): the run resumes without its %d transitions", where,
-                            _reason(error), stop - start)
-                bad.append((start, stop))
-                continue
-            replay.put_rows(start, dict(zip(STORED, arrays)))
-        entry = manifest["priority"]
         try:
-            (priority,) = _checked_arrays(self.replay_dir / entry["file"], 1, size, entry["crc32"], [["<f8", []]])
-            replay.priority[:size] = priority
-        except Exception as error:
-            log.warning("replay priorities %s dropped (%s): every transition gets the largest priority",
-                        self.replay_dir / entry["file"], _reason(error))
-            replay.priority[:size] = replay.max_priority
-            dropped += 1
-        replay.dirty[:] = False
-        replay.drop_spans(bad)
-        return manifest, dropped + len(bad)
+            return load_generation(replay, self.replay_dir, generation, discard=self.discard_replay)
+        except ReplayMisfit as misfit:
+            raise ResumeMismatch(_discard_message(self.run_dir, misfit.size, misfit.problem)) from None
+
+def _nbytes(node: Any) -> int:
+    """The bytes of the tensors in a state."""
+    if isinstance(node, torch.Tensor):
+        return node.nbytes
+    if isinstance(node, dict):
+        return sum(_nbytes(v) for v in node.values())
+    if isinstance(node, (list, tuple)):
+        return sum(_nbytes(v) for v in node)
+    return 0
 
 
-def _reason(error: Exception) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return text if isinstance(error, ValueError) and text else f"{type(error).__name__}: {text}".rstrip(": ")
-
-
-def _misfit(manifest: dict[str, Any], replay: ReplayBuffer) -> str | None:
-    """Why a saved replay cannot go into ``replay``, or None."""
-    if manifest["chunk_rows"] != replay.chunk_rows:
-        return f"chunks of {manifest['chunk_rows']} rows, not {replay.chunk_rows}"
-    if manifest["size"] > replay.max_capacity:
-        return f"{manifest['size']} transitions for a buffer of at most {replay.max_capacity}"
-    for name in STORED:
-        expected = [getattr(replay, name).dtype.str, list(getattr(replay, name).shape[1:])]
-        if manifest["fields"].get(name) != expected:
-            return f"{name} saved as {manifest['fields'].get(name)}, needed {expected}"
-    return None
-
-
-def _checked_arrays(path: Path, count: int, rows: int, crc: int, fields: list) -> list[np.ndarray]:
-    """The ``count`` arrays of a replay file, checked against their manifest entry (raises ValueError)."""
-    arrays = _load_arrays(path, count)
-    for array, (dtype, shape) in zip(arrays, fields):
-        if array.dtype.str != dtype or list(array.shape) != [rows, *shape]:
-            raise ValueError(f"{array.dtype.str} {list(array.shape)} where {dtype} {[rows, *shape]} was saved")
-    if _crc32(arrays) != crc:
-        raise ValueError("checksum mismatch")
-    return arrays
+def _capture(*, online, target, optimizer, scaler, self_loss, counters: Counters, replay: ReplayBuffer,
+             structure: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's state, copied: the live tensors go on changing while the writer works."""
+    return copy.deepcopy({
+        "online": online.state_dict(),
+        "target": target.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "self_loss": self_loss.state_dict(),
+        "counters": counters.__dict__,
+        "rng": rng_state(),
+        "replay_rng": replay.rng.bit_generator.state,
+        "config": structure,
+    })

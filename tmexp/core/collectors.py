@@ -37,10 +37,11 @@ from typing import Any, Protocol, cast
 import numpy as np
 import torch
 
-from tmexp.core.agent import MapCycle, exploration_rates, select_action
+from tmexp.core.agent import exploration_rates, select_action
 from tmexp.core.networks import build_network
 from tmexp.core.schedules import make_schedule
 from tmexp.envs.factory import make_vector_env
+from tmexp.envs.maps import MapCycle
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class CollectorSettings:
     ignore_signals: tuple[int, ...] = ()  # collector processes leave these to the learner (e.g. preemption's)
     cars: int = 1  # K, the cars this collector drives
     total_cars: int = 1  # the run's cars, over which the cars' map cycles are staggered
+    # Car number -> the map-cycle position of its next race, for a resumed run (the learner's counters); a car
+    # not in it starts at its staggered place.
+    cycle_start: dict[int, int] = field(default_factory=dict)
 
 
 class RolloutSource(Protocol):
@@ -122,12 +126,14 @@ class WeightsSource:
 
 @dataclass
 class Car:
-    """One car's races inside a collector: its random stream, its place in the map cycle, the race being played."""
+    """One car's races inside a collector: its random stream, its place in the map cycle (which map, explo or eval),
+    the race being played."""
 
     rng: np.random.Generator
     race_index: int  # the map-cycle position of its next race
     racing: bool = False
     is_eval: bool = False
+    map_index: int = 0  # the map of the cycle its race is on
     epsilon: float = 0.0
     epsilon_boltzmann: float = 0.0
     # The race so far: observations (T + 1 each), then per action (T each).
@@ -165,10 +171,12 @@ class Collector:
         self.net.train(False)
         self.version = -1
         self.steps_since_pull = 0
-        self.cycle = MapCycle(settings.map.explo_races_per_cycle, settings.map.eval_races_per_cycle)
-        self.cars = [Car(np.random.default_rng(settings.seed + c),
-                         self.cycle.first_race(index * k + c, settings.total_cars))
-                     for c in range(k)]
+        self.cycle = MapCycle.of(settings.map)
+        self.cars = []
+        for c in range(k):
+            number = index * k + c
+            start = settings.cycle_start.get(number, self.cycle.first_race(number, settings.total_cars))
+            self.cars.append(Car(np.random.default_rng(settings.seed + c), start))
         self.taus = np.empty((k, settings.nn.iqn_k), dtype=np.float32)  # each car's quantile fractions, per step
         self.obs: dict[str, np.ndarray] | None = None  # the cars' latest observations, (K, ...) each
         gss = settings.global_schedule_speed
@@ -230,12 +238,14 @@ class Collector:
         mask = np.zeros(len(self.cars), dtype=bool)
         for c in which:
             car = self.cars[c]
-            car.is_eval = self.cycle.is_eval(car.race_index)
+            car.map_index, car.is_eval = self.cycle.race(car.race_index)
             car.race_index += 1
             car.epsilon, car.epsilon_boltzmann = (0.0, 0.0) if car.is_eval else (epsilon, epsilon_boltzmann)
             seeds[c] = int(car.rng.integers(2**31))
             mask[c] = True
-        obs, _ = self.env.reset(seed=seeds, options={"reset_mask": mask})  # type: ignore[arg-type]  # one per car
+        map_index = np.array([car.map_index for car in self.cars], dtype=np.int64)
+        # one seed per car: the vector env takes a list, which gymnasium's annotation does not say
+        obs, _ = self.env.reset(seed=seeds, options={"reset_mask": mask, "map_index": map_index})  # type: ignore[arg-type]
         self.obs = obs
         for c in which:
             car = self.cars[c]
@@ -302,6 +312,8 @@ class Collector:
             "cp_times": list(info("cp_times", [])),
             "cutoff": info("cutoff"),
             "is_eval": car.is_eval,
+            "map": self.cycle.maps[car.map_index].short_name,
+            "next_race_index": car.race_index,  # the car's place in the map cycle after this race
             "collector": self.index,
             "car": self.index * self.s.cars + c,
             "weights_version": self.version,

@@ -53,6 +53,10 @@ class Learner:
         self._interval_reset()
         self._last_logged_step = -1
         self._pace_base: tuple[int, int] | None = None  # (frames, samples used) when learning last began
+        c = run.counters
+        if c.eval_time_ema_s is not None and not c.eval_time_ema_by_map:  # a checkpoint from before map cycles
+            c.eval_time_ema_by_map[run.settings.map_names[0]] = c.eval_time_ema_s
+        c.eval_time_ema_s = None
 
     def train(self) -> str:
         """Train until a stop condition; return why it stopped.
@@ -95,9 +99,11 @@ class Learner:
             # a log record, not a print: it gets a line of its own, above the progress bar too
             log.warning("interrupted: saving a checkpoint (run again in the same directory to resume)")
         finally:
+            # a stop signal: the final checkpoint must be on disk before the scheduler's SIGKILL
+            deadline = time.monotonic() + s.preempt_save_deadline_s if reason == "stop_requested" else None
             run.source.stop()
         self.report(self.log_scalars(), end=True)
-        self.save(wait=True)
+        self.save(wait=True, deadline=deadline)
         run.writer.close()
         return reason
 
@@ -113,7 +119,7 @@ class Learner:
 
     # ----- rollouts ----------------------------------------------------------------------------------------------
     def ingest(self, rollout: dict[str, Any]) -> None:
-        """Store a race in replay and log its results."""
+        """Store a race in replay and log its results under its map's tags."""
         run, s, c = self.run, self.run.settings, self.run.counters
         sched = run.schedules.at(c.frames)
         terminal, stuck_actions = rollout_end(rollout["terminated"], rollout.get("cutoff"), rollout["race_time_ms"],
@@ -131,14 +137,23 @@ class Learner:
         run.frames_played.value = c.frames
         self.interval["frames"] += n
         c.eval_races += int(rollout["is_eval"])
+        if "next_race_index" in rollout:  # the car's place in the map cycle, kept across a resume
+            c.cycle_position[int(rollout["car"])] = int(rollout["next_race_index"])
+        m = self.race_map(rollout)
         self._keep_if_best(rollout)
-        c.eval_time_ema_s = metrics.log_race(run.writer, rollout, c.frames, s.map_name, c.eval_time_ema_s,
-                                             c.alltime_min_ms.get(s.map_name), batches=c.batches,
-                                             training_seconds=c.training_seconds)
+        ema = metrics.log_race(run.writer, rollout, c.frames, m, c.eval_time_ema_by_map.get(m),
+                               c.alltime_min_ms.get(m), batches=c.batches, training_seconds=c.training_seconds)
+        if ema is not None:
+            c.eval_time_ema_by_map[m] = ema
+
+    def race_map(self, rollout: dict[str, Any]) -> str:
+        """The short name of the map the race was on (a one-map run's races may not say)."""
+        return rollout.get("map") or self.run.settings.map_names[0]
 
     def _keep_if_best(self, rollout: dict[str, Any]) -> None:
-        """A finished race faster than any before: record its time and save its actions (``best_runs/``)."""
-        s, c, m, ms = self.run.settings, self.run.counters, self.run.settings.map_name, rollout["race_time_ms"]
+        """A finished race faster than any before on its map: record its time and save its actions
+        (``best_runs/<map>_<ms>.npy``)."""
+        s, c, m, ms = self.run.settings, self.run.counters, self.race_map(rollout), rollout["race_time_ms"]
         if not rollout["finished"] or ms >= c.alltime_min_ms.get(m, math.inf):
             return
         c.alltime_min_ms[m] = int(ms)
@@ -206,18 +221,21 @@ class Learner:
         if "grad_norm" in out:
             self.interval["grad_norm"].append(float(out["grad_norm"]))
 
-    def save(self, wait: bool = False) -> None:
-        """Checkpoint the run; it is written in the background unless ``wait`` (the end of a run)."""
+    def save(self, wait: bool = False, deadline: float | None = None) -> None:
+        """Checkpoint the run; it is written in the background unless ``wait`` (the end of a run), by ``deadline``
+        (``time.monotonic()``) when one is given."""
         run = self.run
         blocked = run.checkpointer.save(online=run.online, target=run.target, optimizer=run.optimizer,
                                         scaler=run.scaler, self_loss=run.self_loss, replay=run.replay,
-                                        counters=run.counters, wait=wait)
+                                        counters=run.counters, wait=wait, deadline=deadline)
         log.debug("checkpoint at frame %d: the learner waited %.3f s", run.counters.frames, blocked)
 
     # ----- reporting ---------------------------------------------------------------------------------------------
     def write_status(self, status: str, error: str | None = None, **extra: Any) -> None:
         s, c = self.run.settings, self.run.counters
-        rundir.write_status(self.run.run_dir, status, error=error, **c.status(s.map_name), **extra)
+        counters = c.status(s.map_names[0])
+        counters["best_ms"] = {m: c.alltime_min_ms.get(m) for m in s.map_names}  # every map of the cycle
+        rundir.write_status(self.run.run_dir, status, error=error, **counters, **extra)
 
     def _interval_reset(self) -> None:
         self.interval: dict[str, Any] = {"start": time.time(), "frames": 0, "batches": 0, "train_s": 0.0, "loss": [],
@@ -271,8 +289,9 @@ class Learner:
             (observer.close if end else observer.update)(values, self.run.counters, line)
 
     def console_line(self, values: dict[str, float]) -> str:
-        run, c, m = self.run, self.run.counters, self.run.settings.map_name
-        return metrics.console_line(values, map_name=m, training_seconds=c.training_seconds, frames=c.frames,
-                                    races=c.races, batches=c.batches, best_ms=c.alltime_min_ms.get(m),
+        run, c, names = self.run, self.run.counters, self.run.settings.map_names
+        return metrics.console_line(values, map_name=names[0], training_seconds=c.training_seconds, frames=c.frames,
+                                    races=c.races, batches=c.batches, best_ms=c.alltime_min_ms.get(names[0]),
+                                    best_by_map={m: c.alltime_min_ms.get(m) for m in names} if len(names) > 1 else None,
                                     memory_size=len(run.replay),
                                     start_learn=run.schedules.at(c.frames)["memory_start_learn"])

@@ -168,11 +168,13 @@ def make_writer(log_dir: str | Path, purge_step: int | None = None):
     return SummaryWriter(str(log_dir), purge_step=purge_step)
 
 
-def write_hparams(writer, params: Mapping[str, Any], map_name: str) -> None:
-    """Record a run's hyperparameters for TensorBoard's HParams view, against its best time and its loss."""
+def write_hparams(writer, params: Mapping[str, Any], map_name: str | list[str]) -> None:
+    """Record a run's hyperparameters for TensorBoard's HParams view, against its best time on each of its maps
+    (``map_name``: one map, or a map cycle's list) and its loss."""
     from torch.utils.tensorboard.summary import hparams
 
-    summaries = hparams(dict(params), {alltime_min_ms(map_name): 0.0, LOSS: 0.0})
+    names = [map_name] if isinstance(map_name, str) else list(map_name)
+    summaries = hparams(dict(params), {**{alltime_min_ms(m): 0.0 for m in names}, LOSS: 0.0})
     file_writer = writer._get_file_writer()
     for summary in summaries:
         file_writer.add_summary(summary)
@@ -227,11 +229,16 @@ def log_race(writer, race: Mapping[str, Any], step: int, map_name: str, eval_tim
 
 
 def console_line(values: Mapping[str, float], *, map_name: str, training_seconds: float, frames: int, races: int,
-                 batches: int, best_ms: int | None, memory_size: int, start_learn: int) -> str:
-    """One line of progress for the terminal, from an interval's scalars (``values``, keyed by tag)."""
-    best = f"{best_ms / 1000:.2f} s" if best_ms is not None else "-"
+                 batches: int, best_ms: int | None, memory_size: int, start_learn: int,
+                 best_by_map: Mapping[str, int | None] | None = None) -> str:
+    """One line of progress for the terminal, from an interval's scalars (``values``, keyed by tag).
+
+    ``best_by_map``: a map cycle's best time of each map, shown instead of ``map_name``'s ``best_ms``.
+    """
+    bests = best_by_map if best_by_map is not None else {map_name: best_ms}
+    best = ", ".join(f"{m} {f'{ms / 1000:.2f} s' if ms is not None else '-'}" for m, ms in bests.items())
     head = (f"[{int(training_seconds // 60):4d}m{int(training_seconds % 60):02d}s] frames {frames:,} "
-            f"({values[FRAMES_PER_S]:.0f}/s) | races {races} | best {map_name} {best}")
+            f"({values[FRAMES_PER_S]:.0f}/s) | races {races} | best {best}")
     if memory_size < start_learn:
         return f"{head} | filling replay {memory_size:,}/{start_learn:,}"
     loss = values.get(LOSS)

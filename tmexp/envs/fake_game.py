@@ -20,21 +20,33 @@ connection at once (the plugin logs it and reads on, which garbles the stream); 
 ``map <name>`` loads a built-in track or a reference line ``.npy``, and any other map (a ``.Challenge.Gbx``) the
 track the fake was started with. Other console commands are accepted and ignored.
 
+Behaviours of the game it can imitate, each an option: ``steps_first`` sends a tick's RUN_STEP_SYNC before its
+CHECKPOINT_COUNT_CHANGED_SYNC (the default sends the checkpoint first; Linesight notes the game may do either);
+``login_screen`` keeps a game whose settings lack ``autologin`` at its login screen, where the plugin never greets
+(``settings_path`` keeps the ``set`` variables across launches, as TMInterface does); ``unfocused`` renders frames
+slowly until ``set unfocused_fps_limit false``. It records every command it receives (``received``, and the
+console commands in ``console``) and starts with its console open (``toggle_console`` closes it).
+
 Faults for tests (each fires once per process, counted in RUN_STEP_SYNC messages of races):
 ``drop_after`` closes the connection, ``stall_after`` goes silent, ``garbage_after`` sends an unknown message
-type, ``exit_after`` kills the process (a crashed game).
+type, ``exit_after`` kills the process (a crashed game), ``freeze_after`` stops the race time while run steps keep
+coming; ``unpreventable_finish`` ignores PREVENT_SIMULATION_FINISH (the finished race's time stops likewise).
 
 Start one with ``python -m tmexp.sim fake-game --port 8478`` (``--help`` for the options).
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
 import os
 import socket
 import struct
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tminterface.structs import SimStateData
@@ -54,6 +66,18 @@ log = logging.getLogger("tmexp.envs.fake_game")
 GARBAGE_MESSAGE_TYPE = 999
 DEFAULT_TIMEOUT_MS = 2000  # the plugin's wait for an echo until SET_TIMEOUT
 MAX_FRAME_SIDE = 4096
+ASPHALT = 16  # the game's contact material id the fake's wheels always touch
+UNFOCUSED_FRAME_DELAY_S = 0.03  # an unfocused game's frame rate cap, imitated
+_RECEIVED_KEPT = 100_000
+
+
+def name_process(name: str) -> None:
+    """Name this process ``name`` in the process list (Linux), as the game's executable is named."""
+    if sys.platform.startswith("linux") and name:
+        try:
+            Path("/proc/self/comm").write_text(name[:15])
+        except OSError:
+            pass
 
 
 class ClientGone(Exception):
@@ -66,6 +90,8 @@ class Faults:
     stall_after: int = 0
     garbage_after: int = 0
     exit_after: int = 0
+    unpreventable_finish: bool = False
+    freeze_after: int = 0  # the race time stops (run steps keep coming), no finish reported
 
 
 class FakeGame:
@@ -76,12 +102,21 @@ class FakeGame:
     """
 
     def __init__(self, race: "FakeRace", port: int, host: str = "127.0.0.1", faults: Faults | None = None,
-                 load_on_connect: bool = True):
+                 load_on_connect: bool = True, steps_first: bool = False, login_screen: bool = False,
+                 unfocused: bool = False, settings_path: str | None = None):
         self.race = race
         self.port = port
         self.host = host
         self.faults = faults or Faults()
         self.load_on_connect = load_on_connect
+        self.steps_first = steps_first
+        self.unfocused = unfocused
+        self.settings_path = Path(settings_path) if settings_path else None
+        self.settings: dict[str, str] = self._read_settings()
+        self.at_login_screen = login_screen and not self.settings.get("autologin")
+        self.console_open = True
+        self.received: collections.deque = collections.deque(maxlen=_RECEIVED_KEPT)  # (MessageType, value)
+        self.console: list[str] = []
         self._listener: socket.socket | None = None
         self._client: socket.socket | None = None
         self._stopping = False
@@ -137,43 +172,54 @@ class FakeGame:
 
     def _send(self, data: bytes) -> None:
         try:
-            self._client.sendall(data)
-        except OSError as error:
-            raise ClientGone(f"send failed ({error})") from None
+            protocol.Wire(self._client).send(data)
+        except protocol.WireError as error:
+            raise ClientGone(str(error)) from None
+
+    def _wire_read(self, read, *args):
+        """``read(*args)`` of the wire; any failure costs the client its connection."""
+        try:
+            return read(protocol.Wire(self._client), *args)
+        except protocol.WireSilent:
+            raise ClientGone(f"no answer within {self.timeout_ms} ms") from None
+        except protocol.WireClosed as error:
+            raise ClientGone("the client closed the connection" if error.by_peer else str(error)) from None
+        except protocol.WireBadLength as error:
+            raise ClientGone(str(error)) from None
 
     def _recv_exact(self, n: int, timeout_s: float) -> bytes:
-        self._client.settimeout(max(timeout_s, 0.001))
-        data = bytearray()
-        while len(data) < n:
-            try:
-                chunk = self._client.recv(n - len(data))
-            except socket.timeout:
-                raise ClientGone(f"no answer within {self.timeout_ms} ms") from None
-            except OSError as error:
-                raise ClientGone(f"read failed ({error})") from None
-            if not chunk:
-                raise ClientGone("the client closed the connection")
-            data += chunk
-        return bytes(data)
+        return self._wire_read(protocol.Wire.recv_exact, n, timeout_s)
 
     def _read(self, n: int) -> bytes:
         """A command's payload (the client writes it with the type: the timeout is only a guard)."""
         return self._recv_exact(n, self.timeout_ms / 1000)
 
     def _read_int32(self) -> int:
-        return protocol.INT32.unpack(self._read(4))[0]
+        return self._wire_read(protocol.Wire.recv_int32, self.timeout_ms / 1000)
 
     def _read_blob(self, what: str) -> bytes:
-        length = self._read_int32()
-        if not 0 <= length <= protocol.MAX_PAYLOAD_BYTES:
-            raise ClientGone(f"impossible {what} length {length}")
-        return self._read(length)
+        return self._wire_read(protocol.Wire.recv_blob, what, self.timeout_ms / 1000)
 
     # ---- the game and its plugin ----------------------------------------------------------------------------
+
+    def _read_settings(self) -> dict[str, str]:
+        if self.settings_path is None or not self.settings_path.is_file():
+            return {}
+        return json.loads(self.settings_path.read_text())
 
     def _session(self) -> None:
         self.timeout_ms = DEFAULT_TIMEOUT_MS
         self.frame_size = None
+        while self.at_login_screen and not self._stopping:
+            # The plugin greets only past the start-up screens: the client waits, and nothing here logs in.
+            self._client.settimeout(0.05)
+            try:
+                if self._client.recv(1, socket.MSG_PEEK) == b"":
+                    raise ClientGone("the client closed the connection")
+            except socket.timeout:
+                pass
+            except OSError as error:
+                raise ClientGone(f"read failed ({error})") from None
         self._sync(MessageType.ON_CONNECT_SYNC)
         if not self.race.loaded and self.load_on_connect:
             self.race.load()
@@ -181,6 +227,8 @@ class FakeGame:
             if self.frame_size is not None:  # a render: in a race or in the menus
                 width, height = self.frame_size
                 self.frame_size = None  # one frame per request
+                if self.unfocused and self.settings.get("unfocused_fps_limit", "true") != "false":
+                    time.sleep(UNFOCUSED_FRAME_DELAY_S)
                 self._sync(MessageType.REQUESTED_FRAME_SYNC, self.race.frame_bgra(width, height))
             elif self.race.loaded and self.speed > 0:
                 self._tick()
@@ -199,15 +247,22 @@ class FakeGame:
         raise ClientGone("the fake game stops")
 
     def _tick(self) -> None:
-        for current, target in self.race.tick():
-            self._sync(MessageType.CHECKPOINT_COUNT_CHANGED_SYNC, protocol.TWO_INT32.pack(current, target))
-            if current == target and self.race.finished and not self.race.finish_prevented:
-                self.race.end()  # the game shows the finish: run steps keep coming with the race time frozen
+        events = self.race.tick()
+        if not self.steps_first:
+            self._checkpoints(events)
         race_time = self.race.race_time_ms
         if race_time % self.on_step_period_ms == 0 or self.race.ended:
             self.run_steps_sent += 1
             self._maybe_fault()
             self._sync(MessageType.RUN_STEP_SYNC, protocol.pack_int32(race_time))
+        if self.steps_first:
+            self._checkpoints(events)
+
+    def _checkpoints(self, events: list[tuple[int, int]]) -> None:
+        for current, target in events:
+            self._sync(MessageType.CHECKPOINT_COUNT_CHANGED_SYNC, protocol.TWO_INT32.pack(current, target))
+            if current == target and self.race.finished and not self.race.finish_prevented:
+                self.race.end()  # the game shows the finish: run steps keep coming with the race time frozen
 
     def _maybe_fault(self) -> None:
         f, n = self.faults, self.run_steps_sent
@@ -228,6 +283,9 @@ class FakeGame:
                 except OSError:
                     break
             raise ClientGone("fault: stalled")
+        if f.freeze_after and n == f.freeze_after:
+            log.warning("fault: the race time stops")
+            self.race.end()
         if f.garbage_after and n == f.garbage_after:
             self._send(protocol.pack_int32(GARBAGE_MESSAGE_TYPE) + b"\x01\x02\x03")
 
@@ -248,10 +306,13 @@ class FakeGame:
 
     def _command(self, command: int) -> None:
         race = self.race
+        if command in protocol.MESSAGE_TYPES:
+            self.received.append((MessageType(command), None))
         if command in protocol.SERVER_SYNC_MESSAGES:
             pass  # an echo of another synchronous message: the plugin reads on
         elif command == MessageType.SET_SPEED:
             self.speed = protocol.FLOAT32.unpack(self._read(4))[0]
+            self.received[-1] = (MessageType.SET_SPEED, self.speed)
         elif command == MessageType.REWIND_TO_STATE:
             data = self._read_blob("save state")
             if race.loaded:
@@ -268,7 +329,7 @@ class FakeGame:
             if race.loaded:
                 race.load()
         elif command == MessageType.PREVENT_SIMULATION_FINISH:
-            if race.loaded:
+            if race.loaded and not self.faults.unpreventable_finish:
                 race.finish_prevented = True
         elif command == MessageType.SHUTDOWN:
             raise ClientGone("the client said goodbye")
@@ -304,14 +365,26 @@ class FakeGame:
             raise ClientGone(f"unknown message type {command}")
 
     def _execute(self, text: str) -> None:
-        """Console commands, ``;``-separated as in TMInterface's console: ``map`` loads a track, others are ignored."""
+        """Console commands, ``;``-separated as in TMInterface's console: ``map`` loads a track, ``set`` stores a
+        variable (kept in ``settings_path``), ``toggle_console`` opens or closes the console, ``set speed``
+        sets the speed; others are ignored."""
         for command in text.split(";"):
-            words = command.strip().split(maxsplit=1)
-            if len(words) == 2 and words[0] == "map":
+            self.console.append(command.strip())
+            words = command.strip().split(maxsplit=2)
+            if len(words) >= 2 and words[0] == "map":
                 try:
-                    self.race.load_map(words[1].strip().strip('"'))
+                    self.race.load_map(command.strip()[len("map"):].strip().strip('"'))
                 except TrackError as error:  # the game would print the error in its console
                     log.warning("map command ignored: %s", error)
+            elif len(words) == 3 and words[0] == "set":
+                if words[1] == "speed":
+                    self.speed = float(words[2])
+                else:
+                    self.settings[words[1]] = words[2]
+                    if self.settings_path is not None:
+                        self.settings_path.write_text(json.dumps(self.settings))
+            elif words == ["toggle_console"]:
+                self.console_open = not self.console_open
             elif words:
                 log.debug("console command ignored: %s", command.strip())
 
@@ -451,6 +524,8 @@ class FakeRace:
             wall_contact=bool(car.wall[0]),
             steer=float(car.steer[0]),
             gear=1,
+            wheel_material=np.full(4, ASPHALT, dtype=np.int64),
+            wheel_damper=np.full(4, 0.01),
             cp_passed=len(times),
             cp_target=self.n_checkpoints,
             cp_times_ms=times,
@@ -538,8 +613,11 @@ class FakeRace:
 
 
 def serve(track: Track, port: int, host: str = "127.0.0.1", countdown_ms: int = 100, menus: bool = False,
-          faults: Faults | None = None) -> FakeGame:
-    """A fake game listening on ``host:port`` (bound before this returns); call ``serve_forever`` on it."""
-    game = FakeGame(FakeRace(track, countdown_ms=countdown_ms), port, host, faults, load_on_connect=not menus)
+          faults: Faults | None = None, **behaviours) -> FakeGame:
+    """A fake game listening on ``host:port`` (bound before this returns); call ``serve_forever`` on it.
+
+    ``behaviours``: ``steps_first``, ``login_screen``, ``unfocused``, ``settings_path`` (``FakeGame``)."""
+    game = FakeGame(FakeRace(track, countdown_ms=countdown_ms), port, host, faults, load_on_connect=not menus,
+                    **behaviours)
     game.listen()
     return game

@@ -22,8 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from tmexp.envs.base import EnvSpec, n_floats
+from tmexp.envs.base import EnvSpec
 from tmexp.envs.driver import CarView, ReferenceDriver
+from tmexp.envs.observation import float_count
 from tmexp.envs.track import Track
 
 RANDOM_FRACTIONS = (0.0, 0.2, 0.4)
@@ -113,8 +114,10 @@ def save(path: str | Path, stats: FloatStats, track: Track, spec: EnvSpec, backe
     tmp.replace(path)
 
 
-def load(path: str | Path, track: Track, spec: EnvSpec, setting: str = "the float statistics file") -> FloatStats:
-    """Read statistics written by ``save``; FloatStatsError unless they fit ``track`` and ``spec``."""
+def load(path: str | Path, track: Track, spec: EnvSpec, setting: str = "the float statistics file",
+         n: int | None = None) -> FloatStats:
+    """Read statistics written by ``save``; FloatStatsError unless they fit ``track``, ``spec`` and ``n`` floats
+    (None: the count of ``spec``'s backend, the simulator's when it names none)."""
     path = Path(path)
     where = f"{setting} {str(path)!r}"
     remedy = "delete it to measure them again, or point the setting at another file"
@@ -127,7 +130,7 @@ def load(path: str | Path, track: Track, spec: EnvSpec, setting: str = "the floa
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise FloatStatsError(f"{where} is not a float statistics file ({type(error).__name__}: {error}); "
                               f"{remedy}.") from None
-    n = n_floats(spec)
+    n = float_count(spec) if n is None else n
     if mean.shape != (n,) or std.shape != (n,):
         raise FloatStatsError(f"{where} holds {mean.size} means and {std.size} stds; this run's observations have "
                               f"{n} floats: {remedy}.")

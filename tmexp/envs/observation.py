@@ -25,6 +25,10 @@ P = ``n_prev_actions_in_inputs`` (5), Z = ``n_zone_centers_in_inputs`` (40). Zon
 centreline point ``j * one_every_n_zone_centers_in_inputs`` points (0.5 m each) ahead of the car's nearest
 centreline point; beyond the finish the line continues straight along its end tangent.
 
+The game's float vector (``env=tmi``) is Linesight's and rulka's: 184 floats with the defaults, computed from the
+game state as Linesight computes them (``build_game_floats``; its table, index by index, is ``game_float_layout``'s
+docstring, with which of them the simulator's vector holds too).
+
 The image. A (1, H, W) uint8 grayscale picture of the road ahead in the car's frame (a stretched bird's-eye view
 whose rows are spaced like a perspective camera's ground plane: dense near the car, sparse far ahead): walls
 dark, off-road mid-grey, road light grey, the road's edge lines and the finish line white/black. It is gathered
@@ -113,6 +117,156 @@ def build_floats(
     margin = spec.margin_to_announce_finish_meters
     out[:, lay["distance_to_finish"]] = (np.clip(distance_to_finish, 0.0, margin) / margin)[:, None]
     return out
+
+
+# Linesight's grouping of the game's contact materials (TMInterface ids) into the physics behaviours its inputs
+# one-hot: 0 asphalt-like, 1 grass, 2 dirt, 3 turbo; every other material (ice, metal, water...) is group 4, which
+# no input flags.
+N_MATERIAL_GROUPS = 4
+_MATERIAL_GROUP = {0: 0, 1: 0, 2: 1, 5: 2, 6: 2, 7: 3, 8: 2, 16: 0, 17: 2, 18: 0, 19: 0, 20: 1, 26: 3}
+
+
+def material_group(material_id: int) -> int:
+    """The physics-behaviour group of a contact material id (Linesight's table; 4 = none of the inputs')."""
+    return _MATERIAL_GROUP.get(int(material_id) & 0xFFFF, N_MATERIAL_GROUPS)
+
+
+def game_float_layout(spec: EnvSpec) -> dict[str, slice]:
+    """Name -> slice of the game's float vector, in Linesight's order, unscaled (the network standardises them by
+    the floats' statistics measured on the game). What it adds to the simulator's 149:
+
+    | index (defaults) | content | also in the simulator's vector |
+    |---|---|---|
+    | 0 | Linesight's slot for the mini-race time: always 0 from the env | no |
+    | 1 .. 20 | previous P actions, oldest first, 4 bits each; "forward" before the first | yes (newest first) |
+    | 21 .. 24 | each wheel sliding | no |
+    | 25 .. 28 | each wheel touching the ground | no |
+    | 29 .. 32 | each wheel's damper absorb | no |
+    | 33 .. 36 | gearbox state, gear, engine rpm, action steps since the gearbox state became non-zero | no |
+    | 37 .. 52 | contact material of each wheel, one-hot over asphalt, grass, dirt, turbo (wheel by wheel) | no |
+    | 53 .. 55 | angular velocity in the car frame, rad/s | yes (/ 2) |
+    | 56 .. 58 | velocity in the car frame, m/s | yes (/ 50) |
+    | 59 .. 61 | the world's up vector in the car frame | no |
+    | 62 .. 181 | Z zone centres in the car frame, metres, from the nearest point (0, 10 .. m ahead) | from 10 m |
+    | 182 | distance to the finish, metres, capped at margin_to_announce_finish_meters | / margin |
+    | 183 | freewheeling | no |
+
+    The simulator's steering state and wall contact are not among the game's inputs (Linesight's are the above).
+    """
+    return dict(_game_layout(spec.n_prev_actions_in_inputs, spec.n_zone_centers_in_inputs))
+
+
+def n_game_floats(spec: EnvSpec) -> int:
+    """The length of the game's float vector (184 with Linesight's defaults)."""
+    return 44 + 4 * spec.n_prev_actions_in_inputs + 3 * spec.n_zone_centers_in_inputs
+
+
+def float_count(env) -> int:
+    """The float count of a run's env: ``env`` is an ``EnvSpec`` with a ``backend`` (the ``env`` config node);
+    the game's (``n_game_floats``) for ``tmi``, else the simulator's (``n_floats``)."""
+    return n_game_floats(env) if str(getattr(env, "backend", "sim")) == "tmi" else n_floats(env)
+
+
+@functools.lru_cache(maxsize=None)
+def _game_layout(p: int, z: int) -> tuple:
+    sizes = (("mini_race_time", 1), ("prev_actions", 4 * p), ("wheel_sliding", 4), ("wheel_contact", 4),
+             ("wheel_damper", 4), ("gearbox_state", 1), ("gear", 1), ("rpm", 1), ("gearbox_counter", 1),
+             ("contact_materials", 4 * N_MATERIAL_GROUPS), ("angular_velocity", 3), ("velocity", 3),
+             ("world_up", 3), ("zone_centers", 3 * z), ("distance_to_finish", 1), ("freewheeling", 1))
+    out, start = [], 0
+    for name, size in sizes:
+        out.append((name, slice(start, start + size)))
+        start += size
+    return tuple(out)
+
+
+FORWARD_ACTION = 0  # Linesight pads the previous actions with "forward" before the first one
+
+
+def build_game_floats(
+    spec: EnvSpec,
+    line: ExtendedLine,
+    zone_index: int,
+    position: np.ndarray,
+    rotation: np.ndarray,
+    velocity: np.ndarray,
+    angular_velocity: np.ndarray,
+    prev_actions: np.ndarray,
+    wheel_sliding: np.ndarray,
+    wheel_contact: np.ndarray,
+    wheel_damper: np.ndarray,
+    wheel_material: np.ndarray,
+    gearbox_state: int,
+    gear: int,
+    rpm: float,
+    gearbox_counter: int,
+    distance_to_finish: float,
+    freewheeling: bool,
+) -> np.ndarray:
+    """One car's game float vector, as Linesight computes it from the game state.
+
+    Args:
+        zone_index: index into ``line`` of the car's current zone centre (the nearest centreline point).
+        position: (3,) world x, height, z. rotation: (3, 3) columns right, up, forward (the game's).
+        velocity, angular_velocity: (3,) world frame.
+        prev_actions: (P,) action indices, most recent first, -1 where none yet.
+        wheel_sliding, wheel_contact, wheel_damper, wheel_material: (4,) per wheel (material: TMInterface id).
+        gearbox_counter: action steps in a row with a non-zero gearbox state before this one (Linesight's).
+        distance_to_finish: metres along the centreline.
+    Returns:
+        (F,) float32, F = ``n_game_floats(spec)``.
+    """
+    lay = dict(_game_layout(spec.n_prev_actions_in_inputs, spec.n_zone_centers_in_inputs))
+    out = np.zeros(n_game_floats(spec), dtype=np.float32)
+    oldest_first = np.where(prev_actions[::-1] >= 0, prev_actions[::-1], FORWARD_ACTION)
+    out[lay["prev_actions"]] = _ACTION_BITS[oldest_first].ravel()
+    out[lay["wheel_sliding"]] = wheel_sliding
+    out[lay["wheel_contact"]] = wheel_contact
+    out[lay["wheel_damper"]] = wheel_damper
+    out[lay["gearbox_state"]] = gearbox_state
+    out[lay["gear"]] = gear
+    out[lay["rpm"]] = rpm
+    out[lay["gearbox_counter"]] = gearbox_counter
+    groups = np.array([material_group(m) for m in wheel_material])
+    out[lay["contact_materials"]] = (groups[:, None] == np.arange(N_MATERIAL_GROUPS)[None, :]).ravel()
+    # Car-frame components: projections on the rotation's columns (Linesight: rotation.T @ v).
+    out[lay["angular_velocity"]] = angular_velocity @ rotation
+    out[lay["velocity"]] = velocity @ rotation
+    out[lay["world_up"]] = rotation[1, :]
+    z = spec.n_zone_centers_in_inputs
+    zi = np.minimum(zone_index + spec.one_every_n_zone_centers_in_inputs * np.arange(z), len(line.points) - 1)
+    out[lay["zone_centers"]] = ((line.points[zi] - position[None, :]) @ rotation).ravel()
+    out[lay["distance_to_finish"]] = min(spec.margin_to_announce_finish_meters, distance_to_finish)
+    out[lay["freewheeling"]] = float(freewheeling)
+    return out
+
+
+def shared_floats(floats: np.ndarray, spec: EnvSpec, game: bool) -> dict[str, np.ndarray]:
+    """The inputs both backends' float vectors hold, in the simulator's scaling and order, by name.
+
+    ``floats``: (F,) of the game (``game``) or of the simulator. The previous actions are newest first (the game's
+    padding is "forward", the simulator's 0); the zone centres from 10 m ahead (Z - 1 of them). Tests compare the
+    backends with it.
+    """
+    p, z = spec.n_prev_actions_in_inputs, spec.n_zone_centers_in_inputs
+    if not game:
+        lay = float_layout(spec)
+        return {
+            "prev_actions": floats[lay["prev_actions"]],
+            "velocity": floats[lay["velocity"]],
+            "angular_velocity": floats[lay["angular_velocity"]],
+            "zone_centers": floats[lay["zone_centers"]][: 3 * (z - 1)],
+            "distance_to_finish": floats[lay["distance_to_finish"]],
+        }
+    lay = game_float_layout(spec)
+    actions = floats[lay["prev_actions"]].reshape(p, 4)[::-1].ravel()
+    return {
+        "prev_actions": actions,
+        "velocity": floats[lay["velocity"]] * VELOCITY_SCALE,
+        "angular_velocity": floats[lay["angular_velocity"]] * ANGULAR_VELOCITY_SCALE,
+        "zone_centers": floats[lay["zone_centers"]][3:] * ZONE_SCALE,
+        "distance_to_finish": floats[lay["distance_to_finish"]] / spec.margin_to_announce_finish_meters,
+    }
 
 
 def planar_rotation(forward_xz: np.ndarray) -> np.ndarray:

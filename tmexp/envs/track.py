@@ -1,4 +1,5 @@
-"""Tracks: a centreline in the Linesight reference-line format, locating cars on it, and the built-in tracks.
+"""Tracks: a centreline in the Linesight reference-line format, locating cars on it, and the built-in tracks
+(``A01``, authored here, and ``hock``, a real map's centreline under ``tracks/``).
 
 A reference line is a ``.npy`` float array of shape (N, 3) holding x, height, z in metres, points about 0.5 m
 apart. Progress along a track is metres along this line. Both backends (the simulator and the real game) use
@@ -342,7 +343,17 @@ def a01_points() -> np.ndarray:
     return polyline_from_segments(A01_SEGMENTS)
 
 
-BUILTIN_TRACKS = {"A01": a01_points}
+# ----- built-in tracks from real maps ----------------------------------------------------------------------------
+# Reference lines of real Trackmania Nations Forever maps, shipped as data (``tracks/README.md`` names the sources).
+TRACKS_DIR = Path(__file__).parent / "tracks"
+
+
+def hock_points() -> np.ndarray:
+    """ESL-Hockolicious (Linesight's ``hock``): the real map's centreline, about 4 km."""
+    return np.load(TRACKS_DIR / "ESL-Hockolicious_0.5m_cl2.npy", allow_pickle=False)
+
+
+BUILTIN_TRACKS = {"A01": a01_points, "hock": hock_points}
 
 
 def _polyline_length(points: np.ndarray) -> float:

@@ -82,7 +82,7 @@ def _multirun_jobs(overrides: list[str]) -> tuple[list[list[str]], bool]:
     fixed = [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if not o.is_sweep_override()]
     base = compose_config(fixed, return_hydra_config=True)
     if search.is_search(base.hydra.sweeper):
-        search.check_search(overrides, base.hydra.sweeper, base.objective)
+        search.check_search(overrides, base.hydra.sweeper, base.objective, base.hydra.sweep.dir)
         return search.search_jobs(overrides, base.hydra.sweeper), True
     jobs = _expand(overrides)
     first = compose_config(jobs[0], return_hydra_config=True)
@@ -93,21 +93,28 @@ def _multirun_jobs(overrides: list[str]) -> tuple[list[list[str]], bool]:
     return jobs, False
 
 
-def _check_resume(cfg: Config, run_dir: Path) -> None:
-    """A run directory that holds a checkpoint is resumed: its network and task must match this command's."""
-    from tmexp.core.checkpoint import (CheckpointError, ResumeMismatch, check_readable, check_resumable,
-                                       has_checkpoint, resume_structure)
+def _check_resume(cfg: Config, run_dir: Path, multirun: bool) -> None:
+    """A run directory that holds a checkpoint is resumed: it must resume with this command's config (compared with
+    what the checkpoint was written with), and no other process may be working in it.
 
+    A single run in use is refused here, before Hydra writes into it; a sweep's job in use is said in one line and
+    left to fail as in use when its turn comes, the other jobs going on."""
+    from tmexp.core.checkpoint import CheckpointError, ResumeMismatch, check_resume, resume_structure
+
+    holder = rundir.lock_holder(run_dir)
+    if holder is not None:
+        message = (f"{run_dir} is in use by {holder}: wait for it to end or stop it, or choose another "
+                   f"{'hydra.sweep.dir' if multirun else 'hydra.run.dir'}.")
+        if not multirun:
+            raise ConfigError(message)
+        print(f"warning: {message} That job will be reported as in use; the others run.", file=sys.stderr)
+        return
+    capacity = max(int(point[1][0]) for point in cfg.memory.memory_size_schedule)
     try:
-        check_readable(run_dir)
-    except CheckpointError as error:
+        check_resume(run_dir, resume_structure(cfg), rundir.read_resolved_config(run_dir), replay_capacity=capacity,
+                     discard_replay=cfg.training.resume_discards_replay)
+    except (CheckpointError, ResumeMismatch) as error:
         raise ConfigError(str(error)) from error
-    saved = rundir.read_resolved_config(run_dir)
-    if has_checkpoint(run_dir) and saved is not None:
-        try:
-            check_resumable(resume_structure(saved), resume_structure(cfg), run_dir)
-        except ResumeMismatch as error:
-            raise ConfigError(str(error)) from error
 
 
 def _sweep_job_dir(hydra_node: DictConfig, index: int) -> Path:
@@ -148,7 +155,7 @@ def precheck(argv: list[str]) -> int:
             check_output_dir(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
             if not searching:  # a search's trials get new job directories, numbered after the study's trials
                 run_dir = _sweep_job_dir(hydra_node, index) if multirun else Path(hydra_node.run.dir)
-                _check_resume(cfg, run_dir)
+                _check_resume(cfg, run_dir, multirun)
         if multirun and slurm.is_slurm(launcher):
             slurm.check_request(launcher)
     except ConfigError:

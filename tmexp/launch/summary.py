@@ -44,6 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 from tmexp import rundir
 
 FINISHED = "finished"
+PRUNED = "pruned"  # a search stopped the run early: a result (its objective so far), not a failure
 
 
 @dataclass
@@ -66,13 +67,15 @@ class JobResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == FINISHED
+        return self.status in (FINISHED, PRUNED)
 
     @property
     def outcome(self) -> str:
         """finished, skipped, resumed or retried (N) for a job that finished; its status in capitals otherwise."""
         if not self.ok:
             return self.status.upper()
+        if self.status == PRUNED:
+            return PRUNED
         if self.skipped:
             return "skipped"
         if self.retries:
@@ -146,6 +149,9 @@ def collect(sweep_dir: str | Path, expected: list[list[str]] | None = None) -> l
         if run_dir is not None:
             overrides = rundir.read_overrides(run_dir) or overrides
         status = (rundir.read_status(run_dir) if run_dir is not None else None) or {}
+        holder = rundir.lock_holder(run_dir) if run_dir is not None and status.get("sweep") != command else None
+        if holder is not None:  # another process works in it: this command's job was refused, nothing touched
+            status = {"status": "in use", "error": f"by {holder}"}
         result = JobResult(num=num, overrides=overrides, status=status.get("status", "missing"), run_dir=run_dir,
                            frames=status.get("frames"), error=status.get("error"),
                            objective=_objective_text(status.get("objective")), **_this_command(status, command))
@@ -166,6 +172,7 @@ _WHY = {
     "preempted": "stopped by a signal and not resumed",
     "running": "died without a word (killed, out of memory, node failure?)",
     "missing": "never started or died before writing status.json",
+    "in use": "not started: its run directory is in use",
 }
 
 
@@ -176,7 +183,8 @@ def _retried(retries: int) -> str:
 def format_summary(sweep_dir: str | Path, results: list[JobResult]) -> str:
     """Human-readable lines: a header, one line per job, and the log paths of the jobs that did not finish."""
     failed = [r for r in results if not r.ok]
-    how = {"skipped as already finished": sum(r.ok and r.skipped for r in results),
+    how = {"pruned": sum(r.status == PRUNED for r in results),
+           "skipped as already finished": sum(r.ok and r.skipped for r in results),
            "resumed": sum(r.outcome == "resumed" for r in results),
            "retried": sum(r.ok and r.retries > 0 for r in results)}
     how_text = ", ".join(f"{n} {what}" for what, n in how.items() if n)
@@ -205,7 +213,7 @@ class JobProgress:
     thread polling the sweep directory every ``poll_s`` seconds). What jobs were when it starts (an earlier command
     in the same sweep directory) is not announced; a job that ends again (run again, skipped) is."""
 
-    DONE = ("finished", "failed", "stopped")
+    DONE = ("finished", "failed", "stopped", "pruned")
 
     def __init__(self, sweep_dir: str | Path, poll_s: float = 2.0):
         self.sweep_dir, self.poll_s = Path(sweep_dir), poll_s
@@ -330,11 +338,17 @@ class SweepSummary(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         params = config.hydra.sweeper.get("params") or {}
-        try:
-            expected = expected_jobs(overrides, OmegaConf.to_container(params, resolve=False))
+        try:  # a search draws its jobs (its choices are no grid): the job directories found are its jobs
+            expected = (None if search.is_search(config.hydra.sweeper)
+                        else expected_jobs(overrides, OmegaConf.to_container(params, resolve=False)))
         except Exception:  # a sweeper other than Hydra's basic one: report the job directories found
             expected = None
         results = collect(sweep_dir, expected)
+        if search.is_search(config.hydra.sweeper):  # earlier commands' trials are in the study's lines below (a
+            # trial they left unfinished is asked again, never resumed): this command's jobs are the sweep's result
+            command = rundir.read_sweep_command(sweep_dir)
+            results = [r for r in results if (rundir.read_status(r.run_dir) if r.run_dir else None) is None
+                       or rundir.read_status(r.run_dir).get("sweep") in (None, command)]
         print(format_summary(sweep_dir, results), flush=True)
         if search.is_search(config.hydra.sweeper):
             print("\n".join(search.study_report(config.hydra.sweeper, sweep_dir, config.get("objective"))), flush=True)

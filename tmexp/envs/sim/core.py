@@ -19,6 +19,7 @@ final_speed_reward_as_if_duration_s (the metres the car would still cover at its
 
 from __future__ import annotations
 
+import copy
 from dataclasses import fields
 
 import numpy as np
@@ -92,11 +93,40 @@ class SimBatch:
         self.cutoff: list[str | None] = [None] * n
         self._cp_pad = np.append(self.world.checkpoints, np.inf)
         self.length = track.length
-        # Reused observation inputs (np.stack costs more than the arithmetic for one car).
+        self._scratch(n)
+
+    def _scratch(self, n: int) -> None:
+        """Reused observation inputs (np.stack costs more than the arithmetic for one car)."""
         self._xz, self._forward = np.empty((n, 2)), np.empty((n, 2))
         self._position, self._velocity, self._angular = np.zeros((n, 3)), np.zeros((n, 3)), np.zeros((n, 3))
         self._rotation = np.zeros((n, 3, 3))
         self._rotation[:, 1, 1] = 1.0
+
+    # ------------------------------------------------------------------------------------- some of the cars
+    # A vector env whose cars race on several tracks (a map cycle) keeps one batch per track and steps, on each,
+    # only the cars racing there: ``take`` copies those cars into a batch of their own, ``put`` writes them back.
+    _PER_CAR = ("race_time_ms", "finished", "max_vcp", "last_vcp_ms", "next_cp", "prev_actions")
+
+    def take(self, rows: np.ndarray) -> "SimBatch":
+        """The cars ``rows`` (int indices) as a batch of their own on the same track (their state copied)."""
+        sub = copy.copy(self)  # shares the track's world and the settings
+        sub.n = len(rows)
+        sub.car = self.car.take(rows)
+        for name in self._PER_CAR:
+            setattr(sub, name, getattr(self, name)[rows])
+        sub.cp_times = [self.cp_times[i] for i in rows]
+        sub.cutoff = [self.cutoff[i] for i in rows]
+        sub._scratch(sub.n)
+        return sub
+
+    def put(self, rows: np.ndarray, sub: "SimBatch") -> None:
+        """Write back the cars ``rows`` of a batch ``take(rows)`` returned."""
+        self.car.assign(rows, sub.car)
+        for name in self._PER_CAR:
+            getattr(self, name)[rows] = getattr(sub, name)
+        for k, i in enumerate(rows):
+            self.cp_times[i] = sub.cp_times[k]
+            self.cutoff[i] = sub.cutoff[k]
 
     # ----------------------------------------------------------------------------------------------- reset
     def reset_cars(self, which: np.ndarray, rngs: list[np.random.Generator]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -24,14 +24,18 @@ class SimEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, track: Track, spec: EnvSpec, rewards: RewardSpec, params: SimParams,
+    def __init__(self, track: Track | Sequence[Track], spec: EnvSpec, rewards: RewardSpec, params: SimParams,
                  seed: int | None = None, render_mode: str | None = None):
         # Not self.spec: gym.Env.spec is the Gymnasium registration spec.
-        self.track, self.env_spec, self.rewards, self.params = track, spec, rewards, params
+        self.env_spec, self.rewards, self.params = spec, rewards, params
+        # A map cycle's tracks: ``reset(options={"map_index": i})`` races on track i from then on.
+        self.tracks = [track] if isinstance(track, Track) else list(track)
+        self.track = self.tracks[0]
         self.observation_space = observation_space(spec)
         self.action_space = action_space()
         self.render_mode = render_mode
-        self.batch = SimBatch(1, track, spec, rewards, params)
+        self.batches = [SimBatch(1, t, spec, rewards, params) for t in self.tracks]
+        self.batch = self.batches[0]
         self._seed = seed
         self._needs_reset = True
         self._last_obs: dict[str, np.ndarray] | None = None
@@ -39,6 +43,11 @@ class SimEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed if seed is not None else self._seed)
         self._seed = None  # the constructor's seed applies to the first reset only, as in Gymnasium
+        if options and options.get("map_index") is not None:
+            index = int(np.asarray(options["map_index"]).reshape(-1)[0])
+            if not 0 <= index < len(self.tracks):
+                raise ValueError(f"map_index {index} must be in [0, {len(self.tracks)})")
+            self.track, self.batch = self.tracks[index], self.batches[index]
         self.batch.reset_cars(np.array([0]), [self.np_random])
         self._needs_reset = False
         return self._obs(), self.batch.info(0)
@@ -54,14 +63,22 @@ class SimEnv(gym.Env):
         return self._obs(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), self.batch.info(0)
 
     def float_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-float mean and std over reference-driver races on this track (``tmexp.envs.float_stats``).
+        """Per-float mean and std over reference-driver races on this env's tracks (``tmexp.envs.float_stats``).
 
-        Measured on a fresh env of the same settings, so this env's own races and random draws are untouched.
+        Measured on fresh envs of the same settings, so this env's own races and random draws are untouched. With
+        several tracks (a map cycle) one set serves them all, as the network has one float input for every map
+        (Linesight too keeps one set for all its maps): the floats of every track's races, pooled, so that each
+        track counts by its frames, as its races do in replay.
         """
-        env = SimEnv(self.track, self.env_spec, self.rewards, self.params, seed=0)
-        driver = ReferenceDriver(self.track, driver_car(self.params))
-        stats = float_stats.measure(env, lambda: env.batch.car.view(0), driver, self.env_spec)
-        return stats.mean, stats.std
+        if len(self.tracks) == 1:
+            stats = self._measure(self.track)
+            return stats.mean, stats.std
+        return pooled_float_stats([self._measure(track, min_std=0.0) for track in self.tracks])
+
+    def _measure(self, track: Track, **kwargs) -> float_stats.FloatStats:
+        env = SimEnv(track, self.env_spec, self.rewards, self.params, seed=0)
+        driver = ReferenceDriver(track, driver_car(self.params))
+        return float_stats.measure(env, lambda: env.batch.car.view(0), driver, self.env_spec, **kwargs)
 
     def _obs(self) -> dict[str, np.ndarray]:
         obs = self.batch.observe()
@@ -73,3 +90,15 @@ class SimEnv(gym.Env):
         if self._last_obs is None:
             return None
         return np.repeat(self._last_obs["img"][0][:, :, None], 3, axis=2)
+
+
+def pooled_float_stats(parts: list[float_stats.FloatStats], min_std: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and std of the floats of several measurements together (each measured with ``min_std=0``), each
+    counting by its frames; a float (nearly) constant over all of them gets mean 0 and std 1, as in one."""
+    frames = np.array([p.frames for p in parts], dtype=np.float64)[:, None]
+    means = np.stack([p.mean for p in parts]).astype(np.float64)
+    second = np.stack([p.std.astype(np.float64) ** 2 for p in parts]) + means**2
+    mean = (frames * means).sum(axis=0) / frames.sum()
+    std = np.sqrt(np.maximum((frames * second).sum(axis=0) / frames.sum() - mean**2, 0.0))
+    constant = std < min_std
+    return (np.where(constant, 0.0, mean).astype(np.float32), np.where(constant, 1.0, std).astype(np.float32))

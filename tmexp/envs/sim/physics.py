@@ -53,6 +53,10 @@ class SimCars:
     def copy(self) -> "SimCars":
         return SimCars(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
 
+    def take(self, rows: np.ndarray) -> "SimCars":
+        """A copy of the cars ``rows`` (int indices), in that order."""
+        return SimCars(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
     def assign(self, mask: np.ndarray, other: "SimCars") -> None:
         """Set the cars in ``mask`` to ``other``'s values (``other`` holds exactly those cars)."""
         for f in fields(self):

@@ -6,13 +6,16 @@ returns the new race's first observation with reward 0 and both flags False. Wit
 ``autoreset_mode=AutoresetMode.DISABLED`` the caller restarts cars itself, any subset at a time, through
 ``reset(seed=..., options={"reset_mask": mask})`` (Gymnasium's convention): a collector drives each car's races.
 
+A map cycle's cars race on several tracks: pass a list of tracks, and each reset's ``options["map_index"]`` says
+which track each reset car races on next (one ``SimBatch`` per track steps the cars racing there).
+
 ``info`` holds one array per key of ``tmexp.envs.base.INFO_KEYS`` (``cp_times`` and ``cutoff`` as object arrays)
 plus Gymnasium's ``_<key>`` masks (all True).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from gymnasium.spaces import Discrete
@@ -30,8 +33,9 @@ class SimVecEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int, track: Track, spec: EnvSpec, rewards: RewardSpec, params: SimParams,
-                 seed: int | None = None, autoreset_mode: AutoresetMode = AutoresetMode.NEXT_STEP):
+    def __init__(self, num_envs: int, track: Track | Sequence[Track], spec: EnvSpec, rewards: RewardSpec,
+                 params: SimParams, seed: int | None = None,
+                 autoreset_mode: AutoresetMode = AutoresetMode.NEXT_STEP):
         if autoreset_mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
             raise ValueError(f"SimVecEnv supports autoreset_mode NEXT_STEP or DISABLED, not {autoreset_mode}")
         self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
@@ -40,7 +44,11 @@ class SimVecEnv(VectorEnv):
         self.single_action_space: Discrete = action_space()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.batch = SimBatch(self.num_envs, track, spec, rewards, params)
+        # A map cycle: one batch per track, each car racing on one of them (``map_index``) until its next reset.
+        self.tracks = [track] if isinstance(track, Track) else list(track)
+        self.batches = [SimBatch(self.num_envs, t, spec, rewards, params) for t in self.tracks]
+        self.batch = self.batches[0]
+        self.map_index = np.zeros(self.num_envs, dtype=np.int64)
         self._seed = seed
         self._rngs = [np.random.default_rng() for _ in range(self.num_envs)]
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
@@ -49,10 +57,17 @@ class SimVecEnv(VectorEnv):
         """Reset every car, or the cars of ``options["reset_mask"]`` ((num_envs,) bool); the others race on.
 
         ``seed``: an int s seeds car i with s + i; a list gives each car its seed (None: keep its generator).
+        ``options["map_index"]`` ((num_envs,) ints): the track each reset car races on from now (a map cycle's
+        map); without it a car stays on its track.
         """
         mask = np.ones(self.num_envs, dtype=bool)
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"], dtype=bool).reshape(self.num_envs)
+        if options and options.get("map_index") is not None:
+            index = np.asarray(options["map_index"], dtype=np.int64).reshape(self.num_envs)
+            if np.any((index < 0) | (index >= len(self.tracks))):
+                raise ValueError(f"map_index {index.tolist()} must be in [0, {len(self.tracks)})")
+            self.map_index = np.where(mask, index, self.map_index)
         seed = seed if seed is not None else self._seed
         self._seed = None
         if seed is not None:
@@ -60,10 +75,8 @@ class SimVecEnv(VectorEnv):
             for i in np.flatnonzero(mask):
                 if seeds[i] is not None:  # car i with seed s draws exactly what SimEnv(seed=s) draws
                     self._rngs[i] = np.random.Generator(np.random.PCG64(seeds[i]))
-        which = np.flatnonzero(mask)
-        self.batch.reset_cars(which, [self._rngs[i] for i in which])
-        self._autoreset[which] = False
-        return self.batch.observe(), self._infos()
+        self._reset_cars(np.flatnonzero(mask))
+        return self._observe(), self._infos()
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
@@ -73,18 +86,69 @@ class SimVecEnv(VectorEnv):
         if len(restart) and self.metadata["autoreset_mode"] == AutoresetMode.DISABLED:
             raise RuntimeError(f"SimVecEnv.step: cars {restart.tolist()} ended their races; reset them first with "
                                "reset(options={'reset_mask': mask}).")
-        reward, terminated, truncated = self.batch.step(actions)
+        reward = np.empty(self.num_envs)
+        terminated, truncated = np.empty(self.num_envs, dtype=bool), np.empty(self.num_envs, dtype=bool)
+        for batch, rows in self._groups():
+            if rows is None:
+                reward, terminated, truncated = batch.step(actions)
+            else:
+                sub = batch.take(rows)
+                reward[rows], terminated[rows], truncated[rows] = sub.step(actions[rows])
+                batch.put(rows, sub)
         if len(restart):
-            self.batch.reset_cars(restart, [self._rngs[i] for i in restart])
+            self._reset_cars(restart)
             reward[restart] = 0.0
             terminated[restart] = False
             truncated[restart] = False
         self._autoreset = terminated | truncated
-        return self.batch.observe(), reward, terminated, truncated, self._infos()
+        return self._observe(), reward, terminated, truncated, self._infos()
+
+    def _groups(self):
+        """(batch, rows) for each track some car races on; rows None when every car races on that one."""
+        if len(self.batches) == 1:
+            return [(self.batch, None)]
+        groups = []
+        for m, batch in enumerate(self.batches):
+            rows = np.flatnonzero(self.map_index == m)
+            if len(rows) == self.num_envs:
+                return [(batch, None)]
+            if len(rows):
+                groups.append((batch, rows))
+        return groups
+
+    def _reset_cars(self, which: np.ndarray) -> None:
+        for m, batch in enumerate(self.batches):
+            cars = which[self.map_index[which] == m]
+            if len(cars):
+                batch.reset_cars(cars, [self._rngs[i] for i in cars])
+        self._autoreset[which] = False
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        groups = self._groups()
+        if groups[0][1] is None:
+            return groups[0][0].observe()
+        obs = {"img": np.empty(self.observation_space["img"].shape, dtype=np.uint8),
+               "floats": np.empty(self.observation_space["floats"].shape, dtype=np.float32)}
+        for batch, rows in groups:
+            part = batch.take(rows).observe()
+            obs["img"][rows], obs["floats"][rows] = part["img"], part["floats"]
+        return obs
+
+    def _car_infos(self) -> dict[str, list]:
+        groups = self._groups()
+        if groups[0][1] is None:
+            return groups[0][0].infos()
+        infos: dict[str, list] = {}
+        for batch, rows in groups:
+            for key, values in batch.take(rows).infos().items():
+                column = infos.setdefault(key, [None] * self.num_envs)
+                for k, i in enumerate(rows):
+                    column[i] = values[k]
+        return infos
 
     def _infos(self) -> dict[str, np.ndarray]:
         infos: dict[str, np.ndarray] = {}
-        for key, values in self.batch.infos().items():
+        for key, values in self._car_infos().items():
             if key in ("cp_times", "cutoff"):
                 arr = np.empty(self.num_envs, dtype=object)
                 for i, v in enumerate(values):  # element-wise: a list of equal-length lists would broadcast

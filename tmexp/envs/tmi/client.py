@@ -89,46 +89,44 @@ class TmiClient:
 
     # ---- raw io -------------------------------------------------------------------------------------------
 
-    def _send(self, data: bytes) -> None:
+    def _wire(self) -> protocol.Wire:
         if self._sock is None:
             raise GameConnectionLost(f"not connected to the plugin on port {self.port}.")
+        return protocol.Wire(self._sock)
+
+    def _send(self, data: bytes) -> None:
+        wire = self._wire()
         try:
-            self._sock.sendall(data)
-        except OSError as error:
+            wire.send(data)
+        except protocol.WireError as error:
             self.close()
             raise GameConnectionLost(f"sending to the plugin on port {self.port} failed ({error}).") from None
 
+    def _read(self, read, *args):
+        """``read(*args)`` of the wire, its failures as the client's errors (the socket closed after any)."""
+        wire = self._wire()
+        try:
+            return read(wire, *args)
+        except protocol.WireSilent:
+            self.close()
+            raise GameTimeout(f"the plugin on port {self.port} sent nothing for {self.response_timeout_s:.1f} s.") \
+                from None
+        except protocol.WireBadLength as error:
+            self._protocol_error(str(error))
+        except protocol.WireClosed as error:
+            self.close()
+            if error.by_peer:
+                raise GameConnectionLost(f"the plugin on port {self.port} closed the connection.") from None
+            raise GameConnectionLost(f"reading from the plugin on port {self.port} failed ({error}).") from None
+
     def _recv_exact(self, n: int) -> bytes:
-        if self._sock is None:
-            raise GameConnectionLost(f"not connected to the plugin on port {self.port}.")
-        buffer = bytearray(n)
-        view = memoryview(buffer)
-        received = 0
-        while received < n:
-            try:
-                count = self._sock.recv_into(view[received:], n - received)
-            except socket.timeout:
-                self.close()
-                raise GameTimeout(
-                    f"the plugin on port {self.port} sent nothing for {self.response_timeout_s:.1f} s."
-                ) from None
-            except OSError as error:
-                self.close()
-                raise GameConnectionLost(f"reading from the plugin on port {self.port} failed ({error}).") from None
-            if count == 0:
-                self.close()
-                raise GameConnectionLost(f"the plugin on port {self.port} closed the connection.")
-            received += count
-        return bytes(buffer)
+        return self._read(protocol.Wire.recv_exact, n)
 
     def _recv_int32(self) -> int:
-        return protocol.INT32.unpack(self._recv_exact(4))[0]
+        return self._read(protocol.Wire.recv_int32)
 
     def _recv_blob(self, what: str) -> bytes:
-        length = self._recv_int32()
-        if not 0 <= length <= protocol.MAX_PAYLOAD_BYTES:
-            self._protocol_error(f"impossible {what} length {length}")
-        return self._recv_exact(length)
+        return self._read(protocol.Wire.recv_blob, what)
 
     def _protocol_error(self, what: str) -> None:
         self.close()

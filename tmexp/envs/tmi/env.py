@@ -1,14 +1,17 @@
 """``TmiEnv``: the real game behind the same contract as the simulator (``tmexp/envs/base.py``).
 
 Per action the game runs ``tm_engine_step_per_action`` engine steps at ``running_speed``, then stops at a
-RUN_STEP_SYNC whose race time is a multiple of the action period. There the env reads the save state, pauses
-the game (speed 0), asks for a frame and releases the step; the plugin sends the frame at the next render and
-the game waits in that REQUESTED_FRAME_SYNC while the agent picks the next action. ``step`` sets the inputs,
-restores the speed and releases the frame. Races start from a save state taken at race time 0 (a rewind is
-much faster than restarting the map).
+RUN_STEP_SYNC whose race time is a multiple of the action period. There the env reads the save state, rewinds to
+it (Linesight's ``rewind_to_current_state``: frame, state and inputs on one engine step), pauses the game (speed
+0), asks for a frame and releases the step; the plugin sends the frame at the next render and the game waits in
+that REQUESTED_FRAME_SYNC while the agent picks the next action. ``step`` sets the inputs, restores the speed and
+releases the frame. Races start from a save state taken at race time 0 (a rewind is much faster than restarting
+the map). Every synchronous message is handled wherever it arrives: a checkpoint between an action's run step and
+its frame counts like one before the run step (the game's order of the two is not documented).
 
-Any lost, silent or garbled connection during a race raises ``GameConnectionLost`` from ``step``: the
-collector discards the rollout and calls ``reset``, which reconnects (or restarts the game) and starts over.
+Any lost, silent, garbled or stalled connection during a race raises ``GameConnectionLost`` (or a subclass) from
+``step``: the collector discards the rollout and calls ``reset``, which reconnects (or restarts the game) and
+starts over. Whenever tmexp leaves a game it can still reach, it sets the game's speed back to 1.
 
 ``float_stats`` measures the float statistics on the game itself: the reference driver (``tmexp.envs.driver``)
 steers the game's car along the reference line through this env, as the simulator measures its own.
@@ -16,8 +19,10 @@ steers the game's car along the reference line through this env, as the simulato
 
 from __future__ import annotations
 
+import atexit
 import logging
 import time
+import weakref
 from dataclasses import fields
 from pathlib import Path
 
@@ -25,18 +30,33 @@ import gymnasium as gym
 import numpy as np
 
 from tmexp.envs import float_stats
-from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec, action_space, observation_space
+from tmexp.envs.base import ACTIONS, EnvSpec, RewardSpec, action_space
 from tmexp.envs.driver import CarView, ReferenceDriver
+from tmexp.envs.observation import n_game_floats
+from tmexp.envs.tmi import commands
 from tmexp.envs.tmi.client import TmiClient
-from tmexp.envs.tmi.errors import GameConnectionLost, GameTimeout, GameUnavailable, TmiProtocolError
+from tmexp.envs.tmi.errors import GameConnectionLost, GameStalled, GameTimeout, GameUnavailable, TmiProtocolError
 from tmexp.envs.tmi.instances import GameInstance
 from tmexp.envs.tmi.params import TmiParams
 from tmexp.envs.tmi.protocol import MessageType
-from tmexp.envs.tmi.race import Race
+from tmexp.envs.tmi.race import Race, game_observation_space, load_checkpoint_gates
 from tmexp.envs.tmi.state import CarState, car_state
 from tmexp.envs.track import TrackGeometry, extended_line
 
 log = logging.getLogger(__name__)
+
+# Envs with a game connection: an interpreter that exits without closing them still leaves each game at speed 1
+# (a game left paused in its frame sync stays frozen; Linesight issue 14).
+_OPEN_ENVS: "weakref.WeakSet[TmiEnv]" = weakref.WeakSet()
+
+
+@atexit.register
+def _leave_all_games() -> None:
+    for env in list(_OPEN_ENVS):
+        try:
+            env._leave()
+        except Exception:  # best effort at exit
+            pass
 
 
 def _plain(obj, cls):
@@ -61,21 +81,21 @@ class TmiEnv(gym.Env):
     """
 
     def __init__(self, track, spec: EnvSpec, rewards: RewardSpec, params: TmiParams, collector_index: int = 0,
-                 seed: int | None = None):
+                 seed: int | None = None, maps: list | None = None):
         # Plain dataclasses: every step reads these, and Hydra's config nodes are slow to read.
         spec, rewards, params = _plain(spec, EnvSpec), _plain(rewards, RewardSpec), _plain(params, TmiParams)
         self.track = track
         self.spec = spec
         self.rewards = rewards
         self.params = params
-        self.port = params.base_tmi_port + collector_index
-        self.observation_space = observation_space(spec)
+        self.observation_space = game_observation_space(spec)
         self.action_space = action_space()
         self.period_ms = spec.tm_engine_step_per_action * spec.ms_per_tm_engine_step
         self.line = extended_line(track, spec)
         self.geometry = TrackGeometry(self.line)
-        self.instance = GameInstance(params, self.port)
+        self.instance = GameInstance(params, params.base_tmi_port + collector_index)
         self.instance.check_configured()  # fail fast, before any collector starts playing
+        self.gates = load_checkpoint_gates(params, self.line)
         self.client: TmiClient | None = None
         self._pending: MessageType | None = None  # the synchronous message the game is waiting on
         self._start_state: bytes | None = None  # save state at race time 0 of the current game process
@@ -84,12 +104,25 @@ class TmiEnv(gym.Env):
         self._last_car: CarState | None = None
         self.races_discarded = 0
         self._restart_before_next_race = False
+        # A map cycle: (track, game map path) per map; reset(options={"map_index": i}) races on map i from then on.
+        self.maps = maps or [(track, params.map_path)]
+        self.map_index = 0
+        self.params.map_path = self.maps[0][1]
+        self._race_setup_due = True  # camera and race display, at the first run step after a connect or map load
+        self._map_loaded_in: tuple[int | None] | None = None  # (pid,) of the game process the map was loaded in
+
+    @property
+    def port(self) -> int:
+        """The port of this collector's game (a launched game gets the first free one from its base port on)."""
+        return self.instance.port
 
     # ---- Gymnasium-style API ------------------------------------------------------------------------------
 
     def reset(self, seed: int | None = None, options=None):
         """Start a race from the saved start state; reconnect or restart the game as needed."""
         self._race = None
+        if options and options.get("map_index") is not None:
+            self._switch_map(int(np.asarray(options["map_index"]).reshape(-1)[0]))
         restarts, retried_stale = 0, False
         while True:
             # A connection kept from the previous race may have been dropped by the plugin meanwhile (it gives
@@ -106,9 +139,10 @@ class TmiEnv(gym.Env):
                 if self.client is None or not self.client.connected:
                     self._connect()
                 car, frame = self._start_race()
+                self.instance.game_ready()  # focused once; the next game on this machine may start
                 break
             except GameConnectionLost as error:
-                self._drop_connection()
+                self._leave()
                 if stale and not retried_stale and not self.instance.process_exited():
                     retried_stale = True
                     log.info("port %d: reconnecting (%s)", self.port, error)
@@ -123,7 +157,8 @@ class TmiEnv(gym.Env):
                 restarts += 1
                 log.warning("port %d: could not start a race (%s)", self.port, error)
                 self.instance.restart()  # relaunches a game we manage; a game started by hand is reconnected to
-        self._race = Race(self.track, self.line, self.geometry, self.spec, self.rewards, car)
+        self._race = Race(self.track, self.line, self.geometry, self.spec, self.rewards, car, gates=self.gates,
+                          gate_radius_m=self.params.real_checkpoint_radius_m)
         self._last_car = car
         return self._race.observation(bgra_to_gray(frame), car), self._race.info()
 
@@ -144,7 +179,7 @@ class TmiEnv(gym.Env):
         except GameConnectionLost as error:
             self.races_discarded += 1
             self._race = None
-            self._drop_connection()
+            self._leave()
             # A game silent for timeout_during_run_ms mid-race is likely hung: start the next race on a fresh one.
             self._restart_before_next_race = isinstance(error, GameTimeout)
             raise
@@ -155,6 +190,19 @@ class TmiEnv(gym.Env):
         if terminated or truncated:
             self._race = None  # the game stays paused in its frame sync until the next reset rewinds it
         return obs, reward, terminated, truncated, info
+
+    def _switch_map(self, index: int) -> None:
+        """Race on the cycle's map ``index`` from the next race: reconnect, and ``_connect`` loads it."""
+        if index == self.map_index:
+            return
+        self.map_index = index
+        self.track, self.params.map_path = self.maps[index]
+        self.line = extended_line(self.track, self.spec)
+        self.geometry = TrackGeometry(self.line)
+        self._start_state = None
+        self._map_loaded_in = None  # the game holds another map now: load this one at the next connect
+        if self.client is not None:
+            self._drop_connection()
 
     @property
     def car(self) -> CarState | None:
@@ -170,7 +218,8 @@ class TmiEnv(gym.Env):
         """
         path = self.params.float_stats_path
         if path and Path(path).is_file():
-            stats = float_stats.load(path, self.track, self.spec, setting="env.tmi.float_stats_path")
+            stats = float_stats.load(path, self.track, self.spec, setting="env.tmi.float_stats_path",
+                                     n=n_game_floats(self.spec))
             log.info("float statistics from %s", path)
             return stats.mean, stats.std
         log.info("port %d: measuring the float statistics on the game (the reference driver drives %d races)",
@@ -195,28 +244,51 @@ class TmiEnv(gym.Env):
                        float(forward[2]) / norm, speed, float(car.steer))
 
     def close(self) -> None:
-        if self.client is not None and self.client.connected:
-            self.client.shutdown()
-        self.client = None
-        self._pending = None
+        self._leave()
         self.instance.stop()
 
     # ---- protocol flow ------------------------------------------------------------------------------------
+    #
+    # Every synchronous message may arrive while tmexp waits for another (``_answer``): a checkpoint between an
+    # action's run step and its frame counts as one before the run step (Linesight notes that the game may send the
+    # run step first), a lap count is answered, a second greeting mid-race is an error.
 
     def _connect(self) -> None:
         client = self.instance.connect()  # ON_CONNECT_SYNC pending
         self.client = client
+        _OPEN_ENVS.add(self)
         self._pending = MessageType.ON_CONNECT_SYNC
         client.set_timeout(self.params.timeout_during_run_ms)
         client.set_on_step_period(self.period_ms)
-        if self.params.hide_interface:
-            client.toggle_interface(False)
-        pid = self.instance.process.pid if self.instance.process is not None else None
+        for command in commands.on_connect(self.params, relaunched=self.instance.fresh_launch):
+            client.execute_command(command)
+        self.instance.fresh_launch = False
+        self._race_setup_due = True
+        pid = self.instance.pid
         if self._start_state is not None and self._start_state_pid != pid:
             self._start_state = None  # a new game process: its start state must be taken again
-        if self._start_state is None and self.params.map_path:
-            client.execute_command(f'map "{self.params.map_path}"')
+        if self._start_state is None and self.params.map_path and self._map_loaded_in != (pid,):
+            self._load_map(self.params.map_path)
         client.set_speed(self.params.running_speed)
+
+    def _load_map(self, map_path: str) -> None:
+        """The ``map`` command (the personal-best ghost moved aside first); the race display is hidden again."""
+        if self.params.hide_personal_best_ghost:
+            commands.hide_personal_best_ghost(self.params, map_path)
+        self.client.execute_command(f'map "{map_path}"')
+        self._map_loaded_in = (self.instance.pid,)
+        self._race_setup_due = True
+
+    def _leave(self) -> None:
+        """Drop the connection; a game still listening is set back to speed 1 first (never left paused)."""
+        client = self.client
+        if client is not None and client.connected:
+            try:
+                client.set_speed(1.0)
+                client.shutdown()
+            except GameConnectionLost:
+                pass
+        self._drop_connection()
 
     def _drop_connection(self) -> None:
         self._pending = None
@@ -229,24 +301,55 @@ class TmiEnv(gym.Env):
             self.client.respond(self._pending)
             self._pending = None
 
-    def _wait_run_step(self, min_time_ms: int) -> int:
-        """Answer synchronous messages until a RUN_STEP_SYNC at ``min_time_ms`` or later, left pending."""
+    def _answer(self, message) -> None:
+        """Handle a synchronous message nobody waits for, then echo it (the game goes on)."""
         client = self.client
+        if message.type == MessageType.CHECKPOINT_COUNT_CHANGED_SYNC and self._race is not None:
+            is_finish = message.current == message.target
+            self._race.checkpoint(client.get_simulation_state().race_time, is_finish)
+            if is_finish:
+                # Keep the race going past the line: the action's last engine steps still run (as in the
+                # simulator) and the next reset can rewind instead of reloading the map.
+                client.prevent_simulation_finish()
+        elif message.type == MessageType.ON_CONNECT_SYNC:
+            client.close()
+            raise TmiProtocolError(f"the plugin on port {self.port} greeted us again in the middle of a race")
+        client.respond(message.type)
+
+    def _race_setup(self) -> None:
+        """At a run step after a connect or a map load: the camera, and the race display hidden (Linesight)."""
+        self._race_setup_due = False
+        for command in commands.on_first_run_step(self.params):
+            self.client.execute_command(command)
+        if self.params.hide_interface:
+            self.client.toggle_interface(False)
+
+    def _wait_run_step(self, min_time_ms: int) -> int:
+        """Answer synchronous messages until a RUN_STEP_SYNC at ``min_time_ms`` or later, left pending.
+
+        Raises GameStalled after ``max_frozen_run_steps`` run steps in a row at one race time.
+        """
+        client = self.client
+        last_time, frozen = None, 0
         while True:
             message = client.read_message()
-            if message.type == MessageType.RUN_STEP_SYNC and message.race_time_ms >= min_time_ms:
+            if message.type != MessageType.RUN_STEP_SYNC:
+                self._answer(message)
+                continue
+            if self._race_setup_due:
+                self._race_setup()
+            frozen = frozen + 1 if message.race_time_ms == last_time else 0
+            last_time = message.race_time_ms
+            # A finish the game did not let us prevent stops the clock: the action ends there, with the finish.
+            stopped_at_finish = frozen > 0 and self._race is not None and self._race.finish_reported
+            if message.race_time_ms >= min_time_ms or stopped_at_finish:
                 self._pending = message.type
                 return message.race_time_ms
-            if message.type == MessageType.CHECKPOINT_COUNT_CHANGED_SYNC and self._race is not None:
-                is_finish = message.current == message.target
-                self._race.checkpoint(client.get_simulation_state().race_time, is_finish)
-                if is_finish:
-                    # Keep the race going past the line: the action's last engine steps still run (as in the
-                    # simulator) and the next reset can rewind instead of reloading the map.
-                    client.prevent_simulation_finish()
-            if message.type == MessageType.ON_CONNECT_SYNC:
-                client.close()
-                raise TmiProtocolError(f"the plugin on port {self.port} greeted us again in the middle of a race")
+            if frozen >= self.params.max_frozen_run_steps:
+                raise GameStalled(
+                    f"the race on port {self.port} stopped at race time {last_time} ms for {frozen} run steps; the "
+                    f"race is discarded (env.tmi.max_frozen_run_steps)."
+                )
             client.respond(message.type)
 
     def _start_race(self) -> tuple[CarState, np.ndarray]:
@@ -273,7 +376,7 @@ class TmiEnv(gym.Env):
                 if client.connected:
                     client.response_timeout_s = self.params.timeout_during_run_ms / 1000
             self._start_state = client.get_simulation_state_bytes()
-            self._start_state_pid = self.instance.process.pid if self.instance.process is not None else None
+            self._start_state_pid = self.instance.pid
         else:
             if self._pending != MessageType.RUN_STEP_SYNC:
                 # Rewinds happen inside a run step: let the game (paused in its frame sync) reach the next one.
@@ -288,6 +391,8 @@ class TmiEnv(gym.Env):
         """At a pending RUN_STEP_SYNC: read the state, pause, and wait for the frame (left pending)."""
         client = self.client
         car = car_state(client.get_simulation_state())
+        if self.params.rewind_each_action:
+            client.rewind_to_current_state()  # frame, state and inputs on one engine step (Linesight)
         client.set_speed(0.0)
         client.request_frame(self.spec.w_downsized, self.spec.h_downsized)
         self._release()
@@ -296,4 +401,4 @@ class TmiEnv(gym.Env):
             if message.type == MessageType.REQUESTED_FRAME_SYNC:
                 self._pending = message.type
                 return car, message.frame
-            client.respond(message.type)
+            self._answer(message)

@@ -16,6 +16,10 @@ class GameTimeout(GameConnectionLost):
     """The plugin sent nothing for longer than the configured timeout."""
 
 
+class GameStalled(GameConnectionLost):
+    """The race time stopped advancing while run steps kept coming (a finish that was not prevented)."""
+
+
 class TmiProtocolError(GameConnectionLost):
     """The plugin sent a message tmexp does not understand (unknown type, impossible length)."""
 

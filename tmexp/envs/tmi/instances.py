@@ -1,10 +1,16 @@
 """The game instance manager: one game process per collector, launched, reached, rebooted and restarted.
 
-Collector ``i`` owns the instance listening on ``base_tmi_port + i``. The game is started with the configured
-``launch_command`` (``{port}`` replaced by the port): a TMLoader command line on Windows, a Wine script on Linux,
-or the fake game (``python -m tmexp.sim fake-game``) in tests. An instance we launched is rebooted every ``game_reboot_interval`` seconds
-(between races) and restarted when it crashes or stops answering. With no launch command, tmexp can still use a
-game the user started by hand, but it cannot restart it.
+Collector ``i`` owns one game. The game is started with the configured ``launch_command`` (``{port}`` replaced by
+the port): a TMLoader command line on Windows, a Wine script on Linux, or the fake game (``python -m tmexp.sim
+fake-game``) in tests. As Linesight does, tmexp owns the game's own process, found among the processes named
+``game_process_name`` that appeared during the launch, so the launch command may block while the game runs or return
+once it started; a hung game is killed by its own pid. Games start one at a time on a machine (a machine-wide
+lock, held until the new game answered and was focused once), and each launched game gets the first free port from
+``base_tmi_port + i`` on, chosen under that lock, so that tasks sharing a node never collide.
+
+An instance we launched is rebooted every ``game_reboot_interval`` seconds (between races) and restarted when it
+crashes or stops answering. With no launch command, tmexp can still use a game the user started by hand on
+``base_tmi_port + i``, but it cannot restart it.
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ import atexit
 import logging
 import os
 import shlex
-import signal
 import subprocess
 import time
+from pathlib import Path
 
+from tmexp.envs.tmi import processes
 from tmexp.envs.tmi.client import TmiClient
 from tmexp.envs.tmi.errors import GameConnectionLost, GameNotConfigured, TmiProtocolError
 from tmexp.envs.tmi.params import TmiParams
@@ -26,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # When no launch command is set, how long to look for a game started by hand before failing.
 _PROBE_TIMEOUT_S = 0.5
+# Ports tried from a collector's own one on, looking for one no other program holds.
+_PORT_SEARCH = 200
 
 # The games run in their own sessions (so that stop() can end a launch script and its children): end them
 # when the interpreter that launched them exits, even if nobody closed their env, or they would outlive the run.
@@ -46,15 +55,29 @@ class GameInstance:
 
     def __init__(self, params: TmiParams, port: int):
         self.params = params
+        self.base_port = port  # the collector's own port; a launched game may get a later free one
         self.port = port
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None  # the launch command
+        self.game_pid: int | None = None  # the game's own process, once found
         self.started_at = 0.0
         self.client: TmiClient | None = None
         self.restarts = 0
+        self.fresh_launch = False  # launched and not yet connected to: its console is open (Linesight)
+        self.focused = False
+        self._lock = processes.LaunchLock(Path(params.launch_lock_path) if params.launch_lock_path else
+                                          processes.LOCK_PATH)
+        self._pids_before: set[int] = set()
 
     @property
     def can_launch(self) -> bool:
         return bool(self.params.launch_command.strip())
+
+    @property
+    def pid(self) -> int | None:
+        """The pid that identifies this game process (its own once found, else the launch command's)."""
+        if self.game_pid is not None:
+            return self.game_pid
+        return self.process.pid if self.process is not None else None
 
     def check_configured(self) -> None:
         """Fail fast when the game can neither be launched nor reached."""
@@ -75,54 +98,118 @@ class GameInstance:
 
     # ---- process ------------------------------------------------------------------------------------------
 
+    def _free_port(self) -> int:
+        for port in range(self.base_port, self.base_port + _PORT_SEARCH):
+            if processes.port_free(self.params.host, port):
+                return port
+        raise GameNotConfigured(
+            f"no free port for a game among {self.base_port} .. {self.base_port + _PORT_SEARCH - 1}; set "
+            f"env.tmi.base_tmi_port to a free range."
+        )
+
     def launch(self) -> None:
-        """Start the game with the launch command (no-op for a game started by hand)."""
+        """Start the game with the launch command (no-op for a game started by hand).
+
+        Takes the machine-wide launch lock, which ``game_ready`` (or ``stop``) releases: games start one at a time.
+        """
         if not self.can_launch:
             return
-        command = self.params.launch_command.replace("{port}", str(self.port))
-        log.info("port %d: launching the game: %s", self.port, command)
+        self._lock.acquire()
         try:
+            self.port = self._free_port()
+            command = self.params.launch_command.replace("{port}", str(self.port))
+            self._pids_before = processes.pids_named(self.params.game_process_name)
+            log.info("port %d: launching the game: %s", self.port, command)
             if os.name == "nt":
                 self.process = subprocess.Popen(command, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
             else:
-                # Own session: stop() can end the game and everything its script started, and nothing else.
+                # Own session: stop() can end the launch script and everything it started, and nothing else.
                 self.process = subprocess.Popen(shlex.split(command), start_new_session=True)
         except OSError as error:
+            self._lock.release()
             raise GameNotConfigured(
-                f"env.tmi.launch_command could not be started ({error}); fix the command: {command}"
+                f"env.tmi.launch_command could not be started ({error}); fix the command: "
+                f"{self.params.launch_command}"
             ) from None
+        except BaseException:
+            self._lock.release()
+            raise
+        self.game_pid = None
         self.started_at = time.monotonic()
+        self.fresh_launch = True
+        self.focused = False
         _LAUNCHED.add(self)
 
-    def process_exited(self) -> bool:
-        return self.process is not None and self.process.poll() is not None
+    def _find_game_pid(self) -> None:
+        """The game's own process: the one named ``game_process_name`` that appeared since the launch."""
+        if self.game_pid is not None or self.process is None:
+            return
+        new = processes.pids_named(self.params.game_process_name) - self._pids_before
+        if len(new) > 1:  # another program started one meanwhile: prefer the launch command's own
+            new = ({pid for pid in new if pid == self.process.pid}
+                   or {pid for pid in new if processes.session_of(pid) == self.process.pid} or {min(new)})
+        if new:
+            self.game_pid = new.pop()
+            log.info("port %d: the game's process is pid %d", self.port, self.game_pid)
 
-    def stop(self) -> None:
-        """Close the connection and end the game we launched (if any): the launch command and what it started."""
-        self.disconnect()
+    def process_exited(self) -> bool:
+        """True when the game we launched is gone (a crash, or killed)."""
+        if self.process is None:
+            return False
+        self._find_game_pid()
+        if self.game_pid is None:
+            # Not found yet: a launch command that ended with an error took the game with it.
+            code = self.process.poll()
+            return code is not None and code != 0
+        if self.game_pid == self.process.pid:
+            return self.process.poll() is not None
+        return not processes.alive(self.game_pid)
+
+    def game_ready(self) -> None:
+        """The game answered and raced its first frame: focus it once (Linesight) and let the next game start."""
         if self.process is None:
             return
-        if os.name == "nt":
-            if self.process.poll() is None:
-                # /T: the launch command's whole tree (a launcher and the game it started), not just the launcher.
-                subprocess.run(["taskkill", "/T", "/F", "/PID", str(self.process.pid)], capture_output=True)
-        else:
-            # The session's process group outlives its leader: a game the launch script started may still run.
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(self.process.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.process.wait(timeout=10)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        if not self.focused:
+            self.focused = True
+            self._find_game_pid()
+            if self.game_pid is None:
+                log.warning("port %d: no new process named %r appeared: tmexp watches the launch command (pid %d) "
+                            "instead; set env.tmi.game_process_name to the game's process name", self.port,
+                            self.params.game_process_name, self.process.pid)
+                self.game_pid = self.process.pid if self.process.poll() is None else None
+            self._focus()
+        self._lock.release()
+
+    def _focus(self) -> None:
+        pid = self.game_pid
+        command = processes.focus_command(self.params.focus_command, pid) if pid is not None else None
+        if command is None:
+            if self.params.focus_command == "auto" and os.name != "nt":
+                log.info("port %d: xdotool not found: the game's window is not focused (docs/game.md)", self.port)
+            return
+        try:
+            subprocess.run(command, shell=isinstance(command, str), capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError) as error:
+            log.warning("port %d: focusing the game failed (%s)", self.port, error)
+
+    def stop(self) -> None:
+        """Close the connection and end the game we launched (if any): its own pid, then the launch command's."""
+        self.disconnect()
+        self._lock.release()
+        if self.process is None:
+            return
+        self._find_game_pid()
+        if self.game_pid is not None and self.game_pid != self.process.pid:
+            processes.kill(self.game_pid)
+            if not processes.wait_gone(self.game_pid, timeout_s=10):
+                log.warning("port %d: the game (pid %d) did not exit", self.port, self.game_pid)
+        processes.kill_tree(self.process)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            log.warning("port %d: the game (pid %d) did not exit", self.port, self.process.pid)
+            log.warning("port %d: the launch command (pid %d) did not exit", self.port, self.process.pid)
         self.process = None
+        self.game_pid = None
         _LAUNCHED.discard(self)
 
     def restart(self) -> None:
@@ -152,7 +239,8 @@ class GameInstance:
         self.disconnect()
         if self.can_launch and (self.process is None or self.process_exited()):
             if self.process_exited():
-                log.warning("port %d: the game exited with code %s", self.port, self.process.returncode)
+                log.warning("port %d: the game exited", self.port)
+                self.stop()
             self.process = None
             self.launch()
         client = TmiClient(self.port, self.params.host, response_timeout_s=self.params.timeout_during_run_ms / 1000)
@@ -164,8 +252,8 @@ class GameInstance:
             except GameConnectionLost:
                 if self.process_exited():
                     raise GameConnectionLost(
-                        f"the game on port {self.port} exited with code {self.process.returncode} before its "
-                        f"plugin answered (env.tmi.launch_command must keep running as long as the game does)."
+                        f"the game on port {self.port} exited with code {self.process.poll()} before its plugin "
+                        f"answered; check env.tmi.launch_command and the game's log."
                     ) from None
                 if time.monotonic() >= deadline:
                     raise
@@ -180,6 +268,7 @@ class GameInstance:
             )
         client.response_timeout_s = self.params.timeout_during_run_ms / 1000
         self.client = client
+        self._find_game_pid()  # the game answered: its process is there to find
         return client
 
     def disconnect(self) -> None:

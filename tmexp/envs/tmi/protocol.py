@@ -51,6 +51,7 @@ answer for a type it does not know (it logs it and reads on, so the stream is ga
 
 from __future__ import annotations
 
+import socket
 import struct
 from enum import IntEnum
 
@@ -82,6 +83,7 @@ class MessageType(IntEnum):
     GET_INPUTS = 23
 
 
+MESSAGE_TYPES = frozenset(int(t) for t in MessageType)
 SERVER_SYNC_MESSAGES = frozenset(t for t in MessageType if t <= MessageType.ON_CONNECT_SYNC)
 CLIENT_COMMANDS = frozenset(t for t in MessageType if t > MessageType.ON_CONNECT_SYNC)
 
@@ -107,3 +109,71 @@ def pack_message(message_type: MessageType, payload: bytes = b"") -> bytes:
 def pack_blob(blob: bytes) -> bytes:
     """A variable-length payload: int32 length then the bytes."""
     return INT32.pack(len(blob)) + blob
+
+
+# ---- framing: the byte stream, as both ends read and write it ---------------------------------------------------
+
+
+class WireError(Exception):
+    """The stream cannot go on; each end turns it into its own error (the client's GameConnectionLost family, the
+    fake game's dropped client)."""
+
+
+class WireClosed(WireError):
+    """The other end closed the connection (``by_peer``), or the socket failed."""
+
+    def __init__(self, message: str, by_peer: bool = False):
+        super().__init__(message)
+        self.by_peer = by_peer
+
+
+class WireSilent(WireError):
+    """Nothing arrived before the deadline."""
+
+
+class WireBadLength(WireError):
+    """A length field no payload can have (negative, or over ``MAX_PAYLOAD_BYTES``)."""
+
+
+class Wire:
+    """One end of a connection: exact reads with a deadline, int32s and length-prefixed blobs, whole writes.
+
+    Used by both ends of the protocol (``client.py``, ``tmexp/envs/fake_game.py``), so that the two agree on the
+    framing by construction. ``timeout_s`` None keeps the socket's own timeout.
+    """
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as error:
+            raise WireClosed(f"send failed ({error})") from None
+
+    def recv_exact(self, n: int, timeout_s: float | None = None) -> bytes:
+        if timeout_s is not None:
+            self.sock.settimeout(max(timeout_s, 0.001))
+        buffer = bytearray(n)
+        view = memoryview(buffer)
+        received = 0
+        while received < n:
+            try:
+                count = self.sock.recv_into(view[received:], n - received)
+            except socket.timeout:
+                raise WireSilent("nothing arrived in time") from None
+            except OSError as error:
+                raise WireClosed(f"read failed ({error})") from None
+            if count == 0:
+                raise WireClosed("the other end closed the connection", by_peer=True)
+            received += count
+        return bytes(buffer)
+
+    def recv_int32(self, timeout_s: float | None = None) -> int:
+        return INT32.unpack(self.recv_exact(4, timeout_s))[0]
+
+    def recv_blob(self, what: str, timeout_s: float | None = None) -> bytes:
+        length = self.recv_int32(timeout_s)
+        if not 0 <= length <= MAX_PAYLOAD_BYTES:
+            raise WireBadLength(f"impossible {what} length {length}")
+        return self.recv_exact(length, timeout_s)

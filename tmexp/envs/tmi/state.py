@@ -47,6 +47,13 @@ class CarState:
     wall_contact: bool = False  # any lateral contact (the game's has_any_lateral_contact)
     steer: float = 0.0  # steering state, -1 full left .. +1 full right
     gear: int = 1
+    # The rest of what Linesight's float inputs read (``tmexp/envs/observation.py``, ``build_game_floats``).
+    wheel_sliding: np.ndarray = field(default_factory=lambda: np.zeros(4, dtype=bool))  # (4,)
+    wheel_damper: np.ndarray = field(default_factory=lambda: np.zeros(4))  # (4,) damper absorb, about 0.005 .. 0.15
+    wheel_material: np.ndarray = field(default_factory=lambda: np.zeros(4, dtype=np.int64))  # (4,) contact material
+    gearbox_state: int = 0  # non-zero while changing gears (2 at start-up)
+    rpm: float = 0.0  # engine rpm, about 0 .. 10000
+    freewheeling: bool = False
     cp_passed: int = 0  # checkpoint passes so far (finish included)
     cp_target: int = 0  # passes needed to finish
     cp_times_ms: list[int] = field(default_factory=list)  # race time of each pass so far
@@ -93,6 +100,12 @@ def car_state(state: SimStateData) -> CarState:
         wall_contact=bool(state.scene_mobil.has_any_lateral_contact),
         steer=float(state.scene_mobil.input_steer),
         gear=int(state.scene_mobil.engine.gear),
+        wheel_sliding=np.array([bool(wheels[i].real_time_state.is_sliding) for i in range(4)]),
+        wheel_damper=np.array([float(wheels[i].real_time_state.damper_absorb) for i in range(4)]),
+        wheel_material=np.array([int(wheels[i].real_time_state.contact_material_id) & 0xFFFF for i in range(4)]),
+        gearbox_state=int(state.scene_mobil.gearbox_state),
+        rpm=float(state.scene_mobil.engine.actual_rpm),
+        freewheeling=bool(state.scene_mobil.is_freewheeling),
         cp_passed=len(passed),
         cp_target=len(cp_times),
         cp_times_ms=passed,
@@ -117,10 +130,18 @@ def build_sim_state_bytes(car: CarState, extra: bytes = b"") -> bytes:
     dyna.angular_speed = [float(v) for v in car.angular_velocity]
     dyna.rotation = np.asarray(car.rotation, dtype=np.float64).tolist()
     for i in range(4):
-        state.simulation_wheels[i].real_time_state.has_ground_contact = bool(car.wheel_contact[i])
-    state.scene_mobil.has_any_lateral_contact = bool(car.wall_contact)
-    state.scene_mobil.input_steer = float(car.steer)
-    state.scene_mobil.engine.gear = int(car.gear)
+        wheel = state.simulation_wheels[i].real_time_state
+        wheel.has_ground_contact = bool(car.wheel_contact[i])
+        wheel.is_sliding = bool(car.wheel_sliding[i])
+        wheel.damper_absorb = float(car.wheel_damper[i])
+        wheel.contact_material_id = int(car.wheel_material[i])
+    mobil = state.scene_mobil
+    mobil.has_any_lateral_contact = bool(car.wall_contact)
+    mobil.input_steer = float(car.steer)
+    mobil.engine.gear = int(car.gear)
+    mobil.engine.actual_rpm = float(car.rpm)
+    mobil.gearbox_state = int(car.gearbox_state)
+    mobil.is_freewheeling = bool(car.freewheeling)
     info = state.player_info
     info.race_time = int(car.race_time_ms)
     info.cur_checkpoint = int(car.cp_passed)
