@@ -2,7 +2,8 @@
 
 Generic: it parses the pages (fenced code blocks, inline code, links, headings), so a new page is checked as soon
 as it exists. A command is a line (or inline code span) starting ``python -m tmexp.``; backslash continuations are
-joined, ``a && b`` is split, and a placeholder in angle brackets (``<sweep_dir>``) stands for one word. What each is checked for:
+joined, ``a && b`` is split, and a placeholder in angle brackets (``<sweep_dir>``) stands for one word. What each is
+checked for:
 
 - ``python -m tmexp.train ...``: every job of the command is composed and checked as the CLI checks it before it
   starts anything (``precheck``: unknown keys, wrong types, unknown options, bad values), its run and sweep
