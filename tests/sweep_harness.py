@@ -28,6 +28,7 @@ SLURM_TEST_RESOURCES = [
     "hydra.launcher.mem_gb=1",
     "hydra.launcher.timeout_min=10",
     "hydra.launcher.array_parallelism=4",
+    "hydra.launcher.poll_s=1",
 ]
 
 
@@ -144,3 +145,22 @@ def final_sacct_states(*job_ids: str, timeout: float = 30) -> list[str]:
 
 def submitit_job_ids(sweep_dir: Path) -> list[str]:
     return sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if p.is_dir())
+
+
+def ledger(sweep_dir: Path) -> dict[int, dict]:
+    """The sweep's SLURM ledger (tmexp/launch/slurm_launcher.py): job number -> its entry."""
+    data = json.loads((sweep_dir / ".slurm_jobs.json").read_text())
+    return {int(k): v for k, v in data["jobs"].items()}
+
+
+def wait_until(condition, timeout: float, proc: subprocess.Popen | None = None, what: str = "the condition",
+               log_path: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep ended (exit {proc.returncode}) before {what}"
+                                 + (f":\n{log_path.read_text()[-3000:]}" if log_path else ""))
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s"
+                                 + (f":\n{log_path.read_text()[-3000:]}" if log_path else ""))
+        time.sleep(0.2)

@@ -20,11 +20,13 @@ from pathlib import Path
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
 
 from tmexp import rundir
+from tmexp.launch import freeze, slurm_launcher
 from tmexp.launch.preemption import PreemptionWatcher
 
 
@@ -47,6 +49,7 @@ class ToyConfig:
 
 
 ConfigStore.instance().store(name="toy", node=ToyConfig)
+slurm_launcher.install()
 
 
 def _write_status(run_dir: Path, status: str, frames: int, extra: dict | None = None, error: str | None = None):
@@ -57,9 +60,22 @@ def _scalar_event(tag: str, value: float, step: int) -> Event:
     return Event(wall_time=time.time(), step=step, summary=Summary(value=[Summary.Value(tag=tag, simple_value=value)]))
 
 
+def _slurm_task() -> str | None:
+    """``<array>_<task>`` for an array task (what scancel and the sweep's ledger call it), else the job id."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
 @hydra.main(version_base="1.3", config_path=None, config_name="toy")
 def main(cfg: ToyConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode.name == "MULTIRUN":  # like tmexp.train: a SLURM sweep's job runs its frozen config
+        frozen = freeze.load_frozen(hydra_cfg.sweep.dir, hydra_cfg.job.num, cfg)
+        if frozen is not None:
+            cfg = OmegaConf.merge(cfg, frozen)
+    (run_dir / "toy_config.json").write_text(json.dumps(OmegaConf.to_container(cfg)))  # what this start ran
     watcher = PreemptionWatcher()
     ckpt = run_dir / "checkpoint" / "latest.json"
     state = json.loads(ckpt.read_text()) if ckpt.is_file() else {"step": 0, "attempts": 0}
@@ -89,7 +105,8 @@ def main(cfg: ToyConfig) -> None:
                 _write_status(run_dir, "running", frames, extra={"first_step_at": time.time()})
                 if cfg.ready_file:  # where a test can signal this job (written atomically: the test polls for it)
                     Path(cfg.ready_file + ".tmp").write_text(json.dumps(
-                        {"pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "frames": frames}))
+                        {"pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "frames": frames,
+                         "slurm_task": _slurm_task()}))
                     os.replace(cfg.ready_file + ".tmp", cfg.ready_file)
             if state["step"] % cfg.checkpoint_every == 0:
                 save()

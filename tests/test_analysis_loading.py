@@ -316,3 +316,11 @@ def test_runs_without_data_are_kept_with_the_reason(tmp_path):
     assert runs.runs["lay_mono"].no_data == "no scalars in its 1 event file"
     assert runs.runs["lr=3"].no_data == "no event files (status: failed)"
     assert set(runs.scalars["run"].unique()) == {"ok"}
+
+
+def test_a_run_is_named_by_the_folder_given_not_its_tensorboard_folder(tmp_path):
+    from tmexp.analysis.synthetic import training_rows, write_events
+
+    write_events(tmp_path / "runs" / "empty" / "tensorboard", training_rows(minutes=3))
+    assert loading.load_runs(tmp_path / "runs" / "empty", workers=1).labels() == ["empty"]
+    assert loading.load_runs(tmp_path / "runs", workers=1).labels() == ["empty"]

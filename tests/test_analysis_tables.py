@@ -133,3 +133,40 @@ def test_parse_steps(text, expected):
 def test_parse_steps_rejects_bad_input(text):
     with pytest.raises(tables.TableError):
         tables.parse_steps(text)
+
+
+def _jump_scalars(tmp_path, exact: bool):
+    from tmexp.analysis import synthetic
+
+    synthetic.write_events(tmp_path / ("exact" if exact else "old"), synthetic.jumping_counter_rows(exact))
+    return loading.load_scalars(tmp_path / ("exact" if exact else "old"), workers=1)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_races_sit_at_the_counters_of_their_end_or_between_the_logs(tmp_path, exact):
+    from tmexp.analysis import synthetic
+    from tmexp.core import metrics
+
+    scalars = _jump_scalars(tmp_path, exact)
+    for axis, column, scale in (("updates", 1, 1.0), ("cumul_training_hours", 2, 1 / 60)):
+        data = tables.with_axis(scalars, axis)
+        races = data[data["tag"] == metrics.eval_race_time("A01")].sort_values("step")
+        logs = synthetic.JUMP_LOGS
+        expected = []
+        for race in synthetic.JUMP_RACES:
+            if exact:
+                expected.append(race[column] * scale)
+            else:  # linear between the two periodic logs around the race
+                (s0, *v0), (s1, *v1) = next((a, b) for a, b in zip(logs, logs[1:]) if a[0] <= race[0] <= b[0])
+                lo, hi = v0[column - 1], v1[column - 1]
+                expected.append((lo + (hi - lo) * (race[0] - s0) / (s1 - s0)) * scale)
+        assert races["x"].to_numpy() == pytest.approx(expected, abs=1e-3)
+        assert tables.axis_methods(scalars, axis) == {races["run"].iloc[0]: "exact" if exact else "interpolated"}
+    # exact: the first race ran at 1_900 updates, after the 1_500 checkpoint; interpolated, it reads as 1_100
+    cmp = tables.compare(scalars, "updates", steps=[1_500, 2_200], maps=["A01"])
+    best = cmp.metric_tables["best_time_A01"].iloc[:, 0]
+    assert np.isnan(best.loc[1_500]) if exact else best.loc[1_500] == pytest.approx(26.0)
+    assert best.loc[2_200] == pytest.approx(25.0)
+    run = str(scalars["run"].iloc[0])  # the run table says which method the run got
+    placed = tables.run_summary(scalars, [run], "A01").loc[run, "updates_placed"]
+    assert placed == ("exact" if exact else "interpolated")

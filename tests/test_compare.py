@@ -49,14 +49,23 @@ def test_markdown_tables_to_stdout(sweep_dir, capsys):
     assert f"| 20 min | {best.loc[20.0].iloc[0]:.3f} | {best.loc[20.0].iloc[1]:.3f} |" in out
 
 
-def test_seed_groups_get_iqm_and_intervals(sweep_dir, capsys):
-    assert compare.main([str(sweep_dir / "0"), str(sweep_dir / "1"), str(sweep_dir / "2")]) == 0
+def test_seed_groups_get_their_estimates_and_with_groups_their_verdicts(sweep_dir, capsys):
+    paths = [str(sweep_dir / "0"), str(sweep_dir / "1"), str(sweep_dir / "2")]
+    assert compare.main(paths) == 0
     out = capsys.readouterr().out
     assert "final best time across seeds" in out
-    assert "(2 seeds)" in out and "(single seed)" in out
+    assert "median " in out and "(single seed)" in out  # 2 seeds: the median and both seeds, no interval
+    assert "verdict" not in out and "disjoint" not in out  # tests only with --groups
     # groups: {seed=0, seed=1} (configs differ only in seed) and lr=2; compared at every checkpoint
-    assert "best_time_A01: groups against base by wall time" in out
-    assert "| lr=2 vs base |" in out and "single seed; P(better) " in out
+    assert compare.main(paths + ["--groups", "--baseline", "base", "--difference", "0.25"]) == 0
+    out = capsys.readouterr().out
+    assert "best_time_A01: groups against the baseline base by wall time" in out
+    assert "| checkpoint / group | difference | 95 % CI | p | p (Holm) | P(better) | verdict |" in out
+    assert re.search(r"\| 20 min / lr=2 \| [+-]\d+\.\d{3} \| - \| \d\.\d{3} \| \d\.\d{3} \| \d\.\d{2} \| "
+                     r"too few seeds \|", out)
+    assert "seeds needed for a 0.25 s difference against base" in out and "disjoint" not in out
+    assert compare.main(paths + ["--groups", "--baseline", "nobody"]) == 2
+    assert "--baseline 'nobody' is not a group of these runs" in capsys.readouterr().err
 
 
 def test_csv_and_figures_to_out_dir(sweep_dir, tmp_path):
@@ -66,9 +75,9 @@ def test_csv_and_figures_to_out_dir(sweep_dir, tmp_path):
     assert rc == 0
     assert (out / "runs.csv").read_text().startswith("run,folders,files,data,wall_minutes")
     assert (out / "best_time_A01_by_wall.csv").exists() and (out / "loss_by_frames.csv").exists()
-    figures = sorted(p.name for p in out.glob("*.jpg"))
-    assert "Race_eval_race_time_trained_A01_by_wall.jpg" in figures
-    assert "Race_explo_race_time_trained_A01_by_wall.jpg" in figures  # eval and exploration kept apart
+    figures = sorted(p.name for p in out.glob("*.png"))
+    assert "Race_eval_race_time_trained_A01_by_wall.png" in figures
+    assert "Race_explo_race_time_trained_A01_by_wall.png" in figures  # eval and exploration kept apart
     assert all((out / f).stat().st_size < 200_000 for f in figures)
 
 
@@ -200,8 +209,8 @@ def test_any_tag_by_time_and_by_steps_with_figures(legacy_runs, tmp_path, capsys
     # the custom tag starts at minute 5 in synB, and minute 0 stays its first event: 10 min reads k = 10
     assert "| 10 min | 10 | 10 |" in text["Custom/lap_quality (last value) by wall time"]
     assert "| 1M | 40 | 40 |" in text["Custom/lap_quality (last value) by updates"]  # 1M updates = 4M frames
-    assert (out_dir / "Custom_lap_quality_by_wall.jpg").is_file()
-    assert (out_dir / "Custom_lap_quality_by_updates.jpg").is_file()
+    assert (out_dir / "Custom_lap_quality_by_wall.png").is_file()
+    assert (out_dir / "Custom_lap_quality_by_updates.png").is_file()
 
 
 def test_all_scalars_tabulates_every_tag(legacy_runs, capsys):
@@ -251,13 +260,13 @@ def test_seed_groups_are_drawn_as_iqm_bands_one_colour_each(sweep_dir, tmp_path,
     lines = [line for line in ax.get_lines() if len(line.get_xdata())]
     thick = [line for line in lines if line.get_linewidth() > 2]
     thin = [line for line in lines if line.get_linewidth() < 1]
-    assert len(thick) == 1 and len(thin) == 2  # base: its IQM and its two seeds
+    assert len(thick) == 1 and len(thin) == 2  # base: its median (2 seeds) and its two seeds
     assert all(line.get_color() == thick[0].get_color() for line in thin)
     single = [line for line in lines if line not in thick and line not in thin]
     assert len(single) == 1 and single[0].get_color() != thick[0].get_color()  # lr=2: a plain line of its own colour
-    assert len(ax.collections) == 1  # base's 95 % band
+    assert len(ax.collections) == 0  # no band below 5 seeds, as the tables give no interval
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[:2] == ["base: IQM of 2 seeds, 95% CI", "lr=2"]
+    assert labels[:2] == ["base: median of 2 seeds", "lr=2"]
     plt.close("all")
 
 
@@ -272,5 +281,5 @@ def test_compare_plots_the_seed_groups_it_finds(sweep_dir, tmp_path, monkeypatch
     monkeypatch.setattr(plots, "_save", keep)
     assert compare.main([str(sweep_dir / "0"), str(sweep_dir / "1"), str(sweep_dir / "2"), "--plot", "--out",
                          str(tmp_path), "--steps", "1M"]) == 0
-    assert legends["best_time_A01_by_wall"][:2] == ["base: IQM of 2 seeds, 95% CI", "lr=2"]
-    assert legends["Race_eval_race_time_trained_A01_by_frames"][:2] == ["base: IQM of 2 seeds, 95% CI", "lr=2"]
+    assert legends["best_time_A01_by_wall"][:2] == ["base: median of 2 seeds", "lr=2"]
+    assert legends["Race_eval_race_time_trained_A01_by_frames"][:2] == ["base: median of 2 seeds", "lr=2"]

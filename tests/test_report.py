@@ -5,11 +5,16 @@ import re
 import pytest
 
 from tmexp import report
-from tmexp.analysis.writeup import ReportError, read_spec
+from tmexp.analysis.study import ReportError, read_spec
 from tmexp.analysis.synthetic import training_rows, write_run_dir
 
-SECTIONS = ["## Experiment overview", "## Key results", "## Run analysis", "## Detailed metrics",
-            "## Configuration changes", "## Hardware", "## Conclusions"]
+SECTIONS = ["## The question", "## The runs", "## Key findings", "## Wall time and the machine", "## Figures",
+            "## Recommendation", "## Conclusions"]
+TABLE_SECTIONS = ["## Run analysis", "## Detailed metrics", "## Configuration changes", "## Hardware"]
+
+
+def read_both(folder):
+    return (folder / "README.md").read_text(), (folder / "tables.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -46,25 +51,32 @@ runs:
   - {{label: munchausen, path: {root}/cand}}
 """)
     assert report.main([str(folder)]) == 0
-    text = (folder / "README.md").read_text()
+    text, full = read_both(folder)
     assert text.startswith("# Experiment: Munchausen on the demo map")
     positions = [text.index(s) for s in SECTIONS]
+    assert positions == sorted(positions) and len(text.splitlines()) <= 300
+    positions = [full.index(s) for s in TABLE_SECTIONS]
     assert positions == sorted(positions)
-    assert "Does Munchausen help?" in text and "**base** (baseline)" in text
-    # key results are generated from the tables: the candidate ends lower at the 30-minute common window
-    assert "common window (30 wall minutes)" in text
-    assert re.search(r"At the end of the common window .* lowest for \*\*munchausen\*\*", text)
-    assert "At 1M frames" in text and "At 2M frames" in text
-    # each figure follows its table and exists
-    figures = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
-    assert figures and all((folder / f).is_file() for f in figures)
-    table_end = text.index("| end 30.00 min |") if "| end 30.00 min |" in text else text.index("| 30 min |")
-    assert text.index("figures/best_time_A01_by_wall.jpg") > table_end
-    # config diff and hardware
-    assert "| btr.use_munchausen | False | True |" in text
-    assert "gpu_collectors_count" not in text.split("## Configuration changes")[1].split("## Hardware")[0]
-    assert "RTX 4090" in text and "Not recorded (no run_meta.json): munchausen" in text
-    assert "(single seed)" not in text  # no seed groups, no group statistics
+    assert "Does Munchausen help?" in text and "**base** (baseline)" in text and "[tables.md](tables.md)" in text
+    assert "common window shared by all runs (30 wall minutes" in text
+    assert re.search(r"\*\*By wall time, at (end )?30(\.\d+)? min \(the end of the common window\)\*\*, best A01 time "
+                     r"so far \(s\): base \d+\.\d{3} \(single seed\); munchausen \d+\.\d{3} \(single seed\)\.", text)
+    assert "**By frames, at 2M (the last common checkpoint)**" in text
+    # single runs: no comparison, so no verdict; the recommendation says why
+    findings = text.split("## Key findings")[1].split("## Wall time")[0]
+    assert "Against the" not in findings and "p(Holm)" not in findings
+    assert "Fewer than 5 seeds (no verdict is possible): base, munchausen" in text
+    # each figure of the full tables follows its table and exists; PNG by default
+    for doc in (text, full):
+        figures = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", doc)
+        assert figures and all((folder / f).is_file() and f.endswith(".png") for f in figures)
+    table_end = full.index("| end 30.00 min |") if "| end 30.00 min |" in full else full.index("| 30 min |")
+    assert full.index("figures/best_time_A01_by_wall.png") > table_end
+    # config diff and hardware, in the full tables
+    assert "| btr.use_munchausen | False | True |" in full
+    assert "gpu_collectors_count" not in full.split("## Configuration changes")[1].split("## Hardware")[0]
+    assert "RTX 4090" in full and "Not recorded (no run_meta.json): munchausen" in full
+    assert "(single seed)" not in full  # no seed groups, no group tables
 
 
 def test_report_with_a_seed_group_keeps_conclusions(tmp_path, runs_root):
@@ -77,11 +89,13 @@ runs:
     paths: [{root}/group0, {root}/group1, {root}/group2]
 """)
     assert report.main([str(folder)]) == 0
-    text = (folder / "README.md").read_text()
-    assert "3 seeds" in text
-    assert re.search(r"btr \| 3 \| \d+\.\d{3} \[\d+\.\d{3}, \d+\.\d{3}\] \(3 seeds\)", text)
-    assert "base | 1 | " in text and "(single seed)" in text
-    assert "Single-seed runs (base) carry no interval" in text
+    text, full = read_both(folder)
+    assert "**btr**: 3 seeds" in text
+    assert re.search(r"btr \| 3 \| median \d+\.\d{3} \(seeds \d+\.\d{3}, \d+\.\d{3}, \d+\.\d{3}\)", full)
+    assert "base | 1 | " in full and "(single seed)" in full
+    assert re.search(r"Against the baseline base: \*\*too few seeds\*\* for btr \([+-]\d+\.\d{3} s, p\(Holm\) "
+                     r"\d\.\d{3}, P\(faster\) \d\.\d{2}\)\.", text)
+    assert "disjoint" not in text + full and "overlap" not in text + full
     # a researcher's conclusions survive regeneration
     readme = folder / "README.md"
     readme.write_text(readme.read_text().replace("_To be written by the researcher._", "Munchausen wins here."))
@@ -90,35 +104,44 @@ runs:
 
 
 def test_an_ablation_study_compares_every_group_with_its_reference_too(tmp_path, runs_root):
-    for s in range(3):  # the full bundle: slower than the btr group, faster than the baseline
+    for s in range(5):  # the full bundle: slower than the btr group, faster than the baseline
         write_run_dir(runs_root / f"full{s}", training_rows(minutes=30, seed=40 + s, best_end_s=25.0 + 0.1 * s),
                       config={"seed": s, "btr": {"use_munchausen": True, "use_noisy_linear": True}})
         write_run_dir(runs_root / f"base{s}", training_rows(minutes=30, seed=50 + s, best_end_s=27.0 + 0.1 * s),
                       config={"seed": s, "btr": {"use_munchausen": False, "use_noisy_linear": False}})
+        write_run_dir(runs_root / f"ablated{s}", training_rows(minutes=30, seed=60 + s, best_end_s=24.0 + 0.1 * s),
+                      config={"seed": s, "btr": {"use_munchausen": True}})
     folder = make_experiment(tmp_path, runs_root, """
 by: [frames, updates]
+published:
+  source: a report
+  by_wall: the bundle ahead
 runs:
   - label: v2
-    paths: [{root}/base0, {root}/base1, {root}/base2]
+    paths: [{root}/base0, {root}/base1, {root}/base2, {root}/base3, {root}/base4]
     baseline: true
   - label: no_noisy
-    paths: [{root}/group0, {root}/group1, {root}/group2]
+    paths: [{root}/ablated0, {root}/ablated1, {root}/ablated2, {root}/ablated3, {root}/ablated4]
   - label: full
-    paths: [{root}/full0, {root}/full1, {root}/full2]
+    paths: [{root}/full0, {root}/full1, {root}/full2, {root}/full3, {root}/full4]
     reference: true
 """)
     assert report.main([str(folder)]) == 0
-    text = (folder / "README.md").read_text()
+    text, full = read_both(folder)
     assert "**full** (reference)" in text and "**v2** (baseline)" in text
-    assert re.search(r"- At [\d.]+K updates \(the last common checkpoint\), the best A01 time so far is lowest for "
-                     r"\*\*no_noisy\*\*", text)
-    header = next(line for line in text.splitlines() if line.startswith("| group |") and "P(better than" in line)
-    assert "P(better than baseline)" in header and "vs full" in header and "P(better than full)" in header
-    row = next(line for line in text.splitlines() if line.startswith("| no_noisy |") and "seeds)" in line)
-    assert row.rstrip(" |").endswith("1.00")  # 24.x against 25.x, every seed
-    assert re.search(r"no_noisy \(.*\) against the reference full \(.*\): the 95 % intervals do not overlap; "
-                     r"probability of improvement P\(no_noisy faster\) = 1\.00", text)
-    assert "v2 (" not in text.split("against the reference")[0].rsplit("Across seeds,", 1)[-1]  # no baseline vs ref
+    whole = text.split("**Over each whole run**")[1].split("## ")[0]
+    # 24.x against 25.x against 27.x in every seed, 5 seeds each: the permutation test establishes both
+    assert re.search(r"Against the baseline v2: \*\*established\*\* for no_noisy \(faster, -\d\.\d{3} s "
+                     r"\[-\d\.\d{3}, -\d\.\d{3}\], p\(Holm\) 0\.0\d\d, P\(faster\) 1\.00\), full \(faster", whole)
+    assert re.search(r"Against the reference full: \*\*established\*\* for no_noisy \(faster", whole)
+    assert "v2 (" not in whole.split("Against the reference full:")[1]  # the baseline is not compared with the ref
+    assert "best_time_A01: groups against the reference full by updates" in full
+    assert "IQM " in full and "(5 seeds)" in full
+    assert "## Against the published report" in text and "the bundle ahead. Here, " in text
+    # at the checkpoints, Holm over the whole table (every checkpoint x every group) asks more than 5 seeds give
+    assert re.search(r"Verdicts of full against v2 over these checkpoints: \d+ not established; so this study "
+                     r"neither confirms nor contradicts", text)
+    assert "figures/best_time_A01_intervals.png" in text
     (folder / "runs.yaml").write_text("runs:\n  - {label: a, path: x, reference: true}\n  - {label: b, path: y}\n")
     with pytest.raises(ReportError, match="reference group is the baseline"):
         read_spec(folder)
@@ -140,24 +163,22 @@ runs:
     paths: [{root}/unfinished0, {root}/unfinished1, {root}/unfinished2]
 """)
     assert report.main([str(folder)]) == 0
-    text = (folder / "README.md").read_text()
-    key_results = text.split("## Key results")[1].split("## Run analysis")[0]
-    assert "lowest for" not in key_results  # no finished race, no time ranking
-    # the distance ranking: big's races reach about twice as far
-    sentence = re.search(r"At the end of the common window \(20 wall minutes\), the furthest eval race so far "
-                         r"\(Race/eval_race_progress_trained_A01\) is longest for \*\*big\*\* \((\d+\.\d) m IQM "
-                         r"over 3 seeds\), then small \((\d+\.\d) m", text)
-    assert sentence and float(sentence[1]) > 1.5 * float(sentence[2])
-    assert re.search(r"the furthest eval race of big .* intervals do not overlap; P\(big further\) = 1\.00", text)
-    assert "furthest_eval_A01: groups against small by wall time" in text
-    assert "## furthest eval race across seeds" in text.replace("#### ", "## ")
-    assert "figures/furthest_eval_A01_by_wall.jpg" in text and (folder / "figures/furthest_eval_A01_by_wall.jpg").is_file()
-    assert re.search(r"\| run \|.*\| furthest_eval_m \|", text)  # the run table has the distance column
-    # a step table per step axis: frames (the key results' axis) and gradient updates
-    assert "### By steps (frames)" in text and "### By steps (updates)" in text
-    assert "Common window by updates: 500K updates" in text
-    assert (folder / "figures/furthest_eval_A01_by_updates.jpg").is_file()
-    assert re.search(r"At 2M frames, the furthest eval race so far .* longest for \*\*big\*\*", key_results)
+    text, full = read_both(folder)
+    findings = text.split("## Key findings")[1].split("## Wall time")[0]
+    sentence = re.search(r"\*\*By wall time, at (end )?20(\.\d+)? min \(the end of the common window\)\*\*, "
+                         r"furthest eval race so "
+                         r"far \(m; some run has not finished yet\): small median (\d+\.\d) .*; big median (\d+\.\d) ",
+                         findings)
+    assert sentence and float(sentence[4]) > 1.5 * float(sentence[3])  # big's races reach about twice as far
+    assert re.search(r"Against the baseline small: \*\*too few seeds\*\* for big \(\+\d+\.\d m, p\(Holm\) "
+                     r"\d\.\d{3}, P\(further\) 1\.00\)", findings)
+    assert "furthest_eval_A01: groups against the baseline small by wall time" in full
+    assert "## furthest eval race across seeds" in full.replace("#### ", "## ")
+    assert (folder / "figures/furthest_eval_A01_by_wall.png").is_file()
+    assert re.search(r"\| run \|.*\| furthest_eval_m \|", full)  # the run table has the distance column
+    assert "### By steps (frames)" in full and "### By steps (updates)" in full
+    assert "Common window by updates: 500K updates" in full
+    assert (folder / "figures/furthest_eval_A01_intervals.png").is_file()
 
 
 @pytest.mark.parametrize("body,message", [
@@ -193,20 +214,6 @@ def test_relative_paths_resolve_beside_runs_yaml(tmp_path, runs_root):
         read_spec(folder)
 
 
-def test_ranking_sentences_state_ties_and_unfinished_runs():
-    import pandas as pd
-
-    from tmexp.analysis.writeup import ranking_sentence
-
-    groups = {"a": ["a"], "b": ["b"], "c": ["c"]}
-    s = ranking_sentence(pd.Series({"a": 25.0, "b": 24.5, "c": 24.5}), groups, "At 10M frames", "the best time")
-    assert s == "At 10M frames, the best time is lowest for **b** and **c** (tied) (24.500 s), then a (25.000 s)."
-    s = ranking_sentence(pd.Series({"a": 300.0, "b": 300.0, "c": float("nan")}), groups, "At 1M frames", "x")
-    assert s == "At 1M frames, no run has finished a race yet (x is the 300 s cutoff)."
-    s = ranking_sentence(pd.Series({"a": 25.0, "b": float("nan"), "c": 24.0}), groups, "At 2M frames", "y")
-    assert s == "At 2M frames, y is lowest for **c** (24.000 s), then a (25.000 s); none logged yet for b."
-
-
 def test_report_lists_runs_without_data_and_takes_any_tag(tmp_path, runs_root):
     write_run_dir(runs_root / "crashed", [], config={"seed": 0}, status={"status": "failed"})
     folder = make_experiment(tmp_path, runs_root, """
@@ -216,7 +223,8 @@ runs:
   - {{label: crashed, path: {root}/crashed}}
 """)
     assert report.main([str(folder)]) == 0
-    text = (folder / "README.md").read_text()
+    readme, text = read_both(folder)
+    assert "Runs with no data: crashed (no event files (status: failed))." in readme
     assert "| crashed | 0 | 0 | no data: no event files (status: failed) |" in text
     assert "- Runs with no data (in the run table only): crashed (no event files (status: failed))." in text
     detailed = text.split("## Detailed metrics")[1].split("## Configuration changes")[0]
@@ -224,7 +232,7 @@ runs:
     assert titles == [f"{what} by {axis}" for axis in ("wall time", "frames") for what in
                       ("training loss (Training/loss, last value)",
                        "learner busy time, % (Performance/learner_percentage_training, last value)")]
-    assert "figures/loss_by_wall.jpg" in detailed and "best_time" not in detailed
+    assert "figures/loss_by_wall.png" in detailed and "best_time" not in detailed
 
 
 def test_compare_and_report_share_one_pipeline(tmp_path, runs_root, monkeypatch, capsys):
@@ -239,3 +247,22 @@ def test_compare_and_report_share_one_pipeline(tmp_path, runs_root, monkeypatch,
     assert compare.main([str(runs_root / "base"), "--interval", "5"]) == 0
     capsys.readouterr()
     assert len(seen) == 2 and seen[0].interval == seen[1].interval == 5.0
+
+
+def test_several_maps_get_their_own_findings_tables_and_figures(tmp_path, runs_root):
+    for s in range(2):  # a map cycle: each run logs the usual per-map tags of both maps
+        rows = training_rows(minutes=20, seed=70 + s, map_name="A01") + training_rows(
+            minutes=20, seed=80 + s, map_name="B02", best_start_s=40.0, best_end_s=35.0)
+        write_run_dir(runs_root / f"cycle{s}", sorted(rows, key=lambda r: (r[1], r[2])), config={"seed": s})
+    folder = make_experiment(tmp_path, runs_root, """
+runs:
+  - {{label: single, path: {root}/base, baseline: true}}
+  - {{label: cycle, paths: [{root}/cycle0, {root}/cycle1]}}
+""")
+    assert report.main([str(folder)]) == 0
+    text, full = read_both(folder)
+    findings = text.split("## Key findings")[1].split("## Wall time")[0]
+    assert "### A01" in findings and "### B02" in findings
+    assert "best B02 time so far (s): cycle median" in findings.split("### B02")[1]
+    assert "best_time_B02 across seeds by wall time" in full and "best_time_A01 across seeds by wall time" in full
+    assert "figures/best_time_B02_intervals.png" in text and (folder / "figures/best_time_B02_by_wall.png").is_file()

@@ -11,7 +11,7 @@ import pytest
 from tmexp import report
 from tmexp.analysis import export
 from tmexp.analysis.synthetic import training_rows, write_events, write_run_dir
-from tmexp.analysis.writeup import load_experiment, read_spec
+from tmexp.analysis.study import load_experiment, read_spec
 from tmexp.core import metrics
 
 RUNS_YAML = """\
@@ -76,7 +76,8 @@ def run_report(capsys, *args) -> tuple[int, str, str]:
 
 
 def readme(repo) -> str:
-    return (repo / STUDY / "README.md").read_text()
+    """The README and the full tables beside it."""
+    return (repo / STUDY / "README.md").read_text() + (repo / STUDY / "tables.md").read_text()
 
 
 def test_the_readme_regenerates_from_the_export_alone(repo, capsys):
@@ -100,7 +101,7 @@ def test_the_readme_regenerates_from_the_export_alone(repo, capsys):
     assert code == 0 and out.startswith(f"read 6 runs from {EXPORT} (their directories are missing or hold no event files)\n")
     assert readme(repo) == from_logs
     figures = sorted(p.name for p in (repo / STUDY / "figures").iterdir())
-    assert "best_time_A01_by_wall.jpg" in figures and "best_time_A01_by_updates.jpg" in figures
+    assert "best_time_A01_by_wall.png" in figures and "best_time_A01_by_updates.png" in figures
 
 
 def test_the_export_loads_the_same_scalars_and_metadata(repo):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from rliable import metrics as rly_metrics
 
-from tmexp.analysis import stats
+from tmexp.analysis import stats, synthetic
 from tmexp.analysis.loading import RunInfo
 
 SCORES = np.array([[24.1], [24.5], [25.0], [24.3], [26.0]])
@@ -79,22 +79,70 @@ def test_bootstrap_ci_equals_rliable_library():
             tuple(intervals["x"].ravel()), abs=1e-12)
 
 
-def test_single_seed_gets_no_interval():
+def test_below_five_seeds_a_group_is_its_median_and_every_seed():
     est = stats.estimate("g", [24.5])
     assert est.n_seeds == 1 and est.low is None and est.high is None
-    assert "single seed" in est.describe()
-    many = stats.estimate("h", [24.0, 24.5, 25.0, 26.0], reps=2000)
-    assert many.low <= many.iqm <= many.high
+    assert est.describe() == "24.500 (single seed)"
+    few = stats.estimate("h", [24.0, 26.0, 60.0], reps=2000)  # the IQM of 3 values would be their mean, 36.7
+    assert few.value == 26.0 and few.low is None
+    assert few.describe("{:.1f}") == "median 26.0 (seeds 24.0, 26.0, 60.0)"
+    many = stats.estimate("k", [24.0, 24.5, 25.0, 26.0, 60.0], reps=2000)
+    assert many.value == pytest.approx(stats.iqm([24.0, 24.5, 25.0, 26.0, 60.0]))
+    assert many.low <= many.value <= many.high
+    assert many.describe().startswith("IQM ") and "(5 seeds)" in many.describe()
 
 
-def test_group_comparison_for_race_times():
-    fast = stats.estimate("fast", [24.0, 24.1, 24.2, 24.1], reps=2000)
-    slow = stats.estimate("slow", [25.0, 25.2, 25.1, 25.3], reps=2000)
-    cmp = stats.compare_groups(fast, [24.0, 24.1, 24.2, 24.1], slow, [25.0, 25.2, 25.1, 25.3])
-    assert cmp.overlap is False and cmp.p_improvement == 1.0  # lower times are better
-    single = stats.estimate("one", [24.0])
-    cmp = stats.compare_groups(single, [24.0], slow, [25.0, 25.2, 25.1, 25.3])
-    assert cmp.overlap is None and "single-seed" in cmp.describe()
+def _verdict(a, b, resamples=stats.PERMUTATIONS):
+    comparison = stats.compare_groups(stats.estimate("a", a, reps=2000), stats.estimate("b", b, reps=2000),
+                                      reps=2000, resamples=resamples)
+    return stats.adjust([comparison])[0]
+
+
+def test_three_against_three_far_apart_is_too_few_seeds():
+    c = _verdict(synthetic.best_times(3, 24.0, seed=1), synthetic.best_times(3, 30.0, seed=2))
+    assert c.verdict == "too few seeds" and c.low is None and c.p_improvement == 1.0 and c.a_better
+    assert c.p_value > 0.05  # a complete separation of 3 vs 3 is no evidence at 5 % two-sided, whatever Holm says
+
+
+def test_ten_against_ten_far_apart_is_established():
+    c = _verdict(synthetic.best_times(10, 24.0, seed=1), synthetic.best_times(10, 26.0, seed=2))
+    assert c.verdict == "established" and c.p_adjusted < 0.05 and c.a_better
+    assert c.low < c.difference < c.high < 0  # A's IQM lower: the whole interval below zero
+
+
+def test_ten_against_ten_from_one_distribution_is_rarely_established():
+    verdicts = [_verdict(synthetic.best_times(10, 24.0, seed=2 * k), synthetic.best_times(10, 24.0, seed=2 * k + 1),
+                         resamples=999).verdict for k in range(100)]
+    assert set(verdicts) <= {"established", "not established"}
+    assert verdicts.count("not established") >= 90
+
+
+@pytest.mark.parametrize("a, b", [([21.0, 22.5, 23.0, 24.0, 29.0], [23.5, 25.0, 26.0, 27.0, 28.0, 31.0]),
+                                  ([24.0, 25.0, 27.0], [24.5, 26.0, 30.0])])
+def test_exact_permutation_test_counts_every_relabelling(a, b):
+    import itertools
+
+    pooled = np.array(a + b)
+    observed = stats.point_estimate(np.array(a)) - stats.point_estimate(np.array(b))
+    null = []
+    for chosen in itertools.combinations(range(len(pooled)), len(a)):
+        rest = [i for i in range(len(pooled)) if i not in chosen]
+        null.append(stats.point_estimate(pooled[list(chosen)]) - stats.point_estimate(pooled[rest]))
+    null = np.array(null)
+    tol = 1e-9 * abs(observed)
+    expected = min(1.0, 2 * min(np.mean(null <= observed + tol), np.mean(null >= observed - tol)))
+    assert stats.permutation_p(np.array(a), np.array(b)) == pytest.approx(expected)
+
+
+def test_holm_adjusts_in_step_down_order():
+    adjusted = stats.holm([0.01, 0.04, 0.03, np.nan])
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and np.isnan(adjusted[3])
+
+
+def test_the_planner_asks_more_seeds_for_a_smaller_difference():
+    assert stats.seeds_needed(1.0, 1.0) == 17  # the textbook t-test answer at 80 % power, alpha 0.05
+    assert stats.seeds_needed(1.0, 0.5) > stats.seeds_needed(1.0, 1.0) >= stats.MIN_SEEDS
+    assert stats.seeds_needed(0.01, 5.0) == stats.MIN_SEEDS and stats.seeds_needed(float("nan"), 0.5) is None
 
 
 def test_seed_groups_join_configs_that_differ_only_in_seed(tmp_path):

@@ -69,6 +69,8 @@ def test_the_report_regenerates_from_a_fresh_clone(tmp_path, monkeypatch, capsys
     assert out.startswith(f"read {n} run{'s' if n > 1 else ''} from {copy / export.EXPORT_FILE} (")
     regenerated = (copy / "README.md").read_text()
     assert regenerated == (STUDY / "README.md").read_text()
+    assert (copy / "tables.md").read_text() == (STUDY / "tables.md").read_text()  # the full tables beside it
+    assert len(regenerated.splitlines()) <= 300 and "disjoint" not in regenerated + (copy / "tables.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", regenerated)
     assert figures and all((copy / f).is_file() for f in figures)
     assert {f for f in figures} <= {f"figures/{p.name}" for p in (STUDY / "figures").iterdir()}

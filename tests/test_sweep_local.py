@@ -181,3 +181,90 @@ def test_training_app_smoke_sweep_2x2_on_the_local_launcher(tmp_path):
     munchausen = {(sweep_dir / str(n) / "config_resolved.yaml").read_text().count("use_munchausen: true")
                   for n in range(4)}
     assert munchausen == {0, 1}, "the sweep must run both values of btr.use_munchausen"
+
+
+# ----- composing many jobs fast, and frozen configs (tmexp/launch/freeze.py) -------------------------------------
+def _full(overrides):
+    from omegaconf import OmegaConf, open_dict
+
+    from tmexp.compose import compose_config
+
+    composed = compose_config(overrides, return_hydra_config=True)
+    with open_dict(composed):
+        del composed["hydra"]
+    return OmegaConf.to_container(composed, resolve=True, enum_to_str=True)
+
+
+def test_fast_composition_gives_what_hydra_composes_for_every_kind_of_override():
+    from tmexp.launch import freeze
+
+    jobs = [["+experiment=A01_btr_ablation", f"ablation={arm}", f"seed={seed}", f"btr.munchausen_alpha={alpha}",
+             f"btr.use_munchausen={flag}", "run_name=x"]
+            for arm in ("none", "no_noisy") for seed in (0, 7) for alpha in (0.5, 0.9) for flag in ("True", "false")]
+    composed = list(freeze.composed_jobs(jobs))
+    assert len(composed) == len(jobs)
+    for job, (_, obj, key) in zip(jobs, composed):
+        full = _full(job)
+        assert key == freeze.check_key(full)  # the fast path's config is Hydra's, value for value
+        assert obj.seed == full["seed"] and obj.btr.use_munchausen == full["btr"]["use_munchausen"]
+    # two choices of config groups: composed in full twice each (the group, and Hydra's check of its first job)
+    composer = freeze.JobComposer(lambda o: __import__("tmexp.compose").compose.compose_config(
+        list(o), return_hydra_config=True), lambda name: name == "ablation")
+    for job in jobs:
+        composer.job(job)
+    assert (composer.fast, composer.exact, len(composer.groups)) == (len(jobs), 0, 2)
+
+
+def test_fast_composition_refuses_what_hydra_refuses():
+    from tmexp.launch import freeze
+    from tmexp.launch.precheck import precheck
+    from tmexp.validation import ConfigError
+
+    composer = freeze.JobComposer(lambda o: __import__("tmexp.compose").compose.compose_config(
+        list(o), return_hydra_config=True), lambda name: False)
+    composer.job(["seed=1"])
+    with pytest.raises(Exception, match="seed"):
+        composer.job(["seed=abc"])
+    with pytest.raises(ConfigError, match="seed"):
+        precheck(["--multirun", "seed=0,abc"])
+
+
+def test_the_checks_never_read_the_seed():
+    """freeze.check_key leaves the seed out: jobs that differ only in it are checked once."""
+    import inspect
+
+    from tmexp import validation
+
+    assert "seed" not in inspect.getsource(validation)
+
+
+def test_a_job_runs_its_frozen_config_and_says_what_changed(tmp_path, caplog):
+    import logging
+
+    import yaml
+    from omegaconf import OmegaConf
+
+    from tmexp.launch import freeze
+    from tmexp.launch.slurm_launcher import Ledger
+
+    sweep_dir = tmp_path / "sweep"
+    composer = freeze.JobComposer(lambda o: __import__("tmexp.compose").compose.compose_config(
+        list(o), return_hydra_config=True), lambda name: False)
+    code_id = freeze.freeze_jobs(None, sweep_dir, {0: ["seed=3"], 1: ["seed=4"]}, composer)
+    Ledger(sweep_dir).record({0: "7_0", 1: "7_1"}, {0: ["seed=3"], 1: ["seed=4"]}, code_id)
+    assert yaml.safe_load(freeze.frozen_path(sweep_dir, 1).read_text())["seed"] == 4
+
+    now = OmegaConf.create(_full(["seed=3", "training.batch_size=32"]))  # the config files changed since
+    with caplog.at_level(logging.INFO, logger="tmexp.launch.freeze"):
+        frozen = freeze.load_frozen(sweep_dir, 0, now)
+    assert frozen["seed"] == 3 and frozen["training"]["batch_size"] != 32
+    assert "runs the config frozen at submission" in caplog.text
+    assert "the config files now give other values for: training.batch_size" in caplog.text
+    assert freeze.code_drift(sweep_dir, 0) is None  # the same checkout
+
+    recorded = sweep_dir / ".frozen" / "code" / f"{code_id}.json"
+    state = json.loads(recorded.read_text())
+    recorded.write_text(json.dumps({**state, "commit": "0" * 40}))
+    drift = freeze.code_drift(sweep_dir, 0)
+    assert "the checkout changed since this job was submitted (commit 000000000000 ->" in drift
+    assert freeze.load_frozen(sweep_dir, 5) is None  # a job that was never frozen (not a SLURM sweep)

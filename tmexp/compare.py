@@ -1,9 +1,10 @@
 """Compare runs by relative time and by steps: ``python -m tmexp.compare RUN_OR_SWEEP_DIR ... [options]``.
 
 Prints (or writes under ``--out``) tables of the scalar metrics and race statistics at common checkpoints, seed-group
-statistics when runs differ only in ``seed``, and with ``--plot`` one figure per metric (a seed group as its IQM
-with a 95 % band, its seeds as thin lines of its colour). ``--metrics TAG ...`` tabulates any scalars instead of the
-default set, ``--all-scalars`` every tag logged. ``--sweep`` prints one row per job of multirun directories
+estimates when runs differ only in ``seed`` (``--groups``: each group tested against the baseline group, with its
+verdict, and the seeds planner; ``docs/analysis.md``), and with ``--plot`` one figure per metric (a seed group as
+its centre with its seeds as thin lines of its colour). ``--metrics TAG ...`` tabulates any scalars instead of
+the default set, ``--all-scalars`` every tag logged. ``--sweep`` prints one row per job of multirun directories
 instead. The tables and figures come from the pipeline the experiment write-up uses (``tmexp.analysis.pipeline``).
 """
 
@@ -42,13 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write tables (and figures) to this directory instead of stdout")
     p.add_argument("--plot", action="store_true",
                    help="draw one figure per metric, by time and by steps, into --out (default ./compare_out)")
-    p.add_argument("--plot-format", choices=plots.PLOT_FORMATS, default="jpg")
+    p.add_argument("--plot-format", choices=plots.PLOT_FORMATS, default="png", help="figure format (default png)")
     p.add_argument("--map", help="map short name (default: every map found in the logs)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--metrics", nargs="+", metavar="TAG",
                        help="tabulate and plot these scalar tags instead of the default set (after the paths)")
     which.add_argument("--all-scalars", action="store_true", help="add a table and figure of every other tag logged")
     p.add_argument("--sweep", action="store_true", help="one row per job of each multirun directory")
+    p.add_argument("--groups", action="store_true",
+                   help="test each seed group against the baseline group: difference, 95%% interval, permutation "
+                        "p (Holm-adjusted), P(better), verdict, and the seeds planner")
+    p.add_argument("--baseline", help="the group the others are compared with (default: the first found)")
+    p.add_argument("--difference", type=float, default=0.5,
+                   help="the seeds planner's difference of best time to detect, in s (default 0.5)")
     return p
 
 
@@ -71,13 +78,19 @@ def options_from(args) -> pipeline.Options:
             if len(parsed) != 1:
                 raise UsageError(f"--step-interval takes one step count, not {args.step_interval!r}.")
             interval = parsed[0]
+    if args.difference <= 0:
+        raise UsageError(f"--difference must be a positive number of seconds, not {args.difference:g}.")
     return pipeline.Options(args.time_axis, args.interval, (args.by,), steps, interval,
-                            [args.map] if args.map else None, args.metrics, args.all_scalars)
+                            [args.map] if args.map else None, args.metrics, args.all_scalars, args.baseline,
+                            group_tests=args.groups, difference=args.difference)
 
 
 def run_comparisons(runset: loading.RunSet, args) -> tuple[list[document.Section], pipeline.Analysis]:
     """All sections of a compare run (figures drawn and linked with ``--plot``), and the analysis."""
     analysis = pipeline.analyse(runset, options_from(args))
+    if args.baseline and args.baseline not in analysis.groups:
+        raise UsageError(f"--baseline {args.baseline!r} is not a group of these runs; the groups are "
+                         f"{', '.join(analysis.groups)}.")
     if args.plot:
         analysis.plot(args.out or Path("compare_out"), args.plot_format)
     for cmp in analysis.by_steps:

@@ -1,6 +1,6 @@
 """Write an experiment report: ``python -m tmexp.report experiments/<name> [--export]``.
 
-Reads ``experiments/<name>/runs.yaml`` (format documented in ``tmexp.analysis.writeup``) and writes
+Reads ``experiments/<name>/runs.yaml`` (format documented in ``tmexp.analysis.study``) and writes
 ``experiments/<name>/README.md`` with its figures under ``experiments/<name>/figures/``. A run whose directory is
 missing is read from ``experiments/<name>/runs_export.json.gz``, which ``--export`` writes: the scalars and small
 files the report reads from each run (``tmexp.analysis.export``), so a fresh clone regenerates the report.

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from tmexp import rundir
 from tmexp.compose import compose_config, experiment_first, register_configs  # compose_config stays importable here
 from tmexp.config import Config
-from tmexp.launch import objective, resume, search
+from tmexp.launch import freeze, objective, resume, search, slurm_launcher
 from tmexp.launch.job_slots import acquire_slot
 from tmexp.launch.precheck import precheck  # importable from here too (tests, scripts)
 from tmexp.validation import ConfigError, check_config
@@ -42,6 +42,7 @@ log = logging.getLogger("tmexp.train")
 
 register_configs()
 search.install()  # hydra/sweeper=optuna: tmexp's preset and the study's continuation (tmexp/launch/search.py)
+slurm_launcher.install()  # hydra/launcher=slurm: tmexp's driver around submitit (tmexp/launch/slurm_launcher.py)
 
 
 def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers=(),
@@ -158,11 +159,15 @@ def main(dict_cfg: DictConfig) -> float:
     """The task function: train, then return the run's objective (what a search's trial reports)."""
     from hydra.core.hydra_config import HydraConfig
 
-    cfg: Config = OmegaConf.to_object(dict_cfg)
-    check_config(cfg)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    # a SLURM sweep's job runs the config frozen at its submission, at every start and requeue (tmexp/launch/freeze.py)
+    frozen = freeze.load_frozen(hydra_cfg.sweep.dir, hydra_cfg.job.num, dict_cfg) if multirun else None
+    if frozen is not None:
+        dict_cfg = OmegaConf.merge(OmegaConf.structured(Config), frozen)
+    cfg: Config = OmegaConf.to_object(dict_cfg)
+    check_config(cfg)
     sweep = rundir.read_sweep_command(hydra_cfg.sweep.dir) if multirun else None
     try:
         held = rundir.lock(run_dir)  # before the run's status is read or written: another process may be in it

@@ -102,8 +102,9 @@ def is_tmexp_run_dir(path: Path) -> bool:
 
 
 def _run_dir_of(log_dir: Path) -> Path:
-    """The run directory owning a log directory: a Hydra job keeps its events in ``<job>/tensorboard``."""
-    if log_dir.name == rundir.TENSORBOARD and is_tmexp_run_dir(log_dir.parent):
+    """The run directory owning a log directory: a run keeps its events in ``<run>/tensorboard``, so a folder of
+    that name is never the run (a Hydra job's, or a copied run's without its other files)."""
+    if log_dir.name == rundir.TENSORBOARD:
         return log_dir.parent
     return log_dir
 

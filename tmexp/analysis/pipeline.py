@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tmexp.analysis import document, loading, plots, stats, tables
+from tmexp.analysis import document, loading, machine, plots, stats, tables
 
 
 @dataclass
@@ -29,6 +29,9 @@ class Options:
     all_scalars: bool = False               # add every other tag logged
     baseline: str | None = None             # the group others are compared with (default: the first)
     reference: str | None = None            # a second group others are compared with across seeds (optional)
+    group_tests: bool = True                # each group against the baseline/reference: tests and verdicts
+    difference: float | None = 0.5          # the seeds planner's difference of best time (s); None: no planner
+    cost_per_update: dict[str, float] = field(default_factory=dict)  # group -> learner s/update: projected axis
 
 
 @dataclass
@@ -43,18 +46,25 @@ class Analysis:
     by_time: tables.Comparison
     by_steps: list[tables.Comparison]
     run_table: pd.DataFrame
+    by_projected: tables.Comparison | None = None  # by updates placed in time by each group's cost per update
     baseline: str | None = None
     reference: str | None = None
+    options: Options = field(default_factory=Options)
     figures: dict[str, Path] = field(default_factory=dict)  # section key -> figure (after ``plot``)
 
     @property
+    def difference(self) -> float | None:
+        return self.options.difference if self.options.group_tests else None
+
+    @property
     def comparisons(self) -> list[tables.Comparison]:
-        return [self.by_time, *self.by_steps]
+        return [self.by_time, *self.by_steps] + ([self.by_projected] if self.by_projected is not None else [])
 
     def comparison_sections(self, cmp: tables.Comparison) -> list[document.Section]:
         """Metric tables, race tables and seed-group tables of one comparison, with their figures."""
         sections = (document.metric_sections(cmp, self.runset.conversions()) + document.race_sections(cmp)
-                    + document.all_seed_sections(cmp, self.groups, self.maps, self.baseline))
+                    + document.all_seed_sections(cmp, self.groups, self.maps, self.baseline, self.reference,
+                                                 self.options.group_tests, self.difference))
         for s in sections:
             s.figure = self.figures.get(s.key)
         return sections
@@ -66,7 +76,8 @@ class Analysis:
         """Across seeds over each whole run (final best time, furthest eval race)."""
         if not self.maps:
             return []
-        return document.final_seed_sections(self.run_table, self.groups, self.baseline, self.reference)
+        return document.final_seed_sections(self.run_table, self.groups, self.baseline, self.reference,
+                                            self.options.group_tests, self.difference)
 
     def sections(self) -> list[document.Section]:
         """Every table in reading order: runs, each comparison, then across seeds."""
@@ -75,7 +86,7 @@ class Analysis:
             out += self.comparison_sections(cmp)
         return out + self.final_sections()
 
-    def plot(self, out_dir: Path, fmt: str = "jpg") -> dict[str, Path]:
+    def plot(self, out_dir: Path, fmt: str = "png") -> dict[str, Path]:
         """Every figure (seed groups drawn as IQM lines with 95 % bands); returns section key -> figure."""
         for cmp in self.comparisons:
             self.figures |= plots.plot_comparison(cmp, out_dir, fmt, groups=self.groups)
@@ -125,6 +136,13 @@ def analyse(runset: loading.RunSet, options: Options | None = None,
             step_interval = document.auto_step_interval(window)
         by_steps.append(tables.compare(scalars, axis, runs, steps=steps, step_interval=step_interval, **kwargs))
 
+    by_projected = None
+    costed = {g: c for g, c in options.cost_per_update.items() if g in groups}
+    if costed:
+        placed = machine.projected(tables.with_axis(scalars[scalars["run"].isin(runs)], "updates"), groups, costed)
+        by_projected = tables.compare(scalars, tables.PROJECTED, [r for g in costed for r in groups[g]],
+                                      interval=options.interval, placed=placed, **kwargs)
     run_table = tables.run_summary(scalars, runset.labels(), maps[0] if maps else None, runset.starts(),
                                     infos=runset.runs, no_data=no_data)
-    return Analysis(runset, runs, no_data, groups, maps, by_time, by_steps, run_table, baseline, reference)
+    return Analysis(runset, runs, no_data, groups, maps, by_time, by_steps, run_table, by_projected, baseline,
+                    reference, options)

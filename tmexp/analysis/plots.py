@@ -24,12 +24,13 @@ import pandas as pd  # noqa: E402
 from tmexp.analysis import stats, tables  # noqa: E402
 from tmexp.core import metrics  # noqa: E402
 
-PLOT_FORMATS = ("jpg", "png")
+PLOT_FORMATS = ("png", "jpg")
 AXIS_LABELS = {
     "wall": "wall minutes since the run's first event",
     "cumul_training_hours": "training minutes (cumul_training_hours x 60)",
     "frames": "frames played",
     "updates": "gradient updates",
+    "projected": "projected wall minutes (updates x the learner's idle-machine seconds per update)",
 }
 BAND_POINTS = 200  # x positions where a group's IQM and band are computed
 
@@ -85,10 +86,11 @@ def _race_ylim(ax, finished: list[np.ndarray]) -> float | None:
 
 
 def group_band(curves: list[tuple[np.ndarray, np.ndarray]], steps: bool = False,
-               points: int = BAND_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(x grid, IQM, low, high) across curves (x ascending) over the x range where every curve has a value, each
-    curve read between its points as it is drawn: held until the next point (``steps``) or linearly.
-    None when the curves share no range."""
+               points: int = BAND_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+    """(x grid, centre, low, high) across curves (x ascending) over the x range where every curve has a value, each
+    curve read between its points as it is drawn: held until the next point (``steps``) or linearly. The centre is
+    the IQM with its 95 % band at ``stats.MIN_SEEDS`` curves or more, else the median with no band (low, high None),
+    as the tables estimate a group. None when the curves share no range."""
     start = max(float(x[0]) for x, _ in curves)
     end = min(float(x[-1]) for x, _ in curves)
     if not end > start:
@@ -98,13 +100,18 @@ def group_band(curves: list[tuple[np.ndarray, np.ndarray]], steps: bool = False,
         values = [y[np.searchsorted(x, grid, side="right") - 1] for x, y in curves]
     else:
         values = [np.interp(grid, x, y) for x, y in curves]
-    return (grid, *stats.iqm_band(np.stack(values)))  # values: (seeds, points)
+    values = np.stack(values)  # (seeds, points)
+    if len(curves) < stats.MIN_SEEDS:
+        return grid, np.median(values, axis=0), None, None
+    return (grid, *stats.iqm_band(values))
 
 
 def draw_groups(ax, curves: dict[str, tuple[np.ndarray, np.ndarray]], groups: dict[str, list[str]],
-                colours: dict[str, tuple], steps: bool = False) -> None:
-    """Draw each group's runs (``curves``: run -> (x ascending, y)) in its colour, and its IQM and band."""
+                colours: dict[str, tuple], steps: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Draw each group's runs (``curves``: run -> (x ascending, y)) in its colour, and its centre (and band);
+    returns group -> its centre curve (grid, values)."""
     style = "steps-post" if steps else "default"
+    centres = {}
     for g, members in groups.items():
         have = [m for m in members if m in curves and len(curves[m][0])]
         if not have:
@@ -113,17 +120,41 @@ def draw_groups(ax, curves: dict[str, tuple[np.ndarray, np.ndarray]], groups: di
         if len(have) == 1:
             x, y = curves[have[0]]
             ax.plot(x, y, color=colour, linewidth=1.4, drawstyle=style, label=g)
+            centres[g] = (x, y)
             continue
         for m in have:
             x, y = curves[m]
             ax.plot(x, y, color=colour, linewidth=0.7, alpha=0.45, drawstyle=style)
         band = group_band([curves[m] for m in have], steps)
-        if band is None:  # the seeds share no x range: no IQM to draw, name the group on its seeds
+        if band is None:  # the seeds share no x range: no centre to draw, name the group on its seeds
             ax.plot([], [], color=colour, linewidth=0.7, label=f"{g} ({len(have)} seeds, no common range)")
             continue
-        grid, iqm, low, high = band
+        grid, centre, low, high = band
+        centres[g] = (grid, centre)
+        if low is None:
+            ax.plot(grid, centre, color=colour, linewidth=2.2, label=f"{g}: median of {len(have)} seeds")
+            continue
         ax.fill_between(grid, low, high, color=colour, alpha=0.2, linewidth=0)
-        ax.plot(grid, iqm, color=colour, linewidth=2.2, label=f"{g}: IQM of {len(have)} seeds, 95% CI")
+        ax.plot(grid, centre, color=colour, linewidth=2.2, label=f"{g}: IQM of {len(have)} seeds, 95% CI")
+    return centres
+
+
+def _differing_ylim(ax, centres: dict[str, tuple[np.ndarray, np.ndarray]], curves) -> bool:
+    """Put a race-time figure's y-axis on the range where the groups differ: the groups' centres at their end (the
+    best times, not the 300 s cutoff), with room above for the curves to come in. False when some group's centre
+    never got under the cutoff (the caller falls back to the finished races' range)."""
+    if len(centres) < 2:
+        return False
+    ends = [float(y[-1]) for _, y in centres.values()]
+    if max(ends) >= metrics.RACE_CUTOFF_S:
+        return False
+    cutoff = metrics.RACE_CUTOFF_S
+    lows = [float(np.min(y[y < cutoff])) for _, y in curves.values() if (y < cutoff).any()]
+    low, high = min(lows + ends), max(ends)
+    spread = max(high - low, 0.5)
+    ax.set_ylim(low - 0.15 * spread, high + 2.0 * spread)
+    ax.set_title(ax.get_title() + "\n(y: where the groups end; earlier, higher times run off the top)", fontsize=9)
+    return True
 
 
 def _singletons(runs: list[str], groups: dict[str, list[str]] | None) -> dict[str, list[str]]:
@@ -137,12 +168,12 @@ def _singletons(runs: list[str], groups: dict[str, list[str]] | None) -> dict[st
 
 
 def _series(sub: pd.DataFrame, run: str) -> tuple[np.ndarray, np.ndarray]:
-    df = sub[sub["run"] == run].sort_values("x", kind="stable")
+    df = sub[(sub["run"] == run) & np.isfinite(sub["x"])].sort_values("x", kind="stable")  # no place: not drawn
     return df["x"].to_numpy(), df["value"].to_numpy()
 
 
 def plot_metric(data: pd.DataFrame, metric: tables.ScalarMetric, runs: list[str], axis: str, out_dir: Path,
-                fmt: str = "jpg", window: float | None = None, prefix: str = "",
+                fmt: str = "png", window: float | None = None, prefix: str = "",
                 groups: dict[str, list[str]] | None = None) -> Path | None:
     """A scalar metric (best and furthest so far as running extremes) per group. None if no run logged it."""
     sub = data[data["tag"] == metric.tag]
@@ -157,14 +188,14 @@ def plot_metric(data: pd.DataFrame, metric: tables.ScalarMetric, runs: list[str]
         x, v = _series(sub, run)
         if len(x):
             curves[run] = (x, tables.running_value(v * metric.scale, metric.how))
-    draw_groups(ax, curves, groups, group_colours(groups), steps=metric.how != "last")
-    if metric.unit == "s":
+    centres = draw_groups(ax, curves, groups, group_colours(groups), steps=metric.how != "last")
+    if metric.unit == "s" and not _differing_ylim(ax, centres, curves):
         _race_ylim(ax, [y[y < metrics.RACE_CUTOFF_S] for _, y in curves.values()])
     _finish(ax, axis, window)
     return _save(fig, out_dir / f"{prefix}{safe_name(metric.name)}_by_{axis}", fmt)
 
 
-def plot_race_tag(data: pd.DataFrame, tag: str, runs: list[str], axis: str, out_dir: Path, fmt: str = "jpg",
+def plot_race_tag(data: pd.DataFrame, tag: str, runs: list[str], axis: str, out_dir: Path, fmt: str = "png",
                   window: float | None = None, prefix: str = "",
                   groups: dict[str, list[str]] | None = None) -> Path | None:
     """Each race as a point and the best finished race so far as a line, per group; unfinished races as 'x' on
@@ -198,7 +229,7 @@ def plot_race_tag(data: pd.DataFrame, tag: str, runs: list[str], axis: str, out_
 
 
 def plot_finish_rate(data: pd.DataFrame, race_tag: str, runs: list[str], axis: str, out_dir: Path,
-                     fmt: str = "jpg", window: float | None = None, prefix: str = "", span: int = 10,
+                     fmt: str = "png", window: float | None = None, prefix: str = "", span: int = 10,
                      groups: dict[str, list[str]] | None = None) -> Path | None:
     """Rolling finish rate over the last ``span`` races of the finished tag beside ``race_tag``, per group."""
     tag = tables.finished_tag_for(race_tag)
@@ -218,7 +249,7 @@ def plot_finish_rate(data: pd.DataFrame, race_tag: str, runs: list[str], axis: s
     return _save(fig, out_dir / f"{prefix}{safe_name(tag)}_rate_by_{axis}", fmt)
 
 
-def plot_comparison(comparison: tables.Comparison, out_dir: Path, fmt: str = "jpg", prefix: str = "",
+def plot_comparison(comparison: tables.Comparison, out_dir: Path, fmt: str = "png", prefix: str = "",
                     groups: dict[str, list[str]] | None = None) -> dict[str, Path]:
     """Every figure of one comparison; returns the key of the table each belongs to (``<metric name or race
     tag>_by_<axis>``, and ``<finished tag>_rate_by_<axis>`` for finish rates, which have no table) -> figure."""
@@ -237,4 +268,90 @@ def plot_comparison(comparison: tables.Comparison, out_dir: Path, fmt: str = "jp
             path = plot_finish_rate(data, tag, runs, axis, out_dir, fmt, window, prefix, groups=groups)
             if path is not None:
                 out[rate_key] = path
+    return out
+
+
+def interval_points(analysis, metric: str) -> list[tuple[str, pd.Series, str]]:
+    """(panel title, per-run values, checkpoint label) of a metric at the end of each comparison's common window
+    (the last common checkpoint of a step axis), and over each whole run for the first map's best time."""
+    out = []
+    for cmp in analysis.comparisons:
+        if metric in cmp.metric_tables and cmp.checkpoints:
+            cp = cmp.checkpoints[-1]
+            label = tables.checkpoint_label(cp, cmp.axis, cmp.window)
+            out.append((f"by {cmp.axis}, at {label}", cmp.metric_tables[metric].loc[cp], label))
+    if analysis.maps and metric == f"best_time_{analysis.maps[0]}":
+        out.append(("over each whole run", analysis.run_table["final_best_s"], "whole run"))
+    return out
+
+
+def draw_intervals(ax, values: pd.Series, groups: dict[str, list[str]], colours: dict[str, tuple],
+                   baseline: str | None, reference: str | None, fmt: str = "{:.3f}") -> None:
+    """One row per group: every seed a dot, the estimate (IQM at 5 seeds or more, else the median) a bar, its 95 %
+    interval a line where there is one; the baseline's estimate a dashed vertical line. Artists carry gids
+    ('seeds:<group>', 'estimate:<group>', 'interval:<group>') so tests read back what was drawn."""
+    estimates = stats.group_estimates(values, groups)
+    names = [g for g in groups if estimates[g].n_seeds]
+    if not names:
+        ax.text(0.5, 0.5, "nothing logged yet", transform=ax.transAxes, ha="center", fontsize=8)
+        return
+    for row, g in enumerate(names):
+        est = estimates[g]
+        colour = colours[g]
+        ax.scatter(est.values, np.full(est.n_seeds, row), s=18, color=colour, alpha=0.6, zorder=3, gid=f"seeds:{g}")
+        ax.plot([est.value], [row], marker="|", markersize=16, markeredgewidth=2.5, color="black", zorder=4,
+                gid=f"estimate:{g}")
+        if est.low is not None:
+            ax.plot([est.low, est.high], [row, row], color=colour, linewidth=3, alpha=0.8, gid=f"interval:{g}")
+    if baseline in estimates and estimates[baseline].n_seeds:
+        ax.axvline(estimates[baseline].value, color="grey", linestyle="--", linewidth=1)
+    # x on the range of the estimates and intervals: a far seed (a run stuck at the cutoff) is drawn at the edge
+    shown = [v for g in names for v in (estimates[g].value, estimates[g].low, estimates[g].high) if v is not None]
+    seeds = np.concatenate([estimates[g].values for g in names]) if names else np.zeros(0)
+    if shown:
+        low, high = min(min(shown), float(seeds.min())), max(shown)
+        spread = max(high - low, 0.5)
+        edge = high + 0.6 * spread
+        if seeds.max() > edge:
+            for row, g in enumerate(names):
+                far = estimates[g].values[estimates[g].values > edge]
+                if len(far):
+                    ax.scatter([edge], [row], marker=">", s=30, color=colours[g], gid=f"clipped:{g}")
+                    ax.annotate(", ".join(fmt.format(v) for v in far), (edge, row), xytext=(-4, 5),
+                                textcoords="offset points", fontsize=6, ha="right")
+            ax.set_xlim(low - 0.1 * spread, edge + 0.1 * spread)
+        else:
+            ax.set_xlim(low - 0.1 * spread, max(high, float(seeds.max())) + 0.1 * spread)
+    labels = [g + (" (baseline)" if g == baseline else " (reference)" if g == reference else "") for g in names]
+    ax.set_yticks(range(len(names)), labels, fontsize=7)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def interval_figures(analysis, sections: dict, out_dir: Path, fmt: str = "png") -> dict[str, Path]:
+    """Per metric (each map's best time, then its furthest eval race), one figure of interval panels at the end of
+    each common window (``interval_points``); returns '<metric>_intervals' -> figure."""
+    groups = analysis.groups
+    if not any(len(m) > 1 for m in groups.values()):
+        return {}
+    colours = group_colours(groups)
+    out = {}
+    for m in analysis.maps:
+        for metric, unit in ((f"best_time_{m}", "s"), (f"furthest_eval_{m}", "m")):
+            points = interval_points(analysis, metric)
+            if not points:
+                continue
+            fig, axes = plt.subplots(1, len(points), figsize=(3.2 * len(points) + 1.2, 0.35 * len(groups) + 1.6),
+                                     sharey=True, squeeze=False)
+            for ax, (title, values, _) in zip(axes[0], points):
+                draw_intervals(ax, values, groups, colours, analysis.baseline, analysis.reference,
+                               "{:.3f}" if unit == "s" else "{:.1f}")
+                ax.set_title(title, fontsize=8)
+                ax.set_xlabel(f"{metric} ({unit})", fontsize=7)
+                ax.tick_params(axis="x", labelsize=7)
+            fig.suptitle(f"{metric}: each seed a dot, the estimate a bar (IQM at {stats.MIN_SEEDS}+ seeds, else the "
+                         "median) with its 95 % interval where there is one; the dashed line: the baseline; far "
+                         "seeds at the right edge, their values noted", fontsize=8)
+            fig.tight_layout()
+            out[f"{metric}_intervals"] = _save(fig, out_dir / f"{safe_name(metric)}_intervals", fmt)
     return out

@@ -92,3 +92,38 @@ def write_run_dir(run_dir: str | Path, rows, overrides: list[str] | None = None,
     if rows:
         write_events(run_dir / "tensorboard", rows)
     return run_dir
+
+
+# The counters of ``jumping_counter_rows``: (step, updates, training seconds) at each periodic log, and at each race's
+# end. Between the logs at steps 10_000 and 20_000 the learner catches up (2_000 updates), mostly before the race
+# at step 15_000, so interpolating the logs places that race at 1_100 updates where it ran at 1_900.
+JUMP_LOGS = [(0, 0, 0.0), (10_000, 100, 10.0), (20_000, 2_100, 70.0), (30_000, 2_200, 80.0)]
+JUMP_RACES = [(15_000, 1_900, 60.0, 26.0), (25_000, 2_150, 75.0, 25.0)]  # (step, updates, seconds, race time s)
+
+
+def jumping_counter_rows(exact: bool, map_name: str = "A01",
+                         start: float = 1.7e9) -> list[tuple[str, int, float, float]]:
+    """A run whose counters jump between their periodic logs (``JUMP_LOGS``), with two finished eval races
+    (``JUMP_RACES``); ``exact`` also writes the counters at each race's end, as tmexp runs do since they log
+    ``Race/cumul_number_batches_done`` (older runs, Linesight and rulka logs do not)."""
+    rows = []
+    for step, updates, seconds in JUMP_LOGS:
+        wall = start + step / 100.0
+        rows += [(metrics.CUMUL_BATCHES, step, wall, updates),
+                 (metrics.CUMUL_TRAINING_HOURS, step, wall, seconds / 3600)]
+    best_ms = None
+    for step, updates, seconds, race_s in JUMP_RACES:
+        wall = start + step / 100.0
+        best_ms = min(best_ms or 10**9, round(race_s * 1000))
+        rows += [(metrics.eval_race_time(map_name), step, wall, race_s),
+                 (metrics.eval_race_finished(map_name), step, wall, 1.0),
+                 (metrics.alltime_min_ms(map_name), step, wall, best_ms)]
+        if exact:
+            rows += [(metrics.RACE_BATCHES, step, wall, updates), (metrics.RACE_TRAINING_S, step, wall, seconds)]
+    return sorted(rows, key=lambda r: (r[1], r[2]))
+
+
+def best_times(n_seeds: int, mean_s: float = 24.0, spread_s: float = 0.5, seed: int = 0) -> np.ndarray:
+    """Final best times (s) of ``n_seeds`` seeds of one arm: normal around ``mean_s`` with sd ``spread_s``, rounded to
+    the millisecond as the game gives them (a seed group whose answer is known, for the statistics' tests)."""
+    return np.round(np.random.default_rng(seed).normal(mean_s, spread_s, n_seeds), 3)

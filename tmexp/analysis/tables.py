@@ -3,13 +3,18 @@
 Every row of the long scalar table gets an x coordinate on the chosen axis:
 
 - ``wall``: minutes since the run's first event (any tag);
-- ``cumul_training_hours``: the run's training time in minutes, read from the ``cumul_training_hours`` counter at
-  the row's step (robust to calendar gaps: a run stopped overnight does not age);
-- ``frames``: the TensorBoard step (frames played);
-- ``updates``: the ``cumul_number_batches_done`` counter at the row's step.
+- ``cumul_training_hours``: the run's training time in minutes at the row's step (robust to calendar gaps: a run
+  stopped overnight does not age);
+- ``frames``: the TensorBoard step (frames played: a race's step is the frames played at its end);
+- ``updates``: the gradient updates done at the row's step.
 
-A counter "at a step" is its last value logged at or before that step, so a metric logged between two counter
-writes is placed at the earlier one (never credited with work not yet done).
+Where the run logged them, the counters at each race's end (``Race/cumul_number_batches_done``,
+``Race/cumul_training_seconds``) place every row at that step exactly ("exact"). Runs logged before those tags
+(and Linesight/rulka logs) have only the periodic counters (``cumul_number_batches_done``, ``cumul_training_hours``,
+every 30 s or so): a row between two of their logs is placed by linear interpolation of the counter between them
+("interpolated"), not at the earlier log, which would credit the run with up to one log interval of learning.
+Either way a row before the counter's first point has no place (NaN); one after its last point gets the last value.
+``axis_methods`` says which method each run got, and the tables say so.
 
 Time checkpoints run every ``interval`` minutes up to the common window (the shortest run's span) and end with the
 window's end; step checkpoints are the requested ones that every run reached. At a checkpoint, a scalar metric is its
@@ -34,6 +39,7 @@ from tmexp.core import metrics
 
 TIME_AXES = ("wall", "cumul_training_hours")
 STEP_AXES = ("frames", "updates")
+PROJECTED = "projected"  # minutes: updates x the group's learner seconds per update (tmexp.analysis.machine)
 
 
 class TableError(Exception):
@@ -178,17 +184,67 @@ def finished_tag_for(race_tag: str) -> str:
 
 # --- the x axis ---------------------------------------------------------------------------------------------------
 
-def _counter_at(counter: pd.DataFrame, steps: np.ndarray) -> np.ndarray:
-    """Last counter value logged at or before each step (NaN before the first write)."""
-    counter = counter.sort_values("step", kind="stable")
-    cs = counter["step"].to_numpy()
-    cv = counter["value"].to_numpy()
-    # Several writes at one step: the last one wins, like TensorBoard's own display.
-    idx = np.searchsorted(cs, steps, side="right") - 1
+# axis -> (the periodic counter, the counter at each race's end, factor from the race counter to the periodic one)
+COUNTERS = {"updates": (metrics.CUMUL_BATCHES, metrics.RACE_BATCHES, 1.0),
+            "cumul_training_hours": (metrics.CUMUL_TRAINING_HOURS, metrics.RACE_TRAINING_S, 1.0 / 3600.0)}
+EXACT, INTERPOLATED = "exact", "interpolated"
+
+
+def _last_per_step(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique steps and the value written last at each (several writes at one step: the last one wins, like
+    TensorBoard's own display)."""
+    if len(steps) == 0:
+        return steps, values
+    order = np.argsort(steps, kind="stable")
+    steps, values = steps[order], values[order]
+    last = np.r_[steps[1:] != steps[:-1], True]
+    return steps[last], values[last]
+
+
+def counter_at(periodic: pd.DataFrame, at_races: pd.DataFrame, steps: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    """A counter at each of ``steps``: exact where the run logged it at that step (a race's end, or a periodic log),
+    linearly interpolated between its points elsewhere; NaN before its first point, its last value after its last.
+
+    ``periodic`` and ``at_races`` are the rows (step, value) of the periodic counter and of the race-end counter
+    (``factor`` converts the latter to the former's unit); a race-end value wins over a periodic one at one step.
+    """
+    s_log, v_log = _last_per_step(periodic["step"].to_numpy(), periodic["value"].to_numpy(np.float64))
+    s_race, v_race = _last_per_step(at_races["step"].to_numpy(), at_races["value"].to_numpy(np.float64) * factor)
+    keep = ~np.isin(s_log, s_race)
+    cs, cv = _last_per_step(np.r_[s_log[keep], s_race], np.r_[v_log[keep], v_race])
     out = np.full(len(steps), np.nan)
-    ok = idx >= 0
-    out[ok] = cv[idx[ok]]
+    if len(cs) == 0:
+        return out
+    ok = steps >= cs[0]
+    out[ok] = np.interp(steps[ok].astype(np.float64), cs.astype(np.float64), cv)
     return out
+
+
+def axis_methods(scalars: pd.DataFrame, axis: str) -> dict[str, str]:
+    """Run -> how its rows are placed on a counter axis: EXACT (it logged the counters at each race's end) or
+    INTERPOLATED (between its periodic counter logs); {} for the wall and frames axes, which need no counter."""
+    if axis not in COUNTERS:
+        return {}
+    race_tag = COUNTERS[axis][1]
+    out = {}
+    for run, df in scalars.groupby("run", observed=True, sort=False):
+        out[str(run)] = EXACT if (df["tag"] == race_tag).any() else INTERPOLATED
+    return out
+
+
+def describe_methods(methods: dict[str, str], axis: str) -> str:
+    """'exact (...) in every run' / 'interpolated (...) in runs a, b; exact in c' for a table's footer."""
+    if not methods:
+        return ""
+    periodic, race_tag, _ = COUNTERS[axis]
+    words = {EXACT: f"exact ({race_tag} at each race's end)",
+             INTERPOLATED: f"linear interpolation between the {periodic} logs"}
+    by_method: dict[str, list[str]] = {}
+    for run, method in methods.items():
+        by_method.setdefault(method, []).append(run)
+    if len(by_method) == 1:
+        return f"{words[next(iter(by_method))]} in every run"
+    return "; ".join(f"{words[m]} in {', '.join(runs)}" for m, runs in by_method.items())
 
 
 def with_axis(scalars: pd.DataFrame, axis: str, starts: dict[str, float] | None = None) -> pd.DataFrame:
@@ -210,12 +266,12 @@ def with_axis(scalars: pd.DataFrame, axis: str, starts: dict[str, float] | None 
         elif axis == "frames":
             df["x"] = df["step"].astype(np.float64)
         else:
-            tag = metrics.CUMUL_TRAINING_HOURS if axis == "cumul_training_hours" else metrics.CUMUL_BATCHES
-            counter = df[df["tag"] == tag]
-            if counter.empty:
-                raise TableError(f"run {run!r} has no {tag} scalar, so it cannot be placed on the {axis} axis; "
+            periodic, race_tag, factor = COUNTERS[axis]
+            counter, at_races = df[df["tag"] == periodic], df[df["tag"] == race_tag]
+            if counter.empty and at_races.empty:
+                raise TableError(f"run {run!r} has no {periodic} scalar, so it cannot be placed on the {axis} axis; "
                                  f"use --time-axis wall or --by frames.")
-            x = _counter_at(counter, df["step"].to_numpy())
+            x = counter_at(counter, at_races, df["step"].to_numpy(), factor)
             # TensorBoard stores scalars as float32: hours carry ~1e-7 relative error, so 10 min logged as 1/6 h
             # reads back as 10.0000004 min. Rounding to 1/1000 min (below float32 resolution up to ~100 h) puts
             # such values back on their whole-minute checkpoints.
@@ -351,20 +407,22 @@ class Comparison:
     dropped: list                              # requested step checkpoints beyond the common window
     data: pd.DataFrame                         # the long table with its x column (for plots)
     metrics: dict[str, ScalarMetric] = field(default_factory=dict)  # metric name -> its definition
+    methods: dict[str, str] = field(default_factory=dict)  # run -> EXACT or INTERPOLATED (counter axes only)
 
 
 def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, interval: float = 10.0,
             steps: list[int] | None = None, step_interval: int | None = None,
             maps: list[str] | None = None, starts: dict[str, float] | None = None,
-            tags: list[str] | None = None, all_scalars: bool = False) -> Comparison:
-    """Tables of the chosen scalar metrics and race tags (see ``select``) at the checkpoints of one axis."""
+            tags: list[str] | None = None, all_scalars: bool = False, placed: pd.DataFrame | None = None) -> Comparison:
+    """Tables of the chosen scalar metrics and race tags (see ``select``) at the checkpoints of one axis; ``placed``
+    is the long table already on ``axis`` (the PROJECTED axis, whose x the caller computes)."""
     if runs is None:
         runs = [str(r) for r in pd.unique(scalars["run"])]
-    data = with_axis(scalars[scalars["run"].isin(runs)], axis, starts)
+    data = placed if placed is not None else with_axis(scalars[scalars["run"].isin(runs)], axis, starts)
     if data.empty:
         raise TableError("the runs hold no scalars to compare.")
     dropped: list = []
-    if axis in TIME_AXES:
+    if axis in TIME_AXES or axis == PROJECTED:
         checkpoints, window = time_checkpoints(data, interval)
     else:
         checkpoints, dropped, window = step_checkpoints(data, steps, step_interval)
@@ -372,7 +430,8 @@ def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, int
     chosen, race_list = select({str(t) for t in data["tag"].unique()}, maps, tags, all_scalars)
     tables = {m.name: metric_table(data, m, checkpoints, runs) for m in chosen}
     races = {tag: race_table(data, tag, checkpoints, runs) for tag in race_list}
-    return Comparison(axis, checkpoints, window, runs, tables, races, dropped, data, {m.name: m for m in chosen})
+    return Comparison(axis, checkpoints, window, runs, tables, races, dropped, data, {m.name: m for m in chosen},
+                      axis_methods(data, "updates" if axis == PROJECTED else axis))
 
 
 # --- one row per run ------------------------------------------------------------------------------------------------
@@ -381,7 +440,8 @@ def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
                 starts: dict[str, float] | None = None, infos: dict | None = None,
                 no_data: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per run: wall minutes (from ``starts`` when given, see RunSet.starts), training hours, frames,
-    updates, final best time (s) over the whole run, and the furthest eval race (m) where progress was logged.
+    updates and how its races sit on the updates axis (EXACT or INTERPOLATED), final best time (s) over the whole
+    run, and the furthest eval race (m) where progress was logged.
 
     With ``infos`` (label -> RunInfo), the row starts with the log folders and event files merged and the scalars
     read, or "no data: <reason>" (from ``no_data``, else the run's own), so a run without data is listed, not lost.
@@ -396,7 +456,7 @@ def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
             row = {"folders": len(info.folders), "files": len(info.event_files),
                    "data": f"no data: {reason}" if reason else f"{len(df)} scalars"}
         row |= {"wall_minutes": np.nan, "training_hours": np.nan, "frames": np.nan, "updates": np.nan,
-                "final_best_s": np.nan, "furthest_eval_m": np.nan}
+                "updates_placed": "-", "final_best_s": np.nan, "furthest_eval_m": np.nan}
         if not df.empty:
             origin = df["wall_time"].min()
             if starts and not np.isnan(starts.get(run, np.nan)):
@@ -407,6 +467,10 @@ def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
                 counter = df[df["tag"] == tag]
                 if not counter.empty:
                     row[name] = counter.sort_values("step", kind="stable")["value"].iloc[-1]
+            if (df["tag"] == metrics.RACE_BATCHES).any():  # how its races sit on the updates axis (see with_axis)
+                row["updates_placed"] = EXACT
+            elif not np.isnan(row["updates"]):
+                row["updates_placed"] = INTERPOLATED
             if map_name is not None:
                 best = df[df["tag"] == metrics.alltime_min_ms(map_name)]["value"]
                 if not best.empty:
@@ -429,7 +493,7 @@ RUN_FORMATS = {"folders": "{:.0f}", "files": "{:.0f}", "wall_minutes": "{:.1f}",
 
 def checkpoint_label(value: float, axis: str, window: float | None = None) -> str:
     """How a checkpoint is written in tables: '20 min', 'end 50.02 min' (the common window's end), or '10M'."""
-    if axis in TIME_AXES:
+    if axis in TIME_AXES or axis == PROJECTED:
         whole = abs(value - round(value)) < 1e-9
         text = f"{value:.0f} min" if whole else f"{value:.2f} min"
         return f"end {text}" if window is not None and value == window and not whole else text

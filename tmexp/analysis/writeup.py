@@ -1,477 +1,276 @@
 """Write an experiment's README.md (and figures) from its runs.yaml, with the structure of the published write-ups.
 
-``experiments/<name>/runs.yaml``::
-
-    title: BTR on A01                  # optional; default: the folder name
-    description: >                     # optional; opens the overview (what was tested and why)
-      Does the full BTR recipe improve the best A01 time?
-    map: A01                           # optional; default: every map found in the logs
-    interval: 10                       # optional; minutes between time checkpoints (default 10)
-    time_axis: wall                    # optional; wall | cumul_training_hours
-    steps: [10M, 20M]                  # optional; step checkpoints (or step_interval: 5M; default: automatic)
-    by: frames                         # optional; frames | updates | [frames, updates] (a step table each;
-                                       #   steps / step_interval apply to the first, the others are automatic)
-    plot_format: jpg                   # optional; jpg | png
-    metrics: [Training/loss]           # optional; tags to tabulate instead of the default set (any scalar)
-    all_scalars: false                 # optional; add a table of every other tag logged
-    runs:
-      - label: v2                      # name used in tables and figures
-        path: outputs/2026-11-24/10-00-00
-        baseline: true                 # at most one baseline (default: the first entry)
-      - label: btr_no_munchausen
-        path: outputs/2026-11-24/12-00-00
-      - label: btr_full
-        path: outputs/2026-11-24/13-00-00
-        reference: true                # optional, at most one, not the baseline: a second group every other
-                                       #   is compared with across seeds (an ablation study's full bundle)
-      - label: btr
-        paths:                         # several run directories = one seed group (IQM and 95 % CI across them)
-          - outputs/multirun/2026-11-24/11-00-00/0
-          - outputs/multirun/2026-11-24/11-00-00/1
-
-Paths are relative to the runs.yaml folder, else to the current directory (the repository root), or absolute.
-A run whose directory is missing is read from the study's export (``runs_export.json.gz`` beside runs.yaml,
-written by ``python -m tmexp.report <study> --export``; ``tmexp.analysis.export``), so a fresh clone regenerates
-the report without the runs.
-The README gets: overview, key results (sentences generated from the tables), run analysis (durations, common
-window, runs without data and why), detailed metrics (each table followed by its figure), configuration changes
-(the diff of the resolved configs), hardware (run_meta.json), and a conclusions section left for the researcher.
-The tables and figures come from the same pipeline as ``python -m tmexp.compare`` (``tmexp.analysis.pipeline``).
+The runs.yaml format is documented in ``tmexp.analysis.study``. The README gets: overview, key results (sentences
+generated from the tables, ``tmexp.analysis.sentences``), run analysis (durations, common window, runs without data
+and why), detailed metrics (each table followed by its figure), configuration changes and hardware
+(``tmexp.analysis.provenance``), and a conclusions section left for the researcher. The tables and figures come from
+the same pipeline as ``python -m tmexp.compare`` (``tmexp.analysis.pipeline``).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import yaml
-
-from tmexp.analysis import document, export, loading, pipeline, plots, stats, tables
+from tmexp.analysis import document, export, loading, machine, pipeline, plots, stats, tables
+from tmexp.analysis.provenance import collector_settings, config_diff, hardware_table
 from tmexp.analysis.render import render_table
+from tmexp.analysis.sentences import axis_unit, estimates_line, family_line, minutes
+from tmexp.analysis.study import ExperimentSpec, ReportError, load_experiment, read_spec
 from tmexp.core import metrics
 
-
-class ReportError(Exception):
-    """runs.yaml is missing or malformed, or names runs that cannot be loaded."""
+__all__ = ["ReportError", "Written", "build_readme", "load_experiment", "read_spec", "write_report"]
 
 
-@dataclass
-class RunEntry:
-    label: str
-    paths: list[Path]
-    baseline: bool = False
-    written: list[str] = field(default_factory=list)  # the paths as runs.yaml spells them
-    reference: bool = False
+TABLES_FILE = "tables.md"  # the full tables, generated beside the README
 
 
 @dataclass
-class ExperimentSpec:
-    folder: Path
-    title: str
-    description: str
-    runs: list[RunEntry]
-    map: str | None = None
-    interval: float = 10.0
-    time_axis: str = "wall"
-    steps: list[int] | None = None
-    step_interval: int | None = None
-    by: list[str] = field(default_factory=lambda: ["frames"])
-    plot_format: str = "jpg"
-    tags: list[str] | None = None
-    all_scalars: bool = False
+class Documents:
+    readme: str
+    tables: str
 
-    @property
-    def baseline(self) -> str:
-        return next((r.label for r in self.runs if r.baseline), self.runs[0].label)
-
-    @property
-    def reference(self) -> str | None:
-        return next((r.label for r in self.runs if r.reference), None)
-
-    @property
-    def export_file(self) -> Path:
-        return self.folder / export.EXPORT_FILE
-
-    def options(self) -> pipeline.Options:
-        return pipeline.Options(self.time_axis, self.interval, tuple(self.by), self.steps, self.step_interval,
-                                [self.map] if self.map else None, self.tags, self.all_scalars, self.baseline,
-                                self.reference)
-
-
-def _resolve(folder: Path, text: str) -> Path:
-    """Where a run path of runs.yaml is; beside runs.yaml when it is nowhere (then the export may hold the run)."""
-    path = Path(text).expanduser()
-    if path.is_absolute():
-        return path
-    for candidate in (folder / path, Path.cwd() / path):
-        if candidate.exists():
-            return candidate
-    return folder / path
-
-
-def read_spec(folder: str | Path) -> ExperimentSpec:
-    """Parse and check ``<folder>/runs.yaml``."""
-    folder = Path(folder)
-    path = folder / "runs.yaml"
-    if not path.is_file():
-        raise ReportError(f"{path} not found; create it with a 'runs:' list (see tmexp.analysis.writeup).")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ReportError(f"{path} is not valid YAML ({err.__class__.__name__}); fix its syntax.") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("runs"), list) or not raw["runs"]:
-        raise ReportError(f"{path} needs a non-empty 'runs:' list of {{label, path or paths, baseline}}.")
-    entries = []
-    for k, item in enumerate(raw["runs"]):
-        if not isinstance(item, dict) or "label" not in item or ("path" in item) == ("paths" in item):
-            raise ReportError(f"entry {k} of 'runs:' in {path} needs a label and exactly one of path / paths.")
-        texts = [item["path"]] if "path" in item else list(item["paths"] or [])
-        if not texts:
-            raise ReportError(f"entry {item['label']!r} in {path} has an empty 'paths:' list; add run directories.")
-        entries.append(RunEntry(str(item["label"]), [_resolve(folder, str(t)) for t in texts],
-                                bool(item.get("baseline", False)), [str(t) for t in texts],
-                                bool(item.get("reference", False))))
-    labels = [e.label for e in entries]
-    if len(set(labels)) != len(labels):
-        raise ReportError(f"labels in {path} must be unique; rename the repeated one.")
-    if sum(e.baseline for e in entries) > 1:
-        raise ReportError(f"{path} marks more than one run as baseline; keep one 'baseline: true'.")
-    if sum(e.reference for e in entries) > 1:
-        raise ReportError(f"{path} marks more than one run as reference; keep one 'reference: true'.")
-    baseline = next((e for e in entries if e.baseline), entries[0])
-    if baseline.reference:
-        raise ReportError(f"{path}: the reference group is the baseline; mark another entry 'baseline: true', or "
-                          "drop 'reference: true'.")
-    steps = raw.get("steps")
-    if isinstance(steps, list):
-        steps = ",".join(str(s) for s in steps)
-    step_interval = raw.get("step_interval")
-    try:
-        parsed_steps = tables.parse_steps(str(steps)) if steps is not None else None
-        parsed_interval = tables.parse_steps(str(step_interval))[0] if step_interval is not None else None
-    except tables.TableError as err:
-        raise ReportError(f"{path}: {err}") from None
-    time_axis = str(raw.get("time_axis", "wall"))
-    by = raw.get("by", "frames")
-    by = [str(b) for b in by] if isinstance(by, list) else [str(by)]
-    plot_format = str(raw.get("plot_format", "jpg"))
-    checks = [("time_axis", time_axis, tables.TIME_AXES), ("plot_format", plot_format, plots.PLOT_FORMATS)]
-    for name, value, allowed in checks + [("by", b, tables.STEP_AXES) for b in by]:
-        if value not in allowed:
-            raise ReportError(f"{path}: {name} must be one of {', '.join(allowed)}, not {value!r}.")
-    if not by or len(set(by)) != len(by):
-        raise ReportError(f"{path}: by must name frames, updates or both, each once, not {by!r}.")
-    tags = raw.get("metrics")
-    if tags is not None and (not isinstance(tags, list) or not tags):
-        raise ReportError(f"{path}: metrics must be a non-empty list of tags, e.g. [Training/loss].")
-    all_scalars = raw.get("all_scalars", False)
-    if not isinstance(all_scalars, bool):
-        raise ReportError(f"{path}: all_scalars must be true or false, not {all_scalars!r}.")
-    if tags and all_scalars:
-        raise ReportError(f"{path}: give metrics (these tags) or all_scalars (every tag), not both.")
-    return ExperimentSpec(folder, str(raw.get("title", folder.name)), str(raw.get("description", "")).strip(),
-                          entries, raw.get("map"), float(raw.get("interval", 10)), time_axis, parsed_steps,
-                          parsed_interval, by, plot_format, [str(t) for t in tags] if tags else None, all_scalars)
-
-
-# --- loading and groups --------------------------------------------------------------------------------------------
-
-@dataclass
-class LoadedExperiment:
-    runset: loading.RunSet
-    groups: dict[str, list[str]]              # entry label -> its run labels
-    keys: dict[str, str]                      # run label -> its path as runs.yaml spells it (its export key)
-    from_export: list[str] = field(default_factory=list)  # run labels read from the export (no logs on disk)
-
-    def source_line(self, export_file: Path) -> str:
-        """Which runs were read from where, in one line."""
-        n_dirs = len(self.runset.runs) - len(self.from_export)
-        if not self.from_export:
-            return f"read {_runs(n_dirs)} from their directories"
-        where = f"{_runs(len(self.from_export))} from {export_file} (their directories are missing or hold no event files)"
-        return f"read {_runs(n_dirs)} from their directories and {where}" if n_dirs else f"read {where}"
-
-
-def _runs(n: int) -> str:
-    return f"{n} run{'s' if n != 1 else ''}"
-
-
-def load_experiment(spec: ExperimentSpec) -> LoadedExperiment:
-    """Load every run, from its directory, or from the study's export where the directory is missing or holds no
-    event files (a study keeps only its jobs' status.json, for its sweep to resume); a seed-group entry's members are
-    labelled '<label>/<k>'."""
-    on_disk, missing, groups, keys = [], [], {}, {}
-    for entry in spec.runs:
-        if len(entry.paths) == 1:
-            members = [entry.label]
-        else:
-            members = [f"{entry.label}/{k}" for k in range(len(entry.paths))]
-        groups[entry.label] = members
-        for label, path, text in zip(members, entry.paths, entry.written):
-            keys[label] = text
-            logged = path.exists() and any(loading.find_runs(path).values())
-            (on_disk if logged else missing).append((label, path))
-    try:
-        stored = export.read_export(spec.export_file) if missing else {}
-    except export.ExportError as err:
-        raise ReportError(str(err)) from None
-    # a directory without logs that the export does not hold is read as it is (the run table says it has no data)
-    unlogged = [(label, path) for label, path in missing if path.exists() and keys[label] not in stored]
-    on_disk += unlogged
-    missing = [m for m in missing if m not in unlogged]
-    absent = [keys[label] for label, _ in missing if keys[label] not in stored]
-    if absent:
-        names = ", ".join(repr(t) for t in absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
-        held = (f"{spec.export_file} does not hold {'it' if len(absent) == 1 else 'them'}" if spec.export_file.is_file()
-                else f"there is no export ({spec.export_file})")
-        raise ReportError(f"run path{'s' if len(absent) > 1 else ''} {names} in {spec.folder / 'runs.yaml'} "
-                          f"exist{'s' if len(absent) == 1 else ''} neither beside runs.yaml nor in the current "
-                          f"directory, and {held}; fix the path, or export the study where its runs are "
-                          f"(python -m tmexp.report {spec.folder} --export).")
-    try:
-        runset = loading.load_runs([p for _, p in on_disk], labels=[label for label, _ in on_disk])
-        runset = export.with_exported(runset, {label: (keys[label], stored[keys[label]]) for label, _ in missing},
-                                      order=list(keys))
-    except loading.RunLoadError as err:
-        raise ReportError(str(err)) from None
-    except export.ExportError as err:
-        raise ReportError(f"{spec.export_file}: {err}") from None
-    return LoadedExperiment(runset, groups, keys, [label for label, _ in missing])
-
-
-# --- sentences -----------------------------------------------------------------------------------------------------
-
-def _group_value(values: pd.Series, members: list[str]) -> tuple[float, str]:
-    """A group's value (IQM across seeds, or the single run's value) and how to say it."""
-    est = stats.estimate("", [values.get(m, np.nan) for m in members], reps=2000)
-    if est.n_seeds == 0:
-        return math.nan, "-"
-    if est.n_seeds == 1:
-        return est.iqm, f"{est.iqm:.3f} s"
-    return est.iqm, f"IQM {est.iqm:.3f} s over {est.n_seeds} seeds"
-
-
-def ranking_sentence(values: pd.Series, groups: dict[str, list[str]], where: str, what: str) -> str | None:
-    """'At <where>, <what> is lowest for **A** (x s), then B (y s), ...' over groups with a value."""
-    ranked = []
-    for g, members in groups.items():
-        value, text = _group_value(values, members)
-        if not math.isnan(value):
-            ranked.append((value, g, text))
-    if not ranked:
-        return None
-    ranked.sort()
-    if ranked[0][0] >= metrics.RACE_CUTOFF_S:
-        return f"{where}, no run has finished a race yet ({what} is the {metrics.RACE_CUTOFF_S:.0f} s cutoff)."
-    return _order_sentence(ranked, where, what, "lowest", [g for g in groups if g not in {r[1] for r in ranked}])
-
-
-def _order_sentence(ranked: list[tuple[float, str, str]], where: str, what: str, word: str,
-                    missing: list[str]) -> str:
-    """From (sort key, group, text) sorted best first: '<where>, <what> is <word> for **A** (text), then ...';
-    groups with nothing logged yet are named, not dropped."""
-    best_value, best, best_text = ranked[0]
-    ties = [g for v, g, _ in ranked[1:] if v == best_value]
-    lead = f"**{best}**" + "".join(f" and **{g}** (tied)" for g in ties)
-    rest = ", ".join(f"{g} ({t})" for v, g, t in ranked[1:] if v != best_value)
-    text = f"{where}, {what} is {word} for {lead} ({best_text})" + (f", then {rest}" if rest else "")
-    return text + (f"; none logged yet for {', '.join(missing)}." if missing else ".")
-
-
-def distance_sentence(values: pd.Series, groups: dict[str, list[str]], where: str, what: str) -> str | None:
-    """'At <where>, <what> is longest for **A** (x m), then B (y m), ...' over groups with a value."""
-    ranked = []
-    for g, members in groups.items():
-        est = stats.estimate("", [values.get(m, np.nan) for m in members], reps=2000)
-        if est.n_seeds:
-            text = f"{est.iqm:.1f} m" + (f" IQM over {est.n_seeds} seeds" if est.n_seeds > 1 else "")
-            ranked.append((-est.iqm, g, text))
-    if not ranked:
-        return None
-    return _order_sentence(sorted(ranked), where, what, "longest",
-                           [g for g in groups if g not in {r[1] for r in ranked}])
-
-
-def distance_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps: tables.Comparison,
-                     run_table: pd.DataFrame, groups: dict[str, list[str]], map_name: str) -> list[str]:
-    """Sentences on the furthest greedy (eval) race, for experiments where some run never finished: before a
-    first finish the best time is the cutoff and only the distance shows learning. At the end of the common
-    window, at the last common step checkpoint, and across seeds over each whole run."""
-    name = f"furthest_eval_{map_name}"
-    final_best = run_table["final_best_s"]
-    if name not in by_time.metric_tables or "furthest_eval_m" not in run_table or (
-            (final_best < metrics.RACE_CUTOFF_S).all()):
-        return []
-    what = f"the furthest eval race so far ({metrics.eval_race_progress(map_name)})"
-    window = f"At the end of the common window ({_minutes(by_time.window)} {_axis_unit(by_time.axis)})"
-    out = [s for s in (
-        distance_sentence(by_time.metric_tables[name].iloc[-1], groups, window, what),
-        *(distance_sentence(by_steps.metric_tables[name].loc[cp], groups,
-                            f"At {tables.format_steps(cp)} {by_steps.axis}", what)
-          for cp in by_steps.checkpoints[-1:] if name in by_steps.metric_tables)) if s]
-    furthest = run_table["furthest_eval_m"]
-    for c in stats.group_comparisons(furthest, groups, spec.baseline, reps=20_000, higher_is_better=True):
-        if c.a.n_seeds > 1 and c.b.n_seeds > 1:
-            out.append(f"Across seeds, the furthest eval race of {c.a.group} ({c.a.describe('{:.1f}')} m) against "
-                       f"the baseline {c.b.group} ({c.b.describe('{:.1f}')} m): the 95 % intervals "
-                       f"{'overlap' if c.overlap else 'do not overlap'}; P({c.a.group} further) = "
-                       f"{c.p_improvement:.2f}.")
-    return out
-
-
-def key_results(spec: ExperimentSpec, by_time: tables.Comparison, by_steps: tables.Comparison,
-                final: pd.Series, groups: dict[str, list[str]], maps: list[str],
-                other_steps: list[tables.Comparison] = ()) -> list[str]:
-    """Factual sentences from the tables: best at the end of the common window, at each step checkpoint of the first
-    step axis and at the last common checkpoint of the others (``other_steps``: by updates after by frames)."""
-    out = []
-    if not maps:
-        return ["No map metrics (alltime_min_ms_<map>, Race/*) were logged, so there is no best time to compare."]
-    map_name = maps[0]
-    best_name = f"best_time_{map_name}"
-    unit = "wall minutes" if by_time.axis == "wall" else "training minutes"
-    if best_name in by_time.metric_tables:
-        end = by_time.metric_tables[best_name].iloc[-1]
-        s = ranking_sentence(end, groups, f"At the end of the common window ({_minutes(by_time.window)} {unit})",
-                             f"the best {map_name} time so far (alltime_min_ms_{map_name})")
-        if s:
-            out.append(s)
-    robust = metrics.eval_race_time_robust(map_name)
-    for cp in by_steps.checkpoints:
-        where = f"At {tables.format_steps(cp)} {by_steps.axis}"
-        if robust in by_steps.race_tables:
-            values = by_steps.race_tables[robust].xs(cp, level="checkpoint")["best"]
-            s = ranking_sentence(values, groups, where, f"the best robust eval time ({robust})")
-        elif best_name in by_steps.metric_tables:
-            s = ranking_sentence(by_steps.metric_tables[best_name].loc[cp], groups, where,
-                                 f"the best {map_name} time so far")
-        else:
-            s = None
-        if s:
-            out.append(s)
-    for cmp in other_steps:
-        if best_name in cmp.metric_tables and cmp.checkpoints:
-            cp = cmp.checkpoints[-1]
-            s = ranking_sentence(cmp.metric_tables[best_name].loc[cp], groups,
-                                 f"At {tables.format_steps(cp)} {cmp.axis} (the last common checkpoint)",
-                                 f"the best {map_name} time so far")
-            if s:
-                out.append(s)
-    s = ranking_sentence(final, groups, "Over each whole run (not only the common window)",
-                         f"the final best {map_name} time")
-    if s:
-        out.append(s)
-    against = [("the baseline", spec.baseline)] + ([("the reference", spec.reference)] if spec.reference else [])
-    for role, base in against:
-        for c in stats.group_comparisons(final, groups, base, reps=20_000):
-            if c.a.n_seeds > 1 and c.b.n_seeds > 1 and not (role == "the reference" and c.a.group == spec.baseline):
-                out.append(f"Across seeds, {c.a.group} ({c.a.describe()}) against {role} {c.b.group} "
-                           f"({c.b.describe()}): the 95 % intervals {'overlap' if c.overlap else 'do not overlap'}; "
-                           f"probability of improvement P({c.a.group} faster) = {c.p_improvement:.2f}.")
-    singles = [g for g, m in groups.items() if len(m) == 1]
-    if singles and any(len(m) > 1 for m in groups.values()):
-        out.append("Single-seed runs (" + ", ".join(singles) + ") carry no interval: one run says nothing "
-                   "about seed-to-seed variation.")
-    return out
-
-
-# --- configuration and hardware ------------------------------------------------------------------------------------
-
-def config_diff(runset: loading.RunSet, groups: dict[str, list[str]]) -> tuple[pd.DataFrame, list[str]]:
-    """Keys whose resolved values differ between groups (seed ignored); groups without a config listed apart."""
-    flat, missing = {}, []
-    for g, members in groups.items():
-        config = runset.runs[members[0]].config
-        if config is None:
-            missing.append(g)
-            continue
-        flat[g] = {k: v for k, v in stats.flatten(config).items() if k.split(".")[-1] != "seed"}
-    keys = sorted({k for f in flat.values() for k in f})
-    rows = {}
-    for key in keys:
-        values = [repr(flat[g].get(key, "(absent)")) if key in flat[g] else "(absent)" for g in flat]
-        if len(set(values)) > 1:
-            rows[key] = {g: str(flat[g].get(key, "(absent)")) for g in flat}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=list(flat)), missing
-
-
-HARDWARE_KEYS = ["host", "platform", "cpu", "cpu_count", "gpu", "torch", "python", "tmexp", "git_commit",
-                 "git_dirty", "started_at"]
-
-
-def hardware_table(runset: loading.RunSet) -> tuple[pd.DataFrame, list[str]]:
-    rows, missing = {}, []
-    for label, info in runset.runs.items():
-        if info.meta is None:
-            missing.append(label)
-            continue
-        rows[label] = {k: "-" if info.meta.get(k) is None else str(info.meta.get(k)) for k in HARDWARE_KEYS}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=HARDWARE_KEYS), missing
-
-
-def collector_settings(runset: loading.RunSet) -> pd.DataFrame:
-    """Config values that shape throughput (collector counts, game speed), where the configs have them."""
-    wanted = ("gpu_collectors_count", "running_speed", "collectors", "num_collectors")
-    rows = {}
-    for label, info in runset.runs.items():
-        if info.config:
-            found = {k: v for k, v in stats.flatten(info.config).items() if k.split(".")[-1] in wanted}
-            if found:
-                rows[label] = found
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
-# --- the document --------------------------------------------------------------------------------------------------
 
 def build_readme(spec: ExperimentSpec, runset: loading.RunSet, groups: dict[str, list[str]]) -> str:
-    """Tabulate, plot (into ``<folder>/figures``) and return the README text."""
+    """Tabulate, plot (into ``<folder>/figures``) and return the README text (``build_documents`` for both files)."""
+    return build_documents(spec, runset, groups).readme
+
+
+def build_documents(spec: ExperimentSpec, runset: loading.RunSet, groups: dict[str, list[str]]) -> Documents:
+    """The README in the published report's shape (question, runs, key findings with their verdicts, the published
+    report set beside them, wall time and the machine, figures, recommendation) and the full tables."""
     try:
         analysis = pipeline.analyse(runset, spec.options(), groups)
     except tables.TableError as err:
         raise ReportError(f"{spec.folder / 'runs.yaml'}: {err}") from None
-    by_time, step_comparisons = analysis.by_time, analysis.by_steps
-    by_steps = step_comparisons[0]  # the key results speak of the first step axis
-    groups, maps, run_table = analysis.groups, analysis.maps, analysis.run_table
-    final = run_table["final_best_s"]
     analysis.plot(spec.folder / "figures", spec.plot_format)
-    comparisons = [("By relative time", by_time)] + [(f"By steps ({c.axis})", c) for c in step_comparisons]
+    sections = {s.key: s for cmp in analysis.comparisons for s in analysis.comparison_sections(cmp)}
+    sections |= {s.key: s for s in analysis.final_sections()}
+    intervals = plots.interval_figures(analysis, sections, spec.folder / "figures", spec.plot_format)
+    return Documents(_readme(spec, analysis, sections, intervals), _full_tables(spec, runset, analysis))
 
-    out: list[str] = [f"# Experiment: {spec.title}", ""]
 
-    # Overview
-    out += ["## Experiment overview", ""]
+def _readme(spec: ExperimentSpec, analysis: pipeline.Analysis, sections: dict[str, document.Section],
+            intervals: dict[str, Path]) -> str:
+    by_time, groups, run_table = analysis.by_time, analysis.groups, analysis.run_table
+    out: list[str] = [f"# Experiment: {spec.title}", "", "## The question", ""]
     if spec.description:
         out += [spec.description, ""]
-    out.append("Compared runs:")
-    out.append("")
+
+    out += ["## The runs", ""]
     for entry in spec.runs:
         role = (" (baseline)" if entry.label == spec.baseline
                 else " (reference)" if entry.label == spec.reference else "")
-        where = ", ".join(f"`{p}`" for p in entry.written)
-        seeds = f"{len(entry.paths)} seeds: " if len(entry.paths) > 1 else ""
-        out.append(f"- **{entry.label}**{role}: {seeds}{where}")
-    out += ["", "Generated by `python -m tmexp.report`; numbers come from the runs' TensorBoard logs.", ""]
-
-    # Key results
-    out += ["## Key results", ""]
+        n = len(groups.get(entry.label, []))
+        seeds = f"{n} seed{'s' if n != 1 else ''}" + (f" of {len(entry.paths)}" if n != len(entry.paths) else "")
+        out.append(f"- **{entry.label}**{role}: {seeds} (`{entry.written[0]}`"
+                   + (f" ... `{entry.written[-1]}`" if len(entry.written) > 1 else "") + ")")
     shortest = run_table.loc[analysis.runs, "wall_minutes"].idxmin()
-    out.append(f"**Important:** the runs last different times, so every by-time statement holds only within the "
-               f"common window shared by all runs ({_minutes(by_time.window)} {_axis_unit(by_time.axis)}; the shortest "
-               f"run is {shortest}).")
-    out.append("")
-    out += [f"- {s}" for s in key_results(spec, by_time, by_steps, final, groups, maps, step_comparisons[1:])]
-    if maps:
-        out += [f"- {s}" for s in distance_results(spec, by_time, by_steps, run_table, groups, maps[0])]
-    out.append("")
+    out += ["", f"Every by-time statement holds within the common window shared by all runs ({minutes(by_time.window)} "
+            f"{axis_unit(by_time.axis)}; the shortest run is {shortest})."]
+    for cmp in analysis.by_steps:
+        placed = tables.describe_methods(cmp.methods, cmp.axis)
+        out.append(f"By {cmp.axis}, the common window is {tables.format_steps(cmp.window)}"
+                   + (f"; each race sits at the counters of its end: {placed}." if placed else "."))
+    if analysis.no_data:
+        out.append("Runs with no data: " + "; ".join(f"{r} ({why})" for r, why in analysis.no_data.items()) + ".")
+    out += ["", f"Generated by `python -m tmexp.report` from the runs' TensorBoard logs; every table, with every "
+            f"run, is in [{TABLES_FILE}]({TABLES_FILE}).", ""]
 
+    out += ["## Key findings", "", STATISTICS_NOTE, ""]
+    for m in analysis.maps:
+        if len(analysis.maps) > 1:
+            out += [f"### {m}", ""]
+        out += _findings(spec, analysis, sections, m) + [""]
+    if not analysis.maps:
+        out += ["No map metrics (alltime_min_ms_<map>, Race/*) were logged, so there is no best time to compare.", ""]
+
+    if spec.published and spec.reference and analysis.maps:
+        out += ["## Against the published report", ""] + _published(spec, analysis, sections, analysis.maps[0]) + [""]
+
+    table = machine.machine_table(analysis.runset, groups)
+    if not table.empty:
+        out += ["## Wall time and the machine", ""]
+        out += [f"- {s}" for s in machine.machine_sentences(table)]
+        if analysis.by_projected is None:
+            out.append("- No projected wall time: runs.yaml gives no cost_per_update (the learner's seconds per update "
+                       "from `python -m tmexp.bench learner --vs-baseline --json` on an idle machine).")
+        out.append("")
+        if table["updates_per_s"].notna().any() or (table["launch"] != "-").any():
+            out += ["Per run (the flags, launches and load):", "",
+                    render_table(table, "md", machine.MACHINE_FORMATS, index_name="run"), ""]
+
+    out += ["## Figures", ""]
+    for key, path in intervals.items():
+        out += [f"![{key}]({path.relative_to(spec.folder).as_posix()})", ""]
+    for m in analysis.maps:
+        for cmp in analysis.comparisons:
+            for key in (f"best_time_{m}_by_{cmp.axis}", f"{metrics.eval_race_finished(m)}_rate_by_{cmp.axis}"):
+                key = key if key in analysis.figures else key.replace("/", "_")
+                if key in analysis.figures:
+                    out += [f"![{key.replace('_by_', ' by ')}]"
+                            f"({analysis.figures[key].relative_to(spec.folder).as_posix()})", ""]
+
+    out += ["## Recommendation", ""] + _recommendation(spec, analysis, sections) + [""]
+    out += ["## Conclusions", "",
+            "<!-- Left for the researcher: what the results mean, what to try next. The sections above are "
+            "regenerated by `python -m tmexp.report`; keep your text here, and let every difference it names be "
+            "one the verdicts above establish. -->", "",
+            "_To be written by the researcher._", ""]
+    return "\n".join(out)
+
+
+STATISTICS_NOTE = (f"A group's estimate is its IQM across seeds with a 95 % stratified bootstrap interval at "
+                   f"{stats.MIN_SEEDS} seeds or more, else its median with every seed shown. Each difference comes "
+                   f"from a two-sided permutation test, Holm-corrected across the comparisons its table makes: "
+                   f"**{stats.ESTABLISHED}** (adjusted p < {stats.ALPHA:g}, both groups at {stats.MIN_SEEDS} seeds or "
+                   f"more), **{stats.NOT_ESTABLISHED}**, or **{stats.TOO_FEW_SEEDS}**. P(faster) is the probability "
+                   "that a seed of the group beats a seed of the other (seeds are never paired).")
+
+
+def _points(analysis: pipeline.Analysis, metric: str) -> list[tuple[str, tables.Comparison, object, str]]:
+    """(where, comparison, checkpoint, label): the end of the common window by time (and projected time), and the
+    last common checkpoint of each step axis."""
+    out = []
+    for cmp in analysis.comparisons:
+        if metric not in cmp.metric_tables or not cmp.checkpoints:
+            continue
+        cp = cmp.checkpoints[-1]
+        label = tables.checkpoint_label(cp, cmp.axis, cmp.window)
+        if cmp.axis == tables.PROJECTED:
+            where = f"By projected wall time, at {label} (the end of the common window)"
+        elif cmp.axis in tables.TIME_AXES:
+            where = f"By {'wall' if cmp.axis == 'wall' else 'training'} time, at {label} (the end of the common window)"
+        else:
+            where = f"By {cmp.axis}, at {label} (the last common checkpoint)"
+        out.append((where, cmp, cp, label))
+    return out
+
+
+def _findings(spec: ExperimentSpec, analysis: pipeline.Analysis, sections: dict[str, document.Section],
+              m: str) -> list[str]:
+    out = []
+    best, furthest = f"best_time_{m}", f"furthest_eval_{m}"
+    for where, cmp, cp, label in _points(analysis, best) or _points(analysis, furthest):
+        unfinished = True  # no best time logged yet: nobody finished
+        if best in cmp.metric_tables:
+            values = cmp.metric_tables[best].loc[cp]
+            out.append(f"- **{where}**, best {m} time so far (s): {estimates_line(values, analysis.groups)}.")
+            out += _verdict_lines(spec, sections, f"{best}_seeds_vs_{{role}}_by_{cmp.axis}", label)
+            unfinished = values.reindex(analysis.runs).isna().any() or values.ge(metrics.RACE_CUTOFF_S).any()
+        if unfinished and furthest in cmp.metric_tables:  # before a finish, only the distance shows learning
+            distances = cmp.metric_tables[furthest].loc[cp]
+            out.append(f"- **{where}**, furthest eval race so far (m; some run has not finished yet): "
+                       f"{estimates_line(distances, analysis.groups, '{:.1f}')}.")
+            out += _verdict_lines(spec, sections, f"{furthest}_seeds_vs_{{role}}_by_{cmp.axis}", label,
+                                  ("further", "shorter"), "m")
+    if m == analysis.maps[0] and "final_best_seeds" in sections and analysis.run_table["final_best_s"].notna().any():
+        out.append(f"- **Over each whole run**, final best {m} time (s): "
+                   f"{estimates_line(analysis.run_table['final_best_s'], analysis.groups)}.")
+        out += _verdict_lines(spec, sections, "final_best_seeds_vs_{role}", "whole run")
+    return out
+
+
+def _verdict_lines(spec: ExperimentSpec, sections: dict[str, document.Section], key: str, label: str,
+                   words: tuple[str, str] = ("faster", "slower"), unit: str = "s") -> list[str]:
+    """The verdicts at ``label`` of the baseline's and the reference's comparison tables (``key`` with {role})."""
+    out = []
+    for role in ("baseline", "reference"):
+        section = sections.get(key.format(role=role))
+        base = spec.baseline if role == "baseline" else spec.reference
+        fmt = "{:+.3f}" if unit == "s" else "{:+.1f}"
+        line = section and family_line(section.comparisons, label, role, base, unit, fmt, words)
+        if line:
+            out.append(f"  - {line[0].upper()}{line[1:]}")
+    return out
+
+
+def _published(spec: ExperimentSpec, analysis: pipeline.Analysis, sections: dict[str, document.Section],
+               m: str) -> list[str]:
+    """The published report's findings beside this study's verdicts on the reference against the baseline, at every
+    checkpoint of each axis: agreement is read off the verdicts, not asserted."""
+    best = f"best_time_{m}"
+    source = spec.published.get("source", "the published report")
+    out = [f"The published finding ({source}) set beside this study's {spec.reference} against {spec.baseline} "
+           "(the best time so far; difference of the estimates, reference - baseline; negative is faster):", ""]
+
+    def along(cmp: tables.Comparison) -> str:
+        section = sections.get(f"{best}_seeds_vs_baseline_by_{cmp.axis}")
+        rows = [(label, c) for label, c in (section.comparisons if section else []) if c.a.group == spec.reference]
+        return "; ".join(f"{label}: {c.difference:+.3f} s, {c.verdict}, P(faster) {c.p_improvement:.2f}"
+                         for label, c in rows) or "no comparison"
+
+    if "by_wall" in spec.published:
+        out.append(f"- **By wall time**, published: {spec.published['by_wall']}. Here, {along(analysis.by_time)}.")
+    if "by_steps" in spec.published:
+        for cmp in analysis.by_steps:
+            out.append(f"- **By {cmp.axis}**, published (by steps): {spec.published['by_steps']}. Here, {along(cmp)}.")
+    counts, established = {}, []
+    for cmp in analysis.comparisons:
+        section = sections.get(f"{best}_seeds_vs_baseline_by_{cmp.axis}")
+        for label, c in section.comparisons if section else []:
+            if c.a.group == spec.reference:
+                counts[c.verdict] = counts.get(c.verdict, 0) + 1
+                if c.verdict == stats.ESTABLISHED:
+                    side = "faster" if c.a_better else "slower"
+                    established.append(f"by {cmp.axis} at {label}, {spec.reference} {side} by "
+                                       f"{abs(c.difference):.3f} s")
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+    if established:
+        agree = ("where the published finding says the same of that axis and moment it agrees, elsewhere it does "
+                 "not; established here: " + "; ".join(established))
+    else:
+        agree = "so this study neither confirms nor contradicts the published report on any axis"
+    out += ["", f"Verdicts of {spec.reference} against {spec.baseline} over these checkpoints: {summary}; {agree}."]
+    return out
+
+
+def _recommendation(spec: ExperimentSpec, analysis: pipeline.Analysis,
+                    sections: dict[str, document.Section]) -> list[str]:
+    out = []
+    established = []
+    for key, section in sections.items():
+        if "_seeds_vs_" not in key and not key.startswith("final_best_seeds_vs_"):
+            continue
+        if not key.startswith(("best_time_", "final_best_")):
+            continue
+        established += [(key, label, c) for label, c in section.comparisons if c.verdict == stats.ESTABLISHED]
+    if established:
+        out.append("- Established differences (adjusted p < 0.05), each as its table gives it:")
+        for key, label, c in established:
+            side = "faster" if c.a_better else "slower"
+            out.append(f"  - {c.a.group} {side} than {c.b.group} by {abs(c.difference):.3f} s at {label} ({key}).")
+    else:
+        out.append("- No difference of best time is established, at any checkpoint of any axis or over whole runs: "
+                   "nothing here supports choosing one arm over another yet.")
+    few = [g for g, members in analysis.groups.items() if len(members) < stats.MIN_SEEDS]
+    if few:
+        out.append(f"- Fewer than {stats.MIN_SEEDS} seeds (no verdict is possible): {', '.join(few)}. Run each to at "
+                   f"least {stats.MIN_SEEDS} seeds.")
+    planner = sections.get("final_best_seeds_planner")
+    if planner is not None:
+        needed = [int(v) for v in planner.table["seeds per arm"] if str(v).isdigit()]
+        if needed:
+            out.append(f"- To detect {spec.difference:g} s of final best time with 80 % power, the seeds planner asks "
+                       f"for {min(needed)} to {max(needed)} seeds per arm against {spec.baseline}, from the spreads "
+                       f"seen so far (per arm in [{TABLES_FILE}]({TABLES_FILE}); more under Holm's correction).")
+    return out
+
+
+def _full_tables(spec: ExperimentSpec, runset: loading.RunSet, analysis: pipeline.Analysis) -> str:
+    """Every table: runs, each metric by time and by steps with its figure, across seeds, config, hardware."""
+    by_time, step_comparisons = analysis.by_time, analysis.by_steps
+    groups, run_table = analysis.groups, analysis.run_table
+    comparisons = [("By relative time", by_time)] + [(f"By steps ({c.axis})", c) for c in step_comparisons]
+    if analysis.by_projected is not None:
+        comparisons.append(("By projected wall time", analysis.by_projected))
+    out: list[str] = [f"# {spec.title}: full tables", "",
+                      "Generated with [README.md](README.md) by `python -m tmexp.report`.", ""]
     # Run analysis
     runs_section = analysis.run_section()
     out += ["## Run analysis", "", runs_section.note, "",
             render_table(run_table, "md", tables.RUN_FORMATS, index_name="run"), "", runs_section.footer, "",
-            f"- Common window by time: {by_time.window:.1f} {_axis_unit(by_time.axis)} "
+            f"- Common window by time: {by_time.window:.1f} {axis_unit(by_time.axis)} "
             f"(checkpoints every {spec.interval:g} min, the last one at the window's end).",
             *(f"- Common window by {c.axis}: {tables.format_steps(c.window)} {c.axis} "
               f"(checkpoints: {', '.join(tables.format_steps(cp) for cp in c.checkpoints) or 'none'})."
@@ -527,20 +326,7 @@ def build_readme(spec: ExperimentSpec, runset: loading.RunSet, groups: dict[str,
         out += ["Collector settings from the configs:", "",
                 render_table(settings, "md", default="{:g}", index_name="run"), ""]
 
-    # Conclusions
-    out += ["## Conclusions", "",
-            "<!-- Left for the researcher: what the results mean, what to try next. The sections above are "
-            "regenerated by `python -m tmexp.report`; keep your text here. -->", "",
-            "_To be written by the researcher._", ""]
     return "\n".join(out)
-
-
-def _minutes(value: float) -> str:
-    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
-
-
-def _axis_unit(axis: str) -> str:
-    return "wall minutes" if axis == "wall" else "training minutes"
 
 
 @dataclass
@@ -559,7 +345,7 @@ def write_report(folder: str | Path, export_runs: bool = False) -> Written:
     exactly the runs the report read (a run read from the previous export keeps its entry)."""
     spec = read_spec(folder)
     loaded = load_experiment(spec)
-    text = build_readme(spec, loaded.runset, loaded.groups)
+    documents = build_documents(spec, loaded.runset, loaded.groups)
     written = Written(spec.folder / "README.md", loaded.source_line(spec.export_file),
                       n_runs=len(set(loaded.keys.values())))
     if export_runs:
@@ -570,7 +356,8 @@ def write_report(folder: str | Path, export_runs: bool = False) -> Written:
             raise ReportError(f"cannot write {spec.export_file} ({err.strerror or err}); make its folder "
                               f"writable.") from None
     previous = written.readme.read_text() if written.readme.is_file() else ""
-    written.readme.write_text(_keep_conclusions(text, previous))
+    written.readme.write_text(_keep_conclusions(documents.readme, previous))
+    (spec.folder / TABLES_FILE).write_text(documents.tables)
     return written
 
 

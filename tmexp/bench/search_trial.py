@@ -18,6 +18,8 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 
+from tmexp.launch import slurm_launcher
+
 # A trial's length in seconds, by job number: short and long ones mixed, as RL runs and pruned trials are.
 LENGTHS_S = [6.0, 24.0, 14.0, 3.0, 18.0, 5.0, 20.0, 4.0, 12.0, 9.0, 7.0, 3.0]
 
@@ -35,6 +37,7 @@ class TrialConfig:
 
 
 ConfigStore.instance().store(name="bench_search_trial", node=TrialConfig)
+slurm_launcher.install()  # hydra/launcher=slurm is tmexp's driver, as in tmexp.train
 
 
 def process_start_time() -> float:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from omegaconf.errors import ValidationError
 
 from tmexp import rundir
 from tmexp.compose import compose_config
 from tmexp.config import Config
-from tmexp.launch import search, slurm
+from tmexp.launch import freeze, search, slurm, slurm_launcher
 from tmexp.validation import (ConfigError, check_config, check_output_dir, choice_message, choice_type,
                               config_warnings)
 
@@ -133,27 +133,28 @@ def precheck(argv: list[str]) -> int:
     """Compose and check every job of the command line; return the number of jobs (raises ConfigError)."""
     if any(a in _INFO_FLAGS for a in argv):
         return 0
+    slurm_launcher.install()  # hydra/launcher=slurm's schema (idempotent)
     overrides, multirun, print_only = _split_argv(argv)
     try:
         jobs, searching = _multirun_jobs(overrides) if multirun else ([overrides], False)
         launcher = None
         warned: set[str] = set()
-        for index, job in enumerate(jobs):
-            dict_cfg = compose_config(job, return_hydra_config=True)
+        # a grid's jobs composed fast: once per choice of config groups (tmexp/launch/freeze.py)
+        checked: set[str] = set()
+        for index, (hydra_node, cfg, key) in enumerate(freeze.composed_jobs(jobs)):
             if print_only:
                 continue
-            hydra_node = dict_cfg.hydra
             launcher = hydra_node.launcher
-            with open_dict(dict_cfg):
-                del dict_cfg["hydra"]
-            cfg = OmegaConf.to_object(dict_cfg)
-            check_config(cfg)
-            for warning in config_warnings(cfg):
-                if warning not in warned:  # once per command, not once per job
-                    warned.add(warning)
-                    print(f"warning: {warning}", file=sys.stderr)
-            check_output_dir(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
-            if not searching:  # a search's trials get new job directories, numbered after the study's trials
+            if key is None or key not in checked:  # jobs that differ only in their seed are checked once
+                checked.add(key)
+                check_config(cfg)
+                for warning in config_warnings(cfg):
+                    if warning not in warned:  # once per command, not once per job
+                        warned.add(warning)
+                        print(f"warning: {warning}", file=sys.stderr)
+                check_output_dir(hydra_node.sweep.dir if multirun else hydra_node.run.dir)
+            # a search's trials get new job directories, numbered after the study's trials; a new sweep has none
+            if not searching and (not multirun or Path(str(hydra_node.sweep.dir)).is_dir()):
                 run_dir = _sweep_job_dir(hydra_node, index) if multirun else Path(hydra_node.run.dir)
                 _check_resume(cfg, run_dir, multirun)
         if multirun and slurm.is_slurm(launcher):

@@ -1,32 +1,33 @@
-"""SLURM sweeps that can never start say so: the request is checked against the partition before submission, and
-jobs that wait are watched.
+"""What SLURM says, read for a sweep: the partition's nodes before submission, the queue and the accounting while
+the jobs run, the cluster's submission limits.
 
 ``check_request`` (run by the training CLI's check, before Hydra submits anything) compares what
-``hydra/launcher=slurm`` asks of one node (``cpus_per_task`` x ``tasks_per_node`` CPUs, ``mem_gb``,
-``gpus_per_node``), how many nodes (``nodes``) and for how long (``timeout_min``) with what ``sinfo`` says the
-partition's nodes have. A request no node can meet would wait forever (reason ``PartitionConfig``); it ends in one
-line naming the launcher key and what the partition offers, exit code 2.
+``hydra/launcher=slurm`` asks of one node (``cpus_per_task`` CPUs, ``mem_gb``, ``gpus_per_node``), how many nodes
+(``nodes``) and for how long (``timeout_min``) with what ``sinfo`` says the partition's nodes have. A request no node
+can meet would wait forever (reason ``PartitionConfig``); it ends in one line naming the launcher key and what the
+partition offers, exit code 2. ``tasks_per_node`` above 1 is refused: srun would start that many copies of one run.
 
-``QueueWatcher`` runs beside submitit's wait in the sweep's process. While jobs of the sweep are pending it prints,
-about once a minute, each state with its pending reason (``squeue``). A reason that can never clear by waiting
-(``NEVER_CLEARS``, or ``ReqNodeNotAvail`` when no available node of the partition fits the request) cancels the
-sweep's jobs and ends the command with one line and exit code 2: nothing had started, so nothing is lost.
+``squeue`` and ``sacct`` give the sweep's driver (``tmexp/launch/slurm_launcher.py``) the state of its jobs;
+``submit_limits`` reads ``MaxArraySize`` (``scontrol show config``) and the QOS's or association's ``MaxSubmit``
+(``sacctmgr``). A query SLURM does not answer returns None: the driver then waits, it never guesses.
+
+``QueueWatcher`` judges the queue entries each time the driver looks: it reports the waiting jobs' states with their
+pending reasons about once a minute, and cancels the sweep (exit 2) only when no node of the partition can ever run
+its request and none of its jobs has started (see the class).
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from tmexp import rundir
 from tmexp.validation import ConfigError
 
 # Pending reasons that waiting cannot clear: the request breaks a partition, account or QOS limit per job.
@@ -123,7 +124,11 @@ def parse_time_limit(text: str) -> float | None:
 
 def partition_nodes() -> tuple[list[Node], str | None]:
     """Every (partition, node) pair ``sinfo`` knows, and the default partition's name."""
-    out = _run(["sinfo", "-h", "-N", "-o", "%P|%N|%c|%m|%G|%T|%l"])
+    return parse_sinfo(_run(["sinfo", "-h", "-N", "-o", "%P|%N|%c|%m|%G|%T|%l"]))
+
+
+def parse_sinfo(out: str) -> tuple[list[Node], str | None]:
+    """``sinfo -h -N -o %P|%N|%c|%m|%G|%T|%l`` output: every (partition, node) pair, and the default partition."""
     nodes, default = [], None
     for line in out.splitlines():
         fields = line.strip().split("|")
@@ -149,6 +154,11 @@ def _offer(partition: str, nodes: list[Node]) -> str:
 def check_request(launcher: Any, nodes_and_default: tuple[list[Node], str | None] | None = None) -> None:
     """Raise ConfigError, in one line naming the ``hydra.launcher`` key, when no node of the partition can run one
     job of the sweep (see the module docstring). ``nodes_and_default``: ``partition_nodes()``'s answer (tests)."""
+    tasks = int(launcher.get("tasks_per_node") or 1)
+    if tasks > 1:
+        raise ConfigError(f"{_LAUNCHER}.tasks_per_node={tasks}: srun would start {tasks} copies of the same training "
+                          f"run in one run directory; a tmexp job is one process that starts its collectors itself: "
+                          f"set {_LAUNCHER}.tasks_per_node=1 and give it more {_LAUNCHER}.cpus_per_task.")
     request = Request.of(launcher)
     all_nodes, default = nodes_and_default if nodes_and_default is not None else partition_nodes()
     partitions = sorted({n.partition for n in all_nodes})
@@ -163,8 +173,7 @@ def check_request(launcher: Any, nodes_and_default: tuple[list[Node], str | None
     offer = _offer(partition, nodes)
     most = lambda attr: max(getattr(n, attr) for n in nodes)  # noqa: E731
     if request.cpus > most("cpus"):
-        tasks = launcher.get("tasks_per_node") or 1
-        asks = f"{request.cpus} CPUs per node" + (f" ({tasks} tasks x {launcher.cpus_per_task})" if tasks > 1 else "")
+        asks = f"{request.cpus} CPUs per node"
         raise ConfigError(f"{_LAUNCHER}.cpus_per_task={launcher.cpus_per_task} asks for {asks}, but {offer}; lower "
                           f"{_LAUNCHER}.cpus_per_task (with performance.gpu_collectors_count) or choose another "
                           f"{_LAUNCHER}.partition.")
@@ -187,7 +196,11 @@ def check_request(launcher: Any, nodes_and_default: tuple[list[Node], str | None
                           f"time limit ({limit:g} min): lower it (jobs requeue themselves at their limit).")
 
 
-# ----- watching the queue ---------------------------------------------------------------------------------------
+# ----- what the sweep's jobs are doing: squeue for the queue, sacct (accounting) for jobs that ended ---------------
+LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD", "SUSPENDED",
+               "COMPLETING", "CONFIGURING", "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT"}
+
+
 @dataclass(frozen=True)
 class QueuedJob:
     job_id: str  # <array>_<task>, or <job>
@@ -195,24 +208,172 @@ class QueuedJob:
     reason: str
 
 
+@dataclass(frozen=True)
+class EndedJob:
+    job_id: str
+    state: str  # COMPLETED, FAILED, CANCELLED, OUT_OF_MEMORY, NODE_FAIL, TIMEOUT, ... (or a live state: sacct lags)
+    exit_code: str  # "<code>:<signal>"
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+
+def array_ids(job_ids: list[str]) -> list[str]:
+    """The distinct array (or job) ids of ``<array>_<task>`` ids, sorted numerically."""
+    return sorted({j.split("_")[0] for j in job_ids}, key=lambda j: (len(j), j))
+
+
+def _query(command: list[str], timeout: float = 60) -> str | None:
+    """A query's stdout, or None when SLURM did not answer (the caller waits and asks again)."""
+    try:
+        answer = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if answer.returncode != 0:
+        if "Invalid job id" in answer.stderr:  # older SLURM: every id of the list is gone
+            return ""
+        return None
+    return answer.stdout
+
+
+def parse_squeue(text: str) -> dict[str, QueuedJob]:
+    """``squeue -h -r -o %i|%T|%r`` output: array tasks one per line."""
+    jobs = {}
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) == 3:
+            jobs[fields[0]] = QueuedJob(*fields)
+    return jobs
+
+
+def squeue(job_ids: list[str]) -> dict[str, QueuedJob] | None:
+    """The queue entries of the jobs (and of every task of arrays among them), by id; None when squeue did not
+    answer. A job that left the queue is not in it."""
+    if not job_ids:
+        return {}
+    jobs: dict[str, QueuedJob] = {}
+    ids = array_ids(job_ids)
+    for start in range(0, len(ids), 200):  # keep the command line short
+        out = _query(["squeue", "-h", "-r", "-j", ",".join(ids[start:start + 200]), "-o", "%i|%T|%r"])
+        if out is None:
+            return None
+        jobs.update(parse_squeue(out))
+    return jobs
+
+
+def _expand_sacct_id(job_id: str) -> list[str]:
+    """``123_4`` -> [123_4]; ``123_[1-3,7%2]`` (array tasks that have not started) -> [123_1, 123_2, 123_3, 123_7]."""
+    match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
+    if not match:
+        return [job_id]
+    array, spec = match.group(1), match.group(2).split("%")[0]
+    tasks = []
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        tasks += [f"{array}_{t}" for t in range(int(low), int(high or low) + 1)]
+    return tasks
+
+
+def parse_sacct(text: str) -> dict[str, EndedJob]:
+    """``sacct -X -n -P -o JobID,State,ExitCode`` output, by job id (``CANCELLED by 1000`` -> ``CANCELLED``)."""
+    jobs = {}
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 3 or not fields[0]:
+            continue
+        state = fields[1].split()[0] if fields[1].split() else "UNKNOWN"
+        for job_id in _expand_sacct_id(fields[0]):
+            jobs[job_id] = EndedJob(job_id, state, fields[2])
+    return jobs
+
+
+def sacct(job_ids: list[str]) -> dict[str, EndedJob] | None:
+    """What SLURM's accounting says of the jobs (every task of arrays among them); None when sacct did not answer."""
+    if not job_ids:
+        return {}
+    jobs: dict[str, EndedJob] = {}
+    ids = array_ids(job_ids)
+    for start in range(0, len(ids), 200):
+        out = _query(["sacct", "-X", "-n", "-P", "-j", ",".join(ids[start:start + 200]), "-o",
+                      "JobID,State,ExitCode"])
+        if out is None:
+            return None
+        jobs.update(parse_sacct(out))
+    return jobs
+
+
+def queued_count() -> int | None:
+    """How many jobs (array tasks counted one by one) this user has in the queue; None when squeue did not answer."""
+    out = _query(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i"])
+    return None if out is None else len(out.split())
+
+
+# ----- the cluster's limits on submission ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SubmitLimits:
+    max_array_size: int  # an array's task indices must be below this (MaxArraySize)
+    max_submit: int | None  # jobs this user may have queued or running at once (QOS / association MaxSubmit)
+    source: str  # where max_submit comes from, for messages
+
+
+def parse_max_array_size(scontrol_config: str) -> int:
+    """``MaxArraySize`` from ``scontrol show config`` (1001 when it is not there: SLURM's default)."""
+    match = re.search(r"^\s*MaxArraySize\s*=\s*(\d+)", scontrol_config, re.MULTILINE)
+    return int(match.group(1)) if match else 1001
+
+
+def _limit(text: str) -> int | None:
+    return int(text) if text.strip().isdigit() else None
+
+
+def parse_qos_max_submit(sacctmgr_qos: str, qos: str) -> int | None:
+    """``MaxSubmitPU`` of ``qos`` in ``sacctmgr -n -P show qos format=Name,MaxSubmitPU,MaxJobsPU``; None: no limit."""
+    for line in sacctmgr_qos.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) >= 2 and fields[0] == qos:
+            return _limit(fields[1])
+    return None
+
+
+def parse_assoc(sacctmgr_assoc: str, user: str, account: str | None) -> tuple[str | None, int | None]:
+    """(default QOS, MaxSubmit) of the user's association in ``sacctmgr -n -P show assoc
+    format=Account,User,Partition,DefaultQOS,MaxSubmit``: the row of ``account`` (any account when None)."""
+    for line in sacctmgr_assoc.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 5 or fields[1] != user or (account and fields[0] != account):
+            continue
+        return fields[3] or None, _limit(fields[4])
+    return None, None
+
+
+def submit_limits(launcher: Any, query: Callable[[list[str]], str | None] | None = None) -> SubmitLimits:
+    """The array size and the number of queued jobs this cluster allows this user (``hydra.launcher.max_array_size``
+    and ``max_submit`` win when set). What cannot be read (no accounting) is no limit. ``query``: runs a command
+    (tests pass recorded outputs)."""
+    _query = query or globals()["_query"]
+    max_array = launcher.get("max_array_size") or parse_max_array_size(
+        _query(["scontrol", "show", "config"]) or "")
+    if launcher.get("max_submit"):
+        return SubmitLimits(int(max_array), int(launcher.max_submit), "hydra.launcher.max_submit")
+    user = getpass.getuser()
+    assoc = _query(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}",
+                    "format=Account,User,Partition,DefaultQOS,MaxSubmit"]) or ""
+    default_qos, assoc_max = parse_assoc(assoc, user, launcher.get("account"))
+    qos = launcher.get("qos") or default_qos or "normal"
+    qos_max = parse_qos_max_submit(_query(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxSubmitPU,MaxJobsPU"])
+                                   or "", qos)
+    limits = [(n, what) for n, what in ((qos_max, f"QOS {qos} MaxSubmitPU"), (assoc_max, "association MaxSubmit"))
+              if n is not None]
+    if not limits:
+        return SubmitLimits(int(max_array), None, "none")
+    n, what = min(limits)
+    return SubmitLimits(int(max_array), n, what)
+
+
+# ----- watching the queue ---------------------------------------------------------------------------------------
 def never_clears(reason: str) -> bool:
     return reason in NEVER_CLEARS or bool(_NEVER_CLEARS_PATTERN.match(reason))
-
-
-def squeue(job_ids: list[str]) -> list[QueuedJob]:
-    """The queue entries of jobs (array tasks one per line); jobs SLURM no longer lists are left out."""
-    jobs = []
-    for job_id in job_ids:  # one call per id: an id SLURM forgot makes squeue fail for the whole list
-        try:
-            answer = subprocess.run(["squeue", "-h", "-r", "-j", job_id, "-o", "%i|%T|%r"], capture_output=True,
-                                    text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        for line in answer.stdout.splitlines() if answer.returncode == 0 else []:
-            fields = line.strip().split("|")
-            if len(fields) == 3:
-                jobs.append(QueuedJob(*fields))
-    return jobs
 
 
 def queue_line(jobs: list[QueuedJob]) -> str:
@@ -225,55 +386,47 @@ def queue_line(jobs: list[QueuedJob]) -> str:
 
 
 class QueueWatcher:
-    """Watches the SLURM jobs a sweep submits (see the module docstring)."""
+    """Judges the queue entries of a sweep's jobs, each time the sweep's driver looks at the queue.
 
-    def __init__(self, sweep_dir: str | Path, launcher: Any, report_every_s: float = 60.0, poll_s: float = 10.0,
-                 stream: TextIO | None = None, on_never: Callable[[str, list[str]], None] | None = None):
-        self.submitit = Path(sweep_dir) / rundir.SUBMITIT
-        self.request = Request.of(launcher)
-        self.report_every_s, self.poll_s = report_every_s, poll_s
+    It reports the states and pending reasons about every ``report_every_s`` seconds. It gives up on the sweep
+    (``on_never``: cancel its jobs, exit 2) only when the request can never be met, and only while none of the
+    sweep's jobs has started: a pending reason that waiting cannot clear (``never_clears``) and, for a partition
+    limit, a request that no node of the partition can meet even when every node is up (``check_request`` against
+    the nodes' configured CPUs, memory, GPUs and the partition's time limit). Everything else is waiting, whatever
+    the reason: ``Resources``, ``Priority``, ``ReqNodeNotAvail`` (nodes drained, down or reserved), held jobs, group
+    limits. Once a job of the sweep started, nothing is cancelled: a limit that changed afterwards is reported.
+    """
+
+    def __init__(self, launcher: Any, report_every_s: float = 60.0, stream: TextIO | None = None,
+                 on_never: Callable[[str, list[str]], None] | None = None,
+                 nodes: Callable[[], tuple[list[Node], str | None]] | None = None, started: bool = False):
+        self.launcher = launcher
+        self.report_every_s = report_every_s
         self.stream = stream
         self.on_never = on_never or _cancel_and_exit
-        self._known = self._job_folders()  # an earlier sweep's jobs (a continued search) are not ours
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="tmexp-slurm-queue", daemon=True)
+        self.nodes = nodes or partition_nodes
+        self.started = started  # a job of the sweep was seen running or ended: nothing is cancelled any more
         self._first_pending: float | None = None
-        self._last_report = 0.0
+        self._last_report = -float("inf")
 
-    def start(self) -> "QueueWatcher":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _job_folders(self) -> set[str]:
-        return {p.name for p in self.submitit.iterdir() if p.is_dir()} if self.submitit.is_dir() else set()
-
-    def job_ids(self) -> list[str]:
-        """The array (or job) ids this sweep submitted so far: submitit names a folder after each."""
-        return sorted({name.split("_")[0] for name in self._job_folders() - self._known})
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            self.check_once()
-
-    def check_once(self) -> str | None:
-        """Look at the queue once: report, or give up on jobs that can never start. Returns the line printed."""
-        jobs = squeue(self.job_ids())
+    def check(self, jobs: list[QueuedJob], ended: bool = False) -> str | None:
+        """Judge the sweep's queue entries once (``ended``: some of its jobs already left the queue). Returns the
+        line printed, if any."""
+        if ended or any(j.state != "PENDING" for j in jobs):
+            self.started = True
         pending = [j for j in jobs if j.state == "PENDING"]
         if not pending:
             self._first_pending = None
             return None
-        hopeless = [j for j in pending if never_clears(j.reason)
-                    or (j.reason.startswith("ReqNodeNotAvail") and not self._some_node_can_run())]
-        if hopeless:
-            ids = sorted({j.job_id.split("_")[0] for j in jobs})
-            self.on_never(f"the sweep's SLURM jobs can never start: {queue_line(hopeless)}, "
-                          f"{_why(hopeless[0].reason)}; cancelled job(s) {', '.join(ids)}. Fix the hydra.launcher "
-                          f"request (partition, cpus_per_task, mem_gb, gpus_per_node, timeout_min, account, qos) "
-                          f"and run the command again.", ids)
-            return None
+        hopeless = [j for j in pending if never_clears(j.reason)]
+        if hopeless and not self.started:
+            why = self._can_never_start(hopeless[0].reason)
+            if why is not None:
+                ids = array_ids([j.job_id for j in jobs])
+                self.on_never(f"the sweep's SLURM jobs can never start: {queue_line(hopeless)}, {why}; cancelled "
+                              f"job(s) {', '.join(ids)}. Fix the hydra.launcher request (partition, cpus_per_task, "
+                              f"mem_gb, gpus_per_node, timeout_min, account, qos) and run the command again.", ids)
+                return None
         now = time.monotonic()
         self._first_pending = self._first_pending or now
         if now - self._last_report < self.report_every_s:
@@ -284,28 +437,20 @@ class QueueWatcher:
         print(line, file=self.stream or sys.stdout, flush=True)
         return line
 
-    def _some_node_can_run(self) -> bool:
+    def _can_never_start(self, reason: str) -> str | None:
+        """Why the request can never start, or None when it might (then the sweep waits)."""
+        if reason.startswith(("QOS", "Assoc", "Invalid", "Account", "Dependency")):
+            return "the request breaks a limit of the account or QOS" if reason != "DependencyNeverSatisfied" \
+                else "a dependency can never be satisfied"
         try:
-            nodes, default = partition_nodes()
-        except ConfigError:
-            return True  # cannot tell: keep waiting
-        partition = self.request.partition or default
-        return any(n.partition == partition and n.state in _USABLE_NODE_STATES and self.request.fits(n)
-                   for n in nodes)
-
-
-def _why(reason: str) -> str:
-    if reason.startswith("ReqNodeNotAvail"):
-        return "no available node of the partition fits the request"
-    if reason.startswith("Partition"):
-        return "the request breaks a limit of the partition"
-    if reason.startswith(("QOS", "Assoc", "Invalid", "Account")):
-        return "the request breaks a limit of the account or QOS"
-    return "SLURM will not start it by waiting"
+            check_request(self.launcher, self.nodes())
+        except ConfigError as error:
+            return f"the request breaks a limit of the partition ({error})"
+        return None  # the partition's nodes could run it (a limit changed back, nodes came back): wait
 
 
 def _cancel_and_exit(message: str, job_ids: list[str]) -> None:
-    """Cancel the jobs and end the whole command: submitit's wait holds the main thread, and nothing ran."""
+    """Cancel the jobs and end the whole command: nothing of the sweep ran, so nothing is lost."""
     subprocess.run(["scancel", *job_ids], capture_output=True, timeout=30)
     sys.stdout.flush()
     print(f"tmexp.train: error: {message}", file=sys.stderr, flush=True)

@@ -22,8 +22,9 @@ says what this command did with it: finished, skipped (it had finished before), 
 earlier command did is not reported as this one's.
 
 While the sweep runs, the callback prints one line per job as it finishes or fails (``JobProgress``, from the same
-``status.json`` files, whatever the launcher), and on ``hydra/launcher=slurm`` it watches the queue
-(``tmexp.launch.slurm.QueueWatcher``: pending states and reasons, jobs that can never start). After a search
+``status.json`` files, whatever the launcher); on ``hydra/launcher=slurm`` the launcher's driver watches the queue
+and reports jobs SLURM ended without a result, whose state (``OUT_OF_MEMORY``, ``NODE_FAIL``, ``CANCELLED``, ...) the
+summary then gives from the sweep's ledger (``tmexp/launch/slurm_launcher.py``). After a search
 (``hydra/sweeper=optuna``) the summary adds the study's trials and its best trial with the overrides of its job.
 """
 
@@ -42,6 +43,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from tmexp import rundir
+from tmexp.launch.slurm_launcher import read_ledger_states
 
 FINISHED = "finished"
 PRUNED = "pruned"  # a search stopped the run early: a result (its objective so far), not a failure
@@ -141,6 +143,7 @@ def collect(sweep_dir: str | Path, expected: list[list[str]] | None = None) -> l
     sweep_dir = Path(sweep_dir)
     dirs = _job_dirs(sweep_dir)
     command = rundir.read_sweep_command(sweep_dir)
+    slurm_states = read_ledger_states(sweep_dir)
     nums = sorted(set(range(len(expected or []))) | set(dirs))
     results = []
     for num in nums:
@@ -157,6 +160,9 @@ def collect(sweep_dir: str | Path, expected: list[list[str]] | None = None) -> l
                            objective=_objective_text(status.get("objective")), **_this_command(status, command))
         if not result.ok:
             result.logs = _logs(sweep_dir, num, run_dir, overrides)
+            job_id, slurm_state = slurm_states.get(num, (None, None))
+            if slurm_state:  # SLURM ended it without a result: out of memory, node failure, scancel, time limit
+                result.error = f"SLURM ended job {job_id} {slurm_state}" + (f"; {result.error}" if result.error else "")
         results.append(result)
     return results
 
@@ -275,8 +281,9 @@ class SweepSummary(Callback):
     the end of a multirun; exit 1 if any job did not finish.
 
     Args (``hydra.callbacks.sweep_summary.*``):
-        slurm_report_every_s: how often a line reports the states of waiting SLURM jobs.
-        poll_s: how often the sweep directory and the SLURM queue are looked at.
+        slurm_report_every_s: how often a line reports the states of waiting SLURM jobs (read by the SLURM
+            launcher's driver unless ``hydra.launcher.report_every_s`` is set).
+        poll_s: how often the sweep directory is looked at (``hydra.launcher.poll_s``: the SLURM queue).
     """
 
     def __init__(self, slurm_report_every_s: float = 60.0, poll_s: float = 5.0) -> None:
@@ -290,16 +297,12 @@ class SweepSummary(Callback):
         return {**self.__dict__, "_watchers": []}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from tmexp.launch import slurm
-
         self._config = config
         atexit.register(self._report_at_exit)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rundir.write_sweep_command(sweep_dir)  # before any job starts: each records what it did for this command
         self._watchers.append(JobProgress(sweep_dir, self._poll_s).start())
-        if slurm.is_slurm(config.hydra.launcher):
-            self._watchers.append(slurm.QueueWatcher(sweep_dir, config.hydra.launcher, self._slurm_report_every_s,
-                                                     self._poll_s).start())
+        # on hydra/launcher=slurm the launcher's driver watches the queue itself (tmexp/launch/slurm_launcher.py)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._config = config
