@@ -158,6 +158,20 @@ def test_the_readme_test_command_is_the_one_ci_runs():
     assert any(line.strip() == command for line in ci.splitlines()), ".ci/run must run the README's test command"
 
 
+def test_a_block_marked_not_run_here_is_parsed_not_run(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("```bash\n# not run here (needs the game)\npython -m tmexp.train env=tmi \\\n    seed=1\n```\n\n"
+                    "```bash\npython -m tmexp.sim drive --map A01 && python -m tmexp.compare <sweep_dir> --sweep\n```\n"
+                    "Inline: `python -m tmexp.bench params --json`.\n")
+    found = _commands_in(page)
+    assert [(c.line, c.runnable, c.argv[2:]) for c in found] == [
+        (3, False, ["tmexp.train", "env=tmi", "seed=1"]),
+        (8, True, ["tmexp.sim", "drive", "--map", "A01"]),
+        (8, True, ["tmexp.compare", "PLACEHOLDER", "--sweep"]),
+        (10, True, ["tmexp.bench", "params", "--json"]),
+    ]
+
+
 # --- links --------------------------------------------------------------------------------------------------------
 
 
@@ -184,8 +198,8 @@ def test_github_anchor():
     assert github_anchor("Weights & Biases", seen) == "weights--biases-1"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_links_land(page):
+def broken_links(page: Path) -> list[str]:
+    """The links of ``page`` (outside code) to a file that does not exist, or to a heading its file does not have."""
     text = _strip_code(page.read_text(encoding="utf-8"))
     broken = []
     for match in LINK.finditer(text):
@@ -199,6 +213,21 @@ def test_links_land(page):
             broken.append(f"line {line}: {target}: no file {file.relative_to(ROOT) if ROOT in file.parents else file}")
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
             broken.append(f"line {line}: {target}: {file.name} has no heading with the anchor #{anchor}")
+    return broken
+
+
+def test_broken_links_are_found(tmp_path):
+    (tmp_path / "other.md").write_text("# Other page\n\n## A `code` heading\n")
+    page = tmp_path / "page.md"
+    page.write_text("# Page\n[ok](other.md#a-code-heading) [here](#page) [web](https://example.org/x)\n"
+                    "[gone](missing.md) [no heading](other.md#nothing) `[in code](missing.md)`\n")
+    found = broken_links(page)
+    assert len(found) == 2 and "missing.md" in found[0] and "#nothing" in found[1], found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_links_land(page):
+    broken = broken_links(page)
     assert not broken, f"{page.relative_to(ROOT)}:\n" + "\n".join(broken)
 
 
