@@ -164,6 +164,8 @@ def test_a_lost_connection_drops_the_races_in_progress(serial_run):
 
 
 def test_a_dead_multi_car_collector_is_restarted_and_counted(tmp_path):
+    """A collector process killed mid-run is restarted in its place (counted), the others untouched, and the new one
+    drives the dead one's cars again. (The project's one dead-collector test: multi-car covers one car per process.)"""
     cfg = compose_config(TINY + ["performance.serial=false", "performance.gpu_collectors_count=2",
                                  "performance.cars_per_collector=3"])
     run = build(cfg, tmp_path)
@@ -178,6 +180,7 @@ def test_a_dead_multi_car_collector_is_restarted_and_counted(tmp_path):
         victim.join(timeout=10)
         pool.check_alive()
         assert pool.restarts == 1 and pool.processes[0] is not victim and pool.processes[0].is_alive()
+        assert pool.processes[1].is_alive()
         deadline = time.time() + 90
         cars: dict[int, set[int]] = {0: set(), 1: set()}
         while min(len(c) for c in cars.values()) < 2 and time.time() < deadline:

@@ -7,6 +7,8 @@ import io
 import os
 import pty
 import re
+import select
+import signal
 import struct
 import subprocess
 import sys
@@ -80,6 +82,9 @@ def test_a_run_on_a_pseudo_terminal_shows_one_progress_bar(tmp_path):
     assert re.search(r"frames [\d,]+ +\d+%\|", last) and "ETA" in last and "updates/s" in last
     assert "best " in last and "learner " in last
     assert not PLAIN_LINE.search(text), "plain console lines on a terminal"
+    before_bar = text[: text.index("frames/s")]  # said before the first frame
+    assert f"run directory: {tmp_path / 'run'}" in before_bar
+    assert f"tensorboard --logdir {tmp_path / 'run'}" in before_bar
 
 
 def test_a_run_on_a_pipe_prints_plain_lines(tmp_path):
@@ -88,3 +93,78 @@ def test_a_run_on_a_pipe_prints_plain_lines(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert PLAIN_LINE.search(result.stdout), result.stdout[-3000:]
     assert "\r" not in result.stdout and "ETA" not in result.stdout
+
+
+def _pty_run(argv: list[str], columns: int, stop_when: bytes | None = None, timeout: float = 240) -> tuple[int, str]:
+    """Run ``argv`` on a pseudo-terminal of ``columns`` columns (rows 0 when columns is 0); with ``stop_when``, send it
+    Ctrl-C's SIGINT once its output holds that; return its exit status and output."""
+    main, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40 if columns else 0, columns, 0, 0))
+    proc = subprocess.Popen(argv, cwd=REPO, stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
+    os.close(secondary)
+    output, sent = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the run closed its end
+                break
+            if not chunk:
+                break
+            output += chunk
+            if stop_when is not None and not sent and output.count(stop_when) >= 2:
+                proc.send_signal(signal.SIGINT)
+                sent = True
+    finally:
+        os.close(main)
+        if proc.poll() is None and time.monotonic() >= deadline:
+            proc.kill()
+    return proc.wait(timeout=60), output.decode(errors="replace")
+
+
+def test_ctrl_c_says_so_on_a_line_of_its_own_and_the_run_without_an_end_says_how_to_set_one(tmp_path):
+    """The default run has no end: it says how to give it one. Ctrl-C's notice is not written over the bar."""
+    argv = [sys.executable, "-m", "tmexp.train", "+experiment=smoke", "training.max_frames=0",
+            "training.console_every_seconds=0.5", f"hydra.run.dir={tmp_path / 'run'}"]
+    code, text = _pty_run(argv, columns=160, stop_when=b"frames/s")
+    assert code == 0, text[-3000:]
+    assert "no end is set" in text and "training.max_minutes=N" in text
+    notice = [line for line in text.split("\n") if "interrupted: saving a checkpoint" in line]
+    assert len(notice) == 1, text[-3000:]
+    shown = notice[0].rstrip("\r").split("\r")[-1]  # what stays on that line once the carriage returns are done
+    assert "interrupted: saving a checkpoint" in shown and "frames/s" not in shown, repr(notice[0])
+    assert (tmp_path / "run" / "checkpoint" / "latest.pt").is_file()
+
+
+def test_a_terminal_of_zero_columns_still_shows_the_bar(monkeypatch):
+    """Some consoles report a size of 0 x 0: tqdm would draw nothing; the bar takes COLUMNS (or 80) instead."""
+    monkeypatch.setenv("COLUMNS", "120")
+    main, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+    stream = os.fdopen(secondary, "w")
+    try:
+        bar = console.ProgressBar("A01", batch_size=64, max_frames=1000, max_minutes=0, stream=stream)
+        values = {metrics.FRAMES_PER_S: 50.0, metrics.LEARNER_PERCENTAGE: 87.0,
+                  metrics.TRANSITIONS_LEARNED_PER_S: 64 * 17.5}
+        bar.close(values, counters(500, 30, 10.0), "line")
+        stream.flush()
+        ready, _, _ = select.select([main], [], [], 10)
+        shown = os.read(main, 65536).decode(errors="replace") if ready else ""
+    finally:
+        stream.close()
+        os.close(main)
+    last = [part for part in shown.replace("\n", "\r").split("\r") if "frames 500" in part]
+    assert last, repr(shown)
+    assert re.search(r"frames 500 +50%\|.+\| ETA 0m10s \| 50 frames/s", last[-1]), repr(last[-1])
+    assert len(last[-1]) <= 120
+
+
+def test_the_start_lines_name_the_run_directory_and_how_to_end_a_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lines = console.start_lines(tmp_path / "outputs" / "2026-12-07" / "10-00-00", max_frames=0, max_minutes=0)
+    assert lines[0] == "run directory: outputs/2026-12-07/10-00-00"
+    assert lines[1].endswith("tensorboard --logdir outputs/2026-12-07/10-00-00")
+    assert "training.max_minutes=N" in lines[2]
+    assert len(console.start_lines("/elsewhere/run", max_frames=0, max_minutes=15)) == 2  # it has an end
+    assert console.start_lines("/elsewhere/run", 100, 0)[0] == "run directory: /elsewhere/run"

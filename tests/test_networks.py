@@ -145,3 +145,21 @@ def test_count_parameters_of_the_linesight_network():
 def test_bad_settings_name_the_key(nn_cfg, img_shape, match):
     with pytest.raises(NetworkConfigError, match=match):
         build_network(nn_cfg, BTRConfig(), img_shape, FLOATS)
+
+
+@pytest.mark.parametrize("fan", ["fan_in", "fan_out"])
+def test_noisy_bias_sigma_divides_sigma0_by_the_chosen_fan(fan):
+    """btr.noisy_bias_sigma_fan: sigma0 / sqrt(inputs) (the NoisyNet paper's, the default) or / sqrt(outputs) (BTR's
+    code) for the bias; the weights' sigma is sigma0 / sqrt(inputs) either way."""
+    btr = BTRConfig(use_noisy_linear=True, noisy_sigma0=0.5, noisy_bias_sigma_fan=fan)
+    net = build_network(NNConfig(), btr, IMG, FLOATS)
+    layer = net.heads.a_out  # hidden -> 12 actions: the fans differ
+    n_in, n_out = layer.in_features, layer.out_features
+    assert n_in != n_out
+    assert torch.allclose(layer.weight_sigma, torch.full_like(layer.weight_sigma, 0.5 / n_in**0.5))
+    expected = 0.5 / (n_in if fan == "fan_in" else n_out) ** 0.5
+    assert torch.allclose(layer.bias_sigma, torch.full_like(layer.bias_sigma, expected))
+
+
+def test_noisy_bias_sigma_fan_default_is_the_noisynet_papers():
+    assert str(BTRConfig().noisy_bias_sigma_fan) == "fan_in"

@@ -61,7 +61,7 @@ def step(online, target, optimizer, nn_cfg, btr, batch=None, lr=1e-3, wd=0.0, se
     torch.manual_seed(seed)
     return train_step(
         online, target, optimizer, None, make_batch() if batch is None else batch,
-        nn_cfg=nn_cfg, btr_cfg=btr, lr=lr, gamma=0.99, weight_decay_lr_ratio=wd, **kw,
+        nn_cfg=nn_cfg, btr_cfg=btr, lr=lr, weight_decay_lr_ratio=wd, **kw,
     )
 
 
@@ -140,7 +140,8 @@ def test_noise_is_resampled_in_both_networks_every_step():
 # --- clipping and weight decay (plain SGD makes the update equal -lr * gradient) -----------------------------------
 
 
-def sgd_delta(nn_cfg, btr=BTRConfig(), lr=0.5, wd=0.0):
+def sgd_delta(nn_cfg, btr=None, lr=0.5, wd=0.0):
+    btr = BTRConfig() if btr is None else btr
     online, target = pair(nn_cfg, btr)
     before = flat(online)
     out = step(online, target, torch.optim.SGD(online.parameters(), lr=lr), nn_cfg, btr, lr=lr, wd=wd)

@@ -56,6 +56,14 @@ class CutoffValue(Choice):
     zero = "zero"  # terminal, value 0
 
 
+class NoisyFan(Choice):
+    """What NoisyLinear's initial bias sigma divides sigma0 by (``btr.noisy_bias_sigma_fan``): sqrt of the inputs
+    (the NoisyNet paper's, tmexp's default) or of the outputs (BTR's code)."""
+
+    fan_in = "fan_in"
+    fan_out = "fan_out"
+
+
 class CheckpointErrorPolicy(Choice):
     """What a checkpoint that cannot be written (a full disk) does to the run (``training.on_checkpoint_error``)."""
 
@@ -192,6 +200,7 @@ class BTRConfig:
     use_layer_norm: bool = False
     use_noisy_linear: bool = False
     noisy_sigma0: float = 0.5
+    noisy_bias_sigma_fan: NoisyFan = NoisyFan.fan_in  # BTR's code: fan_out (docs/configuration.md)
     # With NoisyNets on, keep epsilon-greedy / Boltzmann exploration too (BTR turns epsilon off; false = noise only).
     noisy_keep_epsilon: bool = False
 

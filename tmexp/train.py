@@ -188,7 +188,7 @@ def _refuse(error: BaseException) -> NoReturn:
 
 
 def _main_locked(cfg: Config, run_dir: Path, multirun: bool, hydra_cfg, sweep: str | None) -> float:
-    from tmexp.launch.console import logging_context, make_console
+    from tmexp.launch.console import logging_context, make_console, start_lines
     from tmexp.launch.preemption import PreemptionWatcher
 
     done = resume.finished_before(cfg, run_dir)
@@ -201,6 +201,8 @@ def _main_locked(cfg: Config, run_dir: Path, multirun: bool, hydra_cfg, sweep: s
     slot = None
     if cfg.performance.job_slots and multirun:
         slot = acquire_slot(Path(hydra_cfg.sweep.dir) / ".job_slots", cfg.performance.job_slots)
+    for line in start_lines(run_dir, cfg.training.max_frames, cfg.training.max_minutes):
+        print(line, flush=True)
     console = make_console(cfg.logger.console, cfg.map.short_name, cfg.training.batch_size, cfg.training.max_frames,
                            cfg.training.max_minutes)
     trial = search.TrialReporter.for_job(hydra_cfg, multirun, run_dir, cfg.objective, cfg.map.short_name,

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tmexp.bench.learner import BenchmarkError, compose_run
+from tmexp.bench.harness import BenchmarkError, compose_run
 from tmexp.core.replay import STORED, Transitions
 
 SCALES = {  # name -> (experiment, transitions in replay, overrides)

@@ -7,8 +7,8 @@ overrides; checked as ``tmexp.train`` checks) and builds that run (``tmexp.core.
 for its collector settings and its network's weights. For each K it makes the collector a collector process makes
 (``collectors.Collector``, ``performance.cars_per_collector=K``) and times ``Collector.step``, what the loop of a
 collector process (``play_races``) repeats: one batched forward pass for the K cars, each car's action, the
-simulator's step, each car's race arrays, a rollout per race that ends, new races started. Torch uses one thread, as in a collector process
-(``performance.torch_threads_collector``, default 1).
+simulator's step, each car's race arrays, a rollout per race that ends, new races started. Torch uses one thread,
+as in a collector process (``performance.torch_threads_collector``, default 1).
 
 The Ks are interleaved round by round, so that load from other processes hits them alike; figures are medians
 over rounds, and the ratio to the first K is taken per round. ``frames_per_s`` is per second of wall time,
@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
 
-from tmexp.bench.learner import BenchmarkError, compose_run
+from tmexp.bench.harness import BenchmarkError, built_run, compose_run, fail, report
 from tmexp.core.collectors import Collector
 
 
@@ -68,21 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         if str(cfg.env.backend) != "sim":
             raise BenchmarkError("the collector benchmark drives the simulator: leave env=sim (the default).")
     except BenchmarkError as err:
-        print(f"tmexp.bench collect: error: {err}", file=sys.stderr)
-        return 2
-    from tmexp.core.build import build
-
-    with tempfile.TemporaryDirectory(prefix="tmexp-bench-collect-") as tmp:
-        run = build(cfg, tmp)
-        try:
-            result = measure(args, cfg, run)
-        finally:
-            run.close()
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>24}: {value}")
+        return fail("collect", err)
+    with built_run(cfg, "collect") as (run, _):
+        result = measure(args, cfg, run)
+    report(result, args.json)
     return 0
 
 

@@ -3,9 +3,9 @@
     python -m tmexp.bench learner [--experiment NAME] [--batch-size N] [--vs-baseline] [--json] [overrides...]
 
 It composes the run's configuration (the default one, or ``+experiment=NAME``, plus any ``tmexp.train``
-overrides) and builds that run (``tmexp.core.build``, in a temporary directory), so what it times is what the run
-trains: the run's network (image size, its float count: the env's floats, plus the mini-race time when mini-races
-are on), batch size (``training.batch_size``, or ``--batch-size``), optimiser, torch threads
+overrides) and builds that run (``tmexp.core.build``, in a temporary directory: ``harness.py``), so what it times is
+what the run trains: the run's network (image size, its float count: the env's floats, plus the mini-race time when
+mini-races are on), batch size (``training.batch_size``, or ``--batch-size``), optimiser, torch threads
 (``performance.torch_threads_learner``, or ``--threads``) and device. Three figures, in samples per second:
 
 - ``loop``: ``Learner.train_one_batch`` on a replay buffer of random transitions: sampling, batch assembly, the
@@ -17,7 +17,8 @@ are on), batch size (``training.batch_size``, or ``--batch-size``), optimiser, t
 The implementations are interleaved round by round so that load from other processes hits them alike, and the
 figures are medians over rounds; ratios are taken per round. ``--vs-baseline [NAME]`` also times the step of a
 baseline at the same batch size (the BTR cost-per-sample figure): ``A01_cpu_v2`` for the CPU-scale family
-(``A01_cpu_*``) and the default run, ``A01_v2`` for the published experiments. The README's benchmark table has the figures.
+(``A01_cpu_*``) and the default run, ``A01_v2`` for the published experiments. The figures are in
+``docs/benchmarks.md``.
 
 Where the step saves work over the plain one:
 - channels-last convolutions (NCHW convolution backward is several times slower on CPU, plus layout copies);
@@ -37,16 +38,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tmexp.bench.harness import BenchmarkError, built_run, compose_run, fail, report
 from tmexp.bench.reference_iqn import NaiveIQN, naive_step
 from tmexp.config import Device, Optimizer
 from tmexp.core.networks import count_parameters
@@ -61,10 +61,6 @@ def baseline_of(experiment: str | None) -> str:
     """The baseline at the experiment's scale: A01_cpu_v2 for the default run and the A01_cpu_* family."""
     return CPU_BASELINE if experiment is None or experiment.startswith("A01_cpu") else BASELINE
 REPLAY_FILL = 20_000  # random transitions sampled from (the default run starts learning at 20,000)
-
-
-class BenchmarkError(ValueError):
-    """A benchmark option that cannot be used (the message names the option and the fix)."""
 
 
 def random_batch(b: int, img_shape, float_dim: int, device, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -106,20 +102,6 @@ def time_call(fn, iters: int, device) -> float:
     return (time.perf_counter() - t0) / iters
 
 
-def compose_run(experiment: str | None, overrides: list[str]):
-    """The run's config: ``+experiment=NAME`` (when given) and the overrides, checked as ``tmexp.train`` checks."""
-    from tmexp.compose import compose_config
-    from tmexp.launch.precheck import precheck
-    from tmexp.validation import ConfigError
-
-    argv = ([f"+experiment={experiment}"] if experiment else []) + list(overrides)
-    try:
-        precheck(argv)
-    except ConfigError as err:
-        raise BenchmarkError(str(err)) from None
-    return compose_config(argv)
-
-
 def step_of(run, batch):
     """A callable doing ``train_step`` as the run's learner does, on a fixed batch."""
     s, c = run.settings, run.counters
@@ -127,7 +109,7 @@ def step_of(run, batch):
     def step():
         sched = run.schedules.at(c.frames)
         train_step(run.online, run.target, run.optimizer, run.scaler, batch, nn_cfg=s.nn, btr_cfg=s.btr,
-                   lr=sched["lr"], gamma=sched["gamma"], weight_decay_lr_ratio=s.weight_decay_lr_ratio,
+                   lr=sched["lr"], weight_decay_lr_ratio=s.weight_decay_lr_ratio,
                    self_loss_state=run.self_loss)
 
     return step
@@ -182,21 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         baseline = args.vs_baseline or baseline_of(args.experiment)
         baseline_cfg = compose_run(baseline, overrides) if args.vs_baseline is not None else None
     except BenchmarkError as err:
-        print(f"tmexp.bench learner: error: {err}", file=sys.stderr)
-        return 2
-    from tmexp.core.build import build
-
-    with tempfile.TemporaryDirectory(prefix="tmexp-bench-learner-") as tmp:
-        run = build(cfg, tmp)
-        try:
-            result = measure(args, cfg, run, baseline_cfg, tmp)
-        finally:
-            run.close()
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>30}: {value}")
+        return fail("learner", err)
+    with built_run(cfg, "learner") as (run, tmp):
+        result = measure(args, cfg, run, baseline_cfg, tmp)
+    report(result, args.json)
     return 0
 
 

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing import connection as mp_connection
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -201,6 +201,7 @@ class Collector:
             self.version = self.weights.pull_into(self.net, self.version)
             self.steps_since_pull = 0
         self.steps_since_pull += 1
+        assert self.obs is not None, "a collector steps after its first reset"
         q = self.q_values(self.obs, np.array([car.is_eval for car in self.cars]))
         actions = np.empty(len(self.cars), dtype=np.int64)
         for c, car in enumerate(self.cars):
@@ -243,7 +244,8 @@ class Collector:
             seeds[c] = int(car.rng.integers(2**31))
             mask[c] = True
         map_index = np.array([car.map_index for car in self.cars], dtype=np.int64)
-        obs, _ = self.env.reset(seed=seeds, options={"reset_mask": mask, "map_index": map_index})
+        # one seed per car: the vector env takes a list, which gymnasium's annotation does not say
+        obs, _ = self.env.reset(seed=seeds, options={"reset_mask": mask, "map_index": map_index})  # type: ignore[arg-type]
         self.obs = obs
         for c in which:
             car = self.cars[c]
@@ -452,7 +454,8 @@ class CollectorPool:
 
     def get(self, timeout: float) -> Rollout | None:
         open_pipes = [pipe for pipe in self.pipes if pipe is not None]
-        for pipe in mp_connection.wait(open_pipes, timeout=max(0.0, timeout)) if open_pipes else []:
+        ready = mp_connection.wait(open_pipes, timeout=max(0.0, timeout)) if open_pipes else []
+        for pipe in cast("list[mp_connection.Connection]", ready):
             index = self.pipes.index(pipe)
             try:
                 item = pipe.recv()

@@ -13,6 +13,7 @@ switches to blocks:
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +24,10 @@ LEAKY_SLOPE = 1e-2  # torch's LeakyReLU default, the slope Linesight's orthogona
 
 def init_orthogonal(module: nn.Module, gain: float = 1.0) -> None:
     """Orthogonal weights, zero bias: Linesight's initialisation for its convolutions and dense layers."""
-    nn.init.orthogonal_(module.weight, gain)
-    if module.bias is not None:
-        nn.init.zeros_(module.bias)
+    weight, bias = cast(Tensor, module.weight), cast("Tensor | None", module.bias)
+    nn.init.orthogonal_(weight, gain)
+    if bias is not None:
+        nn.init.zeros_(bias)
 
 
 class NoisyLinear(nn.Module):
@@ -40,11 +42,17 @@ class NoisyLinear(nn.Module):
     true, which keeps both on top of the noise (see ``tmexp/core/agent.py``).
     """
 
-    def __init__(self, in_features: int, out_features: int, sigma0: float = 0.5):
+    eps_in: Tensor  # (in_features,) buffers: the current noise sample
+    eps_out: Tensor  # (out_features,)
+
+    def __init__(self, in_features: int, out_features: int, sigma0: float = 0.5, bias_sigma_fan: str = "fan_in"):
         super().__init__()
+        if str(bias_sigma_fan) not in ("fan_in", "fan_out"):
+            raise ValueError(f"bias_sigma_fan must be fan_in or fan_out, got {bias_sigma_fan!r}")
         self.in_features = in_features
         self.out_features = out_features
         self.sigma0 = sigma0
+        self.bias_sigma_fan = str(bias_sigma_fan)
         self.weight_mu = nn.Parameter(torch.empty(out_features, in_features))
         self.weight_sigma = nn.Parameter(torch.empty(out_features, in_features))
         self.bias_mu = nn.Parameter(torch.empty(out_features))
@@ -56,12 +64,14 @@ class NoisyLinear(nn.Module):
         self.reset_noise()
 
     def reset_parameters(self) -> None:
-        # The NoisyNet paper's factorised initialisation.
+        # The NoisyNet paper's factorised initialisation; BTR's code divides the bias sigma by sqrt(out_features)
+        # instead (bias_sigma_fan="fan_out").
         bound = 1.0 / math.sqrt(self.in_features)
         nn.init.uniform_(self.weight_mu, -bound, bound)
         nn.init.uniform_(self.bias_mu, -bound, bound)
         nn.init.constant_(self.weight_sigma, self.sigma0 / math.sqrt(self.in_features))
-        nn.init.constant_(self.bias_sigma, self.sigma0 / math.sqrt(self.in_features))
+        bias_fan = self.in_features if self.bias_sigma_fan == "fan_in" else self.out_features
+        nn.init.constant_(self.bias_sigma, self.sigma0 / math.sqrt(bias_fan))
 
     @staticmethod
     def _scaled_noise(n: int, device: torch.device) -> Tensor:
@@ -86,20 +96,22 @@ class NoisyLinear(nn.Module):
         return F.linear(x, weight, bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, sigma0={self.sigma0}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, sigma0={self.sigma0}, "
+                f"bias_sigma_fan={self.bias_sigma_fan}")
 
 
 def weight_bias(layer: nn.Module) -> tuple[Tensor, Tensor]:
     """(weight, bias) that ``layer`` (nn.Linear or NoisyLinear) applies right now."""
     if isinstance(layer, NoisyLinear):
         return layer.effective_weight_bias()
-    return layer.weight, layer.bias
+    return cast(Tensor, layer.weight), cast(Tensor, layer.bias)
 
 
-def dense(in_features: int, out_features: int, *, noisy: bool, sigma0: float) -> nn.Module:
+def dense(in_features: int, out_features: int, *, noisy: bool, sigma0: float, bias_sigma_fan: str = "fan_in"
+          ) -> nn.Module:
     """A dense layer of the dueling heads: NoisyLinear when NoisyNets are on, else nn.Linear."""
     if noisy:
-        return NoisyLinear(in_features, out_features, sigma0)
+        return NoisyLinear(in_features, out_features, sigma0, bias_sigma_fan)
     return nn.Linear(in_features, out_features)
 
 
@@ -158,23 +170,26 @@ class DuelingHeads(nn.Module):
     and measurably faster on the (batch * n_taus)-row input that dominates the learner's cost.
     """
 
-    def __init__(self, d_in: int, hidden: int, n_actions: int, *, noisy: bool, sigma0: float, layer_norm: bool):
+    def __init__(self, d_in: int, hidden: int, n_actions: int, *, noisy: bool, sigma0: float, layer_norm: bool,
+                 bias_sigma_fan: str = "fan_in"):
         super().__init__()
         self.hidden_dim = hidden
         self.n_actions = n_actions
-        self.a_hidden = dense(d_in, hidden, noisy=noisy, sigma0=sigma0)
-        self.a_out = dense(hidden, n_actions, noisy=noisy, sigma0=sigma0)
-        self.v_hidden = dense(d_in, hidden, noisy=noisy, sigma0=sigma0)
-        self.v_out = dense(hidden, 1, noisy=noisy, sigma0=sigma0)
+        fan = bias_sigma_fan
+        self.a_hidden = dense(d_in, hidden, noisy=noisy, sigma0=sigma0, bias_sigma_fan=fan)
+        self.a_out = dense(hidden, n_actions, noisy=noisy, sigma0=sigma0, bias_sigma_fan=fan)
+        self.v_hidden = dense(d_in, hidden, noisy=noisy, sigma0=sigma0, bias_sigma_fan=fan)
+        self.v_out = dense(hidden, 1, noisy=noisy, sigma0=sigma0, bias_sigma_fan=fan)
         self.a_norm = nn.LayerNorm(hidden) if layer_norm else None
         self.v_norm = nn.LayerNorm(hidden) if layer_norm else None
 
     def hidden(self, x: Tensor) -> Tensor:
-        """x (rows, d_in) -> [A hidden | V hidden] (rows, 2 * hidden), after the optional LayerNorm, before LeakyReLU."""
+        """x (rows, d_in) -> [A hidden | V hidden] (rows, 2 * hidden), after the optional LayerNorm, before
+        LeakyReLU."""
         wa, ba = weight_bias(self.a_hidden)
         wv, bv = weight_bias(self.v_hidden)
         h = F.linear(x, torch.cat((wa, wv)), torch.cat((ba, bv)))  # (rows, 2 * hidden): [A hidden | V hidden]
-        if self.a_norm is not None:
+        if self.a_norm is not None and self.v_norm is not None:
             h = h.view(-1, 2, self.hidden_dim)
             h = F.layer_norm(h, (self.hidden_dim,))  # each head normalised on its own, then its own affine
             h = h * torch.stack((self.a_norm.weight, self.v_norm.weight)) + torch.stack((self.a_norm.bias, self.v_norm.bias))

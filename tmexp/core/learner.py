@@ -64,7 +64,7 @@ class Learner:
         Returns "max_frames", "max_minutes", "stop_requested" (preemption) or "interrupted" (Ctrl-C).
         """
         run, s, c = self.run, self.run.settings, self.run.counters
-        self.write_status("running", **({} if run.resumed else {"first_step_at": time.time()}))
+        self.write_status("running", None, **({} if run.resumed else {"first_step_at": time.time()}))
         run.weights.publish(run.online)
         run.source.start()
         last_tick = last_console = last_log = last_checkpoint = time.time()
@@ -96,7 +96,8 @@ class Learner:
                 reason = self.done()
         except KeyboardInterrupt:
             reason = "interrupted"
-            print("interrupted: saving a checkpoint (run again in the same directory to resume)", flush=True)
+            # a log record, not a print: it gets a line of its own, above the progress bar too
+            log.warning("interrupted: saving a checkpoint (run again in the same directory to resume)")
         finally:
             # a stop signal: the final checkpoint must be on disk before the scheduler's SIGKILL
             deadline = time.monotonic() + s.preempt_save_deadline_s if reason == "stop_requested" else None
@@ -202,7 +203,7 @@ class Learner:
         batch = {k: torch.from_numpy(v).to(run.device, non_blocking=True) for k, v in batch_np.items()
                  if k not in ("reward_partial", "n_steps", "stuck_actions")}
         out = train_step(run.online, run.target, run.optimizer, run.scaler, batch, nn_cfg=s.nn, btr_cfg=s.btr,
-                         lr=sched["lr"], gamma=sched["gamma"], weight_decay_lr_ratio=s.weight_decay_lr_ratio,
+                         lr=sched["lr"], weight_decay_lr_ratio=s.weight_decay_lr_ratio,
                          self_loss_state=run.self_loss)
         if "td_errors" in out:
             run.replay.update_priorities(idx, np.asarray(out["td_errors"]))
@@ -237,7 +238,8 @@ class Learner:
         rundir.write_status(self.run.run_dir, status, error=error, **counters, **extra)
 
     def _interval_reset(self) -> None:
-        self.interval = {"start": time.time(), "frames": 0, "batches": 0, "train_s": 0.0, "loss": [], "grad_norm": []}
+        self.interval: dict[str, Any] = {"start": time.time(), "frames": 0, "batches": 0, "train_s": 0.0, "loss": [],
+                                         "grad_norm": []}
 
     def snapshot(self) -> dict[str, float]:
         """The scalars of the current logging interval (without starting a new interval)."""

@@ -69,8 +69,8 @@ def impala_cnn(in_channels: int, hw: tuple[int, int], cnn: CNNConfig, layer_norm
     if cnn.adaptive_maxpool_size is not None:
         if cnn.adaptive_maxpool_size < 1:
             raise NetworkConfigError(
-                f"nn.vis.cnn.adaptive_maxpool_size must be a positive integer or null, got {cnn.adaptive_maxpool_size}; "
-                "use e.g. 6, or null to turn the max-pool off."
+                "nn.vis.cnn.adaptive_maxpool_size must be a positive integer or null, got "
+                f"{cnn.adaptive_maxpool_size}; use e.g. 6, or null to turn the max-pool off."
             )
         layers.append(nn.AdaptiveMaxPool2d(cnn.adaptive_maxpool_size))
     layers.append(nn.Flatten())
@@ -95,6 +95,10 @@ def build_cnn(img_shape: tuple[int, int, int], cnn: CNNConfig, btr: BTRConfig) -
 class IQNNetwork(nn.Module):
     """Implicit quantile network Z(s, a; tau) with dueling heads (see the module docstring for the data flow)."""
 
+    cos_index: Tensor  # (D,) buffers: pi * i for the cosine embedding
+    float_mean: Tensor  # (F,) the float inputs' standardisation
+    float_std: Tensor  # (F,)
+
     def __init__(
         self,
         nn_cfg: NNConfig,
@@ -109,7 +113,7 @@ class IQNNetwork(nn.Module):
         super().__init__()
         if len(img_shape) != 3:
             raise NetworkConfigError(f"img_shape must be (channels, height, width), got {img_shape}; pass e.g. (1, 64, 64).")
-        self.img_shape = tuple(img_shape)
+        self.img_shape = (img_shape[0], img_shape[1], img_shape[2])
         self.float_dim = float_dim
         self.n_actions = n_actions
         dense_dim, embedding_dim = scaled_sizes(nn_cfg)
@@ -158,6 +162,7 @@ class IQNNetwork(nn.Module):
             noisy=btr_cfg.use_noisy_linear,
             sigma0=btr_cfg.noisy_sigma0,
             layer_norm=btr_cfg.use_layer_norm,
+            bias_sigma_fan=str(btr_cfg.noisy_bias_sigma_fan),
         )
         if not btr_cfg.use_noisy_linear:
             for layer in (self.heads.a_hidden, self.heads.v_hidden):
@@ -168,7 +173,8 @@ class IQNNetwork(nn.Module):
         mean = torch.zeros(float_dim) if float_mean is None else torch.as_tensor(float_mean, dtype=torch.float32)
         std = torch.ones(float_dim) if float_std is None else torch.as_tensor(float_std, dtype=torch.float32)
         if mean.shape != (float_dim,) or std.shape != (float_dim,):
-            raise NetworkConfigError(f"float_mean and float_std must have shape ({float_dim},), got {tuple(mean.shape)} and {tuple(std.shape)}.")
+            raise NetworkConfigError(f"float_mean and float_std must have shape ({float_dim},), got "
+                                     f"{tuple(mean.shape)} and {tuple(std.shape)}.")
         self.register_buffer("float_mean", mean.clone())
         self.register_buffer("float_std", std.clone())
 
@@ -241,7 +247,7 @@ def build_network(
     """Build the IQN network; ``channels_last`` stores conv weights and activations NHWC (faster on most CPUs/GPUs)."""
     net = IQNNetwork(nn_cfg, btr_cfg, img_shape, float_dim, n_actions, float_mean=float_mean, float_std=float_std)
     if channels_last:
-        net = net.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
         net.channels_last = True
     return net
 

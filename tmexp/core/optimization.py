@@ -14,6 +14,7 @@ The target network is only read; it changes only through ``soft_update``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -68,14 +69,14 @@ def make_optimizer(params, training_cfg: TrainingConfig) -> torch.optim.Optimize
 @torch.no_grad()
 def soft_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) -> None:
     """theta_target <- (1 - tau) * theta_target + tau * theta_online; persistent buffers are copied."""
-    target_params = [p for p in target.parameters()]
-    online_params = [p for p in online.parameters()]
+    target_params: list[Tensor] = list(target.parameters())
+    online_params: list[Tensor] = list(online.parameters())
     torch._foreach_lerp_(target_params, online_params, tau)
     for t_module, o_module in zip(target.modules(), online.modules()):
         for name, buf in t_module._buffers.items():
             # Non-persistent buffers (NoisyNet noise, constants) belong to each network.
             if buf is not None and name not in t_module._non_persistent_buffers_set:
-                buf.copy_(o_module._buffers[name])
+                buf.copy_(cast(Tensor, o_module._buffers[name]))
 
 
 _DISABLED_SCALER = torch.amp.GradScaler("cpu", enabled=False)
@@ -88,8 +89,9 @@ class SelfLossState:
     Keep one per learner and pass it to every ``train_step``; save it in checkpoints with ``state_dict``.
     """
 
-    typical_self_loss: float = 0.01
-    typical_clamped_self_loss: float = 0.01
+    # floats between steps; tensors within one (train_step converts them back at its end)
+    typical_self_loss: float | Tensor = 0.01
+    typical_clamped_self_loss: float | Tensor = 0.01
 
     def state_dict(self) -> dict[str, float]:
         return {"typical_self_loss": float(self.typical_self_loss), "typical_clamped_self_loss": float(self.typical_clamped_self_loss)}
@@ -112,6 +114,7 @@ def compute_targets(
     next_quantiles, _ = target(batch["next_img"], batch["next_floats"], n, target_taus)  # (B, N', A)
     next_quantiles = next_quantiles.float()
     if btr_cfg.use_munchausen:
+        assert q_mean_online is not None, "the Munchausen target needs the online network's mean Q at s_t"
         targets = losses.munchausen_iqn_target(
             batch["reward"],
             batch["gamma_n"],
@@ -144,7 +147,6 @@ def train_step(
     nn_cfg: NNConfig,
     btr_cfg: BTRConfig,
     lr: float,
-    gamma: float,
     weight_decay_lr_ratio: float,
     self_loss_state: SelfLossState | None = None,
 ) -> dict[str, float | np.ndarray]:
@@ -155,9 +157,8 @@ def train_step(
         batch: tensors on the networks' device, B rows: ``img`` uint8 (B, 1, H, W), ``floats`` float32 (B, F),
             ``action`` int64 (B,), ``reward`` float32 (B,) discounted n-step sum, ``next_img``, ``next_floats``,
             ``terminal`` float32 (B,), ``gamma_n`` float32 (B,), ``weight`` float32 (B,) importance weights.
-        lr: learning rate for this step (from the schedule).
-        gamma: the scheduled discount; unused by the maths (``batch["gamma_n"]`` carries gamma ** k) and kept so
-            the learner's call documents which gamma filled the batch.
+        lr: learning rate for this step (from the schedule). No gamma: ``batch["gamma_n"]`` carries each
+            transition's gamma ** k, as replay filled it.
         weight_decay_lr_ratio: decoupled weight decay factor; 0 turns it off.
         self_loss_state: pass a ``SelfLossState`` to apply Linesight's target self-loss rescaling with
             ``nn.target_self_loss_clamp_ratio`` (updated in place); None (or ratio <= 0) leaves the loss as is.
@@ -171,7 +172,6 @@ def train_step(
         ``td_errors``: numpy float32 (B,), |mean_j T_j - mean_i Z(s_t, a_t; tau_i)| per sample, the new PER
         priorities before epsilon / alpha (Linesight's priority).
     """
-    del gamma
     device = batch["img"].device
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -7,12 +7,18 @@ line, every ``training.console_every_seconds`` and once at the end. ``logger.con
   ``training.max_minutes``, with its ETA, frames/s, updates/s, the best time and the learner's busy %. Log records
   (a new best time, warnings) print above the bar.
 - ``lines`` (``auto`` when stdout is a file or a pipe: SLURM logs, CI, ``| tee``): the console line, as before.
+
+Before either, the run prints where it is written and the ``tensorboard --logdir`` line to watch it
+(``start_lines``). Log records, the Ctrl-C notice included, print on lines of their own above the bar.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import sys
+from pathlib import Path
 from typing import Any, Mapping, TextIO
 
 from tqdm import tqdm
@@ -64,10 +70,31 @@ def _duration(seconds: float | None) -> str:
     return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
+def _screen_shape(stream: TextIO) -> tuple[int | None, int | None]:
+    """(columns, rows) of the terminal ``stream`` writes to, as tqdm sizes its bar; (None, None) off a terminal.
+
+    A terminal that reports zero columns or rows (some IDE consoles, a pseudo-terminal nobody sized) would make tqdm
+    draw nothing at all: it then gets ``COLUMNS`` / ``LINES``, or 80 x 24, as ``shutil.get_terminal_size`` gives."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):  # not a terminal, or no file descriptor (io.StringIO)
+        return None, None
+    fallback = shutil.get_terminal_size()
+    return size.columns or fallback.columns, size.lines or fallback.lines
+
+
 class _StatsBar(tqdm):
-    """A tqdm bar with a free text field on its right, ``{stats}`` (tqdm's ``{postfix}`` starts with a comma)."""
+    """A tqdm bar with a free text field on its right, ``{stats}`` (tqdm's ``{postfix}`` starts with a comma), sized
+    to the terminal at every redraw (``_screen_shape``)."""
 
     stats = "starting"
+
+    def __init__(self, *args, **kwargs):
+        if "file" in kwargs:  # a bar of ours; tqdm.write's helper bars stay tqdm's
+            kwargs["ncols"], kwargs["nrows"] = _screen_shape(kwargs["file"])
+        super().__init__(*args, **kwargs)
+        if "file" in kwargs:
+            self.dynamic_ncols = _screen_shape  # what tqdm calls before each redraw when the size may change
 
     @property
     def format_dict(self):
@@ -82,7 +109,7 @@ class ProgressBar:
         self.map_name, self.batch_size = map_name, batch_size
         self.max_frames, self.max_minutes = max_frames, max_minutes
         limited = bool(max_frames or max_minutes)
-        self.bar = _StatsBar(total=_BAR_STEPS if limited else None, file=stream or sys.stdout, dynamic_ncols=True,
+        self.bar = _StatsBar(total=_BAR_STEPS if limited else None, file=stream or sys.stdout,
                              bar_format="{desc} {percentage:3.0f}%|{bar}| {stats}" if limited else "{desc} | {stats}",
                              desc="frames 0")
 
@@ -111,6 +138,25 @@ class ProgressBar:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         return logging_redirect_tqdm(tqdm_class=_StatsBar)
+
+
+def start_lines(run_dir: str | Path, max_frames: int, max_minutes: float) -> list[str]:
+    """What a run says before its first frame: where it is written, how to watch it, and, for a run without a
+    limit, how to give it one (its bar then has an ETA)."""
+    shown = _shown_path(Path(run_dir))
+    lines = [f"run directory: {shown}", f"watch it with:  tensorboard --logdir {shown}"]
+    if not max_frames and not max_minutes:
+        lines.append("no end is set: the run trains until Ctrl-C, which saves a checkpoint; training.max_minutes=N "
+                     "(or training.max_frames=N) gives it an end and its progress bar an ETA")
+    return lines
+
+
+def _shown_path(path: Path) -> Path:
+    """``path`` relative to the working directory where it lies below it (Hydra's ``outputs/...``), else as is."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def make_console(mode: str, map_name: str, batch_size: int, max_frames: int, max_minutes: float,
