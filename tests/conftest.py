@@ -16,8 +16,15 @@ def _environment_roots() -> list[Path]:
     import site
     import sysconfig
 
-    roots = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, *sysconfig.get_paths().values(),
-             *getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()}
+    roots = {
+        sys.prefix,
+        sys.exec_prefix,
+        sys.base_prefix,
+        sys.base_exec_prefix,
+        *sysconfig.get_paths().values(),
+        *getattr(site, "getsitepackages", lambda: [])(),
+        site.getusersitepackages(),
+    }
     resolved = {Path(root).resolve() for root in roots if root}
     return [root for root in resolved if not REPO.is_relative_to(root)]
 
@@ -51,8 +58,10 @@ sys.addaudithook(_audit_open)
 
 def pytest_sessionfinish(session, exitstatus):
     if _outside_reads:
-        print(f"\ntests read files outside the repository (carry them in tests/data/): {sorted(_outside_reads)}",
-              file=sys.stderr)
+        print(
+            f"\ntests read files outside the repository (carry them in tests/data/): {sorted(_outside_reads)}",
+            file=sys.stderr,
+        )
         session.exitstatus = 1
 
 

@@ -49,16 +49,29 @@ def sweep_command(app: str, sweep_dir: Path, overrides: list[str], summary: bool
     return command
 
 
-def run_sweep(app: str, sweep_dir: Path, overrides: list[str], timeout: float = 240,
-              summary: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(sweep_command(app, sweep_dir, overrides, summary), cwd=REPO, env=app_env(),
-                          capture_output=True, text=True, timeout=timeout)
+def run_sweep(
+    app: str, sweep_dir: Path, overrides: list[str], timeout: float = 240, summary: bool = True
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        sweep_command(app, sweep_dir, overrides, summary),
+        cwd=REPO,
+        env=app_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start_sweep(app: str, sweep_dir: Path, overrides: list[str], log_path: Path) -> subprocess.Popen:
     log = open(log_path, "w")
-    return subprocess.Popen(sweep_command(app, sweep_dir, overrides), cwd=REPO, env=app_env(),
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        sweep_command(app, sweep_dir, overrides),
+        cwd=REPO,
+        env=app_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for_json(path: Path, timeout: float, proc: subprocess.Popen | None = None) -> dict:
@@ -82,14 +95,20 @@ def scalar_steps_of(event_file: Path, tag: str = "cumul_number_frames_played") -
     """Every step logged for ``tag`` in one event file, in order."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    return [event.step for event in EventFileLoader(str(event_file)).Load()
-            if event.HasField("summary") and any(v.tag == tag for v in event.summary.value)]
+    return [
+        event.step
+        for event in EventFileLoader(str(event_file)).Load()
+        if event.HasField("summary") and any(v.tag == tag for v in event.summary.value)
+    ]
 
 
 def scalar_steps(run_dir: Path, tag: str = "cumul_number_frames_played") -> list[int]:
     """Every step logged for ``tag`` in the run's event files, in file order (raw: duplicates kept)."""
-    return [step for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-            for step in scalar_steps_of(path, tag)]
+    return [
+        step
+        for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+        for step in scalar_steps_of(path, tag)
+    ]
 
 
 def assert_resumed_steps_continue(run_dir: Path, tag: str = "cumul_number_frames_played") -> list[list[int]]:
@@ -127,8 +146,9 @@ requires_slurm = pytest.mark.skipif(_SLURM_PROBLEM is not None, reason=str(_SLUR
 
 def sacct_states(*job_ids: str) -> list[str]:
     """The accounting states of jobs (``<id>`` or an array task ``<array>_<task>``), as SLURM reports them."""
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", "State"], capture_output=True,
-                         text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", "State"], capture_output=True, text=True, timeout=30
+    ).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
@@ -153,14 +173,22 @@ def ledger(sweep_dir: Path) -> dict[int, dict]:
     return {int(k): v for k, v in data["jobs"].items()}
 
 
-def wait_until(condition, timeout: float, proc: subprocess.Popen | None = None, what: str = "the condition",
-               log_path: Path | None = None) -> None:
+def wait_until(
+    condition,
+    timeout: float,
+    proc: subprocess.Popen | None = None,
+    what: str = "the condition",
+    log_path: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the sweep ended (exit {proc.returncode}) before {what}"
-                                 + (f":\n{log_path.read_text()[-3000:]}" if log_path else ""))
+            raise AssertionError(
+                f"the sweep ended (exit {proc.returncode}) before {what}"
+                + (f":\n{log_path.read_text()[-3000:]}" if log_path else "")
+            )
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s"
-                                 + (f":\n{log_path.read_text()[-3000:]}" if log_path else ""))
+            raise AssertionError(
+                f"{what} did not happen within {timeout} s" + (f":\n{log_path.read_text()[-3000:]}" if log_path else "")
+            )
         time.sleep(0.2)

@@ -21,9 +21,9 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from tmexp import rundir
 from tmexp.launch import freeze, slurm_launcher
@@ -90,8 +90,13 @@ def main(cfg: ToyConfig) -> None:
 
     writer = EventFileWriter(str(run_dir / "tensorboard"))
     if resumed:  # like SummaryWriter(purge_step=...): readers drop older events at or past this step
-        writer.add_event(Event(wall_time=time.time(), step=state["step"] * cfg.frames_per_step,
-                               session_log=SessionLog(status=SessionLog.START)))
+        writer.add_event(
+            Event(
+                wall_time=time.time(),
+                step=state["step"] * cfg.frames_per_step,
+                session_log=SessionLog(status=SessionLog.START),
+            )
+        )
     _write_status(run_dir, "running", state["step"] * cfg.frames_per_step, extra={"attempts": state["attempts"]})
     try:
         while state["step"] < cfg.steps:
@@ -104,9 +109,16 @@ def main(cfg: ToyConfig) -> None:
             if state["attempts"] == 1 and state["step"] == 1:
                 _write_status(run_dir, "running", frames, extra={"first_step_at": time.time()})
                 if cfg.ready_file:  # where a test can signal this job (written atomically: the test polls for it)
-                    Path(cfg.ready_file + ".tmp").write_text(json.dumps(
-                        {"pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "frames": frames,
-                         "slurm_task": _slurm_task()}))
+                    Path(cfg.ready_file + ".tmp").write_text(
+                        json.dumps(
+                            {
+                                "pid": os.getpid(),
+                                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                                "frames": frames,
+                                "slurm_task": _slurm_task(),
+                            }
+                        )
+                    )
                     os.replace(cfg.ready_file + ".tmp", cfg.ready_file)
             if state["step"] % cfg.checkpoint_every == 0:
                 save()

@@ -14,22 +14,26 @@ from tmexp.analysis.synthetic import training_rows, write_run_dir
 def analysis(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     for s in range(5):
-        write_run_dir(root / f"a{s}", training_rows(minutes=20, seed=s, best_end_s=24.0 + 0.2 * s),
-                      config={"seed": s, "arm": "a"})
+        write_run_dir(
+            root / f"a{s}", training_rows(minutes=20, seed=s, best_end_s=24.0 + 0.2 * s), config={"seed": s, "arm": "a"}
+        )
     for s in range(3):
-        write_run_dir(root / f"b{s}", training_rows(minutes=20, seed=10 + s, best_end_s=26.0 + 0.2 * s),
-                      config={"seed": s, "arm": "b"})
+        write_run_dir(
+            root / f"b{s}",
+            training_rows(minutes=20, seed=10 + s, best_end_s=26.0 + 0.2 * s),
+            config={"seed": s, "arm": "b"},
+        )
     runset = loading.load_runs(root, workers=1)
     groups = {"a": [f"a{s}" for s in range(5)], "b": [f"b{s}" for s in range(3)]}
-    return pipeline.analyse(runset, pipeline.Options(interval=5, step_axes=("frames", "updates"), baseline="b"),
-                            groups)
+    return pipeline.analyse(runset, pipeline.Options(interval=5, step_axes=("frames", "updates"), baseline="b"), groups)
 
 
 def test_interval_plots_draw_the_tables_values(analysis, tmp_path, monkeypatch):
     figures = {}
     real_save = plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, path, fmt: figures.setdefault(path.name, fig) and real_save(
-        fig, path, fmt))
+    monkeypatch.setattr(
+        plots, "_save", lambda fig, path, fmt: figures.setdefault(path.name, fig) and real_save(fig, path, fmt)
+    )
     sections = {s.key: s for cmp in analysis.comparisons for s in analysis.comparison_sections(cmp)}
     out = plots.interval_figures(analysis, sections, tmp_path, "png")
     assert out["best_time_A01_intervals"].suffix == ".png" and out["best_time_A01_intervals"].is_file()

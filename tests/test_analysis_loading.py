@@ -52,8 +52,14 @@ def test_split_directories_merge_into_one_run(tmp_path):
 
 def test_hydra_runs_are_labelled_by_overrides_and_expose_config(tmp_path):
     cfg = {"seed": 1, "btr": {"use_munchausen": False}}
-    write_run_dir(tmp_path / "0", rows("Training/loss", 2), overrides=["btr.use_munchausen=false", "seed=1"],
-                  config=cfg, status={"status": "finished"}, meta={"gpu": None, "host": "h"})
+    write_run_dir(
+        tmp_path / "0",
+        rows("Training/loss", 2),
+        overrides=["btr.use_munchausen=false", "seed=1"],
+        config=cfg,
+        status={"status": "finished"},
+        meta={"gpu": None, "host": "h"},
+    )
     runs = loading.load_runs(tmp_path, workers=1)
     (label,) = runs.labels()
     assert label == "btr.use_munchausen=false,seed=1"
@@ -88,7 +94,7 @@ def test_corrupt_record_warns_and_keeps_records_before_it(tmp_path):
     offsets = []
     pos = 0
     while pos < len(data):
-        length = int.from_bytes(data[pos:pos + 8], "little")
+        length = int.from_bytes(data[pos : pos + 8], "little")
         offsets.append((pos, length))
         pos += 16 + length
     start, length = offsets[4]  # record 0 is the file_version event
@@ -136,22 +142,40 @@ def test_records_outside_the_fast_layout_read_like_protobuf(tmp_path):
     tensor_value.tensor.dtype = 2  # DT_DOUBLE
     tensor_value.tensor.double_val.append(2.25)
     events = [
-        event_pb2.Event(wall_time=1.0, step=0, summary=summary_pb2.Summary(
-            value=[summary_pb2.Summary.Value(tag="a", simple_value=1.5)])),
-        event_pb2.Event(wall_time=2.0, step=5, summary=summary_pb2.Summary(value=[
-            summary_pb2.Summary.Value(tag=long_tag, simple_value=3.0),
-            summary_pb2.Summary.Value(tag="b", simple_value=-1.0)])),
+        event_pb2.Event(
+            wall_time=1.0,
+            step=0,
+            summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="a", simple_value=1.5)]),
+        ),
+        event_pb2.Event(
+            wall_time=2.0,
+            step=5,
+            summary=summary_pb2.Summary(
+                value=[
+                    summary_pb2.Summary.Value(tag=long_tag, simple_value=3.0),
+                    summary_pb2.Summary.Value(tag="b", simple_value=-1.0),
+                ]
+            ),
+        ),
         event_pb2.Event(wall_time=3.0, step=7, summary=summary_pb2.Summary(value=[tensor_value])),
-        event_pb2.Event(wall_time=4.0, step=-3, summary=summary_pb2.Summary(
-            value=[summary_pb2.Summary.Value(tag="a", simple_value=0.25)])),
+        event_pb2.Event(
+            wall_time=4.0,
+            step=-3,
+            summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="a", simple_value=0.25)]),
+        ),
     ]
     for event in events:
         writer.add_event(event)
     writer.close()
     df = loading.load_scalars(tmp_path / "r", workers=1)
     got = list(zip(df["tag"].astype(str), df["step"], df["wall_time"], df["value"]))
-    assert got == [("a", 0, 1.0, 1.5), (long_tag, 5, 2.0, 3.0), ("b", 5, 2.0, -1.0),
-                   ("tensor_scalar", 7, 3.0, 2.25), ("a", -3, 4.0, 0.25)]
+    assert got == [
+        ("a", 0, 1.0, 1.5),
+        (long_tag, 5, 2.0, 3.0),
+        ("b", 5, 2.0, -1.0),
+        ("tensor_scalar", 7, 3.0, 2.25),
+        ("a", -3, 4.0, 0.25),
+    ]
 
 
 def test_parallel_and_serial_reads_agree(tmp_path):
@@ -185,8 +209,8 @@ def test_garbage_length_is_reported_as_corrupt_not_truncated(tmp_path):
     data = bytearray(path.read_bytes())
     pos = 0
     for _ in range(3):  # skip file_version and two scalars; break the third scalar's length field
-        pos += 16 + int.from_bytes(data[pos:pos + 8], "little")
-    data[pos:pos + 8] = (10**9).to_bytes(8, "little")
+        pos += 16 + int.from_bytes(data[pos : pos + 8], "little")
+    data[pos : pos + 8] = (10**9).to_bytes(8, "little")
     path.write_bytes(bytes(data))
     with pytest.warns(EventFileWarning, match="corrupt record length"):
         fs = read_scalars(path)
@@ -224,13 +248,14 @@ def test_resumed_run_purges_what_the_killed_run_logged_after_the_checkpoint(tmp_
 
 # --- logs of other Linesight-family versions: split folders, foreign units, runs without data ---------------------
 
+
 def _records(path):
     """The raw TFRecords of an event file, in order."""
     data = path.read_bytes()
     out, pos = [], 0
     while pos < len(data):
-        length = int.from_bytes(data[pos:pos + 8], "little")
-        out.append(data[pos:pos + 16 + length])
+        length = int.from_bytes(data[pos : pos + 8], "little")
+        out.append(data[pos : pos + 16 + length])
         pos += 16 + length
     return out
 
@@ -252,8 +277,11 @@ def test_split_folders_merge_however_the_run_is_given(tmp_path, given):
     runs_dir = tmp_path / "runs"
     split_like_rulka(source, runs_dir)
     write_events(runs_dir / "other", rows("loss", 3))
-    paths = {"run folder": [runs_dir / "hock"], "parent folder": [runs_dir],
-             "event-file glob": sorted(runs_dir.glob("hock*"))}[given]
+    paths = {
+        "run folder": [runs_dir / "hock"],
+        "parent folder": [runs_dir],
+        "event-file glob": sorted(runs_dir.glob("hock*")),
+    }[given]
     runs = loading.load_runs(paths, workers=1, canonical_tags=False)
     info = runs.runs["hock"]
     assert [f.name for f in info.folders] == ["hock", "hock_2", "hock_3"] and len(info.event_files) == 3
@@ -261,8 +289,10 @@ def test_split_folders_merge_however_the_run_is_given(tmp_path, given):
     whole = loading.load_scalars(source.parent, workers=1, canonical_tags=False)
     merged = runs.scalars[runs.scalars["run"] == "hock"]
     assert len(merged) == len(whole) == 228
-    assert merged[["step", "wall_time", "value"]].to_numpy().tolist() == \
-        whole[["step", "wall_time", "value"]].to_numpy().tolist()
+    assert (
+        merged[["step", "wall_time", "value"]].to_numpy().tolist()
+        == whole[["step", "wall_time", "value"]].to_numpy().tolist()
+    )
     assert info.first_wall_time == loading.load_runs(source.parent, workers=1).runs[source.parent.name].first_wall_time
 
 
@@ -270,8 +300,9 @@ def test_split_run_given_by_folder_keeps_every_frame_and_its_final_best(tmp_path
     # Given only runs/synA, the continuation runs/synA_2 beside it holds the second half of the run.
     best = metrics.alltime_min_ms("A01")
     write_events(tmp_path / "runs" / "synA", [(best, 1_000_000 * k, T0 + 60 * k, 30_000 - 500 * k) for k in range(4)])
-    write_events(tmp_path / "runs" / "synA_2", [(best, 1_000_000 * k, T0 + 60 * k, 30_000 - 500 * k)
-                                                for k in range(4, 7)])
+    write_events(
+        tmp_path / "runs" / "synA_2", [(best, 1_000_000 * k, T0 + 60 * k, 30_000 - 500 * k) for k in range(4, 7)]
+    )
     write_events(tmp_path / "runs" / "synAB", rows(best, 2))  # a name that only starts like it: another run
     runs = loading.load_runs(tmp_path / "runs" / "synA", workers=1)
     assert runs.labels() == ["synA"]

@@ -20,15 +20,21 @@ def _with_rate(rows, rate, load=None):
 def runset(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     for s, (rate, sweep) in enumerate([(20.0, "one"), (21.0, "one"), (26.0, "two")]):  # 26 is +24 % from 21
-        write_run_dir(root / f"a{s}", _with_rate(training_rows(minutes=10, seed=s), rate, load=1.0 + s),
-                      config={"seed": s, "arm": "a", "training": {"batch_size": 64}}, status={"sweep": sweep},
-                      meta={"started_at": f"2026-12-02T1{s}:00:00"})
+        write_run_dir(
+            root / f"a{s}",
+            _with_rate(training_rows(minutes=10, seed=s), rate, load=1.0 + s),
+            config={"seed": s, "arm": "a", "training": {"batch_size": 64}},
+            status={"sweep": sweep},
+            meta={"started_at": f"2026-12-02T1{s}:00:00"},
+        )
     # an older run: no updates_per_second, its rate from transitions learned per second / batch size
     rows = training_rows(minutes=10, seed=9)
-    rows += [(metrics.TRANSITIONS_LEARNED_PER_S, step, wall, 640.0)
-             for tag, step, wall, _ in rows if tag == metrics.LOSS]
-    write_run_dir(root / "b0", rows, config={"seed": 0, "arm": "b", "training": {"batch_size": 64}},
-                  status={"sweep": "one"})
+    rows += [
+        (metrics.TRANSITIONS_LEARNED_PER_S, step, wall, 640.0) for tag, step, wall, _ in rows if tag == metrics.LOSS
+    ]
+    write_run_dir(
+        root / "b0", rows, config={"seed": 0, "arm": "b", "training": {"batch_size": 64}}, status={"sweep": "one"}
+    )
     return loading.load_runs(root, workers=1)
 
 
@@ -66,8 +72,9 @@ def test_runs_yaml_takes_a_cost_or_the_benchmarks_json(tmp_path):
     from tmexp.analysis.study import ReportError, read_spec
 
     (tmp_path / "bench.json").write_text(json.dumps({"batch_size": 64, "loop_samples_per_s": 1280.0}))
-    (tmp_path / "runs.yaml").write_text("cost_per_update: {a: 0.05, b: bench.json}\n"
-                                        "runs:\n  - {label: a, path: x}\n  - {label: b, path: y}\n")
+    (tmp_path / "runs.yaml").write_text(
+        "cost_per_update: {a: 0.05, b: bench.json}\nruns:\n  - {label: a, path: x}\n  - {label: b, path: y}\n"
+    )
     assert read_spec(tmp_path).cost_per_update == {"a": 0.05, "b": pytest.approx(0.05)}
     (tmp_path / "runs.yaml").write_text("cost_per_update: {c: 0.05}\nruns:\n  - {label: a, path: x}\n")
     with pytest.raises(ReportError, match="names 'c', which is not a label"):

@@ -21,20 +21,25 @@ def at(minute):
 @pytest.fixture
 def two_runs(tmp_path):
     """Run A lasts 30 min, run B 20 min; frames = 1000 per minute; A does 2 updates per frame, B 1."""
+
     def counters(minutes, updates_per_frame):
         out = []
         for m in range(minutes + 1):
-            out += [(metrics.CUMUL_BATCHES, 1000 * m, at(m), updates_per_frame * 1000 * m),
-                    (metrics.CUMUL_TRAINING_HOURS, 1000 * m, at(m), m / 60.0),
-                    (metrics.LOSS, 1000 * m, at(m), 100.0 - m)]
+            out += [
+                (metrics.CUMUL_BATCHES, 1000 * m, at(m), updates_per_frame * 1000 * m),
+                (metrics.CUMUL_TRAINING_HOURS, 1000 * m, at(m), m / 60.0),
+                (metrics.LOSS, 1000 * m, at(m), 100.0 - m),
+            ]
         return out
 
     races = [(2, 300.0, 0), (4, 300.0, 0), (12, 27.5, 1), (18, 26.0, 1)]
     race_rows = []
     for m, t, done in races:
         race_rows += [(EVAL, 1000 * m, at(m), t), (EVAL_DONE, 1000 * m, at(m), done)]
-    best = [(metrics.alltime_min_ms("A01"), 5000, at(5), 30000.0),
-            (metrics.alltime_min_ms("A01"), 15000, at(15), 28000.0)]
+    best = [
+        (metrics.alltime_min_ms("A01"), 5000, at(5), 30000.0),
+        (metrics.alltime_min_ms("A01"), 15000, at(15), 28000.0),
+    ]
     write_events(tmp_path / "A", counters(30, 2) + race_rows + best)
     write_events(tmp_path / "B", counters(20, 1) + [(EVAL, 3000, at(3), 25.0), (EVAL_DONE, 3000, at(3), 1)])
     return loading.load_scalars(tmp_path, workers=1)
@@ -123,8 +128,10 @@ def test_missing_counter_is_a_clear_error(tmp_path):
         tables.compare(df, "updates", steps=[1])
 
 
-@pytest.mark.parametrize("text,expected", [("10M,20M", [10_000_000, 20_000_000]), ("500K", [500_000]),
-                                           ("1.5M, 2", [2, 1_500_000]), ("3G", [3_000_000_000])])
+@pytest.mark.parametrize(
+    "text,expected",
+    [("10M,20M", [10_000_000, 20_000_000]), ("500K", [500_000]), ("1.5M, 2", [2, 1_500_000]), ("3G", [3_000_000_000])],
+)
 def test_parse_steps(text, expected):
     assert tables.parse_steps(text) == expected
 

@@ -32,8 +32,11 @@ CASES = [
     ("schedule_not_increasing", ["exploration.epsilon_schedule=[[0,1.0],[0,0.5]]"], "exploration.epsilon_schedule"),
     ("epsilon_above_one", ["exploration.epsilon_schedule=[[0,1.5]]"], "exploration.epsilon_schedule"),
     ("gamma_above_one", ["training.gamma_schedule=[[0,1.2]]"], "training.gamma_schedule"),
-    ("mini_race_shorter_than_an_action", ["training.temporal_mini_race_duration_ms=20"],
-     "training.temporal_mini_race_duration_ms"),
+    (
+        "mini_race_shorter_than_an_action",
+        ["training.temporal_mini_race_duration_ms=20"],
+        "training.temporal_mini_race_duration_ms",
+    ),
     ("missing_reference_line", ["map.reference_line_path=/nonexistent/line.npy"], "/nonexistent/line.npy"),
     ("bad_reference_line", ["map.reference_line_path={bad_npy}"], "bad.npy"),
     ("unwritable_output_dir", ["hydra.run.dir=/proc/tmexp-cannot-write/run"], "/proc/tmexp-cannot-write/run"),
@@ -46,10 +49,18 @@ CASES = [
     ("unknown_backend", ["env.backend=carla"], "env.backend"),
     ("unknown_cnn", ["nn.vis.cnn.type=resnet"], "nn.vis.cnn.type"),
     ("unknown_optimizer", ["training.optimizer=sgd"], "training.optimizer"),
-    ("numbered_cuda_device", ["performance.device=cuda:1"], "performance.device is 'cuda:1': choose one of auto, cpu, cuda"),
+    (
+        "numbered_cuda_device",
+        ["performance.device=cuda:1"],
+        "performance.device is 'cuda:1': choose one of auto, cpu, cuda",
+    ),
     ("zero_n_steps", ["training.n_steps=0"], "training.n_steps"),
     ("start_learn_above_capacity", ["memory.memory_size_schedule=[[0,[100,200]]]"], "memory.memory_size_schedule"),
-    ("batch_above_capacity", ["training.batch_size=600", "memory.memory_size_schedule=[[0,[500,100]]]"], "training.batch_size"),
+    (
+        "batch_above_capacity",
+        ["training.batch_size=600", "memory.memory_size_schedule=[[0,[500,100]]]"],
+        "training.batch_size",
+    ),
     ("zero_soft_update_tau", ["nn.soft_update_tau=0"], "nn.soft_update_tau"),
     ("negative_max_frames", ["training.max_frames=-1"], "training.max_frames"),
     ("game_not_configured", ["env=tmi"], "env.tmi.launch_command"),
@@ -79,12 +90,19 @@ def test_cuda_requested_without_cuda():
         precheck(["performance.device=cuda"])
 
 
-@pytest.mark.parametrize("override", ["training.batch_size=-5", "nn=huge", "map.reference_line_path=/nope.npy",
-                                      "performance.cars_per_collector=0"])
+@pytest.mark.parametrize(
+    "override",
+    ["training.batch_size=-5", "nn=huge", "map.reference_line_path=/nope.npy", "performance.cars_per_collector=0"],
+)
 def test_cli_exits_non_zero_with_one_line_and_no_run_directory(override, tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "tmexp.train", override, f"hydra.run.dir={run_dir}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tmexp.train", override, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("tmexp.train: error:")
@@ -126,8 +144,14 @@ def test_a_sweep_with_its_own_subdir_layout_checks_the_directories_it_will_resum
     torch.save({"online": {}}, job_dir / "checkpoint" / "latest.pt")
     cfg = compose_config(["+experiment=smoke", "seed=1", "run_name=smoke_run"])
     (job_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    sweep = ["--multirun", "+experiment=smoke", "seed=0,1", "run_name=smoke_run", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-             "hydra.sweep.subdir=${run_name}/seed${seed}"]
+    sweep = [
+        "--multirun",
+        "+experiment=smoke",
+        "seed=0,1",
+        "run_name=smoke_run",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "hydra.sweep.subdir=${run_name}/seed${seed}",
+    ]
     assert precheck(sweep) == 2
     with pytest.raises(ConfigError, match="nn"):
         precheck(sweep + ["nn.dense_hidden_dimension=128"])
@@ -142,11 +166,13 @@ def test_a_sweep_that_narrows_its_experiments_params_checks_the_jobs_hydra_will_
     jobs, searching = _multirun_jobs(sweep)
     assert not searching
     assert [[o for o in job if not o.startswith("+experiment")] for job in jobs] == [
-        [f"seed={seed}", f"ablation={arm}"] for seed in (0, 1, 2) for arm in ("no_btr", "none")]
+        [f"seed={seed}", f"ablation={arm}"] for seed in (0, 1, 2) for arm in ("no_btr", "none")
+    ]
     assert precheck(["--multirun", *sweep, f"hydra.sweep.dir={tmp_path / 'sweep'}"]) == 6
 
 
 def test_appending_a_group_the_experiment_already_chooses_says_to_drop_the_plus(tmp_path):
     with pytest.raises(ConfigError, match=r"^\+ablation=no_btr,none: .* write ablation=no_btr,none without the \+\.$"):
-        precheck(["--multirun", "+experiment=A01_cpu_btr_ablation", "+ablation=no_btr,none",
-                  f"hydra.sweep.dir={tmp_path}"])
+        precheck(
+            ["--multirun", "+experiment=A01_cpu_btr_ablation", "+ablation=no_btr,none", f"hydra.sweep.dir={tmp_path}"]
+        )

@@ -65,7 +65,9 @@ def test_impala_stage_channels_scale_with_width():
 
 
 def residual_convs(net):
-    return [conv for block in net.modules() if isinstance(block, ImpalaResidualBlock) for conv in (block.conv0, block.conv1)]
+    return [
+        conv for block in net.modules() if isinstance(block, ImpalaResidualBlock) for conv in (block.conv0, block.conv1)
+    ]
 
 
 def largest_singular_value(conv) -> float:
@@ -189,7 +191,10 @@ def test_munchausen_target_hand_computed():
     soft = [pi[0] * (1.0 - tlp[0]) + pi[1] * (2.0 - tlp[1]), pi[0] * (3.0 - tlp[0]) + pi[1] * (0.0 - tlp[1])]
     assert soft[0] == pytest.approx(1.301870, abs=1e-5)
     expected = torch.tensor(
-        [[1.0 + bonus0 + 0.9 * soft[0], 1.0 + bonus0 + 0.9 * soft[1]], [0.5 + bonus1, 0.5 + bonus1]]  # terminal: no bootstrap
+        [
+            [1.0 + bonus0 + 0.9 * soft[0], 1.0 + bonus0 + 0.9 * soft[1]],
+            [0.5 + bonus1, 0.5 + bonus1],
+        ]  # terminal: no bootstrap
     )
     torch.testing.assert_close(targets, expected, atol=1e-5, rtol=0)
 
@@ -202,13 +207,17 @@ def test_munchausen_with_alpha_zero_is_the_soft_iqn_target():
     next_q = torch.randn(b, n, a, generator=g)
     q_online, action = torch.randn(b, a, generator=g), torch.randint(0, a, (b,), generator=g)
     tau = 0.03
-    m = losses.munchausen_iqn_target(reward, gamma_n, terminal, next_q, q_online, action, alpha=0.0, entropy_tau=tau, l0=-1.0)
+    m = losses.munchausen_iqn_target(
+        reward, gamma_n, terminal, next_q, q_online, action, alpha=0.0, entropy_tau=tau, l0=-1.0
+    )
     # soft-IQN: R + gamma * sum_a pi(a) (Z(a) - tau log pi(a)), pi the target's softmax policy
     log_pi = torch.log_softmax(next_q.mean(1) / tau, dim=1)
     soft = (log_pi.exp()[:, None, :] * (next_q - tau * log_pi[:, None, :])).sum(-1)
     torch.testing.assert_close(m, reward[:, None] + (gamma_n * (1 - terminal))[:, None] * soft)
     # and as the temperature goes to 0, the soft target becomes the plain greedy IQN target
-    cold = losses.munchausen_iqn_target(reward, gamma_n, terminal, next_q, q_online, action, alpha=0.0, entropy_tau=1e-4, l0=-1.0)
+    cold = losses.munchausen_iqn_target(
+        reward, gamma_n, terminal, next_q, q_online, action, alpha=0.0, entropy_tau=1e-4, l0=-1.0
+    )
     plain = losses.iqn_target(reward, gamma_n, terminal, next_q, losses.greedy_actions(next_q))
     torch.testing.assert_close(cold, plain, atol=1e-3, rtol=0)
 
@@ -217,8 +226,12 @@ def test_munchausen_bonus_is_clipped_to_l0_and_zero():
     q_online = torch.tensor([[0.0, 100.0]])  # action 0 is very unlikely: tau log pi = -100
     next_q = torch.zeros(1, 2, 2)
     kwargs = dict(alpha=1.0, entropy_tau=1.0, l0=-1.0)
-    low = losses.munchausen_iqn_target(torch.zeros(1), torch.zeros(1), torch.zeros(1), next_q, q_online, torch.tensor([0]), **kwargs)
-    high = losses.munchausen_iqn_target(torch.zeros(1), torch.zeros(1), torch.zeros(1), next_q, q_online, torch.tensor([1]), **kwargs)
+    low = losses.munchausen_iqn_target(
+        torch.zeros(1), torch.zeros(1), torch.zeros(1), next_q, q_online, torch.tensor([0]), **kwargs
+    )
+    high = losses.munchausen_iqn_target(
+        torch.zeros(1), torch.zeros(1), torch.zeros(1), next_q, q_online, torch.tensor([1]), **kwargs
+    )
     assert low[0, 0].item() == pytest.approx(-1.0)
     assert -1e-6 < high[0, 0].item() <= 0.0
 
@@ -283,8 +296,9 @@ def test_count_parameters_excludes_buffers():
 
 
 def test_impala_input_pool_sees_the_image_at_a_fraction_of_its_size():
-    pooled = build_network(NNConfig(vis=VisConfig(cnn=CNNConfig(type="impala", input_pool=2))), BTRConfig(),
-                           (1, 48, 48), FLOATS)
+    pooled = build_network(
+        NNConfig(vis=VisConfig(cnn=CNNConfig(type="impala", input_pool=2))), BTRConfig(), (1, 48, 48), FLOATS
+    )
     full = build_network(NNConfig(vis=VisConfig(cnn=CNNConfig(type="impala"))), BTRConfig(), (1, 24, 24), FLOATS)
     assert pooled.img_feature_dim == full.img_feature_dim == 32 * 3 * 3  # 24 -> 12 -> 6 -> 3
     x = (torch.randint(0, 256, (2, 1, 48, 48)).float() - 128) / 128

@@ -38,8 +38,14 @@ class Parts:
         self.counters = Counters()
 
     def kwargs(self) -> dict:
-        return {"online": self.online, "target": self.target, "optimizer": self.optimizer, "scaler": None,
-                "self_loss": self.self_loss, "replay": self.replay}
+        return {
+            "online": self.online,
+            "target": self.target,
+            "optimizer": self.optimizer,
+            "scaler": None,
+            "self_loss": self.self_loss,
+            "replay": self.replay,
+        }
 
     def save(self, checkpointer: Checkpointer, wait: bool = True) -> float:
         return checkpointer.save(**self.kwargs(), counters=self.counters, wait=wait)
@@ -51,11 +57,20 @@ class Parts:
         """Add ``count`` transitions as races of random lengths, then train on a few priorities and weights."""
         while count > 0:
             t = int(min(count, rng.integers(1, 60)))
-            self.replay.add(nstep_transitions(
-                rng.integers(0, 256, (t + 1, 1, 4, 4), dtype=np.uint8), rng.standard_normal((t + 1, 3), np.float32),
-                rng.integers(0, 12, t), rng.standard_normal(t).astype(np.float32), rng.random(t) < 0.8,
-                bool(rng.random() < 0.5), 3, 0.99, stuck_actions=int(rng.integers(0, 3)),
-                stuck_reward_per_action=-0.06))
+            self.replay.add(
+                nstep_transitions(
+                    rng.integers(0, 256, (t + 1, 1, 4, 4), dtype=np.uint8),
+                    rng.standard_normal((t + 1, 3), np.float32),
+                    rng.integers(0, 12, t),
+                    rng.standard_normal(t).astype(np.float32),
+                    rng.random(t) < 0.8,
+                    bool(rng.random() < 0.5),
+                    3,
+                    0.99,
+                    stuck_actions=int(rng.integers(0, 3)),
+                    stuck_reward_per_action=-0.06,
+                )
+            )
             count -= t
             self.counters.frames += t
             self.counters.transitions_added += t
@@ -73,9 +88,14 @@ def patch_writes(monkeypatch, write) -> None:
 
 def contents(replay: ReplayBuffer) -> dict:
     """Everything a resumed replay must reproduce."""
-    out = {name: getattr(replay, name)[:replay.size].copy() for name in (*STORED, "priority")}
-    out.update(size=replay.size, write_pos=replay.write_pos, capacity=replay.capacity,
-               max_priority=replay.max_priority, rng=replay.rng.bit_generator.state)
+    out = {name: getattr(replay, name)[: replay.size].copy() for name in (*STORED, "priority")}
+    out.update(
+        size=replay.size,
+        write_pos=replay.write_pos,
+        capacity=replay.capacity,
+        max_priority=replay.max_priority,
+        rng=replay.rng.bit_generator.state,
+    )
     return out
 
 
@@ -145,8 +165,13 @@ def test_a_periodic_checkpoint_rewrites_only_the_chunks_written_since_the_last(t
     assert checkpointer.last["chunks_written"] == 0
     files = replay_files(tmp_path)
     assert "chunk3-g1.npy" not in files and "chunk4-g1.npy" not in files and "chunk0-g1.npy" in files
-    assert files == {"manifest-g2.json", "manifest-g3.json", "priority-g2.npy", "priority-g3.npy",
-                     *(f"chunk{i}-g{2 if i in changed else 1}.npy" for i in range(10))}
+    assert files == {
+        "manifest-g2.json",
+        "manifest-g3.json",
+        "priority-g2.npy",
+        "priority-g3.npy",
+        *(f"chunk{i}-g{2 if i in changed else 1}.npy" for i in range(10)),
+    }
     resumed, again = Parts(seed=5), Checkpointer(tmp_path, {})
     resumed.resume(again)
     assert_same(contents(resumed.replay), expected)
@@ -193,8 +218,9 @@ def test_the_snapshot_is_exact_while_the_learner_overwrites_rows_during_the_writ
 
 
 @pytest.mark.parametrize("policy", ["retry", "stop"])
-def test_a_full_disk_removes_what_it_wrote_at_once_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, caplog,
-                                                                                      policy):
+def test_a_full_disk_removes_what_it_wrote_at_once_and_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch, caplog, policy
+):
     parts, rng = Parts(), np.random.default_rng(5)
     parts.play(rng, 350)
     checkpointer = Checkpointer(tmp_path, {}, on_write_error=policy)
@@ -277,8 +303,9 @@ def test_a_truncated_latest_checkpoint_resumes_from_the_previous_one_with_a_warn
     resumed.resume(checkpointer)
     resumed.play(rng, 10)
     resumed.save(checkpointer)
-    assert torch.load(tmp_path / "checkpoint" / "previous.pt", weights_only=False)["counters"]["frames"] == \
-        counters.frames
+    assert (
+        torch.load(tmp_path / "checkpoint" / "previous.pt", weights_only=False)["counters"]["frames"] == counters.frames
+    )
     assert load_checkpoint(tmp_path)["counters"]["frames"] == counters.frames + 10
 
 
@@ -293,8 +320,13 @@ def test_no_readable_checkpoint_is_one_clear_error(tmp_path):
 def test_a_command_on_a_folder_of_unreadable_checkpoints_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "checkpoint").mkdir()
     (tmp_path / "checkpoint" / "latest.pt").write_bytes(b"not a checkpoint")
-    done = subprocess.run([sys.executable, "-m", "tmexp.train", "+experiment=smoke", f"hydra.run.dir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "tmexp.train", "+experiment=smoke", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "no readable checkpoint" in lines[0] and "latest.pt" in lines[0], done.stderr
@@ -402,8 +434,11 @@ def _hparams_sessions(run_dir: Path) -> int:
 
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0})
     acc.Reload()
-    return len(acc.Tensors("_hparams_/session_start_info")) if "_hparams_/session_start_info" in \
-        acc.Tags()["tensors"] else 0
+    return (
+        len(acc.Tensors("_hparams_/session_start_info"))
+        if "_hparams_/session_start_info" in acc.Tags()["tensors"]
+        else 0
+    )
 
 
 def test_every_start_purges_what_an_earlier_process_logged_past_its_resume_point(tmp_path):
@@ -421,8 +456,16 @@ def test_every_start_purges_what_an_earlier_process_logged_past_its_resume_point
     for step in (50, 150):
         run.writer.add_scalar("Training/loss", 2.0, step)
     run.counters.frames = 150
-    run.checkpointer.save(online=run.online, target=run.target, optimizer=run.optimizer, scaler=run.scaler,
-                          self_loss=run.self_loss, replay=run.replay, counters=run.counters, wait=True)
+    run.checkpointer.save(
+        online=run.online,
+        target=run.target,
+        optimizer=run.optimizer,
+        scaler=run.scaler,
+        self_loss=run.self_loss,
+        replay=run.replay,
+        counters=run.counters,
+        wait=True,
+    )
     run.writer.add_scalar("Training/loss", 2.0, 250)  # after the checkpoint, then killed
     run.close()
     assert _scalar_steps(tmp_path)["Training/loss"] == [50, 150, 250]
@@ -439,9 +482,17 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
     """A smoke run killed (SIGKILL) at seeded random moments, relaunched each time with the same command."""
     run_dir = tmp_path / "run"
     interval_s = 1.2
-    cmd = [sys.executable, "-m", "tmexp.train", "+experiment=smoke", "training.max_frames=1000000",
-           f"training.checkpoint_every_minutes={interval_s / 60}", "training.log_every_seconds=0.5",
-           "training.console_every_seconds=0.5", f"hydra.run.dir={run_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tmexp.train",
+        "+experiment=smoke",
+        "training.max_frames=1000000",
+        f"training.checkpoint_every_minutes={interval_s / 60}",
+        "training.log_every_seconds=0.5",
+        "training.console_every_seconds=0.5",
+        f"hydra.run.dir={run_dir}",
+    ]
     status_path = run_dir / "status.json"
 
     def status() -> dict:
@@ -484,8 +535,9 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
     assert killed_before_any_checkpoint, "no kill came between the first logged scalars and the first checkpoint"
     assert checkpoints == sorted(checkpoints)
     final = checkpoints[-1] + 300
-    subprocess.run(cmd[:4] + [f"training.max_frames={final}"] + cmd[5:], cwd=ROOT, check=True, capture_output=True,
-                   timeout=300)
+    subprocess.run(
+        cmd[:4] + [f"training.max_frames={final}"] + cmd[5:], cwd=ROOT, check=True, capture_output=True, timeout=300
+    )
     assert load_checkpoint(run_dir)["counters"]["frames"] >= final
     steps = _scalar_steps(run_dir)
     assert len(steps) >= 10

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from test_checkpoint_replay import Parts, assert_same, contents, patch_writes, replay_files
+
 from tmexp import rundir
 from tmexp.core import checkpoint, replay_store
 from tmexp.core.checkpoint import Checkpointer, CheckpointError, load_checkpoint
@@ -51,8 +51,13 @@ def test_a_checkpoint_whose_unpickling_would_run_code_is_refused_unread(tmp_path
 def test_the_command_refuses_a_planted_checkpoint_in_one_line_and_runs_nothing(tmp_path):
     marker = tmp_path / "ran"
     _plant(tmp_path / "run", marker)
-    done = subprocess.run([sys.executable, "-m", "tmexp.train", "+experiment=smoke",
-                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "tmexp.train", "+experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "refused" in lines[0] and "latest.pt" in lines[0], done.stderr
@@ -113,6 +118,7 @@ def _interrupt_at(step: str, monkeypatch) -> None:
 
         monkeypatch.setattr(snapshot, "__init__", listed_then_interrupted)
     elif step == "between hooking the replay and clearing its marks":
+
         def half_begun(self):
             self.replay.before_write = self._before_write
             raise _Interrupt()
@@ -129,8 +135,9 @@ def _interrupt_at(step: str, monkeypatch) -> None:
     elif step == "creating the writer":
         monkeypatch.setattr(checkpoint, "threading", _Threading(_raise))
     elif step in ("before the writer starts", "as the writer starts"):
-        monkeypatch.setattr(checkpoint, "threading",
-                            _Threading(_interrupting_thread(after_start=step == "as the writer starts")))
+        monkeypatch.setattr(
+            checkpoint, "threading", _Threading(_interrupting_thread(after_start=step == "as the writer starts"))
+        )
     else:  # inside the writer, as it writes a file: "writing <the file's name starts with> <nth such file>"
         _, prefix, n = step.split()
         write_file, calls = rundir.write_atomic, []
@@ -145,9 +152,20 @@ def _interrupt_at(step: str, monkeypatch) -> None:
         patch_writes(monkeypatch, nth_interrupted)
 
 
-STEPS = ["copying the state", "listing the chunks", "between hooking the replay and clearing its marks",
-         "after clearing the marks", "creating the writer", "before the writer starts", "as the writer starts",
-         "writing chunk 1", "writing chunk 3", "writing priority 1", "writing manifest 1", "writing latest 1"]
+STEPS = [
+    "copying the state",
+    "listing the chunks",
+    "between hooking the replay and clearing its marks",
+    "after clearing the marks",
+    "creating the writer",
+    "before the writer starts",
+    "as the writer starts",
+    "writing chunk 1",
+    "writing chunk 3",
+    "writing priority 1",
+    "writing manifest 1",
+    "writing latest 1",
+]
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -211,7 +229,7 @@ def test_a_first_checkpoint_against_a_deadline_keeps_counters_and_the_chunks_it_
         kept[a:b] = False
     assert len(resumed.replay) == kept.sum()
     for name in ("img", "action", "reward", "priority"):  # the saved rows, in their order
-        np.testing.assert_array_equal(getattr(resumed.replay, name)[:kept.sum()], expected[name][kept], err_msg=name)
+        np.testing.assert_array_equal(getattr(resumed.replay, name)[: kept.sum()], expected[name][kept], err_msg=name)
     assert resumed.counters.replay_parts_dropped == 0  # left out on purpose, not found damaged
 
 
@@ -240,9 +258,17 @@ def test_sigterm_during_a_first_checkpoint_then_resume(tmp_path):
     """A real run: SIGTERM while its first checkpoint of a large replay would take longer than the deadline (forced
     here by a deadline of 0), then the same command again."""
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "tmexp.train", "+experiment=smoke", "training.max_frames=1000000",
-           "training.checkpoint_every_minutes=60", "training.console_every_seconds=0.3",
-           "training.preempt_save_deadline_s=0", f"hydra.run.dir={run_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tmexp.train",
+        "+experiment=smoke",
+        "training.max_frames=1000000",
+        "training.checkpoint_every_minutes=60",
+        "training.console_every_seconds=0.3",
+        "training.preempt_save_deadline_s=0",
+        f"hydra.run.dir={run_dir}",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     status_path = run_dir / "status.json"
     deadline = time.time() + 180
@@ -256,8 +282,9 @@ def test_sigterm_during_a_first_checkpoint_then_resume(tmp_path):
     assert proc.returncode == 128 + 15, err
     saved = load_checkpoint(run_dir)
     assert saved["counters"]["frames"] >= 600
-    manifest = json.loads((run_dir / "checkpoint" / "replay" / f"manifest-g{saved['replay_generation']}.json")
-                          .read_text())
+    manifest = json.loads(
+        (run_dir / "checkpoint" / "replay" / f"manifest-g{saved['replay_generation']}.json").read_text()
+    )
     assert manifest["unsaved"] and not manifest["chunks"]  # nothing fit a deadline of 0 s but the networks
 
     from tmexp.core.build import build

@@ -33,8 +33,9 @@ def races_by_car(collector: Collector, per_car: int) -> dict[int, list[dict]]:
 def serial_run(tmp_path, one_thread):
     """A serial smoke run's wiring (settings, weights, frame counter): map cycle of 2 exploration races and 1 eval
     race; epsilon about 0.3 at the frame count set, so that actions are part greedy, part random."""
-    cfg = compose_config(TINY + ["map.explo_races_per_cycle=2", "map.eval_races_per_cycle=1",
-                                 "performance.cars_per_collector=1"])
+    cfg = compose_config(
+        TINY + ["map.explo_races_per_cycle=2", "map.eval_races_per_cycle=1", "performance.cars_per_collector=1"]
+    )
     run = build(cfg, tmp_path)
     run.weights.publish(run.online)
     run.frames_played.value = 120
@@ -47,8 +48,15 @@ def test_k_cars_play_the_races_of_k_one_car_collectors(serial_run):
     settings = run.source.collector.s
     assert not settings.btr.use_noisy_linear  # NoisyNet noise is one sample per batched forward: not comparable
     together = Collector(dataclasses.replace(settings, cars=k, total_cars=k), 0, run.weights, run.frames_played)
-    alone = [Collector(dataclasses.replace(settings, cars=1, total_cars=k, seed=settings.seed + car), car,
-                       run.weights, run.frames_played) for car in range(k)]
+    alone = [
+        Collector(
+            dataclasses.replace(settings, cars=1, total_cars=k, seed=settings.seed + car),
+            car,
+            run.weights,
+            run.frames_played,
+        )
+        for car in range(k)
+    ]
     try:
         batched = races_by_car(together, per_car=3)
         for car, collector in enumerate(alone):
@@ -98,8 +106,9 @@ def test_the_cycle_is_staggered_over_every_car_of_the_run():
 
 def test_a_race_holds_one_observation_more_than_actions_and_its_time(serial_run):
     run = serial_run
-    collector = Collector(dataclasses.replace(run.source.collector.s, cars=4, total_cars=4), 0, run.weights,
-                          run.frames_played)
+    collector = Collector(
+        dataclasses.replace(run.source.collector.s, cars=4, total_cars=4), 0, run.weights, run.frames_played
+    )
     try:
         for race in (r for races in races_by_car(collector, per_car=2).values() for r in races):
             t = len(race["actions"])
@@ -143,8 +152,9 @@ def test_the_serial_source_hands_over_races_that_end_together_one_at_a_time(tmp_
 
 def test_a_lost_connection_drops_the_races_in_progress(serial_run):
     run = serial_run
-    collector = Collector(dataclasses.replace(run.source.collector.s, cars=2, total_cars=2), 0, run.weights,
-                          run.frames_played)
+    collector = Collector(
+        dataclasses.replace(run.source.collector.s, cars=2, total_cars=2), 0, run.weights, run.frames_played
+    )
     try:
         collector.step()
         real_step = collector.env.step
@@ -166,8 +176,9 @@ def test_a_lost_connection_drops_the_races_in_progress(serial_run):
 def test_a_dead_multi_car_collector_is_restarted_and_counted(tmp_path):
     """A collector process killed mid-run is restarted in its place (counted), the others untouched, and the new one
     drives the dead one's cars again. (The project's one dead-collector test: multi-car covers one car per process.)"""
-    cfg = compose_config(TINY + ["performance.serial=false", "performance.gpu_collectors_count=2",
-                                 "performance.cars_per_collector=3"])
+    cfg = compose_config(
+        TINY + ["performance.serial=false", "performance.gpu_collectors_count=2", "performance.cars_per_collector=3"]
+    )
     run = build(cfg, tmp_path)
     pool = run.source
     try:
@@ -250,8 +261,14 @@ def test_the_collect_benchmark_times_the_real_collector_for_each_k(capsys, one_t
     assert result["ratio_k2_vs_k1"] > 0
 
 
-@pytest.mark.parametrize("argv, names", [(["--cars", "0"], "--cars"), (["--cars", "1,x"], "--cars"),
-                                         (["performance.cars_per_collector=-1"], "performance.cars_per_collector")])
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["--cars", "0"], "--cars"),
+        (["--cars", "1,x"], "--cars"),
+        (["performance.cars_per_collector=-1"], "performance.cars_per_collector"),
+    ],
+)
 def test_the_collect_benchmark_refuses_bad_options_in_one_line(argv, names, capsys):
     from tmexp.bench.collect import main
 

@@ -17,12 +17,26 @@ from tmexp.core import metrics
 def sweep_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("multirun")
     for s in range(2):
-        write_run_dir(root / str(s), training_rows(minutes=30, seed=s), overrides=[f"seed={s}"],
-                      config={"seed": s, "lr": 1}, status={"status": "finished", "frames": 3_000_000,
-                                                          "batches": 750_000, "wall_minutes": 30.0,
-                                                          "best_ms": {"A01": 25_000 + s}})
-    write_run_dir(root / "2", training_rows(minutes=20, seed=7, best_end_s=24.0), overrides=["lr=2"],
-                  config={"seed": 0, "lr": 2}, status={"status": "running"})
+        write_run_dir(
+            root / str(s),
+            training_rows(minutes=30, seed=s),
+            overrides=[f"seed={s}"],
+            config={"seed": s, "lr": 1},
+            status={
+                "status": "finished",
+                "frames": 3_000_000,
+                "batches": 750_000,
+                "wall_minutes": 30.0,
+                "best_ms": {"A01": 25_000 + s},
+            },
+        )
+    write_run_dir(
+        root / "2",
+        training_rows(minutes=20, seed=7, best_end_s=24.0),
+        overrides=["lr=2"],
+        config={"seed": 0, "lr": 2},
+        status={"status": "running"},
+    )
     write_run_dir(root / "3", [], overrides=["lr=3"], config={"seed": 0, "lr": 3})  # crashed before logging
     log = root / ".submitit" / "123_3" / "123_3_0_log.err"
     log.parent.mkdir(parents=True)
@@ -61,8 +75,11 @@ def test_seed_groups_get_their_estimates_and_with_groups_their_verdicts(sweep_di
     out = capsys.readouterr().out
     assert "best_time_A01: groups against the baseline base by wall time" in out
     assert "| checkpoint / group | difference | 95 % CI | p | p (Holm) | P(better) | verdict |" in out
-    assert re.search(r"\| 20 min / lr=2 \| [+-]\d+\.\d{3} \| - \| \d\.\d{3} \| \d\.\d{3} \| \d\.\d{2} \| "
-                     r"too few seeds \|", out)
+    assert re.search(
+        r"\| 20 min / lr=2 \| [+-]\d+\.\d{3} \| - \| \d\.\d{3} \| \d\.\d{3} \| \d\.\d{2} \| "
+        r"too few seeds \|",
+        out,
+    )
     assert "seeds needed for a 0.25 s difference against base" in out and "disjoint" not in out
     assert compare.main(paths + ["--groups", "--baseline", "nobody"]) == 2
     assert "--baseline 'nobody' is not a group of these runs" in capsys.readouterr().err
@@ -70,8 +87,19 @@ def test_seed_groups_get_their_estimates_and_with_groups_their_verdicts(sweep_di
 
 def test_csv_and_figures_to_out_dir(sweep_dir, tmp_path):
     out = tmp_path / "cmp"
-    rc = compare.main([str(sweep_dir / "0"), str(sweep_dir / "1"), "--format", "csv", "--out", str(out), "--plot",
-                       "--step-interval", "1M"])
+    rc = compare.main(
+        [
+            str(sweep_dir / "0"),
+            str(sweep_dir / "1"),
+            "--format",
+            "csv",
+            "--out",
+            str(out),
+            "--plot",
+            "--step-interval",
+            "1M",
+        ]
+    )
     assert rc == 0
     assert (out / "runs.csv").read_text().startswith("run,folders,files,data,wall_minutes")
     assert (out / "best_time_A01_by_wall.csv").exists() and (out / "loss_by_frames.csv").exists()
@@ -92,8 +120,9 @@ def test_unfinished_races_do_not_set_the_y_scale(tmp_path, monkeypatch):
     write_events(tmp_path / "r", [(tag, i, 1000.0 + 60 * i, v) for i, v in enumerate([300.0, 25.0, 24.5, 300.0])])
     df = tables.with_axis(loading.load_scalars(tmp_path, workers=1), "wall")
     limits = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path, fmt: (limits.append(fig.axes[0].get_ylim()),
-                                                                 plt.close(fig), path)[-1])
+    monkeypatch.setattr(
+        plots, "_save", lambda fig, path, fmt: (limits.append(fig.axes[0].get_ylim()), plt.close(fig), path)[-1]
+    )
     plots.plot_race_tag(df, tag, ["r"], "wall", tmp_path)
     low, high = limits[0]
     assert 24.0 < low < 24.5 and 25.0 < high < 30.0
@@ -110,13 +139,16 @@ def test_sweep_summary_statuses(sweep_dir, capsys):
     assert "| failed |" in row["5"] and "RuntimeError: out of memory" in row["5"]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["/nonexistent/run"], "does not exist"),
-    (["{empty}"], "no TensorBoard event files"),
-    (["{run}", "--steps", "10Q"], "cannot read step count"),
-    (["{run}", "--format", "xls"], "invalid choice"),
-    (["{run}", "--metrics", "Training/loss", "--all-scalars"], "not allowed with argument --metrics"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["/nonexistent/run"], "does not exist"),
+        (["{empty}"], "no TensorBoard event files"),
+        (["{run}", "--steps", "10Q"], "cannot read step count"),
+        (["{run}", "--format", "xls"], "invalid choice"),
+        (["{run}", "--metrics", "Training/loss", "--all-scalars"], "not allowed with argument --metrics"),
+    ],
+)
 def test_user_errors_exit_2_with_one_line(sweep_dir, tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()
     args = [a.format(empty=tmp_path / "empty", run=sweep_dir / "0") for a in args]
@@ -128,8 +160,13 @@ def test_user_errors_exit_2_with_one_line(sweep_dir, tmp_path, capsys, args, mes
 def test_cli_module_runs(sweep_dir):
     import subprocess
     import sys
-    done = subprocess.run([sys.executable, "-m", "tmexp.compare", str(sweep_dir / "0"), "--steps", "1M"],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tmexp.compare", str(sweep_dir / "0"), "--steps", "1M"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert done.returncode == 0 and "| 1M |" in done.stdout
 
 
@@ -144,10 +181,13 @@ def linesight_rows(minutes, best_ms, custom_from=0):
     out = []
     for k in range(minutes + 1):
         t, frames = T0 + 60 * k, 100_000 * k
-        out += [("cumul_number_frames_played", frames, t, frames),
-                ("cumul_number_batches_done", frames, t, frames // 4),
-                ("loss", frames, t, 10.0 / (k + 1)), ("learner_percentage_training", frames, t, 0.61),
-                (metrics.alltime_min_ms("A01"), frames, t, best_ms - 100 * k)]
+        out += [
+            ("cumul_number_frames_played", frames, t, frames),
+            ("cumul_number_batches_done", frames, t, frames // 4),
+            ("loss", frames, t, 10.0 / (k + 1)),
+            ("learner_percentage_training", frames, t, 0.61),
+            (metrics.alltime_min_ms("A01"), frames, t, best_ms - 100 * k),
+        ]
         if k >= custom_from:
             out.append(("Custom/lap_quality", frames, t, float(k)))
     return out
@@ -157,8 +197,8 @@ def linesight_rows(minutes, best_ms, custom_from=0):
 def legacy_runs(tmp_path):
     runs = tmp_path / "runs"
     rows = linesight_rows(59, 30_000)
-    write_events(runs / "synA", rows[:len(rows) // 2])
-    write_events(runs / "synA_2", rows[len(rows) // 2:])
+    write_events(runs / "synA", rows[: len(rows) // 2])
+    write_events(runs / "synA_2", rows[len(rows) // 2 :])
     write_events(runs / "synB", linesight_rows(44, 29_000, custom_from=5))
     write_events(runs / "noisy", [("loss", 0, T0, 1.0), ("loss", 100, T0 + 600, 0.5)])  # none of the custom tag
     (runs / "lay_mono").mkdir()
@@ -200,12 +240,32 @@ def test_runs_without_data_are_listed_with_the_reason(legacy_runs, capsys):
 
 def test_any_tag_by_time_and_by_steps_with_figures(legacy_runs, tmp_path, capsys):
     out_dir = tmp_path / "cmp"
-    assert compare.main([str(legacy_runs / "synA"), str(legacy_runs / "synB"), "--metrics", "Custom/lap_quality",
-                         "loss", "--steps", "1M,2M", "--by", "updates", "--plot", "--out", str(out_dir)]) == 0
+    assert (
+        compare.main(
+            [
+                str(legacy_runs / "synA"),
+                str(legacy_runs / "synB"),
+                "--metrics",
+                "Custom/lap_quality",
+                "loss",
+                "--steps",
+                "1M,2M",
+                "--by",
+                "updates",
+                "--plot",
+                "--out",
+                str(out_dir),
+            ]
+        )
+        == 0
+    )
     text = sections((out_dir / "comparison.md").read_text())
-    assert list(text)[1:] == ["Custom/lap_quality (last value) by wall time", "training loss (Training/loss, last "
-                              "value) by wall time", "Custom/lap_quality (last value) by updates",
-                              "training loss (Training/loss, last value) by updates"]
+    assert list(text)[1:] == [
+        "Custom/lap_quality (last value) by wall time",
+        "training loss (Training/loss, last value) by wall time",
+        "Custom/lap_quality (last value) by updates",
+        "training loss (Training/loss, last value) by updates",
+    ]
     # the custom tag starts at minute 5 in synB, and minute 0 stays its first event: 10 min reads k = 10
     assert "| 10 min | 10 | 10 |" in text["Custom/lap_quality (last value) by wall time"]
     assert "| 1M | 40 | 40 |" in text["Custom/lap_quality (last value) by updates"]  # 1M updates = 4M frames
@@ -279,7 +339,20 @@ def test_compare_plots_the_seed_groups_it_finds(sweep_dir, tmp_path, monkeypatch
         return path
 
     monkeypatch.setattr(plots, "_save", keep)
-    assert compare.main([str(sweep_dir / "0"), str(sweep_dir / "1"), str(sweep_dir / "2"), "--plot", "--out",
-                         str(tmp_path), "--steps", "1M"]) == 0
+    assert (
+        compare.main(
+            [
+                str(sweep_dir / "0"),
+                str(sweep_dir / "1"),
+                str(sweep_dir / "2"),
+                "--plot",
+                "--out",
+                str(tmp_path),
+                "--steps",
+                "1M",
+            ]
+        )
+        == 0
+    )
     assert legends["best_time_A01_by_wall"][:2] == ["base: median of 2 seeds", "lr=2"]
     assert legends["Race_eval_race_time_trained_A01_by_frames"][:2] == ["base: median of 2 seeds", "lr=2"]

@@ -21,14 +21,58 @@ ABLATIONS = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
 
 # DESIGN.md, "The seed's runs, exactly".
 SEED_TABLE = {
-    "A01_v2": dict(run_name="A01_as20_long_v2", cnn="linesight", maxpool=None, sn=False, btr=False,
-                   dense=1024, emb=128, ddqn=True, clip=30, wd=0.1, gss=4),
-    "A01_v4_btr": dict(run_name="A01_as20_long_v4_btr", cnn="impala", maxpool=6, sn=True, btr=True,
-                       dense=1024, emb=128, ddqn=True, clip=30, wd=0.1, gss=4),
-    "A01_v4.1_btr": dict(run_name="A01_as20_long_v4.1_btr", cnn="impala", maxpool=6, sn=True, btr=True,
-                         dense=1024, emb=128, ddqn=True, clip=30, wd=0.1, gss=1),
-    "A01_v4.2_btr": dict(run_name="A01_as20_long_v4.2_btr", cnn="impala", maxpool=6, sn=True, btr=True,
-                         dense=512, emb=64, ddqn=False, clip=10, wd=0.0, gss=1),
+    "A01_v2": dict(
+        run_name="A01_as20_long_v2",
+        cnn="linesight",
+        maxpool=None,
+        sn=False,
+        btr=False,
+        dense=1024,
+        emb=128,
+        ddqn=True,
+        clip=30,
+        wd=0.1,
+        gss=4,
+    ),
+    "A01_v4_btr": dict(
+        run_name="A01_as20_long_v4_btr",
+        cnn="impala",
+        maxpool=6,
+        sn=True,
+        btr=True,
+        dense=1024,
+        emb=128,
+        ddqn=True,
+        clip=30,
+        wd=0.1,
+        gss=4,
+    ),
+    "A01_v4.1_btr": dict(
+        run_name="A01_as20_long_v4.1_btr",
+        cnn="impala",
+        maxpool=6,
+        sn=True,
+        btr=True,
+        dense=1024,
+        emb=128,
+        ddqn=True,
+        clip=30,
+        wd=0.1,
+        gss=1,
+    ),
+    "A01_v4.2_btr": dict(
+        run_name="A01_as20_long_v4.2_btr",
+        cnn="impala",
+        maxpool=6,
+        sn=True,
+        btr=True,
+        dense=512,
+        emb=64,
+        ddqn=False,
+        clip=10,
+        wd=0.0,
+        gss=1,
+    ),
 }
 
 
@@ -102,16 +146,27 @@ INGREDIENT_KEYS = {
     "no_spectral_norm": {"nn.vis.cnn.spectral_norm"},
     "no_noisy": {"btr.use_noisy_linear"},
     "no_layer_norm": {"btr.use_layer_norm"},
-    "no_impala": {"nn.vis.cnn.type", "nn.vis.cnn.width_scale", "nn.vis.cnn.input_pool",
-                  "nn.vis.cnn.adaptive_maxpool_size", "nn.vis.cnn.spectral_norm", "nn.vis.cnn.layer_norm_in_stages"},
+    "no_impala": {
+        "nn.vis.cnn.type",
+        "nn.vis.cnn.width_scale",
+        "nn.vis.cnn.input_pool",
+        "nn.vis.cnn.adaptive_maxpool_size",
+        "nn.vis.cnn.spectral_norm",
+        "nn.vis.cnn.layer_norm_in_stages",
+    },
     "no_maxpool": {"nn.vis.cnn.adaptive_maxpool_size"},
     "small_net": {"nn.size_scale"},
     "schedule_speed_1": {"training.global_schedule_speed"},
 }
-INGREDIENT_KEYS["no_btr"] = INGREDIENT_KEYS["no_impala"] | {"btr.use_munchausen", "btr.use_noisy_linear",
-                                                            "btr.use_layer_norm", "btr.munchausen_alpha",
-                                                            "btr.munchausen_entropy_tau", "btr.munchausen_lo",
-                                                            "btr.noisy_sigma0"}
+INGREDIENT_KEYS["no_btr"] = INGREDIENT_KEYS["no_impala"] | {
+    "btr.use_munchausen",
+    "btr.use_noisy_linear",
+    "btr.use_layer_norm",
+    "btr.munchausen_alpha",
+    "btr.munchausen_entropy_tau",
+    "btr.munchausen_lo",
+    "btr.noisy_sigma0",
+}
 
 
 @pytest.mark.parametrize("bundle", ["A01_v4_btr", "A01_cpu_btr"])
@@ -145,10 +200,16 @@ def test_the_experiment_is_composed_first_whatever_its_place_on_the_command_line
     assert experiment_first(["-m", "+experiment=x"]) == ["-m", "+experiment=x"]
     for name in ("no_impala", "no_btr", "schedule_speed_1"):
         for bundle in ("A01_cpu_btr", "A01_v4_btr"):
-            assert (flat(compose_config([f"+ablation={name}", f"+experiment={bundle}"]))
-                    == flat(compose_config([f"+experiment={bundle}", f"+ablation={name}"]))), (name, bundle)
-    out = subprocess.run([sys.executable, "-m", "tmexp.train", "--cfg", "job", "+ablation=no_impala",
-                          "+experiment=A01_cpu_btr"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+            assert flat(compose_config([f"+ablation={name}", f"+experiment={bundle}"])) == flat(
+                compose_config([f"+experiment={bundle}", f"+ablation={name}"])
+            ), (name, bundle)
+    out = subprocess.run(
+        [sys.executable, "-m", "tmexp.train", "--cfg", "job", "+ablation=no_impala", "+experiment=A01_cpu_btr"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert re.search(r"cnn:\n\s+type: linesight", out.stdout)
 
@@ -156,8 +217,10 @@ def test_the_experiment_is_composed_first_whatever_its_place_on_the_command_line
 def test_small_net_halves_the_network_at_either_scale():
     for bundle, full in (("A01_v4_btr", (1024, 128)), ("A01_cpu_btr", (256, 64))):
         net = build_network(*_nn_btr([f"+experiment={bundle}", "+ablation=small_net"]), (1, 48, 48), 149, 12)
-        assert (net.heads.a_hidden.in_features, net.iqn_embedding_dimension) == (net.dense_input_dimension,
-                                                                                 full[1] // 2)
+        assert (net.heads.a_hidden.in_features, net.iqn_embedding_dimension) == (
+            net.dense_input_dimension,
+            full[1] // 2,
+        )
         assert net.heads.a_hidden.out_features == full[0] // 4  # each dueling head gets half of dense
 
 
@@ -165,8 +228,11 @@ def test_cpu_btr_differs_from_cpu_v2_only_in_the_bundle():
     base = flat(compose_config(["+experiment=A01_cpu_v2"]))
     btr = flat(compose_config(["+experiment=A01_cpu_btr"]))
     diff = {k for k in base if base[k] != btr[k]}
-    assert diff - {"run_name"} <= INGREDIENT_KEYS["no_impala"] | {"btr.use_munchausen", "btr.use_noisy_linear",
-                                                                  "btr.use_layer_norm"}
+    assert diff - {"run_name"} <= INGREDIENT_KEYS["no_impala"] | {
+        "btr.use_munchausen",
+        "btr.use_noisy_linear",
+        "btr.use_layer_norm",
+    }
     assert {"nn.vis.cnn.type", "btr.use_munchausen", "btr.use_noisy_linear", "btr.use_layer_norm"} <= diff
 
 
@@ -184,8 +250,9 @@ def test_ablation_sweep_runs_every_arm_of_a_seed_before_the_next_seed():
 
 
 def test_munchausen_without_ddqn_warns_that_ddqn_does_nothing():
-    assert any("nn.use_ddqn=false has no effect" in w
-               for w in config_warnings(compose_config(["+experiment=A01_v4.2_btr"])))
+    assert any(
+        "nn.use_ddqn=false has no effect" in w for w in config_warnings(compose_config(["+experiment=A01_v4.2_btr"]))
+    )
     assert not config_warnings(compose_config(["+experiment=A01_v4_btr"]))
     assert not config_warnings(compose_config(["nn.use_ddqn=false"]))  # without Munchausen it does what it says
 
@@ -205,8 +272,15 @@ def test_ablation_sweep_lists_every_ablation_and_seeds(sweep):
 
 
 def test_any_leaf_can_be_overridden():
-    cfg = compose_config(["training.batch_size=64", "env.sim.road_width_m=9", "btr.use_munchausen=true",
-                          "nn/vis/cnn=impala", "nn.vis.cnn.width_scale=3"])
+    cfg = compose_config(
+        [
+            "training.batch_size=64",
+            "env.sim.road_width_m=9",
+            "btr.use_munchausen=true",
+            "nn/vis/cnn=impala",
+            "nn.vis.cnn.width_scale=3",
+        ]
+    )
     assert cfg.training.batch_size == 64 and cfg.btr.use_munchausen and cfg.nn.vis.cnn.width_scale == 3
 
 
@@ -214,7 +288,11 @@ def test_closed_sets_are_enums_that_compare_and_print_as_their_values():
     cfg = compose_config(["nn.vis.cnn.type=impala", "training.optimizer=adam", "performance.device=cpu", "env=tmi"])
     assert isinstance(cfg.nn.vis.cnn.type, CnnType) and cfg.nn.vis.cnn.type is CnnType.impala
     assert cfg.nn.vis.cnn.type == "impala" and f"{cfg.nn.vis.cnn.type}" == str(cfg.nn.vis.cnn.type) == "impala"
-    assert (cfg.training.optimizer, cfg.performance.device, cfg.env.backend) == (Optimizer.adam, Device.cpu, Backend.tmi)
+    assert (cfg.training.optimizer, cfg.performance.device, cfg.env.backend) == (
+        Optimizer.adam,
+        Device.cpu,
+        Backend.tmi,
+    )
     saved = OmegaConf.to_yaml(OmegaConf.structured(cfg))  # what config_resolved.yaml holds
     assert "type: impala" in saved and "backend: tmi" in saved
     assert OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(saved))) == cfg
@@ -273,12 +351,15 @@ def test_each_yaml_key_is_in_the_schema_and_repeats_no_default_without_saying_wh
     for keys, value in _leaves(values):
         node = default
         for key in keys:
-            assert hasattr(node, key), f"{path.relative_to(CONF)}: {'.'.join(keys)} is not in the schema (tmexp/config.py)"
+            assert hasattr(node, key), (
+                f"{path.relative_to(CONF)}: {'.'.join(keys)} is not in the schema (tmexp/config.py)"
+            )
             node = getattr(node, key)
         if value == node:
             assert whole_file or keys[-1] in pinned_keys, (
                 f"{path.relative_to(CONF)}: {'.'.join(keys)}: {value!r} repeats the schema's default; delete it, or "
-                "say why it is pinned in a comment")
+                "say why it is pinned in a comment"
+            )
 
 
 def test_pinned_comments_are_read_per_line_or_for_the_whole_file():

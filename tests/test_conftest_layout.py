@@ -40,8 +40,11 @@ def layout(tmp_path_factory) -> Path:
     clone = code / "tmexp"
     (clone / "tests").mkdir(parents=True)
     shutil.copy(TESTS / "conftest.py", clone / "tests" / "conftest.py")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(code / "venv")],
-                   check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(code / "venv")],
+        check=True,
+        timeout=120,
+    )
     purelib = sysconfig.get_path("purelib", vars={"base": str(code / "venv"), "platbase": str(code / "venv")})
     Path(purelib).mkdir(parents=True, exist_ok=True)
     (Path(purelib) / "sidecar_module.py").write_text("VALUE = 3\n")
@@ -57,9 +60,14 @@ def _pytest(layout: Path, test: str, body: str) -> subprocess.CompletedProcess:
         old.unlink()
     (tests / test).write_text(body)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([str(layout / "venv" / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(tests / test)], cwd=layout / "tmexp", env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [str(layout / "venv" / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests / test)],
+        cwd=layout / "tmexp",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_virtual_environment_beside_the_clone_is_not_data_beside_it(layout):

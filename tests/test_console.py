@@ -21,8 +21,14 @@ from tmexp.core import metrics
 from tmexp.launch import console
 
 REPO = Path(__file__).resolve().parents[1]
-RUN = [sys.executable, "-m", "tmexp.train", "+experiment=smoke", "training.max_frames=600",
-       "training.console_every_seconds=0.5"]
+RUN = [
+    sys.executable,
+    "-m",
+    "tmexp.train",
+    "+experiment=smoke",
+    "training.max_frames=600",
+    "training.console_every_seconds=0.5",
+]
 PLAIN_LINE = re.compile(r"\[\s*\d+m\d\ds\] frames [\d,]+ \(\d+/s\) \| races \d+")
 
 
@@ -36,20 +42,25 @@ def test_eta_is_the_nearer_limit():
 
 
 def counters(frames, batches, seconds, best_ms=None):
-    return SimpleNamespace(frames=frames, batches=batches, training_seconds=seconds,
-                           alltime_min_ms={"A01": best_ms} if best_ms else {})
+    return SimpleNamespace(
+        frames=frames, batches=batches, training_seconds=seconds, alltime_min_ms={"A01": best_ms} if best_ms else {}
+    )
 
 
 def test_the_bar_shows_eta_rates_best_time_and_learner_share():
     stream = io.StringIO()
     bar = console.ProgressBar("A01", batch_size=64, max_frames=1000, max_minutes=0, stream=stream)
-    values = {metrics.FRAMES_PER_S: 50.0, metrics.LEARNER_PERCENTAGE: 87.0,
-              metrics.TRANSITIONS_LEARNED_PER_S: 64 * 17.5}
+    values = {
+        metrics.FRAMES_PER_S: 50.0,
+        metrics.LEARNER_PERCENTAGE: 87.0,
+        metrics.TRANSITIONS_LEARNED_PER_S: 64 * 17.5,
+    }
     bar.update(values, counters(100, 10, 2.0), "line")
     bar.close(values, counters(500, 30, 10.0, best_ms=24321), "line")
     shown = stream.getvalue().split("\r")[-1]
-    assert re.search(r"frames 500 +50%\|.*\| ETA 0m10s \| 50 frames/s \| 17.5 updates/s \| best 24.32 s \| learner 87%",
-                     shown), shown
+    assert re.search(
+        r"frames 500 +50%\|.*\| ETA 0m10s \| 50 frames/s \| 17.5 updates/s \| best 24.32 s \| learner 87%", shown
+    ), shown
 
 
 def test_auto_is_lines_when_the_stream_is_not_a_terminal():
@@ -60,8 +71,14 @@ def test_auto_is_lines_when_the_stream_is_not_a_terminal():
 def test_a_run_on_a_pseudo_terminal_shows_one_progress_bar(tmp_path):
     main, secondary = pty.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    proc = subprocess.Popen(RUN + [f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, stdin=secondary,
-                            stdout=secondary, stderr=secondary, close_fds=True)
+    proc = subprocess.Popen(
+        RUN + [f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO,
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        close_fds=True,
+    )
     os.close(secondary)
     output = b""
     deadline = time.monotonic() + 240
@@ -88,8 +105,9 @@ def test_a_run_on_a_pseudo_terminal_shows_one_progress_bar(tmp_path):
 
 
 def test_a_run_on_a_pipe_prints_plain_lines(tmp_path):
-    result = subprocess.run(RUN + [f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True,
-                            timeout=240)
+    result = subprocess.run(
+        RUN + [f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=240
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert PLAIN_LINE.search(result.stdout), result.stdout[-3000:]
     assert "\r" not in result.stdout and "ETA" not in result.stdout
@@ -125,8 +143,15 @@ def _pty_run(argv: list[str], columns: int, stop_when: bytes | None = None, time
 
 def test_ctrl_c_says_so_on_a_line_of_its_own_and_the_run_without_an_end_says_how_to_set_one(tmp_path):
     """The default run has no end: it says how to give it one. Ctrl-C's notice is not written over the bar."""
-    argv = [sys.executable, "-m", "tmexp.train", "+experiment=smoke", "training.max_frames=0",
-            "training.console_every_seconds=0.5", f"hydra.run.dir={tmp_path / 'run'}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "tmexp.train",
+        "+experiment=smoke",
+        "training.max_frames=0",
+        "training.console_every_seconds=0.5",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     code, text = _pty_run(argv, columns=160, stop_when=b"frames/s")
     assert code == 0, text[-3000:]
     assert "no end is set" in text and "training.max_minutes=N" in text
@@ -145,8 +170,11 @@ def test_a_terminal_of_zero_columns_still_shows_the_bar(monkeypatch):
     stream = os.fdopen(secondary, "w")
     try:
         bar = console.ProgressBar("A01", batch_size=64, max_frames=1000, max_minutes=0, stream=stream)
-        values = {metrics.FRAMES_PER_S: 50.0, metrics.LEARNER_PERCENTAGE: 87.0,
-                  metrics.TRANSITIONS_LEARNED_PER_S: 64 * 17.5}
+        values = {
+            metrics.FRAMES_PER_S: 50.0,
+            metrics.LEARNER_PERCENTAGE: 87.0,
+            metrics.TRANSITIONS_LEARNED_PER_S: 64 * 17.5,
+        }
         bar.close(values, counters(500, 30, 10.0), "line")
         stream.flush()
         ready, _, _ = select.select([main], [], [], 10)

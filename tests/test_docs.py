@@ -160,9 +160,11 @@ def test_the_readme_test_command_is_the_one_ci_runs():
 
 def test_a_block_marked_not_run_here_is_parsed_not_run(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("```bash\n# not run here (needs the game)\npython -m tmexp.train env=tmi \\\n    seed=1\n```\n\n"
-                    "```bash\npython -m tmexp.sim drive --map A01 && python -m tmexp.compare <sweep_dir> --sweep\n```\n"
-                    "Inline: `python -m tmexp.bench params --json`.\n")
+    page.write_text(
+        "```bash\n# not run here (needs the game)\npython -m tmexp.train env=tmi \\\n    seed=1\n```\n\n"
+        "```bash\npython -m tmexp.sim drive --map A01 && python -m tmexp.compare <sweep_dir> --sweep\n```\n"
+        "Inline: `python -m tmexp.bench params --json`.\n"
+    )
     found = _commands_in(page)
     assert [(c.line, c.runnable, c.argv[2:]) for c in found] == [
         (3, False, ["tmexp.train", "env=tmi", "seed=1"]),
@@ -219,8 +221,10 @@ def broken_links(page: Path) -> list[str]:
 def test_broken_links_are_found(tmp_path):
     (tmp_path / "other.md").write_text("# Other page\n\n## A `code` heading\n")
     page = tmp_path / "page.md"
-    page.write_text("# Page\n[ok](other.md#a-code-heading) [here](#page) [web](https://example.org/x)\n"
-                    "[gone](missing.md) [no heading](other.md#nothing) `[in code](missing.md)`\n")
+    page.write_text(
+        "# Page\n[ok](other.md#a-code-heading) [here](#page) [web](https://example.org/x)\n"
+        "[gone](missing.md) [no heading](other.md#nothing) `[in code](missing.md)`\n"
+    )
     found = broken_links(page)
     assert len(found) == 2 and "missing.md" in found[0] and "#nothing" in found[1], found
 

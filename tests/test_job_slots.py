@@ -23,10 +23,18 @@ def test_slots_are_shared_out_and_freed(tmp_path):
 
 
 def test_a_killed_job_does_not_keep_its_slot(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from tmexp.launch.job_slots import acquire_slot; "
-        f"s = acquire_slot(Path({str(tmp_path)!r}), 1); print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from tmexp.launch.job_slots import acquire_slot; "
+                f"s = acquire_slot(Path({str(tmp_path)!r}), 1); print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert try_slot(tmp_path, 1) is None

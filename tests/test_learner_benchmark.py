@@ -54,8 +54,18 @@ def test_vs_baseline_times_the_published_baseline_beside_the_experiment(capsys):
 def test_the_cpu_scale_family_is_timed_against_its_own_baseline(capsys):
     result = run_json(capsys, "--experiment", "A01_cpu_btr", "--vs-baseline", "--batch-size", "2", "--no-naive")
     assert result["baseline"] == "A01_cpu_v2" and result["img_shape"] == [1, 48, 48]
-    named = run_json(capsys, "--experiment", "A01_cpu_btr", "--vs-baseline", "A01_v2", "--batch-size", "2",
-                     "--no-naive", "--rounds", "1")
+    named = run_json(
+        capsys,
+        "--experiment",
+        "A01_cpu_btr",
+        "--vs-baseline",
+        "A01_v2",
+        "--batch-size",
+        "2",
+        "--no-naive",
+        "--rounds",
+        "1",
+    )
     assert named["baseline"] == "A01_as20_long_v2"
 
 
@@ -64,8 +74,9 @@ def test_a_bad_benchmark_argument_is_one_line_and_exit_2(capsys):
     assert "--batch-size" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, named", [(["--experiment", "A01_v9"], "A01_v9"),
-                                         (["training.batch_sise=3"], "batch_sise")])
+@pytest.mark.parametrize(
+    "argv, named", [(["--experiment", "A01_v9"], "A01_v9"), (["training.batch_sise=3"], "batch_sise")]
+)
 def test_an_unknown_experiment_or_key_is_one_line_and_exit_2(capsys, argv, named):
     assert benchmark.main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -44,10 +44,13 @@ def greedy_progress(cfg, state_dict) -> float:
 
 @pytest.mark.slow
 def test_a_few_minutes_of_training_learn_to_drive_a_short_track(tmp_path):
-    cfg = compose_config([
-        f"map.reference_line_path={short_track(tmp_path / 'short.npy')}",
-        "training.max_minutes=5", "memory.memory_size_schedule=[[0,[50000,5000]]]",
-    ])  # otherwise the default configuration
+    cfg = compose_config(
+        [
+            f"map.reference_line_path={short_track(tmp_path / 'short.npy')}",
+            "training.max_minutes=5",
+            "memory.memory_size_schedule=[[0,[50000,5000]]]",
+        ]
+    )  # otherwise the default configuration
     untrained = greedy_progress(cfg, None)
     train(cfg, tmp_path / "run")
     trained = greedy_progress(cfg, load_checkpoint(tmp_path / "run")["online"])

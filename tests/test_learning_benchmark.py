@@ -20,10 +20,12 @@ def run_rows(races, minutes=15, frames_per_min=6000, updates_from_min=2, updates
     for k in range(minutes + 1):
         frames = frames_per_min * k
         batches = max(0, k - updates_from_min) * updates_per_min
-        rows += [(metrics.CUMUL_FRAMES, frames, START + 60 * k, frames),
-                 (metrics.CUMUL_BATCHES, frames, START + 60 * k, batches),
-                 (metrics.CUMUL_TRAINING_HOURS, frames, START + 60 * k, k / 60),
-                 (metrics.LEARNER_PERCENTAGE, frames, START + 60 * k, pct if batches else 0.0)]
+        rows += [
+            (metrics.CUMUL_FRAMES, frames, START + 60 * k, frames),
+            (metrics.CUMUL_BATCHES, frames, START + 60 * k, batches),
+            (metrics.CUMUL_TRAINING_HOURS, frames, START + 60 * k, k / 60),
+            (metrics.LEARNER_PERCENTAGE, frames, START + 60 * k, pct if batches else 0.0),
+        ]
     for minute, metres, seconds, is_eval in races:
         step = int(frames_per_min * minute) + 1
         wall = START + 60 * minute
@@ -33,16 +35,24 @@ def run_rows(races, minutes=15, frames_per_min=6000, updates_from_min=2, updates
         time_tag = metrics.eval_race_time(M) if is_eval else metrics.explo_race_time(M)
         done_tag = metrics.eval_race_finished(M) if is_eval else metrics.explo_race_finished(M)
         prog_tag = metrics.eval_race_progress(M) if is_eval else metrics.explo_race_progress(M)
-        rows += [(time_tag, step, wall, seconds if finished else 300.0), (done_tag, step, wall, float(finished)),
-                 (prog_tag, step, wall, metres),
-                 (metrics.alltime_min_ms(M), step, wall, round(1000 * best) if best else 300_000)]
+        rows += [
+            (time_tag, step, wall, seconds if finished else 300.0),
+            (done_tag, step, wall, float(finished)),
+            (prog_tag, step, wall, metres),
+            (metrics.alltime_min_ms(M), step, wall, round(1000 * best) if best else 300_000),
+        ]
     return sorted(rows, key=lambda r: (r[1], r[2]))
 
 
 RACES = [
-    (1.0, 20.0, None, False), (3.0, 400.0, None, False),  # before minute 5: never counted as stalls
-    (5.5, 10.0, None, False), (6.25, 1073.0, 40.0, False), (7.0, 30.0, None, True), (9.0, 1073.0, 30.0, True),
-    (11.0, 1073.0, 26.5, False), (14.0, 600.0, None, False),
+    (1.0, 20.0, None, False),
+    (3.0, 400.0, None, False),  # before minute 5: never counted as stalls
+    (5.5, 10.0, None, False),
+    (6.25, 1073.0, 40.0, False),
+    (7.0, 30.0, None, True),
+    (9.0, 1073.0, 30.0, True),
+    (11.0, 1073.0, 26.5, False),
+    (14.0, 600.0, None, False),
 ]
 
 
@@ -61,11 +71,15 @@ def test_the_figures_of_a_run_are_the_ones_its_logs_say(tmp_path):
 
 
 def test_medians_count_an_unfinished_run_as_the_slowest(tmp_path):
-    runs = [write_run_dir(tmp_path / "a", run_rows(RACES), config={"seed": 0}),
-            write_run_dir(tmp_path / "b", run_rows([(6.0, 20.0, None, False), (8.0, 1073.0, 25.0, True)]),
-                          config={"seed": 1}),
-            write_run_dir(tmp_path / "c", run_rows([(6.0, 20.0, None, False), (7.0, 40.0, None, False)]),
-                          config={"seed": 2})]
+    runs = [
+        write_run_dir(tmp_path / "a", run_rows(RACES), config={"seed": 0}),
+        write_run_dir(
+            tmp_path / "b", run_rows([(6.0, 20.0, None, False), (8.0, 1073.0, 25.0, True)]), config={"seed": 1}
+        ),
+        write_run_dir(
+            tmp_path / "c", run_rows([(6.0, 20.0, None, False), (7.0, 40.0, None, False)]), config={"seed": 2}
+        ),
+    ]
     figures = learning.figures_of_runs(runs, minutes=15)
     summary = learning.medians(figures)
     assert [f.first_finish_min for f in figures][2] is None
@@ -92,8 +106,19 @@ def test_runs_given_as_directories_print_a_table_and_json(tmp_path, capsys):
 
 def test_a_tiny_real_run_per_seed_is_trained_then_measured(tmp_path, capsys):
     out = tmp_path / "bench"
-    code = learning.main(["--seeds", "0,1", "--minutes", "0.5", "--out", str(out), "--json", "+experiment=smoke",
-                          "training.max_frames=300"])
+    code = learning.main(
+        [
+            "--seeds",
+            "0,1",
+            "--minutes",
+            "0.5",
+            "--out",
+            str(out),
+            "--json",
+            "+experiment=smoke",
+            "training.max_frames=300",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert [r["seed"] for r in result["runs"]] == [0, 1]
@@ -107,13 +132,16 @@ def test_a_tiny_real_run_per_seed_is_trained_then_measured(tmp_path, capsys):
     assert [r["frames_per_s"] for r in again["runs"]] == [r["frames_per_s"] for r in result["runs"]]
 
 
-@pytest.mark.parametrize("argv, names", [
-    (["--seeds", "0,x"], "--seeds"),
-    (["--seeds", "1,1"], "--seeds"),
-    (["--minutes", "0"], "--minutes"),
-    (["training.batch_sise=3"], "batch_sise"),
-    (["training.batch_size=-1"], "training.batch_size"),
-])
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["--seeds", "0,x"], "--seeds"),
+        (["--seeds", "1,1"], "--seeds"),
+        (["--minutes", "0"], "--minutes"),
+        (["training.batch_sise=3"], "batch_sise"),
+        (["training.batch_size=-1"], "training.batch_size"),
+    ],
+)
 def test_bad_options_are_one_line_exit_2_and_start_nothing(tmp_path, capsys, argv, names):
     out = tmp_path / "bench"
     assert learning.main(["--out", str(out), *argv]) == 2

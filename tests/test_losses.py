@@ -9,7 +9,6 @@ import torch
 
 from tmexp.core import losses
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
@@ -71,9 +70,7 @@ def test_iqn_target_hand_computed():
     reward = torch.tensor([1.0, 2.0])
     gamma_n = torch.tensor([0.5, 0.5])
     terminal = torch.tensor([0.0, 1.0])
-    next_quantiles = torch.tensor(
-        [[[1.0, 4.0], [3.0, 6.0]], [[10.0, 20.0], [30.0, 40.0]]]
-    )  # (B=2, N'=2, A=2)
+    next_quantiles = torch.tensor([[[1.0, 4.0], [3.0, 6.0]], [[10.0, 20.0], [30.0, 40.0]]])  # (B=2, N'=2, A=2)
     next_actions = torch.tensor([1, 0])
     targets = losses.iqn_target(reward, gamma_n, terminal, next_quantiles, next_actions)
     # sample 0: 1 + 0.5 * (4, 6) = (3, 4); sample 1 is terminal: (2, 2) whatever the next state says

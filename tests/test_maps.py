@@ -92,8 +92,9 @@ def test_cars_on_different_tracks_race_as_one_car_envs_on_those_tracks(tracks):
         assert not (terminated.any() or truncated.any())
         expected = [o for o, *_ in singles]
     # A reset moves a car to the track it is told; the others race on where they are.
-    obs, _ = venv.reset(seed=[None, 9, None], options={"reset_mask": np.array([False, True, False]),
-                                                       "map_index": np.array([0, 1, 0])})
+    obs, _ = venv.reset(
+        seed=[None, 9, None], options={"reset_mask": np.array([False, True, False]), "map_index": np.array([0, 1, 0])}
+    )
     assert venv.map_index.tolist() == [1, 1, 1]
     first, _ = SimEnv(tracks[1], spec, rewards, params, seed=9).reset()
     np.testing.assert_array_equal(obs["img"][1], first["img"])
@@ -142,8 +143,9 @@ def test_each_car_plays_its_maps_in_the_cycles_order(tmp_path, one_thread):
 
 @pytest.mark.slow
 def test_a_cycle_run_logs_each_map_as_a_one_map_run_does_and_resumes_where_its_cars_were(tmp_path):
-    overrides = TINY + CYCLE + ["map.explo_races_per_cycle=1", "performance.cars_per_collector=2",
-                                "training.max_frames=800"]
+    overrides = (
+        TINY + CYCLE + ["map.explo_races_per_cycle=1", "performance.cars_per_collector=2", "training.max_frames=800"]
+    )
     assert train(compose_config(overrides), tmp_path) == "max_frames"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -151,8 +153,14 @@ def test_a_cycle_run_logs_each_map_as_a_one_map_run_does_and_resumes_where_its_c
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     for m in ("A01", "hock"):
-        for tag in (metrics.alltime_min_ms(m), metrics.eval_race_time(m), metrics.eval_race_finished(m),
-                    metrics.explo_race_time(m), metrics.avg_q(m), metrics.explo_race_progress(m)):
+        for tag in (
+            metrics.alltime_min_ms(m),
+            metrics.eval_race_time(m),
+            metrics.eval_race_finished(m),
+            metrics.explo_race_time(m),
+            metrics.avg_q(m),
+            metrics.explo_race_progress(m),
+        ):
             assert tag in tags, tag
     assert not any("A01_hock" in tag for tag in tags)  # the cycle's name is no map
     status = json.loads((tmp_path / "status.json").read_text())
@@ -168,14 +176,17 @@ def test_a_cycle_run_logs_each_map_as_a_one_map_run_does_and_resumes_where_its_c
 
 
 # ----- mistakes a user can make -------------------------------------------------------------------------------
-@pytest.mark.parametrize("overrides, words", [
-    (["map.cycle.1.short_name=A01"], "names A01 more than once"),
-    (["map.cycle.1.short_name=no such"], "letters, digits"),
-    (["map.cycle.1.short_name=nowhere"], "no built-in track"),
-    (["map.cycle.1.reference_line_path=/nonexistent/line.npy"], "map.cycle[1].reference_line_path"),
-    (["map.reference_line_path=/nonexistent/line.npy"], "give each map's own in its map.cycle entry"),
-    (["map.cycle.0.explo_races_per_cycle=0", "map.cycle.0.eval_races_per_cycle=0"], "at least one race"),
-])
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["map.cycle.1.short_name=A01"], "names A01 more than once"),
+        (["map.cycle.1.short_name=no such"], "letters, digits"),
+        (["map.cycle.1.short_name=nowhere"], "no built-in track"),
+        (["map.cycle.1.reference_line_path=/nonexistent/line.npy"], "map.cycle[1].reference_line_path"),
+        (["map.reference_line_path=/nonexistent/line.npy"], "give each map's own in its map.cycle entry"),
+        (["map.cycle.0.explo_races_per_cycle=0", "map.cycle.0.eval_races_per_cycle=0"], "at least one race"),
+    ],
+)
 def test_a_bad_cycle_ends_in_one_line_naming_the_entry(overrides, words):
     with pytest.raises(ConfigError, match=re.escape(words)) as error:
         check_config(compose_config(CYCLE + overrides))
@@ -188,13 +199,17 @@ def cycle_run_rows(races, minutes=10, frames_per_min=6000):
     rows = []
     for k in range(minutes + 1):
         frames = frames_per_min * k
-        rows += [(metrics.CUMUL_FRAMES, frames, 1.7e9 + 60 * k, frames),
-                 (metrics.CUMUL_TRAINING_HOURS, frames, 1.7e9 + 60 * k, k / 60)]
+        rows += [
+            (metrics.CUMUL_FRAMES, frames, 1.7e9 + 60 * k, frames),
+            (metrics.CUMUL_TRAINING_HOURS, frames, 1.7e9 + 60 * k, k / 60),
+        ]
     for i, (m, minute, seconds) in enumerate(races):
         step, wall = int(frames_per_min * minute) + 1 + i, 1.7e9 + 60 * minute
-        rows += [(metrics.explo_race_time(m), step, wall, seconds or 300.0),
-                 (metrics.explo_race_finished(m), step, wall, float(seconds is not None)),
-                 (metrics.explo_race_progress(m), step, wall, 100.0)]
+        rows += [
+            (metrics.explo_race_time(m), step, wall, seconds or 300.0),
+            (metrics.explo_race_finished(m), step, wall, float(seconds is not None)),
+            (metrics.explo_race_progress(m), step, wall, 100.0),
+        ]
     return sorted(rows, key=lambda r: (r[1], r[2]))
 
 
@@ -203,14 +218,19 @@ def test_the_learning_benchmark_gives_each_map_of_a_cycle_its_figures(tmp_path, 
     from tmexp.bench import learning
 
     config = {"seed": 0, "map": {"short_name": "A01_hock", "cycle": [{"short_name": "A01"}, {"short_name": "hock"}]}}
-    both = write_run_dir(tmp_path / "both", cycle_run_rows([("A01", 2.0, 30.0), ("hock", 7.0, 110.0),
-                                                             ("A01", 8.0, 27.0)]), config=config)
-    one = write_run_dir(tmp_path / "one", cycle_run_rows([("A01", 3.0, 29.0), ("hock", 4.0, None)]),
-                        config={**config, "seed": 1})
+    both = write_run_dir(
+        tmp_path / "both", cycle_run_rows([("A01", 2.0, 30.0), ("hock", 7.0, 110.0), ("A01", 8.0, 27.0)]), config=config
+    )
+    one = write_run_dir(
+        tmp_path / "one", cycle_run_rows([("A01", 3.0, 29.0), ("hock", 4.0, None)]), config={**config, "seed": 1}
+    )
     figures = learning.figures_of_runs([both, one], minutes=10)
     assert [(f.map, f.seed, f.first_finish_min) for f in figures] == [
-        ("A01", 0, pytest.approx(2.0, abs=0.01)), ("hock", 0, pytest.approx(7.0, abs=0.01)),
-        ("A01", 1, pytest.approx(3.0, abs=0.01)), ("hock", 1, None)]
+        ("A01", 0, pytest.approx(2.0, abs=0.01)),
+        ("hock", 0, pytest.approx(7.0, abs=0.01)),
+        ("A01", 1, pytest.approx(3.0, abs=0.01)),
+        ("hock", 1, None),
+    ]
     assert figures[0].best_s["10"] == pytest.approx(27.0)
     assert learning.all_maps_finished(figures) == {str(both): pytest.approx(7.0, abs=0.01), str(one): None}
     assert learning.main(["--runs", str(both), str(one), "--minutes", "10", "--json"]) == 0
@@ -237,8 +257,9 @@ def test_the_game_env_loads_each_map_of_the_cycle_when_its_race_comes(tracks):
     thread = threading.Thread(target=game.serve_forever, daemon=True)
     thread.start()
     # The fake game loads built-in tracks by name: A01 and hock stand for the maps' .Challenge.Gbx.
-    env = TmiEnv(tracks[0], spec, rewards, TmiParams(base_tmi_port=game.port), maps=[(tracks[0], "A01"),
-                                                                                       (tracks[1], "hock")])
+    env = TmiEnv(
+        tracks[0], spec, rewards, TmiParams(base_tmi_port=game.port), maps=[(tracks[0], "A01"), (tracks[1], "hock")]
+    )
     try:
         for index in (1, 0, 1):
             track = tracks[index]

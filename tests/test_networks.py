@@ -93,7 +93,9 @@ def test_fused_dueling_heads_equal_the_literal_heads(noisy, layer_norm):
         torch.testing.assert_close(fused, literal, atol=1e-5, rtol=1e-5)
         # dueling: the advantages have zero mean, so the mean over actions is V
         a = net.heads.advantage(x)
-        torch.testing.assert_close(fused - fused.mean(-1, keepdim=True), a - a.mean(-1, keepdim=True), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            fused - fused.mean(-1, keepdim=True), a - a.mean(-1, keepdim=True), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_advantage_argmax_equals_q_argmax():
@@ -108,7 +110,9 @@ def test_advantage_argmax_equals_q_argmax():
 @pytest.mark.parametrize("cnn_type", ["linesight", "impala"])
 def test_channels_last_gives_the_same_output(cnn_type):
     torch.manual_seed(0)
-    nn_cfg = NNConfig(**SMALL, vis=VisConfig(CNNConfig(type=cnn_type, adaptive_maxpool_size=6 if cnn_type == "impala" else None)))
+    nn_cfg = NNConfig(
+        **SMALL, vis=VisConfig(CNNConfig(type=cnn_type, adaptive_maxpool_size=6 if cnn_type == "impala" else None))
+    )
     net = build_network(nn_cfg, BTRConfig(), IMG, FLOATS)
     net_cl = build_network(nn_cfg, BTRConfig(), IMG, FLOATS, channels_last=True)
     net_cl.load_state_dict(net.state_dict())

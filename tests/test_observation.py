@@ -7,9 +7,21 @@ import pytest
 
 import tmexp.envs.observation as observation
 from tmexp.envs.base import EnvSpec, observation_space
-from tmexp.envs.observation import (ANGULAR_VELOCITY_SCALE, LINE, ROAD, VELOCITY_SCALE, WALL, ZONE_SCALE, Camera,
-                                    ImageRenderer, RoadRaster, build_floats, float_layout, n_floats,
-                                    planar_rotation)
+from tmexp.envs.observation import (
+    ANGULAR_VELOCITY_SCALE,
+    LINE,
+    ROAD,
+    VELOCITY_SCALE,
+    WALL,
+    ZONE_SCALE,
+    Camera,
+    ImageRenderer,
+    RoadRaster,
+    build_floats,
+    float_layout,
+    n_floats,
+    planar_rotation,
+)
 from tmexp.envs.track import Track
 
 
@@ -37,16 +49,28 @@ def test_docstring_table_agrees_with_the_layout():
 
 
 def test_float_values_for_a_known_state():
-    spec = EnvSpec(n_prev_actions_in_inputs=2, n_zone_centers_in_inputs=3, one_every_n_zone_centers_in_inputs=4,
-                   margin_to_announce_finish_meters=100.0)
+    spec = EnvSpec(
+        n_prev_actions_in_inputs=2,
+        n_zone_centers_in_inputs=3,
+        one_every_n_zone_centers_in_inputs=4,
+        margin_to_announce_finish_meters=100.0,
+    )
     track = _straight(50.0)
     line = track.extended(2, 50)
     forward = np.array([[1.0, 0.0]])  # driving along +x: right is +z
-    floats = build_floats(spec, line, nearest_index=np.array([line.offset + 10]),
-                          position=np.array([[5.0, 10.0, 1.5]]), rotation=planar_rotation(forward),
-                          velocity=np.array([[20.0, 0.0, 3.0]]), angular_velocity=np.array([[0.0, -0.5, 0.0]]),
-                          steer=np.array([0.25]), wall_contact=np.array([1.0]), prev_actions=np.array([[2, -1]]),
-                          distance_to_finish=np.array([250.0]))[0]
+    floats = build_floats(
+        spec,
+        line,
+        nearest_index=np.array([line.offset + 10]),
+        position=np.array([[5.0, 10.0, 1.5]]),
+        rotation=planar_rotation(forward),
+        velocity=np.array([[20.0, 0.0, 3.0]]),
+        angular_velocity=np.array([[0.0, -0.5, 0.0]]),
+        steer=np.array([0.25]),
+        wall_contact=np.array([1.0]),
+        prev_actions=np.array([[2, -1]]),
+        distance_to_finish=np.array([250.0]),
+    )[0]
     lay = float_layout(spec)
     assert floats.dtype == np.float32
     assert np.array_equal(floats[lay["prev_actions"]], [1, 0, 0, 1, 0, 0, 0, 0])  # forward-right, then none

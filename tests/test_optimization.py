@@ -60,8 +60,16 @@ def pair(nn_cfg: NNConfig, btr: BTRConfig, seed: int = 0):
 def step(online, target, optimizer, nn_cfg, btr, batch=None, lr=1e-3, wd=0.0, seed=1, **kw):
     torch.manual_seed(seed)
     return train_step(
-        online, target, optimizer, None, make_batch() if batch is None else batch,
-        nn_cfg=nn_cfg, btr_cfg=btr, lr=lr, weight_decay_lr_ratio=wd, **kw,
+        online,
+        target,
+        optimizer,
+        None,
+        make_batch() if batch is None else batch,
+        nn_cfg=nn_cfg,
+        btr_cfg=btr,
+        lr=lr,
+        weight_decay_lr_ratio=wd,
+        **kw,
     )
 
 
@@ -74,7 +82,9 @@ def flat(module) -> torch.Tensor:
 
 def test_make_optimizer_radam_and_adam():
     params = [torch.nn.Parameter(torch.zeros(3))]
-    radam = make_optimizer(params, TrainingConfig(optimizer="radam", adam_epsilon=1e-4, adam_beta1=0.8, adam_beta2=0.99))
+    radam = make_optimizer(
+        params, TrainingConfig(optimizer="radam", adam_epsilon=1e-4, adam_beta1=0.8, adam_beta2=0.99)
+    )
     assert isinstance(radam, torch.optim.RAdam)
     assert radam.defaults["eps"] == 1e-4 and radam.defaults["betas"] == (0.8, 0.99)
     assert isinstance(make_optimizer(params, TrainingConfig(optimizer="adam")), torch.optim.Adam)
@@ -93,7 +103,9 @@ def test_devices_and_grad_scaler():
 # --- target isolation and soft update ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("btr", [BTRConfig(), BTRConfig(use_munchausen=True, use_noisy_linear=True, use_layer_norm=True)])
+@pytest.mark.parametrize(
+    "btr", [BTRConfig(), BTRConfig(use_munchausen=True, use_noisy_linear=True, use_layer_norm=True)]
+)
 def test_online_step_leaves_target_unchanged_until_soft_update(btr):
     nn_cfg = small_nn()
     online, target = pair(nn_cfg, btr)
@@ -225,7 +237,15 @@ def test_munchausen_ignores_ddqn_and_uses_the_online_policy_at_s():
         targets, taus = compute_targets(online, target, batch, q_mean, nn_cfg=nn_cfg, btr_cfg=btr)
         z_next, _ = target(batch["next_img"], batch["next_floats"], 4, taus)
     expected = losses.munchausen_iqn_target(
-        batch["reward"], batch["gamma_n"], batch["terminal"], z_next, q_mean, batch["action"], alpha=0.9, entropy_tau=0.03, l0=-1.0
+        batch["reward"],
+        batch["gamma_n"],
+        batch["terminal"],
+        z_next,
+        q_mean,
+        batch["action"],
+        alpha=0.9,
+        entropy_tau=0.03,
+        l0=-1.0,
     )
     torch.testing.assert_close(targets, expected)
 
@@ -238,7 +258,11 @@ def test_train_step_returns_loss_stats_and_priorities():
     online, target = pair(nn_cfg, BTRConfig())
     out = step(online, target, make_optimizer(online.parameters(), TrainingConfig()), nn_cfg, BTRConfig())
     assert set(out) == {"loss", "loss_mean", "grad_norm", "mean_q", "mean_target", "td_errors"}
-    assert isinstance(out["td_errors"], np.ndarray) and out["td_errors"].shape == (B,) and out["td_errors"].dtype == np.float32
+    assert (
+        isinstance(out["td_errors"], np.ndarray)
+        and out["td_errors"].shape == (B,)
+        and out["td_errors"].dtype == np.float32
+    )
     assert (out["td_errors"] >= 0).all()
     assert out["loss"] == pytest.approx(out["loss_mean"] * B, rel=1e-5)  # unit weights: the batch sum
 
@@ -250,7 +274,11 @@ def test_importance_weights_scale_the_loss():
         online, target = pair(nn_cfg, BTRConfig())
         batch = make_batch()
         batch["weight"] = torch.full((B,), w)
-        results.append(step(online, target, make_optimizer(online.parameters(), TrainingConfig()), nn_cfg, BTRConfig(), batch=batch))
+        results.append(
+            step(
+                online, target, make_optimizer(online.parameters(), TrainingConfig()), nn_cfg, BTRConfig(), batch=batch
+            )
+        )
     assert results[1]["loss"] == pytest.approx(0.5 * results[0]["loss"], rel=1e-5)
     assert results[1]["grad_norm"] == pytest.approx(0.5 * results[0]["grad_norm"], rel=1e-4)
     np.testing.assert_allclose(results[1]["td_errors"], results[0]["td_errors"], rtol=1e-5)
@@ -262,7 +290,14 @@ def test_self_loss_state_rescales_and_is_updated():
     state = SelfLossState()
     plain = step(online, target, make_optimizer(online.parameters(), TrainingConfig()), nn_cfg, BTRConfig())
     online, target = pair(nn_cfg, BTRConfig())
-    scaled = step(online, target, make_optimizer(online.parameters(), TrainingConfig()), nn_cfg, BTRConfig(), self_loss_state=state)
+    scaled = step(
+        online,
+        target,
+        make_optimizer(online.parameters(), TrainingConfig()),
+        nn_cfg,
+        BTRConfig(),
+        self_loss_state=state,
+    )
     assert state.typical_self_loss != 0.01 and isinstance(state.typical_self_loss, float)
     assert scaled["loss_mean"] == pytest.approx(plain["loss_mean"], rel=1e-5)  # the unscaled mean is reported
     assert scaled["loss"] != pytest.approx(plain["loss"], rel=1e-3)
@@ -289,7 +324,9 @@ def test_btr_bundle_with_and_without_munchausen_trains(use_munchausen):
     # IMPALA + spectral norm (one power iteration per forward, online called twice under DDQN) + NoisyNet + LN
     from tmexp.config import CNNConfig, VisConfig
 
-    cnn = CNNConfig(type="impala", width_scale=1, adaptive_maxpool_size=3, spectral_norm=True, layer_norm_in_stages=True)
+    cnn = CNNConfig(
+        type="impala", width_scale=1, adaptive_maxpool_size=3, spectral_norm=True, layer_norm_in_stages=True
+    )
     nn_cfg = small_nn(use_ddqn=True, vis=VisConfig(cnn))
     btr = BTRConfig(use_munchausen=use_munchausen, use_noisy_linear=True, use_layer_norm=True)
     online, target = pair(nn_cfg, btr)

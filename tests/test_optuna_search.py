@@ -28,13 +28,23 @@ TRIAL_APP = "tmexp.bench.search_trial"  # a Hydra app whose job N sleeps seconds
 
 
 def run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tmexp.train", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tmexp.train", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_trial_app(sweep_dir: Path, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", TRIAL_APP, "--multirun", "hydra/sweeper=optuna", f"hydra.sweep.dir={sweep_dir}",
-               "x=interval(0.0, 1.0)", f"hydra.searchpath=[file://{REPO / 'conf'}]", *args]
+    command = [
+        sys.executable,
+        "-m",
+        TRIAL_APP,
+        "--multirun",
+        "hydra/sweeper=optuna",
+        f"hydra.sweep.dir={sweep_dir}",
+        "x=interval(0.0, 1.0)",
+        f"hydra.searchpath=[file://{REPO / 'conf'}]",
+        *args,
+    ]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
@@ -50,22 +60,37 @@ def trial_record(sweep_dir: Path, job: int) -> dict:
 # ----- the search space ------------------------------------------------------------------------------------------
 def test_the_search_space_is_read_as_the_plugin_read_it():
     distributions, fixed = search.search_space(
-        ["a=interval(0.1, 0.9)", "b=tag(log, interval(1e-5, 1e-3))", "c=int(interval(1, 8))", "d=choice(x, y)",
-         "e=range(2, 8, 2)", "f=1,2", "g=5", "hydra.sweeper.n_trials=3"], {"params": {"g": "4", "h": "choice(0, 1)"}})
+        [
+            "a=interval(0.1, 0.9)",
+            "b=tag(log, interval(1e-5, 1e-3))",
+            "c=int(interval(1, 8))",
+            "d=choice(x, y)",
+            "e=range(2, 8, 2)",
+            "f=1,2",
+            "g=5",
+            "hydra.sweeper.n_trials=3",
+        ],
+        {"params": {"g": "4", "h": "choice(0, 1)"}},
+    )
     assert distributions == {
         "h": CategoricalDistribution([0, 1]),  # hydra.sweeper.params first
-        "a": FloatDistribution(0.1, 0.9), "b": FloatDistribution(1e-5, 1e-3, log=True),
+        "a": FloatDistribution(0.1, 0.9),
+        "b": FloatDistribution(1e-5, 1e-3, log=True),
         "c": IntDistribution(1, 8),  # int(...): ints
-        "d": CategoricalDistribution(["x", "y"]), "e": IntDistribution(2, 8, step=2),  # range: its end included
-        "f": CategoricalDistribution([1, 2])}
+        "d": CategoricalDistribution(["x", "y"]),
+        "e": IntDistribution(2, 8, step=2),  # range: its end included
+        "f": CategoricalDistribution([1, 2]),
+    }
     assert fixed == ["g=5"]  # the command line's value wins over the params'; Hydra's own overrides are not trials'
 
 
 def test_without_optuna_naming_the_sweeper_says_what_to_install(tmp_path):
-    code = ("import sys; sys.modules['optuna'] = None\n"  # what an install without the search extra sees
-            "from tmexp.train import cli\n"
-            f"cli(['--multirun', 'hydra/sweeper=optuna', '+experiment=smoke', 'seed=choice(0, 1)', "
-            f"'hydra.sweep.dir={tmp_path / 's'}'])")
+    code = (
+        "import sys; sys.modules['optuna'] = None\n"  # what an install without the search extra sees
+        "from tmexp.train import cli\n"
+        f"cli(['--multirun', 'hydra/sweeper=optuna', '+experiment=smoke', 'seed=choice(0, 1)', "
+        f"'hydra.sweep.dir={tmp_path / 's'}'])"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -79,9 +104,20 @@ def test_a_finished_trial_frees_its_worker_at_once(tmp_path):
     """Two workers, four trials: trial 0 runs until trial 3 has ended, which can only happen if trials 1, 2 and 3
     each started as soon as the one before them ended (a sweeper that waits for a batch never starts trial 3)."""
     sweep_dir = tmp_path / "search"
-    result = run_trial_app(sweep_dir, ["hydra/launcher=submitit_local", "hydra.sweeper.n_trials=4",
-                                       "hydra.sweeper.n_jobs=2", "seconds=[0]", "hold_job=0", "hold_until_job=3",
-                                       "hold_timeout_s=90", "hydra.sweeper.poll_seconds=0.2"], timeout=400)
+    result = run_trial_app(
+        sweep_dir,
+        [
+            "hydra/launcher=submitit_local",
+            "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=2",
+            "seconds=[0]",
+            "hold_job=0",
+            "hold_until_job=3",
+            "hold_timeout_s=90",
+            "hydra.sweeper.poll_seconds=0.2",
+        ],
+        timeout=400,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert trial_record(sweep_dir, 0)["saw_other_end"] is True
     study = load(sweep_dir, "bench_search")
@@ -122,12 +158,23 @@ def test_a_search_stopped_by_ctrl_c_leaves_its_trial_to_be_failed_and_asked_agai
     import time
 
     sweep_dir = tmp_path / "search"
-    command = ["--multirun", "hydra/sweeper=optuna", "+experiment=smoke", "seed=choice(0, 1, 2, 3)",
-               "hydra.sweeper.sampler.seed=0", f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=1"]
+    command = [
+        "--multirun",
+        "hydra/sweeper=optuna",
+        "+experiment=smoke",
+        "seed=choice(0, 1, 2, 3)",
+        "hydra.sweeper.sampler.seed=0",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.n_trials=1",
+    ]
     log_path = tmp_path / "first.log"
     with open(log_path, "w") as log:
-        first = subprocess.Popen([sys.executable, "-m", "tmexp.train", *command, "training.max_frames=1000000",
-                                  "training.max_minutes=3"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        first = subprocess.Popen(
+            [sys.executable, "-m", "tmexp.train", *command, "training.max_frames=1000000", "training.max_minutes=3"],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         reports = sweep_dir / search.TRIALS_DIR / "0.jsonl"
         deadline = time.monotonic() + 240
         while not reports.is_file() and first.poll() is None and time.monotonic() < deadline:
@@ -152,9 +199,14 @@ def test_a_search_stopped_by_ctrl_c_leaves_its_trial_to_be_failed_and_asked_agai
 @pytest.mark.slow  # three smoke runs, one after another
 def test_a_study_finishes_reports_its_best_trial_and_a_rerun_continues_it(tmp_path):
     sweep_dir = tmp_path / "search"
-    command = [*SEARCH, "objective=furthest_race", "btr.use_munchausen=true",
-               "btr.munchausen_alpha=interval(0.5, 0.99)", "hydra.sweeper.sampler.seed=0",
-               f"hydra.sweep.dir={sweep_dir}"]
+    command = [
+        *SEARCH,
+        "objective=furthest_race",
+        "btr.use_munchausen=true",
+        "btr.munchausen_alpha=interval(0.5, 0.99)",
+        "hydra.sweeper.sampler.seed=0",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     first = run_cli(command + ["hydra.sweeper.n_trials=2"])
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
@@ -185,9 +237,16 @@ def test_a_study_finishes_reports_its_best_trial_and_a_rerun_continues_it(tmp_pa
 def test_a_failed_run_is_a_failed_trial_and_the_study_goes_on(tmp_path):
     """env=tmi with a launch command that exits fails at start; env=sim trains. The grid sampler draws both."""
     sweep_dir = tmp_path / "search"
-    result = run_cli([*SEARCH, "hydra/sweeper/sampler=grid", "env=choice(sim, tmi)",
-                      "env.tmi.launch_command='false {port}'", "hydra.sweeper.n_trials=2",
-                      f"hydra.sweep.dir={sweep_dir}"])
+    result = run_cli(
+        [
+            *SEARCH,
+            "hydra/sweeper/sampler=grid",
+            "env=choice(sim, tmi)",
+            "env.tmi.launch_command='false {port}'",
+            "hydra.sweeper.n_trials=2",
+            f"hydra.sweep.dir={sweep_dir}",
+        ]
+    )
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]  # a job did not finish
     study = load(sweep_dir)
     states = {t.params["env"]: t.state for t in study.trials}
@@ -266,9 +325,11 @@ def test_an_ended_trial_is_told_its_value_its_failure_or_its_pruning(tmp_path):
     _report(ended, (1.0, 99.0))  # its last report arrives with its end: recorded, but an ended run is no prune
     _report(pruned, (1.0, 99.0))
     scheduler._follow(pruned)
-    for item, job_return in ((ended, _job_return(JobStatus.COMPLETED, 99.0)),
-                             (failed, _job_return(JobStatus.FAILED, RuntimeError("boom"))),
-                             (pruned, _job_return(JobStatus.COMPLETED, 99.0))):
+    for item, job_return in (
+        (ended, _job_return(JobStatus.COMPLETED, 99.0)),
+        (failed, _job_return(JobStatus.FAILED, RuntimeError("boom"))),
+        (pruned, _job_return(JobStatus.COMPLETED, 99.0)),
+    ):
         future = Future()
         future.set_result(job_return)
         scheduler._end(item, future)
@@ -287,11 +348,24 @@ def test_a_pruned_run_stops_cleanly_and_the_summary_counts_it(tmp_path):
     from tmexp.core.checkpoint import has_checkpoint
 
     sweep_dir = tmp_path / "search"
-    result = run_cli(["--multirun", "hydra/sweeper=optuna", "+experiment=smoke", "training.max_frames=1000000",
-                      "training.max_minutes=3", "objective=furthest_race", "seed=choice(0, 1)",
-                      "hydra.sweeper.n_trials=1", "hydra.sweeper.step_seconds=1", "hydra.sweeper.prune_after_minutes=0",
-                      "hydra.sweeper.poll_seconds=0.5", "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
-                      "+hydra.sweeper.pruner.lower=1e9", f"hydra.sweep.dir={sweep_dir}"])
+    result = run_cli(
+        [
+            "--multirun",
+            "hydra/sweeper=optuna",
+            "+experiment=smoke",
+            "training.max_frames=1000000",
+            "training.max_minutes=3",
+            "objective=furthest_race",
+            "seed=choice(0, 1)",
+            "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.step_seconds=1",
+            "hydra.sweeper.prune_after_minutes=0",
+            "hydra.sweeper.poll_seconds=0.5",
+            "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+            "+hydra.sweeper.pruner.lower=1e9",
+            f"hydra.sweep.dir={sweep_dir}",
+        ]
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     trial = load(sweep_dir).trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values
@@ -303,8 +377,10 @@ def test_a_pruned_run_stops_cleanly_and_the_summary_counts_it(tmp_path):
 
 
 def test_the_summary_counts_pruned_runs_as_results():
-    results = [JobResult(num=0, overrides=["seed=0"], status="pruned", run_dir=None),
-               JobResult(num=1, overrides=["seed=1"], status="finished", run_dir=None)]
+    results = [
+        JobResult(num=0, overrides=["seed=0"], status="pruned", run_dir=None),
+        JobResult(num=1, overrides=["seed=1"], status="finished", run_dir=None),
+    ]
     text = format_summary("s", results)
     assert text.splitlines()[0] == "sweep s: 2 of 2 jobs finished (1 pruned)"
     assert results[0].outcome == "pruned" and results[1].outcome == "finished"
@@ -339,8 +415,12 @@ def test_a_run_without_a_finished_race_returns_the_cutoff_and_says_so(tmp_path):
     result = run_cli(["+experiment=smoke", "training.max_frames=200", f"hydra.run.dir={run_dir}"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     recorded = rundir.read_status(run_dir)["objective"]
-    assert recorded == {"name": "best_time", "value": 300.0, "unit": "s",
-                        "note": "no race finished: 300 s, the race cutoff"}
+    assert recorded == {
+        "name": "best_time",
+        "value": 300.0,
+        "unit": "s",
+        "note": "no race finished: 300 s, the race cutoff",
+    }
     assert "objective: best_time 300 s (no race finished" in result.stdout + result.stderr
 
 
@@ -353,11 +433,17 @@ def write_run(run_dir: Path, scalars: list[tuple[str, float, int]]) -> Path:
 
 
 def test_objectives_read_the_runs_own_logs(tmp_path):
-    run = write_run(tmp_path / "run", [
-        (metrics.alltime_min_ms("A01"), 300000, 10), (metrics.alltime_min_ms("A01"), 31250, 20),
-        (metrics.eval_race_time("A01"), 300.0, 15), (metrics.eval_race_time("A01"), 33.5, 25),
-        (metrics.eval_race_progress("A01"), 412.0, 15), (metrics.explo_race_progress("A01"), 650.5, 18),
-    ])
+    run = write_run(
+        tmp_path / "run",
+        [
+            (metrics.alltime_min_ms("A01"), 300000, 10),
+            (metrics.alltime_min_ms("A01"), 31250, 20),
+            (metrics.eval_race_time("A01"), 300.0, 15),
+            (metrics.eval_race_time("A01"), 33.5, 25),
+            (metrics.eval_race_progress("A01"), 412.0, 15),
+            (metrics.explo_race_progress("A01"), 650.5, 18),
+        ],
+    )
     assert objective.measure(run, "best_time", "A01").value == pytest.approx(31.25)
     assert objective.measure(run, "best_eval_time", "A01").value == pytest.approx(33.5)
     assert objective.measure(run, "furthest_eval", "A01").value == pytest.approx(412.0)
@@ -376,31 +462,39 @@ def test_a_run_without_event_files_returns_the_no_data_value(tmp_path):
 
 def test_every_objective_of_the_schema_is_defined_with_its_direction():
     assert set(objective.OBJECTIVES) == {o.value for o in Objective}
-    assert {n: objective.direction(n) for n in ("best_time", "furthest_eval")} == {"best_time": "minimize",
-                                                                                  "furthest_eval": "maximize"}
+    assert {n: objective.direction(n) for n in ("best_time", "furthest_eval")} == {
+        "best_time": "minimize",
+        "furthest_eval": "maximize",
+    }
 
 
 # ----- mistakes: one line, before anything starts -------------------------------------------------------------------
 ALPHA = "btr.munchausen_alpha=interval(0.5, 0.99)"
 
 
-@pytest.mark.parametrize("overrides, must_contain", [
-    (["objective=fastest", ALPHA], "objective is 'fastest': choose one of best_time, best_eval_time"),
-    (["hydra.sweeper.n_trials=0", ALPHA], "hydra.sweeper.n_trials is 0"),
-    (["hydra.sweeper.n_jobs=0", ALPHA], "hydra.sweeper.n_jobs is 0"),
-    (["hydra.sweeper.step_seconds=0", ALPHA], "hydra.sweeper.step_seconds is 0"),
-    ([], "has nothing to search"),
-    (["hydra.sweeper.direction=maximize", ALPHA], "hydra.sweeper.direction is maximize but objective best_time is "
-                                                  "minimized"),
-    (["objective=choice(best_time, furthest_eval)", ALPHA], "objective is what the search optimises"),
-    (["btr.munchausen_alpha=interval(0.5, 1.5)"], "btr.munchausen_alpha"),  # a candidate value out of range
-    (["nn.iqn_n=range(7, 9)"], "nn.iqn_n"),  # 7 is odd
-    (["hydra/sweeper/sampler=grid", ALPHA], "sampler=grid cannot search btr.munchausen_alpha over an interval"),
-])
+@pytest.mark.parametrize(
+    "overrides, must_contain",
+    [
+        (["objective=fastest", ALPHA], "objective is 'fastest': choose one of best_time, best_eval_time"),
+        (["hydra.sweeper.n_trials=0", ALPHA], "hydra.sweeper.n_trials is 0"),
+        (["hydra.sweeper.n_jobs=0", ALPHA], "hydra.sweeper.n_jobs is 0"),
+        (["hydra.sweeper.step_seconds=0", ALPHA], "hydra.sweeper.step_seconds is 0"),
+        ([], "has nothing to search"),
+        (
+            ["hydra.sweeper.direction=maximize", ALPHA],
+            "hydra.sweeper.direction is maximize but objective best_time is minimized",
+        ),
+        (["objective=choice(best_time, furthest_eval)", ALPHA], "objective is what the search optimises"),
+        (["btr.munchausen_alpha=interval(0.5, 1.5)"], "btr.munchausen_alpha"),  # a candidate value out of range
+        (["nn.iqn_n=range(7, 9)"], "nn.iqn_n"),  # 7 is odd
+        (["hydra/sweeper/sampler=grid", ALPHA], "sampler=grid cannot search btr.munchausen_alpha over an interval"),
+    ],
+)
 def test_search_mistakes_are_one_line(overrides, must_contain, tmp_path):
     with pytest.raises(ConfigError) as info:
-        precheck(["--multirun", "hydra/sweeper=optuna", "+experiment=smoke", *overrides,
-                  f"hydra.sweep.dir={tmp_path / 's'}"])
+        precheck(
+            ["--multirun", "hydra/sweeper=optuna", "+experiment=smoke", *overrides, f"hydra.sweep.dir={tmp_path / 's'}"]
+        )
     assert must_contain in str(info.value) and "\n" not in str(info.value)
 
 
@@ -425,8 +519,11 @@ def test_a_study_is_continued_only_with_its_own_objective_direction_and_space(tm
     assert precheck(common + [ALPHA]) == 2  # the same objective and space: the interval's two ends are composed
     with pytest.raises(ConfigError, match="optimises objective best_time, not best_eval_time"):
         precheck(common + [ALPHA, "objective=best_eval_time"])
-    with pytest.raises(ConfigError, match=r"searched btr.munchausen_alpha as FloatDistribution\(.*low=0.5.*\), this "
-                                          r"command as FloatDistribution\(.*low=0.6"):
+    with pytest.raises(
+        ConfigError,
+        match=r"searched btr.munchausen_alpha as FloatDistribution\(.*low=0.5.*\), this "
+        r"command as FloatDistribution\(.*low=0.6",
+    ):
         precheck(common + ["btr.munchausen_alpha=interval(0.6, 0.99)"])
     with pytest.raises(ConfigError, match="did not search seed, this command searches it as CategoricalDistribution"):
         precheck(common + [ALPHA, "seed=choice(0, 1)"])
@@ -440,8 +537,16 @@ def test_the_cli_refuses_another_search_space_in_one_line_and_changes_nothing(tm
     sweep_dir = tmp_path / "s"
     _existing_study(sweep_dir, "best_time", [ALPHA])
     before = (sweep_dir / "optuna.journal").read_bytes()
-    result = run_cli(["--multirun", "hydra/sweeper=optuna", "+experiment=smoke", "nn.iqn_n=choice(8, 16)",
-                      f"hydra.sweep.dir={sweep_dir}"], timeout=120)
+    result = run_cli(
+        [
+            "--multirun",
+            "hydra/sweeper=optuna",
+            "+experiment=smoke",
+            "nn.iqn_n=choice(8, 16)",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        timeout=120,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tmexp.train: error: study 'smoke' in ")
@@ -450,8 +555,17 @@ def test_the_cli_refuses_another_search_space_in_one_line_and_changes_nothing(tm
 
 def test_the_cli_refuses_zero_trials_with_exit_code_2_and_no_sweep_directory(tmp_path):
     sweep_dir = tmp_path / "s"
-    result = run_cli(["--multirun", "hydra/sweeper=optuna", "+experiment=smoke", ALPHA, "hydra.sweeper.n_trials=0",
-                      f"hydra.sweep.dir={sweep_dir}"], timeout=120)
+    result = run_cli(
+        [
+            "--multirun",
+            "hydra/sweeper=optuna",
+            "+experiment=smoke",
+            ALPHA,
+            "hydra.sweeper.n_trials=0",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        timeout=120,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tmexp.train: error: hydra.sweeper.n_trials is 0")
@@ -461,9 +575,12 @@ def test_the_cli_refuses_zero_trials_with_exit_code_2_and_no_sweep_directory(tmp
 def test_the_readme_searches_compose_before_they_start(tmp_path):
     from test_examples import commands
 
-    searches = [argv for argv in commands((REPO / "README.md").read_text(), "tmexp.train")
-                if "hydra/sweeper=optuna" in argv]
+    searches = [
+        argv for argv in commands((REPO / "README.md").read_text(), "tmexp.train") if "hydra/sweeper=optuna" in argv
+    ]
     assert len(searches) >= 2
     for argv in searches:
-        assert precheck([a for a in argv if not a.startswith("hydra.sweep.dir=")]
-                        + [f"hydra.sweep.dir={tmp_path / 's'}"]) >= 2
+        assert (
+            precheck([a for a in argv if not a.startswith("hydra.sweep.dir=")] + [f"hydra.sweep.dir={tmp_path / 's'}"])
+            >= 2
+        )

@@ -17,7 +17,9 @@ def _run(ratio: float, replay_size: int, start_learn: int = 100, batch_size: int
     counters = SimpleNamespace(frames=0, samples_used=0)
     return SimpleNamespace(
         settings=SimpleNamespace(min_replay_ratio=ratio, batch_size=batch_size),
-        counters=counters, replay=[None] * replay_size, frames_allowed=_Value(math.inf),
+        counters=counters,
+        replay=[None] * replay_size,
+        frames_allowed=_Value(math.inf),
         schedules=SimpleNamespace(at=lambda frames: {"memory_start_learn": start_learn}),
     )
 
@@ -50,8 +52,15 @@ def test_a_paced_collector_process_keeps_the_learners_ratio(tmp_path):
     # One collector process of 4 cars plays far more frames than the learner can train on 16 times each; paced,
     # the run's samples per frame since learning began stay near the minimum (races in flight count when they end).
     ratio, frames = 16, 3000
-    cfg = compose_config(["+experiment=smoke", "performance.serial=false", "performance.cars_per_collector=4",
-                          f"training.min_replay_ratio={ratio}", f"training.max_frames={frames}"])
+    cfg = compose_config(
+        [
+            "+experiment=smoke",
+            "performance.serial=false",
+            "performance.cars_per_collector=4",
+            f"training.min_replay_ratio={ratio}",
+            f"training.max_frames={frames}",
+        ]
+    )
     assert train(cfg, tmp_path) == "max_frames"
     c = load_checkpoint(tmp_path)["counters"]
     start_learn = 100  # the smoke experiment's memory_start_learn

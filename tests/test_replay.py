@@ -55,7 +55,9 @@ def test_non_greedy_action_cuts_the_sum():
     assert tr.gamma_n[2] == pytest.approx(0.25) and tr.next_img[2, 0, 0, 0] == 4
     # t = 4 itself keeps its own full sum (its first action may be exploratory)
     assert tr.gamma_n[4] == pytest.approx(0.125)
-    tr2 = nstep_transitions(img, floats, actions, rewards, greedy, False, 3, 0.5, discard_non_greedy_actions_in_nsteps=False)
+    tr2 = nstep_transitions(
+        img, floats, actions, rewards, greedy, False, 3, 0.5, discard_non_greedy_actions_in_nsteps=False
+    )
     assert tr2.gamma_n[2] == pytest.approx(0.125)
 
 
@@ -112,18 +114,28 @@ def sampled(n_steps=3, T=10, terminated=False):
     img, floats, actions, rewards = rollout(T)
     buf = ReplayBuffer(T, (1, 2, 2), 3, n_steps=n_steps)
     buf.add(nstep_transitions(img, floats, actions, rewards, np.ones(T, bool), terminated, n_steps, 0.5))
-    batch = {k: v[:4] for k, v in {
-        "floats": buf.floats, "next_floats": buf.next_floats, "reward": buf.reward, "reward_partial": buf.reward_partial,
-        "n_steps": buf.n_steps, "terminal": buf.terminal, "gamma_n": buf.gamma_n,
-        "stuck_actions": buf.stuck_actions}.items()}
+    batch = {
+        k: v[:4]
+        for k, v in {
+            "floats": buf.floats,
+            "next_floats": buf.next_floats,
+            "reward": buf.reward,
+            "reward_partial": buf.reward_partial,
+            "n_steps": buf.n_steps,
+            "terminal": buf.terminal,
+            "gamma_n": buf.gamma_n,
+            "stuck_actions": buf.stuck_actions,
+        }.items()
+    }
     return batch
 
 
 def test_mini_race_time_is_the_first_float_and_advances_by_k():
     batch = sampled()
     # M = 5: u = 5 -> t = 0; u = 9 -> t = 4; u = -3 -> t = 0 (clipped); u = 12 -> t = 7
-    out = mini_race_batch(batch, FixedDraws([5, 9, -3, 12]), duration=20, oversample_long_term_steps=40,
-                          oversample_maximum_term_steps=5)
+    out = mini_race_batch(
+        batch, FixedDraws([5, 9, -3, 12]), duration=20, oversample_long_term_steps=40, oversample_maximum_term_steps=5
+    )
     np.testing.assert_allclose(out["floats"][:, 0], np.array([0, 4, 0, 7]) / 20)
     np.testing.assert_allclose(out["next_floats"][:, 0], np.array([3, 7, 3, 10]) / 20)
     np.testing.assert_array_equal(out["floats"][:, 1:], batch["floats"])
@@ -135,10 +147,18 @@ def test_mini_race_time_is_the_first_float_and_advances_by_k():
 def test_mini_race_end_cuts_the_sum_and_is_terminal():
     batch = sampled()
     # duration 10, k = 3 for these rows: t = 9 keeps 1 reward, t = 8 keeps 2, t = 7 keeps 3 and ends exactly, t = 6 goes on
-    out = mini_race_batch(batch, FixedDraws([14, 13, 12, 11]), duration=10, oversample_long_term_steps=0,
-                          oversample_maximum_term_steps=5)
-    np.testing.assert_allclose(out["reward"], [batch["reward_partial"][0, 0], batch["reward_partial"][1, 1],
-                                               batch["reward_partial"][2, 2], batch["reward_partial"][3, 2]])
+    out = mini_race_batch(
+        batch, FixedDraws([14, 13, 12, 11]), duration=10, oversample_long_term_steps=0, oversample_maximum_term_steps=5
+    )
+    np.testing.assert_allclose(
+        out["reward"],
+        [
+            batch["reward_partial"][0, 0],
+            batch["reward_partial"][1, 1],
+            batch["reward_partial"][2, 2],
+            batch["reward_partial"][3, 2],
+        ],
+    )
     np.testing.assert_array_equal(out["terminal"], [1, 1, 1, 0])
 
 
@@ -186,8 +206,18 @@ def test_a_stall_valued_stuck_ends_terminal_with_the_return_of_staying_stuck():
     T, n, gamma, c, M = 40, 3, 0.99, -0.06, 5960
     img, floats, actions, rewards = stalled_rollout(T, c)
     terminal, stuck = rollout_end(False, "no_progress", 50 * T, "stuck", 300_000, 50)
-    tr = nstep_transitions(img, floats, actions, rewards, np.ones(T, bool), terminal, n, gamma, stuck_actions=stuck,
-                           stuck_reward_per_action=c)
+    tr = nstep_transitions(
+        img,
+        floats,
+        actions,
+        rewards,
+        np.ones(T, bool),
+        terminal,
+        n,
+        gamma,
+        stuck_actions=stuck,
+        stuck_reward_per_action=c,
+    )
     # The transitions that reach the cutoff are terminal, with the time penalty of the rest of the race in their
     # reward: the target of each is the return of staying at the start line until the race timeout.
     for t in (T - 3, T - 2, T - 1):
@@ -199,13 +229,23 @@ def test_a_stall_valued_stuck_ends_terminal_with_the_return_of_staying_stuck():
     assert tr.reward_partial[T - 1, 0] == pytest.approx(c)
     # The IQN target of an end transition ignores the network's value of the start-like last observation...
     optimistic = torch.full((1, 8, 12), -3.8)  # what the network learned of the start line from driven races
-    target = iqn_target(torch.tensor(tr.reward[T - 1:]), torch.tensor(tr.gamma_n[T - 1:]),
-                        torch.tensor(tr.terminal[T - 1:]), optimistic, torch.zeros(1, dtype=torch.long))
+    target = iqn_target(
+        torch.tensor(tr.reward[T - 1 :]),
+        torch.tensor(tr.gamma_n[T - 1 :]),
+        torch.tensor(tr.terminal[T - 1 :]),
+        optimistic,
+        torch.zeros(1, dtype=torch.long),
+    )
     assert target.unique().item() == pytest.approx(-6.0, abs=0.01)
     # ... which a bootstrap would take: the stall looks like one step of waiting before a driven race.
     boot = nstep_transitions(img, floats, actions, rewards, np.ones(T, bool), False, n, gamma)
-    target = iqn_target(torch.tensor(boot.reward[T - 1:]), torch.tensor(boot.gamma_n[T - 1:]),
-                        torch.tensor(boot.terminal[T - 1:]), optimistic, torch.zeros(1, dtype=torch.long))
+    target = iqn_target(
+        torch.tensor(boot.reward[T - 1 :]),
+        torch.tensor(boot.gamma_n[T - 1 :]),
+        torch.tensor(boot.terminal[T - 1 :]),
+        optimistic,
+        torch.zeros(1, dtype=torch.long),
+    )
     assert target.unique().item() == pytest.approx(c + gamma * -3.8)
 
 
@@ -213,26 +253,52 @@ def test_a_stall_valued_zero_would_pay_for_stopping():
     T, gamma, c = 40, 0.99, -0.06
     img, floats, actions, rewards = stalled_rollout(T, c)
     terminal, stuck = rollout_end(False, "no_progress", 50 * T, "zero", 300_000, 50)
-    tr = nstep_transitions(img, floats, actions, rewards, np.ones(T, bool), terminal, 3, gamma, stuck_actions=stuck,
-                           stuck_reward_per_action=c)
+    tr = nstep_transitions(
+        img,
+        floats,
+        actions,
+        rewards,
+        np.ones(T, bool),
+        terminal,
+        3,
+        gamma,
+        stuck_actions=stuck,
+        stuck_reward_per_action=c,
+    )
     assert tr.terminal[-1] == 1 and tr.reward[-1] == pytest.approx(c)  # the stall ends its cost after 2 s
 
 
 def test_a_mini_race_values_a_stuck_car_until_the_mini_race_ends():
     T, n, gamma, c = 10, 3, 0.5, -1.0
     img, floats, actions, rewards = stalled_rollout(T, c)
-    tr = nstep_transitions(img, floats, actions, rewards, np.ones(T, bool), True, n, gamma, stuck_actions=100,
-                           stuck_reward_per_action=c)
+    tr = nstep_transitions(
+        img, floats, actions, rewards, np.ones(T, bool), True, n, gamma, stuck_actions=100, stuck_reward_per_action=c
+    )
     buf = ReplayBuffer(T, (1, 2, 2), 3, n_steps=n)
     buf.add(tr)
     rows = np.array([7, 8, 9, 0])  # the three transitions reaching the cutoff (k = 3, 2, 1), and one inside the race
-    batch = {k: v[rows] for k, v in {
-        "floats": buf.floats, "next_floats": buf.next_floats, "reward": buf.reward,
-        "reward_partial": buf.reward_partial, "n_steps": buf.n_steps, "terminal": buf.terminal, "gamma_n": buf.gamma_n,
-        "stuck_actions": buf.stuck_actions}.items()}
+    batch = {
+        k: v[rows]
+        for k, v in {
+            "floats": buf.floats,
+            "next_floats": buf.next_floats,
+            "reward": buf.reward,
+            "reward_partial": buf.reward_partial,
+            "n_steps": buf.n_steps,
+            "terminal": buf.terminal,
+            "gamma_n": buf.gamma_n,
+            "stuck_actions": buf.stuck_actions,
+        }.items()
+    }
     # t = 0, 2, 5, 0 in a mini-race of 8 actions (M = 5, L = 0: t = u - 5)
-    out = mini_race_batch(batch, FixedDraws([5, 7, 10, 5]), duration=8, oversample_long_term_steps=0,
-                          oversample_maximum_term_steps=5, stuck_reward_per_action=c)
+    out = mini_race_batch(
+        batch,
+        FixedDraws([5, 7, 10, 5]),
+        duration=8,
+        oversample_long_term_steps=0,
+        oversample_maximum_term_steps=5,
+        stuck_reward_per_action=c,
+    )
     # row 7 at t = 0: 3 rewards, then stuck for the 5 actions left in the mini-race
     assert out["reward"][0] == pytest.approx(stuck_value(c, gamma, 3) + gamma**3 * stuck_value(c, gamma, 5))
     # row 8 at t = 2: 2 rewards, then stuck for 4 actions

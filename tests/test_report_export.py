@@ -10,8 +10,8 @@ import pytest
 
 from tmexp import report
 from tmexp.analysis import export
-from tmexp.analysis.synthetic import training_rows, write_events, write_run_dir
 from tmexp.analysis.study import load_experiment, read_spec
+from tmexp.analysis.synthetic import training_rows, write_events, write_run_dir
 from tmexp.core import metrics
 
 RUNS_YAML = """\
@@ -34,22 +34,40 @@ def template(tmp_path_factory):
     folder whose learner busy time is a 0-1 fraction (converted on load), and a run that crashed before logging."""
     root = tmp_path_factory.mktemp("template")
     out = root / "outputs"
-    meta = {"host": "box", "platform": "Linux", "cpu": "x86", "cpu_count": 2, "gpu": None, "torch": "2.13",
-            "python": "3.11", "tmexp": "0.1.0", "git_commit": "abc123", "started_at": "2026-11-24T10:00:00"}
-    write_run_dir(out / "base", training_rows(minutes=30, seed=0, best_end_s=26.0),
-                  config={"seed": 0, "btr": {"use_munchausen": False}, "performance": {"gpu_collectors_count": 2}},
-                  meta=meta, status={"status": "finished", "frames": 3_000_000})
+    meta = {
+        "host": "box",
+        "platform": "Linux",
+        "cpu": "x86",
+        "cpu_count": 2,
+        "gpu": None,
+        "torch": "2.13",
+        "python": "3.11",
+        "tmexp": "0.1.0",
+        "git_commit": "abc123",
+        "started_at": "2026-11-24T10:00:00",
+    }
+    write_run_dir(
+        out / "base",
+        training_rows(minutes=30, seed=0, best_end_s=26.0),
+        config={"seed": 0, "btr": {"use_munchausen": False}, "performance": {"gpu_collectors_count": 2}},
+        meta=meta,
+        status={"status": "finished", "frames": 3_000_000},
+    )
     for s in range(3):
         rows = training_rows(minutes=24 + 2 * s, seed=10 + s, best_end_s=24.0 + s / 10)
-        write_run_dir(out / "btr" / f"seed{s}", rows,
-                      config={"seed": s, "btr": {"use_munchausen": True}, "performance": {"gpu_collectors_count": 2}},
-                      meta={**meta, "host": f"node{s}"})
-    fraction = [(tag, step, wall, value / 100.0 if tag == metrics.LEARNER_PERCENTAGE else value)
-                for tag, step, wall, value in training_rows(minutes=20, seed=5, best_end_s=27.0)]
+        write_run_dir(
+            out / "btr" / f"seed{s}",
+            rows,
+            config={"seed": s, "btr": {"use_munchausen": True}, "performance": {"gpu_collectors_count": 2}},
+            meta={**meta, "host": f"node{s}"},
+        )
+    fraction = [
+        (tag, step, wall, value / 100.0 if tag == metrics.LEARNER_PERCENTAGE else value)
+        for tag, step, wall, value in training_rows(minutes=20, seed=5, best_end_s=27.0)
+    ]
     write_events(out / "linesight" / "synA", fraction[: len(fraction) // 2])
-    write_events(out / "linesight" / "synA_2", fraction[len(fraction) // 2:])
-    write_run_dir(out / "crashed", [], config={"seed": 0, "btr": {"use_munchausen": True}},
-                  status={"status": "failed"})
+    write_events(out / "linesight" / "synA_2", fraction[len(fraction) // 2 :])
+    write_run_dir(out / "crashed", [], config={"seed": 0, "btr": {"use_munchausen": True}}, status={"status": "failed"})
     study = root / "experiments" / "demo"
     study.mkdir(parents=True)
     (study / "runs.yaml").write_text(RUNS_YAML)
@@ -98,7 +116,9 @@ def test_the_readme_regenerates_from_the_export_alone(repo, capsys):
     (repo / STUDY / "README.md").unlink()
     shutil.rmtree(repo / STUDY / "figures")
     code, out, _ = run_report(capsys)
-    assert code == 0 and out.startswith(f"read 6 runs from {EXPORT} (their directories are missing or hold no event files)\n")
+    assert code == 0 and out.startswith(
+        f"read 6 runs from {EXPORT} (their directories are missing or hold no event files)\n"
+    )
     assert readme(repo) == from_logs
     figures = sorted(p.name for p in (repo / STUDY / "figures").iterdir())
     assert "best_time_A01_by_wall.png" in figures and "best_time_A01_by_updates.png" in figures
@@ -118,13 +138,19 @@ def test_the_export_loads_the_same_scalars_and_metadata(repo):
         for name in ("overrides", "config", "meta", "status", "tmexp_run", "conversions", "no_data"):
             assert getattr(got, name) == getattr(info, name), (label, name)
         assert (len(got.folders), len(got.event_files)) == (len(info.folders), len(info.event_files))
-        assert got.first_wall_time == info.first_wall_time or (math.isnan(got.first_wall_time)
-                                                               and math.isnan(info.first_wall_time))
+        assert got.first_wall_time == info.first_wall_time or (
+            math.isnan(got.first_wall_time) and math.isnan(info.first_wall_time)
+        )
     # the file is the format the module documents, keyed by the paths as runs.yaml spells them
     raw = json.loads(gzip.decompress((repo / EXPORT).read_bytes()))
     assert raw["format"] == export.FORMAT and list(raw["runs"]) == [
-        "outputs/base", "outputs/btr/seed0", "outputs/btr/seed1", "outputs/btr/seed2", "outputs/linesight/synA",
-        "outputs/crashed"]
+        "outputs/base",
+        "outputs/btr/seed0",
+        "outputs/btr/seed1",
+        "outputs/btr/seed2",
+        "outputs/linesight/synA",
+        "outputs/crashed",
+    ]
     assert raw["runs"]["outputs/linesight/synA"]["event_files"][1].startswith("../synA_2/events.out.tfevents")
 
 
@@ -134,8 +160,10 @@ def test_runs_come_from_their_directories_where_they_exist(repo, capsys):
     shutil.rmtree(repo / "outputs" / "btr" / "seed1")
     code, out, _ = run_report(capsys)
     assert code == 0
-    assert out.startswith(f"read 4 runs from their directories and 2 runs from {EXPORT} (their directories are "
-                          f"missing or hold no event files)\n")  # btr/seed1, and crashed, which logged nothing
+    assert out.startswith(
+        f"read 4 runs from their directories and 2 runs from {EXPORT} (their directories are "
+        f"missing or hold no event files)\n"
+    )  # btr/seed1, and crashed, which logged nothing
     assert readme(repo) == from_logs
 
 
@@ -195,8 +223,17 @@ def test_a_damaged_export_is_one_line(repo, capsys):
     assert code == 2 and "is not a run export of format 1" in err
 
     entry = {"tags": ["a"], "tag": [0, 0], "step": [1], "wall_time": [1.0], "value": [1.0]}
-    runs = {key: entry for key in ("outputs/base", "outputs/btr/seed0", "outputs/btr/seed1", "outputs/btr/seed2",
-                                   "outputs/linesight/synA", "outputs/crashed")}
+    runs = {
+        key: entry
+        for key in (
+            "outputs/base",
+            "outputs/btr/seed0",
+            "outputs/btr/seed1",
+            "outputs/btr/seed2",
+            "outputs/linesight/synA",
+            "outputs/crashed",
+        )
+    }
     (repo / EXPORT).write_bytes(gzip.compress(json.dumps({"format": 1, "runs": runs}).encode()))
     code, _, err = run_report(capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sweep_harness import REPO, app_env
+
 from tmexp import rundir
 from tmexp.compose import compose_config
 from tmexp.core.checkpoint import ResumeMismatch
@@ -24,8 +24,14 @@ SMOKE = ["+experiment=smoke", "training.max_frames=200"]
 def finished_run(tmp_path_factory) -> Path:
     """A smoke run with a checkpoint and its replay (about 200 transitions)."""
     run_dir = tmp_path_factory.mktemp("resume") / "run"
-    done = subprocess.run([sys.executable, "-m", "tmexp.train", *SMOKE, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                          env=app_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "tmexp.train", *SMOKE, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        env=app_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return run_dir
 
@@ -37,11 +43,14 @@ def run_dir(finished_run, tmp_path) -> Path:
     return copy
 
 
-@pytest.mark.parametrize("override, key", [
-    ("env.n_zone_centers_in_inputs=16", "env.n_zone_centers_in_inputs (40 there, 16 here)"),
-    ("env.n_prev_actions_in_inputs=2", "env.n_prev_actions_in_inputs (5 there, 2 here)"),
-    ("training.n_steps=5", "training.n_steps (3 there, 5 here)"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("env.n_zone_centers_in_inputs=16", "env.n_zone_centers_in_inputs (40 there, 16 here)"),
+        ("env.n_prev_actions_in_inputs=2", "env.n_prev_actions_in_inputs (5 there, 2 here)"),
+        ("training.n_steps=5", "training.n_steps (3 there, 5 here)"),
+    ],
+)
 def test_a_key_that_changes_a_shape_or_the_replays_meaning_is_refused(run_dir, override, key):
     precheck([*SMOKE, f"hydra.run.dir={run_dir}"])  # the same config resumes
     with pytest.raises(ConfigError, match="different " + key.replace("(", r"\(").replace(")", r"\)")):
@@ -51,7 +60,8 @@ def test_a_key_that_changes_a_shape_or_the_replays_meaning_is_refused(run_dir, o
 def test_the_check_compares_with_the_checkpoint_not_a_config_file_written_since(run_dir):
     # an earlier mismatched start could have rewritten it (it no longer can): the checkpoint's own keys decide
     (run_dir / "config_resolved.yaml").write_text(
-        (run_dir / "config_resolved.yaml").read_text().replace("n_steps: 3", "n_steps: 5"))
+        (run_dir / "config_resolved.yaml").read_text().replace("n_steps: 3", "n_steps: 5")
+    )
     with pytest.raises(ConfigError, match="training.n_steps"):
         precheck([*SMOKE, "training.n_steps=5", f"hydra.run.dir={run_dir}"])
 
@@ -59,9 +69,14 @@ def test_the_check_compares_with_the_checkpoint_not_a_config_file_written_since(
 def test_a_mismatched_start_is_one_line_exit_2_and_leaves_the_config_as_written(run_dir):
     config = (run_dir / "config_resolved.yaml").read_bytes()
     status = (run_dir / "status.json").read_bytes()
-    done = subprocess.run([sys.executable, "-m", "tmexp.train", *SMOKE, "env.n_zone_centers_in_inputs=16",
-                           f"hydra.run.dir={run_dir}"], cwd=REPO, env=app_env(), capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "tmexp.train", *SMOKE, "env.n_zone_centers_in_inputs=16", f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        env=app_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert (run_dir / "config_resolved.yaml").read_bytes() == config
     assert (run_dir / "status.json").read_bytes() == status

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sweep_harness import REAL_APP, REPO, app_env, job_status, run_sweep
+
 from tmexp import rundir
 
 HOLD = """
@@ -26,8 +26,9 @@ time.sleep(600)
 
 def hold(run_dir: Path) -> subprocess.Popen:
     """Another process holding ``run_dir``, as a trainer would."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=REPO, env=app_env(),
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run_dir)], cwd=REPO, env=app_env(), stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -39,8 +40,11 @@ def stop(proc: subprocess.Popen) -> None:
 
 def tree(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file below ``folder`` with its size and modification time."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_a_second_holder_is_refused_naming_the_first_and_a_dead_holder_never_blocks(tmp_path):
@@ -65,9 +69,22 @@ def test_a_second_holder_is_refused_naming_the_first_and_a_dead_holder_never_blo
 
 
 def _smoke_run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tmexp.train", "+experiment=smoke", "training.max_frames=200",
-                           f"hydra.run.dir={run_dir}", *extra], cwd=REPO, env=app_env(), capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tmexp.train",
+            "+experiment=smoke",
+            "training.max_frames=200",
+            f"hydra.run.dir={run_dir}",
+            *extra,
+        ],
+        cwd=REPO,
+        env=app_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_second_start_in_a_directory_in_use_is_one_line_exit_2_and_touches_nothing(tmp_path):
@@ -93,8 +110,7 @@ def test_a_sweep_reports_its_job_in_use_and_runs_the_others(tmp_path):
     (sweep_dir / "0").mkdir(parents=True)
     holder = hold(sweep_dir / "0")
     try:
-        done = run_sweep(REAL_APP, sweep_dir, ["+experiment=smoke", "training.max_frames=200", "seed=0,1"],
-                         timeout=300)
+        done = run_sweep(REAL_APP, sweep_dir, ["+experiment=smoke", "training.max_frames=200", "seed=0,1"], timeout=300)
     finally:
         stop(holder)
     assert done.returncode != 0

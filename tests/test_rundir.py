@@ -36,19 +36,33 @@ def test_read_status_is_none_without_a_readable_file(tmp_path):
 def test_run_meta_keeps_the_first_start_and_appends_the_later_ones(tmp_path):
     first = rundir.write_run_meta(tmp_path, {"host": "a", "started_at": "2026-01-01T00:00:00", "git_commit": "c1"})
     assert "resumed_at" not in first and rundir.read_starts(tmp_path) == []
-    second = rundir.write_run_meta(tmp_path, {"host": "b", "started_at": "2026-01-02T00:00:00", "git_commit": "c2"},
-                                   config_changes={"training.max_frames": [100, 200]})
-    assert second == {"host": "a", "started_at": "2026-01-01T00:00:00", "git_commit": "c1",
-                      "resumed_at": "2026-01-02T00:00:00"}
+    second = rundir.write_run_meta(
+        tmp_path,
+        {"host": "b", "started_at": "2026-01-02T00:00:00", "git_commit": "c2"},
+        config_changes={"training.max_frames": [100, 200]},
+    )
+    assert second == {
+        "host": "a",
+        "started_at": "2026-01-01T00:00:00",
+        "git_commit": "c1",
+        "resumed_at": "2026-01-02T00:00:00",
+    }
     assert rundir.read_run_meta(tmp_path) == second
-    assert rundir.read_starts(tmp_path) == [{"host": "b", "started_at": "2026-01-02T00:00:00", "git_commit": "c2",
-                                             "config_changes": {"training.max_frames": [100, 200]}}]
+    assert rundir.read_starts(tmp_path) == [
+        {
+            "host": "b",
+            "started_at": "2026-01-02T00:00:00",
+            "git_commit": "c2",
+            "config_changes": {"training.max_frames": [100, 200]},
+        }
+    ]
 
 
 def test_the_resolved_config_is_the_first_starts_and_later_starts_get_their_changes(tmp_path):
     assert rundir.write_resolved_config(tmp_path, {"seed": 1, "training": {"max_frames": 100, "n": (1, 2)}}) == {}
-    changes = rundir.write_resolved_config(tmp_path, {"seed": 1, "training": {"max_frames": 200, "n": (1, 2)},
-                                                      "extra": 3})
+    changes = rundir.write_resolved_config(
+        tmp_path, {"seed": 1, "training": {"max_frames": 200, "n": (1, 2)}, "extra": 3}
+    )
     assert changes == {"training.max_frames": [100, 200], "extra": [None, 3]}
     assert rundir.read_resolved_config(tmp_path)["training"]["max_frames"] == 100
 
@@ -66,8 +80,11 @@ class _Kind(Enum):
 def test_resolved_config_round_trips_with_enums_by_name(tmp_path):
     config = {"seed": 3, "nn": {"dims": (1, 2), "device": _Kind.CUDA}, "name": "null"}
     rundir.write_resolved_config(tmp_path, config)
-    assert rundir.read_resolved_config(tmp_path) == {"seed": 3, "nn": {"dims": [1, 2], "device": "CUDA"},
-                                                     "name": "null"}
+    assert rundir.read_resolved_config(tmp_path) == {
+        "seed": 3,
+        "nn": {"dims": [1, 2], "device": "CUDA"},
+        "name": "null",
+    }
     assert rundir.read_config(tmp_path)["seed"] == 3
 
 
@@ -134,4 +151,3 @@ def test_submitit_logs_by_overrides_in_the_submission_pickle(tmp_path):
 
 def test_submitit_logs_without_a_submitit_folder(tmp_path):
     assert rundir.submitit_logs(tmp_path, _job(tmp_path, "0", 0, job_id="1")) == []
-

@@ -1,4 +1,3 @@
-
 import pytest
 
 from tmexp.config import Config

@@ -46,8 +46,13 @@ def test_fake_game_on_a_port_in_use_ends_in_one_line_and_exit_2():
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "tmexp.sim", "fake-game", "--port", str(port)], cwd=REPO,
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "tmexp.sim", "fake-game", "--port", str(port)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "choose another --port" in proc.stderr
@@ -66,8 +71,9 @@ def write_run(run_dir: Path, overrides=RUN_OVERRIDES) -> None:
 
     cfg = compose_config(overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_resolved_config(run_dir, OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True,
-                                                                 enum_to_str=True))
+    rundir.write_resolved_config(
+        run_dir, OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    )
 
 
 def record_race(run_dir: Path, map_index: int, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, int]:
@@ -129,15 +135,18 @@ def test_replay_picks_a_map_of_the_cycle_and_a_race_file(tmp_path, capsys):
     assert f"recorded {slow / 1000:.2f} s" in capsys.readouterr().out and (tmp_path / "slow.png").is_file()
 
 
-@pytest.mark.parametrize("args, words", [
-    (["replay", "{tmp}/nowhere"], "does not exist"),
-    (["replay", "{tmp}"], "no config_resolved.yaml"),
-    (["replay", "{run}"], "no saved race of A01 or hock"),
-    (["replay", "{run}", "--map", "map5"], "has no map 'map5'"),
-    (["replay", "{run}", "--race", "fastest"], "neither best, latest nor"),
-    (["replay", "{run}", "--checkpoint"], "holds no checkpoint"),
-    (["replay", "{run}", "--game"], "ran on the simulator"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["replay", "{tmp}/nowhere"], "does not exist"),
+        (["replay", "{tmp}"], "no config_resolved.yaml"),
+        (["replay", "{run}"], "no saved race of A01 or hock"),
+        (["replay", "{run}", "--map", "map5"], "has no map 'map5'"),
+        (["replay", "{run}", "--race", "fastest"], "neither best, latest nor"),
+        (["replay", "{run}", "--checkpoint"], "holds no checkpoint"),
+        (["replay", "{run}", "--game"], "ran on the simulator"),
+    ],
+)
 def test_replay_mistakes_end_in_one_line_and_exit_2(tmp_path, args, words):
     run = tmp_path / "run"
     write_run(run)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tmexp.envs.base import INFO_KEYS, Env, EnvSpec, RewardSpec
-from tmexp.envs.sim import SimEnv, SimParams, SimVecEnv
 from tmexp.envs.driver import ReferenceDriver
+from tmexp.envs.sim import SimEnv, SimParams, SimVecEnv
 from tmexp.envs.sim.driver import drive_lap
 from tmexp.envs.sim.physics import driver_car
 from tmexp.envs.track import Track, load_map
@@ -226,10 +226,13 @@ def test_rewards_follow_the_reward_spec(a01):
             break
     assert info["finished"]
     phi = lambda d: rewards.shaped_reward_dist_to_cur_vcp * np.clip(d, 2.0, 25.0)
-    expected = (rewards.constant_reward_per_ms * info["race_time_ms"]
-                + rewards.reward_per_m_advanced_along_centerline * a01.length
-                + phi(lateral1) - phi(lateral0)
-                + rewards.reward_per_m_advanced_along_centerline * speed * rewards.final_speed_reward_as_if_duration_s)
+    expected = (
+        rewards.constant_reward_per_ms * info["race_time_ms"]
+        + rewards.reward_per_m_advanced_along_centerline * a01.length
+        + phi(lateral1)
+        - phi(lateral0)
+        + rewards.reward_per_m_advanced_along_centerline * speed * rewards.final_speed_reward_as_if_duration_s
+    )
     assert total == pytest.approx(expected, abs=1e-6)
 
 
@@ -257,7 +260,6 @@ def test_braking_at_rest_reverses_until_the_wall_behind_the_start(a01):
     for _ in range(60):
         info = env.step(0)[4]
     assert info["progress_m"] > 50.0
-
 
 
 def _steer_then_hold(track, params, steer_steps, hold_steps=60):

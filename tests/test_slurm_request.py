@@ -12,17 +12,35 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from sweep_harness import (
+    REAL_APP,
+    REPO,
+    SLURM_TEST_RESOURCES,
+    TOY_APP,
+    app_env,
+    requires_slurm,
+    run_sweep,
+    sweep_command,
+)
 
-from sweep_harness import (REAL_APP, REPO, SLURM_TEST_RESOURCES, TOY_APP, app_env, requires_slurm, run_sweep,
-                           sweep_command)
 from tmexp.launch import slurm
 from tmexp.validation import ConfigError
 
-PRESET = {"_target_": "hydra_plugins.tmexp.SlurmLauncher", "partition": None,
-          "cpus_per_task": 10, "tasks_per_node": 1, "gpus_per_node": 1, "mem_gb": 32, "nodes": 1, "timeout_min": 1440}
-NODES = [slurm.Node("a1", "gpu", 32, 256_000, 4, "idle", 2880.0),
-         slurm.Node("a2", "gpu", 32, 256_000, 4, "mixed", 2880.0),
-         slurm.Node("c1", "cpu", 2, 21_694, 0, "idle", None)]
+PRESET = {
+    "_target_": "hydra_plugins.tmexp.SlurmLauncher",
+    "partition": None,
+    "cpus_per_task": 10,
+    "tasks_per_node": 1,
+    "gpus_per_node": 1,
+    "mem_gb": 32,
+    "nodes": 1,
+    "timeout_min": 1440,
+}
+NODES = [
+    slurm.Node("a1", "gpu", 32, 256_000, 4, "idle", 2880.0),
+    slurm.Node("a2", "gpu", 32, 256_000, 4, "mixed", 2880.0),
+    slurm.Node("c1", "cpu", 2, 21_694, 0, "idle", None),
+]
 
 
 def launcher(**changes):
@@ -46,18 +64,28 @@ def test_a_request_the_partition_can_meet_passes():
     slurm.check_request(launcher(cpus_per_task=2, gpus_per_node=None, mem_gb=4), (NODES, "cpu"))  # the default one
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({}, ["hydra.launcher.cpus_per_task=10 asks for 10 CPUs per node",
-          "partition cpu offers 1 node of 2 CPUs, 21 GB, no GPU"]),
-    ({"cpus_per_task": 2}, ["hydra.launcher.mem_gb=32", "partition cpu offers"]),
-    ({"cpus_per_task": 2, "mem_gb": 4}, ["hydra.launcher.gpus_per_node=1", "set it to null"]),
-    ({"partition": "gpu", "tasks_per_node": 4}, ["hydra.launcher.tasks_per_node=4: srun would start 4 copies",
-                                                  "set hydra.launcher.tasks_per_node=1"]),
-    ({"partition": "gpu", "gpus_per_node": 8}, ["hydra.launcher.gpus_per_node=8", "lower it to 4"]),
-    ({"partition": "gpu", "nodes": 3}, ["asks for 3 node(s)", "only 2 node(s) of partition gpu"]),
-    ({"partition": "gpu", "timeout_min": 4320}, ["hydra.launcher.timeout_min=4320", "time limit (2880 min)"]),
-    ({"partition": "big"}, ["hydra.launcher.partition=big: no such partition", "cpu, gpu"]),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        (
+            {},
+            [
+                "hydra.launcher.cpus_per_task=10 asks for 10 CPUs per node",
+                "partition cpu offers 1 node of 2 CPUs, 21 GB, no GPU",
+            ],
+        ),
+        ({"cpus_per_task": 2}, ["hydra.launcher.mem_gb=32", "partition cpu offers"]),
+        ({"cpus_per_task": 2, "mem_gb": 4}, ["hydra.launcher.gpus_per_node=1", "set it to null"]),
+        (
+            {"partition": "gpu", "tasks_per_node": 4},
+            ["hydra.launcher.tasks_per_node=4: srun would start 4 copies", "set hydra.launcher.tasks_per_node=1"],
+        ),
+        ({"partition": "gpu", "gpus_per_node": 8}, ["hydra.launcher.gpus_per_node=8", "lower it to 4"]),
+        ({"partition": "gpu", "nodes": 3}, ["asks for 3 node(s)", "only 2 node(s) of partition gpu"]),
+        ({"partition": "gpu", "timeout_min": 4320}, ["hydra.launcher.timeout_min=4320", "time limit (2880 min)"]),
+        ({"partition": "big"}, ["hydra.launcher.partition=big: no such partition", "cpu, gpu"]),
+    ],
+)
 def test_a_request_no_node_can_meet_is_one_line_naming_the_key(changes, words):
     with pytest.raises(ConfigError) as info:
         slurm.check_request(launcher(**changes), (NODES, "cpu"))
@@ -66,10 +94,28 @@ def test_a_request_no_node_can_meet_is_one_line_naming_the_key(changes, words):
 
 
 def test_pending_reasons_that_never_clear():
-    assert all(slurm.never_clears(r) for r in ("PartitionConfig", "PartitionTimeLimit", "QOSMaxCpuPerJobLimit",
-                                               "AssocMaxWallDurationPerJobLimit", "InvalidAccount"))
-    assert not any(slurm.never_clears(r) for r in ("Resources", "Priority", "BeginTime", "QOSGrpCpuLimit",
-                                                   "AssocGrpGRES", "ReqNodeNotAvail", "JobHeldUser"))
+    assert all(
+        slurm.never_clears(r)
+        for r in (
+            "PartitionConfig",
+            "PartitionTimeLimit",
+            "QOSMaxCpuPerJobLimit",
+            "AssocMaxWallDurationPerJobLimit",
+            "InvalidAccount",
+        )
+    )
+    assert not any(
+        slurm.never_clears(r)
+        for r in (
+            "Resources",
+            "Priority",
+            "BeginTime",
+            "QOSGrpCpuLimit",
+            "AssocGrpGRES",
+            "ReqNodeNotAvail",
+            "JobHeldUser",
+        )
+    )
 
 
 # ----- on the CI's SLURM ------------------------------------------------------------------------------------------
@@ -79,8 +125,9 @@ def test_the_preset_request_on_a_small_node_fails_before_submission(tmp_path):
     """The issue's command: the preset asks 10 CPUs, 1 GPU and 32 GB of a 2-CPU node without a GPU."""
     sweep_dir = tmp_path / "sweep"
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
-    result = run_sweep(REAL_APP, sweep_dir, ["hydra/launcher=slurm", "+experiment=smoke",
-                                             "btr.use_munchausen=true,false"], timeout=120)
+    result = run_sweep(
+        REAL_APP, sweep_dir, ["hydra/launcher=slurm", "+experiment=smoke", "btr.use_munchausen=true,false"], timeout=120
+    )
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tmexp.train: error: hydra.launcher.cpus_per_task=10")
@@ -91,8 +138,11 @@ def test_the_preset_request_on_a_small_node_fails_before_submission(tmp_path):
 
 def _partition() -> tuple[str, str]:
     """The default partition and its MaxTime as scontrol spells it."""
-    name = next(p.rstrip("*") for p in subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True,
-                                                      text=True).stdout.split() if p.endswith("*"))
+    name = next(
+        p.rstrip("*")
+        for p in subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout.split()
+        if p.endswith("*")
+    )
     shown = subprocess.run(["scontrol", "show", "partition", name], capture_output=True, text=True).stdout
     return name, re.search(r"MaxTime=(\S+)", shown).group(1)
 
@@ -104,12 +154,22 @@ def test_waiting_jobs_are_reported_and_a_limit_they_can_never_meet_stops_the_swe
     drops below the jobs' (reason PartitionTimeLimit): the sweep cancels them and exits 2 with one line."""
     sweep_dir, log_path = tmp_path / "sweep", tmp_path / "sweep.log"
     partition, max_time = _partition()
-    overrides = ["hydra/launcher=slurm", *SLURM_TEST_RESOURCES, "seed=0,1",
-                 "+hydra.launcher.additional_parameters.begin='now+8'",
-                 "hydra.launcher.report_every_s=1"]
+    overrides = [
+        "hydra/launcher=slurm",
+        *SLURM_TEST_RESOURCES,
+        "seed=0,1",
+        "+hydra.launcher.additional_parameters.begin='now+8'",
+        "hydra.launcher.report_every_s=1",
+    ]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(sweep_command(TOY_APP, sweep_dir, overrides), cwd=REPO, env=app_env(), stdout=log,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            sweep_command(TOY_APP, sweep_dir, overrides),
+            cwd=REPO,
+            env=app_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         deadline = time.monotonic() + 60
         while "PENDING (BeginTime)" not in log_path.read_text():
@@ -144,17 +204,24 @@ def recorded(name: str) -> str:
 def watcher_for(sinfo: str, **changes):
     """A watcher of a request on partition gpu (1 GPU, 10 CPUs, 32 GB, 1 day); what it cancels and prints."""
     cancelled, out = [], io.StringIO()
-    watcher = slurm.QueueWatcher(launcher(partition="gpu", **changes), report_every_s=0, stream=out,
-                                 on_never=lambda message, ids: cancelled.append((message, ids)),
-                                 nodes=lambda: slurm.parse_sinfo(recorded(sinfo)))
+    watcher = slurm.QueueWatcher(
+        launcher(partition="gpu", **changes),
+        report_every_s=0,
+        stream=out,
+        on_never=lambda message, ids: cancelled.append((message, ids)),
+        nodes=lambda: slurm.parse_sinfo(recorded(sinfo)),
+    )
     return watcher, cancelled, out
 
 
-@pytest.mark.parametrize("squeue, sinfo", [
-    ("squeue_req_node_not_avail.txt", "sinfo_gpu_big_nodes_drained.txt"),  # the fitting nodes drain: wait
-    ("squeue_transient.txt", "sinfo_gpu_all_up.txt"),  # resources, priority, a reservation, held, group limits
-    ("squeue_partition_time_limit.txt", "sinfo_gpu_all_up.txt"),  # the limit was raised back since: wait
-])
+@pytest.mark.parametrize(
+    "squeue, sinfo",
+    [
+        ("squeue_req_node_not_avail.txt", "sinfo_gpu_big_nodes_drained.txt"),  # the fitting nodes drain: wait
+        ("squeue_transient.txt", "sinfo_gpu_all_up.txt"),  # resources, priority, a reservation, held, group limits
+        ("squeue_partition_time_limit.txt", "sinfo_gpu_all_up.txt"),  # the limit was raised back since: wait
+    ],
+)
 def test_states_that_can_clear_are_reported_as_waiting_with_their_reason(squeue, sinfo):
     watcher, cancelled, out = watcher_for(sinfo)
     jobs = list(slurm.parse_squeue(recorded(squeue)).values())
@@ -173,14 +240,29 @@ def test_reports_come_at_most_every_report_every_s():
     assert len(out.getvalue().splitlines()) == 1
 
 
-@pytest.mark.parametrize("squeue, sinfo, changes, words", [
-    ("squeue_partition_time_limit.txt", "sinfo_gpu_time_limit_lowered.txt", {},
-     "2 PENDING (PartitionTimeLimit), the request breaks a limit of the partition (hydra.launcher.timeout_min=1440"),
-    ("squeue_partition_config.txt", "sinfo_gpu_all_up.txt", {"gpus_per_node": 16},
-     "the request breaks a limit of the partition (hydra.launcher.gpus_per_node=16"),
-    ("squeue_qos_max_cpu_per_job.txt", "sinfo_gpu_all_up.txt", {},
-     "1 PENDING (QOSMaxCpuPerJobLimit), the request breaks a limit of the account or QOS"),
-])
+@pytest.mark.parametrize(
+    "squeue, sinfo, changes, words",
+    [
+        (
+            "squeue_partition_time_limit.txt",
+            "sinfo_gpu_time_limit_lowered.txt",
+            {},
+            "2 PENDING (PartitionTimeLimit), the request breaks a limit of the partition (hydra.launcher.timeout_min=1440",
+        ),
+        (
+            "squeue_partition_config.txt",
+            "sinfo_gpu_all_up.txt",
+            {"gpus_per_node": 16},
+            "the request breaks a limit of the partition (hydra.launcher.gpus_per_node=16",
+        ),
+        (
+            "squeue_qos_max_cpu_per_job.txt",
+            "sinfo_gpu_all_up.txt",
+            {},
+            "1 PENDING (QOSMaxCpuPerJobLimit), the request breaks a limit of the account or QOS",
+        ),
+    ],
+)
 def test_a_request_that_can_never_start_is_cancelled_before_any_job_started(squeue, sinfo, changes, words):
     watcher, cancelled, _ = watcher_for(sinfo, **changes)
     watcher.check(list(slurm.parse_squeue(recorded(squeue)).values()))
@@ -201,16 +283,23 @@ def test_nothing_is_cancelled_once_a_job_of_the_sweep_started():
 def test_parsing_sacct_with_array_ranges_and_hard_deaths():
     jobs = slurm.parse_sacct(recorded("sacct_mixed.txt"))
     assert {j: jobs[j].state for j in ("4242_0", "4242_1", "4242_2", "4242_3", "4243")} == {
-        "4242_0": "COMPLETED", "4242_1": "OUT_OF_MEMORY", "4242_2": "NODE_FAIL", "4242_3": "CANCELLED",
-        "4243": "TIMEOUT"}
+        "4242_0": "COMPLETED",
+        "4242_1": "OUT_OF_MEMORY",
+        "4242_2": "NODE_FAIL",
+        "4242_3": "CANCELLED",
+        "4243": "TIMEOUT",
+    }
     assert [j for j in jobs if jobs[j].state == "PENDING"] == ["4242_5", "4242_6", "4242_7", "4242_9"]
     assert jobs["4242_4"].live and jobs["4242_5"].live and not jobs["4242_1"].live
     assert jobs["4242_1"].exit_code == "0:125"
 
 
 def test_submission_limits_are_read_from_the_cluster(monkeypatch):
-    answers = {"scontrol": recorded("scontrol_show_config.txt"), "qos": recorded("sacctmgr_qos.txt"),
-               "assoc": recorded("sacctmgr_assoc.txt")}
+    answers = {
+        "scontrol": recorded("scontrol_show_config.txt"),
+        "qos": recorded("sacctmgr_qos.txt"),
+        "assoc": recorded("sacctmgr_assoc.txt"),
+    }
 
     def query(command):
         return answers["scontrol" if command[0] == "scontrol" else command[4]]
@@ -258,7 +347,14 @@ def test_a_large_sweep_is_submitted_in_arrays_as_the_submission_limit_allows(tmp
     driver._submit_what_fits()
     assert calls[2:] == [([4, 5], 2), ([6], 2)] and not driver.unsubmitted
     assert {n: Ledger(tmp_path).current(n) for n in range(7)} == {
-        0: "101_0", 1: "101_1", 2: "102_0", 3: "102_1", 4: "103_0", 5: "103_1", 6: "104_0"}
+        0: "101_0",
+        1: "101_1",
+        2: "102_0",
+        3: "102_1",
+        4: "103_0",
+        5: "103_1",
+        6: "104_0",
+    }
     assert driver.waiting == {n: Ledger(tmp_path).current(n) for n in range(7)}
 
 
@@ -279,8 +375,9 @@ def test_jobs_that_left_the_queue_are_judged_by_accounting_and_never_on_no_answe
     driver.ledger = Ledger(tmp_path)
     driver.launcher = SimpleNamespace(params={"submitit_folder": str(tmp_path / ".submitit" / "%j")})
     driver.watcher = slurm.QueueWatcher(launcher(), stream=io.StringIO(), on_never=lambda *a: None)
-    answers = iter([None, slurm.parse_sacct("5_0|OUT_OF_MEMORY|0:125\n5_1|RUNNING|0:0\n"),
-                    slurm.parse_sacct("5_1|RUNNING|0:0\n")])
+    answers = iter(
+        [None, slurm.parse_sacct("5_0|OUT_OF_MEMORY|0:125\n5_1|RUNNING|0:0\n"), slurm.parse_sacct("5_1|RUNNING|0:0\n")]
+    )
     monkeypatch.setattr(slurm, "squeue", lambda ids: {})
     monkeypatch.setattr(slurm, "sacct", lambda ids: next(answers))
 

@@ -11,10 +11,26 @@ import sys
 import time
 
 import pytest
+from sweep_harness import (
+    REAL_APP,
+    REPO,
+    SLURM_TEST_RESOURCES,
+    TOY_APP,
+    app_env,
+    assert_resumed_steps_continue,
+    final_sacct_states,
+    job_status,
+    ledger,
+    requires_slurm,
+    run_sweep,
+    scalar_steps,
+    start_sweep,
+    submitit_job_ids,
+    sweep_command,
+    wait_for_json,
+    wait_until,
+)
 
-from sweep_harness import (REAL_APP, REPO, SLURM_TEST_RESOURCES, TOY_APP, app_env, assert_resumed_steps_continue,
-                           final_sacct_states, job_status, ledger, requires_slurm, run_sweep, scalar_steps, start_sweep,
-                           submitit_job_ids, sweep_command, wait_for_json, wait_until)
 from tmexp import rundir
 
 pytestmark = [pytest.mark.slurm, requires_slurm]
@@ -47,8 +63,9 @@ def test_a_job_slurm_kills_is_that_jobs_failure_and_the_others_are_collected_as_
     """scancel of a running job: no result file, SLURM's accounting says CANCELLED. The driver reports it when it
     happens, goes on waiting for the other job (longer), collects it, prints the summary and exits 1."""
     sweep_dir, ready, log = tmp_path / "sweep", tmp_path / "ready.json", tmp_path / "sweep.log"
-    proc = start_sweep(TOY_APP, sweep_dir, SLURM + ["step_seconds=0.2", "steps=30", "seed=0,1",
-                                                    f"ready_file={ready}"], log)
+    proc = start_sweep(
+        TOY_APP, sweep_dir, SLURM + ["step_seconds=0.2", "steps=30", "seed=0,1", f"ready_file={ready}"], log
+    )
     try:
         job = wait_for_json(ready, timeout=90, proc=proc)  # both jobs write it: the first one to start is killed
         subprocess.run(["scancel", job["slurm_task"]], check=True)
@@ -65,7 +82,7 @@ def test_a_job_slurm_kills_is_that_jobs_failure_and_the_others_are_collected_as_
     assert progress[1].startswith(f"job #{other} finished"), progress  # collected after, as it ended after
     assert job_status(sweep_dir / str(other))["status"] == "finished"
     assert "1 of 2 jobs finished, 1 did not" in out
-    summary_line = out[out.index(f"  #{killed} "):].splitlines()
+    summary_line = out[out.index(f"  #{killed} ") :].splitlines()
     assert f"SLURM ended job {job['slurm_task']} CANCELLED" in summary_line[1]
     assert ledger(sweep_dir)[killed]["slurm_state"] == "CANCELLED"
 
@@ -78,16 +95,25 @@ def test_a_killed_driver_run_again_waits_for_live_jobs_and_submits_only_failed_o
     overrides = SLURM + ["step_seconds=0.2", "steps=3,60", "seed=0,1"]  # jobs 0,1: 3 steps; jobs 2,3: 60 steps
     proc = start_sweep(TOY_APP, sweep_dir, overrides, log)
     try:
+
         def short_done_long_running() -> bool:
             statuses = [rundir.read_status(sweep_dir / str(n)) or {} for n in range(4)]
-            return (all(s.get("status") == "finished" for s in statuses[:2])
-                    and all(s.get("frames", 0) > 0 for s in statuses[2:]))
+            return all(s.get("status") == "finished" for s in statuses[:2]) and all(
+                s.get("frames", 0) > 0 for s in statuses[2:]
+            )
+
         wait_until(short_done_long_running, 120, proc, "two jobs finished and two running", log)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         before = ledger(sweep_dir)
-        shown = subprocess.run([sys.executable, "-m", "tmexp.launch.slurm_launcher", str(sweep_dir)], cwd=REPO,
-                               env=app_env(), capture_output=True, text=True, timeout=60).stdout.splitlines()
+        shown = subprocess.run(
+            [sys.executable, "-m", "tmexp.launch.slurm_launcher", str(sweep_dir)],
+            cwd=REPO,
+            env=app_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.splitlines()
         assert shown[0].startswith(f"sweep {sweep_dir}: 4 jobs in .slurm_jobs.json: "), shown
         assert "RUNNING" in shown[3] and f"#2    {before[2]['slurm_ids'][-1]}" in shown[3], shown
         subprocess.run(["scancel", before[3]["slurm_ids"][-1]], check=True)
@@ -99,8 +125,10 @@ def test_a_killed_driver_run_again_waits_for_live_jobs_and_submits_only_failed_o
                 p.kill()
         subprocess.run(["scancel", "--name=sweep_toy_app"], check=False)
     out = log2.read_text()
-    assert ("4 of 4 jobs were submitted before (.slurm_jobs.json): 2 finished (not submitted again), 1 still queued "
-            "or running (waited for), 1 failed or vanished (submitted again)") in out, out[-3000:]
+    assert (
+        "4 of 4 jobs were submitted before (.slurm_jobs.json): 2 finished (not submitted again), 1 still queued "
+        "or running (waited for), 1 failed or vanished (submitted again)"
+    ) in out, out[-3000:]
     after = ledger(sweep_dir)
     assert [len(after[n]["slurm_ids"]) for n in range(4)] == [1, 1, 1, 2]
     assert after[2]["slurm_ids"] == before[2]["slurm_ids"]
@@ -166,8 +194,9 @@ def test_failed_slurm_job_is_reported_although_slurm_says_completed(tmp_path):
 
 def test_training_app_smoke_sweep_2x2_on_slurm(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = run_sweep(REAL_APP, sweep_dir, SLURM + ["+experiment=smoke", "btr.use_munchausen=true,false", "seed=0,1"],
-                       timeout=600)
+    result = run_sweep(
+        REAL_APP, sweep_dir, SLURM + ["+experiment=smoke", "btr.use_munchausen=true,false", "seed=0,1"], timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for num in range(4):
         status = job_status(sweep_dir / str(num))
@@ -213,8 +242,10 @@ def test_a_job_runs_the_config_frozen_at_submission_after_the_config_files_chang
     short.write_text("# @package _global_\nsteps: 5\n")
     sweep_dir, log = tmp_path / "sweep", tmp_path / "sweep.log"
     overrides = SLURM + ["+toy_steps=short", "seed=0,1", "+hydra.launcher.additional_parameters.begin='now+5'"]
-    command = [c.replace("hydra.searchpath=[", f"hydra.searchpath=[file://{conf},")
-               for c in sweep_command(TOY_APP, sweep_dir, overrides)]
+    command = [
+        c.replace("hydra.searchpath=[", f"hydra.searchpath=[file://{conf},")
+        for c in sweep_command(TOY_APP, sweep_dir, overrides)
+    ]
     with open(log, "w") as out:
         proc = subprocess.Popen(command, cwd=REPO, env=app_env(), stdout=out, stderr=subprocess.STDOUT, text=True)
     try:

@@ -21,6 +21,7 @@ def _rliable_library():
     with a pandas helper whose signature changed); rliable only needs arch.bootstrap, so load that alone."""
     try:
         from rliable import library
+
         return library
     except Exception:
         pass
@@ -34,6 +35,7 @@ def _rliable_library():
     sys.modules["arch"] = package
     try:
         from rliable import library
+
         return library
     except Exception:
         return None
@@ -50,7 +52,8 @@ def test_probability_of_improvement_matches_rliable():
     assert stats.probability_of_improvement(SCORES, OTHER) == rly_metrics.probability_of_improvement(SCORES, OTHER)
     b = MULTI_TASK[:4] + 0.3
     assert stats.probability_of_improvement(MULTI_TASK, b) == pytest.approx(
-        rly_metrics.probability_of_improvement(MULTI_TASK, b))
+        rly_metrics.probability_of_improvement(MULTI_TASK, b)
+    )
     assert stats.probability_of_improvement(SCORES, SCORES) == 0.5
 
 
@@ -74,9 +77,11 @@ def test_bootstrap_ci_equals_rliable_library():
     for scores, reps, seed in ((SCORES, 2000, 3), (MULTI_TASK, 1000, 1)):
         np.random.seed(seed)  # rliable draws its indices from numpy's global generator
         _, intervals = library.get_interval_estimates(
-            {"x": scores}, lambda x: np.array([rly_metrics.aggregate_iqm(x)]), reps=reps)
+            {"x": scores}, lambda x: np.array([rly_metrics.aggregate_iqm(x)]), reps=reps
+        )
         assert stats.stratified_bootstrap_ci(scores, reps=reps, seed=seed) == pytest.approx(
-            tuple(intervals["x"].ravel()), abs=1e-12)
+            tuple(intervals["x"].ravel()), abs=1e-12
+        )
 
 
 def test_below_five_seeds_a_group_is_its_median_and_every_seed():
@@ -93,8 +98,9 @@ def test_below_five_seeds_a_group_is_its_median_and_every_seed():
 
 
 def _verdict(a, b, resamples=stats.PERMUTATIONS):
-    comparison = stats.compare_groups(stats.estimate("a", a, reps=2000), stats.estimate("b", b, reps=2000),
-                                      reps=2000, resamples=resamples)
+    comparison = stats.compare_groups(
+        stats.estimate("a", a, reps=2000), stats.estimate("b", b, reps=2000), reps=2000, resamples=resamples
+    )
     return stats.adjust([comparison])[0]
 
 
@@ -111,14 +117,20 @@ def test_ten_against_ten_far_apart_is_established():
 
 
 def test_ten_against_ten_from_one_distribution_is_rarely_established():
-    verdicts = [_verdict(synthetic.best_times(10, 24.0, seed=2 * k), synthetic.best_times(10, 24.0, seed=2 * k + 1),
-                         resamples=999).verdict for k in range(100)]
+    verdicts = [
+        _verdict(
+            synthetic.best_times(10, 24.0, seed=2 * k), synthetic.best_times(10, 24.0, seed=2 * k + 1), resamples=999
+        ).verdict
+        for k in range(100)
+    ]
     assert set(verdicts) <= {"established", "not established"}
     assert verdicts.count("not established") >= 90
 
 
-@pytest.mark.parametrize("a, b", [([21.0, 22.5, 23.0, 24.0, 29.0], [23.5, 25.0, 26.0, 27.0, 28.0, 31.0]),
-                                  ([24.0, 25.0, 27.0], [24.5, 26.0, 30.0])])
+@pytest.mark.parametrize(
+    "a, b",
+    [([21.0, 22.5, 23.0, 24.0, 29.0], [23.5, 25.0, 26.0, 27.0, 28.0, 31.0]), ([24.0, 25.0, 27.0], [24.5, 26.0, 30.0])],
+)
 def test_exact_permutation_test_counts_every_relabelling(a, b):
     import itertools
 
@@ -149,10 +161,16 @@ def test_seed_groups_join_configs_that_differ_only_in_seed(tmp_path):
     def run(label, seed, lr, overrides):
         return RunInfo(label, tmp_path, [], overrides, {"seed": seed, "training": {"lr": lr}})
 
-    runs = {r.label: r for r in [run("a", 0, 1e-4, ["seed=0"]), run("b", 1, 1e-4, ["seed=1"]),
-                                 run("c", 0, 3e-4, ["training.lr=3e-4", "seed=0"]),
-                                 run("d", 1, 3e-4, ["training.lr=3e-4", "seed=1"]),
-                                 run("e", 0, 5e-4, ["training.lr=5e-4"])]}
+    runs = {
+        r.label: r
+        for r in [
+            run("a", 0, 1e-4, ["seed=0"]),
+            run("b", 1, 1e-4, ["seed=1"]),
+            run("c", 0, 3e-4, ["training.lr=3e-4", "seed=0"]),
+            run("d", 1, 3e-4, ["training.lr=3e-4", "seed=1"]),
+            run("e", 0, 5e-4, ["training.lr=5e-4"]),
+        ]
+    }
     groups = stats.seed_groups(runs)
     assert sorted(map(sorted, groups.values())) == [["a", "b"], ["c", "d"], ["e"]]
     assert groups["training.lr=3e-4"] == ["c", "d"]

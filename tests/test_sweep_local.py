@@ -10,9 +10,18 @@ import subprocess
 import sys
 
 import pytest
+from sweep_harness import (
+    REAL_APP,
+    REPO,
+    TOY_APP,
+    app_env,
+    job_status,
+    run_sweep,
+    scalar_steps,
+    start_sweep,
+    wait_for_json,
+)
 
-from sweep_harness import (REAL_APP, REPO, TOY_APP, app_env, job_status, run_sweep, scalar_steps, start_sweep,
-                           wait_for_json)
 from tmexp import rundir
 from tmexp.launch.summary import collect, expected_jobs, format_summary
 
@@ -35,8 +44,14 @@ def test_local_sweep_2x2_every_job_finishes_with_tensorboard(tmp_path):
     assert "4 of 4 jobs finished" in result.stdout
 
     # The analysis side reads the same sweep directory: one row per job.
-    table = subprocess.run([sys.executable, "-m", "tmexp.compare", str(sweep_dir), "--sweep"], cwd=REPO,
-                           env=app_env(), capture_output=True, text=True, timeout=120)
+    table = subprocess.run(
+        [sys.executable, "-m", "tmexp.compare", str(sweep_dir), "--sweep"],
+        cwd=REPO,
+        env=app_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert table.returncode == 0, table.stderr
     rows = [line for line in table.stdout.splitlines() if line.startswith("| ") and " finished " in line]
     assert len(rows) == 4 and any("btr.use_munchausen=False" in row and "seed=1" in row for row in rows)
@@ -63,8 +78,9 @@ def test_failing_job_is_reported_with_its_log_and_fails_the_sweep(tmp_path):
 
 def test_signalled_local_job_is_restarted_and_resumes(tmp_path):
     sweep_dir, ready = tmp_path / "sweep", tmp_path / "ready.json"
-    proc = start_sweep(TOY_APP, sweep_dir, LOCAL + ["steps=40", "step_seconds=0.1", f"ready_file={ready}"],
-                       tmp_path / "sweep.log")
+    proc = start_sweep(
+        TOY_APP, sweep_dir, LOCAL + ["steps=40", "step_seconds=0.1", f"ready_file={ready}"], tmp_path / "sweep.log"
+    )
     try:
         job = wait_for_json(ready, timeout=60, proc=proc)
         os.kill(job["pid"], signal.SIGUSR2)  # what submitit's local executor sends at its time limit
@@ -83,8 +99,14 @@ def test_signalled_local_job_is_restarted_and_resumes(tmp_path):
 def test_plain_run_sigterm_saves_and_the_same_command_resumes(tmp_path):
     run_dir, ready = tmp_path / "run", tmp_path / "ready.json"
     command = [sys.executable, "-m", TOY_APP, f"hydra.run.dir={run_dir}", "steps=30", "step_seconds=0.1"]
-    proc = subprocess.Popen(command + [f"ready_file={ready}"], cwd=REPO, env=app_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        command + [f"ready_file={ready}"],
+        cwd=REPO,
+        env=app_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_for_json(ready, timeout=60, proc=proc)
         proc.send_signal(signal.SIGTERM)
@@ -129,7 +151,7 @@ def _fake_job(sweep_dir, num, status, job_id=None, **extra):
 
 def test_summary_judges_jobs_by_their_own_status(tmp_path):
     _fake_job(tmp_path, 0, "finished")
-    _fake_job(tmp_path, 1, "running", job_id="77_1")   # killed without a word: SLURM may still say COMPLETED
+    _fake_job(tmp_path, 1, "running", job_id="77_1")  # killed without a word: SLURM may still say COMPLETED
     _fake_job(tmp_path, 2, "failed", error="ValueError: bad")
     _fake_job(tmp_path, 3, None)
     logs = tmp_path / ".submitit" / "77_1"
@@ -154,11 +176,13 @@ def test_summary_judges_jobs_by_their_own_status(tmp_path):
 
 def test_sweep_benchmark_reports_launch_overhead_of_every_job(monkeypatch, capsys):
     from sweep_harness import CONF_DIR
+
     from tmexp.bench.sweep import main as bench_main
 
     monkeypatch.setenv("PYTHONPATH", app_env()["PYTHONPATH"])
-    code = bench_main(["--jobs", "2", "--json", "--module", TOY_APP, f"hydra.searchpath=[file://{CONF_DIR}]",
-                       "steps=3"])
+    code = bench_main(
+        ["--jobs", "2", "--json", "--module", TOY_APP, f"hydra.searchpath=[file://{CONF_DIR}]", "steps=3"]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     for mode in ("sweep", "sequential"):
@@ -169,8 +193,9 @@ def test_sweep_benchmark_reports_launch_overhead_of_every_job(monkeypatch, capsy
 @pytest.mark.slow  # four training processes share the machine's cores: about 50 s on two
 def test_training_app_smoke_sweep_2x2_on_the_local_launcher(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = run_sweep(REAL_APP, sweep_dir, LOCAL + ["+experiment=smoke", "btr.use_munchausen=true,false", "seed=0,1"],
-                       timeout=600)
+    result = run_sweep(
+        REAL_APP, sweep_dir, LOCAL + ["+experiment=smoke", "btr.use_munchausen=true,false", "seed=0,1"], timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for num in range(4):
         run_dir = sweep_dir / str(num)
@@ -178,8 +203,9 @@ def test_training_app_smoke_sweep_2x2_on_the_local_launcher(tmp_path):
         assert status["status"] == "finished" and status["frames"] >= 400
         steps = scalar_steps(run_dir)
         assert steps and steps == sorted(steps) and steps[-1] <= status["frames"]
-    munchausen = {(sweep_dir / str(n) / "config_resolved.yaml").read_text().count("use_munchausen: true")
-                  for n in range(4)}
+    munchausen = {
+        (sweep_dir / str(n) / "config_resolved.yaml").read_text().count("use_munchausen: true") for n in range(4)
+    }
     assert munchausen == {0, 1}, "the sweep must run both values of btr.use_munchausen"
 
 
@@ -198,9 +224,20 @@ def _full(overrides):
 def test_fast_composition_gives_what_hydra_composes_for_every_kind_of_override():
     from tmexp.launch import freeze
 
-    jobs = [["+experiment=A01_btr_ablation", f"ablation={arm}", f"seed={seed}", f"btr.munchausen_alpha={alpha}",
-             f"btr.use_munchausen={flag}", "run_name=x"]
-            for arm in ("none", "no_noisy") for seed in (0, 7) for alpha in (0.5, 0.9) for flag in ("True", "false")]
+    jobs = [
+        [
+            "+experiment=A01_btr_ablation",
+            f"ablation={arm}",
+            f"seed={seed}",
+            f"btr.munchausen_alpha={alpha}",
+            f"btr.use_munchausen={flag}",
+            "run_name=x",
+        ]
+        for arm in ("none", "no_noisy")
+        for seed in (0, 7)
+        for alpha in (0.5, 0.9)
+        for flag in ("True", "false")
+    ]
     composed = list(freeze.composed_jobs(jobs))
     assert len(composed) == len(jobs)
     for job, (_, obj, key) in zip(jobs, composed):
@@ -208,8 +245,10 @@ def test_fast_composition_gives_what_hydra_composes_for_every_kind_of_override()
         assert key == freeze.check_key(full)  # the fast path's config is Hydra's, value for value
         assert obj.seed == full["seed"] and obj.btr.use_munchausen == full["btr"]["use_munchausen"]
     # two choices of config groups: composed in full twice each (the group, and Hydra's check of its first job)
-    composer = freeze.JobComposer(lambda o: __import__("tmexp.compose").compose.compose_config(
-        list(o), return_hydra_config=True), lambda name: name == "ablation")
+    composer = freeze.JobComposer(
+        lambda o: __import__("tmexp.compose").compose.compose_config(list(o), return_hydra_config=True),
+        lambda name: name == "ablation",
+    )
     for job in jobs:
         composer.job(job)
     assert (composer.fast, composer.exact, len(composer.groups)) == (len(jobs), 0, 2)
@@ -220,8 +259,10 @@ def test_fast_composition_refuses_what_hydra_refuses():
     from tmexp.launch.precheck import precheck
     from tmexp.validation import ConfigError
 
-    composer = freeze.JobComposer(lambda o: __import__("tmexp.compose").compose.compose_config(
-        list(o), return_hydra_config=True), lambda name: False)
+    composer = freeze.JobComposer(
+        lambda o: __import__("tmexp.compose").compose.compose_config(list(o), return_hydra_config=True),
+        lambda name: False,
+    )
     composer.job(["seed=1"])
     with pytest.raises(Exception, match="seed"):
         composer.job(["seed=abc"])
@@ -248,8 +289,10 @@ def test_a_job_runs_its_frozen_config_and_says_what_changed(tmp_path, caplog):
     from tmexp.launch.slurm_launcher import Ledger
 
     sweep_dir = tmp_path / "sweep"
-    composer = freeze.JobComposer(lambda o: __import__("tmexp.compose").compose.compose_config(
-        list(o), return_hydra_config=True), lambda name: False)
+    composer = freeze.JobComposer(
+        lambda o: __import__("tmexp.compose").compose.compose_config(list(o), return_hydra_config=True),
+        lambda name: False,
+    )
     code_id = freeze.freeze_jobs(None, sweep_dir, {0: ["seed=3"], 1: ["seed=4"]}, composer)
     Ledger(sweep_dir).record({0: "7_0", 1: "7_1"}, {0: ["seed=3"], 1: ["seed=4"]}, code_id)
     assert yaml.safe_load(freeze.frozen_path(sweep_dir, 1).read_text())["seed"] == 4

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from sweep_harness import REAL_APP, REPO, app_env, job_status, run_sweep, scalar_steps_of, sweep_command
+
 from tmexp import rundir
 from tmexp.compose import compose_config
 from tmexp.launch import resume
@@ -56,8 +56,12 @@ def summary_line(output: str, num: int) -> str:
 
 def file_times(run_dir: Path) -> dict[str, int]:
     """Every file of a run's checkpoint and TensorBoard folders, with its modification time."""
-    return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns for folder in ("checkpoint", "tensorboard")
-            for p in sorted((run_dir / folder).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run_dir)): p.stat().st_mtime_ns
+        for folder in ("checkpoint", "tensorboard")
+        for p in sorted((run_dir / folder).rglob("*"))
+        if p.is_file()
+    }
 
 
 # ----- end to end ---------------------------------------------------------------------------------------------------
@@ -65,15 +69,24 @@ def test_a_killed_local_sweep_run_again_skips_finished_jobs_and_resumes_the_rest
     sweep_dir = tmp_path / "sweep"
     overrides = ["hydra/launcher=local", *SMOKE, "training.max_frames=300", "seed=0,1,2,3", "performance.job_slots=2"]
     log = open(tmp_path / "first.log", "w")
-    first = subprocess.Popen(sweep_command(REAL_APP, sweep_dir, overrides), cwd=REPO, env=app_env(), stdout=log,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+    first = subprocess.Popen(
+        sweep_command(REAL_APP, sweep_dir, overrides),
+        cwd=REPO,
+        env=app_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     jobs = [sweep_dir / str(n) for n in range(4)]
     try:  # kill the whole sweep once a job finished and another one has a checkpoint but has not finished
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and first.poll() is None:
             states = [(rundir.read_status(job) or {}).get("status") for job in jobs]
-            interrupted = [job for job, state in zip(jobs, states)
-                           if state == "running" and (job / "checkpoint" / "latest.pt").is_file()]
+            interrupted = [
+                job
+                for job, state in zip(jobs, states)
+                if state == "running" and (job / "checkpoint" / "latest.pt").is_file()
+            ]
             if "finished" in states and interrupted:
                 break
             time.sleep(0.1)
@@ -104,8 +117,10 @@ def test_a_killed_local_sweep_run_again_skips_finished_jobs_and_resumes_the_rest
         assert "resumed" in summary_line(again.stdout, int(job.name))
     for job in jobs:
         assert job_status(job)["status"] == "finished"
-    assert f"4 of 4 jobs finished ({len(finished)} skipped as already finished, {len(interrupted)} resumed)" \
+    assert (
+        f"4 of 4 jobs finished ({len(finished)} skipped as already finished, {len(interrupted)} resumed)"
         in again.stdout
+    )
 
 
 def test_a_job_that_fails_once_is_retried_from_its_checkpoint_and_finishes(tmp_path):
@@ -192,9 +207,20 @@ def test_a_retry_closes_the_failed_attempts_collectors_and_writer_first(tmp_path
 
 
 def test_a_negative_max_retries_is_one_line_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "tmexp.train", "--multirun", "performance.max_retries=-1",
-                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tmexp.train",
+            "--multirun",
+            "performance.max_retries=-1",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("tmexp.train: error: performance.max_retries is -1")
@@ -217,8 +243,9 @@ def test_targets_reached_for_the_budget_a_job_is_run_with_now(tmp_path):
     assert not resume.targets_reached(status, max_frames=10_000, max_minutes=2)
     assert not resume.targets_reached(status, max_frames=0, max_minutes=0)  # no target: it never ends by itself
     # a run that stopped for time sees its minutes as training_seconds / 60
-    assert resume.targets_reached({"status": "finished", "frames": 1, "wall_minutes": 0.7 * 60 / 60},
-                                  max_frames=0, max_minutes=0.7)
+    assert resume.targets_reached(
+        {"status": "finished", "frames": 1, "wall_minutes": 0.7 * 60 / 60}, max_frames=0, max_minutes=0.7
+    )
     for other in ("running", "preempted", "stopped", "failed"):
         assert not resume.targets_reached({**status, "status": other}, max_frames=400, max_minutes=0)
     assert not resume.targets_reached(None, max_frames=400, max_minutes=0)
@@ -329,7 +356,9 @@ def test_job_progress_announces_what_a_command_run_again_does(tmp_path, capsys):
     rundir.record_start(jobs[2], command, resumed=True, retry_error="RuntimeError: once")
     _finish(jobs[2])
     lines = progress.poll()
-    assert lines == ["job #0 skipped (already finished): seed=0  [400 frames]",
-                     "job #1 resumed: seed=1  [400 frames]",
-                     "job #2 retried (1): seed=2  [400 frames]"]
+    assert lines == [
+        "job #0 skipped (already finished): seed=0  [400 frames]",
+        "job #1 resumed: seed=1  [400 frames]",
+        "job #2 retried (1): seed=2  [400 frames]",
+    ]
     assert progress.poll() == []  # each once

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 
 from tmexp.envs.base import EnvSpec, RewardSpec
+from tmexp.envs.driver import ReferenceDriver
+from tmexp.envs.fake_game import FakeRace, Faults
+from tmexp.envs.observation import n_game_floats, shared_floats
 from tmexp.envs.sim import SimEnv, SimParams
 from tmexp.envs.sim.physics import driver_car
-from tmexp.envs.driver import ReferenceDriver
 from tmexp.envs.tmi.client import TmiClient
 from tmexp.envs.tmi.env import TmiEnv, bgra_to_gray
 from tmexp.envs.tmi.errors import GameConnectionLost, GameNotConfigured, GameTimeout, TmiProtocolError
-from tmexp.envs.fake_game import FakeRace, Faults
 from tmexp.envs.tmi.params import TmiParams
 from tmexp.envs.tmi.protocol import MessageType
-from tmexp.envs.observation import n_game_floats, shared_floats
 from tmexp.envs.track import load_map
 
 SPEC = EnvSpec()
@@ -157,8 +157,9 @@ def race_until_error(env, n_steps=400):
     indirect=["faulty_server"],
     ids=["drop", "timeout", "garbage"],
 )
-def test_lost_connection_mid_race_discards_the_rollout_then_reset_carries_on(track, faulty_server, expected,
-                                                                             reference_actions):
+def test_lost_connection_mid_race_discards_the_rollout_then_reset_carries_on(
+    track, faulty_server, expected, reference_actions
+):
     env = make_env(track, faulty_server.port, timeout_during_run_ms=400)
     try:
         error, elapsed = race_until_error(env)
@@ -212,8 +213,14 @@ def test_env_without_game_or_launch_command_fails_fast(track):
 
 def test_launched_game_is_restarted_after_a_crash_and_rebooted_on_schedule(track):
     launch = f"{sys.executable} -m tmexp.sim fake-game --port {{port}} --countdown-ms 50"
-    env = make_env(track, free_port(), launch_command=launch, connect_timeout_s=60, game_reboot_interval=3600,
-                   timeout_during_run_ms=1000)
+    env = make_env(
+        track,
+        free_port(),
+        launch_command=launch,
+        connect_timeout_s=60,
+        game_reboot_interval=3600,
+        timeout_during_run_ms=1000,
+    )
     try:
         env.reset()
         for _ in range(20):
@@ -341,16 +348,27 @@ def test_collector_discards_a_cut_race_whole_and_plays_the_next_one(track, fake_
     cfg.nn.dense_hidden_dimension, cfg.nn.iqn_embedding_dimension, cfg.nn.float_hidden_dim = 32, 8, 16
     img_shape, float_dim = (1, SPEC.h_downsized, SPEC.w_downsized), n_game_floats(SPEC)
     settings = CollectorSettings(
-        env=cfg.env, map=cfg.map, rewards=cfg.rewards, nn=cfg.nn, btr=cfg.btr, exploration=cfg.exploration,
-        global_schedule_speed=1.0, img_shape=img_shape, float_dim=float_dim, n_actions=12, device="cpu",
-        seed=0, torch_threads=1, update_every_n_actions=128,
+        env=cfg.env,
+        map=cfg.map,
+        rewards=cfg.rewards,
+        nn=cfg.nn,
+        btr=cfg.btr,
+        exploration=cfg.exploration,
+        global_schedule_speed=1.0,
+        img_shape=img_shape,
+        float_dim=float_dim,
+        n_actions=12,
+        device="cpu",
+        seed=0,
+        torch_threads=1,
+        update_every_n_actions=128,
     )
     ctx = multiprocessing.get_context("spawn")
     weights = WeightsSource(build_network(cfg.nn, cfg.btr, img_shape, float_dim, 12), ctx)
     collector = Collector(settings, 0, weights, ctx.Value("q", 0))
     with pytest.raises(ConnectionError):
         collector.play_races()
-    rollout, = collector.play_races()  # one car; reset() reconnected: a whole race from race time 0
+    (rollout,) = collector.play_races()  # one car; reset() reconnected: a whole race from race time 0
     n = len(rollout["actions"])
     assert n > 30 and rollout["img"].shape[0] == rollout["floats"].shape[0] == n + 1
     assert rollout["race_time_ms"] == 50 * n or rollout["finished"]

@@ -26,8 +26,11 @@ from tmexp.envs.track import load_map
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = EnvSpec()
-MENU_STATE = build_sim_state_bytes(CarState(race_time_ms=0, position=np.zeros(3), velocity=np.zeros(3),
-                                            angular_velocity=np.zeros(3), rotation=np.eye(3)))
+MENU_STATE = build_sim_state_bytes(
+    CarState(
+        race_time_ms=0, position=np.zeros(3), velocity=np.zeros(3), angular_velocity=np.zeros(3), rotation=np.eye(3)
+    )
+)
 
 
 @pytest.fixture
@@ -89,8 +92,13 @@ def test_give_up_before_the_map_loaded_leaves_the_fake_game_process_running():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tmexp.sim", "fake-game", "--port", str(port)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tmexp.sim", "fake-game", "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         client = TmiClient(port, response_timeout_s=30)
         client.connect(timeout_s=60)
@@ -190,9 +198,15 @@ def test_a_save_state_that_does_not_parse_costs_the_connection(served):
 
 
 # ----- a Linesight-style client -------------------------------------------------------------------------------
-LINESIGHT_SETTINGS = ("set countdown_speed 32", "set autologin player", "set unfocused_fps_limit false",
-                      "set skip_map_load_screens true", "set disable_forced_camera true", "set autorewind false",
-                      "set auto_reload_plugins false")
+LINESIGHT_SETTINGS = (
+    "set countdown_speed 32",
+    "set autologin player",
+    "set unfocused_fps_limit false",
+    "set skip_map_load_screens true",
+    "set disable_forced_camera true",
+    "set autorewind false",
+    "set auto_reload_plugins false",
+)
 
 
 def linesight_rollout(client: TmiClient, start: dict, pending: MessageType | None, max_actions: int = 400) -> dict:
@@ -225,8 +239,13 @@ def linesight_rollout(client: TmiClient, start: dict, pending: MessageType | Non
                 client.rewind_to_current_state()
                 client.set_timeout(300_000)
                 client.unrequest_frame()
-                return {"finished": False, "actions": actions, "frames": frames, "pending": message.type,
-                        "first_times": first_times[:3]}
+                return {
+                    "finished": False,
+                    "actions": actions,
+                    "frames": frames,
+                    "pending": message.type,
+                    "first_times": first_times[:3],
+                }
             seen_start |= t < 0
             if t >= 0 and t % 50 == 0 and seen_start:
                 client.get_simulation_state()
@@ -248,8 +267,14 @@ def linesight_rollout(client: TmiClient, start: dict, pending: MessageType | Non
                 client.rewind_to_state(bytes(state.data))
                 client.set_timeout(300_000)
                 client.unrequest_frame()
-                return {"finished": True, "race_time_ms": state.race_time, "actions": actions, "frames": frames,
-                        "pending": message.type, "first_times": first_times[:3]}
+                return {
+                    "finished": True,
+                    "race_time_ms": state.race_time,
+                    "actions": actions,
+                    "frames": frames,
+                    "pending": message.type,
+                    "first_times": first_times[:3],
+                }
             client.respond(message.type)
         else:
             client.respond(message.type)

@@ -86,8 +86,11 @@ def test_a_file_that_does_not_fit_the_run_is_refused_naming_the_setting(track, m
     cases = [
         ({**data, "track_length_m": 2000.0, "map": "B02"}, SPEC, "measured on map 'B02' (2000 m)"),
         (data, EnvSpec(n_zone_centers_in_inputs=20), "this run's observations have 124 floats"),
-        ({**data, "layout": {**data["layout"], "margin_to_announce_finish_meters": 500.0}}, SPEC,
-         "env.margin_to_announce_finish_meters=500.0"),
+        (
+            {**data, "layout": {**data["layout"], "margin_to_announce_finish_meters": 500.0}},
+            SPEC,
+            "env.margin_to_announce_finish_meters=500.0",
+        ),
         ({**data, "std": [0.0] * 184}, SPEC, "a std that is not positive"),
         ("{not json", SPEC, "is not a float statistics file"),
     ]

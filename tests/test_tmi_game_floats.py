@@ -37,11 +37,19 @@ def straight(tmp_path_factory):
 def recorded(x: float, gearbox_state: int = 1, race_time_ms: int = 0) -> CarState:
     """A game state written by hand, through the bytes the plugin sends."""
     car = CarState(
-        race_time_ms=race_time_ms, position=np.array([x, 10.0, 0.0]), velocity=np.array([10.0, 0.0, 2.0]),
-        angular_velocity=np.array([0.0, 1.0, 0.0]), rotation=ROLLED,
-        wheel_contact=np.array([True, True, True, False]), wheel_sliding=np.array([True, False, False, True]),
-        wheel_damper=np.array([0.01, 0.02, 0.03, 0.04]), wheel_material=np.array([16, 2, 6, 3]),
-        gearbox_state=gearbox_state, gear=3, rpm=6500.0, freewheeling=True,
+        race_time_ms=race_time_ms,
+        position=np.array([x, 10.0, 0.0]),
+        velocity=np.array([10.0, 0.0, 2.0]),
+        angular_velocity=np.array([0.0, 1.0, 0.0]),
+        rotation=ROLLED,
+        wheel_contact=np.array([True, True, True, False]),
+        wheel_sliding=np.array([True, False, False, True]),
+        wheel_damper=np.array([0.01, 0.02, 0.03, 0.04]),
+        wheel_material=np.array([16, 2, 6, 3]),
+        gearbox_state=gearbox_state,
+        gear=3,
+        rpm=6500.0,
+        freewheeling=True,
     )
     return car_state(parse_sim_state(build_sim_state_bytes(car)))
 
@@ -62,11 +70,36 @@ def expected(prev_actions_bits: list[list[int]], gearbox_counter: int, x: float,
     world_up_car = [S, C, 0.0]
     zones = [[0.0, 0.0, 10.0 * j] for j in range(40)]  # every 10 m ahead along the car's forward axis, from 0 m
     materials = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]  # asphalt, grass, dirt, ice (no group)
-    return np.array([
-        0.0, *np.ravel(prev_actions_bits), 1, 0, 0, 1, 1, 1, 1, 0, 0.01, 0.02, 0.03, 0.04,
-        1, 3, 6500.0, gearbox_counter, *np.ravel(materials), *angular_car, *velocity_car, *world_up_car,
-        *np.ravel(zones), min(700.0, length - x), 1.0,
-    ], dtype=np.float32)
+    return np.array(
+        [
+            0.0,
+            *np.ravel(prev_actions_bits),
+            1,
+            0,
+            0,
+            1,
+            1,
+            1,
+            1,
+            0,
+            0.01,
+            0.02,
+            0.03,
+            0.04,
+            1,
+            3,
+            6500.0,
+            gearbox_counter,
+            *np.ravel(materials),
+            *angular_car,
+            *velocity_car,
+            *world_up_car,
+            *np.ravel(zones),
+            min(700.0, length - x),
+            1.0,
+        ],
+        dtype=np.float32,
+    )
 
 
 FORWARD = [1, 0, 0, 0]
@@ -102,17 +135,44 @@ def test_the_layout_names_every_float_once_in_linesights_order():
 
 
 def test_contact_materials_group_as_linesights_table():
-    groups = {name: material_group(i) for name, i in [("Concrete", 0), ("Pavement", 1), ("Grass", 2), ("Ice", 3),
-                                                      ("Dirt", 6), ("Turbo", 7), ("Asphalt", 16), ("Turbo2", 26),
-                                                      ("WetGrass", 20), ("Water", 13)]}
-    assert groups == {"Concrete": 0, "Pavement": 0, "Grass": 1, "Ice": 4, "Dirt": 2, "Turbo": 3, "Asphalt": 0,
-                      "Turbo2": 3, "WetGrass": 1, "Water": 4}
+    groups = {
+        name: material_group(i)
+        for name, i in [
+            ("Concrete", 0),
+            ("Pavement", 1),
+            ("Grass", 2),
+            ("Ice", 3),
+            ("Dirt", 6),
+            ("Turbo", 7),
+            ("Asphalt", 16),
+            ("Turbo2", 26),
+            ("WetGrass", 20),
+            ("Water", 13),
+        ]
+    }
+    assert groups == {
+        "Concrete": 0,
+        "Pavement": 0,
+        "Grass": 1,
+        "Ice": 4,
+        "Dirt": 2,
+        "Turbo": 3,
+        "Asphalt": 0,
+        "Turbo2": 3,
+        "WetGrass": 1,
+        "Water": 4,
+    }
     assert material_group(0x10000 + 2) == 1  # the id is the low 16 bits
 
 
 def car_at(x: float, z: float, race_time_ms: int) -> CarState:
-    return CarState(race_time_ms=race_time_ms, position=np.array([x, 10.0, z]), velocity=np.array([20.0, 0, 0]),
-                    angular_velocity=np.zeros(3), rotation=np.array([[0.0, 0, 1], [0, 1, 0], [1, 0, 0]]))
+    return CarState(
+        race_time_ms=race_time_ms,
+        position=np.array([x, 10.0, z]),
+        velocity=np.array([20.0, 0, 0]),
+        angular_velocity=np.zeros(3),
+        rotation=np.array([[0.0, 0, 1], [0, 1, 0], [1, 0, 0]]),
+    )
 
 
 def test_progress_passes_a_real_checkpoint_only_within_12_m_of_it(straight):
@@ -142,8 +202,9 @@ def test_without_checkpoint_positions_progress_is_not_gated(straight):
     assert r.progress_m == pytest.approx(145.0, abs=1.0)
 
 
-@pytest.mark.parametrize("experiment, parameters", [("A01_v2", 1_051_805), ("A01_v4_btr", 6_091_866),
-                                                    ("A01_v4.2_btr", 3_297_882)])
+@pytest.mark.parametrize(
+    "experiment, parameters", [("A01_v2", 1_051_805), ("A01_v4_btr", 6_091_866), ("A01_v4.2_btr", 3_297_882)]
+)
 def test_the_published_experiments_on_the_game_build_linesights_network(experiment, parameters):
     from tmexp.bench.param_count import parameter_counts
 

@@ -59,9 +59,19 @@ def returning(tmp_path, name, extra=""):
 
 
 def make_env(track, port, launch, name, **params) -> TmiEnv:
-    return TmiEnv(track, SPEC, RewardSpec(), TmiParams(base_tmi_port=port, launch_command=launch,
-                                                       game_process_name=name, connect_timeout_s=60,
-                                                       focus_command="", **params))
+    return TmiEnv(
+        track,
+        SPEC,
+        RewardSpec(),
+        TmiParams(
+            base_tmi_port=port,
+            launch_command=launch,
+            game_process_name=name,
+            connect_timeout_s=60,
+            focus_command="",
+            **params,
+        ),
+    )
 
 
 def free_port() -> int:
@@ -81,8 +91,9 @@ def race_a_little(env, steps=5):
 
 
 @pytest.mark.parametrize("kind", ["blocking", "returning"])
-def test_the_game_started_by_a_launch_command_that_blocks_or_returns_is_owned_by_its_pid(straight, tmp_path, name,
-                                                                                       kind):
+def test_the_game_started_by_a_launch_command_that_blocks_or_returns_is_owned_by_its_pid(
+    straight, tmp_path, name, kind
+):
     launch = (blocking if kind == "blocking" else returning)(tmp_path, name)
     env = make_env(straight, free_port(), launch, name)
     try:
@@ -102,8 +113,9 @@ def test_the_game_started_by_a_launch_command_that_blocks_or_returns_is_owned_by
 
 
 def test_a_hung_game_is_killed_by_its_own_pid_and_relaunched(straight, tmp_path, name):
-    env = make_env(straight, free_port(), returning(tmp_path, name, "--stall-after 25"), name,
-                   timeout_during_run_ms=500)
+    env = make_env(
+        straight, free_port(), returning(tmp_path, name, "--stall-after 25"), name, timeout_during_run_ms=500
+    )
     try:
         env.reset()
         with pytest.raises(GameTimeout):
@@ -121,9 +133,18 @@ def test_a_hung_game_is_killed_by_its_own_pid_and_relaunched(straight, tmp_path,
 def test_each_launched_game_is_focused_once(straight, tmp_path, name):
     focused = tmp_path / "focused"
     launch = blocking(tmp_path, name, "--exit-after 30")
-    env = TmiEnv(straight, SPEC, RewardSpec(), TmiParams(
-        base_tmi_port=free_port(), launch_command=launch, game_process_name=name, connect_timeout_s=60,
-        focus_command=f"sh -c 'echo {{pid}} >> {focused}'"))
+    env = TmiEnv(
+        straight,
+        SPEC,
+        RewardSpec(),
+        TmiParams(
+            base_tmi_port=free_port(),
+            launch_command=launch,
+            game_process_name=name,
+            connect_timeout_s=60,
+            focus_command=f"sh -c 'echo {{pid}} >> {focused}'",
+        ),
+    )
     try:
         race_a_little(env)
         first = env.instance.game_pid
@@ -173,8 +194,9 @@ def test_the_launch_lock_is_free_once_the_game_raced_its_first_frame(straight, t
 def test_processes_are_listed_by_name_and_told_alive(name):
     import subprocess
 
-    child = subprocess.Popen([sys.executable, "-c", f"open('/proc/self/comm', 'w').write('{name}'); "
-                              "import time; time.sleep(60)"])
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"open('/proc/self/comm', 'w').write('{name}'); import time; time.sleep(60)"]
+    )
     try:
         for _ in range(100):
             if child.pid in processes.pids_named(name):

@@ -20,8 +20,11 @@ from tmexp.envs.tmi.client import TmiClient
 from tmexp.envs.tmi.state import CarState, build_sim_state_bytes
 from tmexp.envs.track import load_map
 
-STATE = build_sim_state_bytes(CarState(race_time_ms=0, position=np.zeros(3), velocity=np.zeros(3),
-                                       angular_velocity=np.zeros(3), rotation=np.eye(3)))
+STATE = build_sim_state_bytes(
+    CarState(
+        race_time_ms=0, position=np.zeros(3), velocity=np.zeros(3), angular_velocity=np.zeros(3), rotation=np.eye(3)
+    )
+)
 
 
 def h(text: str) -> bytes:
@@ -40,13 +43,28 @@ SERVER_MESSAGES = [
 # Client -> server: (name, the client call, the request's bytes, the documented reply, what the call returns).
 COMMANDS = [
     ("SET_SPEED", lambda c: c.set_speed(2.5), h("06000000 00002040"), b"", None),  # float32 2.5
-    ("REWIND_TO_STATE", lambda c: c.rewind_to_state(STATE), h("07000000") + struct.pack("<i", len(STATE)) + STATE,
-     b"", None),
+    (
+        "REWIND_TO_STATE",
+        lambda c: c.rewind_to_state(STATE),
+        h("07000000") + struct.pack("<i", len(STATE)) + STATE,
+        b"",
+        None,
+    ),
     ("REWIND_TO_CURRENT_STATE", lambda c: c.rewind_to_current_state(), h("08000000"), b"", None),
-    ("GET_SIMULATION_STATE", lambda c: c.get_simulation_state().race_time, h("09000000"),
-     struct.pack("<i", len(STATE)) + STATE, 0),
-    ("SET_INPUT_STATE", lambda c: c.set_input_state(left=True, right=False, accelerate=True, brake=False),
-     h("0a000000 01 00 01 00"), b"", None),  # 4 x uint8: left, right, accelerate, brake
+    (
+        "GET_SIMULATION_STATE",
+        lambda c: c.get_simulation_state().race_time,
+        h("09000000"),
+        struct.pack("<i", len(STATE)) + STATE,
+        0,
+    ),
+    (
+        "SET_INPUT_STATE",
+        lambda c: c.set_input_state(left=True, right=False, accelerate=True, brake=False),
+        h("0a000000 01 00 01 00"),
+        b"",
+        None,
+    ),  # 4 x uint8: left, right, accelerate, brake
     ("GIVE_UP", lambda c: c.give_up(), h("0b000000"), b"", None),
     ("PREVENT_SIMULATION_FINISH", lambda c: c.prevent_simulation_finish(), h("0c000000"), b"", None),
     ("SHUTDOWN", lambda c: c.shutdown(), h("0d000000"), b"", None),
@@ -166,8 +184,7 @@ FAKE_REPLIES = {
 
 
 @pytest.mark.parametrize("name, call, wire, reply, returns", COMMANDS, ids=[c[0] for c in COMMANDS])
-def test_fake_game_reads_each_command_as_documented_and_replies_as_documented(fake, name, call, wire, reply,
-                                                                              returns):
+def test_fake_game_reads_each_command_as_documented_and_replies_as_documented(fake, name, call, wire, reply, returns):
     sock = greeted(fake.port)
     with sock:
         sock.sendall(wire)

@@ -6,7 +6,6 @@ are Linesight's (``game_instance_manager.py``).
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -71,8 +70,9 @@ def play(env, actions):
 
 
 @ORDERS
-def test_a_finish_on_an_action_step_is_seen_in_either_message_order(straight, fake_game, finish_on_an_action_step,
-                                                                    steps_first):
+def test_a_finish_on_an_action_step_is_seen_in_either_message_order(
+    straight, fake_game, finish_on_an_action_step, steps_first
+):
     actions, expected = finish_on_an_action_step
     game = fake_game(straight, SPEC, countdown_ms=0, steps_first=steps_first)
     env = env_for(straight, game.port)
@@ -87,12 +87,11 @@ def test_a_finish_on_an_action_step_is_seen_in_either_message_order(straight, fa
 
 
 @ORDERS
-def test_a_finish_the_game_does_not_let_tmexp_prevent_still_ends_the_race_as_finished(straight, fake_game,
-                                                                                     finish_on_an_action_step,
-                                                                                     steps_first):
+def test_a_finish_the_game_does_not_let_tmexp_prevent_still_ends_the_race_as_finished(
+    straight, fake_game, finish_on_an_action_step, steps_first
+):
     actions, expected = finish_on_an_action_step
-    game = fake_game(straight, SPEC, countdown_ms=0, steps_first=steps_first,
-                     faults=Faults(unpreventable_finish=True))
+    game = fake_game(straight, SPEC, countdown_ms=0, steps_first=steps_first, faults=Faults(unpreventable_finish=True))
     env = env_for(straight, game.port)
     try:
         info, terminated = play(env, [0] * 400)  # the finish mid-action: the clock stops there
@@ -104,8 +103,9 @@ def test_a_finish_the_game_does_not_let_tmexp_prevent_still_ends_the_race_as_fin
 
 
 @ORDERS
-def test_a_race_whose_time_stops_ends_with_a_clear_error_after_a_bounded_number_of_run_steps(straight, fake_game,
-                                                                                           steps_first):
+def test_a_race_whose_time_stops_ends_with_a_clear_error_after_a_bounded_number_of_run_steps(
+    straight, fake_game, steps_first
+):
     """Run steps keep coming at one race time: GameStalled after max_frozen_run_steps of them, then reset."""
     game = fake_game(straight, SPEC, countdown_ms=0, steps_first=steps_first, faults=Faults(freeze_after=40))
     env = env_for(straight, game.port, max_frozen_run_steps=50)
@@ -151,8 +151,12 @@ def test_linesights_setup_commands_go_to_the_game_each_from_a_setting(straight, 
         env.close()
     until_left(game)
     assert game.game.console[:7] == [
-        "set countdown_speed 32", "set autologin agent", "set unfocused_fps_limit false",
-        "set skip_map_load_screens true", "set disable_forced_camera true", "set autorewind false",
+        "set countdown_speed 32",
+        "set autologin agent",
+        "set unfocused_fps_limit false",
+        "set skip_map_load_screens true",
+        "set disable_forced_camera true",
+        "set autorewind false",
         "set auto_reload_plugins false",
     ]
     assert "cam 2" in game.game.console and "toggle_console" not in game.game.console  # a game started by hand
@@ -166,9 +170,18 @@ def test_linesights_setup_commands_go_to_the_game_each_from_a_setting(straight, 
 
 def test_each_setting_changes_its_command(straight, fake_game):
     game = fake_game(straight, SPEC, countdown_ms=0)
-    env = env_for(straight, game.port, game_camera_number=1, unfocused_fps_limit=True, countdown_speed=4.0,
-                  skip_map_load_screens=False, disable_forced_camera=False, auto_reload_plugins=True,
-                  rewind_each_action=False, hide_interface=False)
+    env = env_for(
+        straight,
+        game.port,
+        game_camera_number=1,
+        unfocused_fps_limit=True,
+        countdown_speed=4.0,
+        skip_map_load_screens=False,
+        disable_forced_camera=False,
+        auto_reload_plugins=True,
+        rewind_each_action=False,
+        hide_interface=False,
+    )
     try:
         env.reset()
         env.step(0)
@@ -176,24 +189,28 @@ def test_each_setting_changes_its_command(straight, fake_game):
         env.close()
     until_left(game)
     console = game.game.console
-    for command in ("set countdown_speed 4", "set unfocused_fps_limit true", "set skip_map_load_screens false",
-                    "set disable_forced_camera false", "set auto_reload_plugins true", "cam 1"):
+    for command in (
+        "set countdown_speed 4",
+        "set unfocused_fps_limit true",
+        "set skip_map_load_screens false",
+        "set disable_forced_camera false",
+        "set auto_reload_plugins true",
+        "cam 1",
+    ):
         assert command in console
     assert not any(command.startswith("set autologin") for command in console)  # no name: not sent
     assert received(game, MessageType.REWIND_TO_CURRENT_STATE) == []
     assert received(game, MessageType.TOGGLE_INTERFACE) == []
 
 
-def test_the_race_display_is_hidden_again_after_each_map_load_and_the_ghost_moved_aside(straight, fake_game,
-                                                                                         tmp_path):
+def test_the_race_display_is_hidden_again_after_each_map_load_and_the_ghost_moved_aside(straight, fake_game, tmp_path):
     autosaves = tmp_path / "TrackMania" / "Tracks" / "Replays" / "Autosaves"
     autosaves.mkdir(parents=True)
     ghost = autosaves / "agent_short.Replay.gbx"
     ghost.write_bytes(b"a personal best")
     short = "Campaigns\\short.Challenge.Gbx"  # the fake loads its own track for a map it cannot read
     game = fake_game(straight, SPEC, countdown_ms=0)
-    env = env_for(straight, game.port, map_path=short, autologin="agent",
-                  trackmania_dir=str(tmp_path / "TrackMania"))
+    env = env_for(straight, game.port, map_path=short, autologin="agent", trackmania_dir=str(tmp_path / "TrackMania"))
     try:
         env.reset()
         env.step(0)
@@ -204,8 +221,10 @@ def test_the_race_display_is_hidden_again_after_each_map_load_and_the_ghost_move
     map_at = game.game.console.index(f'map "{short}"')
     assert map_at > 0 and messages.count(MessageType.TOGGLE_INTERFACE) == 1
     # Hidden at a run step of the loaded map: after the map command was executed.
-    assert messages.index(MessageType.TOGGLE_INTERFACE) > [i for i, m in enumerate(messages)
-                                                          if m == MessageType.EXECUTE_COMMAND][map_at]
+    assert (
+        messages.index(MessageType.TOGGLE_INTERFACE)
+        > [i for i, m in enumerate(messages) if m == MessageType.EXECUTE_COMMAND][map_at]
+    )
     assert not ghost.exists() and (autosaves / "agent_short.Replay.gbx.bak").read_bytes() == b"a personal best"
 
 

@@ -46,11 +46,21 @@ def test_training_smoke_run_with_two_fake_games_logs_the_simulators_tags(tmp_pat
     port = two_free_ports()
     common = ["+experiment=smoke", "performance.gpu_collectors_count=2", "performance.serial=false"]
     fake = f"{sys.executable} -m tmexp.sim fake-game --port {{port}}"
-    tmi_cmd = [sys.executable, "-m", "tmexp.train", "env=tmi", *common, f"env.tmi.launch_command='{fake}'",
-               f"env.tmi.base_tmi_port={port}", f"hydra.run.dir={tmp_path / 'tmi'}"]
+    tmi_cmd = [
+        sys.executable,
+        "-m",
+        "tmexp.train",
+        "env=tmi",
+        *common,
+        f"env.tmi.launch_command='{fake}'",
+        f"env.tmi.base_tmi_port={port}",
+        f"hydra.run.dir={tmp_path / 'tmi'}",
+    ]
     sim_cmd = [sys.executable, "-m", "tmexp.train", "env=sim", *common, f"hydra.run.dir={tmp_path / 'sim'}"]
-    runs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for cmd in (tmi_cmd, sim_cmd)]
+    runs = [
+        subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for cmd in (tmi_cmd, sim_cmd)
+    ]
     outputs = [run.communicate(timeout=400)[0] for run in runs]
     for run, output in zip(runs, outputs):
         assert run.returncode == 0, output[-3000:]

@@ -94,8 +94,8 @@ def test_extended_line_continues_straight_past_both_ends():
     ext = track.extended(20, 100)
     assert len(ext.points) == len(track.points) + 120
     assert np.allclose(ext.s[:20], -SPACING_M * np.arange(20, 0, -1))
-    assert np.allclose(np.diff(ext.s[ext.offset + len(track.points) - 1:]), SPACING_M)
-    assert np.allclose(ext.xz[ext.offset:ext.offset + len(track.points)], track.xz)
+    assert np.allclose(np.diff(ext.s[ext.offset + len(track.points) - 1 :]), SPACING_M)
+    assert np.allclose(ext.xz[ext.offset : ext.offset + len(track.points)], track.xz)
 
 
 def test_checkpoints_exclude_start_and_finish():

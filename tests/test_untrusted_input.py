@@ -89,10 +89,13 @@ def good_file(tmp_path):
     return write_events(tmp_path / "run", [("a", 10 * i, 1000.0 + i, i + 0.5) for i in range(50)])
 
 
-@pytest.mark.parametrize("bad, why", [
-    (b"\xff\xff\xff\xff not a protobuf at all", "is no TensorBoard event"),
-    (_scalar_event(b"loss\xff\xfe", 999, 1.0), "has a tag that is not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        (b"\xff\xff\xff\xff not a protobuf at all", "is no TensorBoard event"),
+        (_scalar_event(b"loss\xff\xfe", 999, 1.0), "has a tag that is not UTF-8"),
+    ],
+)
 def test_a_record_with_a_valid_crc_but_no_event_ends_that_file_with_one_warning(good_file, bad, why):
     from tmexp.analysis.eventfile import EventFileWarning, read_scalars
 
@@ -114,11 +117,16 @@ def test_reading_in_small_blocks_gives_exactly_what_one_block_gives(tmp_path):
     from tmexp.analysis.synthetic import write_events
 
     path = write_events(tmp_path / "run", [(f"tag{i % 7}", i, 1000.0 + i, i * 0.25) for i in range(400)])
-    restart = event_pb2.Event(wall_time=2000.0, step=120, session_log=event_pb2.SessionLog(
-        status=event_pb2.SessionLog.START))
+    restart = event_pb2.Event(
+        wall_time=2000.0, step=120, session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+    )
     long_tag = "x" * 300  # a record the fast path leaves to protobuf
-    path.write_bytes(path.read_bytes() + _record(restart.SerializeToString())
-                     + _record(_scalar_event(long_tag.encode(), 130, 2.0)) + b"\x01\x02\x03")  # a torn tail
+    path.write_bytes(
+        path.read_bytes()
+        + _record(restart.SerializeToString())
+        + _record(_scalar_event(long_tag.encode(), 130, 2.0))
+        + b"\x01\x02\x03"
+    )  # a torn tail
     import warnings
 
     with warnings.catch_warnings(record=True):
@@ -139,8 +147,14 @@ def test_a_comparison_goes_on_without_the_damaged_part_of_one_run(tmp_path, caps
     from tmexp.analysis.synthetic import training_rows, write_run_dir
 
     for name, seed in (("a", 0), ("b", 1)):
-        write_run_dir(tmp_path / name, training_rows(minutes=20, seed=seed), overrides=[f"seed={seed}"],
-                      config={"seed": seed}, status={"status": "finished"}, meta={"host": "h"})
+        write_run_dir(
+            tmp_path / name,
+            training_rows(minutes=20, seed=seed),
+            overrides=[f"seed={seed}"],
+            config={"seed": seed},
+            status={"status": "finished"},
+            meta={"host": "h"},
+        )
     (events,) = (tmp_path / "b" / "tensorboard").glob("events.*")
     from tmexp.analysis.eventfile import _walk_records
 

@@ -32,8 +32,8 @@ def wandb_records(path: Path) -> list:
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        pieces += data[pos + 7:pos + 7 + length]
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pieces += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST
             record = wandb_internal_pb2.Record()
@@ -47,10 +47,25 @@ def test_an_offline_run_lands_with_its_scalars_config_and_metadata(tmp_path):
     pytest.importorskip("wandb")
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_SILENT": "true", "WANDB_DISABLE_CODE": "true"}
-    result = subprocess.run([sys.executable, "-m", "tmexp.train", "+experiment=smoke", "training.max_frames=200",
-                             "logger.wandb=true", "logger.wandb_mode=offline", "logger.wandb_project=tmexp-test",
-                             "seed=7", f"hydra.run.dir={run_dir}"], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tmexp.train",
+            "+experiment=smoke",
+            "training.max_frames=200",
+            "logger.wandb=true",
+            "logger.wandb_mode=offline",
+            "logger.wandb_project=tmexp-test",
+            "seed=7",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     files = list((run_dir / "wandb").glob(f"offline-run-*-{wandb_logging.run_id(run_dir)}/run-*.wandb"))
@@ -62,8 +77,11 @@ def test_an_offline_run_lands_with_its_scalars_config_and_metadata(tmp_path):
     assert config["seed"] == 7 and config["run_name"] == "smoke" and config["training"]["max_frames"] == 200
     assert config["run_meta"]["git_commit"] == rundir.read_run_meta(run_dir)["git_commit"]
 
-    history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
-               for r in records if r.WhichOneof("record_type") == "history"]
+    history = [
+        {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
     frames = [h[metrics.CUMUL_FRAMES] for h in history if metrics.CUMUL_FRAMES in h]
     assert frames and frames[-1] == rundir.read_status(run_dir)["frames"]  # the last TensorBoard point, mirrored
     assert any(metrics.alltime_min_ms("A01") in h for h in history)
@@ -73,12 +91,14 @@ def test_an_offline_run_lands_with_its_scalars_config_and_metadata(tmp_path):
 
 def test_without_the_package_the_key_names_the_extra(tmp_path):
     """Run the check in a process where ``import wandb`` fails, as on an install without the extra."""
-    code = ("import sys\n"
-            "sys.modules['wandb'] = None  # import wandb raises ImportError; find_spec('wandb') is None\n"
-            "sys.argv = ['tmexp.train', '+experiment=smoke', 'logger.wandb=true', "
-            f"'hydra.run.dir={tmp_path / 'run'}']\n"
-            "from tmexp.train import cli\n"
-            "cli()\n")
+    code = (
+        "import sys\n"
+        "sys.modules['wandb'] = None  # import wandb raises ImportError; find_spec('wandb') is None\n"
+        "sys.argv = ['tmexp.train', '+experiment=smoke', 'logger.wandb=true', "
+        f"'hydra.run.dir={tmp_path / 'run'}']\n"
+        "from tmexp.train import cli\n"
+        "cli()\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -33,29 +33,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m tmexp.compare", description=__doc__.splitlines()[0])
     p.add_argument("paths", nargs="+", help="run directories, sweep (multirun) directories or event files")
     p.add_argument("--interval", type=float, default=10.0, help="minutes between time checkpoints (default 10)")
-    p.add_argument("--time-axis", choices=tables.TIME_AXES, default="wall",
-                   help="wall minutes, or training time from cumul_training_hours (robust to calendar gaps)")
+    p.add_argument(
+        "--time-axis",
+        choices=tables.TIME_AXES,
+        default="wall",
+        help="wall minutes, or training time from cumul_training_hours (robust to calendar gaps)",
+    )
     steps = p.add_mutually_exclusive_group()
     steps.add_argument("--steps", help="step checkpoints, e.g. 10M,20M")
     steps.add_argument("--step-interval", help="a step checkpoint every N steps (e.g. 5M)")
     p.add_argument("--by", choices=tables.STEP_AXES, default="frames", help="count steps in frames or updates")
     p.add_argument("--format", choices=FORMATS, default="md", help="table format (default md)")
     p.add_argument("--out", type=Path, help="write tables (and figures) to this directory instead of stdout")
-    p.add_argument("--plot", action="store_true",
-                   help="draw one figure per metric, by time and by steps, into --out (default ./compare_out)")
+    p.add_argument(
+        "--plot",
+        action="store_true",
+        help="draw one figure per metric, by time and by steps, into --out (default ./compare_out)",
+    )
     p.add_argument("--plot-format", choices=plots.PLOT_FORMATS, default="png", help="figure format (default png)")
     p.add_argument("--map", help="map short name (default: every map found in the logs)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--metrics", nargs="+", metavar="TAG",
-                       help="tabulate and plot these scalar tags instead of the default set (after the paths)")
+    which.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="TAG",
+        help="tabulate and plot these scalar tags instead of the default set (after the paths)",
+    )
     which.add_argument("--all-scalars", action="store_true", help="add a table and figure of every other tag logged")
     p.add_argument("--sweep", action="store_true", help="one row per job of each multirun directory")
-    p.add_argument("--groups", action="store_true",
-                   help="test each seed group against the baseline group: difference, 95%% interval, permutation "
-                        "p (Holm-adjusted), P(better), verdict, and the seeds planner")
+    p.add_argument(
+        "--groups",
+        action="store_true",
+        help="test each seed group against the baseline group: difference, 95%% interval, permutation "
+        "p (Holm-adjusted), P(better), verdict, and the seeds planner",
+    )
     p.add_argument("--baseline", help="the group the others are compared with (default: the first found)")
-    p.add_argument("--difference", type=float, default=0.5,
-                   help="the seeds planner's difference of best time to detect, in s (default 0.5)")
+    p.add_argument(
+        "--difference",
+        type=float,
+        default=0.5,
+        help="the seeds planner's difference of best time to detect, in s (default 0.5)",
+    )
     return p
 
 
@@ -63,8 +81,7 @@ def sweep_text(paths: list[Path], fmt: str) -> str:
     parts = []
     for path in paths:
         table = sweep.sweep_table(path)
-        parts += [heading(f"sweep {path}", 2, fmt),
-                  render_table(table, fmt, sweep.SWEEP_FORMATS, index_name="job")]
+        parts += [heading(f"sweep {path}", 2, fmt), render_table(table, fmt, sweep.SWEEP_FORMATS, index_name="job")]
     return "\n\n".join(parts) + "\n"
 
 
@@ -80,24 +97,38 @@ def options_from(args) -> pipeline.Options:
             interval = parsed[0]
     if args.difference <= 0:
         raise UsageError(f"--difference must be a positive number of seconds, not {args.difference:g}.")
-    return pipeline.Options(args.time_axis, args.interval, (args.by,), steps, interval,
-                            [args.map] if args.map else None, args.metrics, args.all_scalars, args.baseline,
-                            group_tests=args.groups, difference=args.difference)
+    return pipeline.Options(
+        args.time_axis,
+        args.interval,
+        (args.by,),
+        steps,
+        interval,
+        [args.map] if args.map else None,
+        args.metrics,
+        args.all_scalars,
+        args.baseline,
+        group_tests=args.groups,
+        difference=args.difference,
+    )
 
 
 def run_comparisons(runset: loading.RunSet, args) -> tuple[list[document.Section], pipeline.Analysis]:
     """All sections of a compare run (figures drawn and linked with ``--plot``), and the analysis."""
     analysis = pipeline.analyse(runset, options_from(args))
     if args.baseline and args.baseline not in analysis.groups:
-        raise UsageError(f"--baseline {args.baseline!r} is not a group of these runs; the groups are "
-                         f"{', '.join(analysis.groups)}.")
+        raise UsageError(
+            f"--baseline {args.baseline!r} is not a group of these runs; the groups are {', '.join(analysis.groups)}."
+        )
     if args.plot:
         analysis.plot(args.out or Path("compare_out"), args.plot_format)
     for cmp in analysis.by_steps:
         if cmp.dropped:
-            print(f"tmexp.compare: skipped step checkpoints beyond the common window "
-                  f"({tables.format_steps(cmp.window)} {cmp.axis}): "
-                  + ", ".join(tables.format_steps(s) for s in cmp.dropped), file=sys.stderr)
+            print(
+                f"tmexp.compare: skipped step checkpoints beyond the common window "
+                f"({tables.format_steps(cmp.window)} {cmp.axis}): "
+                + ", ".join(tables.format_steps(s) for s in cmp.dropped),
+                file=sys.stderr,
+            )
     return analysis.sections(), analysis
 
 
@@ -124,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             for s in sections:
                 (args.out / f"{plots.safe_name(s.key)}.csv").write_text(
-                    render_table(s.table, "csv", s.formats, s.default, s.index_name) + "\n")
+                    render_table(s.table, "csv", s.formats, s.default, s.index_name) + "\n"
+                )
             return 0
         text = document.render_sections(sections, args.format, figure_dir=args.out if args.plot else None)
         return _emit(text, args, "comparison")

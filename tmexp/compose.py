@@ -26,6 +26,7 @@ def experiment_first(argv: list[str]) -> list[str]:
     """``argv`` with its experiment overrides (``+experiment=``) moved before the other overrides, order kept
     otherwise. Hydra composes appended groups in command-line order and the later one's defaults win, so
     ``+ablation=no_impala +experiment=A01_cpu_btr`` would run the bundle's IMPALA: the experiment comes first."""
+
     def is_experiment(arg: str) -> bool:
         return arg.lstrip("+~").split("=", 1)[0] == "experiment" and "=" in arg
 
@@ -44,8 +45,11 @@ def compose_config(overrides: list[str] | None = None, return_hydra_config: bool
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="train"):
-        cfg = compose(config_name="config", overrides=experiment_first(list(overrides or [])),
-                      return_hydra_config=return_hydra_config)
+        cfg = compose(
+            config_name="config",
+            overrides=experiment_first(list(overrides or [])),
+            return_hydra_config=return_hydra_config,
+        )
     if return_hydra_config:
         return cfg
     return OmegaConf.to_object(cfg)

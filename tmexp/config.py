@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any
 
 from tmexp.envs.base import EnvSpec, RewardSpec
 from tmexp.envs.sim.params import SimParams
@@ -120,9 +120,9 @@ class MapEntry:
 
     short_name: str = ""  # names the map's tags (``alltime_min_ms_<short_name>``) and its best_runs files
     map_path: str = ""  # the game's .Challenge.Gbx (env=tmi only)
-    reference_line_path: Optional[str] = None  # null: the built-in track of that name
-    explo_races_per_cycle: Optional[int] = None
-    eval_races_per_cycle: Optional[int] = None
+    reference_line_path: str | None = None  # null: the built-in track of that name
+    explo_races_per_cycle: int | None = None
+    eval_races_per_cycle: int | None = None
 
 
 @dataclass
@@ -138,10 +138,10 @@ class MapConfig:
 
     short_name: str = "A01"
     map_path: str = ""  # the game's .Challenge.Gbx (env=tmi only)
-    reference_line_path: Optional[str] = None
+    reference_line_path: str | None = None
     explo_races_per_cycle: int = 64
     eval_races_per_cycle: int = 1
-    cycle: List[MapEntry] = field(default_factory=list)
+    cycle: list[MapEntry] = field(default_factory=list)
 
 
 @dataclass
@@ -150,7 +150,7 @@ class CNNConfig:
 
     type: CnnType = CnnType.linesight
     width_scale: int = 1  # IMPALA channels are (16, 32, 32) x width_scale
-    adaptive_maxpool_size: Optional[int] = None  # IMPALA: adaptive max-pool to (size, size); null = off
+    adaptive_maxpool_size: int | None = None  # IMPALA: adaptive max-pool to (size, size); null = off
     # IMPALA: average-pool the image by this factor before the first stage (2: a 48x48 image is seen at 24x24), the
     # image size a CPU can afford (IMPALA's cost grows with the pixels; the Linesight CNN ignores this key).
     input_pool: int = 1
@@ -216,10 +216,10 @@ class TrainingConfig:
     adam_beta2: float = 0.999
     weight_decay_lr_ratio: float = 0.1
     global_schedule_speed: float = 1.0
-    lr_schedule: List[Any] = field(
+    lr_schedule: list[Any] = field(
         default_factory=lambda: [[0, 1e-3], [3_000_000, 5e-5], [12_000_000, 5e-5], [15_000_000, 1e-5]]
     )
-    gamma_schedule: List[Any] = field(default_factory=lambda: [[0, 0.999], [1_500_000, 0.999], [2_500_000, 1.0]])
+    gamma_schedule: list[Any] = field(default_factory=lambda: [[0, 0.999], [1_500_000, 0.999], [2_500_000, 1.0]])
     n_steps: int = 3
     discard_non_greedy_actions_in_nsteps: bool = True
     # Linesight's mini-races (clipped horizon, see tmexp/core/replay.py; Linesight: 7000): values count the reward
@@ -262,7 +262,7 @@ class TrainingConfig:
 class MemoryConfig:
     """``memory``: replay capacity schedule ([frame, [capacity, size to start learning]]) and PER."""
 
-    memory_size_schedule: List[Any] = field(
+    memory_size_schedule: list[Any] = field(
         default_factory=lambda: [[0, [50_000, 20_000]], [5_000_000, [100_000, 75_000]], [7_000_000, [200_000, 150_000]]]
     )
     prio_alpha: float = 0.0  # 0 = uniform sampling
@@ -275,10 +275,10 @@ class MemoryConfig:
 class ExplorationConfig:
     """``exploration``: epsilon-greedy and Boltzmann-perturbed action selection."""
 
-    epsilon_schedule: List[Any] = field(
+    epsilon_schedule: list[Any] = field(
         default_factory=lambda: [[0, 1.0], [50_000, 1.0], [300_000, 0.1], [3_000_000, 0.03]]
     )
-    epsilon_boltzmann_schedule: List[Any] = field(default_factory=lambda: [[0, 0.15], [10_000_000, 0.03]])
+    epsilon_boltzmann_schedule: list[Any] = field(default_factory=lambda: [[0, 0.15], [10_000_000, 0.03]])
     tau_epsilon_boltzmann: float = 0.01
 
 
@@ -327,7 +327,7 @@ class LoggerConfig:
     # (pip install -e '.[wandb]'). Offline runs are kept in <run_dir>/wandb/ for a later `wandb sync`.
     wandb: bool = False
     wandb_project: str = "tmexp"
-    wandb_entity: Optional[str] = None  # None: the account's default entity
+    wandb_entity: str | None = None  # None: the account's default entity
     wandb_mode: WandbMode = WandbMode.online
 
 
@@ -346,4 +346,3 @@ class Config:
     objective: Objective = Objective.best_time  # the run's result, returned to a search (hydra/sweeper=optuna)
     seed: int = 0
     run_name: str = "default"
-

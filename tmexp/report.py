@@ -25,9 +25,12 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m tmexp.report", description=__doc__.splitlines()[0])
     parser.add_argument("experiment", help="experiment folder holding runs.yaml, e.g. experiments/btr_A01")
-    parser.add_argument("--export", action="store_true",
-                        help="also write runs_export.json.gz beside runs.yaml: what the report reads from each run "
-                             "(scalars, config, metadata), so that it regenerates where the run directories are not")
+    parser.add_argument(
+        "--export",
+        action="store_true",
+        help="also write runs_export.json.gz beside runs.yaml: what the report reads from each run "
+        "(scalars, config, metadata), so that it regenerates where the run directories are not",
+    )
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -43,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(written.source)
     if written.export_file is not None:
-        print(f"exported {written.n_runs} runs to {written.export_file} ({written.export_bytes / 1024:.0f} KB, "
-              f"{written.export_bytes / 1024 / max(written.n_runs, 1):.0f} KB per run)")
+        print(
+            f"exported {written.n_runs} runs to {written.export_file} ({written.export_bytes / 1024:.0f} KB, "
+            f"{written.export_bytes / 1024 / max(written.n_runs, 1):.0f} KB per run)"
+        )
     print(f"wrote {written.readme}")
     return 0
 

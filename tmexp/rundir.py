@@ -36,10 +36,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -140,8 +141,13 @@ def _read_yaml(path: Path) -> Any:
         return None
 
 
-def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], Any], *, durable: bool = False,
-                 before_replace: Callable[[], Any] | None = None) -> int:
+def write_atomic(
+    path: str | Path,
+    data: bytes | str | Callable[[BinaryIO], Any],
+    *,
+    durable: bool = False,
+    before_replace: Callable[[], Any] | None = None,
+) -> int:
     """Write ``path`` so that readers see the old file or the new one, never part of one: through a temporary file
     beside it (``<name>.<pid>.<thread>.tmp``), renamed over it. The one atomic writer of tmexp.
 
@@ -194,8 +200,10 @@ _held: dict[Path, list] = {}  # the run directories this process holds: path -> 
 def _holder_text(data: dict | None) -> str:
     if not data:
         return "another process"
-    return (f"process {data.get('pid')} on {data.get('host')} (started {data.get('since', '?')}: "
-            f"{data.get('command', '?')})")
+    return (
+        f"process {data.get('pid')} on {data.get('host')} (started {data.get('since', '?')}: "
+        f"{data.get('command', '?')})"
+    )
 
 
 def lock_holder(run_dir: str | Path) -> str | None:
@@ -234,7 +242,7 @@ class RunLock:
             del _held[self.root]
             os.close(entry[0])  # releases the flock
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -268,16 +276,25 @@ def lock(run_dir: str | Path) -> RunLock:
                 time.sleep(wait_s)
     except BlockingIOError:
         os.close(fd)
-        raise RunDirInUse(f"{run_dir} is in use by {_holder_text(_read_json(path))}: wait for it to end or stop "
-                          "it, or choose another hydra.run.dir (hydra.sweep.dir for a sweep).") from None
+        raise RunDirInUse(
+            f"{run_dir} is in use by {_holder_text(_read_json(path))}: wait for it to end or stop "
+            "it, or choose another hydra.run.dir (hydra.sweep.dir for a sweep)."
+        ) from None
     except OSError as error:
         if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
             os.close(fd)
             raise
-        log.warning("%s: this file system does not support locks; nothing stops a second process from using the "
-                    "same run directory", run_dir)
-    holder = {"host": socket.gethostname(), "pid": os.getpid(),
-              "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
+        log.warning(
+            "%s: this file system does not support locks; nothing stops a second process from using the "
+            "same run directory",
+            run_dir,
+        )
+    holder = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(holder).encode(), 0)
     _held[root] = [fd, 1]
@@ -296,8 +313,13 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None, **f
         The dict written.
     """
     path = RunDir(run_dir).status
-    data = {**(_read_json(path) or {}), "status": status, **fields, "error": error,
-            "updated_at": datetime.now(timezone.utc).isoformat()}
+    data = {
+        **(_read_json(path) or {}),
+        "status": status,
+        **fields,
+        "error": error,
+        "updated_at": datetime.now(timezone.utc).isoformat(),
+    }
     write_atomic(path, json.dumps(data, indent=2))
     return data
 
@@ -340,8 +362,9 @@ def record_skip(run_dir: str | Path, sweep: str | None, **fields: Any) -> dict:
     Args:
         fields: anything else to record (the objective, when the command asks for another one).
     """
-    return write_status(run_dir, "finished", sweep=sweep, skipped=True, resumed=False, retries=0, retry_errors=[],
-                        **fields)
+    return write_status(
+        run_dir, "finished", sweep=sweep, skipped=True, resumed=False, retries=0, retry_errors=[], **fields
+    )
 
 
 # ----- a multirun's command ---------------------------------------------------------------------------------------
@@ -376,11 +399,20 @@ def run_metadata() -> dict:
         pass
     try:
         where = ["git", "-C", str(Path(tmexp.__file__).parent)]
-        commit = subprocess.run(where + ["rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
+        commit = (
+            subprocess.run(where + ["rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+            or None
+        )
         # uncommitted changes to tracked files: the commit alone does not say what code ran
-        dirty = bool(subprocess.run(where + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, timeout=5).stdout.strip()) if commit else None
+        dirty = (
+            bool(
+                subprocess.run(
+                    where + ["status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+                ).stdout.strip()
+            )
+            if commit
+            else None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = dirty = None
     return {
@@ -399,8 +431,9 @@ def run_metadata() -> dict:
     }
 
 
-def write_run_meta(run_dir: str | Path, meta: dict | None = None,
-                   config_changes: dict[str, list] | None = None) -> dict:
+def write_run_meta(
+    run_dir: str | Path, meta: dict | None = None, config_changes: dict[str, list] | None = None
+) -> dict:
     """Record a start: the first one writes ``run_meta.json``, which keeps it; a later one only sets its
     ``resumed_at`` there and appends a line to ``starts.jsonl`` (its own metadata and ``config_changes``, the keys
     whose value differs from the first start's, as ``write_resolved_config`` returns them). Returns run_meta.json."""
@@ -525,8 +558,12 @@ def _pickled_strings(text: str) -> tuple[bytes, ...]:
     return tuple(forms)
 
 
-def submitit_logs(sweep_dir: str | Path, run_dir: str | Path | None = None, job_num: int | None = None,
-                  overrides: list[str] | None = None) -> list[Path]:
+def submitit_logs(
+    sweep_dir: str | Path,
+    run_dir: str | Path | None = None,
+    job_num: int | None = None,
+    overrides: list[str] | None = None,
+) -> list[Path]:
     """The submitit stdout/stderr files (``*_log.out``, ``*_log.err``) of one job of a multirun, [] when none found.
 
     Tried in turn, first match wins:

@@ -30,9 +30,11 @@ from tmexp.envs.track import TrackError, builtin_track_names, load_map
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tmexp.sim", description=__doc__.splitlines()[1])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_ in (("drive", "drive one race with the reference driver and print its time"),
-                        ("render", "draw the track, the reference driver's line and observation images"),
-                        ("fake-game", "serve a fake game (Linesight's plugin protocol, the simulator's physics)")):
+    for name, help_ in (
+        ("drive", "drive one race with the reference driver and print its time"),
+        ("render", "draw the track, the reference driver's line and observation images"),
+        ("fake-game", "serve a fake game (Linesight's plugin protocol, the simulator's physics)"),
+    ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--map", default="A01", help=f"map short name (built-in: {', '.join(builtin_track_names())})")
         p.add_argument("--reference-line", default=None, help="a Linesight (N, 3) .npy centreline to drive instead")
@@ -59,11 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     lap = drive_lap(track, spec, params)
     if args.command == "drive":
         if lap.finished:
-            print(f"{track.name}: {track.length:.1f} m, reference driver lap {lap.race_time_ms / 1000:.2f} s "
-                  f"(checkpoints at {', '.join(f'{t / 1000:.2f}' for t in lap.cp_times)} s)")
+            print(
+                f"{track.name}: {track.length:.1f} m, reference driver lap {lap.race_time_ms / 1000:.2f} s "
+                f"(checkpoints at {', '.join(f'{t / 1000:.2f}' for t in lap.cp_times)} s)"
+            )
         else:
-            print(f"{track.name}: {track.length:.1f} m, reference driver did not finish "
-                  f"(stopped at {lap.race_time_ms / 1000:.2f} s)")
+            print(
+                f"{track.name}: {track.length:.1f} m, reference driver did not finish "
+                f"(stopped at {lap.race_time_ms / 1000:.2f} s)"
+            )
         return 0 if lap.finished else 1
     from tmexp.envs.sim.render import render_overview
 
@@ -74,16 +80,28 @@ def main(argv: list[str] | None = None) -> int:
 
 def _replay_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run's directory (it holds config_resolved.yaml, best_runs/)")
-    p.add_argument("--race", default="best",
-                   help="best (the fastest saved race), latest (the most recently saved) or an actions .npy file")
+    p.add_argument(
+        "--race",
+        default="best",
+        help="best (the fastest saved race), latest (the most recently saved) or an actions .npy file",
+    )
     p.add_argument("--map", default=None, help="which map of the run's cycle (default: the first with a saved race)")
-    p.add_argument("--checkpoint", action="store_true",
-                   help="drive the greedy policy of the run's latest checkpoint instead of saved actions")
-    p.add_argument("--animate", nargs="?", const="gif", choices=("gif", "mp4"),
-                   help="also write an animation (GIF by default; MP4 needs ffmpeg)")
+    p.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="drive the greedy policy of the run's latest checkpoint instead of saved actions",
+    )
+    p.add_argument(
+        "--animate",
+        nargs="?",
+        const="gif",
+        choices=("gif", "mp4"),
+        help="also write an animation (GIF by default; MP4 needs ffmpeg)",
+    )
     p.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/replay/<map>_<race>.png)")
-    p.add_argument("--game", action="store_true",
-                   help="env=tmi runs: send the saved actions to the game instead of the simulator")
+    p.add_argument(
+        "--game", action="store_true", help="env=tmi runs: send the saved actions to the game instead of the simulator"
+    )
 
 
 def _replay(args) -> int:
@@ -96,8 +114,14 @@ def _replay(args) -> int:
         if args.checkpoint:
             name = args.map or settings.maps[0].short_name
             track = settings.track(name)
-            race = playback.play(track, settings.spec, settings.rewards, settings.params,
-                                 _checkpoint_policy(settings, track), "checkpoint (greedy)")
+            race = playback.play(
+                track,
+                settings.spec,
+                settings.rewards,
+                settings.params,
+                _checkpoint_policy(settings, track),
+                "checkpoint (greedy)",
+            )
             recorded, what = None, "checkpoint"
         else:
             name, path, recorded = playback.choose_race(settings, args.race, args.map)
@@ -109,8 +133,9 @@ def _replay(args) -> int:
         playback.draw_race(track, race, reference, settings.spec, settings.params, out)
         animation = None
         if args.animate:
-            animation = playback.animate_race(track, race, reference, settings.spec, settings.params,
-                                              out.with_suffix(f".{args.animate}"))
+            animation = playback.animate_race(
+                track, race, reference, settings.spec, settings.params, out.with_suffix(f".{args.animate}")
+            )
     except (playback.PlaybackError, TrackError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -135,8 +160,10 @@ def _replay_summary(race, recorded_ms, reference, deltas, marks) -> str:
         worst = int(np.argmax(section))
         at = "the finish" if race.finished and reference.finished else f"{marks[len(deltas) - 1]:.0f} m"
         start = marks[worst - 1] if worst else 0.0
-        line += (f"; {deltas[-1]:+.2f} s at {at}; most lost from {start:.0f} to {marks[worst]:.0f} m "
-                 f"({section[worst]:+.2f} s)")
+        line += (
+            f"; {deltas[-1]:+.2f} s at {at}; most lost from {start:.0f} to {marks[worst]:.0f} m "
+            f"({section[worst]:+.2f} s)"
+        )
     return line
 
 
@@ -154,20 +181,30 @@ def _checkpoint_policy(settings, track):
 
     run_dir = settings.run_dir
     if not has_checkpoint(run_dir):
-        raise PlaybackError(f"{run_dir} holds no checkpoint (checkpoint/latest.pt); replay a saved race instead "
-                            "(leave out --checkpoint).")
+        raise PlaybackError(
+            f"{run_dir} holds no checkpoint (checkpoint/latest.pt); replay a saved race instead "
+            "(leave out --checkpoint)."
+        )
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), rundir.read_config(run_dir)))
     spec = settings.spec
-    mini_race = cfg.training.temporal_mini_race_duration_ms // (spec.ms_per_tm_engine_step
-                                                               * spec.tm_engine_step_per_action) > 0
+    mini_race = (
+        cfg.training.temporal_mini_race_duration_ms // (spec.ms_per_tm_engine_step * spec.tm_engine_step_per_action) > 0
+    )
     mean = std = None
     recorded = rundir.read_float_stats(run_dir) if cfg.nn.normalize_floats else None
     if recorded is not None:
         mean, std = (np.asarray(v, dtype=np.float32) for v in recorded)
         if mini_race:
             mean, std = np.concatenate(([0.0], mean)), np.concatenate(([1.0], std))
-    net = build_network(cfg.nn, cfg.btr, (1, spec.h_downsized, spec.w_downsized), n_floats(spec) + mini_race, 12,
-                        float_mean=mean, float_std=std)
+    net = build_network(
+        cfg.nn,
+        cfg.btr,
+        (1, spec.h_downsized, spec.w_downsized),
+        n_floats(spec) + mini_race,
+        12,
+        float_mean=mean,
+        float_std=std,
+    )
     net.load_state_dict(load_checkpoint(run_dir)["online"])
     net.train(False)
     rng = np.random.default_rng(0)
@@ -190,12 +227,17 @@ def _replay_on_game(settings, args) -> int:
     from tmexp.envs.sim import playback
 
     if settings.backend != "tmi":
-        print(f"error: --game replays a run on the game, and {settings.run_dir} ran on the simulator "
-              f"(env={settings.backend}); leave out --game to watch it on the simulator.", file=sys.stderr)
+        print(
+            f"error: --game replays a run on the game, and {settings.run_dir} ran on the simulator "
+            f"(env={settings.backend}); leave out --game to watch it on the simulator.",
+            file=sys.stderr,
+        )
         return 2
     if args.checkpoint:
-        print("error: --game sends saved actions; it does not drive a checkpoint's policy (leave out --checkpoint).",
-              file=sys.stderr)
+        print(
+            "error: --game sends saved actions; it does not drive a checkpoint's policy (leave out --checkpoint).",
+            file=sys.stderr,
+        )
         return 2
     from tmexp import rundir
     from tmexp.envs.tmi.env import TmiEnv
@@ -242,15 +284,24 @@ def _fake_game_arguments(p: argparse.ArgumentParser) -> None:
 def _fake_game(track, args) -> int:
     from tmexp.envs.fake_game import Faults, name_process, serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s fake-game[%(process)d] %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s fake-game[%(process)d] %(message)s", stream=sys.stderr)
     faults = Faults(args.drop_after, args.stall_after, args.garbage_after, args.exit_after)
     try:
-        game = serve(track, args.port, args.host, args.countdown_ms, args.menus, faults,
-                     steps_first=args.steps_first, login_screen=args.login_screen, settings_path=args.settings)
+        game = serve(
+            track,
+            args.port,
+            args.host,
+            args.countdown_ms,
+            args.menus,
+            faults,
+            steps_first=args.steps_first,
+            login_screen=args.login_screen,
+            settings_path=args.settings,
+        )
     except OSError as err:
-        print(f"error: cannot listen on {args.host}:{args.port} ({err.strerror}); choose another --port.",
-              file=sys.stderr)
+        print(
+            f"error: cannot listen on {args.host}:{args.port} ({err.strerror}); choose another --port.", file=sys.stderr
+        )
         return 2
     signal.signal(signal.SIGTERM, lambda *_: game.stop())
     name_process(args.process_name)

@@ -31,7 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tmexp import rundir
-from tmexp.compose import compose_config, experiment_first, register_configs  # compose_config stays importable here
+from tmexp.compose import experiment_first, register_configs  # compose_config stays importable here
 from tmexp.config import Config
 from tmexp.launch import freeze, objective, resume, search, slurm_launcher
 from tmexp.launch.job_slots import acquire_slot
@@ -45,8 +45,14 @@ search.install()  # hydra/sweeper=optuna: tmexp's preset and the study's continu
 slurm_launcher.install()  # hydra/launcher=slurm: tmexp's driver around submitit (tmexp/launch/slurm_launcher.py)
 
 
-def train(cfg: Config, run_dir: str | Path, should_stop=lambda: False, observers=(),
-          sweep: str | None = None, pruned=lambda: False) -> str:
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    should_stop=lambda: False,
+    observers=(),
+    sweep: str | None = None,
+    pruned=lambda: False,
+) -> str:
     """Run (or resume) one training run in ``run_dir``; return why it stopped. A run that ended (rather than being
     preempted) records its ``objective`` in ``status.json``, with its final status. A run that raises is started
     again, from its latest checkpoint, up to ``cfg.performance.max_retries`` times; the last error is raised.
@@ -68,8 +74,13 @@ def _train_locked(cfg: Config, run_dir: Path, should_stop, observers, sweep: str
 
     # before anything is written: the checkpoint must resume with this config (its first start's config file is
     # what a checkpoint older than its resume keys is compared with)
-    check_resume(run_dir, resume_structure(cfg), rundir.read_resolved_config(run_dir),
-                 replay_capacity=_replay_capacity(cfg), discard_replay=cfg.training.resume_discards_replay)
+    check_resume(
+        run_dir,
+        resume_structure(cfg),
+        rundir.read_resolved_config(run_dir),
+        replay_capacity=_replay_capacity(cfg),
+        discard_replay=cfg.training.resume_discards_replay,
+    )
     resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
     changes = rundir.write_resolved_config(run_dir, resolved)
     meta = rundir.write_run_meta(run_dir, config_changes=changes)
@@ -89,8 +100,13 @@ def _train_locked(cfg: Config, run_dir: Path, should_stop, observers, sweep: str
                 if retries >= cfg.performance.max_retries or isinstance(error, REFUSALS):
                     raise
                 retries, retry_error = retries + 1, _one_line(error)
-                log.warning("run %s failed (%s): retry %d of %d, from its latest checkpoint", run_dir, retry_error,
-                            retries, cfg.performance.max_retries)
+                log.warning(
+                    "run %s failed (%s): retry %d of %d, from its latest checkpoint",
+                    run_dir,
+                    retry_error,
+                    retries,
+                    cfg.performance.max_retries,
+                )
         failed = False
     finally:
         if wandb_run is not None:
@@ -194,8 +210,9 @@ def _main_locked(cfg: Config, run_dir: Path, multirun: bool, hydra_cfg, sweep: s
     done = resume.finished_before(cfg, run_dir)
     if done is not None:  # a sweep run again: this job has nothing left to train
         rundir.record_skip(run_dir, sweep, objective=resume.objective_fields(done))
-        log.info("run %s already finished (training.max_frames / max_minutes reached): skipped; objective: %s",
-                 run_dir, done)
+        log.info(
+            "run %s already finished (training.max_frames / max_minutes reached): skipped; objective: %s", run_dir, done
+        )
         return done.value
     watcher = PreemptionWatcher()
     slot = None
@@ -203,15 +220,27 @@ def _main_locked(cfg: Config, run_dir: Path, multirun: bool, hydra_cfg, sweep: s
         slot = acquire_slot(Path(hydra_cfg.sweep.dir) / ".job_slots", cfg.performance.job_slots)
     for line in start_lines(run_dir, cfg.training.max_frames, cfg.training.max_minutes):
         print(line, flush=True)
-    console = make_console(cfg.logger.console, cfg.map.short_name, cfg.training.batch_size, cfg.training.max_frames,
-                           cfg.training.max_minutes)
-    trial = search.TrialReporter.for_job(hydra_cfg, multirun, run_dir, cfg.objective, cfg.map.short_name,
-                                         cfg.training.log_every_seconds)  # a search's trial: reports, prunes
+    console = make_console(
+        cfg.logger.console,
+        cfg.map.short_name,
+        cfg.training.batch_size,
+        cfg.training.max_frames,
+        cfg.training.max_minutes,
+    )
+    trial = search.TrialReporter.for_job(
+        hydra_cfg, multirun, run_dir, cfg.objective, cfg.map.short_name, cfg.training.log_every_seconds
+    )  # a search's trial: reports, prunes
     pruned = trial.prune_requested if trial is not None else (lambda: False)
     try:
         with logging_context(console):
-            reason = train(cfg, run_dir, should_stop=lambda: watcher.requested or pruned(),
-                           observers=[console] + ([trial] if trial is not None else []), sweep=sweep, pruned=pruned)
+            reason = train(
+                cfg,
+                run_dir,
+                should_stop=lambda: watcher.requested or pruned(),
+                observers=[console] + ([trial] if trial is not None else []),
+                sweep=sweep,
+                pruned=pruned,
+            )
     except REFUSALS as error:
         if multirun:
             raise

@@ -8,7 +8,7 @@ extra still starts. (No ``from __future__ import annotations``: Hydra's plugin s
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
@@ -24,8 +24,8 @@ class OptunaSweeperConf:
     _target_: str = "hydra_plugins.tmexp_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     _recursive_: bool = False  # the sampler and pruner are built by the study, with its search space
     direction: str = "minimize"
-    study_name: Optional[str] = None
-    storage: Optional[str] = None  # None: a journal file, <sweep dir>/optuna.journal
+    study_name: str | None = None
+    storage: str | None = None  # None: a journal file, <sweep dir>/optuna.journal
     n_trials: int = 8
     n_jobs: int = 1
     max_failure_rate: float = 1.0
@@ -34,7 +34,7 @@ class OptunaSweeperConf:
     step_seconds: float = 60.0
     prune_after_minutes: float = 0.0
     poll_seconds: float = 2.0
-    params: Optional[Dict[str, str]] = None
+    params: dict[str, str] | None = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="tmexp_optuna", node=OptunaSweeperConf, provider="tmexp")
@@ -64,10 +64,11 @@ class OptunaSweeper(Sweeper):
 
         self.hydra_context = hydra_context
         self.config = config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         from tmexp.launch.search import run_study
 
         return run_study(self.settings, self.config, self.launcher, arguments)

@@ -34,11 +34,11 @@ class EventFileWarning(UserWarning):
 class FileScalars:
     """Scalars of one file, in file order. Arrays all have shape (n,)."""
 
-    tags: list[str]           # distinct tags; ``tag_index`` points into it
-    tag_index: np.ndarray     # int32
-    step: np.ndarray          # int64
-    wall_time: np.ndarray     # float64
-    value: np.ndarray         # float64
+    tags: list[str]  # distinct tags; ``tag_index`` points into it
+    tag_index: np.ndarray  # int32
+    step: np.ndarray  # int64
+    wall_time: np.ndarray  # float64
+    value: np.ndarray  # float64
     first_wall_time: float = float("nan")  # of the file's first event of any kind (the writer's start)
     # Restarts (SessionLog START, written by SummaryWriter(purge_step=S) when a run resumes): (row, S) means
     # "scalars read before row ``row`` of this file, and in earlier files of the run, with step >= S are void",
@@ -46,9 +46,8 @@ class FileScalars:
     purges: list[tuple[int, int]] = field(default_factory=list)
 
     @staticmethod
-    def empty(first_wall_time: float = float("nan")) -> "FileScalars":
-        return FileScalars([], np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
-                           first_wall_time)
+    def empty(first_wall_time: float = float("nan")) -> FileScalars:
+        return FileScalars([], np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), first_wall_time)
 
 
 def _masked(crc: int) -> int:
@@ -90,7 +89,7 @@ def _walk_records(data: bytes, offset: int = 0) -> tuple[np.ndarray, np.ndarray,
 
 
 def _header_ok(data: bytes, pos: int) -> bool:
-    return _masked(google_crc32c.value(data[pos:pos + 8])) == struct.unpack_from("<I", data, pos + 8)[0]
+    return _masked(google_crc32c.value(data[pos : pos + 8])) == struct.unpack_from("<I", data, pos + 8)[0]
 
 
 def _gather(buf: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
@@ -101,9 +100,10 @@ def _gather(buf: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
 def _first_bad_crc(data: bytes, starts: np.ndarray, lengths: np.ndarray) -> int | None:
     """Index of the first record whose length or data CRC is wrong, or None."""
     crc, n = google_crc32c.value, len(starts)
-    header = np.fromiter((crc(data[a:a + 8]) for a in starts.tolist()), np.uint32, n)
-    body = np.fromiter((crc(data[a + 12:a + 12 + length]) for a, length in zip(starts.tolist(), lengths.tolist())),
-                       np.uint32, n)
+    header = np.fromiter((crc(data[a : a + 8]) for a in starts.tolist()), np.uint32, n)
+    body = np.fromiter(
+        (crc(data[a + 12 : a + 12 + length]) for a, length in zip(starts.tolist(), lengths.tolist())), np.uint32, n
+    )
     buf = np.frombuffer(data, np.uint8)
     bad = _mask(header) != _gather(buf, starts + 8, 4).copy().view("<u4")[:, 0]
     bad |= _mask(body) != _gather(buf, starts + 12 + lengths, 4).copy().view("<u4")[:, 0]
@@ -249,7 +249,7 @@ def read_scalars(path: str | Path, block_bytes: int = BLOCK_BYTES) -> FileScalar
             starts, lengths, problem = _walk_records(data, offset)  # a problem only in the last block
             block, block_purges, stop = _block_scalars(data, starts, lengths, tags, offset)
             if len(starts) and first_wall_time != first_wall_time and (stop is None or stop[0] > 0):
-                first_wall_time = event_pb2.Event.FromString(data[12:12 + int(lengths[0])]).wall_time
+                first_wall_time = event_pb2.Event.FromString(data[12 : 12 + int(lengths[0])]).wall_time
             parts.append(block)
             purges += [(rows + row, step) for row, step in block_purges]
             rows += len(block[0])
@@ -260,8 +260,19 @@ def read_scalars(path: str | Path, block_bytes: int = BLOCK_BYTES) -> FileScalar
     if problem is not None:
         warnings.warn(f"{path}: {problem}; kept the {kept} records before it.", EventFileWarning, stacklevel=2)
     if not rows:
-        return FileScalars(list(tags.ids), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
-                           first_wall_time, purges) if tags.ids or purges else FileScalars.empty(first_wall_time)
+        return (
+            FileScalars(
+                list(tags.ids),
+                np.zeros(0, np.int32),
+                np.zeros(0, np.int64),
+                np.zeros(0),
+                np.zeros(0),
+                first_wall_time,
+                purges,
+            )
+            if tags.ids or purges
+            else FileScalars.empty(first_wall_time)
+        )
     tag_index, step, wall_time, value = (np.concatenate(column) for column in zip(*parts))
     return FileScalars(list(tags.ids), tag_index, step, wall_time, value, first_wall_time, purges)
 
@@ -312,7 +323,7 @@ def _block_scalars(data: bytes, starts: np.ndarray, lengths: np.ndarray, tags: _
         if i >= limit:
             break
         s = int(starts[i]) + 12
-        record = data[s:s + int(lengths[i])]
+        record = data[s : s + int(lengths[i])]
         try:
             rows = _protobuf_scalars(record)
             restart = _restart_step(record)
@@ -325,7 +336,7 @@ def _block_scalars(data: bytes, starts: np.ndarray, lengths: np.ndarray, tags: _
             restarts.append((i, restart))
 
     kept = fast < limit  # ``fast`` is sorted: a prefix
-    fast, inverse = fast[kept], inverse[:int(kept.sum())]
+    fast, inverse = fast[kept], inverse[: int(kept.sum())]
     order_key = np.concatenate([fast.astype(np.float64), [r[0] + 0.5 for r in extra]])
     order = np.argsort(order_key, kind="stable")
     all_tag = np.concatenate([local_ids[inverse], np.array([tags.id(r[1]) for r in extra], np.int32)])[order]

@@ -68,15 +68,26 @@ def encode_run(info: loading.RunInfo, rows: pd.DataFrame) -> dict:
 def decode_run(entry: dict, label: str, path: Path) -> tuple[loading.RunInfo, loading.RunArrays]:
     """A run as the loader would have given it: its RunInfo (at ``path``) and its scalar arrays."""
     info = loading.RunInfo(
-        label=label, path=path, event_files=[path / f for f in entry["event_files"]],
-        overrides=list(entry["overrides"]), config=entry["config"], meta=entry["meta"], status=entry["status"],
-        first_wall_time=float(entry["first_wall_time"]), tmexp_run=bool(entry["tmexp_run"]),
-        conversions=dict(entry["conversions"]), no_data=str(entry["no_data"]))
-    columns = [np.asarray(entry[name], dtype) for name, dtype in
-               (("tag", np.int32), ("step", np.int64), ("wall_time", np.float64), ("value", np.float64))]
+        label=label,
+        path=path,
+        event_files=[path / f for f in entry["event_files"]],
+        overrides=list(entry["overrides"]),
+        config=entry["config"],
+        meta=entry["meta"],
+        status=entry["status"],
+        first_wall_time=float(entry["first_wall_time"]),
+        tmexp_run=bool(entry["tmexp_run"]),
+        conversions=dict(entry["conversions"]),
+        no_data=str(entry["no_data"]),
+    )
+    columns = [
+        np.asarray(entry[name], dtype)
+        for name, dtype in (("tag", np.int32), ("step", np.int64), ("wall_time", np.float64), ("value", np.float64))
+    ]
     tag_index = columns[0]
-    if len({len(c) for c in columns}) != 1 or (len(tag_index) and not 0 <= tag_index.min() <= tag_index.max()
-                                                < len(entry["tags"])):
+    if len({len(c) for c in columns}) != 1 or (
+        len(tag_index) and not 0 <= tag_index.min() <= tag_index.max() < len(entry["tags"])
+    ):
         raise ValueError("its scalar columns do not match")
     return info, loading.RunArrays(label, list(entry["tags"]), *columns)
 
@@ -101,18 +112,24 @@ def read_export(path: str | Path) -> dict[str, dict]:
     try:
         raw = json.loads(_gunzip(path, MAX_EXPORT_BYTES))
     except (OSError, EOFError, zlib.error, ValueError) as err:
-        raise ExportError(f"{path} is not a readable run export ({err.__class__.__name__}); restore it from version "
-                          f"control, or export again where the runs are.") from None
+        raise ExportError(
+            f"{path} is not a readable run export ({err.__class__.__name__}); restore it from version "
+            f"control, or export again where the runs are."
+        ) from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT or not isinstance(raw.get("runs"), dict):
-        raise ExportError(f"{path} is not a run export of format {FORMAT}; export again where the runs are "
-                          f"(python -m tmexp.report <study> --export).")
+        raise ExportError(
+            f"{path} is not a run export of format {FORMAT}; export again where the runs are "
+            f"(python -m tmexp.report <study> --export)."
+        )
     return raw["runs"]
 
 
 def _gunzip(path: Path, limit: int) -> bytes:
     """The gzip file's contents, refused (ExportError) past ``limit`` bytes, compressed or unpacked."""
-    too_big = ExportError(f"{path} unpacks to more than {limit >> 20} MiB, more than any run export holds: it is not "
-                          "one; restore it from version control, or export again where the runs are.")
+    too_big = ExportError(
+        f"{path} unpacks to more than {limit >> 20} MiB, more than any run export holds: it is not "
+        "one; restore it from version control, or export again where the runs are."
+    )
     if path.stat().st_size > limit:
         raise too_big
     unpacker = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
@@ -124,8 +141,7 @@ def _gunzip(path: Path, limit: int) -> bytes:
     return data
 
 
-def with_exported(runset: loading.RunSet, exported: dict[str, tuple[str, dict]],
-                  order: list[str]) -> loading.RunSet:
+def with_exported(runset: loading.RunSet, exported: dict[str, tuple[str, dict]], order: list[str]) -> loading.RunSet:
     """``runset`` (the runs read from their directories) joined with runs from an export, in ``order`` of labels.
 
     Args:
@@ -142,13 +158,20 @@ def with_exported(runset: loading.RunSet, exported: dict[str, tuple[str, dict]],
             try:
                 infos[label], part = decode_run(entry, label, Path(key))
             except (KeyError, TypeError, ValueError) as err:
-                raise ExportError(f"the entry {key!r} is damaged ({err.__class__.__name__}: {err}); restore the "
-                                  f"export from version control, or export again where the runs are.") from None
+                raise ExportError(
+                    f"the entry {key!r} is damaged ({err.__class__.__name__}: {err}); restore the "
+                    f"export from version control, or export again where the runs are."
+                ) from None
         else:
             infos[label] = runset.runs[label]
             rows = _run_rows(runset.scalars, label)
-            part = loading.RunArrays(label, [str(t) for t in rows["tag"].cat.categories],
-                                     rows["tag"].cat.codes.to_numpy(np.int32), rows["step"].to_numpy(),
-                                     rows["wall_time"].to_numpy(), rows["value"].to_numpy())
+            part = loading.RunArrays(
+                label,
+                [str(t) for t in rows["tag"].cat.categories],
+                rows["tag"].cat.codes.to_numpy(np.int32),
+                rows["step"].to_numpy(),
+                rows["wall_time"].to_numpy(),
+                rows["value"].to_numpy(),
+            )
         parts.append(part)
     return loading.RunSet(infos, loading.scalar_frame(parts, order))

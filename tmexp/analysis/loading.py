@@ -48,16 +48,16 @@ class RunInfo:
     """One run: where its logs are and what the run directory says about it."""
 
     label: str
-    path: Path                               # the run directory (Hydra job dir, or the log dir itself)
-    event_files: list[Path]                  # every event file, in merge order
+    path: Path  # the run directory (Hydra job dir, or the log dir itself)
+    event_files: list[Path]  # every event file, in merge order
     overrides: list[str] = field(default_factory=list)
-    config: dict | None = None               # config_resolved.yaml, else .hydra/config.yaml
-    meta: dict | None = None                 # run_meta.json
-    status: dict | None = None               # status.json
-    first_wall_time: float = float("nan")    # the run's first event of any kind: where relative time starts
-    tmexp_run: bool = False                  # a tmexp (Hydra) run directory, not another project's log folder
+    config: dict | None = None  # config_resolved.yaml, else .hydra/config.yaml
+    meta: dict | None = None  # run_meta.json
+    status: dict | None = None  # status.json
+    first_wall_time: float = float("nan")  # the run's first event of any kind: where relative time starts
+    tmexp_run: bool = False  # a tmexp (Hydra) run directory, not another project's log folder
     conversions: dict[str, str] = field(default_factory=dict)  # tag -> how its values were converted on load
-    no_data: str = ""                        # why the run has no scalars ("" when it has some)
+    no_data: str = ""  # why the run has no scalars ("" when it has some)
 
     @property
     def folders(self) -> list[Path]:
@@ -143,7 +143,7 @@ def _split_index(folder: Path, base: Path) -> int | None:
     """k when ``folder`` is named ``<base>_<k>`` beside ``base`` with k >= 2, else None."""
     if folder.parent != base.parent or not folder.name.startswith(base.name + "_"):
         return None
-    rest = folder.name[len(base.name) + 1:]
+    rest = folder.name[len(base.name) + 1 :]
     return int(rest) if rest.isdigit() and int(rest) >= 2 else None
 
 
@@ -174,14 +174,17 @@ def _merge_split_dirs(found: dict[Path, list[Path]]) -> dict[Path, list[Path]]:
             if base in plain and d in parts:
                 parts[base].append((int(match["index"]), d))
                 del parts[d]
-    return {base: [f for _, d in sorted(members) for f in found[d]]
-            for base, members in sorted(parts.items(), key=lambda item: _natural_key(item[0]))}
+    return {
+        base: [f for _, d in sorted(members) for f in found[d]]
+        for base, members in sorted(parts.items(), key=lambda item: _natural_key(item[0]))
+    }
 
 
 def _natural_key(path: Path) -> list:
     """Sort job folders 0, 1, 2, ..., 10 (not 0, 1, 10, 2): digit runs compare as numbers."""
-    return [[(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", part) if t]
-            for part in path.parts]
+    return [
+        [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", part) if t] for part in path.parts
+    ]
 
 
 def describe_run(run_dir: Path, event_files: list[Path], label: str) -> RunInfo:
@@ -218,8 +221,9 @@ def _drop_repeats(found: list[tuple[int, Path, list[Path]]]) -> list[tuple[int, 
     return keep
 
 
-def load_runs(paths, labels: list[str] | None = None, workers: int | None = None,
-              canonical_tags: bool = True) -> RunSet:
+def load_runs(
+    paths, labels: list[str] | None = None, workers: int | None = None, canonical_tags: bool = True
+) -> RunSet:
     """Load every run found under ``paths`` (run or sweep directories, or event files).
 
     Args:
@@ -237,8 +241,10 @@ def load_runs(paths, labels: list[str] | None = None, workers: int | None = None
         if not runs_here:
             raise RunLoadError(f"no TensorBoard event files found under {root}; check the path.")
         if labels is not None and len(runs_here) != 1:
-            raise RunLoadError(f"{root} holds {len(runs_here)} runs, so it cannot take the single label "
-                               f"{labels[k]!r}; point at one run directory.")
+            raise RunLoadError(
+                f"{root} holds {len(runs_here)} runs, so it cannot take the single label "
+                f"{labels[k]!r}; point at one run directory."
+            )
         found += [(k, run_dir, files) for run_dir, files in runs_here.items()]
     if labels is None and len(paths) > 1:
         found = _drop_repeats(found)
@@ -257,8 +263,12 @@ def load_runs(paths, labels: list[str] | None = None, workers: int | None = None
                 n += 1
             info.label = label
             runs[label] = info
-    read = read_event_files({k: v.event_files for k, v in runs.items()}, workers, canonical_tags,
-                            foreign={k for k, v in runs.items() if not v.tmexp_run})
+    read = read_event_files(
+        {k: v.event_files for k, v in runs.items()},
+        workers,
+        canonical_tags,
+        foreign={k for k, v in runs.items() if not v.tmexp_run},
+    )
     for label, info in runs.items():
         info.first_wall_time = read.starts.get(label, float("nan"))
         info.conversions = read.conversions.get(label, {})
@@ -270,8 +280,7 @@ def _no_data_reason(info: RunInfo, rows: int, damaged: list[str]) -> str:
     if rows:
         return ""
     if not info.event_files:
-        return "no event files" + (f" (status: {info.status['status']})" if (info.status or {}).get("status")
-                                   else "")
+        return "no event files" + (f" (status: {info.status['status']})" if (info.status or {}).get("status") else "")
     n = len(info.event_files)
     files = f"{n} event file{'s' if n > 1 else ''}"
     if damaged:
@@ -287,24 +296,32 @@ def _read_run(files: list[Path]) -> tuple[list[FileScalars], list[str]]:
     return parts, [str(w.message) for w in caught if issubclass(w.category, EventFileWarning)]
 
 
-def _concat_run(parts: list[FileScalars], canonical: bool) -> tuple[list[str], np.ndarray, np.ndarray,
-                                                                   np.ndarray, np.ndarray]:
+def _concat_run(
+    parts: list[FileScalars], canonical: bool
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Join a run's files into one set of arrays with a shared tag list."""
     names: dict[str, int] = {}
     tag_index = []
     for part in parts:
-        remap = np.array([names.setdefault(metrics.canonical_tag(t) if canonical else t, len(names))
-                          for t in part.tags] + [0], np.int32)
+        remap = np.array(
+            [names.setdefault(metrics.canonical_tag(t) if canonical else t, len(names)) for t in part.tags] + [0],
+            np.int32,
+        )
         tag_index.append(remap[part.tag_index])
     steps = np.concatenate([p.step for p in parts])
     keep = np.ones(len(steps), bool)
     offset = 0
     for part in parts:  # a resumed run voids what its killed predecessor logged at or after the resume step
         for row, purge_step in part.purges:
-            keep[:offset + row] &= steps[:offset + row] < purge_step
+            keep[: offset + row] &= steps[: offset + row] < purge_step
         offset += len(part.step)
-    return (list(names), np.concatenate(tag_index)[keep], steps[keep],
-            np.concatenate([p.wall_time for p in parts])[keep], np.concatenate([p.value for p in parts])[keep])
+    return (
+        list(names),
+        np.concatenate(tag_index)[keep],
+        steps[keep],
+        np.concatenate([p.wall_time for p in parts])[keep],
+        np.concatenate([p.value for p in parts])[keep],
+    )
 
 
 def _convert_units(tags: list[str], tag_index: np.ndarray, value: np.ndarray) -> dict[str, str]:
@@ -326,14 +343,15 @@ class EventRead:
     """What reading the event files of several runs gives, by run label."""
 
     scalars: pd.DataFrame
-    starts: dict[str, float]                  # Unix time of the run's first event of any kind
-    rows: dict[str, int]                      # scalars kept
-    conversions: dict[str, dict[str, str]]    # tag -> how it was converted
-    damaged: dict[str, list[str]]             # the warnings of truncated or corrupt files
+    starts: dict[str, float]  # Unix time of the run's first event of any kind
+    rows: dict[str, int]  # scalars kept
+    conversions: dict[str, dict[str, str]]  # tag -> how it was converted
+    damaged: dict[str, list[str]]  # the warnings of truncated or corrupt files
 
 
-def read_event_files(files_by_run: dict[str, list[Path]], workers: int | None = None,
-                     canonical_tags: bool = True, foreign=()) -> EventRead:
+def read_event_files(
+    files_by_run: dict[str, list[Path]], workers: int | None = None, canonical_tags: bool = True, foreign=()
+) -> EventRead:
     """Read runs' event files (one process per run) into the long DataFrame.
 
     ``foreign`` names the runs logged by other Linesight-family versions, whose units are converted (with
@@ -374,10 +392,10 @@ class RunArrays(NamedTuple):
 
     label: str
     tags: list[str]
-    tag_index: np.ndarray   # int32
-    step: np.ndarray        # int64
-    wall_time: np.ndarray   # float64
-    value: np.ndarray       # float64
+    tag_index: np.ndarray  # int32
+    step: np.ndarray  # int64
+    wall_time: np.ndarray  # float64
+    value: np.ndarray  # float64
 
 
 def scalar_frame(frames: list[RunArrays], run_order: list[str]) -> pd.DataFrame:
@@ -398,13 +416,15 @@ def scalar_frame(frames: list[RunArrays], run_order: list[str]) -> pd.DataFrame:
     def cat(chunks, dtype):
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype)
 
-    return pd.DataFrame({
-        "run": pd.Categorical.from_codes(cat(run_codes, np.int32), categories=run_order),
-        "tag": pd.Categorical.from_codes(cat(tag_codes, np.int32), categories=all_tags),
-        "step": cat(steps, np.int64),
-        "wall_time": cat(walls, np.float64),
-        "value": cat(values, np.float64),
-    })
+    return pd.DataFrame(
+        {
+            "run": pd.Categorical.from_codes(cat(run_codes, np.int32), categories=run_order),
+            "tag": pd.Categorical.from_codes(cat(tag_codes, np.int32), categories=all_tags),
+            "step": cat(steps, np.int64),
+            "wall_time": cat(walls, np.float64),
+            "value": cat(values, np.float64),
+        }
+    )
 
 
 def empty_frame() -> pd.DataFrame:

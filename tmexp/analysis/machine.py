@@ -51,17 +51,22 @@ def machine_table(runset: loading.RunSet, groups: dict[str, list[str]]) -> pd.Da
             if np.isnan(rate):
                 rate = _median(scalars, run, metrics.TRANSITIONS_LEARNED_PER_S) / _batch_size(info)
                 source = "transitions_learned_per_second / batch_size"
-            rows[run] = {"group": g, "launch": str((info.status or {}).get("sweep") or "-"),
-                         "started": str((info.meta or {}).get("started_at") or "-")[:16].replace("T", " "),
-                         "updates_per_s": rate, "from": source if np.isfinite(rate) else "-",
-                         "load_average": _median(scalars, run, metrics.LOAD_AVERAGE)}
+            rows[run] = {
+                "group": g,
+                "launch": str((info.status or {}).get("sweep") or "-"),
+                "started": str((info.meta or {}).get("started_at") or "-")[:16].replace("T", " "),
+                "updates_per_s": rate,
+                "from": source if np.isfinite(rate) else "-",
+                "load_average": _median(scalars, run, metrics.LOAD_AVERAGE),
+            }
     table = pd.DataFrame.from_dict(rows, orient="index")
     if table.empty:
         return table
     median = table.groupby("group")["updates_per_s"].transform("median")
     table["vs_group_median"] = table["updates_per_s"] / median - 1.0
-    table["flag"] = np.where(table["vs_group_median"].abs() > RATE_TOLERANCE,
-                             f"> {RATE_TOLERANCE:.0%} from its group", "")
+    table["flag"] = np.where(
+        table["vs_group_median"].abs() > RATE_TOLERANCE, f"> {RATE_TOLERANCE:.0%} from its group", ""
+    )
     return table
 
 
@@ -76,34 +81,49 @@ def machine_sentences(table: pd.DataFrame, baseline: str | None = None) -> list[
     flagged = table[table["flag"] != ""]
     rated = table["updates_per_s"].notna().sum()
     if not rated:
-        out.append("No run logged its learner's rate (updates_per_second, or transitions_learned_per_second with a "
-                   "batch size in its config), so no run can be flagged.")
+        out.append(
+            "No run logged its learner's rate (updates_per_second, or transitions_learned_per_second with a "
+            "batch size in its config), so no run can be flagged."
+        )
     elif len(flagged):
-        out.append(f"Learner rate more than {RATE_TOLERANCE:.0%} from its group's median (the machine, not the arm, "
-                   "set its pace): " + ", ".join(f"{run} ({row.updates_per_s:.1f} updates/s, "
-                                                 f"{row.vs_group_median:+.0%})" for run, row in flagged.iterrows())
-                   + ".")
+        out.append(
+            f"Learner rate more than {RATE_TOLERANCE:.0%} from its group's median (the machine, not the arm, "
+            "set its pace): "
+            + ", ".join(
+                f"{run} ({row.updates_per_s:.1f} updates/s, {row.vs_group_median:+.0%})"
+                for run, row in flagged.iterrows()
+            )
+            + "."
+        )
     else:
-        out.append(f"Every run's learner rate is within {RATE_TOLERANCE:.0%} of its group's median ({rated} of "
-                   f"{len(table)} runs logged it).")
+        out.append(
+            f"Every run's learner rate is within {RATE_TOLERANCE:.0%} of its group's median ({rated} of "
+            f"{len(table)} runs logged it)."
+        )
     launches = table.groupby("group")["launch"].agg(lambda s: sorted(set(s)))
     n_launches = table.loc[table["launch"] != "-", "launch"].nunique()
     if n_launches == 0:
         out.append("No run's status.json names its launch (sweep id), so whether the groups shared one is unknown.")
     elif n_launches > 1:
         per_group = "; ".join(f"{g}: {', '.join(v)}" for g, v in launches.items())
-        out.append(f"The runs came from {n_launches} launches (sweep ids; {per_group}), so a wall-time comparison "
-                   "between groups compares launches too: the by-updates tables and the projected wall time do not "
-                   "depend on them.")
+        out.append(
+            f"The runs came from {n_launches} launches (sweep ids; {per_group}), so a wall-time comparison "
+            "between groups compares launches too: the by-updates tables and the projected wall time do not "
+            "depend on them."
+        )
     else:
         out.append("Every run came from one launch.")
     load = table["load_average"].dropna()
     if len(load):
-        out.append(f"Median 1-minute load average per run: {load.min():.2f} to {load.max():.2f} "
-                   f"({len(load)} of {len(table)} runs logged it).")
+        out.append(
+            f"Median 1-minute load average per run: {load.min():.2f} to {load.max():.2f} "
+            f"({len(load)} of {len(table)} runs logged it)."
+        )
     else:
-        out.append("No run logged the load average (Performance/load_average_1m came later), so how busy the machine "
-                   "was is unknown; the rates above are what shows it.")
+        out.append(
+            "No run logged the load average (Performance/load_average_1m came later), so how busy the machine "
+            "was is unknown; the rates above are what shows it."
+        )
     return out
 
 

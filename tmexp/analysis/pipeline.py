@@ -20,17 +20,17 @@ class Options:
     """What to compare and where (the compare CLI's flags, or a runs.yaml)."""
 
     time_axis: str = "wall"
-    interval: float = 10.0                  # minutes between time checkpoints
+    interval: float = 10.0  # minutes between time checkpoints
     step_axes: tuple[str, ...] = ("frames",)
-    steps: list[int] | None = None          # checkpoints on the first step axis ...
-    step_interval: int | None = None        # ... or one every N (default: a round interval, 4 to 10 checkpoints)
-    maps: list[str] | None = None           # default: every map found in the logs
-    tags: list[str] | None = None           # default: the published comparison's metrics and race tags
-    all_scalars: bool = False               # add every other tag logged
-    baseline: str | None = None             # the group others are compared with (default: the first)
-    reference: str | None = None            # a second group others are compared with across seeds (optional)
-    group_tests: bool = True                # each group against the baseline/reference: tests and verdicts
-    difference: float | None = 0.5          # the seeds planner's difference of best time (s); None: no planner
+    steps: list[int] | None = None  # checkpoints on the first step axis ...
+    step_interval: int | None = None  # ... or one every N (default: a round interval, 4 to 10 checkpoints)
+    maps: list[str] | None = None  # default: every map found in the logs
+    tags: list[str] | None = None  # default: the published comparison's metrics and race tags
+    all_scalars: bool = False  # add every other tag logged
+    baseline: str | None = None  # the group others are compared with (default: the first)
+    reference: str | None = None  # a second group others are compared with across seeds (optional)
+    group_tests: bool = True  # each group against the baseline/reference: tests and verdicts
+    difference: float | None = 0.5  # the seeds planner's difference of best time (s); None: no planner
     cost_per_update: dict[str, float] = field(default_factory=dict)  # group -> learner s/update: projected axis
 
 
@@ -39,9 +39,9 @@ class Analysis:
     """The comparisons of one set of runs and the tables built from them."""
 
     runset: loading.RunSet
-    runs: list[str]                         # the runs in the comparisons
-    no_data: dict[str, str]                 # run -> why it is only in the run table
-    groups: dict[str, list[str]]            # seed groups of ``runs``
+    runs: list[str]  # the runs in the comparisons
+    no_data: dict[str, str]  # run -> why it is only in the run table
+    groups: dict[str, list[str]]  # seed groups of ``runs``
     maps: list[str]
     by_time: tables.Comparison
     by_steps: list[tables.Comparison]
@@ -62,9 +62,13 @@ class Analysis:
 
     def comparison_sections(self, cmp: tables.Comparison) -> list[document.Section]:
         """Metric tables, race tables and seed-group tables of one comparison, with their figures."""
-        sections = (document.metric_sections(cmp, self.runset.conversions()) + document.race_sections(cmp)
-                    + document.all_seed_sections(cmp, self.groups, self.maps, self.baseline, self.reference,
-                                                 self.options.group_tests, self.difference))
+        sections = (
+            document.metric_sections(cmp, self.runset.conversions())
+            + document.race_sections(cmp)
+            + document.all_seed_sections(
+                cmp, self.groups, self.maps, self.baseline, self.reference, self.options.group_tests, self.difference
+            )
+        )
         for s in sections:
             s.figure = self.figures.get(s.key)
         return sections
@@ -76,8 +80,9 @@ class Analysis:
         """Across seeds over each whole run (final best time, furthest eval race)."""
         if not self.maps:
             return []
-        return document.final_seed_sections(self.run_table, self.groups, self.baseline, self.reference,
-                                            self.options.group_tests, self.difference)
+        return document.final_seed_sections(
+            self.run_table, self.groups, self.baseline, self.reference, self.options.group_tests, self.difference
+        )
 
     def sections(self) -> list[document.Section]:
         """Every table in reading order: runs, each comparison, then across seeds."""
@@ -93,8 +98,9 @@ class Analysis:
         return self.figures
 
 
-def analyse(runset: loading.RunSet, options: Options | None = None,
-            groups: dict[str, list[str]] | None = None) -> Analysis:
+def analyse(
+    runset: loading.RunSet, options: Options | None = None, groups: dict[str, list[str]] | None = None
+) -> Analysis:
     """Tabulate ``runset`` as ``options`` say; ``groups`` (name -> run labels) default to the seed groups found.
 
     Raises TableError when no run has anything to compare or a requested tag was never logged.
@@ -105,8 +111,7 @@ def analyse(runset: loading.RunSet, options: Options | None = None,
     with_data = [r for r in runset.labels() if r not in no_data]
     if not with_data:
         reasons = "; ".join(f"{r}: {why}" for r, why in no_data.items())
-        raise tables.TableError(f"no run holds scalars to compare ({reasons}); point at runs that have logged "
-                                f"metrics.")
+        raise tables.TableError(f"no run holds scalars to compare ({reasons}); point at runs that have logged metrics.")
     maps = options.maps if options.maps else tables.detect_maps(scalars)
     if options.tags is not None:
         chosen, races = tables.select({str(t) for t in scalars["tag"].unique()}, maps, options.tags)
@@ -126,8 +131,9 @@ def analyse(runset: loading.RunSet, options: Options | None = None,
     reference = options.reference if options.reference in groups and options.reference != baseline else None
 
     kwargs = dict(maps=maps, tags=options.tags, all_scalars=options.all_scalars)
-    by_time = tables.compare(scalars, options.time_axis, runs, interval=options.interval, starts=runset.starts(),
-                             **kwargs)
+    by_time = tables.compare(
+        scalars, options.time_axis, runs, interval=options.interval, starts=runset.starts(), **kwargs
+    )
     by_steps = []
     for k, axis in enumerate(options.step_axes):
         steps, step_interval = (options.steps, options.step_interval) if k == 0 else (None, None)
@@ -140,9 +146,17 @@ def analyse(runset: loading.RunSet, options: Options | None = None,
     costed = {g: c for g, c in options.cost_per_update.items() if g in groups}
     if costed:
         placed = machine.projected(tables.with_axis(scalars[scalars["run"].isin(runs)], "updates"), groups, costed)
-        by_projected = tables.compare(scalars, tables.PROJECTED, [r for g in costed for r in groups[g]],
-                                      interval=options.interval, placed=placed, **kwargs)
-    run_table = tables.run_summary(scalars, runset.labels(), maps[0] if maps else None, runset.starts(),
-                                    infos=runset.runs, no_data=no_data)
-    return Analysis(runset, runs, no_data, groups, maps, by_time, by_steps, run_table, by_projected, baseline,
-                    reference, options)
+        by_projected = tables.compare(
+            scalars,
+            tables.PROJECTED,
+            [r for g in costed for r in groups[g]],
+            interval=options.interval,
+            placed=placed,
+            **kwargs,
+        )
+    run_table = tables.run_summary(
+        scalars, runset.labels(), maps[0] if maps else None, runset.starts(), infos=runset.runs, no_data=no_data
+    )
+    return Analysis(
+        runset, runs, no_data, groups, maps, by_time, by_steps, run_table, by_projected, baseline, reference, options
+    )

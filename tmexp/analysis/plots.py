@@ -85,8 +85,9 @@ def _race_ylim(ax, finished: list[np.ndarray]) -> float | None:
     return high + 1.5 * pad
 
 
-def group_band(curves: list[tuple[np.ndarray, np.ndarray]], steps: bool = False,
-               points: int = BAND_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+def group_band(
+    curves: list[tuple[np.ndarray, np.ndarray]], steps: bool = False, points: int = BAND_POINTS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None] | None:
     """(x grid, centre, low, high) across curves (x ascending) over the x range where every curve has a value, each
     curve read between its points as it is drawn: held until the next point (``steps``) or linearly. The centre is
     the IQM with its 95 % band at ``stats.MIN_SEEDS`` curves or more, else the median with no band (low, high None),
@@ -106,8 +107,13 @@ def group_band(curves: list[tuple[np.ndarray, np.ndarray]], steps: bool = False,
     return (grid, *stats.iqm_band(values))
 
 
-def draw_groups(ax, curves: dict[str, tuple[np.ndarray, np.ndarray]], groups: dict[str, list[str]],
-                colours: dict[str, tuple], steps: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def draw_groups(
+    ax,
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    groups: dict[str, list[str]],
+    colours: dict[str, tuple],
+    steps: bool = False,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Draw each group's runs (``curves``: run -> (x ascending, y)) in its colour, and its centre (and band);
     returns group -> its centre curve (grid, values)."""
     style = "steps-post" if steps else "default"
@@ -172,9 +178,17 @@ def _series(sub: pd.DataFrame, run: str) -> tuple[np.ndarray, np.ndarray]:
     return df["x"].to_numpy(), df["value"].to_numpy()
 
 
-def plot_metric(data: pd.DataFrame, metric: tables.ScalarMetric, runs: list[str], axis: str, out_dir: Path,
-                fmt: str = "png", window: float | None = None, prefix: str = "",
-                groups: dict[str, list[str]] | None = None) -> Path | None:
+def plot_metric(
+    data: pd.DataFrame,
+    metric: tables.ScalarMetric,
+    runs: list[str],
+    axis: str,
+    out_dir: Path,
+    fmt: str = "png",
+    window: float | None = None,
+    prefix: str = "",
+    groups: dict[str, list[str]] | None = None,
+) -> Path | None:
     """A scalar metric (best and furthest so far as running extremes) per group. None if no run logged it."""
     sub = data[data["tag"] == metric.tag]
     if sub.empty:
@@ -195,9 +209,17 @@ def plot_metric(data: pd.DataFrame, metric: tables.ScalarMetric, runs: list[str]
     return _save(fig, out_dir / f"{prefix}{safe_name(metric.name)}_by_{axis}", fmt)
 
 
-def plot_race_tag(data: pd.DataFrame, tag: str, runs: list[str], axis: str, out_dir: Path, fmt: str = "png",
-                  window: float | None = None, prefix: str = "",
-                  groups: dict[str, list[str]] | None = None) -> Path | None:
+def plot_race_tag(
+    data: pd.DataFrame,
+    tag: str,
+    runs: list[str],
+    axis: str,
+    out_dir: Path,
+    fmt: str = "png",
+    window: float | None = None,
+    prefix: str = "",
+    groups: dict[str, list[str]] | None = None,
+) -> Path | None:
     """Each race as a point and the best finished race so far as a line, per group; unfinished races as 'x' on
     the top edge."""
     sub = data[data["tag"] == tag]
@@ -228,9 +250,18 @@ def plot_race_tag(data: pd.DataFrame, tag: str, runs: list[str], axis: str, out_
     return _save(fig, out_dir / f"{prefix}{safe_name(tag)}_by_{axis}", fmt)
 
 
-def plot_finish_rate(data: pd.DataFrame, race_tag: str, runs: list[str], axis: str, out_dir: Path,
-                     fmt: str = "png", window: float | None = None, prefix: str = "", span: int = 10,
-                     groups: dict[str, list[str]] | None = None) -> Path | None:
+def plot_finish_rate(
+    data: pd.DataFrame,
+    race_tag: str,
+    runs: list[str],
+    axis: str,
+    out_dir: Path,
+    fmt: str = "png",
+    window: float | None = None,
+    prefix: str = "",
+    span: int = 10,
+    groups: dict[str, list[str]] | None = None,
+) -> Path | None:
     """Rolling finish rate over the last ``span`` races of the finished tag beside ``race_tag``, per group."""
     tag = tables.finished_tag_for(race_tag)
     sub = data[data["tag"] == tag]
@@ -249,8 +280,13 @@ def plot_finish_rate(data: pd.DataFrame, race_tag: str, runs: list[str], axis: s
     return _save(fig, out_dir / f"{prefix}{safe_name(tag)}_rate_by_{axis}", fmt)
 
 
-def plot_comparison(comparison: tables.Comparison, out_dir: Path, fmt: str = "png", prefix: str = "",
-                    groups: dict[str, list[str]] | None = None) -> dict[str, Path]:
+def plot_comparison(
+    comparison: tables.Comparison,
+    out_dir: Path,
+    fmt: str = "png",
+    prefix: str = "",
+    groups: dict[str, list[str]] | None = None,
+) -> dict[str, Path]:
     """Every figure of one comparison; returns the key of the table each belongs to (``<metric name or race
     tag>_by_<axis>``, and ``<finished tag>_rate_by_<axis>`` for finish rates, which have no table) -> figure."""
     out: dict[str, Path] = {}
@@ -285,8 +321,15 @@ def interval_points(analysis, metric: str) -> list[tuple[str, pd.Series, str]]:
     return out
 
 
-def draw_intervals(ax, values: pd.Series, groups: dict[str, list[str]], colours: dict[str, tuple],
-                   baseline: str | None, reference: str | None, fmt: str = "{:.3f}") -> None:
+def draw_intervals(
+    ax,
+    values: pd.Series,
+    groups: dict[str, list[str]],
+    colours: dict[str, tuple],
+    baseline: str | None,
+    reference: str | None,
+    fmt: str = "{:.3f}",
+) -> None:
     """One row per group: every seed a dot, the estimate (IQM at 5 seeds or more, else the median) a bar, its 95 %
     interval a line where there is one; the baseline's estimate a dashed vertical line. Artists carry gids
     ('seeds:<group>', 'estimate:<group>', 'interval:<group>') so tests read back what was drawn."""
@@ -299,8 +342,16 @@ def draw_intervals(ax, values: pd.Series, groups: dict[str, list[str]], colours:
         est = estimates[g]
         colour = colours[g]
         ax.scatter(est.values, np.full(est.n_seeds, row), s=18, color=colour, alpha=0.6, zorder=3, gid=f"seeds:{g}")
-        ax.plot([est.value], [row], marker="|", markersize=16, markeredgewidth=2.5, color="black", zorder=4,
-                gid=f"estimate:{g}")
+        ax.plot(
+            [est.value],
+            [row],
+            marker="|",
+            markersize=16,
+            markeredgewidth=2.5,
+            color="black",
+            zorder=4,
+            gid=f"estimate:{g}",
+        )
         if est.low is not None:
             ax.plot([est.low, est.high], [row, row], color=colour, linewidth=3, alpha=0.8, gid=f"interval:{g}")
     if baseline in estimates and estimates[baseline].n_seeds:
@@ -317,8 +368,14 @@ def draw_intervals(ax, values: pd.Series, groups: dict[str, list[str]], colours:
                 far = estimates[g].values[estimates[g].values > edge]
                 if len(far):
                     ax.scatter([edge], [row], marker=">", s=30, color=colours[g], gid=f"clipped:{g}")
-                    ax.annotate(", ".join(fmt.format(v) for v in far), (edge, row), xytext=(-4, 5),
-                                textcoords="offset points", fontsize=6, ha="right")
+                    ax.annotate(
+                        ", ".join(fmt.format(v) for v in far),
+                        (edge, row),
+                        xytext=(-4, 5),
+                        textcoords="offset points",
+                        fontsize=6,
+                        ha="right",
+                    )
             ax.set_xlim(low - 0.1 * spread, edge + 0.1 * spread)
         else:
             ax.set_xlim(low - 0.1 * spread, max(high, float(seeds.max())) + 0.1 * spread)
@@ -341,17 +398,28 @@ def interval_figures(analysis, sections: dict, out_dir: Path, fmt: str = "png") 
             points = interval_points(analysis, metric)
             if not points:
                 continue
-            fig, axes = plt.subplots(1, len(points), figsize=(3.2 * len(points) + 1.2, 0.35 * len(groups) + 1.6),
-                                     sharey=True, squeeze=False)
+            fig, axes = plt.subplots(
+                1, len(points), figsize=(3.2 * len(points) + 1.2, 0.35 * len(groups) + 1.6), sharey=True, squeeze=False
+            )
             for ax, (title, values, _) in zip(axes[0], points):
-                draw_intervals(ax, values, groups, colours, analysis.baseline, analysis.reference,
-                               "{:.3f}" if unit == "s" else "{:.1f}")
+                draw_intervals(
+                    ax,
+                    values,
+                    groups,
+                    colours,
+                    analysis.baseline,
+                    analysis.reference,
+                    "{:.3f}" if unit == "s" else "{:.1f}",
+                )
                 ax.set_title(title, fontsize=8)
                 ax.set_xlabel(f"{metric} ({unit})", fontsize=7)
                 ax.tick_params(axis="x", labelsize=7)
-            fig.suptitle(f"{metric}: each seed a dot, the estimate a bar (IQM at {stats.MIN_SEEDS}+ seeds, else the "
-                         "median) with its 95 % interval where there is one; the dashed line: the baseline; far "
-                         "seeds at the right edge, their values noted", fontsize=8)
+            fig.suptitle(
+                f"{metric}: each seed a dot, the estimate a bar (IQM at {stats.MIN_SEEDS}+ seeds, else the "
+                "median) with its 95 % interval where there is one; the dashed line: the baseline; far "
+                "seeds at the right edge, their values noted",
+                fontsize=8,
+            )
             fig.tight_layout()
             out[f"{metric}_intervals"] = _save(fig, out_dir / f"{safe_name(metric)}_intervals", fmt)
     return out

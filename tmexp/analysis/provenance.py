@@ -25,8 +25,19 @@ def config_diff(runset: loading.RunSet, groups: dict[str, list[str]]) -> tuple[p
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(flat)), missing
 
 
-HARDWARE_KEYS = ["host", "platform", "cpu", "cpu_count", "gpu", "torch", "python", "tmexp", "git_commit",
-                 "git_dirty", "started_at"]
+HARDWARE_KEYS = [
+    "host",
+    "platform",
+    "cpu",
+    "cpu_count",
+    "gpu",
+    "torch",
+    "python",
+    "tmexp",
+    "git_commit",
+    "git_dirty",
+    "started_at",
+]
 
 
 def hardware_table(runset: loading.RunSet) -> tuple[pd.DataFrame, list[str]]:

@@ -17,7 +17,7 @@ def format_cell(value, fmt: str = "{:.3f}") -> str:
         if math.isnan(value):
             return "-"
         return fmt.format(value)
-    if hasattr(value, "dtype") and getattr(value, "dtype").kind == "f":
+    if hasattr(value, "dtype") and value.dtype.kind == "f":
         return format_cell(float(value), fmt)
     return str(value)
 
@@ -33,16 +33,23 @@ def _cells(df: pd.DataFrame, formats: dict[str, str] | None, default: str, index
     return header, rows
 
 
-def render_table(df: pd.DataFrame, fmt: str = "md", formats: dict[str, str] | None = None,
-                 default: str = "{:.3f}", index_name: str = "") -> str:
+def render_table(
+    df: pd.DataFrame,
+    fmt: str = "md",
+    formats: dict[str, str] | None = None,
+    default: str = "{:.3f}",
+    index_name: str = "",
+) -> str:
     """One table as text; ``formats`` maps column name -> format string for floats."""
     header, rows = _cells(df, formats, default, index_name)
     if fmt == "csv":
         out = pd.DataFrame(rows, columns=header)
         return out.to_csv(index=False).rstrip("\n")
     if fmt == "md":
-        lines = ["| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
-                 "|" + "|".join("---" for _ in header) + "|"]
+        lines = [
+            "| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
+            "|" + "|".join("---" for _ in header) + "|",
+        ]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
         return "\n".join(lines)
     if fmt == "rst":

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.stats
 
-
 BOOTSTRAP_REPS = 50_000  # resamples of every across-seed interval (compare, report, planner: one value)
 
 
@@ -43,8 +42,9 @@ def _iqm_rows(samples: np.ndarray) -> np.ndarray:
     return scipy.stats.trim_mean(samples, proportiontocut=0.25, axis=1)
 
 
-def stratified_bootstrap_ci(scores: np.ndarray, reps: int = BOOTSTRAP_REPS, size: float = 0.95,
-                            seed: int = 0) -> tuple[float, float]:
+def stratified_bootstrap_ci(
+    scores: np.ndarray, reps: int = BOOTSTRAP_REPS, size: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile CI of the IQM of ``scores`` (num_runs, num_tasks), resampling runs within each task."""
     scores = np.asarray(scores, np.float64)
     if scores.ndim == 1:
@@ -60,8 +60,9 @@ def stratified_bootstrap_ci(scores: np.ndarray, reps: int = BOOTSTRAP_REPS, size
     return float(low), float(high)
 
 
-def iqm_band(values: np.ndarray, reps: int = 2000, size: float = 0.95,
-             seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def iqm_band(
+    values: np.ndarray, reps: int = 2000, size: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IQM across runs and its 95 % stratified bootstrap CI at each of many points (a curve's x grid).
 
     ``values`` has shape (num_runs, num_points); each point is a one-task problem, and every point's interval is
@@ -75,9 +76,9 @@ def iqm_band(values: np.ndarray, reps: int = 2000, size: float = 0.95,
     low, high = np.empty(n_points), np.empty(n_points)
     chunk = max(1, (1 << 22) // (reps * n_runs))  # bounds the (reps, runs, points) sample array to ~32 MB
     for start in range(0, n_points, chunk):
-        samples = values[:, start:start + chunk][idx]  # (reps, n_runs, chunk)
+        samples = values[:, start : start + chunk][idx]  # (reps, n_runs, chunk)
         estimates = scipy.stats.trim_mean(samples, proportiontocut=0.25, axis=1)
-        low[start:start + chunk], high[start:start + chunk] = np.percentile(estimates, [alpha, 100 - alpha], axis=0)
+        low[start : start + chunk], high[start : start + chunk] = np.percentile(estimates, [alpha, 100 - alpha], axis=0)
     return scipy.stats.trim_mean(values, proportiontocut=0.25, axis=0), low, high
 
 
@@ -94,8 +95,8 @@ def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> fl
     return float(np.mean(per_task))
 
 
-MIN_SEEDS = 5        # below this, a group's interval means little (rliable): the median and every seed, no verdict
-ALPHA = 0.05         # significance of a verdict, after Holm's correction across a table's family
+MIN_SEEDS = 5  # below this, a group's interval means little (rliable): the median and every seed, no verdict
+ALPHA = 0.05  # significance of a verdict, after Holm's correction across a table's family
 PERMUTATIONS = 9_999  # sampled relabellings where the exact count is larger (scipy's permutation_test then samples)
 ESTABLISHED, NOT_ESTABLISHED, TOO_FEW_SEEDS = "established", "not established", "too few seeds"
 
@@ -159,8 +160,9 @@ def _interval(values: tuple[float, ...], reps: int, seed: int) -> tuple[float, f
     return stratified_bootstrap_ci(np.asarray(values)[:, None], reps=reps, seed=seed)
 
 
-def difference_ci(values_a: np.ndarray, values_b: np.ndarray, reps: int = BOOTSTRAP_REPS, size: float = 0.95,
-                  seed: int = 0) -> tuple[float, float]:
+def difference_ci(
+    values_a: np.ndarray, values_b: np.ndarray, reps: int = BOOTSTRAP_REPS, size: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile interval of IQM(A) - IQM(B), resampling the seeds of each group independently (stratified)."""
     rng = np.random.RandomState(seed)
     a = values_a[rng.randint(0, len(values_a), size=(reps, len(values_a)))]
@@ -187,9 +189,15 @@ def permutation_p(values_a: np.ndarray, values_b: np.ndarray, resamples: int = P
         observed = _difference_statistic(values_a, values_b)
         tol = 1e-12 * max(abs(observed), 1.0)
         return float(min(1.0, 2 * min(np.mean(null <= observed + tol), np.mean(null >= observed - tol))))
-    result = scipy.stats.permutation_test((values_a, values_b), _difference_statistic, vectorized=True,
-                                          permutation_type="independent", alternative="two-sided",
-                                          n_resamples=resamples, random_state=np.random.default_rng(seed))
+    result = scipy.stats.permutation_test(
+        (values_a, values_b),
+        _difference_statistic,
+        vectorized=True,
+        permutation_type="independent",
+        alternative="two-sided",
+        n_resamples=resamples,
+        random_state=np.random.default_rng(seed),
+    )
     return float(result.pvalue)
 
 
@@ -237,12 +245,20 @@ class GroupComparison:
 
     def describe(self, fmt: str = "{:.3f}") -> str:
         interval = "" if self.low is None else f" [{fmt.format(self.low)}, {fmt.format(self.high)}]"
-        return (f"{self.a.group} - {self.b.group}: {fmt.format(self.difference)}{interval}; p = {self.p_value:.3f} "
-                f"(Holm {self.p_adjusted:.3f}); P({self.a.group} better) = {self.p_improvement:.2f}: {self.verdict}")
+        return (
+            f"{self.a.group} - {self.b.group}: {fmt.format(self.difference)}{interval}; p = {self.p_value:.3f} "
+            f"(Holm {self.p_adjusted:.3f}); P({self.a.group} better) = {self.p_improvement:.2f}: {self.verdict}"
+        )
 
 
-def compare_groups(a: GroupEstimate, b: GroupEstimate, higher_is_better: bool = False, reps: int = BOOTSTRAP_REPS,
-                   resamples: int = PERMUTATIONS, seed: int = 0) -> GroupComparison:
+def compare_groups(
+    a: GroupEstimate,
+    b: GroupEstimate,
+    higher_is_better: bool = False,
+    reps: int = BOOTSTRAP_REPS,
+    resamples: int = PERMUTATIONS,
+    seed: int = 0,
+) -> GroupComparison:
     """Compare two groups' seeds (race times by default: lower is better); the seeds are never paired."""
     va, vb = a.values, b.values
     sign = 1.0 if higher_is_better else -1.0
@@ -250,8 +266,17 @@ def compare_groups(a: GroupEstimate, b: GroupEstimate, higher_is_better: bool = 
     low = high = None
     if min(len(va), len(vb)) >= MIN_SEEDS:
         low, high = difference_ci(va, vb, reps=reps, seed=seed)
-    return GroupComparison(a, b, a.value - b.value, low, high, permutation_p(va, vb, resamples, seed),
-                           p_improvement, higher_is_better, float("nan"))
+    return GroupComparison(
+        a,
+        b,
+        a.value - b.value,
+        low,
+        high,
+        permutation_p(va, vb, resamples, seed),
+        p_improvement,
+        higher_is_better,
+        float("nan"),
+    )
 
 
 def adjust(comparisons: list[GroupComparison]) -> list[GroupComparison]:
@@ -266,14 +291,20 @@ def group_values(values, groups: dict[str, list[str]]) -> dict[str, list[float]]
     return {g: [float(values.get(r, np.nan)) for r in members] for g, members in groups.items()}
 
 
-def group_estimates(values, groups: dict[str, list[str]], reps: int = BOOTSTRAP_REPS,
-                    seed: int = 0) -> dict[str, GroupEstimate]:
+def group_estimates(
+    values, groups: dict[str, list[str]], reps: int = BOOTSTRAP_REPS, seed: int = 0
+) -> dict[str, GroupEstimate]:
     return {g: estimate(g, v, reps=reps, seed=seed) for g, v in group_values(values, groups).items()}
 
 
-def group_comparisons(values, groups: dict[str, list[str]], baseline: str | None = None,
-                      reps: int = BOOTSTRAP_REPS, higher_is_better: bool = False,
-                      skip: tuple[str, ...] = ()) -> list[GroupComparison]:
+def group_comparisons(
+    values,
+    groups: dict[str, list[str]],
+    baseline: str | None = None,
+    reps: int = BOOTSTRAP_REPS,
+    higher_is_better: bool = False,
+    skip: tuple[str, ...] = (),
+) -> list[GroupComparison]:
     """Each group (but ``skip``) with a value against the baseline group (default: the first), Holm-adjusted across
     them; values are lower-is-better (times) unless ``higher_is_better`` (distances). The one computation of an
     across-seed comparison that compare, the report and its sentences share."""
@@ -285,13 +316,17 @@ def group_comparisons(values, groups: dict[str, list[str]], baseline: str | None
     base = estimates[baseline]
     if base.n_seeds == 0:
         return []
-    out = [compare_groups(estimates[g], base, higher_is_better, reps) for g in names
-           if g != baseline and g not in skip and estimates[g].n_seeds]
+    out = [
+        compare_groups(estimates[g], base, higher_is_better, reps)
+        for g in names
+        if g != baseline and g not in skip and estimates[g].n_seeds
+    ]
     return adjust(out)
 
 
-def seeds_needed(spread: float, difference: float, power: float = 0.8, alpha: float = ALPHA,
-                 most: int = 1000) -> int | None:
+def seeds_needed(
+    spread: float, difference: float, power: float = 0.8, alpha: float = ALPHA, most: int = 1000
+) -> int | None:
     """Seeds per arm for a two-sided two-sample t-test at level ``alpha`` to detect ``difference`` with ``power``,
     given the arms' common standard deviation ``spread`` (the permutation test's power is close to the t-test's
     for roughly normal seeds); at least MIN_SEEDS (no verdict below), None past ``most`` or without a spread."""
@@ -344,8 +379,11 @@ def seed_groups(runs) -> dict[str, list[str]]:
     """
     keys: dict[str, list[str]] = {}
     names: dict[str, str] = {}
-    flats = {label: {k: v for k, v in flatten(info.config).items() if k.split(".")[-1] != "seed"}
-             for label, info in runs.items() if info.config is not None}
+    flats = {
+        label: {k: v for k, v in flatten(info.config).items() if k.split(".")[-1] != "seed"}
+        for label, info in runs.items()
+        if info.config is not None
+    }
     added = _added_keys(list(flats.values()))
     for label, info in runs.items():
         rest = [o for o in info.overrides if o.split("=", 1)[0].lstrip("+~").split(".")[-1] != "seed"]

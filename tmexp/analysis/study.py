@@ -100,9 +100,21 @@ class ExperimentSpec:
         return self.folder / export.EXPORT_FILE
 
     def options(self) -> pipeline.Options:
-        return pipeline.Options(self.time_axis, self.interval, tuple(self.by), self.steps, self.step_interval,
-                                [self.map] if self.map else None, self.tags, self.all_scalars, self.baseline,
-                                self.reference, True, self.difference, self.cost_per_update)
+        return pipeline.Options(
+            self.time_axis,
+            self.interval,
+            tuple(self.by),
+            self.steps,
+            self.step_interval,
+            [self.map] if self.map else None,
+            self.tags,
+            self.all_scalars,
+            self.baseline,
+            self.reference,
+            True,
+            self.difference,
+            self.cost_per_update,
+        )
 
 
 def _resolve(folder: Path, text: str) -> Path:
@@ -135,9 +147,15 @@ def read_spec(folder: str | Path) -> ExperimentSpec:
         texts = [item["path"]] if "path" in item else list(item["paths"] or [])
         if not texts:
             raise ReportError(f"entry {item['label']!r} in {path} has an empty 'paths:' list; add run directories.")
-        entries.append(RunEntry(str(item["label"]), [_resolve(folder, str(t)) for t in texts],
-                                bool(item.get("baseline", False)), [str(t) for t in texts],
-                                bool(item.get("reference", False))))
+        entries.append(
+            RunEntry(
+                str(item["label"]),
+                [_resolve(folder, str(t)) for t in texts],
+                bool(item.get("baseline", False)),
+                [str(t) for t in texts],
+                bool(item.get("reference", False)),
+            )
+        )
     labels = [e.label for e in entries]
     if len(set(labels)) != len(labels):
         raise ReportError(f"labels in {path} must be unique; rename the repeated one.")
@@ -147,8 +165,10 @@ def read_spec(folder: str | Path) -> ExperimentSpec:
         raise ReportError(f"{path} marks more than one run as reference; keep one 'reference: true'.")
     baseline = next((e for e in entries if e.baseline), entries[0])
     if baseline.reference:
-        raise ReportError(f"{path}: the reference group is the baseline; mark another entry 'baseline: true', or "
-                          "drop 'reference: true'.")
+        raise ReportError(
+            f"{path}: the reference group is the baseline; mark another entry 'baseline: true', or "
+            "drop 'reference: true'."
+        )
     steps = raw.get("steps")
     if isinstance(steps, list):
         steps = ",".join(str(s) for s in steps)
@@ -183,10 +203,24 @@ def read_spec(folder: str | Path) -> ExperimentSpec:
     if not isinstance(published, dict) or not all(isinstance(v, str) for v in published.values()):
         raise ReportError(f"{path}: published must map source / by_wall / by_steps to sentences.")
     costs = _costs(path, raw.get("cost_per_update") or {}, labels)
-    return ExperimentSpec(folder, str(raw.get("title", folder.name)), str(raw.get("description", "")).strip(),
-                          entries, raw.get("map"), float(raw.get("interval", 10)), time_axis, parsed_steps,
-                          parsed_interval, by, plot_format, [str(t) for t in tags] if tags else None, all_scalars,
-                          float(difference), {str(k): str(v).strip() for k, v in published.items()}, costs)
+    return ExperimentSpec(
+        folder,
+        str(raw.get("title", folder.name)),
+        str(raw.get("description", "")).strip(),
+        entries,
+        raw.get("map"),
+        float(raw.get("interval", 10)),
+        time_axis,
+        parsed_steps,
+        parsed_interval,
+        by,
+        plot_format,
+        [str(t) for t in tags] if tags else None,
+        all_scalars,
+        float(difference),
+        {str(k): str(v).strip() for k, v in published.items()},
+        costs,
+    )
 
 
 def _costs(path: Path, raw, labels: list[str]) -> dict[str, float]:
@@ -205,18 +239,21 @@ def _costs(path: Path, raw, labels: list[str]) -> dict[str, float]:
             result = json.loads(bench.read_text())
             out[label] = float(result["batch_size"]) / float(result["loop_samples_per_s"])
         except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
-            raise ReportError(f"{path}: cost_per_update of {label!r} is neither a positive number of seconds nor "
-                              f"a readable file of `python -m tmexp.bench learner --json` output ({bench}).") from None
+            raise ReportError(
+                f"{path}: cost_per_update of {label!r} is neither a positive number of seconds nor "
+                f"a readable file of `python -m tmexp.bench learner --json` output ({bench})."
+            ) from None
     return out
 
 
 # --- loading and groups --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class LoadedExperiment:
     runset: loading.RunSet
-    groups: dict[str, list[str]]              # entry label -> its run labels
-    keys: dict[str, str]                      # run label -> its path as runs.yaml spells it (its export key)
+    groups: dict[str, list[str]]  # entry label -> its run labels
+    keys: dict[str, str]  # run label -> its path as runs.yaml spells it (its export key)
     from_export: list[str] = field(default_factory=list)  # run labels read from the export (no logs on disk)
 
     def source_line(self, export_file: Path) -> str:
@@ -224,8 +261,9 @@ class LoadedExperiment:
         n_dirs = len(self.runset.runs) - len(self.from_export)
         if not self.from_export:
             return f"read {_runs(n_dirs)} from their directories"
-        where = (f"{_runs(len(self.from_export))} from {export_file} (their directories are missing or hold no "
-                 "event files)")
+        where = (
+            f"{_runs(len(self.from_export))} from {export_file} (their directories are missing or hold no event files)"
+        )
         return f"read {_runs(n_dirs)} from their directories and {where}" if n_dirs else f"read {where}"
 
 
@@ -259,16 +297,22 @@ def load_experiment(spec: ExperimentSpec) -> LoadedExperiment:
     absent = [keys[label] for label, _ in missing if keys[label] not in stored]
     if absent:
         names = ", ".join(repr(t) for t in absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
-        held = (f"{spec.export_file} does not hold {'it' if len(absent) == 1 else 'them'}" if spec.export_file.is_file()
-                else f"there is no export ({spec.export_file})")
-        raise ReportError(f"run path{'s' if len(absent) > 1 else ''} {names} in {spec.folder / 'runs.yaml'} "
-                          f"exist{'s' if len(absent) == 1 else ''} neither beside runs.yaml nor in the current "
-                          f"directory, and {held}; fix the path, or export the study where its runs are "
-                          f"(python -m tmexp.report {spec.folder} --export).")
+        held = (
+            f"{spec.export_file} does not hold {'it' if len(absent) == 1 else 'them'}"
+            if spec.export_file.is_file()
+            else f"there is no export ({spec.export_file})"
+        )
+        raise ReportError(
+            f"run path{'s' if len(absent) > 1 else ''} {names} in {spec.folder / 'runs.yaml'} "
+            f"exist{'s' if len(absent) == 1 else ''} neither beside runs.yaml nor in the current "
+            f"directory, and {held}; fix the path, or export the study where its runs are "
+            f"(python -m tmexp.report {spec.folder} --export)."
+        )
     try:
         runset = loading.load_runs([p for _, p in on_disk], labels=[label for label, _ in on_disk])
-        runset = export.with_exported(runset, {label: (keys[label], stored[keys[label]]) for label, _ in missing},
-                                      order=list(keys))
+        runset = export.with_exported(
+            runset, {label: (keys[label], stored[keys[label]]) for label, _ in missing}, order=list(keys)
+        )
     except loading.RunLoadError as err:
         raise ReportError(str(err)) from None
     except export.ExportError as err:

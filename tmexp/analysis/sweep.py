@@ -29,8 +29,9 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(jobs, key=key)
 
 
-def job_status(sweep_dir: Path, job: Path, status: dict | None = None,
-               overrides: list[str] | None = None) -> tuple[str, str | None]:
+def job_status(
+    sweep_dir: Path, job: Path, status: dict | None = None, overrides: list[str] | None = None
+) -> tuple[str, str | None]:
     """(status, error line or None) of one job: its status.json (``status``, else read from ``job``), else its
     submitit logs."""
     status = status if status is not None else rundir.read_status(job)
@@ -51,8 +52,9 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
         raise loading.RunLoadError(f"{sweep_dir} is not a directory; pass a Hydra multirun directory.")
     jobs = job_dirs(sweep_dir)
     if not jobs:
-        raise loading.RunLoadError(f"{sweep_dir} holds no Hydra job directories (<n>/.hydra); "
-                                   f"pass a multirun directory.")
+        raise loading.RunLoadError(
+            f"{sweep_dir} holds no Hydra job directories (<n>/.hydra); pass a multirun directory."
+        )
     infos = {job.name: loading.describe_run(job, loading.find_runs(job).get(job, []), job.name) for job in jobs}
     with_logs = {name: info.event_files for name, info in infos.items() if info.event_files}
     read = loading.read_event_files(with_logs)
@@ -64,8 +66,15 @@ def sweep_table(sweep_dir: str | Path) -> pd.DataFrame:
     for job in jobs:
         info = infos[job.name]
         status, error = job_status(sweep_dir, job, info.status, info.overrides)
-        row = {"job": job.name, "overrides": ",".join(info.overrides), "status": status,
-               "final_best_s": np.nan, "frames": np.nan, "updates": np.nan, "wall_minutes": np.nan}
+        row = {
+            "job": job.name,
+            "overrides": ",".join(info.overrides),
+            "status": status,
+            "final_best_s": np.nan,
+            "frames": np.nan,
+            "updates": np.nan,
+            "wall_minutes": np.nan,
+        }
         if per_run is not None and job.name in per_run.index:
             for col in ("final_best_s", "frames", "updates", "wall_minutes"):
                 row[col] = per_run.loc[job.name, col]

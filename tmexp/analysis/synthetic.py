@@ -28,10 +28,20 @@ def write_events(log_dir: str | Path, rows, filename_suffix: str = "") -> Path:
     return Path(writer._file_name)  # the writer names the file (time, host, pid, counter) and keeps it here
 
 
-def training_rows(map_name: str = "A01", minutes: float = 60.0, start: float = 1.7e9, frames_per_min: int = 100_000,
-                  updates_per_frame: float = 0.25, race_every_min: float = 2.0, first_finish_min: float = 10.0,
-                  best_start_s: float = 30.0, best_end_s: float = 25.0, loss: float = 100.0,
-                  seed: int = 0, track_m: float = 1000.0) -> list[tuple[str, int, float, float]]:
+def training_rows(
+    map_name: str = "A01",
+    minutes: float = 60.0,
+    start: float = 1.7e9,
+    frames_per_min: int = 100_000,
+    updates_per_frame: float = 0.25,
+    race_every_min: float = 2.0,
+    first_finish_min: float = 10.0,
+    best_start_s: float = 30.0,
+    best_end_s: float = 25.0,
+    loss: float = 100.0,
+    seed: int = 0,
+    track_m: float = 1000.0,
+) -> list[tuple[str, int, float, float]]:
     """Rows resembling a training run: counters and metrics every minute, races every ``race_every_min``.
 
     Races before ``first_finish_min`` are unfinished (300 s) and reach a distance growing towards ``track_m``
@@ -57,8 +67,11 @@ def training_rows(map_name: str = "A01", minutes: float = 60.0, start: float = 1
             frac = min(1.0, (t - first_finish_min) / max(minutes - first_finish_min, 1.0))
             race = best_start_s + (best_end_s - best_start_s) * frac + abs(rng.normal(0.0, 0.3)) if done else 300.0
             race = float(np.float32(race))
-            reached = track_m if done else float(np.clip(track_m * t / first_finish_min * (0.9 + 0.1 * rng.random()),
-                                                         0.0, 0.99 * track_m))
+            reached = (
+                track_m
+                if done
+                else float(np.clip(track_m * t / first_finish_min * (0.9 + 0.1 * rng.random()), 0.0, 0.99 * track_m))
+            )
             rows += [
                 (metrics.eval_race_time(map_name), frames, wall, race),
                 (metrics.eval_race_finished(map_name), frames, wall, float(done)),
@@ -76,8 +89,14 @@ def training_rows(map_name: str = "A01", minutes: float = 60.0, start: float = 1
     return rows
 
 
-def write_run_dir(run_dir: str | Path, rows, overrides: list[str] | None = None, config: dict | None = None,
-                  status: dict | None = None, meta: dict | None = None) -> Path:
+def write_run_dir(
+    run_dir: str | Path,
+    rows,
+    overrides: list[str] | None = None,
+    config: dict | None = None,
+    status: dict | None = None,
+    meta: dict | None = None,
+) -> Path:
     """A tmexp/Hydra-style run directory: .hydra/overrides.yaml, config_resolved.yaml, status/meta, tensorboard/."""
     run_dir = Path(run_dir)
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -101,23 +120,28 @@ JUMP_LOGS = [(0, 0, 0.0), (10_000, 100, 10.0), (20_000, 2_100, 70.0), (30_000, 2
 JUMP_RACES = [(15_000, 1_900, 60.0, 26.0), (25_000, 2_150, 75.0, 25.0)]  # (step, updates, seconds, race time s)
 
 
-def jumping_counter_rows(exact: bool, map_name: str = "A01",
-                         start: float = 1.7e9) -> list[tuple[str, int, float, float]]:
+def jumping_counter_rows(
+    exact: bool, map_name: str = "A01", start: float = 1.7e9
+) -> list[tuple[str, int, float, float]]:
     """A run whose counters jump between their periodic logs (``JUMP_LOGS``), with two finished eval races
     (``JUMP_RACES``); ``exact`` also writes the counters at each race's end, as tmexp runs do since they log
     ``Race/cumul_number_batches_done`` (older runs, Linesight and rulka logs do not)."""
     rows = []
     for step, updates, seconds in JUMP_LOGS:
         wall = start + step / 100.0
-        rows += [(metrics.CUMUL_BATCHES, step, wall, updates),
-                 (metrics.CUMUL_TRAINING_HOURS, step, wall, seconds / 3600)]
+        rows += [
+            (metrics.CUMUL_BATCHES, step, wall, updates),
+            (metrics.CUMUL_TRAINING_HOURS, step, wall, seconds / 3600),
+        ]
     best_ms = None
     for step, updates, seconds, race_s in JUMP_RACES:
         wall = start + step / 100.0
         best_ms = min(best_ms or 10**9, round(race_s * 1000))
-        rows += [(metrics.eval_race_time(map_name), step, wall, race_s),
-                 (metrics.eval_race_finished(map_name), step, wall, 1.0),
-                 (metrics.alltime_min_ms(map_name), step, wall, best_ms)]
+        rows += [
+            (metrics.eval_race_time(map_name), step, wall, race_s),
+            (metrics.eval_race_finished(map_name), step, wall, 1.0),
+            (metrics.alltime_min_ms(map_name), step, wall, best_ms),
+        ]
         if exact:
             rows += [(metrics.RACE_BATCHES, step, wall, updates), (metrics.RACE_TRAINING_S, step, wall, seconds)]
     return sorted(rows, key=lambda r: (r[1], r[2]))

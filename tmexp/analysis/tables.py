@@ -50,9 +50,9 @@ class TableError(Exception):
 class ScalarMetric:
     """A scalar metric shown at each checkpoint."""
 
-    name: str          # short name used in table titles and figure file names
+    name: str  # short name used in table titles and figure file names
     tag: str
-    how: str           # "min" (best so far, lower is better), "max" (furthest so far) or "last"
+    how: str  # "min" (best so far, lower is better), "max" (furthest so far) or "last"
     scale: float = 1.0  # multiply values (ms -> s)
     unit: str = ""
     kind: str = "tag"  # best_time, furthest, avg_q, loss, learner_pct; "tag" for any other scalar, as logged
@@ -89,7 +89,7 @@ def detect_maps(scalars: pd.DataFrame) -> list[str]:
     for tag in scalars["tag"].unique():
         tag = str(tag)
         if tag.startswith("alltime_min_ms_"):
-            maps.add(tag[len("alltime_min_ms_"):])
+            maps.add(tag[len("alltime_min_ms_") :])
         elif tag.startswith("Race/") and "_trained_" in tag:
             maps.add(tag.split("_trained_", 1)[1])
     return sorted(maps)
@@ -102,14 +102,24 @@ def scalar_metrics(maps: list[str]) -> list[ScalarMetric]:
     (metres along the centreline, greedy eval races and exploration races) is tabulated beside it, where logged.
     """
     out = [ScalarMetric(f"best_time_{m}", metrics.alltime_min_ms(m), "min", 1e-3, "s", "best_time") for m in maps]
-    out += [ScalarMetric(f"furthest_eval_{m}", metrics.eval_race_progress(m), "max", 1.0, "m", "furthest")
-            for m in maps]
-    out += [ScalarMetric(f"furthest_explo_{m}", metrics.explo_race_progress(m), "max", 1.0, "m", "furthest")
-            for m in maps]
+    out += [
+        ScalarMetric(f"furthest_eval_{m}", metrics.eval_race_progress(m), "max", 1.0, "m", "furthest") for m in maps
+    ]
+    out += [
+        ScalarMetric(f"furthest_explo_{m}", metrics.explo_race_progress(m), "max", 1.0, "m", "furthest") for m in maps
+    ]
     out += [ScalarMetric(f"avg_q_{m}", metrics.avg_q(m), "last", kind="avg_q") for m in maps]
-    return out + [ScalarMetric("loss", metrics.LOSS, "last", kind="loss"),
-                  ScalarMetric("learner_pct", metrics.LEARNER_PERCENTAGE, "last", 1.0,
-                               metrics.unit(metrics.LEARNER_PERCENTAGE), "learner_pct")]
+    return out + [
+        ScalarMetric("loss", metrics.LOSS, "last", kind="loss"),
+        ScalarMetric(
+            "learner_pct",
+            metrics.LEARNER_PERCENTAGE,
+            "last",
+            1.0,
+            metrics.unit(metrics.LEARNER_PERCENTAGE),
+            "learner_pct",
+        ),
+    ]
 
 
 def tag_metric(tag: str) -> ScalarMetric:
@@ -125,8 +135,9 @@ def is_race_tag(tag: str) -> bool:
     return any(tag.startswith("Race/" + kind) and len(tag) > len("Race/" + kind) for kind in _RACE_KINDS)
 
 
-def select(present: set[str], maps: list[str], tags: list[str] | None = None,
-           all_scalars: bool = False) -> tuple[list[ScalarMetric], list[str]]:
+def select(
+    present: set[str], maps: list[str], tags: list[str] | None = None, all_scalars: bool = False
+) -> tuple[list[ScalarMetric], list[str]]:
     """(scalar metrics, race tags) to tabulate among the tags ``present`` in the logs.
 
     Args:
@@ -153,8 +164,10 @@ def select(present: set[str], maps: list[str], tags: list[str] | None = None,
         elif tag not in present:
             close = difflib.get_close_matches(tag, sorted(present), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise TableError(f"no run logged the requested tag {text!r}{hint}; --all-scalars (all_scalars: true "
-                             f"in runs.yaml) tabulates every tag logged.")
+            raise TableError(
+                f"no run logged the requested tag {text!r}{hint}; --all-scalars (all_scalars: true "
+                f"in runs.yaml) tabulates every tag logged."
+            )
         elif is_race_tag(tag):
             races.append(tag)
         else:
@@ -185,8 +198,10 @@ def finished_tag_for(race_tag: str) -> str:
 # --- the x axis ---------------------------------------------------------------------------------------------------
 
 # axis -> (the periodic counter, the counter at each race's end, factor from the race counter to the periodic one)
-COUNTERS = {"updates": (metrics.CUMUL_BATCHES, metrics.RACE_BATCHES, 1.0),
-            "cumul_training_hours": (metrics.CUMUL_TRAINING_HOURS, metrics.RACE_TRAINING_S, 1.0 / 3600.0)}
+COUNTERS = {
+    "updates": (metrics.CUMUL_BATCHES, metrics.RACE_BATCHES, 1.0),
+    "cumul_training_hours": (metrics.CUMUL_TRAINING_HOURS, metrics.RACE_TRAINING_S, 1.0 / 3600.0),
+}
 EXACT, INTERPOLATED = "exact", "interpolated"
 
 
@@ -238,8 +253,10 @@ def describe_methods(methods: dict[str, str], axis: str) -> str:
         return ""
     # the projected axis places races by their updates, then scales them by the group's cost per update
     periodic, race_tag, _ = COUNTERS["updates" if axis == PROJECTED else axis]
-    words = {EXACT: f"exact ({race_tag} at each race's end)",
-             INTERPOLATED: f"linear interpolation between the {periodic} logs"}
+    words = {
+        EXACT: f"exact ({race_tag} at each race's end)",
+        INTERPOLATED: f"linear interpolation between the {periodic} logs",
+    }
     by_method: dict[str, list[str]] = {}
     for run, method in methods.items():
         by_method.setdefault(method, []).append(run)
@@ -270,8 +287,10 @@ def with_axis(scalars: pd.DataFrame, axis: str, starts: dict[str, float] | None 
             periodic, race_tag, factor = COUNTERS[axis]
             counter, at_races = df[df["tag"] == periodic], df[df["tag"] == race_tag]
             if counter.empty and at_races.empty:
-                raise TableError(f"run {run!r} has no {periodic} scalar, so it cannot be placed on the {axis} axis; "
-                                 f"use --time-axis wall or --by frames.")
+                raise TableError(
+                    f"run {run!r} has no {periodic} scalar, so it cannot be placed on the {axis} axis; "
+                    f"use --time-axis wall or --by frames."
+                )
             x = counter_at(counter, at_races, df["step"].to_numpy(), factor)
             # TensorBoard stores scalars as float32: hours carry ~1e-7 relative error, so 10 min logged as 1/6 h
             # reads back as 10.0000004 min. Rounding to 1/1000 min (below float32 resolution up to ~100 h) puts
@@ -299,8 +318,9 @@ def time_checkpoints(data: pd.DataFrame, interval: float) -> tuple[list[float], 
     return points, window
 
 
-def step_checkpoints(data: pd.DataFrame, steps: list[int] | None = None,
-                     step_interval: int | None = None) -> tuple[list[int], list[int], float]:
+def step_checkpoints(
+    data: pd.DataFrame, steps: list[int] | None = None, step_interval: int | None = None
+) -> tuple[list[int], list[int], float]:
     """(checkpoints every run reached, requested ones beyond the common window, common window in steps)."""
     window = float(spans(data).min())
     if steps is None:
@@ -312,6 +332,7 @@ def step_checkpoints(data: pd.DataFrame, steps: list[int] | None = None,
 
 
 # --- values at checkpoints -----------------------------------------------------------------------------------------
+
 
 def _sorted_values(data: pd.DataFrame, tag: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """run -> (x ascending, values in that order) for one tag."""
@@ -403,18 +424,27 @@ class Comparison:
     checkpoints: list
     window: float
     runs: list[str]
-    metric_tables: dict[str, pd.DataFrame]    # metric name -> checkpoints x runs
-    race_tables: dict[str, pd.DataFrame]      # race tag -> (checkpoint, run) x RACE_COLUMNS
-    dropped: list                              # requested step checkpoints beyond the common window
-    data: pd.DataFrame                         # the long table with its x column (for plots)
+    metric_tables: dict[str, pd.DataFrame]  # metric name -> checkpoints x runs
+    race_tables: dict[str, pd.DataFrame]  # race tag -> (checkpoint, run) x RACE_COLUMNS
+    dropped: list  # requested step checkpoints beyond the common window
+    data: pd.DataFrame  # the long table with its x column (for plots)
     metrics: dict[str, ScalarMetric] = field(default_factory=dict)  # metric name -> its definition
     methods: dict[str, str] = field(default_factory=dict)  # run -> EXACT or INTERPOLATED (counter axes only)
 
 
-def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, interval: float = 10.0,
-            steps: list[int] | None = None, step_interval: int | None = None,
-            maps: list[str] | None = None, starts: dict[str, float] | None = None,
-            tags: list[str] | None = None, all_scalars: bool = False, placed: pd.DataFrame | None = None) -> Comparison:
+def compare(
+    scalars: pd.DataFrame,
+    axis: str,
+    runs: list[str] | None = None,
+    interval: float = 10.0,
+    steps: list[int] | None = None,
+    step_interval: int | None = None,
+    maps: list[str] | None = None,
+    starts: dict[str, float] | None = None,
+    tags: list[str] | None = None,
+    all_scalars: bool = False,
+    placed: pd.DataFrame | None = None,
+) -> Comparison:
     """Tables of the chosen scalar metrics and race tags (see ``select``) at the checkpoints of one axis; ``placed``
     is the long table already on ``axis`` (the PROJECTED axis, whose x the caller computes)."""
     if runs is None:
@@ -431,15 +461,31 @@ def compare(scalars: pd.DataFrame, axis: str, runs: list[str] | None = None, int
     chosen, race_list = select({str(t) for t in data["tag"].unique()}, maps, tags, all_scalars)
     tables = {m.name: metric_table(data, m, checkpoints, runs) for m in chosen}
     races = {tag: race_table(data, tag, checkpoints, runs) for tag in race_list}
-    return Comparison(axis, checkpoints, window, runs, tables, races, dropped, data, {m.name: m for m in chosen},
-                      axis_methods(data, "updates" if axis == PROJECTED else axis))
+    return Comparison(
+        axis,
+        checkpoints,
+        window,
+        runs,
+        tables,
+        races,
+        dropped,
+        data,
+        {m.name: m for m in chosen},
+        axis_methods(data, "updates" if axis == PROJECTED else axis),
+    )
 
 
 # --- one row per run ------------------------------------------------------------------------------------------------
 
-def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
-                starts: dict[str, float] | None = None, infos: dict | None = None,
-                no_data: dict[str, str] | None = None) -> pd.DataFrame:
+
+def run_summary(
+    scalars: pd.DataFrame,
+    runs: list[str],
+    map_name: str | None,
+    starts: dict[str, float] | None = None,
+    infos: dict | None = None,
+    no_data: dict[str, str] | None = None,
+) -> pd.DataFrame:
     """One row per run: wall minutes (from ``starts`` when given, see RunSet.starts), training hours, frames,
     updates and how its races sit on the updates axis (EXACT or INTERPOLATED), final best time (s) over the whole
     run, and the furthest eval race (m) where progress was logged.
@@ -454,10 +500,20 @@ def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
         if infos is not None:
             info = infos[run]
             reason = (no_data or {}).get(run) or info.no_data
-            row = {"folders": len(info.folders), "files": len(info.event_files),
-                   "data": f"no data: {reason}" if reason else f"{len(df)} scalars"}
-        row |= {"wall_minutes": np.nan, "training_hours": np.nan, "frames": np.nan, "updates": np.nan,
-                "updates_placed": "-", "final_best_s": np.nan, "furthest_eval_m": np.nan}
+            row = {
+                "folders": len(info.folders),
+                "files": len(info.event_files),
+                "data": f"no data: {reason}" if reason else f"{len(df)} scalars",
+            }
+        row |= {
+            "wall_minutes": np.nan,
+            "training_hours": np.nan,
+            "frames": np.nan,
+            "updates": np.nan,
+            "updates_placed": "-",
+            "final_best_s": np.nan,
+            "furthest_eval_m": np.nan,
+        }
         if not df.empty:
             origin = df["wall_time"].min()
             if starts and not np.isnan(starts.get(run, np.nan)):
@@ -488,8 +544,16 @@ def run_summary(scalars: pd.DataFrame, runs: list[str], map_name: str | None,
     return out
 
 
-RUN_FORMATS = {"folders": "{:.0f}", "files": "{:.0f}", "wall_minutes": "{:.1f}", "training_hours": "{:.2f}",
-               "frames": "{:.0f}", "updates": "{:.0f}", "final_best_s": "{:.3f}", "furthest_eval_m": "{:.1f}"}
+RUN_FORMATS = {
+    "folders": "{:.0f}",
+    "files": "{:.0f}",
+    "wall_minutes": "{:.1f}",
+    "training_hours": "{:.2f}",
+    "frames": "{:.0f}",
+    "updates": "{:.0f}",
+    "final_best_s": "{:.3f}",
+    "furthest_eval_m": "{:.1f}",
+}
 
 
 def checkpoint_label(value: float, axis: str, window: float | None = None) -> str:

@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
         print(__doc__.strip(), file=sys.stderr)
         if argv and argv[0] not in ("-h", "--help"):
-            print(f"tmexp.bench: error: unknown benchmark {argv[0]!r}; choose one of {', '.join(BENCHMARKS)}.",
-                  file=sys.stderr)
+            print(
+                f"tmexp.bench: error: unknown benchmark {argv[0]!r}; choose one of {', '.join(BENCHMARKS)}.",
+                file=sys.stderr,
+            )
             return 2
         return 0 if argv else 2
     return int(importlib.import_module(BENCHMARKS[argv[0]]).main(argv[1:]) or 0)

@@ -39,8 +39,9 @@ def generate(root: Path, runs: int, points: int, seed: int = 0, split_every: int
     folders = []
     for r in range(runs):
         values = rng.normal(size=(points, len(TAGS))).astype(np.float32)
-        rows = [(tag, 1000 * i, 1.7e9 + 0.5 * i, float(values[i, k]))
-                for i in range(points) for k, tag in enumerate(TAGS)]
+        rows = [
+            (tag, 1000 * i, 1.7e9 + 0.5 * i, float(values[i, k])) for i in range(points) for k, tag in enumerate(TAGS)
+        ]
         folder = root / f"run_{r:02d}"
         if split_every and r % split_every == 0:
             half = len(rows) // 2
@@ -54,9 +55,15 @@ def generate(root: Path, runs: int, points: int, seed: int = 0, split_every: int
 
 def _canonical_rows(df: pd.DataFrame, run_col: str) -> pd.DataFrame:
     run = df[run_col].astype(str).str.replace(r"_2$", "", regex=True)  # a split run's continuation folder
-    out = pd.DataFrame({"run": run.to_numpy(), "tag": df["tag"].astype(str).to_numpy(),
-                        "step": df["step"].to_numpy(np.int64), "wall_time": df["wall_time"].to_numpy(np.float64),
-                        "value": df["value"].to_numpy(np.float64)})
+    out = pd.DataFrame(
+        {
+            "run": run.to_numpy(),
+            "tag": df["tag"].astype(str).to_numpy(),
+            "step": df["step"].to_numpy(np.int64),
+            "wall_time": df["wall_time"].to_numpy(np.float64),
+            "value": df["value"].to_numpy(np.float64),
+        }
+    )
     return out.sort_values(["run", "tag", "step", "wall_time"], kind="stable").reset_index(drop=True)
 
 
@@ -94,12 +101,16 @@ def worker_peak(files: list[Path]) -> dict:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    return {"run_event_files_mb": round(size / 1e6, 2), "worker_peak_mb": round(peak / 1e6, 2),
-            "worker_peak_per_file_size": round(peak / size, 2)}
+    return {
+        "run_event_files_mb": round(size / 1e6, 2),
+        "worker_peak_mb": round(peak / 1e6, 2),
+        "worker_peak_per_file_size": round(peak / size, 2),
+    }
 
 
-def run(runs: int = 16, points: int = 10_000, repeat: int = 3, workers: int | None = None,
-        split_every: int = 4) -> dict:
+def run(
+    runs: int = 16, points: int = 10_000, repeat: int = 3, workers: int | None = None, split_every: int = 4
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="tmexp_bench_") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
@@ -117,15 +128,25 @@ def run(runs: int = 16, points: int = 10_000, repeat: int = 3, workers: int | No
         identical = bool(len(a) == runs * points * len(TAGS) and a.equals(b) and a.equals(c))
         peak = worker_peak(sorted(folders[-1].rglob("events.out.tfevents.*")))  # a run in one folder
     return {
-        "runs": runs, "split_runs": len(range(0, runs, split_every)) if split_every else 0, "tags": len(TAGS), "points_per_tag": points, "rows": int(len(a)),
-        "cpu_count": os.cpu_count(), "workers": workers or min(runs, os.cpu_count() or 1), "repeat": repeat,
+        "runs": runs,
+        "split_runs": len(range(0, runs, split_every)) if split_every else 0,
+        "tags": len(TAGS),
+        "points_per_tag": points,
+        "rows": int(len(a)),
+        "cpu_count": os.cpu_count(),
+        "workers": workers or min(runs, os.cpu_count() or 1),
+        "repeat": repeat,
         "generate_s": round(generate_s, 3),
-        "tmexp_s": round(parallel_s, 3), "tmexp_single_process_s": round(single_s, 3),
+        "tmexp_s": round(parallel_s, 3),
+        "tmexp_single_process_s": round(single_s, 3),
         "tbparse_s": round(tbparse_s, 3),
-        "speedup": round(tbparse_s / parallel_s, 2), "speedup_single_process": round(tbparse_s / single_s, 2),
-        "all_times_s": {"tmexp": [round(t, 3) for t in parallel_all],
-                        "tmexp_single_process": [round(t, 3) for t in single_all],
-                        "tbparse": [round(t, 3) for t in tbparse_all]},
+        "speedup": round(tbparse_s / parallel_s, 2),
+        "speedup_single_process": round(tbparse_s / single_s, 2),
+        "all_times_s": {
+            "tmexp": [round(t, 3) for t in parallel_all],
+            "tmexp_single_process": [round(t, 3) for t in single_all],
+            "tbparse": [round(t, 3) for t in tbparse_all],
+        },
         "identical": identical,
         **peak,
     }
@@ -138,18 +159,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=10_000, help="points per tag per run")
     parser.add_argument("--repeat", type=int, default=3, help="timed loads per reader (best is reported)")
     parser.add_argument("--workers", type=int, help="processes for tmexp (default: min(runs, CPUs))")
-    parser.add_argument("--split-every", type=int, default=4,
-                        help="write every Nth run as a split run <run> + <run>_2 (0: none)")
+    parser.add_argument(
+        "--split-every", type=int, default=4, help="write every Nth run as a split run <run> + <run>_2 (0: none)"
+    )
     args = parser.parse_args(argv)
     result = run(args.runs, args.points, args.repeat, args.workers, args.split_every)
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['rows']} rows: tmexp {result['tmexp_s']} s ({result['workers']} processes), "
-              f"tmexp single process {result['tmexp_single_process_s']} s, tbparse {result['tbparse_s']} s; "
-              f"speedup {result['speedup']}x ({result['speedup_single_process']}x single process); "
-              f"identical: {result['identical']}; a worker's peak memory {result['worker_peak_mb']} MB for "
-              f"{result['run_event_files_mb']} MB of event files")
+        print(
+            f"{result['rows']} rows: tmexp {result['tmexp_s']} s ({result['workers']} processes), "
+            f"tmexp single process {result['tmexp_single_process_s']} s, tbparse {result['tbparse_s']} s; "
+            f"speedup {result['speedup']}x ({result['speedup_single_process']}x single process); "
+            f"identical: {result['identical']}; a worker's peak memory {result['worker_peak_mb']} MB for "
+            f"{result['run_event_files_mb']} MB of event files"
+        )
     return 0 if result["identical"] else 1
 
 

@@ -29,9 +29,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import sys
-import os
 import tempfile
 import threading
 import time
@@ -54,6 +54,7 @@ BLOCK = 4096  # transitions per synthetic add
 
 def synthetic_block(replay, rng: np.random.Generator, rows: int = BLOCK) -> Transitions:
     """``rows`` random transitions shaped for ``replay``."""
+
     def random_like(name: str) -> np.ndarray:
         array = getattr(replay, name)
         shape = (rows, *array.shape[1:])
@@ -72,8 +73,9 @@ def fill(replay, block: Transitions, count: int) -> None:
     while count > 0:
         rows = min(count, len(block))
         shift += 1
-        replay.add(Transitions(*(np.roll(getattr(block, f)[:rows], shift, axis=0)
-                                 for f in Transitions.__dataclass_fields__)))
+        replay.add(
+            Transitions(*(np.roll(getattr(block, f)[:rows], shift, axis=0) for f in Transitions.__dataclass_fields__))
+        )
         count -= rows
 
 
@@ -100,7 +102,7 @@ class DiskSampler:
             self.peak = max(self.peak, self.size())
             time.sleep(self.every_s)
 
-    def __enter__(self) -> "DiskSampler":
+    def __enter__(self) -> DiskSampler:
         self._thread.start()
         return self
 
@@ -115,8 +117,15 @@ def checkpoint_once(run, block: Transitions, rate: float) -> dict:
     checkpointer, replay = run.checkpointer, run.replay
     files_before = _files(run.run_dir)
     t0 = time.perf_counter()
-    blocked = checkpointer.save(online=run.online, target=run.target, optimizer=run.optimizer, scaler=run.scaler,
-                                self_loss=run.self_loss, replay=replay, counters=run.counters)
+    blocked = checkpointer.save(
+        online=run.online,
+        target=run.target,
+        optimizer=run.optimizer,
+        scaler=run.scaler,
+        self_loss=run.self_loss,
+        replay=replay,
+        counters=run.counters,
+    )
     added, add_s = 0, 0.0
     while checkpointer.writing():
         due = int(rate * (time.perf_counter() - t0)) - added
@@ -193,14 +202,24 @@ def bench_scale(name: str, work: Path, interval: int, rate: float) -> dict:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tmexp.bench checkpoint", description=__doc__.split("\n")[0])
-    parser.add_argument("--scales", default="default,linesight",
-                        help=f"comma-separated, of {', '.join(SCALES)} (default: both)")
-    parser.add_argument("--interval", type=int, default=INTERVAL,
-                        help=f"transitions added between the two checkpoints (default {INTERVAL:,})")
-    parser.add_argument("--rate", type=float, default=RATE,
-                        help=f"frames/s added while a checkpoint is written (default {RATE:g})")
-    parser.add_argument("--dir", type=Path, default=None,
-                        help="folder for the temporary run directories (default: the system's temporary folder)")
+    parser.add_argument(
+        "--scales", default="default,linesight", help=f"comma-separated, of {', '.join(SCALES)} (default: both)"
+    )
+    parser.add_argument(
+        "--interval",
+        type=int,
+        default=INTERVAL,
+        help=f"transitions added between the two checkpoints (default {INTERVAL:,})",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=RATE, help=f"frames/s added while a checkpoint is written (default {RATE:g})"
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="folder for the temporary run directories (default: the system's temporary folder)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     args.scales = [s.strip() for s in args.scales.split(",") if s.strip()]
@@ -247,14 +266,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     for s in scales:
-        print(f"{s['scale']}: {s['transitions']:,} transitions, image {s['img_shape']}, {s['float_dim']} floats, "
-              f"{s['replay_bytes'] / 1e9:.2f} GB in memory")
+        print(
+            f"{s['scale']}: {s['transitions']:,} transitions, image {s['img_shape']}, {s['float_dim']} floats, "
+            f"{s['replay_bytes'] / 1e9:.2f} GB in memory"
+        )
         print(f"  peak disk use: {s['peak_disk_bytes'] / 1e9:.2f} GB, {s['peak_disk_replays']:.2f}x the replay")
         for kind in ("first", "periodic", "steady"):
             c = s[kind]
-            print(f"  {kind:>8}: {c['bytes'] / 1e6:,.1f} MB in {c['wall_s']:.2f} s ({c['chunks_written']} chunks); "
-                  f"learner waited {c['learner_blocked_s']:.3f} s (save {c['save_call_s']:.3f} s, chunk copies "
-                  f"{c['chunk_copies_s']:.3f} s)")
+            print(
+                f"  {kind:>8}: {c['bytes'] / 1e6:,.1f} MB in {c['wall_s']:.2f} s ({c['chunks_written']} chunks); "
+                f"learner waited {c['learner_blocked_s']:.3f} s (save {c['save_call_s']:.3f} s, chunk copies "
+                f"{c['chunk_copies_s']:.3f} s)"
+            )
     if result["meets_goal"] is not None:
         verdict = "met" if result["meets_goal"] else "missed"
         print(f"goal (periodic at 1M: the learner waits <= {GOAL_BLOCKED_S} s): {verdict}")

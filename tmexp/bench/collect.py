@@ -44,8 +44,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     except ValueError:
         raise BenchmarkError(f"--cars {args.cars!r} is not a list of integers; pass e.g. --cars 1,16.") from None
     if not args.cars or min(args.cars) < 1 or args.seconds <= 0 or args.rounds < 1:
-        raise BenchmarkError("--cars must list positive integers, --seconds be > 0 and --rounds >= 1; pass e.g. "
-                             "--cars 1,16 --seconds 3 --rounds 3.")
+        raise BenchmarkError(
+            "--cars must list positive integers, --seconds be > 0 and --rounds >= 1; pass e.g. "
+            "--cars 1,16 --seconds 3 --rounds 3."
+        )
     return args
 
 
@@ -77,8 +79,10 @@ def measure(args, cfg, run) -> dict:
     torch.set_num_threads(max(1, cfg.performance.torch_threads_collector))
     run.weights.publish(run.online)
     base = run.source.collector.s
-    collectors = {k: Collector(dataclasses.replace(base, cars=k, total_cars=k), 0, run.weights, run.frames_played)
-                  for k in args.cars}
+    collectors = {
+        k: Collector(dataclasses.replace(base, cars=k, total_cars=k), 0, run.weights, run.frames_played)
+        for k in args.cars
+    }
     try:
         for collector in collectors.values():  # first races, weights pulled, caches warm
             frames_in(collector, min(0.5, args.seconds))
@@ -93,9 +97,16 @@ def measure(args, cfg, run) -> dict:
         for collector in collectors.values():
             collector.close()
     first = args.cars[0]
-    result: dict = {"experiment": args.experiment or "default", "overrides": list(args.overrides),
-                    "img": list(run.spaces.img_shape), "floats": base.float_dim, "iqn_k": base.nn.iqn_k,
-                    "torch_threads": torch.get_num_threads(), "rounds": args.rounds, "seconds": args.seconds}
+    result: dict = {
+        "experiment": args.experiment or "default",
+        "overrides": list(args.overrides),
+        "img": list(run.spaces.img_shape),
+        "floats": base.float_dim,
+        "iqn_k": base.nn.iqn_k,
+        "torch_threads": torch.get_num_threads(),
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+    }
     for k in args.cars:
         result[f"frames_per_s_k{k}"] = round(statistics.median(rates[k]), 1)
         result[f"frames_per_cpu_s_k{k}"] = round(statistics.median(cpu_rates[k]), 1)

@@ -60,6 +60,8 @@ CPU_BASELINE = "A01_cpu_v2"  # the default run: the baseline of the CPU-scale fa
 def baseline_of(experiment: str | None) -> str:
     """The baseline at the experiment's scale: A01_cpu_v2 for the default run and the A01_cpu_* family."""
     return CPU_BASELINE if experiment is None or experiment.startswith("A01_cpu") else BASELINE
+
+
 REPLAY_FILL = 20_000  # random transitions sampled from (the default run starts learning at 20,000)
 
 
@@ -84,10 +86,18 @@ def fill_replay(replay, img_shape, env_float_dim: int, count: int, n_steps: int,
     rng = np.random.default_rng(seed)
     while len(replay) < count:
         t = min(500, count - len(replay))
-        replay.add(nstep_transitions(
-            rng.integers(0, 256, (t + 1, *img_shape), dtype=np.uint8),
-            rng.standard_normal((t + 1, env_float_dim), dtype=np.float32), rng.integers(0, 12, t),
-            0.1 * rng.standard_normal(t, dtype=np.float32), rng.random(t) < 0.9, True, n_steps, gamma))
+        replay.add(
+            nstep_transitions(
+                rng.integers(0, 256, (t + 1, *img_shape), dtype=np.uint8),
+                rng.standard_normal((t + 1, env_float_dim), dtype=np.float32),
+                rng.integers(0, 12, t),
+                0.1 * rng.standard_normal(t, dtype=np.float32),
+                rng.random(t) < 0.9,
+                True,
+                n_steps,
+                gamma,
+            )
+        )
 
 
 def time_call(fn, iters: int, device) -> float:
@@ -108,9 +118,18 @@ def step_of(run, batch):
 
     def step():
         sched = run.schedules.at(c.frames)
-        train_step(run.online, run.target, run.optimizer, run.scaler, batch, nn_cfg=s.nn, btr_cfg=s.btr,
-                   lr=sched["lr"], weight_decay_lr_ratio=s.weight_decay_lr_ratio,
-                   self_loss_state=run.self_loss)
+        train_step(
+            run.online,
+            run.target,
+            run.optimizer,
+            run.scaler,
+            batch,
+            nn_cfg=s.nn,
+            btr_cfg=s.btr,
+            lr=sched["lr"],
+            weight_decay_lr_ratio=s.weight_decay_lr_ratio,
+            self_loss_state=run.self_loss,
+        )
 
     return step
 
@@ -122,23 +141,37 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds (median reported)")
     p.add_argument("--iters", type=int, default=4, help="steps per round and implementation")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: the run's performance.torch_threads_learner)")
-    p.add_argument("--device", default=None, choices=[d.value for d in Device],
-                   help="default: the run's performance.device")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: the run's performance.torch_threads_learner)",
+    )
+    p.add_argument(
+        "--device", default=None, choices=[d.value for d in Device], help="default: the run's performance.device"
+    )
     p.add_argument("--compile", action="store_true", help="the step with torch.compile on both networks")
     p.add_argument("--no-naive", action="store_true", help="skip the naive reference")
-    p.add_argument("--vs-baseline", nargs="?", const="", default=None, metavar="NAME",
-                   help=f"also time the step of a baseline experiment at the same batch size (cost per sample "
-                        f"ratio); default: the experiment's scale's, {CPU_BASELINE} for A01_cpu_* and the default "
-                        f"run, else {BASELINE}")
+    p.add_argument(
+        "--vs-baseline",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="NAME",
+        help=f"also time the step of a baseline experiment at the same batch size (cost per sample "
+        f"ratio); default: the experiment's scale's, {CPU_BASELINE} for A01_cpu_* and the default "
+        f"run, else {BASELINE}",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("overrides", nargs="*",
-                   help="tmexp.train overrides (e.g. training.temporal_mini_race_duration_ms=7000)")
+    p.add_argument(
+        "overrides", nargs="*", help="tmexp.train overrides (e.g. training.temporal_mini_race_duration_ms=7000)"
+    )
     args = p.parse_args(argv)
     if (args.batch_size is not None and args.batch_size < 1) or args.rounds < 1 or args.iters < 1 or args.warmup < 0:
-        raise BenchmarkError("--batch-size, --rounds and --iters must be positive integers and --warmup not negative; "
-                             "pass e.g. --batch-size 512.")
+        raise BenchmarkError(
+            "--batch-size, --rounds and --iters must be positive integers and --warmup not negative; "
+            "pass e.g. --batch-size 512."
+        )
     if args.threads is not None and args.threads < 0:
         raise BenchmarkError(f"--threads must be 0 (torch's default) or more, got {args.threads}.")
     return args
@@ -180,8 +213,14 @@ def measure(args, cfg, run, baseline_cfg, tmp: str) -> dict:
     torch.manual_seed(0)
     batch = random_batch(b, img_shape, float_dim, device)
     learner = Learner(run)
-    fill_replay(run.replay, img_shape, run.spaces.float_dim, max(REPLAY_FILL, b), run.settings.n_steps,
-                run.schedules.at(0)["gamma"])
+    fill_replay(
+        run.replay,
+        img_shape,
+        run.spaces.float_dim,
+        max(REPLAY_FILL, b),
+        run.settings.n_steps,
+        run.schedules.at(0)["gamma"],
+    )
     impls = {"loop": learner.train_one_batch}
     if args.compile:
         compiled = copy.copy(run)
@@ -200,14 +239,16 @@ def measure(args, cfg, run, baseline_cfg, tmp: str) -> dict:
         nn_cfg, btr_cfg = cfg.nn, cfg.btr
         naive_online = NaiveIQN(nn_cfg, btr_cfg, img_shape, float_dim, run.spaces.n_actions).to(device)
         if count_parameters(naive_online) != count_parameters(run.online):
-            raise AssertionError(f"naive network has {count_parameters(naive_online)} parameters, "
-                                 f"ours {count_parameters(run.online)}")
+            raise AssertionError(
+                f"naive network has {count_parameters(naive_online)} parameters, ours {count_parameters(run.online)}"
+            )
         naive_target = copy.deepcopy(naive_online).requires_grad_(False)
         t = cfg.training
         opt_cls = torch.optim.RAdam if t.optimizer == Optimizer.radam else torch.optim.Adam
         naive_opt = opt_cls(naive_online.parameters(), lr=1e-4, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon)
-        impls["naive"] = lambda: naive_step(naive_online, naive_target, naive_opt, batch, nn_cfg, btr_cfg, 1e-4,
-                                            t.weight_decay_lr_ratio)
+        impls["naive"] = lambda: naive_step(
+            naive_online, naive_target, naive_opt, batch, nn_cfg, btr_cfg, 1e-4, t.weight_decay_lr_ratio
+        )
 
     for fn in impls.values():
         if args.warmup:

@@ -108,8 +108,14 @@ def minutes_axis(scalars: pd.DataFrame, first_wall_time: float):
     return lambda s: np.interp(np.asarray(s, dtype=np.float64), xs, ys)
 
 
-def run_figures(label: str, scalars: pd.DataFrame, minutes: float, map_name: str | None = None,
-                seed: int | None = None, first_wall_time: float = float("nan")) -> RunFigures:
+def run_figures(
+    label: str,
+    scalars: pd.DataFrame,
+    minutes: float,
+    map_name: str | None = None,
+    seed: int | None = None,
+    first_wall_time: float = float("nan"),
+) -> RunFigures:
     """The benchmark's figures of one run from its scalars (the long table of ``tmexp.analysis``, one run)."""
     from tmexp.analysis import tables
     from tmexp.core import metrics
@@ -138,9 +144,14 @@ def run_figures(label: str, scalars: pd.DataFrame, minutes: float, map_name: str
     race_s_a, race_m_a = np.asarray(race_s)[order], np.asarray(race_m)[order]
 
     finished = np.flatnonzero(~np.isnan(race_s_a))
-    fig = RunFigures(run=label, seed=seed, minutes=0.0, map=map_name,
-                     first_finish_min=float(race_min_a[finished[0]]) if len(finished) else None,
-                     first_finish_s=float(race_s_a[finished[0]]) if len(finished) else None)
+    fig = RunFigures(
+        run=label,
+        seed=seed,
+        minutes=0.0,
+        map=map_name,
+        first_finish_min=float(race_min_a[finished[0]]) if len(finished) else None,
+        first_finish_s=float(race_s_a[finished[0]]) if len(finished) else None,
+    )
     for point in checkpoints(minutes):
         upto = race_s_a[race_min_a <= point + 1e-9]
         upto = upto[~np.isnan(upto)]
@@ -212,9 +223,16 @@ def figures_of_runs(paths: list[str | Path], minutes: float) -> list[RunFigures]
         seed = config.get("seed")
         scalars = runset.scalars[runset.scalars["run"] == label]
         for map_name in run_maps(config):
-            out.append(run_figures(str(info.path), scalars, minutes, map_name=map_name,
-                                   seed=int(seed) if seed is not None else None,
-                                   first_wall_time=info.first_wall_time))
+            out.append(
+                run_figures(
+                    str(info.path),
+                    scalars,
+                    minutes,
+                    map_name=map_name,
+                    seed=int(seed) if seed is not None else None,
+                    first_wall_time=info.first_wall_time,
+                )
+            )
     return out
 
 
@@ -273,9 +291,11 @@ def train_runs(seeds: list[int], minutes: float, out: Path, overrides: list[str]
             print(f"seed {seed}: training {minutes:g} min in {run_dir} (log: {log_path})", file=sys.stderr, flush=True)
         t0 = time.time()
         with open(log_path, "w") as log:
-            code = subprocess.call([sys.executable, "-m", "tmexp.train", *run_overrides(seed, minutes, run_dir,
-                                                                                          overrides)],
-                                   stdout=log, stderr=subprocess.STDOUT)
+            code = subprocess.call(
+                [sys.executable, "-m", "tmexp.train", *run_overrides(seed, minutes, run_dir, overrides)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         if code != 0:
             raise RuntimeError(f"the run of seed {seed} failed (exit code {code}); see {log_path}")
         if not quiet:
@@ -296,20 +316,34 @@ def _percent(fraction: float | None) -> str:
 def table(figures: list[RunFigures], summary: dict, minutes: float) -> str:
     """The per-run rows and the medians as a Markdown table."""
     points = [_label(p) for p in checkpoints(minutes)]
-    head = (["run", "seed", "first finish (min)"] + [f"best at {p} min (s)" for p in points]
-            + ["stall after 5 min", "frames/s", "updates/s", "learner %"])
+    head = (
+        ["run", "seed", "first finish (min)"]
+        + [f"best at {p} min (s)" for p in points]
+        + ["stall after 5 min", "frames/s", "updates/s", "learner %"]
+    )
     rows = []
     for f in figures:
-        rows.append([f.run, _fmt(f.seed, "d"), _fmt(f.first_finish_min, ".1f", "none")]
-                    + [_fmt(f.best_s.get(p), ".2f") for p in points]
-                    + [_percent(f.stall_fraction), _fmt(f.frames_per_s, ".0f"), _fmt(f.updates_per_s, ".1f"),
-                       _fmt(f.learner_pct, ".0f")])
+        rows.append(
+            [f.run, _fmt(f.seed, "d"), _fmt(f.first_finish_min, ".1f", "none")]
+            + [_fmt(f.best_s.get(p), ".2f") for p in points]
+            + [
+                _percent(f.stall_fraction),
+                _fmt(f.frames_per_s, ".0f"),
+                _fmt(f.updates_per_s, ".1f"),
+                _fmt(f.learner_pct, ".0f"),
+            ]
+        )
     m = summary
-    rows.append([f"median ({m['finished_runs']} of {m['runs']} finished)", "",
-                 _fmt(m["first_finish_min"], ".1f", "none")]
-                + [_fmt(m["best_s"].get(p), ".2f") for p in points]
-                + [_percent(m["stall_fraction"]), _fmt(m["frames_per_s"], ".0f"), _fmt(m["updates_per_s"], ".1f"),
-                   _fmt(m["learner_pct"], ".0f")])
+    rows.append(
+        [f"median ({m['finished_runs']} of {m['runs']} finished)", "", _fmt(m["first_finish_min"], ".1f", "none")]
+        + [_fmt(m["best_s"].get(p), ".2f") for p in points]
+        + [
+            _percent(m["stall_fraction"]),
+            _fmt(m["frames_per_s"], ".0f"),
+            _fmt(m["updates_per_s"], ".1f"),
+            _fmt(m["learner_pct"], ".0f"),
+        ]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -319,10 +353,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tmexp.bench learning", description=__doc__.split("\n")[0])
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds, one run each (default 0,1,2,3,4)")
     p.add_argument("--minutes", type=float, default=15.0, help="training minutes per run (default 15)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="where the runs go (default outputs/bench_learning/<date>_<time>)")
-    p.add_argument("--runs", nargs="+", type=Path, default=None, metavar="DIR",
-                   help="recompute the figures of these existing runs instead of training")
+    p.add_argument(
+        "--out", type=Path, default=None, help="where the runs go (default outputs/bench_learning/<date>_<time>)"
+    )
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="recompute the figures of these existing runs instead of training",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("overrides", nargs="*", help="tmexp.train overrides for every run (e.g. +experiment=A01_v2)")
@@ -332,14 +373,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     try:
         args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
-        raise BenchmarkError(f"--seeds {args.seeds!r} is not a comma-separated list of integers; "
-                             "pass e.g. --seeds 0,1,2.") from None
+        raise BenchmarkError(
+            f"--seeds {args.seeds!r} is not a comma-separated list of integers; pass e.g. --seeds 0,1,2."
+        ) from None
     if not args.seed_list or len(set(args.seed_list)) != len(args.seed_list):
         raise BenchmarkError(f"--seeds {args.seeds!r} must name each seed once; pass e.g. --seeds 0,1,2.")
     if args.runs is not None:
         if args.overrides:
-            raise BenchmarkError("--runs reads existing runs, so overrides have nothing to change; "
-                                 "drop the overrides or --runs.")
+            raise BenchmarkError(
+                "--runs reads existing runs, so overrides have nothing to change; drop the overrides or --runs."
+            )
         missing = [str(r) for r in args.runs if not r.exists()]
         if missing:
             raise BenchmarkError(f"--runs {missing[0]} does not exist; pass run directories.")
@@ -364,11 +407,17 @@ def main(argv: list[str] | None = None) -> int:
     finished_all = all_maps_finished(figures)
     all_median = _median(list(finished_all.values()), none_is_worst=True)
     if args.json:
-        report = {"benchmark": "learning", "minutes": args.minutes, "overrides": args.overrides,
-                  "runs": [asdict(f) for f in figures], "median": next(iter(summaries.values()))}
+        report = {
+            "benchmark": "learning",
+            "minutes": args.minutes,
+            "overrides": args.overrides,
+            "runs": [asdict(f) for f in figures],
+            "median": next(iter(summaries.values())),
+        }
         if len(groups) > 1:
-            report.update(median_by_map=summaries, all_maps_finished_min=finished_all,
-                          median_all_maps_finished_min=all_median)
+            report.update(
+                median_by_map=summaries, all_maps_finished_min=finished_all, median_all_maps_finished_min=all_median
+            )
         print(json.dumps(report))
     elif len(groups) == 1:
         print(table(figures, summaries[next(iter(groups))], args.minutes))
@@ -376,8 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         for m, group in groups.items():
             print(f"map {m}\n\n{table(group, summaries[m], args.minutes)}\n")
         done = sum(v is not None for v in finished_all.values())
-        print(f"every map of the cycle finished: {done} of {len(finished_all)} runs within {args.minutes:g} min, "
-              f"median {_fmt(all_median, '.1f', 'never')} min")
+        print(
+            f"every map of the cycle finished: {done} of {len(finished_all)} runs within {args.minutes:g} min, "
+            f"median {_fmt(all_median, '.1f', 'never')} min"
+        )
     return 0
 
 

@@ -43,8 +43,9 @@ def parts(net: nn.Module) -> dict[str, int]:
     return counts
 
 
-def parameter_counts(experiments=EXPERIMENTS, float_dim: int | None = None,
-                     img_size: int | None = None, overrides: tuple[str, ...] = ()) -> dict[str, dict]:
+def parameter_counts(
+    experiments=EXPERIMENTS, float_dim: int | None = None, img_size: int | None = None, overrides: tuple[str, ...] = ()
+) -> dict[str, dict]:
     """{experiment: {settings..., vision, floats, tau_embedding, heads, total}}; None: the run's own input;
     ``overrides`` go after ``+experiment=NAME`` (``env=tmi``: the game's inputs)."""
     out = {}
@@ -73,8 +74,12 @@ def parameter_counts(experiments=EXPERIMENTS, float_dim: int | None = None,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tmexp.bench params", description=__doc__.split("\n")[0])
     p.add_argument("--experiment", nargs="+", default=list(EXPERIMENTS), help="experiment names (conf/experiment)")
-    p.add_argument("--float-dim", type=int, default=None,
-                   help=f"float inputs (default: the run's own; {LINESIGHT_FLOAT_DIM} = Linesight's)")
+    p.add_argument(
+        "--float-dim",
+        type=int,
+        default=None,
+        help=f"float inputs (default: the run's own; {LINESIGHT_FLOAT_DIM} = Linesight's)",
+    )
     p.add_argument("--img-size", type=int, default=None, help="square image side (default: the run's own)")
     p.add_argument("--env", default=None, help="the env config (tmi: the game's inputs)")
     p.add_argument("--json", action="store_true")
@@ -85,8 +90,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(counts))
         return 0
     print(f"IQN network parameters ({N_ACTIONS} actions; each run's image and float input unless given)")
-    cols = ("img", "float_dim", "cnn", "img_features", "dense", "embedding", "noisy", "layer_norm", "vision", "floats",
-            "tau_embedding", "heads", "total")
+    cols = (
+        "img",
+        "float_dim",
+        "cnn",
+        "img_features",
+        "dense",
+        "embedding",
+        "noisy",
+        "layer_norm",
+        "vision",
+        "floats",
+        "tau_embedding",
+        "heads",
+        "total",
+    )
     print(f"{'experiment':<14}" + "".join(f"{c:>14}" for c in cols))
     for name, row in counts.items():
         print(f"{name:<14}" + "".join(f"{row[c]!s:>14}" for c in cols))

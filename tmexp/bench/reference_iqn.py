@@ -63,17 +63,26 @@ class NaiveIQN(nn.Module):
         cnn = nn_cfg.vis.cnn
         if cnn.type == CnnType.linesight:
             self.img_head = nn.Sequential(
-                nn.Conv2d(img_shape[0], 16, 4, stride=2), nn.LeakyReLU(),
-                nn.Conv2d(16, 32, 4, stride=2), nn.LeakyReLU(),
-                nn.Conv2d(32, 64, 3, stride=2), nn.LeakyReLU(),
-                nn.Conv2d(64, 32, 3, stride=1), nn.LeakyReLU(), nn.Flatten(),
+                nn.Conv2d(img_shape[0], 16, 4, stride=2),
+                nn.LeakyReLU(),
+                nn.Conv2d(16, 32, 4, stride=2),
+                nn.LeakyReLU(),
+                nn.Conv2d(32, 64, 3, stride=2),
+                nn.LeakyReLU(),
+                nn.Conv2d(64, 32, 3, stride=1),
+                nn.LeakyReLU(),
+                nn.Flatten(),
             )
         else:
             layers, c_in = [nn.AvgPool2d(cnn.input_pool)] if cnn.input_pool > 1 else [], img_shape[0]
             for c in (16, 32, 32):
                 c_out = c * cnn.width_scale
-                layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.MaxPool2d(3, 2, padding=1),
-                           PlainResBlock(c_out, cnn.spectral_norm), PlainResBlock(c_out, cnn.spectral_norm)]
+                layers += [
+                    nn.Conv2d(c_in, c_out, 3, padding=1),
+                    nn.MaxPool2d(3, 2, padding=1),
+                    PlainResBlock(c_out, cnn.spectral_norm),
+                    PlainResBlock(c_out, cnn.spectral_norm),
+                ]
                 c_in = c_out
             layers.append(nn.ReLU())
             if cnn.adaptive_maxpool_size:
@@ -82,11 +91,14 @@ class NaiveIQN(nn.Module):
             self.img_head = nn.Sequential(*layers)
         img_dim = self.img_head(torch.zeros(1, *img_shape)).shape[1]
         fh = nn_cfg.float_hidden_dim
-        self.float_feature_extractor = nn.Sequential(nn.Linear(float_dim, fh), nn.LeakyReLU(),
-                                                     nn.Linear(fh, fh), nn.LeakyReLU())
+        self.float_feature_extractor = nn.Sequential(
+            nn.Linear(float_dim, fh), nn.LeakyReLU(), nn.Linear(fh, fh), nn.LeakyReLU()
+        )
         d = img_dim + fh
-        dense, embedding = round(nn_cfg.dense_hidden_dimension * nn_cfg.size_scale), round(
-            nn_cfg.iqn_embedding_dimension * nn_cfg.size_scale)
+        dense, embedding = (
+            round(nn_cfg.dense_hidden_dimension * nn_cfg.size_scale),
+            round(nn_cfg.iqn_embedding_dimension * nn_cfg.size_scale),
+        )
         h = dense // 2
 
         def lin(i, o):

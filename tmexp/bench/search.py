@@ -37,15 +37,26 @@ def sweeper_name() -> str:
     """Which ``hydra/sweeper=optuna`` is installed: tmexp's own, or the old hydra-optuna-sweeper plugin."""
     try:
         import hydra_plugins.hydra_optuna_sweeper  # noqa: F401
+
         return "hydra-optuna-sweeper (plugin)"
     except ImportError:
         return "tmexp"
 
 
 def search_command(sweep_dir: Path, trials: int, workers: int, extra: list[str]) -> list[str]:
-    command = [sys.executable, "-m", "tmexp.bench.search_trial", "--multirun", "hydra/sweeper=optuna",
-               "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.n_trials={trials}",
-               f"hydra.sweeper.n_jobs={workers}", "x=interval(0.0, 1.0)", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "tmexp.bench.search_trial",
+        "--multirun",
+        "hydra/sweeper=optuna",
+        "hydra/launcher=submitit_local",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweeper.n_trials={trials}",
+        f"hydra.sweeper.n_jobs={workers}",
+        "x=interval(0.0, 1.0)",
+        *extra,
+    ]
     if sweeper_name() == "tmexp":  # tmexp's preset lives in its conf/ (the plugin's is its own registered schema)
         command.append(f"hydra.searchpath=[file://{CONF_DIR}]")
     return command
@@ -57,8 +68,12 @@ def idle_fraction(intervals: list[tuple[float, float]], workers: int) -> dict:
     end = max(e for _, e in intervals)
     busy = sum(e - s for s, e in intervals)
     span = end - start
-    return {"idle_fraction": round(1.0 - busy / (workers * span), 4), "span_s": round(span, 2),
-            "busy_s": round(busy, 2), "ideal_span_s": round(busy / workers, 2)}
+    return {
+        "idle_fraction": round(1.0 - busy / (workers * span), 4),
+        "span_s": round(span, 2),
+        "busy_s": round(busy, 2),
+        "ideal_span_s": round(busy / workers, 2),
+    }
 
 
 def run_search(work: Path, trials: int, workers: int, extra: list[str]) -> dict:
@@ -75,10 +90,18 @@ def run_search(work: Path, trials: int, workers: int, extra: list[str]) -> dict:
     if len(records) != trials:
         raise BenchmarkError(f"{len(records)} of {trials} trials wrote trial.json; see {log_path}.")
     intervals = [(r["process_started"], r["ended"]) for r in sorted(records, key=lambda r: r["job"])]
-    return {"wall_s": round(wall, 2), **idle_fraction(intervals, workers),
-            "trials": [{"job": r["job"], "start_s": round(r["process_started"] - intervals[0][0], 2),
-                        "length_s": round(r["ended"] - r["process_started"], 2)}
-                       for r in sorted(records, key=lambda r: r["job"])]}
+    return {
+        "wall_s": round(wall, 2),
+        **idle_fraction(intervals, workers),
+        "trials": [
+            {
+                "job": r["job"],
+                "start_s": round(r["process_started"] - intervals[0][0], 2),
+                "length_s": round(r["ended"] - r["process_started"], 2),
+            }
+            for r in sorted(records, key=lambda r: r["job"])
+        ],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,16 +122,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    result = {"benchmark": "search", "sweeper": sweeper_name(), "trials_n": args.trials, "workers": args.workers,
-              "lengths_s": LENGTHS_S, **result, "goal_idle_fraction": GOAL_IDLE,
-              "meets_goal": result["idle_fraction"] <= GOAL_IDLE, "work_dir": str(work) if args.keep else None}
+    result = {
+        "benchmark": "search",
+        "sweeper": sweeper_name(),
+        "trials_n": args.trials,
+        "workers": args.workers,
+        "lengths_s": LENGTHS_S,
+        **result,
+        "goal_idle_fraction": GOAL_IDLE,
+        "meets_goal": result["idle_fraction"] <= GOAL_IDLE,
+        "work_dir": str(work) if args.keep else None,
+    }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.trials} trials on {args.workers} workers ({result['sweeper']}): idle "
-              f"{100 * result['idle_fraction']:.1f}% of worker time; {result['span_s']} s from the first trial's "
-              f"start to the last's end, {result['ideal_span_s']} s with no idle worker "
-              f"(goal <= {100 * GOAL_IDLE:.0f}%: {'met' if result['meets_goal'] else 'not met'})")
+        print(
+            f"{args.trials} trials on {args.workers} workers ({result['sweeper']}): idle "
+            f"{100 * result['idle_fraction']:.1f}% of worker time; {result['span_s']} s from the first trial's "
+            f"start to the last's end, {result['ideal_span_s']} s with no idle worker "
+            f"(goal <= {100 * GOAL_IDLE:.0f}%: {'met' if result['meets_goal'] else 'not met'})"
+        )
     return 0
 
 

@@ -44,8 +44,9 @@ def process_start_time() -> float:
     """When this process started (Linux: from /proc, exact); elsewhere, now."""
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
+        boot = next(
+            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
+        )
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return time.time()
@@ -64,8 +65,13 @@ def main(cfg: TrialConfig) -> float:
         while not other.is_file() and time.monotonic() < deadline:
             time.sleep(0.1)
         saw_other_end = other.is_file()
-    record = {"job": num, "process_started": started, "ended": time.time(), "pid": os.getpid(),
-              "saw_other_end": saw_other_end}
+    record = {
+        "job": num,
+        "process_started": started,
+        "ended": time.time(),
+        "pid": os.getpid(),
+        "saw_other_end": saw_other_end,
+    }
     (Path(hydra_cfg.runtime.output_dir) / "trial.json").write_text(json.dumps(record))
     return float(cfg.x)
 

@@ -65,8 +65,13 @@ def memory_for_track(path: Path, num_envs: int) -> dict:
         venv.step(np.zeros(num_envs, dtype=np.int64))
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"track": path.name, "track_length_m": round(track.length, 1), "build_s": round(build_s, 2),
-            "memory_peak_mb": round(peak / 2**20, 1), "memory_held_mb": round(current / 2**20, 1)}
+    return {
+        "track": path.name,
+        "track_length_m": round(track.length, 1),
+        "build_s": round(build_s, 2),
+        "memory_peak_mb": round(peak / 2**20, 1),
+        "memory_held_mb": round(current / 2**20, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,8 +39,11 @@ def _first_step_at(run_dir: Path) -> float | None:
 def _stats(values: list[float]) -> dict:
     if not values:
         return {"mean": None, "median": None, "max": None}
-    return {"mean": round(statistics.fmean(values), 3), "median": round(statistics.median(values), 3),
-            "max": round(max(values), 3)}
+    return {
+        "mean": round(statistics.fmean(values), 3),
+        "median": round(statistics.median(values), 3),
+        "max": round(max(values), 3),
+    }
 
 
 class BenchmarkError(RuntimeError):
@@ -67,15 +70,27 @@ def _overheads(run_dirs: list[Path], started: list[float]) -> tuple[list[float],
 
 def bench_sweep(work: Path, jobs: int, module: str, overrides: list[str]) -> dict:
     sweep_dir = work / "sweep"
-    command = [sys.executable, "-m", module, "--multirun", "hydra/launcher=local", f"hydra.sweep.dir={sweep_dir}",
-               f"seed={','.join(str(s) for s in range(jobs))}", *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        module,
+        "--multirun",
+        "hydra/launcher=local",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"seed={','.join(str(s) for s in range(jobs))}",
+        *overrides,
+    ]
     t0 = time.time()
     _run(command, work / "sweep.log")
     wall = time.time() - t0
     run_dirs = [sweep_dir / str(n) for n in range(jobs)]
     overheads, missing = _overheads(run_dirs, [t0] * jobs)
-    return {"wall_s": round(wall, 2), "overhead_s": _stats(overheads),
-            "per_job_overhead_s": [round(o, 3) for o in overheads], "missing_first_step_at": missing}
+    return {
+        "wall_s": round(wall, 2),
+        "overhead_s": _stats(overheads),
+        "per_job_overhead_s": [round(o, 3) for o in overheads],
+        "missing_first_step_at": missing,
+    }
 
 
 def bench_sequential(work: Path, jobs: int, module: str, overrides: list[str]) -> dict:
@@ -84,20 +99,26 @@ def bench_sequential(work: Path, jobs: int, module: str, overrides: list[str]) -
     for seed in range(jobs):
         run_dir = work / "sequential" / str(seed)
         started.append(time.time())
-        _run([sys.executable, "-m", module, f"hydra.run.dir={run_dir}", f"seed={seed}", *overrides],
-             work / f"sequential_{seed}.log")
+        _run(
+            [sys.executable, "-m", module, f"hydra.run.dir={run_dir}", f"seed={seed}", *overrides],
+            work / f"sequential_{seed}.log",
+        )
         run_dirs.append(run_dir)
     wall = time.time() - t_all
     overheads, missing = _overheads(run_dirs, started)
-    return {"wall_s": round(wall, 2), "overhead_s": _stats(overheads),
-            "per_job_overhead_s": [round(o, 3) for o in overheads], "missing_first_step_at": missing}
+    return {
+        "wall_s": round(wall, 2),
+        "overhead_s": _stats(overheads),
+        "per_job_overhead_s": [round(o, 3) for o in overheads],
+        "missing_first_step_at": missing,
+    }
 
 
 # Stand-ins for SLURM's commands: they answer at once, so that --compose measures tmexp's own work.
 _FAKE_SLURM = {
     "sinfo": 'echo "debug*|n001|64|512000|gpu:8|idle|infinite"',
     "sbatch": 'n=$(( $(cat "$(dirname "$0")/counter" 2>/dev/null || echo 1000) + 1 )); '
-              'echo $n > "$(dirname "$0")/counter"; echo "Submitted batch job $n"',
+    'echo $n > "$(dirname "$0")/counter"; echo "Submitted batch job $n"',
     "scontrol": 'echo "MaxArraySize            = 1001"',
     "squeue": "true",
     "sacct": "true",
@@ -120,8 +141,17 @@ def bench_compose(jobs: int, module: str, keep: bool) -> dict:
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
     seeds = -(-jobs // 10)
-    command = [sys.executable, "-m", module, "--multirun", "hydra/launcher=slurm", "+experiment=A01_btr_ablation",
-               f"seed=range(0,{seeds})", f"hydra.sweep.dir={work / 'sweep'}", "hydra.launcher.poll_s=3600"]
+    command = [
+        sys.executable,
+        "-m",
+        module,
+        "--multirun",
+        "hydra/launcher=slurm",
+        "+experiment=A01_btr_ablation",
+        f"seed=range(0,{seeds})",
+        f"hydra.sweep.dir={work / 'sweep'}",
+        "hydra.launcher.poll_s=3600",
+    ]
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     t0 = time.time()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -143,12 +173,21 @@ def bench_compose(jobs: int, module: str, keep: bool) -> dict:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     if submitted < seeds * 10:
-        raise BenchmarkError(f"`{' '.join(command)}` submitted {submitted} of {seeds * 10} jobs; its last output: "
-                             + " | ".join(x.strip() for x in output[-5:]))
-    return {"jobs": seeds * 10, "arrays": len(arrays), "seconds_to_each_array": arrays, "seconds_to_all": arrays[-1],
-            "cpu_seconds": round(cpu.ru_utime + cpu.ru_stime, 2), "load_average_1min": round(os.getloadavg()[0], 2),
-            "goal_s": COMPOSE_GOAL_S, "meets_goal": arrays[-1] < COMPOSE_GOAL_S,
-            "work_dir": str(work) if keep else None}
+        raise BenchmarkError(
+            f"`{' '.join(command)}` submitted {submitted} of {seeds * 10} jobs; its last output: "
+            + " | ".join(x.strip() for x in output[-5:])
+        )
+    return {
+        "jobs": seeds * 10,
+        "arrays": len(arrays),
+        "seconds_to_each_array": arrays,
+        "seconds_to_all": arrays[-1],
+        "cpu_seconds": round(cpu.ru_utime + cpu.ru_stime, 2),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "goal_s": COMPOSE_GOAL_S,
+        "meets_goal": arrays[-1] < COMPOSE_GOAL_S,
+        "work_dir": str(work) if keep else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,10 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--keep", action="store_true", help="keep the run directories (printed) instead of deleting")
     parser.add_argument("--module", default="tmexp.train", help="the Hydra app to launch (default tmexp.train)")
-    parser.add_argument("--compose", type=int, metavar="N", default=None,
-                        help="instead: seconds until a SLURM sweep of N jobs is submitted (stand-in SLURM commands)")
-    parser.add_argument("overrides", nargs="*", default=["+experiment=smoke"],
-                        help="overrides for every job (default: +experiment=smoke)")
+    parser.add_argument(
+        "--compose",
+        type=int,
+        metavar="N",
+        default=None,
+        help="instead: seconds until a SLURM sweep of N jobs is submitted (stand-in SLURM commands)",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        default=["+experiment=smoke"],
+        help="overrides for every job (default: +experiment=smoke)",
+    )
     args = parser.parse_args(argv)
     if args.compose:
         try:
@@ -168,11 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         except BenchmarkError as error:
             print(f"tmexp.bench sweep: error: {error}", file=sys.stderr)
             return 1
-        print(json.dumps(result) if args.json else
-              f"{result['jobs']} jobs in {result['arrays']} arrays, all submitted {result['seconds_to_all']} s after "
-              f"the command started (first array at {result['seconds_to_each_array'][0]} s; "
-              f"{result['cpu_seconds']} CPU seconds; load average {result['load_average_1min']}; goal < "
-              f"{COMPOSE_GOAL_S:.0f} s: {'met' if result['meets_goal'] else 'not met'})")
+        print(
+            json.dumps(result)
+            if args.json
+            else f"{result['jobs']} jobs in {result['arrays']} arrays, all submitted {result['seconds_to_all']} s after "
+            f"the command started (first array at {result['seconds_to_each_array'][0]} s; "
+            f"{result['cpu_seconds']} CPU seconds; load average {result['load_average_1min']}; goal < "
+            f"{COMPOSE_GOAL_S:.0f} s: {'met' if result['meets_goal'] else 'not met'})"
+        )
         return 0
 
     work = Path(tempfile.mkdtemp(prefix="tmexp-bench-sweep-"))
@@ -203,10 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.jobs} jobs: sweep (local launcher) {sweep['wall_s']} s wall, launch overhead per job "
-              f"mean {sweep['overhead_s']['mean']} s / max {sweep['overhead_s']['max']} s; sequential "
-              f"{sequential['wall_s']} s wall, overhead mean {sequential['overhead_s']['mean']} s "
-              f"(goal < {GOAL_S} s per job: {'met' if result['meets_goal'] else 'not met'})")
+        print(
+            f"{args.jobs} jobs: sweep (local launcher) {sweep['wall_s']} s wall, launch overhead per job "
+            f"mean {sweep['overhead_s']['mean']} s / max {sweep['overhead_s']['max']} s; sequential "
+            f"{sequential['wall_s']} s wall, overhead mean {sequential['overhead_s']['mean']} s "
+            f"(goal < {GOAL_S} s per job: {'met' if result['meets_goal'] else 'not met'})"
+        )
     return 0
 
 

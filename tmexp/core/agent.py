@@ -49,7 +49,9 @@ def select_action(
     return action, action == greedy
 
 
-def exploration_rates(epsilon: float, epsilon_boltzmann: float, noisy: bool, noisy_keep_epsilon: bool) -> tuple[float, float]:
+def exploration_rates(
+    epsilon: float, epsilon_boltzmann: float, noisy: bool, noisy_keep_epsilon: bool
+) -> tuple[float, float]:
     """The epsilons actually used in exploration races, given whether NoisyNets explore instead."""
     if noisy and not noisy_keep_epsilon:
         return 0.0, 0.0

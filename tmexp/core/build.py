@@ -23,8 +23,14 @@ import torch.multiprocessing as mp
 from tmexp import rundir
 from tmexp.core import checkpoint, metrics
 from tmexp.core.checkpoint import Counters
-from tmexp.core.collectors import (Collector, CollectorPool, CollectorSettings, RolloutSource, SerialSource,
-                                   WeightsSource)
+from tmexp.core.collectors import (
+    Collector,
+    CollectorPool,
+    CollectorSettings,
+    RolloutSource,
+    SerialSource,
+    WeightsSource,
+)
 from tmexp.core.networks import IQNNetwork, build_network
 from tmexp.core.optimization import SelfLossState, make_grad_scaler, make_optimizer, pick_device
 from tmexp.core.replay import ReplayBuffer
@@ -128,16 +134,26 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
     from tmexp.envs.factory import make_env
 
     probe = make_env(cfg.env, cfg.map, cfg.rewards, seed=cfg.seed)
-    spaces = Spaces(tuple(probe.observation_space["img"].shape), int(probe.observation_space["floats"].shape[0]),
-                    int(probe.action_space.n))
+    spaces = Spaces(
+        tuple(probe.observation_space["img"].shape),
+        int(probe.observation_space["floats"].shape[0]),
+        int(probe.action_space.n),
+    )
     mini_race_actions = _mini_race_actions(cfg, schedules)
     net_float_dim = spaces.float_dim + (1 if mini_race_actions else 0)  # the mini-race time comes first
     float_mean, float_std = _float_stats(cfg, probe, run_dir, mini_race_actions)
 
     def network() -> IQNNetwork:
-        return build_network(cfg.nn, cfg.btr, spaces.img_shape, net_float_dim, spaces.n_actions,
-                             channels_last=cfg.performance.channels_last, float_mean=float_mean,
-                             float_std=float_std).to(device)
+        return build_network(
+            cfg.nn,
+            cfg.btr,
+            spaces.img_shape,
+            net_float_dim,
+            spaces.n_actions,
+            channels_last=cfg.performance.channels_last,
+            float_mean=float_mean,
+            float_std=float_std,
+        ).to(device)
 
     online, target = network(), network()
     target.load_state_dict(online.state_dict())
@@ -146,19 +162,31 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
     scaler = make_grad_scaler(device) if cfg.performance.use_amp else None
     self_loss = SelfLossState()
     max_capacity = max(int(point[1][0]) for point in cfg.memory.memory_size_schedule)
-    replay = ReplayBuffer(max_capacity, spaces.img_shape, spaces.float_dim, seed=cfg.seed,
-                          n_steps=cfg.training.n_steps, prio_alpha=cfg.memory.prio_alpha,
-                          prio_beta=cfg.memory.prio_beta, prio_epsilon=cfg.memory.prio_epsilon)
+    replay = ReplayBuffer(
+        max_capacity,
+        spaces.img_shape,
+        spaces.float_dim,
+        seed=cfg.seed,
+        n_steps=cfg.training.n_steps,
+        prio_alpha=cfg.memory.prio_alpha,
+        prio_beta=cfg.memory.prio_beta,
+        prio_epsilon=cfg.memory.prio_epsilon,
+    )
 
     structure = checkpoint.resume_structure(cfg)
-    checkpointer = checkpoint.Checkpointer(run_dir, structure, save_replay=cfg.training.save_replay,
-                                           on_write_error=str(cfg.training.on_checkpoint_error),
-                                           discard_replay=cfg.training.resume_discards_replay)
+    checkpointer = checkpoint.Checkpointer(
+        run_dir,
+        structure,
+        save_replay=cfg.training.save_replay,
+        on_write_error=str(cfg.training.on_checkpoint_error),
+        discard_replay=cfg.training.resume_discards_replay,
+    )
     resumed = checkpoint.has_checkpoint(run_dir)
     counters = Counters()
     if resumed:
-        counters = checkpointer.resume(device, online=online, target=target, optimizer=optimizer, scaler=scaler,
-                                       self_loss=self_loss, replay=replay)
+        counters = checkpointer.resume(
+            device, online=online, target=target, optimizer=optimizer, scaler=scaler, self_loss=self_loss, replay=replay
+        )
     # Every start hides what an earlier process logged from the frame it resumes from on (0: all of it, when it was
     # killed before its first checkpoint), so each tag's steps stay monotonic.
     writer = metrics.make_writer(rundir.RunDir(run_dir).tensorboard, purge_step=counters.frames)
@@ -171,12 +199,24 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
     frames_allowed = ctx.Value("d", math.inf)
     p = cfg.performance
     collector_settings = CollectorSettings(
-        env=cfg.env, map=cfg.map, rewards=cfg.rewards, nn=cfg.nn, btr=cfg.btr, exploration=cfg.exploration,
-        global_schedule_speed=cfg.training.global_schedule_speed, img_shape=spaces.img_shape,
-        float_dim=net_float_dim, n_actions=spaces.n_actions, mini_race=bool(mini_race_actions),
-        device="cpu" if device.type == "cpu" else str(device), seed=cfg.seed * 7919 + counters.races,
-        torch_threads=p.torch_threads_collector, update_every_n_actions=p.update_inference_network_every_n_actions,
-        nice=p.collector_nice, ignore_signals=tuple(ignore_signals), cars=p.cars_per_collector,
+        env=cfg.env,
+        map=cfg.map,
+        rewards=cfg.rewards,
+        nn=cfg.nn,
+        btr=cfg.btr,
+        exploration=cfg.exploration,
+        global_schedule_speed=cfg.training.global_schedule_speed,
+        img_shape=spaces.img_shape,
+        float_dim=net_float_dim,
+        n_actions=spaces.n_actions,
+        mini_race=bool(mini_race_actions),
+        device="cpu" if device.type == "cpu" else str(device),
+        seed=cfg.seed * 7919 + counters.races,
+        torch_threads=p.torch_threads_collector,
+        update_every_n_actions=p.update_inference_network_every_n_actions,
+        nice=p.collector_nice,
+        ignore_signals=tuple(ignore_signals),
+        cars=p.cars_per_collector,
         total_cars=p.cars_per_collector * (1 if p.serial else p.gpu_collectors_count),
         cycle_start=dict(counters.cycle_position),
     )
@@ -185,37 +225,71 @@ def build(cfg, run_dir: str | Path, ignore_signals: tuple[int, ...] = ()) -> Run
         source = SerialSource(Collector(collector_settings, 0, weights, frames_played, env=probe))
     else:
         getattr(probe, "close", lambda: None)()
-        source = CollectorPool(collector_settings, p.gpu_collectors_count, weights, frames_played, ctx,
-                               p.max_rollout_queue_size, frames_allowed=frames_allowed)
+        source = CollectorPool(
+            collector_settings,
+            p.gpu_collectors_count,
+            weights,
+            frames_played,
+            ctx,
+            p.max_rollout_queue_size,
+            frames_allowed=frames_allowed,
+        )
 
-    return Run(run_dir=run_dir, settings=learner_settings(cfg, mini_race_actions), spaces=spaces, device=device,
-               online=online, target=target, optimizer=optimizer, scaler=scaler, self_loss=self_loss, replay=replay,
-               schedules=schedules, counters=counters, resumed=resumed, structure=structure,
-               checkpointer=checkpointer, writer=writer,
-               weights=weights, frames_played=frames_played, frames_allowed=frames_allowed, source=source)
+    return Run(
+        run_dir=run_dir,
+        settings=learner_settings(cfg, mini_race_actions),
+        spaces=spaces,
+        device=device,
+        online=online,
+        target=target,
+        optimizer=optimizer,
+        scaler=scaler,
+        self_loss=self_loss,
+        replay=replay,
+        schedules=schedules,
+        counters=counters,
+        resumed=resumed,
+        structure=structure,
+        checkpointer=checkpointer,
+        writer=writer,
+        weights=weights,
+        frames_played=frames_played,
+        frames_allowed=frames_allowed,
+        source=source,
+    )
 
 
 def learner_settings(cfg, mini_race_actions: int) -> LearnerSettings:
     t, m, p = cfg.training, cfg.memory, cfg.performance
     ms_per_action = cfg.env.ms_per_tm_engine_step * cfg.env.tm_engine_step_per_action
     return LearnerSettings(
-        map_name=cfg.map.short_name, map_names=tuple(MapCycle.of(cfg.map).names), batch_size=t.batch_size,
+        map_name=cfg.map.short_name,
+        map_names=tuple(MapCycle.of(cfg.map).names),
+        batch_size=t.batch_size,
         n_steps=t.n_steps,
         discard_non_greedy_actions_in_nsteps=t.discard_non_greedy_actions_in_nsteps,
-        replay_ratio=m.number_times_single_memory_is_used_before_discard, min_replay_ratio=t.min_replay_ratio,
+        replay_ratio=m.number_times_single_memory_is_used_before_discard,
+        min_replay_ratio=t.min_replay_ratio,
         mini_race_actions=mini_race_actions,
         oversample_long_term_steps=t.oversample_long_term_steps,
         oversample_maximum_term_steps=t.oversample_maximum_term_steps,
         no_progress_cutoff_value=str(t.no_progress_cutoff_value),
         stuck_reward_per_action=cfg.rewards.constant_reward_per_ms * ms_per_action,
-        race_timeout_ms=cfg.env.cutoff_rollout_if_race_not_finished_within_duration_ms, ms_per_action=ms_per_action,
+        race_timeout_ms=cfg.env.cutoff_rollout_if_race_not_finished_within_duration_ms,
+        ms_per_action=ms_per_action,
         target_update_every_samples=cfg.nn.number_memories_trained_on_between_target_network_updates,
-        soft_update_tau=cfg.nn.soft_update_tau, publish_every_n_batches=p.send_shared_network_every_n_batches,
-        weight_decay_lr_ratio=t.weight_decay_lr_ratio, frames_before_save_best_runs=p.frames_before_save_best_runs,
-        console_every_s=t.console_every_seconds, log_every_s=t.log_every_seconds,
-        checkpoint_every_s=60 * t.checkpoint_every_minutes, max_frames=t.max_frames, max_minutes=t.max_minutes,
+        soft_update_tau=cfg.nn.soft_update_tau,
+        publish_every_n_batches=p.send_shared_network_every_n_batches,
+        weight_decay_lr_ratio=t.weight_decay_lr_ratio,
+        frames_before_save_best_runs=p.frames_before_save_best_runs,
+        console_every_s=t.console_every_seconds,
+        log_every_s=t.log_every_seconds,
+        checkpoint_every_s=60 * t.checkpoint_every_minutes,
+        max_frames=t.max_frames,
+        max_minutes=t.max_minutes,
         preempt_save_deadline_s=t.preempt_save_deadline_s,
-        nn=cfg.nn, btr=cfg.btr,
+        nn=cfg.nn,
+        btr=cfg.btr,
     )
 
 
@@ -223,12 +297,22 @@ def hparams(cfg) -> dict[str, Any]:
     """The hyperparameters TensorBoard's HParams view shows for a run."""
     c, cnn = cfg, cfg.nn.vis.cnn
     return {
-        "run_name": c.run_name, "seed": c.seed, "cnn": str(cnn.type), "cnn_width_scale": cnn.width_scale,
-        "adaptive_maxpool": cnn.adaptive_maxpool_size or 0, "spectral_norm": cnn.spectral_norm,
-        "munchausen": c.btr.use_munchausen, "layer_norm": c.btr.use_layer_norm, "noisy": c.btr.use_noisy_linear,
-        "dense": c.nn.dense_hidden_dimension, "iqn_embedding": c.nn.iqn_embedding_dimension, "ddqn": c.nn.use_ddqn,
-        "clip_grad_norm": c.nn.clip_grad_norm, "weight_decay_lr_ratio": c.training.weight_decay_lr_ratio,
-        "global_schedule_speed": c.training.global_schedule_speed, "batch_size": c.training.batch_size,
+        "run_name": c.run_name,
+        "seed": c.seed,
+        "cnn": str(cnn.type),
+        "cnn_width_scale": cnn.width_scale,
+        "adaptive_maxpool": cnn.adaptive_maxpool_size or 0,
+        "spectral_norm": cnn.spectral_norm,
+        "munchausen": c.btr.use_munchausen,
+        "layer_norm": c.btr.use_layer_norm,
+        "noisy": c.btr.use_noisy_linear,
+        "dense": c.nn.dense_hidden_dimension,
+        "iqn_embedding": c.nn.iqn_embedding_dimension,
+        "ddqn": c.nn.use_ddqn,
+        "clip_grad_norm": c.nn.clip_grad_norm,
+        "weight_decay_lr_ratio": c.training.weight_decay_lr_ratio,
+        "global_schedule_speed": c.training.global_schedule_speed,
+        "batch_size": c.training.batch_size,
     }
 
 
@@ -239,9 +323,11 @@ def _mini_race_actions(cfg, schedules: Schedules) -> int:
     gamma = schedules.gamma
     gamma_one_at = next((frame for frame, value in zip(gamma.frames, gamma.values) if value >= 1), None)
     if not actions and gamma_one_at is not None:
-        log.warning("training.gamma_schedule reaches 1 at frame %d with mini-races off: from then on values have "
-                    "no horizon; set training.temporal_mini_race_duration_ms=7000 (Linesight) for runs that long.",
-                    gamma_one_at)
+        log.warning(
+            "training.gamma_schedule reaches 1 at frame %d with mini-races off: from then on values have "
+            "no horizon; set training.temporal_mini_race_duration_ms=7000 (Linesight) for runs that long.",
+            gamma_one_at,
+        )
     return actions
 
 

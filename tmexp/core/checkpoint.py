@@ -40,8 +40,16 @@ import numpy as np
 import torch
 
 from tmexp.core.replay import ReplayBuffer
-from tmexp.core.replay_store import (REPLAY_DIR, ReplayMisfit, ReplaySnapshot, generation_of, load_generation,
-                                     manifest_files, read_manifest, write_generation)
+from tmexp.core.replay_store import (
+    REPLAY_DIR,
+    ReplayMisfit,
+    ReplaySnapshot,
+    generation_of,
+    load_generation,
+    manifest_files,
+    read_manifest,
+    write_generation,
+)
 from tmexp.core.replay_store import reason as _reason
 from tmexp.rundir import RunDir, sync_dir, write_atomic
 
@@ -73,10 +81,15 @@ class Counters:
 
     def status(self, map_name: str) -> dict[str, Any]:
         """The counters ``status.json`` reports."""
-        return {"frames": self.frames, "batches": self.batches, "races": self.races,
-                "training_hours": self.training_seconds / 3600, "wall_minutes": self.training_seconds / 60,
-                "best_ms": {map_name: self.alltime_min_ms.get(map_name)},
-                "replay_parts_dropped": self.replay_parts_dropped}
+        return {
+            "frames": self.frames,
+            "batches": self.batches,
+            "races": self.races,
+            "training_hours": self.training_seconds / 3600,
+            "wall_minutes": self.training_seconds / 60,
+            "best_ms": {map_name: self.alltime_min_ms.get(map_name)},
+            "replay_parts_dropped": self.replay_parts_dropped,
+        }
 
 
 class CheckpointError(RuntimeError):
@@ -91,14 +104,21 @@ class ResumeMismatch(ValueError):
 # Keys that must match to resume: the shapes of the network's tensors and of the replay's, what a stored transition
 # means, and the task. Everything else (budgets, schedules, collectors) may change between a run and its resumption.
 _RESUME_KEYS = (
-    "nn", "btr", "map.short_name", "env.backend",
-    "env.w_downsized", "env.h_downsized",  # the image input
+    "nn",
+    "btr",
+    "map.short_name",
+    "env.backend",
+    "env.w_downsized",
+    "env.h_downsized",  # the image input
     # the float input: 9 + 4 x previous actions + 3 x zone centres (tmexp/envs/observation.py), and what its
     # zone centres are (their spacing)
-    "env.n_prev_actions_in_inputs", "env.n_zone_centers_in_inputs", "env.one_every_n_zone_centers_in_inputs",
+    "env.n_prev_actions_in_inputs",
+    "env.n_zone_centers_in_inputs",
+    "env.one_every_n_zone_centers_in_inputs",
     "training.temporal_mini_race_duration_ms",  # one more float, and the meaning of a stored time
     # what a stored transition is: its n-step return and its partial rewards (one column per step)
-    "training.n_steps", "training.discard_non_greedy_actions_in_nsteps",
+    "training.n_steps",
+    "training.discard_non_greedy_actions_in_nsteps",
 )
 
 
@@ -143,8 +163,13 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], run_dir: Pat
             )
 
 
-def check_resume(run_dir: Path, structure: dict[str, Any], first_config: dict[str, Any] | None = None,
-                 replay_capacity: int | None = None, discard_replay: bool = False) -> None:
+def check_resume(
+    run_dir: Path,
+    structure: dict[str, Any],
+    first_config: dict[str, Any] | None = None,
+    replay_capacity: int | None = None,
+    discard_replay: bool = False,
+) -> None:
     """Check, before anything is built or written, that the checkpoint in ``run_dir`` can resume with this config.
 
     Compares with what the checkpoint was written with (its stored resume keys; for a key it lacks, a checkpoint
@@ -172,9 +197,11 @@ def check_resume(run_dir: Path, structure: dict[str, Any], first_config: dict[st
 
 
 def _discard_message(run_dir: Path, size: int, why: str) -> str:
-    return (f"{run_dir} holds a replay of {size} transitions that does not fit this command's buffer ({why}): "
-            "resuming would discard it; resume with the settings it was saved with, or add "
-            "training.resume_discards_replay=true to resume with an empty replay.")
+    return (
+        f"{run_dir} holds a replay of {size} transitions that does not fit this command's buffer ({why}): "
+        "resuming would discard it; resume with the settings it was saved with, or add "
+        "training.resume_discards_replay=true to resume with an empty replay."
+    )
 
 
 # ----- files and random generators ---------------------------------------------------------------------------------
@@ -210,18 +237,26 @@ def _load(path: Path, map_location: str | torch.device) -> dict[str, Any]:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         if "weights only" in str(error).lower() or "weights_only" in str(error):
-            raise ValueError("refused: it holds objects other than tensors and plain values, which loading could "
-                             "run code from (tmexp never writes such a file)") from None
+            raise ValueError(
+                "refused: it holds objects other than tensors and plain values, which loading could "
+                "run code from (tmexp never writes such a file)"
+            ) from None
         raise
 
 
 def rng_state() -> dict[str, Any]:
     """The random generators' states as tensors and plain values (``weights_only`` loads them)."""
     numpy = np.random.get_state(legacy=False)
-    state = {"python": random.getstate(),
-             "numpy": {"key": torch.from_numpy(numpy["state"]["key"].astype(np.int64)), "pos": numpy["state"]["pos"],
-                       "has_gauss": numpy["has_gauss"], "gauss": numpy["gauss"]},
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(numpy["state"]["key"].astype(np.int64)),
+            "pos": numpy["state"]["pos"],
+            "has_gauss": numpy["has_gauss"],
+            "gauss": numpy["gauss"],
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -230,9 +265,14 @@ def rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     numpy = state["numpy"]
-    np.random.set_state({"bit_generator": "MT19937",
-                         "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": int(numpy["pos"])},
-                         "has_gauss": int(numpy["has_gauss"]), "gauss": float(numpy["gauss"])})
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": int(numpy["pos"])},
+            "has_gauss": int(numpy["has_gauss"]),
+            "gauss": float(numpy["gauss"]),
+        }
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -256,8 +296,14 @@ class Checkpointer:
             dropped on resume (else ``resume`` refuses it).
     """
 
-    def __init__(self, run_dir: str | Path, structure: dict[str, Any], save_replay: bool = True,
-                 on_write_error: str = "retry", discard_replay: bool = False):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        structure: dict[str, Any],
+        save_replay: bool = True,
+        on_write_error: str = "retry",
+        discard_replay: bool = False,
+    ):
         self.run_dir = Path(run_dir)
         self.dir = RunDir(run_dir).checkpoint
         self.replay_dir = self.dir / REPLAY_DIR
@@ -275,8 +321,19 @@ class Checkpointer:
         self._error: BaseException | None = None
 
     # ----- saving --------------------------------------------------------------------------------------------------
-    def save(self, *, online, target, optimizer, scaler, self_loss, replay: ReplayBuffer, counters: Counters,
-             wait: bool = False, deadline: float | None = None) -> float:
+    def save(
+        self,
+        *,
+        online,
+        target,
+        optimizer,
+        scaler,
+        self_loss,
+        replay: ReplayBuffer,
+        counters: Counters,
+        wait: bool = False,
+        deadline: float | None = None,
+    ) -> float:
         """Take a checkpoint of the learning state; return the seconds the caller was held.
 
         It is written in the background; the next ``save`` (or ``wait``, or ``wait=True``) waits for it and raises
@@ -291,16 +348,25 @@ class Checkpointer:
         """
         t0 = time.perf_counter()
         self.wait()
-        state = _capture(online=online, target=target, optimizer=optimizer, scaler=scaler, self_loss=self_loss,
-                         counters=counters, replay=replay, structure=self.structure)
+        state = _capture(
+            online=online,
+            target=target,
+            optimizer=optimizer,
+            scaler=scaler,
+            self_loss=self_loss,
+            counters=counters,
+            replay=replay,
+            structure=self.structure,
+        )
         snapshot = ReplaySnapshot(replay, self._table) if self.save_replay else None
         thread = None
         try:
             if snapshot is not None:
                 snapshot.begin()
             self.last = {}
-            thread = threading.Thread(target=self._write, args=(state, snapshot, t0, deadline),
-                                      name="checkpoint-writer")
+            thread = threading.Thread(
+                target=self._write, args=(state, snapshot, t0, deadline), name="checkpoint-writer"
+            )
             thread.start()
         except BaseException:
             if thread is not None and thread.ident is not None:  # it runs: it writes, and tidies up after itself
@@ -330,10 +396,11 @@ class Checkpointer:
             if not isinstance(error, OSError):
                 raise error
             if self.on_write_error == "stop":
-                raise CheckpointWriteError(f"a checkpoint could not be written to {self.dir} ({_reason(error)}); "
-                                           "the run stopped (training.on_checkpoint_error=stop): free space there "
-                                           "and run the same command again to resume from the last checkpoint"
-                                           ) from error
+                raise CheckpointWriteError(
+                    f"a checkpoint could not be written to {self.dir} ({_reason(error)}); "
+                    "the run stopped (training.on_checkpoint_error=stop): free space there "
+                    "and run the same command again to resume from the last checkpoint"
+                ) from error
 
     def close(self) -> None:
         """Wait for the checkpoint being written; log (not raise) an error, for clean-up paths."""
@@ -342,8 +409,7 @@ class Checkpointer:
         except Exception as error:  # already failing elsewhere, or after the final save reported it
             log.error("writing the last checkpoint failed: %s: %s", type(error).__name__, error)
 
-    def _write(self, state: dict[str, Any], snapshot: ReplaySnapshot | None, t0: float,
-               deadline: float | None) -> None:
+    def _write(self, state: dict[str, Any], snapshot: ReplaySnapshot | None, t0: float, deadline: float | None) -> None:
         """The writer thread: replay chunks, manifest, then the checkpoint that names them; then clean-up. A failure
         removes what this checkpoint wrote, at once."""
         manifest, generation, committed = None, None, False
@@ -353,8 +419,9 @@ class Checkpointer:
             if snapshot is not None:
                 self._generation += 1
                 generation = self._generation
-                manifest, written = write_generation(snapshot, self.replay_dir, generation, self._table, deadline,
-                                                     _nbytes(state))
+                manifest, written = write_generation(
+                    snapshot, self.replay_dir, generation, self._table, deadline, _nbytes(state)
+                )
             latest, previous = self.dir / CHECKPOINT_NAME, self.dir / PREVIOUS_NAME
             rotate = self._latest_good and latest.is_file()
             kept_before = self._kept["latest"] if rotate else self._kept["previous"]
@@ -366,8 +433,7 @@ class Checkpointer:
                     os.replace(latest, previous)
                     self._kept = {"latest": None, "previous": kept_before}
 
-            written += write_atomic(latest, lambda f: torch.save(state, f), durable=True,
-                                    before_replace=rotate_latest)
+            written += write_atomic(latest, lambda f: torch.save(state, f), durable=True, before_replace=rotate_latest)
             committed = True
             sync_dir(self.dir)
             # committed: latest.pt names ``manifest``
@@ -376,21 +442,32 @@ class Checkpointer:
             if manifest is not None:
                 self._table = {int(i): entry for i, entry in manifest["chunks"].items()}
             self._remove_unnamed()
-            self.last.update(wall_s=time.perf_counter() - t0, bytes=written,
-                             chunks_written=len(snapshot.todo) - len(snapshot.unsaved) if snapshot else 0,
-                             chunks_unsaved=len(snapshot.unsaved) if snapshot else 0,
-                             copy_s=snapshot.copy_seconds if snapshot else 0.0)
+            self.last.update(
+                wall_s=time.perf_counter() - t0,
+                bytes=written,
+                chunks_written=len(snapshot.todo) - len(snapshot.unsaved) if snapshot else 0,
+                chunks_unsaved=len(snapshot.unsaved) if snapshot else 0,
+                copy_s=snapshot.copy_seconds if snapshot else 0.0,
+            )
         except BaseException as error:  # raised in the learner's thread by ``wait``
             self._error = error
             if not committed:
                 self._discard(generation)
             if isinstance(error, OSError):
                 self.write_failures += 1
-                goes_on = ("the run goes on and the next checkpoint tries again" if self.on_write_error != "stop"
-                           else "the run stops (training.on_checkpoint_error=stop)")
-                log.error("checkpoint at frame %s not written to %s (%s): its files were removed, the last "
-                          "complete checkpoint stays; %s", state["counters"].get("frames"), self.dir,
-                          _reason(error), goes_on)
+                goes_on = (
+                    "the run goes on and the next checkpoint tries again"
+                    if self.on_write_error != "stop"
+                    else "the run stops (training.on_checkpoint_error=stop)"
+                )
+                log.error(
+                    "checkpoint at frame %s not written to %s (%s): its files were removed, the last "
+                    "complete checkpoint stays; %s",
+                    state["counters"].get("frames"),
+                    self.dir,
+                    _reason(error),
+                    goes_on,
+                )
         finally:
             if snapshot is not None:
                 snapshot.close(written=self._error is None)
@@ -417,8 +494,9 @@ class Checkpointer:
                 path.unlink(missing_ok=True)
 
     # ----- resuming ------------------------------------------------------------------------------------------------
-    def resume(self, device: torch.device, *, online, target, optimizer, scaler, self_loss,
-               replay: ReplayBuffer) -> Counters:
+    def resume(
+        self, device: torch.device, *, online, target, optimizer, scaler, self_loss, replay: ReplayBuffer
+    ) -> Counters:
         """Load the run's checkpoint into the freshly built parts given; return its counters. Files that neither
         kept checkpoint names (a write that failed or was killed) are removed.
 
@@ -444,16 +522,22 @@ class Checkpointer:
         self._table = {int(i): entry for i, entry in manifest["chunks"].items()} if manifest else {}
         if from_latest:
             previous_generation = state.get("previous_replay_generation")
-            self._kept = {"latest": manifest,
-                          "previous": self._read_manifest(previous_generation) if previous_generation else None}
+            self._kept = {
+                "latest": manifest,
+                "previous": self._read_manifest(previous_generation) if previous_generation else None,
+            }
         else:  # latest.pt is unreadable: the next checkpoint replaces it, previous.pt stays
             self._kept = {"latest": None, "previous": manifest}
             self._latest_good = False
         names = os.listdir(self.replay_dir) if self.replay_dir.is_dir() else []
         self._generation = max([generation_of(name) for name in names] + [0])  # never reuse a name on disk
         self._remove_leftovers()
-        log.info("resumed from checkpoint: %d frames, %d batches, %d transitions in replay", counters.frames,
-                 counters.batches, len(replay))
+        log.info(
+            "resumed from checkpoint: %d frames, %d batches, %d transitions in replay",
+            counters.frames,
+            counters.batches,
+            len(replay),
+        )
         return counters
 
     def _remove_leftovers(self) -> None:
@@ -471,8 +555,7 @@ class Checkpointer:
                 path.unlink()
             except OSError:
                 continue
-        log.info("removed %d files of an unfinished checkpoint from %s (%.1f MB)", len(removed), self.dir,
-                 freed / 1e6)
+        log.info("removed %d files of an unfinished checkpoint from %s (%.1f MB)", len(removed), self.dir, freed / 1e6)
 
     def _read_state(self, device: torch.device) -> tuple[dict[str, Any], bool]:
         """The newest readable checkpoint, and whether it is latest.pt."""
@@ -489,12 +572,18 @@ class Checkpointer:
                 problems[path.name] = _reason(error)
                 continue
             if problems:
-                log.warning("%s could not be read (%s): resuming from %s, the checkpoint before it",
-                            self.dir / CHECKPOINT_NAME, problems[CHECKPOINT_NAME], path.name)
+                log.warning(
+                    "%s could not be read (%s): resuming from %s, the checkpoint before it",
+                    self.dir / CHECKPOINT_NAME,
+                    problems[CHECKPOINT_NAME],
+                    path.name,
+                )
             return state, not problems
         listed = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
-        raise CheckpointError(f"{self.dir} holds no readable checkpoint ({listed}): move that folder away to start "
-                              "this run afresh, or choose another hydra.run.dir.")
+        raise CheckpointError(
+            f"{self.dir} holds no readable checkpoint ({listed}): move that folder away to start "
+            "this run afresh, or choose another hydra.run.dir."
+        )
 
     def _read_manifest(self, generation: int) -> dict[str, Any] | None:
         return read_manifest(self.replay_dir, generation)
@@ -504,6 +593,7 @@ class Checkpointer:
             return load_generation(replay, self.replay_dir, generation, discard=self.discard_replay)
         except ReplayMisfit as misfit:
             raise ResumeMismatch(_discard_message(self.run_dir, misfit.size, misfit.problem)) from None
+
 
 def _nbytes(node: Any) -> int:
     """The bytes of the tensors in a state."""
@@ -516,17 +606,20 @@ def _nbytes(node: Any) -> int:
     return 0
 
 
-def _capture(*, online, target, optimizer, scaler, self_loss, counters: Counters, replay: ReplayBuffer,
-             structure: dict[str, Any]) -> dict[str, Any]:
+def _capture(
+    *, online, target, optimizer, scaler, self_loss, counters: Counters, replay: ReplayBuffer, structure: dict[str, Any]
+) -> dict[str, Any]:
     """A checkpoint's state, copied: the live tensors go on changing while the writer works."""
-    return copy.deepcopy({
-        "online": online.state_dict(),
-        "target": target.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "self_loss": self_loss.state_dict(),
-        "counters": counters.__dict__,
-        "rng": rng_state(),
-        "replay_rng": replay.rng.bit_generator.state,
-        "config": structure,
-    })
+    return copy.deepcopy(
+        {
+            "online": online.state_dict(),
+            "target": target.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "self_loss": self_loss.state_dict(),
+            "counters": counters.__dict__,
+            "rng": rng_state(),
+            "replay_rng": replay.rng.bit_generator.state,
+            "config": structure,
+        }
+    )

@@ -160,10 +160,10 @@ class Collector:
         self.frames_played = frames_played  # shared counter written by the learner (schedules follow it)
         self.device = torch.device(settings.device)
         k = settings.cars
-        self.env = make_vector_env(settings.env, settings.map, settings.rewards, k, seed=settings.seed,
-                                   collector_index=index, env=env)
-        self.net = build_network(settings.nn, settings.btr, settings.img_shape, settings.float_dim,
-                                 settings.n_actions)
+        self.env = make_vector_env(
+            settings.env, settings.map, settings.rewards, k, seed=settings.seed, collector_index=index, env=env
+        )
+        self.net = build_network(settings.nn, settings.btr, settings.img_shape, settings.float_dim, settings.n_actions)
         self.net.to(self.device)
         # Only NoisyNet noise and spectral norm's power iteration make train and eval mode differ: without them all
         # cars share one forward pass, exploring or not.
@@ -205,8 +205,9 @@ class Collector:
         q = self.q_values(self.obs, np.array([car.is_eval for car in self.cars]))
         actions = np.empty(len(self.cars), dtype=np.int64)
         for c, car in enumerate(self.cars):
-            action, is_greedy = select_action(q[c], car.rng, car.epsilon, car.epsilon_boltzmann,
-                                              self.s.exploration.tau_epsilon_boltzmann)
+            action, is_greedy = select_action(
+                q[c], car.rng, car.epsilon, car.epsilon_boltzmann, self.s.exploration.tau_epsilon_boltzmann
+            )
             actions[c] = action
             car.actions.append(action)
             car.greedy.append(is_greedy)
@@ -231,8 +232,10 @@ class Collector:
         """Put the cars ``which`` on the start line, each with its next race of the map cycle."""
         frames = float(self.frames_played.value)
         epsilon, epsilon_boltzmann = exploration_rates(
-            self.epsilon(frames), self.epsilon_boltzmann(frames), self.s.btr.use_noisy_linear,
-            self.s.btr.noisy_keep_epsilon
+            self.epsilon(frames),
+            self.epsilon_boltzmann(frames),
+            self.s.btr.use_noisy_linear,
+            self.s.btr.noisy_keep_epsilon,
         )
         seeds: list[int | None] = [None] * len(self.cars)
         mask = np.zeros(len(self.cars), dtype=bool)
@@ -354,8 +357,9 @@ class SerialSource:
         self.collector.close()
 
 
-def _collector_process(settings: CollectorSettings, index: int, conn, queue_size: int, weights, frames_played,
-                       stop, frames_allowed=None) -> None:
+def _collector_process(
+    settings: CollectorSettings, index: int, conn, queue_size: int, weights, frames_played, stop, frames_allowed=None
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle: it stops the collectors
     for signum in settings.ignore_signals:  # so is preemption: the learner saves, then stops the collectors
         signal.signal(signum, signal.SIG_IGN)
@@ -412,8 +416,16 @@ class CollectorPool:
     dead that blocks the others, as one shared queue would); its replacement gets a new pipe.
     """
 
-    def __init__(self, settings: CollectorSettings, count: int, weights: WeightsSource, frames_played, ctx,
-                 queue_size: int, frames_allowed=None):
+    def __init__(
+        self,
+        settings: CollectorSettings,
+        count: int,
+        weights: WeightsSource,
+        frames_played,
+        ctx,
+        queue_size: int,
+        frames_allowed=None,
+    ):
         self.settings = settings
         # Shared float set by the learner (training.min_replay_ratio): a collector steps its cars only while the
         # frames the learner has taken in do not exceed it. None: collectors never wait.
@@ -437,8 +449,16 @@ class CollectorPool:
         reader, writer = self.ctx.Pipe(duplex=False)
         p = self.ctx.Process(
             target=_collector_process,
-            args=(settings, index, writer, self.queue_size, self.weights, self.frames_played, self.stop_event,
-                  self.frames_allowed),
+            args=(
+                settings,
+                index,
+                writer,
+                self.queue_size,
+                self.weights,
+                self.frames_played,
+                self.stop_event,
+                self.frames_allowed,
+            ),
             name=f"tmexp-collector-{index}",
             daemon=True,
         )

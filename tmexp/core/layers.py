@@ -96,8 +96,10 @@ class NoisyLinear(nn.Module):
         return F.linear(x, weight, bias)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, sigma0={self.sigma0}, "
-                f"bias_sigma_fan={self.bias_sigma_fan}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, sigma0={self.sigma0}, "
+            f"bias_sigma_fan={self.bias_sigma_fan}"
+        )
 
 
 def weight_bias(layer: nn.Module) -> tuple[Tensor, Tensor]:
@@ -107,8 +109,9 @@ def weight_bias(layer: nn.Module) -> tuple[Tensor, Tensor]:
     return cast(Tensor, layer.weight), cast(Tensor, layer.bias)
 
 
-def dense(in_features: int, out_features: int, *, noisy: bool, sigma0: float, bias_sigma_fan: str = "fan_in"
-          ) -> nn.Module:
+def dense(
+    in_features: int, out_features: int, *, noisy: bool, sigma0: float, bias_sigma_fan: str = "fan_in"
+) -> nn.Module:
     """A dense layer of the dueling heads: NoisyLinear when NoisyNets are on, else nn.Linear."""
     if noisy:
         return NoisyLinear(in_features, out_features, sigma0, bias_sigma_fan)
@@ -141,7 +144,9 @@ class ImpalaStage(nn.Module):
     The LayerNorm (``layer_norm=True``) normalises over (C, H, W) of the stage's output, a BTR option.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, spectral_norm: bool, layer_norm_hw: tuple[int, int] | None):
+    def __init__(
+        self, in_channels: int, out_channels: int, *, spectral_norm: bool, layer_norm_hw: tuple[int, int] | None
+    ):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
@@ -170,8 +175,17 @@ class DuelingHeads(nn.Module):
     and measurably faster on the (batch * n_taus)-row input that dominates the learner's cost.
     """
 
-    def __init__(self, d_in: int, hidden: int, n_actions: int, *, noisy: bool, sigma0: float, layer_norm: bool,
-                 bias_sigma_fan: str = "fan_in"):
+    def __init__(
+        self,
+        d_in: int,
+        hidden: int,
+        n_actions: int,
+        *,
+        noisy: bool,
+        sigma0: float,
+        layer_norm: bool,
+        bias_sigma_fan: str = "fan_in",
+    ):
         super().__init__()
         self.hidden_dim = hidden
         self.n_actions = n_actions
@@ -192,7 +206,9 @@ class DuelingHeads(nn.Module):
         if self.a_norm is not None and self.v_norm is not None:
             h = h.view(-1, 2, self.hidden_dim)
             h = F.layer_norm(h, (self.hidden_dim,))  # each head normalised on its own, then its own affine
-            h = h * torch.stack((self.a_norm.weight, self.v_norm.weight)) + torch.stack((self.a_norm.bias, self.v_norm.bias))
+            h = h * torch.stack((self.a_norm.weight, self.v_norm.weight)) + torch.stack(
+                (self.a_norm.bias, self.v_norm.bias)
+            )
             h = h.view(-1, 2 * self.hidden_dim)
         return h
 

@@ -20,7 +20,8 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,12 +123,27 @@ class Learner:
         """Store a race in replay and log its results under its map's tags."""
         run, s, c = self.run, self.run.settings, self.run.counters
         sched = run.schedules.at(c.frames)
-        terminal, stuck_actions = rollout_end(rollout["terminated"], rollout.get("cutoff"), rollout["race_time_ms"],
-                                              s.no_progress_cutoff_value, s.race_timeout_ms, s.ms_per_action)
-        block = nstep_transitions(rollout["img"], rollout["floats"], rollout["actions"], rollout["rewards"],
-                                  rollout["greedy"], terminal, s.n_steps, sched["gamma"],
-                                  s.discard_non_greedy_actions_in_nsteps, stuck_actions=stuck_actions,
-                                  stuck_reward_per_action=s.stuck_reward_per_action)
+        terminal, stuck_actions = rollout_end(
+            rollout["terminated"],
+            rollout.get("cutoff"),
+            rollout["race_time_ms"],
+            s.no_progress_cutoff_value,
+            s.race_timeout_ms,
+            s.ms_per_action,
+        )
+        block = nstep_transitions(
+            rollout["img"],
+            rollout["floats"],
+            rollout["actions"],
+            rollout["rewards"],
+            rollout["greedy"],
+            terminal,
+            s.n_steps,
+            sched["gamma"],
+            s.discard_non_greedy_actions_in_nsteps,
+            stuck_actions=stuck_actions,
+            stuck_reward_per_action=s.stuck_reward_per_action,
+        )
         run.replay.set_capacity(sched["memory_capacity"])
         run.replay.add(block)
         n = len(block)
@@ -141,8 +157,16 @@ class Learner:
             c.cycle_position[int(rollout["car"])] = int(rollout["next_race_index"])
         m = self.race_map(rollout)
         self._keep_if_best(rollout)
-        ema = metrics.log_race(run.writer, rollout, c.frames, m, c.eval_time_ema_by_map.get(m),
-                               c.alltime_min_ms.get(m), batches=c.batches, training_seconds=c.training_seconds)
+        ema = metrics.log_race(
+            run.writer,
+            rollout,
+            c.frames,
+            m,
+            c.eval_time_ema_by_map.get(m),
+            c.alltime_min_ms.get(m),
+            batches=c.batches,
+            training_seconds=c.training_seconds,
+        )
         if ema is not None:
             c.eval_time_ema_by_map[m] = ema
 
@@ -197,14 +221,32 @@ class Learner:
         sched = run.schedules.at(c.frames)
         batch_np, idx = run.replay.sample(s.batch_size)
         if s.mini_race_actions:
-            batch_np = mini_race_batch(batch_np, run.replay.rng, s.mini_race_actions, s.oversample_long_term_steps,
-                                       s.oversample_maximum_term_steps, s.stuck_reward_per_action)
+            batch_np = mini_race_batch(
+                batch_np,
+                run.replay.rng,
+                s.mini_race_actions,
+                s.oversample_long_term_steps,
+                s.oversample_maximum_term_steps,
+                s.stuck_reward_per_action,
+            )
         t0 = time.perf_counter()
-        batch = {k: torch.from_numpy(v).to(run.device, non_blocking=True) for k, v in batch_np.items()
-                 if k not in ("reward_partial", "n_steps", "stuck_actions")}
-        out = train_step(run.online, run.target, run.optimizer, run.scaler, batch, nn_cfg=s.nn, btr_cfg=s.btr,
-                         lr=sched["lr"], weight_decay_lr_ratio=s.weight_decay_lr_ratio,
-                         self_loss_state=run.self_loss)
+        batch = {
+            k: torch.from_numpy(v).to(run.device, non_blocking=True)
+            for k, v in batch_np.items()
+            if k not in ("reward_partial", "n_steps", "stuck_actions")
+        }
+        out = train_step(
+            run.online,
+            run.target,
+            run.optimizer,
+            run.scaler,
+            batch,
+            nn_cfg=s.nn,
+            btr_cfg=s.btr,
+            lr=sched["lr"],
+            weight_decay_lr_ratio=s.weight_decay_lr_ratio,
+            self_loss_state=run.self_loss,
+        )
         if "td_errors" in out:
             run.replay.update_priorities(idx, np.asarray(out["td_errors"]))
         c.batches += 1
@@ -225,9 +267,17 @@ class Learner:
         """Checkpoint the run; it is written in the background unless ``wait`` (the end of a run), by ``deadline``
         (``time.monotonic()``) when one is given."""
         run = self.run
-        blocked = run.checkpointer.save(online=run.online, target=run.target, optimizer=run.optimizer,
-                                        scaler=run.scaler, self_loss=run.self_loss, replay=run.replay,
-                                        counters=run.counters, wait=wait, deadline=deadline)
+        blocked = run.checkpointer.save(
+            online=run.online,
+            target=run.target,
+            optimizer=run.optimizer,
+            scaler=run.scaler,
+            self_loss=run.self_loss,
+            replay=run.replay,
+            counters=run.counters,
+            wait=wait,
+            deadline=deadline,
+        )
         log.debug("checkpoint at frame %d: the learner waited %.3f s", run.counters.frames, blocked)
 
     # ----- reporting ---------------------------------------------------------------------------------------------
@@ -238,8 +288,14 @@ class Learner:
         rundir.write_status(self.run.run_dir, status, error=error, **counters, **extra)
 
     def _interval_reset(self) -> None:
-        self.interval: dict[str, Any] = {"start": time.time(), "frames": 0, "batches": 0, "train_s": 0.0, "loss": [],
-                                         "grad_norm": []}
+        self.interval: dict[str, Any] = {
+            "start": time.time(),
+            "frames": 0,
+            "batches": 0,
+            "train_s": 0.0,
+            "loss": [],
+            "grad_norm": [],
+        }
 
     def snapshot(self) -> dict[str, float]:
         """The scalars of the current logging interval (without starting a new interval)."""
@@ -290,8 +346,15 @@ class Learner:
 
     def console_line(self, values: dict[str, float]) -> str:
         run, c, names = self.run, self.run.counters, self.run.settings.map_names
-        return metrics.console_line(values, map_name=names[0], training_seconds=c.training_seconds, frames=c.frames,
-                                    races=c.races, batches=c.batches, best_ms=c.alltime_min_ms.get(names[0]),
-                                    best_by_map={m: c.alltime_min_ms.get(m) for m in names} if len(names) > 1 else None,
-                                    memory_size=len(run.replay),
-                                    start_learn=run.schedules.at(c.frames)["memory_start_learn"])
+        return metrics.console_line(
+            values,
+            map_name=names[0],
+            training_seconds=c.training_seconds,
+            frames=c.frames,
+            races=c.races,
+            batches=c.batches,
+            best_ms=c.alltime_min_ms.get(names[0]),
+            best_by_map={m: c.alltime_min_ms.get(m) for m in names} if len(names) > 1 else None,
+            memory_size=len(run.replay),
+            start_learn=run.schedules.at(c.frames)["memory_start_learn"],
+        )

@@ -38,7 +38,9 @@ class LossConfigError(ValueError):
     """A loss setting that cannot work (the message names the key and the fix)."""
 
 
-def training_taus(batch_size: int, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> Tensor:
+def training_taus(
+    batch_size: int, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+) -> Tensor:
     """Stratified, symmetric quantile fractions for training (Linesight): (B, N).
 
     The first N/2 are tau_k = (k + U_k) / N for k = 0..N/2-1 (one per stratum of [0, 1/2)), the other N/2 are
@@ -46,7 +48,10 @@ def training_taus(batch_size: int, n: int, device: torch.device | str = "cpu", g
     """
     if n < 2 or n % 2:
         raise LossConfigError(f"nn.iqn_n must be an even number >= 2 (stratified symmetric taus), got {n}; use e.g. 8.")
-    half = (torch.arange(n // 2, device=device, dtype=torch.float32) + torch.rand(batch_size, n // 2, device=device, generator=generator)) / n
+    half = (
+        torch.arange(n // 2, device=device, dtype=torch.float32)
+        + torch.rand(batch_size, n // 2, device=device, generator=generator)
+    ) / n
     return torch.cat((half, 1.0 - half), dim=1)
 
 
@@ -78,7 +83,9 @@ def greedy_actions(quantiles: Tensor) -> Tensor:
     return quantiles.mean(dim=1).argmax(dim=1)
 
 
-def iqn_target(reward: Tensor, gamma_n: Tensor, terminal: Tensor, next_quantiles: Tensor, next_actions: Tensor) -> Tensor:
+def iqn_target(
+    reward: Tensor, gamma_n: Tensor, terminal: Tensor, next_quantiles: Tensor, next_actions: Tensor
+) -> Tensor:
     """Plain / DDQN n-step target.
 
     Args:

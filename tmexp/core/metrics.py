@@ -38,8 +38,9 @@ functions that write.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -105,14 +106,36 @@ RACE_TRAINING_S = "Race/cumul_training_seconds"
 # The unit of each tag (the table above); "" for a plain number. Analysis labels its tables with it and converts
 # logs of other Linesight-family versions to it on load.
 UNITS = {
-    LOSS: "", GRAD_NORM: "", LEARNING_RATE: "", GAMMA: "", EPSILON: "", EPSILON_BOLTZMANN: "",
-    LEARNER_PERCENTAGE: "%", TRANSITIONS_LEARNED_PER_S: "1/s", FRAMES_PER_S: "1/s", COLLECTOR_RESTARTS: "",
-    MEMORY_SIZE: "", CUMUL_FRAMES: "", CUMUL_BATCHES: "", CUMUL_TRAINING_HOURS: "h", UPDATES_PER_S: "1/s",
-    LOAD_AVERAGE: "", RACE_BATCHES: "", RACE_TRAINING_S: "s",
+    LOSS: "",
+    GRAD_NORM: "",
+    LEARNING_RATE: "",
+    GAMMA: "",
+    EPSILON: "",
+    EPSILON_BOLTZMANN: "",
+    LEARNER_PERCENTAGE: "%",
+    TRANSITIONS_LEARNED_PER_S: "1/s",
+    FRAMES_PER_S: "1/s",
+    COLLECTOR_RESTARTS: "",
+    MEMORY_SIZE: "",
+    CUMUL_FRAMES: "",
+    CUMUL_BATCHES: "",
+    CUMUL_TRAINING_HOURS: "h",
+    UPDATES_PER_S: "1/s",
+    LOAD_AVERAGE: "",
+    RACE_BATCHES: "",
+    RACE_TRAINING_S: "s",
 }
-MAP_UNITS = {alltime_min_ms: "ms", eval_race_time_robust: "s", eval_race_time: "s", explo_race_time: "s",
-             eval_race_finished: "0/1", explo_race_finished: "0/1", eval_race_progress: "m",
-             explo_race_progress: "m", avg_q: ""}
+MAP_UNITS = {
+    alltime_min_ms: "ms",
+    eval_race_time_robust: "s",
+    eval_race_time: "s",
+    explo_race_time: "s",
+    eval_race_finished: "0/1",
+    explo_race_finished: "0/1",
+    eval_race_progress: "m",
+    explo_race_progress: "m",
+    avg_q: "",
+}
 
 
 def unit(tag: str) -> str | None:
@@ -145,7 +168,7 @@ def canonical_tag(tag: str) -> str:
     for old, new in LEGACY_PREFIXES.items():
         if old.endswith("_"):
             if tag.startswith(old):
-                return new + tag[len(old):]
+                return new + tag[len(old) :]
         elif tag == old:
             return new
     return tag
@@ -190,8 +213,16 @@ def robust_eval_time(race_s: float, ema_s: float | None) -> tuple[bool, float]:
     return race_s <= ROBUST_FACTOR * mean, (1 - ROBUST_EMA_WEIGHT) * mean + ROBUST_EMA_WEIGHT * race_s
 
 
-def log_race(writer, race: Mapping[str, Any], step: int, map_name: str, eval_time_ema_s: float | None,
-             best_ms: int | None, batches: int | None = None, training_seconds: float | None = None) -> float | None:
+def log_race(
+    writer,
+    race: Mapping[str, Any],
+    step: int,
+    map_name: str,
+    eval_time_ema_s: float | None,
+    best_ms: int | None,
+    batches: int | None = None,
+    training_seconds: float | None = None,
+) -> float | None:
     """Write one race's scalars at ``step`` (frames played when the race ended).
 
     Args:
@@ -228,19 +259,33 @@ def log_race(writer, race: Mapping[str, Any], step: int, map_name: str, eval_tim
     return eval_time_ema_s
 
 
-def console_line(values: Mapping[str, float], *, map_name: str, training_seconds: float, frames: int, races: int,
-                 batches: int, best_ms: int | None, memory_size: int, start_learn: int,
-                 best_by_map: Mapping[str, int | None] | None = None) -> str:
+def console_line(
+    values: Mapping[str, float],
+    *,
+    map_name: str,
+    training_seconds: float,
+    frames: int,
+    races: int,
+    batches: int,
+    best_ms: int | None,
+    memory_size: int,
+    start_learn: int,
+    best_by_map: Mapping[str, int | None] | None = None,
+) -> str:
     """One line of progress for the terminal, from an interval's scalars (``values``, keyed by tag).
 
     ``best_by_map``: a map cycle's best time of each map, shown instead of ``map_name``'s ``best_ms``.
     """
     bests = best_by_map if best_by_map is not None else {map_name: best_ms}
     best = ", ".join(f"{m} {f'{ms / 1000:.2f} s' if ms is not None else '-'}" for m, ms in bests.items())
-    head = (f"[{int(training_seconds // 60):4d}m{int(training_seconds % 60):02d}s] frames {frames:,} "
-            f"({values[FRAMES_PER_S]:.0f}/s) | races {races} | best {best}")
+    head = (
+        f"[{int(training_seconds // 60):4d}m{int(training_seconds % 60):02d}s] frames {frames:,} "
+        f"({values[FRAMES_PER_S]:.0f}/s) | races {races} | best {best}"
+    )
     if memory_size < start_learn:
         return f"{head} | filling replay {memory_size:,}/{start_learn:,}"
     loss = values.get(LOSS)
-    return (f"{head} | batches {batches:,} | learner {values[LEARNER_PERCENTAGE]:.0f}% | "
-            f"loss {f'{loss:.4g}' if loss is not None else '-'} | eps {values[EPSILON]:.3f} | memory {memory_size:,}")
+    return (
+        f"{head} | batches {batches:,} | learner {values[LEARNER_PERCENTAGE]:.0f}% | "
+        f"loss {f'{loss:.4g}' if loss is not None else '-'} | eps {values[EPSILON]:.3f} | memory {memory_size:,}"
+    )

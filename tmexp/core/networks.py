@@ -52,9 +52,13 @@ def impala_cnn(in_channels: int, hw: tuple[int, int], cnn: CNNConfig, layer_norm
     """IMPALA CNN: optional average-pool of the image, three stages of (16, 32, 32) x width_scale channels, final
     ReLU, optional adaptive max-pool."""
     if cnn.width_scale < 1:
-        raise NetworkConfigError(f"nn.vis.cnn.width_scale must be a positive integer, got {cnn.width_scale}; set it to 1 or more.")
+        raise NetworkConfigError(
+            f"nn.vis.cnn.width_scale must be a positive integer, got {cnn.width_scale}; set it to 1 or more."
+        )
     if cnn.input_pool < 1:
-        raise NetworkConfigError(f"nn.vis.cnn.input_pool must be a positive integer, got {cnn.input_pool}; use 1 (off) or 2.")
+        raise NetworkConfigError(
+            f"nn.vis.cnn.input_pool must be a positive integer, got {cnn.input_pool}; use 1 (off) or 2."
+        )
     layers: list[nn.Module] = []
     c_in, (h, w) = in_channels, hw
     if cnn.input_pool > 1:
@@ -63,7 +67,9 @@ def impala_cnn(in_channels: int, hw: tuple[int, int], cnn: CNNConfig, layer_norm
     for c in IMPALA_CHANNELS:
         c_out = c * cnn.width_scale
         h, w = ImpalaStage.output_hw(h, w)
-        layers.append(ImpalaStage(c_in, c_out, spectral_norm=cnn.spectral_norm, layer_norm_hw=(h, w) if layer_norm else None))
+        layers.append(
+            ImpalaStage(c_in, c_out, spectral_norm=cnn.spectral_norm, layer_norm_hw=(h, w) if layer_norm else None)
+        )
         c_in = c_out
     layers.append(nn.ReLU(inplace=True))  # acts on the last stage's fresh output
     if cnn.adaptive_maxpool_size is not None:
@@ -112,7 +118,9 @@ class IQNNetwork(nn.Module):
     ):
         super().__init__()
         if len(img_shape) != 3:
-            raise NetworkConfigError(f"img_shape must be (channels, height, width), got {img_shape}; pass e.g. (1, 64, 64).")
+            raise NetworkConfigError(
+                f"img_shape must be (channels, height, width), got {img_shape}; pass e.g. (1, 64, 64)."
+            )
         self.img_shape = (img_shape[0], img_shape[1], img_shape[2])
         self.float_dim = float_dim
         self.n_actions = n_actions
@@ -173,8 +181,10 @@ class IQNNetwork(nn.Module):
         mean = torch.zeros(float_dim) if float_mean is None else torch.as_tensor(float_mean, dtype=torch.float32)
         std = torch.ones(float_dim) if float_std is None else torch.as_tensor(float_std, dtype=torch.float32)
         if mean.shape != (float_dim,) or std.shape != (float_dim,):
-            raise NetworkConfigError(f"float_mean and float_std must have shape ({float_dim},), got "
-                                     f"{tuple(mean.shape)} and {tuple(std.shape)}.")
+            raise NetworkConfigError(
+                f"float_mean and float_std must have shape ({float_dim},), got "
+                f"{tuple(mean.shape)} and {tuple(std.shape)}."
+            )
         self.register_buffer("float_mean", mean.clone())
         self.register_buffer("float_std", std.clone())
 
@@ -190,7 +200,9 @@ class IQNNetwork(nn.Module):
     def mixed_features(self, state: Tensor, taus: Tensor) -> Tensor:
         """state (B, d), taus (B, N) -> state * phi(tau) (B * N, d), rows sample-major."""
         b, n = taus.shape
-        phi = F.leaky_relu(self.iqn_fc(torch.cos(taus.unsqueeze(-1) * self.cos_index)), LEAKY_SLOPE, inplace=True)  # (B, N, d)
+        phi = F.leaky_relu(
+            self.iqn_fc(torch.cos(taus.unsqueeze(-1) * self.cos_index)), LEAKY_SLOPE, inplace=True
+        )  # (B, N, d)
         return (state.unsqueeze(1) * phi).reshape(b * n, -1)
 
     def quantiles_from_state(self, state: Tensor, taus: Tensor) -> Tensor:
@@ -205,7 +217,9 @@ class IQNNetwork(nn.Module):
         online argmax, acting) need only this, which skips the V head's half of the largest matrix product.
         """
         b, n = taus.shape
-        return self.heads.advantage(self.mixed_features(self.state_features(img, floats), taus)).view(b, n, self.n_actions)
+        return self.heads.advantage(self.mixed_features(self.state_features(img, floats), taus)).view(
+            b, n, self.n_actions
+        )
 
     def forward(self, img: Tensor, floats: Tensor, n_taus: int, taus: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Quantile values for ``n_taus`` quantile fractions per sample.

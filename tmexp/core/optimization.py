@@ -37,7 +37,9 @@ def pick_device(name: str = "auto") -> torch.device:
     if name not in DEVICES:
         raise OptimizationConfigError(f"performance.device={name!r} is unknown; choose one of {', '.join(DEVICES)}.")
     if name == "cuda" and not torch.cuda.is_available():
-        raise OptimizationConfigError("performance.device=cuda but torch sees no CUDA device; use performance.device=auto or cpu.")
+        raise OptimizationConfigError(
+            "performance.device=cuda but torch sees no CUDA device; use performance.device=auto or cpu."
+        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -62,8 +64,17 @@ def make_optimizer(params, training_cfg: TrainingConfig) -> torch.optim.Optimize
         # foreach: one kernel per op over all parameters instead of one per tensor (RAdam has no fused kernel).
         return torch.optim.RAdam(params, lr=lr, betas=betas, eps=training_cfg.adam_epsilon, foreach=True)
     if training_cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=training_cfg.adam_epsilon, fused=on_cuda or None, foreach=None if on_cuda else True)
-    raise OptimizationConfigError(f"training.optimizer={training_cfg.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}.")
+        return torch.optim.Adam(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=training_cfg.adam_epsilon,
+            fused=on_cuda or None,
+            foreach=None if on_cuda else True,
+        )
+    raise OptimizationConfigError(
+        f"training.optimizer={training_cfg.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}."
+    )
 
 
 @torch.no_grad()
@@ -94,7 +105,10 @@ class SelfLossState:
     typical_clamped_self_loss: float | Tensor = 0.01
 
     def state_dict(self) -> dict[str, float]:
-        return {"typical_self_loss": float(self.typical_self_loss), "typical_clamped_self_loss": float(self.typical_clamped_self_loss)}
+        return {
+            "typical_self_loss": float(self.typical_self_loss),
+            "typical_clamped_self_loss": float(self.typical_clamped_self_loss),
+        }
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.typical_self_loss = float(state["typical_self_loss"])
@@ -102,7 +116,13 @@ class SelfLossState:
 
 
 def compute_targets(
-    online: IQNNetwork, target: IQNNetwork, batch: dict[str, Tensor], q_mean_online: Tensor | None, *, nn_cfg: NNConfig, btr_cfg: BTRConfig
+    online: IQNNetwork,
+    target: IQNNetwork,
+    batch: dict[str, Tensor],
+    q_mean_online: Tensor | None,
+    *,
+    nn_cfg: NNConfig,
+    btr_cfg: BTRConfig,
 ) -> tuple[Tensor, Tensor]:
     """T_j (B, N') and tau'_j (B, N') for the batch; call under no_grad.
 
@@ -130,11 +150,15 @@ def compute_targets(
     if nn_cfg.use_ddqn:
         # The online network picks a*, with its own fresh fractions (Linesight).
         # argmax of the quantile mean of Q equals that of A (Q = V + A - mean A), so the V head is skipped.
-        online_next_advantages = online.advantages(batch["next_img"], batch["next_floats"], losses.training_taus(b, n, device))
+        online_next_advantages = online.advantages(
+            batch["next_img"], batch["next_floats"], losses.training_taus(b, n, device)
+        )
         next_actions = losses.greedy_actions(online_next_advantages.float())
     else:
         next_actions = losses.greedy_actions(next_quantiles)
-    return losses.iqn_target(batch["reward"], batch["gamma_n"], batch["terminal"], next_quantiles, next_actions), target_taus
+    return losses.iqn_target(
+        batch["reward"], batch["gamma_n"], batch["terminal"], next_quantiles, next_actions
+    ), target_taus
 
 
 def train_step(
@@ -220,7 +244,9 @@ def train_step(
 
     with torch.no_grad():
         td_errors = (targets.mean(dim=1) - predictions.detach().mean(dim=1)).abs()
-        stats = torch.stack((total_loss.detach(), per_sample.detach().mean(), grad_norm, predictions.detach().mean(), targets.mean())).cpu()
+        stats = torch.stack(
+            (total_loss.detach(), per_sample.detach().mean(), grad_norm, predictions.detach().mean(), targets.mean())
+        ).cpu()
     if self_loss_state is not None:
         self_loss_state.typical_self_loss = float(self_loss_state.typical_self_loss)
         self_loss_state.typical_clamped_self_loss = float(self_loss_state.typical_clamped_self_loss)

@@ -21,8 +21,8 @@ time penalty until the mini-race's end.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -30,8 +30,19 @@ import numpy as np
 # 70 MB of 64x64 ones; a periodic checkpoint rewrites only the chunks written since the one before.
 CHUNK_ROWS = 8192
 # The arrays a checkpoint saves for each stored transition (priorities are saved whole: they change on every batch).
-STORED = ("img", "next_img", "floats", "next_floats", "action", "reward", "terminal", "gamma_n", "reward_partial",
-          "n_steps", "stuck_actions")
+STORED = (
+    "img",
+    "next_img",
+    "floats",
+    "next_floats",
+    "action",
+    "reward",
+    "terminal",
+    "gamma_n",
+    "reward_partial",
+    "n_steps",
+    "stuck_actions",
+)
 
 
 @dataclass
@@ -65,12 +76,18 @@ def stuck_value(reward_per_action: float, gamma, actions) -> np.ndarray:
     actions = np.asarray(actions, dtype=np.float64)
     below_one = gamma < 1.0
     safe = np.where(below_one, gamma, 0.0)
-    geometric = np.where(below_one, (1.0 - safe ** actions) / (1.0 - safe), actions)
+    geometric = np.where(below_one, (1.0 - safe**actions) / (1.0 - safe), actions)
     return reward_per_action * geometric
 
 
-def rollout_end(terminated: bool, cutoff: str | None, race_time_ms: int, no_progress_cutoff_value: str,
-                race_timeout_ms: int, ms_per_action: int) -> tuple[bool, int]:
+def rollout_end(
+    terminated: bool,
+    cutoff: str | None,
+    race_time_ms: int,
+    no_progress_cutoff_value: str,
+    race_timeout_ms: int,
+    ms_per_action: int,
+) -> tuple[bool, int]:
     """How a rollout's end is valued: (terminal, actions stuck after it) for ``nstep_transitions``.
 
     A finished race is terminal; a no-progress cutoff is terminal under ``stuck`` (the car then stays stuck until
@@ -137,7 +154,7 @@ def nstep_transitions(
     next_idx = t + k
     terminal = (next_idx == T) & bool(terminated)
     stuck = terminal & (stuck_actions > 0)
-    reward += np.where(stuck, gamma ** k * stuck_value(stuck_reward_per_action, gamma, stuck_actions), 0.0)
+    reward += np.where(stuck, gamma**k * stuck_value(stuck_reward_per_action, gamma, stuck_actions), 0.0)
     return Transitions(
         img=img[t],
         floats=floats[t],
@@ -146,7 +163,7 @@ def nstep_transitions(
         next_img=img[next_idx],
         next_floats=floats[next_idx],
         terminal=terminal.astype(np.float32),
-        gamma_n=(gamma ** k).astype(np.float32),
+        gamma_n=(gamma**k).astype(np.float32),
         reward_partial=partial.astype(np.float32),
         n_steps=k.astype(np.int64),
         stuck_actions=np.where(stuck, stuck_actions, 0).astype(np.int64),
@@ -208,9 +225,18 @@ class ReplayBuffer:
     to a training step, so no sum tree is needed.
     """
 
-    def __init__(self, max_capacity: int, img_shape: tuple[int, int, int], float_dim: int, seed: int = 0,
-                 n_steps: int = 3, prio_alpha: float = 0.0, prio_beta: float = 1.0, prio_epsilon: float = 2e-3,
-                 chunk_rows: int = CHUNK_ROWS):
+    def __init__(
+        self,
+        max_capacity: int,
+        img_shape: tuple[int, int, int],
+        float_dim: int,
+        seed: int = 0,
+        n_steps: int = 3,
+        prio_alpha: float = 0.0,
+        prio_beta: float = 1.0,
+        prio_epsilon: float = 2e-3,
+        chunk_rows: int = CHUNK_ROWS,
+    ):
         self.max_capacity = int(max_capacity)
         self.capacity = self.max_capacity
         n = self.max_capacity
@@ -264,7 +290,7 @@ class ReplayBuffer:
     def add(self, block: Transitions) -> None:
         count = len(block)
         if count > self.capacity:
-            block = Transitions(*(getattr(block, f)[-self.capacity:] for f in Transitions.__dataclass_fields__))
+            block = Transitions(*(getattr(block, f)[-self.capacity :] for f in Transitions.__dataclass_fields__))
             count = self.capacity
         pos = self._positions(count)
         self._will_write(pos)
@@ -347,7 +373,7 @@ class ReplayBuffer:
         """Write saved rows back at ``start`` (a resume: not marked as changed)."""
         for name in STORED:
             value = arrays[name]
-            getattr(self, name)[start:start + len(value)] = value
+            getattr(self, name)[start : start + len(value)] = value
 
     def drop_spans(self, spans: list[tuple[int, int]]) -> int:
         """Remove the rows of ``spans`` (disjoint ``[start, stop)`` within ``[0, size)``), moving the rows after them
@@ -372,10 +398,10 @@ class ReplayBuffer:
             if dest != a:  # overlapping moves down are safe: numpy copies through a buffer when they overlap
                 for name in (*STORED, "priority"):
                     array = getattr(self, name)
-                    array[dest:dest + b - a] = array[a:b]
+                    array[dest : dest + b - a] = array[a:b]
             dest += b - a
         self.write_pos -= sum(max(0, min(b, self.write_pos) - a) for a, b in spans)
         removed = self.size - dest
         self.size = dest
-        self.dirty[spans[0][0] // self.chunk_rows:] = True
+        self.dirty[spans[0][0] // self.chunk_rows :] = True
         return removed

@@ -75,8 +75,9 @@ def manifest_name(generation: int) -> str:
 def manifest_files(manifest: dict[str, Any] | None) -> set[str]:
     if manifest is None:
         return set()
-    return ({manifest_name(manifest["generation"]), manifest["priority"]["file"]}
-            | {entry["file"] for entry in manifest["chunks"].values()})
+    return {manifest_name(manifest["generation"]), manifest["priority"]["file"]} | {
+        entry["file"] for entry in manifest["chunks"].values()
+    }
 
 
 # ----- the replay as a checkpoint saw it ---------------------------------------------------------------------------
@@ -90,15 +91,20 @@ class ReplaySnapshot:
 
     def __init__(self, replay: ReplayBuffer, table: dict[int, dict[str, Any]]):
         self.replay = replay
-        self.state = {"size": replay.size, "write_pos": replay.write_pos, "capacity": replay.capacity,
-                      "max_priority": replay.max_priority, "chunk_rows": replay.chunk_rows}
-        self.fields = {name: [getattr(replay, name).dtype.str, list(getattr(replay, name).shape[1:])]
-                       for name in STORED}
-        self.priority = replay.priority[:replay.size].copy()
+        self.state = {
+            "size": replay.size,
+            "write_pos": replay.write_pos,
+            "capacity": replay.capacity,
+            "max_priority": replay.max_priority,
+            "chunk_rows": replay.chunk_rows,
+        }
+        self.fields = {
+            name: [getattr(replay, name).dtype.str, list(getattr(replay, name).shape[1:])] for name in STORED
+        }
+        self.priority = replay.priority[: replay.size].copy()
         self.spans = {i: replay.chunk_span(i) for i in range(replay.chunk_count())}
         # A chunk is written again when rows of it were written, or when its row count changed (capacity changes).
-        self.todo = [i for i, (a, b) in self.spans.items()
-                     if replay.dirty[i] or table.get(i, {}).get("rows") != b - a]
+        self.todo = [i for i, (a, b) in self.spans.items() if replay.dirty[i] or table.get(i, {}).get("rows") != b - a]
         next_row = replay.size if replay.size < replay.capacity else replay.write_pos
         hot, n = next_row // replay.chunk_rows, len(replay.dirty)
         self.todo.sort(key=lambda i: (i - hot) % n)  # the chunks the learner overwrites soonest first
@@ -139,8 +145,14 @@ class ReplaySnapshot:
             self._copies.clear()
 
 
-def write_generation(snapshot: ReplaySnapshot, replay_dir: Path, generation: int, table: dict[int, dict[str, Any]],
-                     deadline: float | None = None, other_bytes: int = 0) -> tuple[dict[str, Any], int]:
+def write_generation(
+    snapshot: ReplaySnapshot,
+    replay_dir: Path,
+    generation: int,
+    table: dict[int, dict[str, Any]],
+    deadline: float | None = None,
+    other_bytes: int = 0,
+) -> tuple[dict[str, Any], int]:
     """Write generation ``generation`` of the replay: the chunks ``snapshot`` lists (the others named from ``table``,
     the last committed manifest's entries), the priorities, then the manifest; return it and the bytes written.
 
@@ -161,9 +173,12 @@ def write_generation(snapshot: ReplaySnapshot, replay_dir: Path, generation: int
             chunk_bytes = (stop - start) * sum(getattr(snapshot.replay, name)[:1].nbytes for name in STORED)
             if time.monotonic() + 1.5 * (chunk_bytes + rest) / rate + 0.5 > deadline:
                 snapshot.unsaved = snapshot.todo[k:]
-                log.warning("final checkpoint: %d of %d changed replay chunks left out to finish before the "
-                            "preemption deadline (training.preempt_save_deadline_s)", len(snapshot.unsaved),
-                            len(snapshot.todo))
+                log.warning(
+                    "final checkpoint: %d of %d changed replay chunks left out to finish before the "
+                    "preemption deadline (training.preempt_save_deadline_s)",
+                    len(snapshot.unsaved),
+                    len(snapshot.todo),
+                )
                 break
         taken = snapshot.take(i)
         arrays = [taken[name] for name in STORED]
@@ -172,13 +187,15 @@ def write_generation(snapshot: ReplaySnapshot, replay_dir: Path, generation: int
         chunks[i] = {"file": name, "rows": len(arrays[0]), "crc32": _crc32(arrays)}
         del taken, arrays
     priority = f"priority-g{generation}.npy"
-    written += write_atomic(replay_dir / priority, lambda f: _save_arrays(f, [snapshot.priority]),
-                            durable=True)
-    manifest = {"generation": generation, **snapshot.state, "fields": snapshot.fields,
-                "chunks": {str(i): chunks[i] for i in sorted(chunks)},
-                "unsaved": [list(snapshot.spans[i]) for i in sorted(snapshot.unsaved)],
-                "priority": {"file": priority, "rows": len(snapshot.priority),
-                             "crc32": _crc32([snapshot.priority])}}
+    written += write_atomic(replay_dir / priority, lambda f: _save_arrays(f, [snapshot.priority]), durable=True)
+    manifest = {
+        "generation": generation,
+        **snapshot.state,
+        "fields": snapshot.fields,
+        "chunks": {str(i): chunks[i] for i in sorted(chunks)},
+        "unsaved": [list(snapshot.spans[i]) for i in sorted(snapshot.unsaved)],
+        "priority": {"file": priority, "rows": len(snapshot.priority), "crc32": _crc32([snapshot.priority])},
+    }
     text = json.dumps(manifest, indent=1).encode()
     written += write_atomic(replay_dir / manifest_name(generation), text, durable=True)
     sync_dir(replay_dir)
@@ -192,8 +209,9 @@ def read_manifest(replay_dir: Path, generation: int) -> dict[str, Any] | None:
         return None
 
 
-def load_generation(replay: ReplayBuffer, replay_dir: Path, generation: int | None,
-                    discard: bool = False) -> tuple[dict[str, Any] | None, int]:
+def load_generation(
+    replay: ReplayBuffer, replay_dir: Path, generation: int | None, discard: bool = False
+) -> tuple[dict[str, Any] | None, int]:
     """Fill ``replay`` from a saved generation; return its manifest and the number of parts dropped.
 
     Without one (``training.save_replay=false``, or a checkpoint from before replay was saved) the buffer stays
@@ -211,8 +229,12 @@ def load_generation(replay: ReplayBuffer, replay_dir: Path, generation: int | No
     if problem:
         if not discard:
             raise ReplayMisfit(manifest["size"], problem)
-        log.warning("the replay saved in %s does not fit this run's buffer (%s): the run resumes with an empty "
-                    "replay (training.resume_discards_replay=true)", path, problem)
+        log.warning(
+            "the replay saved in %s does not fit this run's buffer (%s): the run resumes with an empty "
+            "replay (training.resume_discards_replay=true)",
+            path,
+            problem,
+        )
         return None, 0
     size = manifest["size"]
     replay.size, replay.write_pos = size, manifest["write_pos"]
@@ -228,25 +250,41 @@ def load_generation(replay: ReplayBuffer, replay_dir: Path, generation: int | No
         try:
             if entry is None:
                 raise ValueError("not in the manifest")
-            arrays = checked_arrays(replay_dir / entry["file"], len(STORED), stop - start, entry["crc32"],
-                                     [manifest["fields"][name] for name in STORED])
+            arrays = checked_arrays(
+                replay_dir / entry["file"],
+                len(STORED),
+                stop - start,
+                entry["crc32"],
+                [manifest["fields"][name] for name in STORED],
+            )
         except Exception as error:
             where = replay_dir / entry["file"] if entry else f"chunk {i} of {path}"
-            log.warning("replay chunk %s dropped (%s): the run resumes without its %d transitions", where,
-                        reason(error), stop - start)
+            log.warning(
+                "replay chunk %s dropped (%s): the run resumes without its %d transitions",
+                where,
+                reason(error),
+                stop - start,
+            )
             bad.append((start, stop))
             continue
         replay.put_rows(start, dict(zip(STORED, arrays)))
     if unsaved:
-        log.warning("the checkpoint in %s was cut short by a preemption deadline: the run resumes without the "
-                    "%d replay transitions it left out", replay_dir.parent, sum(b - a for a, b in unsaved))
+        log.warning(
+            "the checkpoint in %s was cut short by a preemption deadline: the run resumes without the "
+            "%d replay transitions it left out",
+            replay_dir.parent,
+            sum(b - a for a, b in unsaved),
+        )
     entry = manifest["priority"]
     try:
         (priority,) = checked_arrays(replay_dir / entry["file"], 1, size, entry["crc32"], [["<f8", []]])
         replay.priority[:size] = priority
     except Exception as error:
-        log.warning("replay priorities %s dropped (%s): every transition gets the largest priority",
-                    replay_dir / entry["file"], reason(error))
+        log.warning(
+            "replay priorities %s dropped (%s): every transition gets the largest priority",
+            replay_dir / entry["file"],
+            reason(error),
+        )
         replay.priority[:size] = replay.max_priority
         dropped += 1
     replay.dirty[:] = False

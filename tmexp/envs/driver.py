@@ -18,9 +18,17 @@ import numpy as np
 from tmexp.envs.track import SPACING_M, Track
 
 # (accelerate, brake) x steer command -1/0/+1 -> action index (see tmexp.envs.base.ACTIONS).
-_ACTION = {("accel", -1): 1, ("accel", 0): 0, ("accel", 1): 2,
-           ("coast", -1): 4, ("coast", 0): 3, ("coast", 1): 5,
-           ("brake", -1): 7, ("brake", 0): 6, ("brake", 1): 8}
+_ACTION = {
+    ("accel", -1): 1,
+    ("accel", 0): 0,
+    ("accel", 1): 2,
+    ("coast", -1): 4,
+    ("coast", 0): 3,
+    ("coast", 1): 5,
+    ("brake", -1): 7,
+    ("brake", 0): 6,
+    ("brake", 1): 8,
+}
 
 
 @dataclass(frozen=True)

@@ -28,16 +28,21 @@ def make_env(env_cfg, map_cfg, rewards_cfg, seed: int | None = None, collector_i
 
         for m in maps:
             if not m.reference_line_path and collector_index == 0:
-                log.warning("map %r has no reference_line_path: progress and rewards follow the simulator's "
-                            "built-in track of that name, not the game's map (see docs/game.md)", m.short_name)
+                log.warning(
+                    "map %r has no reference_line_path: progress and rewards follow the simulator's "
+                    "built-in track of that name, not the game's map (see docs/game.md)",
+                    m.short_name,
+                )
         cycle = [(track, m.map_path) for track, m in zip(tracks, maps)] if len(maps) > 1 else None
-        return TmiEnv(tracks[0], env_cfg, rewards_cfg, env_cfg.tmi, collector_index=collector_index, seed=seed,
-                      maps=cycle)
+        return TmiEnv(
+            tracks[0], env_cfg, rewards_cfg, env_cfg.tmi, collector_index=collector_index, seed=seed, maps=cycle
+        )
     raise ValueError(f"env.backend is {env_cfg.backend!r}: choose sim or tmi.")
 
 
-def make_vector_env(env_cfg, map_cfg, rewards_cfg, num_envs: int, seed: int | None = None, collector_index: int = 0,
-                    env=None) -> VectorEnv:
+def make_vector_env(
+    env_cfg, map_cfg, rewards_cfg, num_envs: int, seed: int | None = None, collector_index: int = 0, env=None
+) -> VectorEnv:
     """``num_envs`` cars of collector ``collector_index`` as one Gymnasium ``VectorEnv`` with autoreset off.
 
     The caller restarts each car's race itself (``reset(seed=[...], options={"reset_mask": mask, "map_index":
@@ -49,10 +54,12 @@ def make_vector_env(env_cfg, map_cfg, rewards_cfg, num_envs: int, seed: int | No
         from tmexp.envs.sim import SimVecEnv
 
         tracks = env.tracks if env is not None else load_tracks(cycle_maps(map_cfg))
-        return SimVecEnv(num_envs, tracks, env_cfg, rewards_cfg, env_cfg.sim, seed=seed,
-                         autoreset_mode=AutoresetMode.DISABLED)
+        return SimVecEnv(
+            num_envs, tracks, env_cfg, rewards_cfg, env_cfg.sim, seed=seed, autoreset_mode=AutoresetMode.DISABLED
+        )
     if num_envs != 1:
         raise ValueError(f"env.backend {env_cfg.backend!r} drives one car per collector, not {num_envs}.")
-    one = env if env is not None else make_env(env_cfg, map_cfg, rewards_cfg, seed=seed,
-                                               collector_index=collector_index)
+    one = (
+        env if env is not None else make_env(env_cfg, map_cfg, rewards_cfg, seed=seed, collector_index=collector_index)
+    )
     return SyncVectorEnv([lambda: one], autoreset_mode=AutoresetMode.DISABLED)

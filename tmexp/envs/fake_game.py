@@ -101,9 +101,18 @@ class FakeGame:
     False keeps the game in its menus until a client sends a ``map`` console command.
     """
 
-    def __init__(self, race: "FakeRace", port: int, host: str = "127.0.0.1", faults: Faults | None = None,
-                 load_on_connect: bool = True, steps_first: bool = False, login_screen: bool = False,
-                 unfocused: bool = False, settings_path: str | None = None):
+    def __init__(
+        self,
+        race: FakeRace,
+        port: int,
+        host: str = "127.0.0.1",
+        faults: Faults | None = None,
+        load_on_connect: bool = True,
+        steps_first: bool = False,
+        login_screen: bool = False,
+        unfocused: bool = False,
+        settings_path: str | None = None,
+    ):
         self.race = race
         self.port = port
         self.host = host
@@ -151,7 +160,7 @@ class FakeGame:
             while not self._stopping:
                 try:
                     client, _ = self._listener.accept()
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._client = client
@@ -216,7 +225,7 @@ class FakeGame:
             try:
                 if self._client.recv(1, socket.MSG_PEEK) == b"":
                     raise ClientGone("the client closed the connection")
-            except socket.timeout:
+            except TimeoutError:
                 pass
             except OSError as error:
                 raise ClientGone(f"read failed ({error})") from None
@@ -240,7 +249,7 @@ class FakeGame:
                     if self._client.recv(1, socket.MSG_PEEK) == b"":
                         raise ClientGone("the client closed the connection")
                     time.sleep(0.01)  # bytes waiting for the next synchronous message
-                except socket.timeout:
+                except TimeoutError:
                     pass
                 except OSError as error:
                     raise ClientGone(f"read failed ({error})") from None
@@ -278,7 +287,7 @@ class FakeGame:
                 try:
                     if self._client.recv(4096) == b"":
                         break
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 except OSError:
                     break
@@ -373,7 +382,7 @@ class FakeGame:
             words = command.strip().split(maxsplit=2)
             if len(words) >= 2 and words[0] == "map":
                 try:
-                    self.race.load_map(command.strip()[len("map"):].strip().strip('"'))
+                    self.race.load_map(command.strip()[len("map") :].strip().strip('"'))
                 except TrackError as error:  # the game would print the error in its console
                     log.warning("map command ignored: %s", error)
             elif len(words) == 3 and words[0] == "set":
@@ -401,8 +410,9 @@ class FakeRace:
     _HANDLE_MAGIC = b"tmexp-fake-state"
     _KEEP_SNAPSHOTS = 256  # exact states kept for rewinds (start states are always kept)
 
-    def __init__(self, track: Track, spec: EnvSpec | None = None, params: SimParams | None = None,
-                 countdown_ms: int = 100):
+    def __init__(
+        self, track: Track, spec: EnvSpec | None = None, params: SimParams | None = None, countdown_ms: int = 100
+    ):
         self.spec = spec or EnvSpec()
         self.params = params or SimParams()
         self.home_track = track  # what a map the fake cannot read (a .Challenge.Gbx) loads
@@ -489,8 +499,16 @@ class FakeRace:
             return []
         accelerate, brake, steer = self.inputs
         # One engine step at a time: bit for bit the simulator's trajectory, which runs the same steps in a row.
-        s = advance(self.car, np.array([accelerate]), np.array([brake]), np.array([steer]), self.params,
-                    self.world.geo, dt_ms / 1000.0, 1)[0, 0]
+        s = advance(
+            self.car,
+            np.array([accelerate]),
+            np.array([brake]),
+            np.array([steer]),
+            self.params,
+            self.world.geo,
+            dt_ms / 1000.0,
+            1,
+        )[0, 0]
         self.race_time_ms += dt_ms
         if self.finished:
             return []
@@ -510,8 +528,13 @@ class FakeRace:
     def car_state(self) -> CarState:
         """The car as ``tmexp.envs.tmi.state.CarState`` (what the game's save state holds)."""
         if not self.loaded:  # the menus: no car
-            return CarState(race_time_ms=0, position=np.zeros(3), velocity=np.zeros(3),
-                            angular_velocity=np.zeros(3), rotation=np.eye(3))
+            return CarState(
+                race_time_ms=0,
+                position=np.zeros(3),
+                velocity=np.zeros(3),
+                angular_velocity=np.zeros(3),
+                rotation=np.eye(3),
+            )
         car, line = self.car, self.world.line
         times = self.cp_times + ([self.finish_time_ms] if self.finish_time_ms is not None else [])
         return CarState(
@@ -537,8 +560,15 @@ class FakeRace:
             return build_sim_state_bytes(self.car_state())
         handle = self._next_handle
         self._next_handle += 1
-        self._snapshots[handle] = (self.car.copy(), self.race_time_ms, self.finished, self.ended, self.next_cp,
-                                   list(self.cp_times), self.finish_time_ms)
+        self._snapshots[handle] = (
+            self.car.copy(),
+            self.race_time_ms,
+            self.finished,
+            self.ended,
+            self.next_cp,
+            list(self.cp_times),
+            self.finish_time_ms,
+        )
         self._forget_old_snapshots()
         return build_sim_state_bytes(self.car_state(), extra=self._HANDLE_MAGIC + struct.pack("<q", handle))
 
@@ -564,10 +594,11 @@ class FakeRace:
             raise ClientGone(f"a save state that does not parse ({error})") from None
         extra = extra_bytes(parsed)
         n = len(self._HANDLE_MAGIC)
-        handle = struct.unpack("<q", extra[n:n + 8])[0] if extra[:n] == self._HANDLE_MAGIC else None
+        handle = struct.unpack("<q", extra[n : n + 8])[0] if extra[:n] == self._HANDLE_MAGIC else None
         if handle in self._snapshots:
-            car, self.race_time_ms, self.finished, self.ended, self.next_cp, cp_times, self.finish_time_ms = \
+            car, self.race_time_ms, self.finished, self.ended, self.next_cp, cp_times, self.finish_time_ms = (
                 self._snapshots[handle]
+            )
             self.car, self.cp_times = car.copy(), list(cp_times)
             self.finish_prevented = self.finished and len(state.cp_times_ms) < len(cp_times) + 1
             return
@@ -602,8 +633,15 @@ class FakeRace:
             if (height, width) == (self.world.camera.height, self.world.camera.width):
                 renderer = self.world.renderer
             else:
-                camera = Camera(height, width, p.view_behind_m, p.view_ahead_m, p.view_row_power,
-                                p.view_half_width_m, p.view_widening)
+                camera = Camera(
+                    height,
+                    width,
+                    p.view_behind_m,
+                    p.view_ahead_m,
+                    p.view_row_power,
+                    p.view_half_width_m,
+                    p.view_widening,
+                )
                 renderer = ImageRenderer(self.world.raster, camera, p.heading_bins)
             self._renderers[(width, height)] = renderer
         car = self.car
@@ -612,12 +650,20 @@ class FakeRace:
         return bgra.tobytes()
 
 
-def serve(track: Track, port: int, host: str = "127.0.0.1", countdown_ms: int = 100, menus: bool = False,
-          faults: Faults | None = None, **behaviours) -> FakeGame:
+def serve(
+    track: Track,
+    port: int,
+    host: str = "127.0.0.1",
+    countdown_ms: int = 100,
+    menus: bool = False,
+    faults: Faults | None = None,
+    **behaviours,
+) -> FakeGame:
     """A fake game listening on ``host:port`` (bound before this returns); call ``serve_forever`` on it.
 
     ``behaviours``: ``steps_first``, ``login_screen``, ``unfocused``, ``settings_path`` (``FakeGame``)."""
-    game = FakeGame(FakeRace(track, countdown_ms=countdown_ms), port, host, faults, load_on_connect=not menus,
-                    **behaviours)
+    game = FakeGame(
+        FakeRace(track, countdown_ms=countdown_ms), port, host, faults, load_on_connect=not menus, **behaviours
+    )
     game.listen()
     return game

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -29,8 +29,12 @@ from tmexp.envs.track import Track
 
 RANDOM_FRACTIONS = (0.0, 0.2, 0.4)
 # The observation settings that change what a float means (its index or its scale).
-LAYOUT_KEYS = ("n_prev_actions_in_inputs", "n_zone_centers_in_inputs", "one_every_n_zone_centers_in_inputs",
-               "margin_to_announce_finish_meters")
+LAYOUT_KEYS = (
+    "n_prev_actions_in_inputs",
+    "n_zone_centers_in_inputs",
+    "one_every_n_zone_centers_in_inputs",
+    "margin_to_announce_finish_meters",
+)
 _TRACK_LENGTH_TOLERANCE_M = 1.0
 _ATTEMPTS_PER_RACE = 3
 
@@ -51,9 +55,15 @@ class FloatStats:
     frames: int = 0  # observations counted
 
 
-def measure(env, view: Callable[[], CarView], driver: ReferenceDriver, spec: EnvSpec,
-            random_fractions: tuple[float, ...] = RANDOM_FRACTIONS, seed: int = 0,
-            min_std: float = 1e-3) -> FloatStats:
+def measure(
+    env,
+    view: Callable[[], CarView],
+    driver: ReferenceDriver,
+    spec: EnvSpec,
+    random_fractions: tuple[float, ...] = RANDOM_FRACTIONS,
+    seed: int = 0,
+    min_std: float = 1e-3,
+) -> FloatStats:
     """Drive ``env`` with ``driver``, one race per fraction of random actions, and return the floats' statistics.
 
     Args:
@@ -90,8 +100,14 @@ def measure(env, view: Callable[[], CarView], driver: ReferenceDriver, spec: Env
     floats = np.asarray(rows, dtype=np.float64)
     mean, std = floats.mean(axis=0), floats.std(axis=0)
     constant = std < min_std
-    return FloatStats(np.where(constant, 0.0, mean).astype(np.float32), np.where(constant, 1.0, std).astype(np.float32),
-                      races=len(random_fractions), finished=finished, furthest_m=furthest, frames=len(rows))
+    return FloatStats(
+        np.where(constant, 0.0, mean).astype(np.float32),
+        np.where(constant, 1.0, std).astype(np.float32),
+        races=len(random_fractions),
+        finished=finished,
+        furthest_m=furthest,
+        frames=len(rows),
+    )
 
 
 def save(path: str | Path, stats: FloatStats, track: Track, spec: EnvSpec, backend: str) -> None:
@@ -105,8 +121,13 @@ def save(path: str | Path, stats: FloatStats, track: Track, spec: EnvSpec, backe
         "n_floats": len(stats.mean),
         "layout": {key: getattr(spec, key) for key in LAYOUT_KEYS},
         "backend": backend,
-        "measured": {"races": stats.races, "finished": stats.finished, "furthest_m": stats.furthest_m,
-                     "frames": stats.frames, "at": datetime.now(timezone.utc).isoformat()},
+        "measured": {
+            "races": stats.races,
+            "finished": stats.finished,
+            "furthest_m": stats.furthest_m,
+            "frames": stats.frames,
+            "at": datetime.now(timezone.utc).isoformat(),
+        },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -114,8 +135,9 @@ def save(path: str | Path, stats: FloatStats, track: Track, spec: EnvSpec, backe
     tmp.replace(path)
 
 
-def load(path: str | Path, track: Track, spec: EnvSpec, setting: str = "the float statistics file",
-         n: int | None = None) -> FloatStats:
+def load(
+    path: str | Path, track: Track, spec: EnvSpec, setting: str = "the float statistics file", n: int | None = None
+) -> FloatStats:
     """Read statistics written by ``save``; FloatStatsError unless they fit ``track``, ``spec`` and ``n`` floats
     (None: the count of ``spec``'s backend, the simulator's when it names none)."""
     path = Path(path)
@@ -128,23 +150,34 @@ def load(path: str | Path, track: Track, spec: EnvSpec, setting: str = "the floa
     except FileNotFoundError:
         raise FloatStatsError(f"{where} does not exist.") from None
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise FloatStatsError(f"{where} is not a float statistics file ({type(error).__name__}: {error}); "
-                              f"{remedy}.") from None
+        raise FloatStatsError(
+            f"{where} is not a float statistics file ({type(error).__name__}: {error}); {remedy}."
+        ) from None
     n = float_count(spec) if n is None else n
     if mean.shape != (n,) or std.shape != (n,):
-        raise FloatStatsError(f"{where} holds {mean.size} means and {std.size} stds; this run's observations have "
-                              f"{n} floats: {remedy}.")
+        raise FloatStatsError(
+            f"{where} holds {mean.size} means and {std.size} stds; this run's observations have {n} floats: {remedy}."
+        )
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
         raise FloatStatsError(f"{where} holds a non-finite mean or a std that is not positive; {remedy}.")
     layout = data.get("layout", {})
     for key in LAYOUT_KEYS:
         if key in layout and layout[key] != getattr(spec, key):
-            raise FloatStatsError(f"{where} was measured with env.{key}={layout[key]}; this run has "
-                                  f"{getattr(spec, key)}: {remedy}.")
+            raise FloatStatsError(
+                f"{where} was measured with env.{key}={layout[key]}; this run has {getattr(spec, key)}: {remedy}."
+            )
     length = data.get("track_length_m")
     if length is not None and abs(float(length) - track.length) > _TRACK_LENGTH_TOLERANCE_M:
-        raise FloatStatsError(f"{where} was measured on map {data.get('map')!r} ({float(length):.0f} m); this run "
-                              f"drives {track.name!r} ({track.length:.0f} m): {remedy}.")
+        raise FloatStatsError(
+            f"{where} was measured on map {data.get('map')!r} ({float(length):.0f} m); this run "
+            f"drives {track.name!r} ({track.length:.0f} m): {remedy}."
+        )
     measured = data.get("measured", {})
-    return FloatStats(mean, std, races=int(measured.get("races", 0)), finished=int(measured.get("finished", 0)),
-                      furthest_m=float(measured.get("furthest_m", 0.0)), frames=int(measured.get("frames", 0)))
+    return FloatStats(
+        mean,
+        std,
+        races=int(measured.get("races", 0)),
+        finished=int(measured.get("finished", 0)),
+        furthest_m=float(measured.get("furthest_m", 0.0)),
+        frames=int(measured.get("frames", 0)),
+    )

@@ -29,15 +29,29 @@ class CycleMap:
 def cycle_maps(map_cfg) -> list[CycleMap]:
     """The maps of ``map_cfg`` (a ``MapConfig``) in cycle order: its ``cycle`` entries, or the one map it names."""
     if not map_cfg.cycle:
-        return [CycleMap(map_cfg.short_name, map_cfg.map_path, map_cfg.reference_line_path,
-                         int(map_cfg.explo_races_per_cycle), int(map_cfg.eval_races_per_cycle))]
+        return [
+            CycleMap(
+                map_cfg.short_name,
+                map_cfg.map_path,
+                map_cfg.reference_line_path,
+                int(map_cfg.explo_races_per_cycle),
+                int(map_cfg.eval_races_per_cycle),
+            )
+        ]
 
     def count(value, default) -> int:
         return int(default if value is None else value)
 
-    return [CycleMap(e.short_name, e.map_path, e.reference_line_path,
-                     count(e.explo_races_per_cycle, map_cfg.explo_races_per_cycle),
-                     count(e.eval_races_per_cycle, map_cfg.eval_races_per_cycle)) for e in map_cfg.cycle]
+    return [
+        CycleMap(
+            e.short_name,
+            e.map_path,
+            e.reference_line_path,
+            count(e.explo_races_per_cycle, map_cfg.explo_races_per_cycle),
+            count(e.eval_races_per_cycle, map_cfg.eval_races_per_cycle),
+        )
+        for e in map_cfg.cycle
+    ]
 
 
 def load_tracks(maps: list[CycleMap]) -> list[Track]:
@@ -52,7 +66,7 @@ class MapCycle:
     maps: tuple[CycleMap, ...]
 
     @classmethod
-    def of(cls, map_cfg) -> "MapCycle":
+    def of(cls, map_cfg) -> MapCycle:
         return cls(tuple(cycle_maps(map_cfg)))
 
     @property

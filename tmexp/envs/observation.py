@@ -62,7 +62,7 @@ def float_layout(spec: EnvSpec) -> dict[str, slice]:
     return dict(_layout(spec.n_prev_actions_in_inputs, spec.n_zone_centers_in_inputs))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layout(p: int, z: int) -> tuple:
     start = 4 * p
     return (
@@ -167,12 +167,26 @@ def float_count(env) -> int:
     return n_game_floats(env) if str(getattr(env, "backend", "sim")) == "tmi" else n_floats(env)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _game_layout(p: int, z: int) -> tuple:
-    sizes = (("mini_race_time", 1), ("prev_actions", 4 * p), ("wheel_sliding", 4), ("wheel_contact", 4),
-             ("wheel_damper", 4), ("gearbox_state", 1), ("gear", 1), ("rpm", 1), ("gearbox_counter", 1),
-             ("contact_materials", 4 * N_MATERIAL_GROUPS), ("angular_velocity", 3), ("velocity", 3),
-             ("world_up", 3), ("zone_centers", 3 * z), ("distance_to_finish", 1), ("freewheeling", 1))
+    sizes = (
+        ("mini_race_time", 1),
+        ("prev_actions", 4 * p),
+        ("wheel_sliding", 4),
+        ("wheel_contact", 4),
+        ("wheel_damper", 4),
+        ("gearbox_state", 1),
+        ("gear", 1),
+        ("rpm", 1),
+        ("gearbox_counter", 1),
+        ("contact_materials", 4 * N_MATERIAL_GROUPS),
+        ("angular_velocity", 3),
+        ("velocity", 3),
+        ("world_up", 3),
+        ("zone_centers", 3 * z),
+        ("distance_to_finish", 1),
+        ("freewheeling", 1),
+    )
     out, start = [], 0
     for name, size in sizes:
         out.append((name, slice(start, start + size)))
@@ -313,8 +327,9 @@ class RoadRaster:
     so that gathers never leave it. Row = z, column = x.
     """
 
-    def __init__(self, track: Track, road_width_m: float, offroad_width_m: float, cell_m: float = 0.5,
-                 margin_m: float = 160.0):
+    def __init__(
+        self, track: Track, road_width_m: float, offroad_width_m: float, cell_m: float = 0.5, margin_m: float = 160.0
+    ):
         self.cell = float(cell_m)
         xz = track.xz
         self.origin = xz.min(axis=0) - margin_m  # (x0, z0) of cell (0, 0)'s corner
@@ -341,7 +356,7 @@ class RoadRaster:
         centres = np.stack([jj, ii], -1) * self.cell + self.origin + self.cell / 2 - end
         along, lateral = centres @ t, centres @ n
         band = (along >= -1.0) & (along <= 1.0) & (np.abs(lateral) <= half_road)
-        checker = ((np.floor(along) + np.floor(lateral)) % 2 == 0)
+        checker = (np.floor(along) + np.floor(lateral)) % 2 == 0
         gray[ii[band], jj[band]] = np.where(checker[band], LINE, FINISH_DARK)
 
     def cell_index(self, xz: np.ndarray) -> np.ndarray:
@@ -394,10 +409,10 @@ def _classify(line: np.ndarray, cell: float, half_road: float, offroad: float, t
         for c0 in range(0, cols, tile):
             r1, c1 = min(r0 + tile, rows), min(c0 + tile, cols)
             pr0, pc0 = max(r0 - pad, 0), max(c0 - pad, 0)
-            block = line[pr0:min(r1 + pad, rows), pc0:min(c1 + pad, cols)]
+            block = line[pr0 : min(r1 + pad, rows), pc0 : min(c1 + pad, cols)]
             if not block.any():
                 continue
-            dist = distance_transform_edt(~block, sampling=cell)[r0 - pr0:r1 - pr0, c0 - pc0:c1 - pc0]
+            dist = distance_transform_edt(~block, sampling=cell)[r0 - pr0 : r1 - pr0, c0 - pc0 : c1 - pc0]
             out = gray[r0:r1, c0:c1]
             out[dist <= reach] = OFFROAD
             out[dist <= half_road] = LINE

@@ -46,7 +46,7 @@ class Track:
     tangent: np.ndarray = field(repr=False)
 
     @classmethod
-    def from_points(cls, raw: np.ndarray, name: str = "track", source: str | None = None) -> "Track":
+    def from_points(cls, raw: np.ndarray, name: str = "track", source: str | None = None) -> Track:
         """Validate a raw (N, 3) reference line and resample it; raises TrackError naming ``source``."""
         where = source or name
         validate_reference_line(raw, where)
@@ -75,7 +75,7 @@ class Track:
         padded = np.concatenate([np.full(k, heading[0]), heading, np.full(k, heading[-1])])
         return np.abs(padded[2 * k :] - padded[: -2 * k]) / (2 * k * SPACING_M)
 
-    def extended(self, n_before: int, n_after: int) -> "ExtendedLine":
+    def extended(self, n_before: int, n_after: int) -> ExtendedLine:
         """The line continued straight along its end tangents (zone centres ahead of the finish, room behind the start)."""
         return ExtendedLine.build(self, n_before, n_after)
 
@@ -120,7 +120,7 @@ class ExtendedLine:
     offset: int
 
     @classmethod
-    def build(cls, track: Track, n_before: int, n_after: int) -> "ExtendedLine":
+    def build(cls, track: Track, n_before: int, n_after: int) -> ExtendedLine:
         t0 = np.array([track.tangent[0, 0], 0.0, track.tangent[0, 1]])
         t1 = np.array([track.tangent[-1, 0], 0.0, track.tangent[-1, 1]])
         before = track.points[0] - t0 * SPACING_M * np.arange(n_before, 0, -1)[:, None]
@@ -143,8 +143,10 @@ class ExtendedLine:
 def extended_line(track: Track, spec) -> ExtendedLine:
     """``track`` extended as every backend extends it for ``spec`` (an ``EnvSpec``): room behind the start, and
     zone centres past the finish for every zone centre the observation may ask for."""
-    n_after = max(spec.n_zone_centers_extrapolate_after_end_of_map,
-                  spec.n_zone_centers_in_inputs * spec.one_every_n_zone_centers_in_inputs + 1)
+    n_after = max(
+        spec.n_zone_centers_extrapolate_after_end_of_map,
+        spec.n_zone_centers_in_inputs * spec.one_every_n_zone_centers_in_inputs + 1,
+    )
     return track.extended(spec.n_zone_centers_extrapolate_before_start_of_map, n_after)
 
 
@@ -206,10 +208,15 @@ class LinePosition:
     lateral: np.ndarray  # metres right of that point along its normal
 
     @classmethod
-    def at_start(cls, line: ExtendedLine, n: int = 1) -> "LinePosition":
+    def at_start(cls, line: ExtendedLine, n: int = 1) -> LinePosition:
         """B = n positions on the track's first point."""
-        return cls(np.full(n, line.xz[line.offset, 0]), np.full(n, line.xz[line.offset, 1]),
-                   np.full(n, line.offset, dtype=np.int64), np.zeros(n), np.zeros(n))
+        return cls(
+            np.full(n, line.xz[line.offset, 0]),
+            np.full(n, line.xz[line.offset, 1]),
+            np.full(n, line.offset, dtype=np.int64),
+            np.zeros(n),
+            np.zeros(n),
+        )
 
     def progress_m(self, line: ExtendedLine, length: float) -> np.ndarray:
         """(B,) metres along the track, clipped to [0, length]."""
@@ -309,8 +316,9 @@ A01_SEGMENTS = (
 )
 
 
-def polyline_from_segments(segments, spacing: float = 0.5, start=(0.0, 0.0), heading_deg: float = 0.0,
-                           height: float = 10.0) -> np.ndarray:
+def polyline_from_segments(
+    segments, spacing: float = 0.5, start=(0.0, 0.0), heading_deg: float = 0.0, height: float = 10.0
+) -> np.ndarray:
     """Turn (kind, length/radius, turn degrees) segments into an (N, 3) x, height, z polyline ``spacing`` apart.
 
     Heading 0 drives along +x; a positive turn rotates the heading towards the driver's right, which in the

@@ -18,8 +18,9 @@ import contextlib
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
@@ -104,14 +105,18 @@ class _StatsBar(tqdm):
 class ProgressBar:
     """One tqdm bar for a run (see the module docstring)."""
 
-    def __init__(self, map_name: str, batch_size: int, max_frames: int, max_minutes: float,
-                 stream: TextIO | None = None):
+    def __init__(
+        self, map_name: str, batch_size: int, max_frames: int, max_minutes: float, stream: TextIO | None = None
+    ):
         self.map_name, self.batch_size = map_name, batch_size
         self.max_frames, self.max_minutes = max_frames, max_minutes
         limited = bool(max_frames or max_minutes)
-        self.bar = _StatsBar(total=_BAR_STEPS if limited else None, file=stream or sys.stdout,
-                             bar_format="{desc} {percentage:3.0f}%|{bar}| {stats}" if limited else "{desc} | {stats}",
-                             desc="frames 0")
+        self.bar = _StatsBar(
+            total=_BAR_STEPS if limited else None,
+            file=stream or sys.stdout,
+            bar_format="{desc} {percentage:3.0f}%|{bar}| {stats}" if limited else "{desc} | {stats}",
+            desc="frames 0",
+        )
 
     def update(self, values: Mapping[str, float], counters: Any, line: str) -> None:
         c = counters
@@ -121,10 +126,12 @@ class ProgressBar:
         fraction = progress(c.frames, c.training_seconds, self.max_frames, self.max_minutes)
         eta = eta_s(c.frames, c.training_seconds, frames_per_s, self.max_frames, self.max_minutes)
         self.bar.set_description_str(f"frames {c.frames:,}", refresh=False)
-        self.bar.stats = ((f"ETA {_duration(eta)} | " if fraction is not None else "")
-                          + f"{frames_per_s:.0f} frames/s | {updates_per_s:.1f} updates/s | "
-                          f"best {f'{best_ms / 1000:.2f} s' if best_ms is not None else '-'} | "
-                          f"learner {values.get(metrics.LEARNER_PERCENTAGE, 0.0):.0f}%")
+        self.bar.stats = (
+            (f"ETA {_duration(eta)} | " if fraction is not None else "")
+            + f"{frames_per_s:.0f} frames/s | {updates_per_s:.1f} updates/s | "
+            f"best {f'{best_ms / 1000:.2f} s' if best_ms is not None else '-'} | "
+            f"learner {values.get(metrics.LEARNER_PERCENTAGE, 0.0):.0f}%"
+        )
         if fraction is not None:
             self.bar.n = int(fraction * _BAR_STEPS)
         self.bar.refresh()
@@ -146,8 +153,10 @@ def start_lines(run_dir: str | Path, max_frames: int, max_minutes: float) -> lis
     shown = _shown_path(Path(run_dir))
     lines = [f"run directory: {shown}", f"watch it with:  tensorboard --logdir {shown}"]
     if not max_frames and not max_minutes:
-        lines.append("no end is set: the run trains until Ctrl-C, which saves a checkpoint; training.max_minutes=N "
-                     "(or training.max_frames=N) gives it an end and its progress bar an ETA")
+        lines.append(
+            "no end is set: the run trains until Ctrl-C, which saves a checkpoint; training.max_minutes=N "
+            "(or training.max_frames=N) gives it an end and its progress bar an ETA"
+        )
     return lines
 
 
@@ -159,8 +168,9 @@ def _shown_path(path: Path) -> Path:
         return path
 
 
-def make_console(mode: str, map_name: str, batch_size: int, max_frames: int, max_minutes: float,
-                 stream: TextIO | None = None):
+def make_console(
+    mode: str, map_name: str, batch_size: int, max_frames: int, max_minutes: float, stream: TextIO | None = None
+):
     """The console for ``logger.console`` (``auto``: a bar when ``stream``, stdout by default, is a terminal)."""
     stream = stream or sys.stdout
     if str(mode) == "bar" or (str(mode) == "auto" and _is_terminal(stream)):

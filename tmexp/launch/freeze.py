@@ -26,9 +26,10 @@ import hashlib
 import json
 import logging
 import subprocess
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -59,8 +60,13 @@ def _is_value_override(override) -> bool:
     from hydra.core.override_parser.types import OverrideType
 
     key = override.key_or_group
-    return (override.type == OverrideType.CHANGE and override.package is None and not key.startswith("hydra.")
-            and not override.is_sweep_override() and not isinstance(override.value(), (dict, list)))
+    return (
+        override.type == OverrideType.CHANGE
+        and override.package is None
+        and not key.startswith("hydra.")
+        and not override.is_sweep_override()
+        and not isinstance(override.value(), (dict, list))
+    )
 
 
 class _NotFast(Exception):
@@ -86,11 +92,13 @@ class JobComposer:
         self.fast = self.exact = 0
 
     @staticmethod
-    def for_launcher(launcher) -> "JobComposer":
+    def for_launcher(launcher) -> JobComposer:
         loader = launcher.hydra_context.config_loader
         master = launcher.config
-        return JobComposer(lambda overrides: loader.load_sweep_config(master, list(overrides)),
-                           lambda name: loader.repository.group_exists(name))
+        return JobComposer(
+            lambda overrides: loader.load_sweep_config(master, list(overrides)),
+            lambda name: loader.repository.group_exists(name),
+        )
 
     def _split(self, overrides: list[str]) -> tuple[tuple[str, ...], list[tuple[str, str, Any]]]:
         slow, values = [], []
@@ -99,8 +107,9 @@ class JobComposer:
             if parsed is None:  # each distinct override is parsed once: Hydra's parser takes about 1 ms
                 override = self.parser.parse_overrides([text])[0]
                 fast = _is_value_override(override) and not self.group_exists(override.key_or_group.replace(".", "/"))
-                parsed = self._parsed[text] = ((override.key_or_group, override.get_value_element_as_str(),
-                                                override.value()) if fast else None)
+                parsed = self._parsed[text] = (
+                    (override.key_or_group, override.get_value_element_as_str(), override.value()) if fast else None
+                )
             if parsed is None:
                 slow.append(text)
             else:
@@ -130,8 +139,9 @@ class JobComposer:
                 return group
             full = OmegaConf.to_container(self._task(self.compose(first_job)), resolve=True, enum_to_str=True)
             if fast != full:
-                log.warning("fast composition differs from Hydra's for %s: composing those jobs one by one",
-                            " ".join(first_job))
+                log.warning(
+                    "fast composition differs from Hydra's for %s: composing those jobs one by one", " ".join(first_job)
+                )
                 group.exact = True
         return group
 
@@ -189,8 +199,10 @@ class JobComposer:
                 pass
         self.exact += 1
         task = self._task(self.compose(overrides))
-        return (OmegaConf.to_container(task, resolve=True, enum_to_str=True),
-                OmegaConf.to_object(task) if group.schema else None)
+        return (
+            OmegaConf.to_container(task, resolve=True, enum_to_str=True),
+            OmegaConf.to_object(task) if group.schema else None,
+        )
 
 
 def check_key(plain: dict) -> str:
@@ -211,8 +223,9 @@ def composed_jobs(jobs: list[list[str]]) -> Iterator[tuple[DictConfig, Any, str 
         return compose_config(list(overrides), return_hydra_config=True)
 
     first = compose(jobs[0])
-    fast = (len(jobs) > 1
-            and OmegaConf.to_container(first.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}")
+    fast = (
+        len(jobs) > 1 and OmegaConf.to_container(first.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}"
+    )
     hydra_node = first.hydra
     store = ConfigStore.instance()
 
@@ -261,8 +274,11 @@ def code_state() -> tuple[dict, str]:
 
     commit = git("rev-parse", "HEAD").strip() or None
     diff = git("diff", "HEAD") if commit else ""
-    return {"commit": commit, "dirty": bool(diff.strip()),
-            "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff.strip() else None}, diff
+    return {
+        "commit": commit,
+        "dirty": bool(diff.strip()),
+        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff.strip() else None,
+    }, diff
 
 
 def _code_id(state: dict) -> str:
@@ -287,8 +303,12 @@ def frozen_path(sweep_dir: str | Path, num: int) -> Path:
     return Path(sweep_dir) / FROZEN / f"{num}.yaml"
 
 
-def freeze_jobs(launcher, sweep_dir: str | Path, jobs: dict[int, list[str]], composer: JobComposer | None = None,
-                ) -> str:
+def freeze_jobs(
+    launcher,
+    sweep_dir: str | Path,
+    jobs: dict[int, list[str]],
+    composer: JobComposer | None = None,
+) -> str:
     """Compose and check every job of ``jobs`` (number -> overrides); write the config of those not frozen yet;
     record the code's state. Returns the code state's id. Raises ConfigError (nothing written) for a bad job."""
     composer = composer or JobComposer.for_launcher(launcher)
@@ -313,8 +333,7 @@ def freeze_jobs(launcher, sweep_dir: str | Path, jobs: dict[int, list[str]], com
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b), key=str)
-                for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+        return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
 
 
@@ -331,14 +350,22 @@ def load_frozen(sweep_dir: str | Path, num: int, composed: DictConfig | None = N
     except (OSError, yaml.YAMLError) as error:
         from tmexp.validation import ConfigError
 
-        raise ConfigError(f"{path} is unreadable ({error}): restore it, or delete it to compose job #{num} from "
-                          "the config files as they are now.") from None
+        raise ConfigError(
+            f"{path} is unreadable ({error}): restore it, or delete it to compose job #{num} from "
+            "the config files as they are now."
+        ) from None
     changed = []
     if composed is not None:
         changed = _differences(frozen, OmegaConf.to_container(composed, resolve=True, enum_to_str=True))
-    log.info("job #%d runs the config frozen at submission (%s)%s", num, path,
-             f"; the config files now give other values for: {', '.join(changed[:10])}"
-             + (f" and {len(changed) - 10} more" if len(changed) > 10 else "") if changed else "")
+    log.info(
+        "job #%d runs the config frozen at submission (%s)%s",
+        num,
+        path,
+        f"; the config files now give other values for: {', '.join(changed[:10])}"
+        + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+        if changed
+        else "",
+    )
     drift = code_drift(sweep_dir, num)
     if drift:
         log.warning("job #%d: %s", num, drift)
@@ -360,10 +387,15 @@ def code_drift(sweep_dir: str | Path, num: int) -> str | None:
     now, _ = code_state()
     if now == recorded:
         return None
-    what = (f"commit {str(recorded['commit'])[:12]} -> {str(now['commit'])[:12]}"
-            if now["commit"] != recorded["commit"] else "uncommitted changes differ")
-    return (f"the checkout changed since this job was submitted ({what}; the submission's state is in "
-            f"{recorded_path}): this start runs the frozen config with the code as it is now")
+    what = (
+        f"commit {str(recorded['commit'])[:12]} -> {str(now['commit'])[:12]}"
+        if now["commit"] != recorded["commit"]
+        else "uncommitted changes differ"
+    )
+    return (
+        f"the checkout changed since this job was submitted ({what}; the submission's state is in "
+        f"{recorded_path}): this start runs the frozen config with the code as it is now"
+    )
 
 
 def iter_frozen(sweep_dir: str | Path) -> Iterable[int]:

@@ -18,9 +18,9 @@ the sweeper records its trial as failed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tmexp.core import metrics
 
@@ -49,8 +49,9 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
     "best_eval_time": _time(metrics.eval_race_time, 1.0, "no eval race finished"),
     "robust_eval_time": _time(metrics.eval_race_time_robust, 1.0, "no eval race finished"),
     "furthest_eval": _distance(lambda m: [metrics.eval_race_progress(m)], "no eval race played"),
-    "furthest_race": _distance(lambda m: [metrics.eval_race_progress(m), metrics.explo_race_progress(m)],
-                               "no race played"),
+    "furthest_race": _distance(
+        lambda m: [metrics.eval_race_progress(m), metrics.explo_race_progress(m)], "no race played"
+    ),
 }
 
 

@@ -18,8 +18,7 @@ from tmexp import rundir
 from tmexp.compose import compose_config
 from tmexp.config import Config
 from tmexp.launch import freeze, search, slurm, slurm_launcher
-from tmexp.validation import (ConfigError, check_config, check_output_dir, choice_message, choice_type,
-                              config_warnings)
+from tmexp.validation import ConfigError, check_config, check_output_dir, choice_message, choice_type, config_warnings
 
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
 
@@ -49,8 +48,19 @@ def _split_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
             continue
         if arg in ("--multirun", "-m"):
             multirun = True
-        elif arg in ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                     "--config-dir", "-cd", "--experimental-rerun"):
+        elif arg in (
+            "--cfg",
+            "-c",
+            "--package",
+            "-p",
+            "--config-path",
+            "-cp",
+            "--config-name",
+            "-cn",
+            "--config-dir",
+            "-cd",
+            "--experimental-rerun",
+        ):
             print_only = print_only or arg in ("--cfg", "-c")
             skip = True
         elif arg.startswith("-"):
@@ -68,8 +78,10 @@ def _expand(overrides: list[str]) -> list[list[str]]:
     parsed = OverridesParser.create().parse_overrides(overrides)
     for override in parsed:
         if override.is_interval_sweep():
-            raise ConfigError(f"{override.input_line} is a search space, which a grid cannot expand: add "
-                              "hydra/sweeper=optuna to search it, or list values (a,b,c) for a grid.")
+            raise ConfigError(
+                f"{override.input_line} is a search space, which a grid cannot expand: add "
+                "hydra/sweeper=optuna to search it, or list values (a,b,c) for a grid."
+            )
     batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
     return [list(job) for batch in batches for job in batch] or [[]]
 
@@ -103,16 +115,23 @@ def _check_resume(cfg: Config, run_dir: Path, multirun: bool) -> None:
 
     holder = rundir.lock_holder(run_dir)
     if holder is not None:
-        message = (f"{run_dir} is in use by {holder}: wait for it to end or stop it, or choose another "
-                   f"{'hydra.sweep.dir' if multirun else 'hydra.run.dir'}.")
+        message = (
+            f"{run_dir} is in use by {holder}: wait for it to end or stop it, or choose another "
+            f"{'hydra.sweep.dir' if multirun else 'hydra.run.dir'}."
+        )
         if not multirun:
             raise ConfigError(message)
         print(f"warning: {message} That job will be reported as in use; the others run.", file=sys.stderr)
         return
     capacity = max(int(point[1][0]) for point in cfg.memory.memory_size_schedule)
     try:
-        check_resume(run_dir, resume_structure(cfg), rundir.read_resolved_config(run_dir), replay_capacity=capacity,
-                     discard_replay=cfg.training.resume_discards_replay)
+        check_resume(
+            run_dir,
+            resume_structure(cfg),
+            rundir.read_resolved_config(run_dir),
+            replay_capacity=capacity,
+            discard_replay=cfg.training.resume_discards_replay,
+        )
     except (CheckpointError, ResumeMismatch) as error:
         raise ConfigError(str(error)) from error
 
@@ -177,5 +196,7 @@ def _appended_twice(overrides: list[str], error: BaseException) -> str | None:
     if not appended:
         return None
     value = appended[0].split("=", 1)[1]
-    return (f"{appended[0]}: the composed config already chooses a {group} (an ablation sweep's experiment lists it "
-            f"in its defaults); write {group}={value} without the +.")
+    return (
+        f"{appended[0]}: the composed config already chooses a {group} (an ablation sweep's experiment lists it "
+        f"in its defaults); write {group}={value} without the +."
+    )

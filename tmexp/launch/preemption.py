@@ -105,8 +105,10 @@ class PreemptionWatcher:
         """Requeue this submitit job (after the caller saved its checkpoint) and exit; outside submitit, just exit."""
         received = self.signal or signal.SIGTERM
         if self._env is None or received != self._checkpoint_signal:
-            log.warning("stopped by %s after saving a checkpoint; not requeued: relaunch the same command to resume",
-                        received.name)
+            log.warning(
+                "stopped by %s after saving a checkpoint; not requeued: relaunch the same command to resume",
+                received.name,
+            )
             sys.exit(_SIGNAL_EXIT_BASE + int(received))
         self._requeue_like_submitit(received)
 

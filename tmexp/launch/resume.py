@@ -29,8 +29,9 @@ def targets_reached(status: dict[str, Any] | None, max_frames: int, max_minutes:
         return False
     frames, minutes = status.get("frames"), status.get("wall_minutes")
     frames_reached = bool(max_frames) and isinstance(frames, int) and frames >= max_frames
-    minutes_reached = (bool(max_minutes) and isinstance(minutes, (int, float))
-                       and minutes >= max_minutes - _MINUTES_SLACK)
+    minutes_reached = (
+        bool(max_minutes) and isinstance(minutes, (int, float)) and minutes >= max_minutes - _MINUTES_SLACK
+    )
     return frames_reached or minutes_reached
 
 
@@ -43,8 +44,9 @@ def finished_before(cfg, run_dir: str | Path) -> objective.ObjectiveValue | None
         return None
     recorded = status.get("objective")
     if isinstance(recorded, dict) and recorded.get("name") == str(cfg.objective) and recorded.get("value") is not None:
-        return objective.ObjectiveValue(recorded["name"], float(recorded["value"]), str(recorded.get("unit", "")),
-                                        str(recorded.get("note") or ""))
+        return objective.ObjectiveValue(
+            recorded["name"], float(recorded["value"]), str(recorded.get("unit", "")), str(recorded.get("note") or "")
+        )
     return objective.measure(run_dir, cfg.objective, cfg.map.short_name)
 
 

@@ -75,8 +75,7 @@ def import_optuna():
         raise ConfigError(f"hydra/sweeper=optuna needs Optuna, which is not installed: {INSTALL}.") from None
     version = tuple(int(p) for p in optuna.__version__.split(".")[:2] if p.isdigit())
     if version < MIN_OPTUNA:
-        raise ConfigError(f"hydra/sweeper=optuna needs Optuna >= 4, and {optuna.__version__} is installed: "
-                          f"{INSTALL}.")
+        raise ConfigError(f"hydra/sweeper=optuna needs Optuna >= 4, and {optuna.__version__} is installed: {INSTALL}.")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
@@ -142,8 +141,10 @@ def _grid(distributions: dict[str, Any]) -> dict[str, list[Any]]:
             n = int(round((d.high - d.low) / d.step))
             grid[name] = [d.low + i * d.step for i in range(n + 1)]
         else:
-            raise ConfigError(f"hydra/sweeper/sampler=grid cannot search {name} over an interval: give its values "
-                              f"(choice(...) or range(a, b, step)), or use another sampler.")
+            raise ConfigError(
+                f"hydra/sweeper/sampler=grid cannot search {name} over an interval: give its values "
+                f"(choice(...) or range(a, b, step)), or use another sampler."
+            )
     return grid
 
 
@@ -182,14 +183,17 @@ def _space_json(distributions: dict[str, Any]) -> dict[str, str]:
     return {name: distribution_to_json(d) for name, d in sorted(distributions.items())}
 
 
-def check_continuation(study, where: str, objective_name: str | None, direction: str,
-                       distributions: dict[str, Any]) -> None:
+def check_continuation(
+    study, where: str, objective_name: str | None, direction: str, distributions: dict[str, Any]
+) -> None:
     """An existing study continues only with its objective, direction and search space; else one line."""
     fix = "use another hydra.sweep.dir (or hydra.sweeper.study_name) for a new study"
     previous = study.user_attrs.get(OBJECTIVE_ATTR)
     if previous is not None and objective_name is not None and previous != str(objective_name):
-        raise ConfigError(f"{where} optimises objective {previous}, not {objective_name}: set objective={previous} "
-                          f"to continue it, or {fix}.")
+        raise ConfigError(
+            f"{where} optimises objective {previous}, not {objective_name}: set objective={previous} "
+            f"to continue it, or {fix}."
+        )
     if [d.name.lower() for d in study.directions] != [direction]:
         raise ConfigError(f"{where} is {study.directions[0].name.lower()}d, but this search is {direction}d: {fix}.")
     space = study.user_attrs.get(SPACE_ATTR)
@@ -222,34 +226,44 @@ def check_search(overrides: list[str], sweeper: DictConfig, objective_name: str,
     import_optuna()
     n_trials, n_jobs = sweeper.get("n_trials"), sweeper.get("n_jobs")
     if not isinstance(n_trials, int) or n_trials < 1:
-        raise ConfigError(f"hydra.sweeper.n_trials is {n_trials}: a search runs at least one trial "
-                          "(e.g. hydra.sweeper.n_trials=8).")
+        raise ConfigError(
+            f"hydra.sweeper.n_trials is {n_trials}: a search runs at least one trial (e.g. hydra.sweeper.n_trials=8)."
+        )
     if not isinstance(n_jobs, int) or n_jobs < 1:
         raise ConfigError(f"hydra.sweeper.n_jobs is {n_jobs}: use 1 or more (trials run at once).")
     if not sweeper.get("step_seconds", 1) or sweeper.get("step_seconds", 1) <= 0:
-        raise ConfigError(f"hydra.sweeper.step_seconds is {sweeper.get('step_seconds')}: use a positive number of "
-                          "seconds (the training time between a trial's intermediate values).")
+        raise ConfigError(
+            f"hydra.sweeper.step_seconds is {sweeper.get('step_seconds')}: use a positive number of "
+            "seconds (the training time between a trial's intermediate values)."
+        )
     distributions, _ = search_space(overrides, sweeper)
     if not distributions:
-        raise ConfigError("hydra/sweeper=optuna has nothing to search: give a parameter's range, e.g. "
-                          "'btr.munchausen_alpha=interval(0.5, 0.99)' or 'seed=choice(0, 1)' "
-                          "(or hydra.sweeper.params).")
+        raise ConfigError(
+            "hydra/sweeper=optuna has nothing to search: give a parameter's range, e.g. "
+            "'btr.munchausen_alpha=interval(0.5, 0.99)' or 'seed=choice(0, 1)' "
+            "(or hydra.sweeper.params)."
+        )
     for name in distributions:
         if name.lstrip("+~") == "objective":
-            raise ConfigError("objective is what the search optimises, not a search parameter: fix it with "
-                              "objective=<name> and search other keys.")
+            raise ConfigError(
+                "objective is what the search optimises, not a search parameter: fix it with "
+                "objective=<name> and search other keys."
+            )
     if "GridSampler" in str((sweeper.get("sampler") or {}).get("_target_", "")):
         _grid(distributions)
     implied = objective.direction(objective_name)
     direction = sweeper.get("direction")
     if str(getattr(direction, "name", direction)) != implied:
-        raise ConfigError(f"hydra.sweeper.direction is {direction} but objective {objective_name} is "
-                          f"{implied}d: drop the hydra.sweeper.direction override (the objective sets it).")
+        raise ConfigError(
+            f"hydra.sweeper.direction is {direction} but objective {objective_name} is "
+            f"{implied}d: drop the hydra.sweeper.direction override (the objective sets it)."
+        )
     _check_existing_study(sweeper, objective_name, implied, distributions, Path(str(sweep_dir)))
 
 
-def _check_existing_study(sweeper: DictConfig, objective_name: str, direction: str, distributions: dict,
-                          sweep_dir: Path) -> None:
+def _check_existing_study(
+    sweeper: DictConfig, objective_name: str, direction: str, distributions: dict, sweep_dir: Path
+) -> None:
     setting = sweeper.get("storage")
     if (setting is None and not (sweep_dir / JOURNAL).is_file()) or not sweeper.get("study_name"):
         return  # nothing to continue (a database URL is looked at when the sweep starts)
@@ -303,17 +317,28 @@ def run_study(settings: Mapping[str, Any], config: DictConfig, launcher: Any, ar
     direction = str(settings.get("direction", "minimize")).lower()
     storage, where = storage_for(settings.get("storage"), sweep_dir)
     study_name = str(settings.get("study_name") or config.get("run_name") or "study")
-    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, direction=direction,
-                                sampler=_make_sampler(settings.get("sampler"), distributions),
-                                pruner=_instantiate(settings.get("pruner")))
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        load_if_exists=True,
+        direction=direction,
+        sampler=_make_sampler(settings.get("sampler"), distributions),
+        pruner=_instantiate(settings.get("pruner")),
+    )
     check_continuation(study, f"study {study_name!r} in {where}", objective_name, direction, distributions)
     if objective_name is not None and OBJECTIVE_ATTR not in study.user_attrs:
         study.set_user_attr(OBJECTIVE_ATTR, str(objective_name))
     if SPACE_ATTR not in study.user_attrs:
         study.set_user_attr(SPACE_ATTR, _space_json(distributions))
     _fail_stale_trials(optuna, study)
-    log.info("study %r (%s): %d trials so far; %d more, %d at once", study_name, where, len(study.trials),
-             settings["n_trials"], settings["n_jobs"])
+    log.info(
+        "study %r (%s): %d trials so far; %d more, %d at once",
+        study_name,
+        where,
+        len(study.trials),
+        settings["n_trials"],
+        settings["n_jobs"],
+    )
     return _Scheduler(optuna, study, settings, launcher, sweep_dir, distributions, fixed).run()
 
 
@@ -325,8 +350,11 @@ def _fail_stale_trials(optuna, study) -> None:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
     if stale:
-        log.warning("trials %s of study %s were left running by an earlier sweep: marked failed, asked again",
-                    [t.number for t in stale], study.study_name)
+        log.warning(
+            "trials %s of study %s were left running by an earlier sweep: marked failed, asked again",
+            [t.number for t in stale],
+            study.study_name,
+        )
 
 
 class _Scheduler:
@@ -365,12 +393,19 @@ class _Scheduler:
                 for item in running.values():
                     self._follow(item)
         except KeyboardInterrupt:
-            log.warning("interrupted: trials %s are left running in the study; continuing it marks them failed and "
-                        "asks them again", sorted(item.trial.number for item in running.values()))
+            log.warning(
+                "interrupted: trials %s are left running in the study; continuing it marks them failed and "
+                "asks them again",
+                sorted(item.trial.number for item in running.values()),
+            )
             raise
         if self._too_many_failures():
-            log.error("%d of %d trials failed (more than hydra.sweeper.max_failure_rate=%g): the study stops",
-                      self.failed, self.ended, self.max_failure_rate)
+            log.error(
+                "%d of %d trials failed (more than hydra.sweeper.max_failure_rate=%g): the study stops",
+                self.failed,
+                self.ended,
+                self.max_failure_rate,
+            )
         return self.returns
 
     def _run_in_process(self) -> list:
@@ -390,11 +425,15 @@ class _Scheduler:
             watcher.start()
             future: Future = Future()
             try:
-                future.set_result(self.launcher.launch([self._overrides(item.trial)],
-                                                       initial_job_idx=item.trial.number)[0])
+                future.set_result(
+                    self.launcher.launch([self._overrides(item.trial)], initial_job_idx=item.trial.number)[0]
+                )
             except KeyboardInterrupt:
-                log.warning("interrupted: trial %d is left running in the study; continuing it marks it failed and "
-                            "asks it again", item.trial.number)
+                log.warning(
+                    "interrupted: trial %d is left running in the study; continuing it marks it failed and "
+                    "asks it again",
+                    item.trial.number,
+                )
                 raise
             except Exception as error:  # the launcher's own failure: the trial's
                 future.set_exception(error)
@@ -469,7 +508,7 @@ class _Scheduler:
         except OSError:
             return
         new = False
-        for line in lines[item.read_lines:]:
+        for line in lines[item.read_lines :]:
             try:
                 report = json.loads(line)
             except ValueError:  # a line being written: read it next time
@@ -493,8 +532,16 @@ class TrialReporter:
     """A run's side of pruning: at each logging interval, its objective so far, appended to the trial's report
     file; and whether the sweeper asked it to stop. A learner observer (``update``/``close``, as the console)."""
 
-    def __init__(self, run_dir: Path, sweep_dir: Path, number: int, objective_name: str, map_name: str,
-                 every_s: float, check_every_s: float = 1.0):
+    def __init__(
+        self,
+        run_dir: Path,
+        sweep_dir: Path,
+        number: int,
+        objective_name: str,
+        map_name: str,
+        every_s: float,
+        check_every_s: float = 1.0,
+    ):
         base = Path(sweep_dir) / TRIALS_DIR / str(number)
         self.reports, self.prune_file = base.with_suffix(".jsonl"), base.with_suffix(".prune")
         self.run_dir, self.objective_name, self.map_name = Path(run_dir), objective_name, map_name
@@ -503,13 +550,13 @@ class TrialReporter:
         self._checked_at, self._pruned = 0.0, False
 
     @classmethod
-    def for_job(cls, hydra_cfg: DictConfig, multirun: bool, run_dir: Path, objective_name: str, map_name: str,
-                every_s: float) -> TrialReporter | None:
+    def for_job(
+        cls, hydra_cfg: DictConfig, multirun: bool, run_dir: Path, objective_name: str, map_name: str, every_s: float
+    ) -> TrialReporter | None:
         """The reporter of a job of a search (None for any other run)."""
         if not multirun or not is_search(hydra_cfg.sweeper):
             return None
-        return cls(run_dir, Path(str(hydra_cfg.sweep.dir)), int(hydra_cfg.job.num), objective_name, map_name,
-                   every_s)
+        return cls(run_dir, Path(str(hydra_cfg.sweep.dir)), int(hydra_cfg.job.num), objective_name, map_name, every_s)
 
     def update(self, values: Mapping[str, float], counters: Any, line: str) -> None:
         if counters.training_seconds >= self._next_report_s:
@@ -551,8 +598,12 @@ def study_report(sweeper: DictConfig, sweep_dir: Path, objective_name: str | Non
     states = [t.state.name.lower() for t in trials]
     rank = {s: i for i, s in enumerate(("complete", "pruned", "fail", "running", "waiting"))}
     counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states), key=lambda s: (rank.get(s, len(rank)), s)))
-    lines = [(f"optuna study {study.study_name!r} ({where}): {len(states)} trials ({counts}); "
-              f"objective {name}, {study.directions[0].name.lower()}d")]
+    lines = [
+        (
+            f"optuna study {study.study_name!r} ({where}): {len(states)} trials ({counts}); "
+            f"objective {name}, {study.directions[0].name.lower()}d"
+        )
+    ]
     for t in trials:
         if t.value is not None:
             value = f"{t.value:.6g} {unit}"

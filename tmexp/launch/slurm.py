@@ -25,15 +25,28 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from tmexp.validation import ConfigError
 
 # Pending reasons that waiting cannot clear: the request breaks a partition, account or QOS limit per job.
-NEVER_CLEARS = {"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "InvalidAccount",
-                "InvalidQOS", "AccountNotAllowed", "QOSNotAllowed", "DependencyNeverSatisfied",
-                "QOSMinCpuNotSatisfied", "QOSMinGRES", "QOSMinMemory", "QOSMinNode"}
+NEVER_CLEARS = {
+    "PartitionConfig",
+    "PartitionNodeLimit",
+    "PartitionTimeLimit",
+    "BadConstraints",
+    "InvalidAccount",
+    "InvalidQOS",
+    "AccountNotAllowed",
+    "QOSNotAllowed",
+    "DependencyNeverSatisfied",
+    "QOSMinCpuNotSatisfied",
+    "QOSMinGRES",
+    "QOSMinMemory",
+    "QOSMinNode",
+}
 _NEVER_CLEARS_PATTERN = re.compile(r"^(QOS|Assoc)Max\w*PerJob\w*$")  # per-job maxima of a QOS or an association
 _USABLE_NODE_STATES = ("idle", "mixed", "allocated", "completing")
 _LAUNCHER = "hydra.launcher"
@@ -62,18 +75,25 @@ class Request:
     timeout_min: float
 
     @staticmethod
-    def of(launcher: Any) -> "Request":
+    def of(launcher: Any) -> Request:
         """From the ``hydra.launcher`` node of ``hydra/launcher=slurm``."""
         tasks = int(launcher.get("tasks_per_node") or 1)
         mem_gb = launcher.get("mem_gb")
-        return Request(partition=launcher.get("partition"), cpus=int(launcher.get("cpus_per_task") or 1) * tasks,
-                       memory_mb=int(float(mem_gb) * 1024) if mem_gb else None,
-                       gpus=int(launcher.get("gpus_per_node") or 0), nodes=int(launcher.get("nodes") or 1),
-                       timeout_min=float(launcher.get("timeout_min") or 0))
+        return Request(
+            partition=launcher.get("partition"),
+            cpus=int(launcher.get("cpus_per_task") or 1) * tasks,
+            memory_mb=int(float(mem_gb) * 1024) if mem_gb else None,
+            gpus=int(launcher.get("gpus_per_node") or 0),
+            nodes=int(launcher.get("nodes") or 1),
+            timeout_min=float(launcher.get("timeout_min") or 0),
+        )
 
     def fits(self, node: Node) -> bool:
-        return (node.cpus >= self.cpus and (self.memory_mb is None or node.memory_mb >= self.memory_mb)
-                and node.gpus >= self.gpus)
+        return (
+            node.cpus >= self.cpus
+            and (self.memory_mb is None or node.memory_mb >= self.memory_mb)
+            and node.gpus >= self.gpus
+        )
 
 
 def is_slurm(launcher: Any) -> bool:
@@ -84,8 +104,10 @@ def is_slurm(launcher: Any) -> bool:
 def _run(command: list[str], timeout: float = 30) -> str:
     """A SLURM command's stdout; ConfigError when SLURM is not there or does not answer."""
     if shutil.which(command[0]) is None:
-        raise ConfigError(f"hydra/launcher=slurm needs SLURM's commands, but {command[0]} is not on this machine's "
-                          "PATH: submit from a node of the cluster, or use hydra/launcher=local.")
+        raise ConfigError(
+            f"hydra/launcher=slurm needs SLURM's commands, but {command[0]} is not on this machine's "
+            "PATH: submit from a node of the cluster, or use hydra/launcher=local."
+        )
     try:
         answer = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -138,8 +160,17 @@ def parse_sinfo(out: str) -> tuple[list[Node], str | None]:
         if partition.endswith("*"):
             partition = partition[:-1]
             default = partition
-        nodes.append(Node(name, partition, int(cpus), int(re.sub(r"\D", "", memory) or 0), parse_gpus(gres),
-                          state.rstrip("*~#!%$@^-").lower(), parse_time_limit(limit)))
+        nodes.append(
+            Node(
+                name,
+                partition,
+                int(cpus),
+                int(re.sub(r"\D", "", memory) or 0),
+                parse_gpus(gres),
+                state.rstrip("*~#!%$@^-").lower(),
+                parse_time_limit(limit),
+            )
+        )
     return nodes, default
 
 
@@ -147,8 +178,9 @@ def _offer(partition: str, nodes: list[Node]) -> str:
     """What a partition's nodes have, in one phrase: 'partition debug offers 1 node of 2 CPUs, 21 GB, no GPU'."""
     kinds = sorted({(n.cpus, n.memory_mb, n.gpus) for n in nodes}, reverse=True)
     shown = " or ".join(f"{c} CPUs, {m / 1024:.0f} GB, {f'{g} GPUs' if g else 'no GPU'}" for c, m, g in kinds[:3])
-    return (f"partition {partition} offers {len(nodes)} node{'s' if len(nodes) != 1 else ''} of {shown}"
-            + (" or smaller" if len(kinds) > 3 else ""))
+    return f"partition {partition} offers {len(nodes)} node{'s' if len(nodes) != 1 else ''} of {shown}" + (
+        " or smaller" if len(kinds) > 3 else ""
+    )
 
 
 def check_request(launcher: Any, nodes_and_default: tuple[list[Node], str | None] | None = None) -> None:
@@ -156,49 +188,79 @@ def check_request(launcher: Any, nodes_and_default: tuple[list[Node], str | None
     job of the sweep (see the module docstring). ``nodes_and_default``: ``partition_nodes()``'s answer (tests)."""
     tasks = int(launcher.get("tasks_per_node") or 1)
     if tasks > 1:
-        raise ConfigError(f"{_LAUNCHER}.tasks_per_node={tasks}: srun would start {tasks} copies of the same training "
-                          f"run in one run directory; a tmexp job is one process that starts its collectors itself: "
-                          f"set {_LAUNCHER}.tasks_per_node=1 and give it more {_LAUNCHER}.cpus_per_task.")
+        raise ConfigError(
+            f"{_LAUNCHER}.tasks_per_node={tasks}: srun would start {tasks} copies of the same training "
+            f"run in one run directory; a tmexp job is one process that starts its collectors itself: "
+            f"set {_LAUNCHER}.tasks_per_node=1 and give it more {_LAUNCHER}.cpus_per_task."
+        )
     request = Request.of(launcher)
     all_nodes, default = nodes_and_default if nodes_and_default is not None else partition_nodes()
     partitions = sorted({n.partition for n in all_nodes})
     partition = request.partition or default
     if partition is None:
-        raise ConfigError(f"{_LAUNCHER}.partition is null and this cluster has no default partition: set "
-                          f"{_LAUNCHER}.partition to one of {', '.join(partitions) or '(none)'}.")
+        raise ConfigError(
+            f"{_LAUNCHER}.partition is null and this cluster has no default partition: set "
+            f"{_LAUNCHER}.partition to one of {', '.join(partitions) or '(none)'}."
+        )
     nodes = [n for n in all_nodes if n.partition == partition]
     if not nodes:
-        raise ConfigError(f"{_LAUNCHER}.partition={partition}: no such partition on this cluster; choose one of "
-                          f"{', '.join(partitions) or '(none)'}.")
+        raise ConfigError(
+            f"{_LAUNCHER}.partition={partition}: no such partition on this cluster; choose one of "
+            f"{', '.join(partitions) or '(none)'}."
+        )
     offer = _offer(partition, nodes)
     most = lambda attr: max(getattr(n, attr) for n in nodes)  # noqa: E731
     if request.cpus > most("cpus"):
         asks = f"{request.cpus} CPUs per node"
-        raise ConfigError(f"{_LAUNCHER}.cpus_per_task={launcher.cpus_per_task} asks for {asks}, but {offer}; lower "
-                          f"{_LAUNCHER}.cpus_per_task (with performance.gpu_collectors_count) or choose another "
-                          f"{_LAUNCHER}.partition.")
+        raise ConfigError(
+            f"{_LAUNCHER}.cpus_per_task={launcher.cpus_per_task} asks for {asks}, but {offer}; lower "
+            f"{_LAUNCHER}.cpus_per_task (with performance.gpu_collectors_count) or choose another "
+            f"{_LAUNCHER}.partition."
+        )
     if request.memory_mb is not None and request.memory_mb > most("memory_mb"):
-        raise ConfigError(f"{_LAUNCHER}.mem_gb={launcher.mem_gb} is more memory than any node has ({offer}); "
-                          f"lower {_LAUNCHER}.mem_gb or choose another {_LAUNCHER}.partition.")
+        raise ConfigError(
+            f"{_LAUNCHER}.mem_gb={launcher.mem_gb} is more memory than any node has ({offer}); "
+            f"lower {_LAUNCHER}.mem_gb or choose another {_LAUNCHER}.partition."
+        )
     if request.gpus > most("gpus"):
         fix = "set it to null (a CPU job)" if most("gpus") == 0 else f"lower it to {most('gpus')}"
-        raise ConfigError(f"{_LAUNCHER}.gpus_per_node={request.gpus} asks for more GPUs than any node has "
-                          f"({offer}): {fix}, or choose another {_LAUNCHER}.partition.")
+        raise ConfigError(
+            f"{_LAUNCHER}.gpus_per_node={request.gpus} asks for more GPUs than any node has "
+            f"({offer}): {fix}, or choose another {_LAUNCHER}.partition."
+        )
     fitting = [n for n in nodes if request.fits(n)]
     if len(fitting) < request.nodes:
-        raise ConfigError(f"{_LAUNCHER} asks for {request.nodes} node(s) with {request.cpus} CPUs, "
-                          f"{(request.memory_mb or 0) / 1024:.0f} GB and {request.gpus} GPUs each, but only "
-                          f"{len(fitting)} node(s) of partition {partition} have all of that ({offer}): lower "
-                          f"{_LAUNCHER}.nodes, cpus_per_task, mem_gb or gpus_per_node.")
+        raise ConfigError(
+            f"{_LAUNCHER} asks for {request.nodes} node(s) with {request.cpus} CPUs, "
+            f"{(request.memory_mb or 0) / 1024:.0f} GB and {request.gpus} GPUs each, but only "
+            f"{len(fitting)} node(s) of partition {partition} have all of that ({offer}): lower "
+            f"{_LAUNCHER}.nodes, cpus_per_task, mem_gb or gpus_per_node."
+        )
     limit = nodes[0].time_limit_min
     if limit is not None and request.timeout_min > limit:
-        raise ConfigError(f"{_LAUNCHER}.timeout_min={launcher.timeout_min} is longer than partition {partition}'s "
-                          f"time limit ({limit:g} min): lower it (jobs requeue themselves at their limit).")
+        raise ConfigError(
+            f"{_LAUNCHER}.timeout_min={launcher.timeout_min} is longer than partition {partition}'s "
+            f"time limit ({limit:g} min): lower it (jobs requeue themselves at their limit)."
+        )
 
 
 # ----- what the sweep's jobs are doing: squeue for the queue, sacct (accounting) for jobs that ended ---------------
-LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD", "SUSPENDED",
-               "COMPLETING", "CONFIGURING", "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT"}
+LIVE_STATES = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "RESV_DEL_HOLD",
+    "SUSPENDED",
+    "COMPLETING",
+    "CONFIGURING",
+    "RESIZING",
+    "STOPPED",
+    "SIGNALING",
+    "STAGE_OUT",
+    "SPECIAL_EXIT",
+}
 
 
 @dataclass(frozen=True)
@@ -255,7 +317,7 @@ def squeue(job_ids: list[str]) -> dict[str, QueuedJob] | None:
     jobs: dict[str, QueuedJob] = {}
     ids = array_ids(job_ids)
     for start in range(0, len(ids), 200):  # keep the command line short
-        out = _query(["squeue", "-h", "-r", "-j", ",".join(ids[start:start + 200]), "-o", "%i|%T|%r"])
+        out = _query(["squeue", "-h", "-r", "-j", ",".join(ids[start : start + 200]), "-o", "%i|%T|%r"])
         if out is None:
             return None
         jobs.update(parse_squeue(out))
@@ -295,8 +357,9 @@ def sacct(job_ids: list[str]) -> dict[str, EndedJob] | None:
     jobs: dict[str, EndedJob] = {}
     ids = array_ids(job_ids)
     for start in range(0, len(ids), 200):
-        out = _query(["sacct", "-X", "-n", "-P", "-j", ",".join(ids[start:start + 200]), "-o",
-                      "JobID,State,ExitCode"])
+        out = _query(
+            ["sacct", "-X", "-n", "-P", "-j", ",".join(ids[start : start + 200]), "-o", "JobID,State,ExitCode"]
+        )
         if out is None:
             return None
         jobs.update(parse_sacct(out))
@@ -352,19 +415,34 @@ def submit_limits(launcher: Any, query: Callable[[list[str]], str | None] | None
     and ``max_submit`` win when set). What cannot be read (no accounting) is no limit. ``query``: runs a command
     (tests pass recorded outputs)."""
     _query = query or globals()["_query"]
-    max_array = launcher.get("max_array_size") or parse_max_array_size(
-        _query(["scontrol", "show", "config"]) or "")
+    max_array = launcher.get("max_array_size") or parse_max_array_size(_query(["scontrol", "show", "config"]) or "")
     if launcher.get("max_submit"):
         return SubmitLimits(int(max_array), int(launcher.max_submit), "hydra.launcher.max_submit")
     user = getpass.getuser()
-    assoc = _query(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}",
-                    "format=Account,User,Partition,DefaultQOS,MaxSubmit"]) or ""
+    assoc = (
+        _query(
+            [
+                "sacctmgr",
+                "-n",
+                "-P",
+                "show",
+                "assoc",
+                f"user={user}",
+                "format=Account,User,Partition,DefaultQOS,MaxSubmit",
+            ]
+        )
+        or ""
+    )
     default_qos, assoc_max = parse_assoc(assoc, user, launcher.get("account"))
     qos = launcher.get("qos") or default_qos or "normal"
-    qos_max = parse_qos_max_submit(_query(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxSubmitPU,MaxJobsPU"])
-                                   or "", qos)
-    limits = [(n, what) for n, what in ((qos_max, f"QOS {qos} MaxSubmitPU"), (assoc_max, "association MaxSubmit"))
-              if n is not None]
+    qos_max = parse_qos_max_submit(
+        _query(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxSubmitPU,MaxJobsPU"]) or "", qos
+    )
+    limits = [
+        (n, what)
+        for n, what in ((qos_max, f"QOS {qos} MaxSubmitPU"), (assoc_max, "association MaxSubmit"))
+        if n is not None
+    ]
     if not limits:
         return SubmitLimits(int(max_array), None, "none")
     n, what = min(limits)
@@ -397,9 +475,15 @@ class QueueWatcher:
     limits. Once a job of the sweep started, nothing is cancelled: a limit that changed afterwards is reported.
     """
 
-    def __init__(self, launcher: Any, report_every_s: float = 60.0, stream: TextIO | None = None,
-                 on_never: Callable[[str, list[str]], None] | None = None,
-                 nodes: Callable[[], tuple[list[Node], str | None]] | None = None, started: bool = False):
+    def __init__(
+        self,
+        launcher: Any,
+        report_every_s: float = 60.0,
+        stream: TextIO | None = None,
+        on_never: Callable[[str, list[str]], None] | None = None,
+        nodes: Callable[[], tuple[list[Node], str | None]] | None = None,
+        started: bool = False,
+    ):
         self.launcher = launcher
         self.report_every_s = report_every_s
         self.stream = stream
@@ -423,25 +507,30 @@ class QueueWatcher:
             why = self._can_never_start(hopeless[0].reason)
             if why is not None:
                 ids = array_ids([j.job_id for j in jobs])
-                self.on_never(f"the sweep's SLURM jobs can never start: {queue_line(hopeless)}, {why}; cancelled "
-                              f"job(s) {', '.join(ids)}. Fix the hydra.launcher request (partition, cpus_per_task, "
-                              f"mem_gb, gpus_per_node, timeout_min, account, qos) and run the command again.", ids)
+                self.on_never(
+                    f"the sweep's SLURM jobs can never start: {queue_line(hopeless)}, {why}; cancelled "
+                    f"job(s) {', '.join(ids)}. Fix the hydra.launcher request (partition, cpus_per_task, "
+                    f"mem_gb, gpus_per_node, timeout_min, account, qos) and run the command again.",
+                    ids,
+                )
                 return None
         now = time.monotonic()
         self._first_pending = self._first_pending or now
         if now - self._last_report < self.report_every_s:
             return None
         self._last_report = now
-        line = (f"[slurm] {time.strftime('%H:%M:%S')} waiting {now - self._first_pending:.0f} s: "
-                f"{queue_line(jobs)}")
+        line = f"[slurm] {time.strftime('%H:%M:%S')} waiting {now - self._first_pending:.0f} s: {queue_line(jobs)}"
         print(line, file=self.stream or sys.stdout, flush=True)
         return line
 
     def _can_never_start(self, reason: str) -> str | None:
         """Why the request can never start, or None when it might (then the sweep waits)."""
         if reason.startswith(("QOS", "Assoc", "Invalid", "Account", "Dependency")):
-            return "the request breaks a limit of the account or QOS" if reason != "DependencyNeverSatisfied" \
+            return (
+                "the request breaks a limit of the account or QOS"
+                if reason != "DependencyNeverSatisfied"
                 else "a dependency can never be satisfied"
+            )
         try:
             check_request(self.launcher, self.nodes())
         except ConfigError as error:

@@ -34,10 +34,11 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -64,10 +65,10 @@ class SlurmLauncherConf(SlurmQueueConf):
     """hydra-submitit-launcher's SLURM options and tmexp's (``conf/hydra/launcher/slurm.yaml`` documents them)."""
 
     _target_: str = TARGET
-    max_array_size: Optional[int] = None  # None: the cluster's MaxArraySize
-    max_submit: Optional[int] = None  # None: the QOS's or association's MaxSubmit, else no limit
+    max_array_size: int | None = None  # None: the cluster's MaxArraySize
+    max_submit: int | None = None  # None: the QOS's or association's MaxSubmit, else no limit
     poll_s: float = 10.0  # how often the driver looks at the queue
-    report_every_s: Optional[float] = None  # how often it prints waiting jobs' states (None: the sweep summary's)
+    report_every_s: float | None = None  # how often it prints waiting jobs' states (None: the sweep summary's)
 
 
 class SlurmJobEnded(RuntimeError):
@@ -164,8 +165,11 @@ class SlurmLauncher(BaseSubmititLauncher):
         import submitit
 
         params = dict(self.params)
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=params.pop("submitit_folder"),
-                                         slurm_max_num_timeout=params.pop("max_num_timeout", 0))
+        executor = submitit.AutoExecutor(
+            cluster=self._EXECUTOR,
+            folder=params.pop("submitit_folder"),
+            slurm_max_num_timeout=params.pop("max_num_timeout", 0),
+        )
         base = set(OmegaConf.structured(BaseQueueConf).keys())
         params["array_parallelism"] = parallelism
         executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
@@ -186,7 +190,7 @@ class JobRunner:
         self.path = path
 
     @staticmethod
-    def save(launcher: SlurmLauncher, sweep_dir: Path) -> "JobRunner":
+    def save(launcher: SlurmLauncher, sweep_dir: Path) -> JobRunner:
         import cloudpickle
 
         folder = sweep_dir / ".frozen"
@@ -268,11 +272,14 @@ class SweepDriver:
         """Ctrl-C: leave the jobs running, say how to come back, and end without a summary of unfinished jobs."""
         self.ledger.save()
         ids = slurm.array_ids(list(self.waiting.values()))
-        print(f"\n[slurm] detached from {self.sweep_dir}: {len(self.waiting)} jobs still queued or running keep going"
-              + (f" (SLURM {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''})" if ids else "")
-              + (f", {len(self.unsubmitted)} not submitted yet" if self.unsubmitted else "")
-              + ". Run the same command again (same hydra.sweep.dir) to wait for them and submit the rest, or "
-              "scancel them to stop the sweep.", flush=True)
+        print(
+            f"\n[slurm] detached from {self.sweep_dir}: {len(self.waiting)} jobs still queued or running keep going"
+            + (f" (SLURM {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''})" if ids else "")
+            + (f", {len(self.unsubmitted)} not submitted yet" if self.unsubmitted else "")
+            + ". Run the same command again (same hydra.sweep.dir) to wait for them and submit the rest, or "
+            "scancel them to stop the sweep.",
+            flush=True,
+        )
         sys.stderr.flush()
         os._exit(130)
 
@@ -290,9 +297,11 @@ class SweepDriver:
                 if job_id in queue:
                     from tmexp.validation import ConfigError
 
-                    raise ConfigError(f"job #{num} of {self.sweep_dir} is still queued or running as SLURM job "
-                                      f"{job_id} with other overrides ({' '.join(before)}): wait for it or scancel "
-                                      f"it, or give this command another hydra.sweep.dir.")
+                    raise ConfigError(
+                        f"job #{num} of {self.sweep_dir} is still queued or running as SLURM job "
+                        f"{job_id} with other overrides ({' '.join(before)}): wait for it or scancel "
+                        f"it, or give this command another hydra.sweep.dir."
+                    )
                 from tmexp.launch import freeze
 
                 freeze.frozen_path(self.sweep_dir, num).unlink(missing_ok=True)  # another job now: freeze anew
@@ -314,10 +323,13 @@ class SweepDriver:
                     self.unsubmitted.append(num)  # failed, cancelled, out of memory, or unknown to SLURM
         if recorded:
             again = len(recorded) - finished - len(self.waiting)
-            print(f"[slurm] sweep {self.sweep_dir}: {len(recorded)} of {len(self.overrides)} jobs were submitted "
-                  f"before ({self._ledger_name()}): {finished} finished (not submitted again), {len(self.waiting)} "
-                  f"still queued or running (waited for), {again} failed or vanished (submitted again); "
-                  f"{len(self.overrides) - len(recorded)} never submitted.", flush=True)
+            print(
+                f"[slurm] sweep {self.sweep_dir}: {len(recorded)} of {len(self.overrides)} jobs were submitted "
+                f"before ({self._ledger_name()}): {finished} finished (not submitted again), {len(self.waiting)} "
+                f"still queued or running (waited for), {again} failed or vanished (submitted again); "
+                f"{len(self.overrides) - len(recorded)} never submitted.",
+                flush=True,
+            )
             if len(recorded) > len(self.waiting):  # some of the sweep's jobs ended: the sweep started
                 self.watcher.started = True
 
@@ -333,8 +345,11 @@ class SweepDriver:
             if answer is not None:
                 return answer
             if not warned:
-                print(f"[slurm] {time.strftime('%H:%M:%S')} SLURM does not answer {query.__name__}: waiting for it "
-                      "(the jobs are not touched)", flush=True)
+                print(
+                    f"[slurm] {time.strftime('%H:%M:%S')} SLURM does not answer {query.__name__}: waiting for it "
+                    "(the jobs are not touched)",
+                    flush=True,
+                )
                 warned = True
             time.sleep(self.poll_s)
 
@@ -354,14 +369,17 @@ class SweepDriver:
             room = min(room, limits.max_submit - queued)
             if room <= 0:
                 if not getattr(self, "_told_limit", False):
-                    print(f"[slurm] {len(self.unsubmitted)} jobs wait to be submitted: {queued} jobs of yours are "
-                          f"queued and {limits.source} is {limits.max_submit}; they are submitted as jobs end "
-                          "(keep this command running, or run it again later)", flush=True)
+                    print(
+                        f"[slurm] {len(self.unsubmitted)} jobs wait to be submitted: {queued} jobs of yours are "
+                        f"queued and {limits.source} is {limits.max_submit}; they are submitted as jobs end "
+                        "(keep this command running, or run it again later)",
+                        flush=True,
+                    )
                     self._told_limit = True
                 return
         chunk = max(1, limits.max_array_size - 1)  # indices 0..MaxArraySize - 2: below SLURM's largest, a round 1000
         batch, self.unsubmitted = self.unsubmitted[:room], self.unsubmitted[room:]
-        chunks = [batch[i:i + chunk] for i in range(0, len(batch), chunk)]
+        chunks = [batch[i : i + chunk] for i in range(0, len(batch), chunk)]
         parallelism = int(self.launcher.params.get("array_parallelism") or 256)
         for nums in chunks:
             # array_parallelism is per array: split it between the arrays of one submission
@@ -382,8 +400,10 @@ class SweepDriver:
         for num in nums:
             log.info(f"\t#{num} : {' '.join(filter_overrides(self.overrides[num]))}")
         with executor.batch():
-            jobs = [executor.submit(self.runner, self.overrides[num], "hydra.sweep.dir", num, f"job_id_for_{num}")
-                    for num in nums]
+            jobs = [
+                executor.submit(self.runner, self.overrides[num], "hydra.sweep.dir", num, f"job_id_for_{num}")
+                for num in nums
+            ]
         return {num: job.job_id for num, job in zip(nums, jobs)}
 
     # --- waiting ---
@@ -434,9 +454,11 @@ class SweepDriver:
 
     def _death(self, num: int, job_id: str, ended: slurm.EndedJob | None) -> JobReturn:
         state = ended.state if ended is not None else "VANISHED"
-        why = (f"SLURM job {job_id} ended {state} (exit code {ended.exit_code}) without a result"
-               if ended is not None else f"SLURM job {job_id} left the queue without a result and SLURM's accounting "
-               "has no final state for it")
+        why = (
+            f"SLURM job {job_id} ended {state} (exit code {ended.exit_code}) without a result"
+            if ended is not None
+            else f"SLURM job {job_id} left the queue without a result and SLURM's accounting has no final state for it"
+        )
         self.ledger.set_state(num, state)
         print(f"job #{num} FAILED ({state}): {' '.join(self.overrides[num])}  [{why}]", flush=True)
         return self._failed(num, why)
@@ -491,21 +513,27 @@ def status_lines(sweep_dir: str | Path) -> list[str]:
         counts[state.split()[0]] = counts.get(state.split()[0], 0) + 1
         lines.append(f"  #{num:<4} {job_id:<12} {state:<28} run: {run:<10} {' '.join(ledger.jobs[num]['overrides'])}")
     head = f"sweep {sweep_dir}: {len(current)} jobs in {ledger.path.name}: " + ", ".join(
-        f"{n} {state}" for state, n in sorted(counts.items()))
+        f"{n} {state}" for state, n in sorted(counts.items())
+    )
     return [head, *lines]
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m tmexp.launch.slurm_launcher",
-                                     description="Where the SLURM jobs of a sweep are, without waiting for them. "
-                                                 "Run the sweep's command again to wait for them and submit the rest.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tmexp.launch.slurm_launcher",
+        description="Where the SLURM jobs of a sweep are, without waiting for them. "
+        "Run the sweep's command again to wait for them and submit the rest.",
+    )
     parser.add_argument("sweep_dir", help="the sweep's hydra.sweep.dir")
     args = parser.parse_args(argv)
     if not (Path(args.sweep_dir) / LEDGER).is_file():
-        print(f"tmexp.launch.slurm_launcher: error: {Path(args.sweep_dir) / LEDGER} does not exist: give the "
-              "hydra.sweep.dir of a sweep run with hydra/launcher=slurm.", file=sys.stderr)
+        print(
+            f"tmexp.launch.slurm_launcher: error: {Path(args.sweep_dir) / LEDGER} does not exist: give the "
+            "hydra.sweep.dir of a sweep run with hydra/launcher=slurm.",
+            file=sys.stderr,
+        )
         return 2
     print("\n".join(status_lines(args.sweep_dir)))
     return 0

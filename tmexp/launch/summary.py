@@ -90,9 +90,12 @@ def _this_command(status: dict[str, Any], command: str | None) -> dict[str, Any]
     if status.get("sweep") != command:
         return {}
     retries, errors = status.get("retries"), status.get("retry_errors")
-    return {"skipped": bool(status.get("skipped")), "resumed": bool(status.get("resumed")),
-            "retries": retries if isinstance(retries, int) else 0,
-            "retry_errors": [str(e) for e in errors] if isinstance(errors, list) else []}
+    return {
+        "skipped": bool(status.get("skipped")),
+        "resumed": bool(status.get("resumed")),
+        "retries": retries if isinstance(retries, int) else 0,
+        "retry_errors": [str(e) for e in errors] if isinstance(errors, list) else [],
+    }
 
 
 def expected_jobs(sweep_overrides: list[str], sweeper_params: dict[str, Any] | None = None) -> list[list[str]]:
@@ -155,9 +158,16 @@ def collect(sweep_dir: str | Path, expected: list[list[str]] | None = None) -> l
         holder = rundir.lock_holder(run_dir) if run_dir is not None and status.get("sweep") != command else None
         if holder is not None:  # another process works in it: this command's job was refused, nothing touched
             status = {"status": "in use", "error": f"by {holder}"}
-        result = JobResult(num=num, overrides=overrides, status=status.get("status", "missing"), run_dir=run_dir,
-                           frames=status.get("frames"), error=status.get("error"),
-                           objective=_objective_text(status.get("objective")), **_this_command(status, command))
+        result = JobResult(
+            num=num,
+            overrides=overrides,
+            status=status.get("status", "missing"),
+            run_dir=run_dir,
+            frames=status.get("frames"),
+            error=status.get("error"),
+            objective=_objective_text(status.get("objective")),
+            **_this_command(status, command),
+        )
         if not result.ok:
             result.logs = _logs(sweep_dir, num, run_dir, overrides)
             job_id, slurm_state = slurm_states.get(num, (None, None))
@@ -189,14 +199,18 @@ def _retried(retries: int) -> str:
 def format_summary(sweep_dir: str | Path, results: list[JobResult]) -> str:
     """Human-readable lines: a header, one line per job, and the log paths of the jobs that did not finish."""
     failed = [r for r in results if not r.ok]
-    how = {"pruned": sum(r.status == PRUNED for r in results),
-           "skipped as already finished": sum(r.ok and r.skipped for r in results),
-           "resumed": sum(r.outcome == "resumed" for r in results),
-           "retried": sum(r.ok and r.retries > 0 for r in results)}
+    how = {
+        "pruned": sum(r.status == PRUNED for r in results),
+        "skipped as already finished": sum(r.ok and r.skipped for r in results),
+        "resumed": sum(r.outcome == "resumed" for r in results),
+        "retried": sum(r.ok and r.retries > 0 for r in results),
+    }
     how_text = ", ".join(f"{n} {what}" for what, n in how.items() if n)
-    lines = [f"sweep {sweep_dir}: {len(results) - len(failed)} of {len(results)} jobs finished"
-             + (f" ({how_text})" if how_text else "")
-             + (f", {len(failed)} did not" if failed else "")]
+    lines = [
+        f"sweep {sweep_dir}: {len(results) - len(failed)} of {len(results)} jobs finished"
+        + (f" ({how_text})" if how_text else "")
+        + (f", {len(failed)} did not" if failed else "")
+    ]
     for r in results:
         frames = f"{r.frames} frames" if r.frames is not None else "-"
         frames += f", {r.objective}" if r.objective else ""
@@ -230,7 +244,7 @@ class JobProgress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tmexp-job-progress", daemon=True)
 
-    def start(self) -> "JobProgress":
+    def start(self) -> JobProgress:
         self._thread.start()
         return self
 
@@ -267,10 +281,19 @@ class JobProgress:
                 elif done.get("retries"):
                     outcome += f" {_retried(done['retries'])}"
                 objective = _objective_text(status.get("objective"))
-                details = ", ".join(x for x in (f"{status.get('frames')} frames" if "frames" in status else "",
-                                                objective or "", status.get("error") or "") if x)
-                lines.append(f"job #{num} {outcome}: {' '.join(rundir.read_overrides(run_dir))}"
-                             + (f"  [{details}]" if details else ""))
+                details = ", ".join(
+                    x
+                    for x in (
+                        f"{status.get('frames')} frames" if "frames" in status else "",
+                        objective or "",
+                        status.get("error") or "",
+                    )
+                    if x
+                )
+                lines.append(
+                    f"job #{num} {outcome}: {' '.join(rundir.read_overrides(run_dir))}"
+                    + (f"  [{details}]" if details else "")
+                )
             for line in lines:
                 print(line, flush=True)
             return lines
@@ -342,16 +365,23 @@ class SweepSummary(Callback):
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         params = config.hydra.sweeper.get("params") or {}
         try:  # a search draws its jobs (its choices are no grid): the job directories found are its jobs
-            expected = (None if search.is_search(config.hydra.sweeper)
-                        else expected_jobs(overrides, OmegaConf.to_container(params, resolve=False)))
+            expected = (
+                None
+                if search.is_search(config.hydra.sweeper)
+                else expected_jobs(overrides, OmegaConf.to_container(params, resolve=False))
+            )
         except Exception:  # a sweeper other than Hydra's basic one: report the job directories found
             expected = None
         results = collect(sweep_dir, expected)
         if search.is_search(config.hydra.sweeper):  # earlier commands' trials are in the study's lines below (a
             # trial they left unfinished is asked again, never resumed): this command's jobs are the sweep's result
             command = rundir.read_sweep_command(sweep_dir)
-            results = [r for r in results if (rundir.read_status(r.run_dir) if r.run_dir else None) is None
-                       or rundir.read_status(r.run_dir).get("sweep") in (None, command)]
+            results = [
+                r
+                for r in results
+                if (rundir.read_status(r.run_dir) if r.run_dir else None) is None
+                or rundir.read_status(r.run_dir).get("sweep") in (None, command)
+            ]
         print(format_summary(sweep_dir, results), flush=True)
         if search.is_search(config.hydra.sweeper):
             print("\n".join(search.study_report(config.hydra.sweeper, sweep_dir, config.get("objective"))), flush=True)

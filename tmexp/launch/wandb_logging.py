@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from tmexp import rundir
 
@@ -39,9 +40,17 @@ def start(logger_cfg, run_dir: str | Path, run_name: str, config: Mapping[str, A
 
     run_dir = Path(run_dir)
     wandb.tensorboard.patch(root_logdir=str(rundir.RunDir(run_dir).tensorboard), save=False)
-    return wandb.init(project=logger_cfg.wandb_project, entity=logger_cfg.wandb_entity, mode=str(logger_cfg.wandb_mode),
-                      dir=str(run_dir), id=run_id(run_dir), resume="allow", name=f"{run_name}/{run_dir.name}",
-                      group=run_name, config={**config, "run_meta": dict(meta)})
+    return wandb.init(
+        project=logger_cfg.wandb_project,
+        entity=logger_cfg.wandb_entity,
+        mode=str(logger_cfg.wandb_mode),
+        dir=str(run_dir),
+        id=run_id(run_dir),
+        resume="allow",
+        name=f"{run_name}/{run_dir.name}",
+        group=run_name,
+        config={**config, "run_meta": dict(meta)},
+    )
 
 
 def finish(wandb_run, failed: bool) -> None:

@@ -41,8 +41,15 @@ class TrackWorld:
         self.track = track
         self.line = extended_line(track, spec)  # room behind the start to back into, zone centres past the finish
         self.geo = TrackGeometry(self.line)
-        self.camera = Camera(spec.h_downsized, spec.w_downsized, params.view_behind_m, params.view_ahead_m,
-                             params.view_row_power, params.view_half_width_m, params.view_widening)
+        self.camera = Camera(
+            spec.h_downsized,
+            spec.w_downsized,
+            params.view_behind_m,
+            params.view_ahead_m,
+            params.view_row_power,
+            params.view_half_width_m,
+            params.view_widening,
+        )
         margin = self.camera.reach_m() + 0.5 * params.road_width_m + params.offroad_width_m + 5.0
         self.raster = RoadRaster(track, params.road_width_m, params.offroad_width_m, params.grid_cell_m, margin)
         self.renderer = ImageRenderer(self.raster, self.camera, params.heading_bins)
@@ -59,12 +66,27 @@ _WORLDS: dict[tuple, TrackWorld] = {}
 
 def track_world(track: Track, spec: EnvSpec, params: SimParams) -> TrackWorld:
     """A cached TrackWorld (building the raster of a 10 km track takes about a second)."""
-    key = (id(track), track.name, track.length, spec.h_downsized, spec.w_downsized,
-           spec.n_zone_centers_extrapolate_before_start_of_map, spec.n_zone_centers_extrapolate_after_end_of_map,
-           spec.n_zone_centers_in_inputs, spec.one_every_n_zone_centers_in_inputs, spec.checkpoint_spacing_m,
-           params.road_width_m, params.offroad_width_m, params.grid_cell_m, params.heading_bins,
-           params.view_behind_m, params.view_ahead_m, params.view_row_power, params.view_half_width_m,
-           params.view_widening)
+    key = (
+        id(track),
+        track.name,
+        track.length,
+        spec.h_downsized,
+        spec.w_downsized,
+        spec.n_zone_centers_extrapolate_before_start_of_map,
+        spec.n_zone_centers_extrapolate_after_end_of_map,
+        spec.n_zone_centers_in_inputs,
+        spec.one_every_n_zone_centers_in_inputs,
+        spec.checkpoint_spacing_m,
+        params.road_width_m,
+        params.offroad_width_m,
+        params.grid_cell_m,
+        params.heading_bins,
+        params.view_behind_m,
+        params.view_ahead_m,
+        params.view_row_power,
+        params.view_half_width_m,
+        params.view_widening,
+    )
     world = _WORLDS.get(key)
     if world is None or world.track is not track:
         if len(_WORLDS) > 4:
@@ -107,7 +129,7 @@ class SimBatch:
     # only the cars racing there: ``take`` copies those cars into a batch of their own, ``put`` writes them back.
     _PER_CAR = ("race_time_ms", "finished", "max_vcp", "last_vcp_ms", "next_cp", "prev_actions")
 
-    def take(self, rows: np.ndarray) -> "SimBatch":
+    def take(self, rows: np.ndarray) -> SimBatch:
         """The cars ``rows`` (int indices) as a batch of their own on the same track (their state copied)."""
         sub = copy.copy(self)  # shares the track's world and the settings
         sub.n = len(rows)
@@ -119,7 +141,7 @@ class SimBatch:
         sub._scratch(sub.n)
         return sub
 
-    def put(self, rows: np.ndarray, sub: "SimBatch") -> None:
+    def put(self, rows: np.ndarray, sub: SimBatch) -> None:
         """Write back the cars ``rows`` of a batch ``take(rows)`` returned."""
         self.car.assign(rows, sub.car)
         for name in self._PER_CAR:
@@ -188,17 +210,23 @@ class SimBatch:
         self.last_vcp_ms = np.where(advanced, self.race_time_ms, self.last_vcp_ms)
         self.prev_actions = np.concatenate([actions[:, None], self.prev_actions[:, :-1]], axis=1)
 
-        reward = (rw.constant_reward_per_ms * (self.race_time_ms - time0)
-                  + rw.reward_per_m_advanced_along_centerline * (progress - progress0)
-                  + (self._potential() - phi0))
+        reward = (
+            rw.constant_reward_per_ms * (self.race_time_ms - time0)
+            + rw.reward_per_m_advanced_along_centerline * (progress - progress0)
+            + (self._potential() - phi0)
+        )
         # A car finishes once: reward its speed on the step it crossed the line.
         just_finished = self.finished & (progress0 < self.length)
-        reward = reward + np.where(just_finished, rw.reward_per_m_advanced_along_centerline * car.speed()
-                                   * rw.final_speed_reward_as_if_duration_s, 0.0)
+        reward = reward + np.where(
+            just_finished,
+            rw.reward_per_m_advanced_along_centerline * car.speed() * rw.final_speed_reward_as_if_duration_s,
+            0.0,
+        )
 
         terminated = self.finished.copy()
-        no_progress = (self.race_time_ms - self.last_vcp_ms
-                       >= spec.cutoff_rollout_if_no_vcp_passed_within_duration_ms) & ~terminated
+        no_progress = (
+            self.race_time_ms - self.last_vcp_ms >= spec.cutoff_rollout_if_no_vcp_passed_within_duration_ms
+        ) & ~terminated
         timeout = (self.race_time_ms >= spec.cutoff_rollout_if_race_not_finished_within_duration_ms) & ~terminated
         truncated = no_progress | timeout
         for i in np.flatnonzero(truncated):
@@ -227,8 +255,19 @@ class SimBatch:
         self._angular[:, 1] = -car.yaw_rate  # turning right is a negative rotation about +y
         rot = self._rotation  # columns right, up, forward of a level car (see planar_rotation)
         rot[:, 0, 0], rot[:, 2, 0], rot[:, 0, 2], rot[:, 2, 2] = -car.fz, car.fx, car.fx, car.fz
-        floats = build_floats(self.spec, world.line, car.idx, position, rot, velocity, self._angular, car.steer,
-                              car.wall, self.prev_actions, self.length - self.progress())
+        floats = build_floats(
+            self.spec,
+            world.line,
+            car.idx,
+            position,
+            rot,
+            velocity,
+            self._angular,
+            car.steer,
+            car.wall,
+            self.prev_actions,
+            self.length - self.progress(),
+        )
         return {"img": img, "floats": floats}
 
     def info(self, i: int) -> dict:

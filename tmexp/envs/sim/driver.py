@@ -24,8 +24,9 @@ class Lap:
     wall_contacts: int
 
 
-def drive_lap(track: Track, spec: EnvSpec, params: SimParams, rewards: RewardSpec | None = None,
-              image_every: int = 20) -> Lap:
+def drive_lap(
+    track: Track, spec: EnvSpec, params: SimParams, rewards: RewardSpec | None = None, image_every: int = 20
+) -> Lap:
     """Drive one race with the reference driver; returns where it went and what it saw."""
     env = SimEnv(track, spec, rewards or RewardSpec(), params, seed=0)
     driver = ReferenceDriver(track, driver_car(params))
@@ -41,5 +42,4 @@ def drive_lap(track: Track, spec: EnvSpec, params: SimParams, rewards: RewardSpe
         if len(positions) % image_every == 0:
             images.append(obs["img"])
         if terminated or truncated:
-            return Lap(info["finished"], info["race_time_ms"], info["cp_times"], np.asarray(positions), images,
-                       walls)
+            return Lap(info["finished"], info["race_time_ms"], info["cp_times"], np.asarray(positions), images, walls)

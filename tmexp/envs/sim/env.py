@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,8 +25,15 @@ class SimEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, track: Track | Sequence[Track], spec: EnvSpec, rewards: RewardSpec, params: SimParams,
-                 seed: int | None = None, render_mode: str | None = None):
+    def __init__(
+        self,
+        track: Track | Sequence[Track],
+        spec: EnvSpec,
+        rewards: RewardSpec,
+        params: SimParams,
+        seed: int | None = None,
+        render_mode: str | None = None,
+    ):
         # Not self.spec: gym.Env.spec is the Gymnasium registration spec.
         self.env_spec, self.rewards, self.params = spec, rewards, params
         # A map cycle's tracks: ``reset(options={"map_index": i})`` races on track i from then on.

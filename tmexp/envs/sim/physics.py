@@ -44,20 +44,20 @@ class SimCars:
     wall: np.ndarray  # bool: touched a wall during the last engine step
 
     @classmethod
-    def zeros(cls, n: int) -> "SimCars":
+    def zeros(cls, n: int) -> SimCars:
         kw = {f.name: np.zeros(n) for f in fields(cls)}
         kw["idx"] = np.zeros(n, dtype=np.int64)
         kw["wall"] = np.zeros(n, dtype=bool)
         return cls(**kw)
 
-    def copy(self) -> "SimCars":
+    def copy(self) -> SimCars:
         return SimCars(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
 
-    def take(self, rows: np.ndarray) -> "SimCars":
+    def take(self, rows: np.ndarray) -> SimCars:
         """A copy of the cars ``rows`` (int indices), in that order."""
         return SimCars(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
-    def assign(self, mask: np.ndarray, other: "SimCars") -> None:
+    def assign(self, mask: np.ndarray, other: SimCars) -> None:
         """Set the cars in ``mask`` to ``other``'s values (``other`` holds exactly those cars)."""
         for f in fields(self):
             getattr(self, f.name)[mask] = getattr(other, f.name)
@@ -67,14 +67,25 @@ class SimCars:
 
     def view(self, i: int = 0) -> CarView:
         """Car ``i`` as the reference driver sees it."""
-        return CarView(float(self.x[i]), float(self.z[i]), float(self.fx[i]), float(self.fz[i]),
-                       float(np.sqrt(self.vx[i] * self.vx[i] + self.vz[i] * self.vz[i])), float(self.steer[i]))
+        return CarView(
+            float(self.x[i]),
+            float(self.z[i]),
+            float(self.fx[i]),
+            float(self.fz[i]),
+            float(np.sqrt(self.vx[i] * self.vx[i] + self.vz[i] * self.vz[i])),
+            float(self.steer[i]),
+        )
 
 
 def driver_car(p: SimParams) -> DriverCar:
     """The simulator's car as the reference driver plans for it."""
-    return DriverCar(grip_mps2=p.grip_mps2, brake_decel_mps2=p.brake_decel_mps2, steer_rate_per_s=p.steer_rate_per_s,
-                     max_curvature_per_m=p.max_curvature_per_m, understeer_speed_mps=p.understeer_speed_mps)
+    return DriverCar(
+        grip_mps2=p.grip_mps2,
+        brake_decel_mps2=p.brake_decel_mps2,
+        steer_rate_per_s=p.steer_rate_per_s,
+        max_curvature_per_m=p.max_curvature_per_m,
+        understeer_speed_mps=p.understeer_speed_mps,
+    )
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(SimCars))
@@ -95,8 +106,16 @@ class _ScalarOps(ScalarOps):
     sqrt = staticmethod(math.sqrt)
 
 
-def advance(state: SimCars, accel: np.ndarray, brake: np.ndarray, steer_cmd: np.ndarray, p: SimParams,
-            geo: TrackGeometry, dt: float, n_steps: int) -> np.ndarray:
+def advance(
+    state: SimCars,
+    accel: np.ndarray,
+    brake: np.ndarray,
+    steer_cmd: np.ndarray,
+    p: SimParams,
+    geo: TrackGeometry,
+    dt: float,
+    n_steps: int,
+) -> np.ndarray:
     """Run ``n_steps`` engine steps of ``dt`` seconds on B cars in place.
 
     Args:
@@ -144,8 +163,12 @@ def _engine_step(car, accel, brake, steer_cmd, p: SimParams, geo: TrackGeometry,
     reversing = (brake > 0) & (accel == 0) & (v_f <= 0.5)
     drive = where(brake > 0, engine * p.brake_with_throttle_factor, engine)
     drive = where(reversing, where(v_f > -p.reverse_max_speed_mps, -p.reverse_accel_mps2, 0.0), drive)
-    resist = (p.drag_coef_per_m * v_f * v_f + p.rolling_resistance_mps2
-              + where(offroad, p.offroad_drag_mps2, 0.0) + where(braking, p.brake_decel_mps2, 0.0))
+    resist = (
+        p.drag_coef_per_m * v_f * v_f
+        + p.rolling_resistance_mps2
+        + where(offroad, p.offroad_drag_mps2, 0.0)
+        + where(braking, p.brake_decel_mps2, 0.0)
+    )
     v_f = v_f + drive * dt
     v_f = where(v_f > 0, maximum(v_f - resist * dt, 0.0), -maximum(-v_f - resist * dt, 0.0))
 

@@ -12,10 +12,10 @@ one track, one colour each (a study's arms). ``python -m tmexp.sim replay RUN_DI
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -86,8 +86,10 @@ class RunSettings:
         for m in self.maps:
             if m.short_name == map_name:
                 return m
-        raise PlaybackError(f"{self.run_dir} has no map {map_name!r} (its maps: "
-                            f"{', '.join(m.short_name for m in self.maps)}); choose one of them with --map.")
+        raise PlaybackError(
+            f"{self.run_dir} has no map {map_name!r} (its maps: "
+            f"{', '.join(m.short_name for m in self.maps)}); choose one of them with --map."
+        )
 
 
 def from_fields(cls, values: Mapping | None):
@@ -100,21 +102,47 @@ def run_settings(run_dir: str | Path) -> RunSettings:
     """The settings of the run in ``run_dir``, from its ``config_resolved.yaml`` (or Hydra's config)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise PlaybackError(f"run directory {str(run_dir)!r} does not exist; give the folder of a run "
-                            "(it holds config_resolved.yaml and best_runs/).")
+        raise PlaybackError(
+            f"run directory {str(run_dir)!r} does not exist; give the folder of a run "
+            "(it holds config_resolved.yaml and best_runs/)."
+        )
     cfg = rundir.read_config(run_dir)
     if not isinstance(cfg, dict):
-        raise PlaybackError(f"{run_dir} holds no config_resolved.yaml: it is not a run directory of tmexp (or it "
-                            "stopped before it started); give the folder of a run.")
+        raise PlaybackError(
+            f"{run_dir} holds no config_resolved.yaml: it is not a run directory of tmexp (or it "
+            "stopped before it started); give the folder of a run."
+        )
     env, map_cfg = cfg.get("env") or {}, dict(cfg.get("map") or {})
     map_cfg.setdefault("short_name", "A01")
-    map_cfg = SimpleNamespace(**{"map_path": "", "reference_line_path": None, "explo_races_per_cycle": 64,
-                                 "eval_races_per_cycle": 1, **map_cfg})
-    map_cfg.cycle = [SimpleNamespace(**{"map_path": "", "reference_line_path": None, "explo_races_per_cycle": None,
-                                        "eval_races_per_cycle": None, **entry}) for entry in (map_cfg.cycle or [])]
-    return RunSettings(run_dir, cycle_maps(map_cfg), from_fields(EnvSpec, env),
-                       from_fields(RewardSpec, cfg.get("rewards")), from_fields(SimParams, env.get("sim")),
-                       str(env.get("backend", "sim")))
+    map_cfg = SimpleNamespace(
+        **{
+            "map_path": "",
+            "reference_line_path": None,
+            "explo_races_per_cycle": 64,
+            "eval_races_per_cycle": 1,
+            **map_cfg,
+        }
+    )
+    map_cfg.cycle = [
+        SimpleNamespace(
+            **{
+                "map_path": "",
+                "reference_line_path": None,
+                "explo_races_per_cycle": None,
+                "eval_races_per_cycle": None,
+                **entry,
+            }
+        )
+        for entry in (map_cfg.cycle or [])
+    ]
+    return RunSettings(
+        run_dir,
+        cycle_maps(map_cfg),
+        from_fields(EnvSpec, env),
+        from_fields(RewardSpec, cfg.get("rewards")),
+        from_fields(SimParams, env.get("sim")),
+        str(env.get("backend", "sim")),
+    )
 
 
 def best_races(run_dir: str | Path) -> list[tuple[str, int, Path]]:
@@ -139,8 +167,11 @@ def choose_race(settings: RunSettings, which: str, map_name: str | None = None) 
         if not path.is_file():
             raise PlaybackError(f"--race {which!r} is neither best, latest nor an existing .npy file of actions.")
         match = BEST_RUN.fullmatch(path.name)
-        name = map_name or (match["map"] if match and match["map"] in [m.short_name for m in settings.maps]
-                            else settings.maps[0].short_name)
+        name = map_name or (
+            match["map"]
+            if match and match["map"] in [m.short_name for m in settings.maps]
+            else settings.maps[0].short_name
+        )
         settings.map(name)
         return name, path, int(match["ms"]) if match else None
     races = best_races(settings.run_dir)
@@ -151,8 +182,10 @@ def choose_race(settings: RunSettings, which: str, map_name: str | None = None) 
         if mine:
             pick = mine[0] if which == "best" else max(mine, key=lambda race: race[2].stat().st_mtime)
             return name, pick[2], pick[1]
-    raise PlaybackError(f"{settings.run_dir} has no saved race of {' or '.join(names)} in best_runs/ (a run saves one "
-                        "at each new best finished race); train longer, or replay the policy with --checkpoint.")
+    raise PlaybackError(
+        f"{settings.run_dir} has no saved race of {' or '.join(names)} in best_runs/ (a run saves one "
+        "at each new best finished race); train longer, or replay the policy with --checkpoint."
+    )
 
 
 def load_actions(path: Path) -> np.ndarray:
@@ -162,14 +195,23 @@ def load_actions(path: Path) -> np.ndarray:
     except (OSError, ValueError) as error:
         raise PlaybackError(f"{path} is not a readable .npy file of actions ({error}).") from None
     if actions.ndim != 1 or not np.issubdtype(actions.dtype, np.integer) or np.any((actions < 0) | (actions >= 12)):
-        raise PlaybackError(f"{path} holds no race: expected a (T,) array of action indices in [0, 12), found "
-                            f"{actions.dtype} {actions.shape}.")
+        raise PlaybackError(
+            f"{path} holds no race: expected a (T,) array of action indices in [0, 12), found "
+            f"{actions.dtype} {actions.shape}."
+        )
     return actions.astype(np.int64)
 
 
 # ----- driving ------------------------------------------------------------------------------------------------------
-def play(track: Track, spec: EnvSpec, rewards: RewardSpec, params: SimParams, choose: Callable, name: str,
-         max_actions: int | None = None) -> Trace:
+def play(
+    track: Track,
+    spec: EnvSpec,
+    rewards: RewardSpec,
+    params: SimParams,
+    choose: Callable,
+    name: str,
+    max_actions: int | None = None,
+) -> Trace:
     """Drive one race; ``choose(obs, info, env)`` returns each action (None: stop there).
 
     Stops at the finish, at a cutoff, or after ``max_actions``.
@@ -189,8 +231,15 @@ def play(track: Track, spec: EnvSpec, rewards: RewardSpec, params: SimParams, ch
         time_ms.append(int(info["race_time_ms"]))
         if terminated or truncated:
             break
-    return Trace(name, np.asarray(xz), np.asarray(speed), np.asarray(time_ms), list(info["cp_times"]),
-                 bool(info["finished"]), float(info["progress_m"]))
+    return Trace(
+        name,
+        np.asarray(xz),
+        np.asarray(speed),
+        np.asarray(time_ms),
+        list(info["cp_times"]),
+        bool(info["finished"]),
+        float(info["progress_m"]),
+    )
 
 
 def play_actions(track: Track, settings: RunSettings, actions: np.ndarray, name: str) -> Trace:
@@ -203,8 +252,14 @@ def play_reference(track: Track, spec: EnvSpec, rewards: RewardSpec, params: Sim
     """The reference driver's race (``tmexp.envs.driver``), the line every race is compared with."""
     driver = ReferenceDriver(track, driver_car(params))
     dt = spec.tm_engine_step_per_action * spec.ms_per_tm_engine_step / 1000.0
-    return play(track, spec, rewards, params,
-                lambda obs, info, env: driver.act(env.batch.car.view(0), info["progress_m"], dt), "reference driver")
+    return play(
+        track,
+        spec,
+        rewards,
+        params,
+        lambda obs, info, env: driver.act(env.batch.car.view(0), info["progress_m"], dt),
+        "reference driver",
+    )
 
 
 def time_deltas(race: Trace, reference: Trace) -> np.ndarray:
@@ -237,8 +292,15 @@ def _track_axes(ax, track: Track, spec: EnvSpec, params: SimParams) -> None:
     lo, hi = np.maximum(lo, 0), np.minimum(hi, raster.gray.shape[::-1])
     x0, z0 = raster.origin + lo * raster.cell
     x1, z1 = raster.origin + hi * raster.cell
-    ax.imshow(raster.gray[lo[1]:hi[1], lo[0]:hi[0]], cmap="gray", vmin=0, vmax=255, origin="lower",
-              extent=(x0, x1, z0, z1), alpha=0.55)
+    ax.imshow(
+        raster.gray[lo[1] : hi[1], lo[0] : hi[0]],
+        cmap="gray",
+        vmin=0,
+        vmax=255,
+        origin="lower",
+        extent=(x0, x1, z0, z1),
+        alpha=0.55,
+    )
     ax.plot(*xz[0], "o", color="tab:green", ms=6, label="start")
     ax.plot(*xz[-1], "s", color="black", ms=5, label="finish")
     ax.set_xlabel("x (m)")
@@ -254,8 +316,9 @@ def _checkpoint_xz(track: Track, spacing_m: float) -> np.ndarray:
     return track.xz[idx]
 
 
-def draw_race(track: Track, race: Trace, reference: Trace, spec: EnvSpec, params: SimParams, out: str | Path,
-              title: str = "") -> Path:
+def draw_race(
+    track: Track, race: Trace, reference: Trace, spec: EnvSpec, params: SimParams, out: str | Path, title: str = ""
+) -> Path:
     """A PNG: the race's line coloured by speed beside the reference driver's, the time gained (green) or lost
     (red) against the reference at each checkpoint on the track, and that gap along the track below."""
     plt = _pyplot()
@@ -263,8 +326,9 @@ def draw_race(track: Track, race: Trace, reference: Trace, spec: EnvSpec, params
 
     fig, (ax, gap_ax) = plt.subplots(2, 1, figsize=(10, 12), gridspec_kw={"height_ratios": [4, 1.3]})
     _track_axes(ax, track, spec, params)
-    ax.plot(reference.xz[:, 0], reference.xz[:, 1], color="tab:blue", lw=1.0, ls="--", label=reference.label(),
-            zorder=3)  # over the race's line: where they part shows
+    ax.plot(
+        reference.xz[:, 0], reference.xz[:, 1], color="tab:blue", lw=1.0, ls="--", label=reference.label(), zorder=3
+    )  # over the race's line: where they part shows
     segments = np.stack([race.xz[:-1], race.xz[1:]], axis=1)
     lines = LineCollection(segments, cmap="plasma", linewidths=2.2)
     lines.set_array(race.speed_kmh[1:])
@@ -272,21 +336,27 @@ def draw_race(track: Track, race: Trace, reference: Trace, spec: EnvSpec, params
     fig.colorbar(lines, ax=ax, fraction=0.03, pad=0.01, label="speed (km/h)")
     ax.plot([], [], color="tab:purple", lw=2.2, label=race.label())  # the speed-coloured line's legend entry
     deltas = time_deltas(race, reference)
-    where = _checkpoint_xz(track, spec.checkpoint_spacing_m)[:len(deltas)]
+    where = _checkpoint_xz(track, spec.checkpoint_spacing_m)[: len(deltas)]
     section = np.diff(deltas, prepend=0.0)  # what each stretch since the previous checkpoint gained or lost
     for k, ((x, z), total, part) in enumerate(zip(where, deltas, section)):
         colour = "tab:red" if part > 0 else "tab:green"
         ax.plot(x, z, "o", color=colour, ms=7, mec="black", mew=0.5)
-        ax.annotate(f"{total:+.2f}", (x, z), xytext=(5, 5), textcoords="offset points", fontsize=7, color=colour,
-                    weight="bold")
+        ax.annotate(
+            f"{total:+.2f}", (x, z), xytext=(5, 5), textcoords="offset points", fontsize=7, color=colour, weight="bold"
+        )
     ax.set_title(title or f"{track.name}: {race.label()} vs {reference.label()}")
     ax.legend(loc="best", fontsize=8)
 
-    distances = np.append(track.checkpoint_distances(spec.checkpoint_spacing_m), track.length)[:len(deltas)]
+    distances = np.append(track.checkpoint_distances(spec.checkpoint_spacing_m), track.length)[: len(deltas)]
     gap_ax.axhline(0.0, color="tab:blue", lw=0.8, ls="--")
-    gap_ax.bar(distances, section, width=0.8 * spec.checkpoint_spacing_m,
-               color=["tab:red" if s > 0 else "tab:green" for s in section], alpha=0.6,
-               label="gained (-) / lost (+) since the previous checkpoint")
+    gap_ax.bar(
+        distances,
+        section,
+        width=0.8 * spec.checkpoint_spacing_m,
+        color=["tab:red" if s > 0 else "tab:green" for s in section],
+        alpha=0.6,
+        label="gained (-) / lost (+) since the previous checkpoint",
+    )
     gap_ax.plot(distances, deltas, "k.-", lw=1.2, label="behind (+) / ahead (-) of the reference")
     gap_ax.set_xlabel("distance along the track (m)")
     gap_ax.set_ylabel("s vs reference")
@@ -296,8 +366,15 @@ def draw_race(track: Track, race: Trace, reference: Trace, spec: EnvSpec, params
     return _save(fig, out)
 
 
-def draw_races(track: Track, races: Mapping[str, Trace], out: str | Path, spec: EnvSpec | None = None,
-               params: SimParams | None = None, reference: Trace | None = None, title: str = "") -> Path:
+def draw_races(
+    track: Track,
+    races: Mapping[str, Trace],
+    out: str | Path,
+    spec: EnvSpec | None = None,
+    params: SimParams | None = None,
+    reference: Trace | None = None,
+    title: str = "",
+) -> Path:
     """A PNG of several races on one track, one colour each (e.g. each arm's best race of a study), the reference
     driver's line dashed when given."""
     plt = _pyplot()
@@ -333,16 +410,19 @@ def best_races_figure(run_dirs: Mapping[str, str | Path], out: str | Path, map_n
             continue
         races[label] = play_actions(settings.track(name), settings, load_actions(path), label)
     if first is None or not races:
-        raise PlaybackError(f"none of the runs {', '.join(map(str, run_dirs.values()))} has a saved best race of "
-                            f"{map_name or 'its first map'} in best_runs/.")
+        raise PlaybackError(
+            f"none of the runs {', '.join(map(str, run_dirs.values()))} has a saved best race of "
+            f"{map_name or 'its first map'} in best_runs/."
+        )
     name = map_name or first.maps[0].short_name
     track = first.track(name)
     reference = play_reference(track, first.spec, first.rewards, first.params)
     return draw_races(track, races, out, first.spec, first.params, reference, f"{name}: each run's best race")
 
 
-def animate_race(track: Track, race: Trace, reference: Trace, spec: EnvSpec, params: SimParams,
-                 out: str | Path, fps: int = 20) -> Path:
+def animate_race(
+    track: Track, race: Trace, reference: Trace, spec: EnvSpec, params: SimParams, out: str | Path, fps: int = 20
+) -> Path:
     """An animated GIF (``out`` ending .gif, matplotlib's PillowWriter) or MP4 (.mp4, needs ffmpeg) of the race,
     the reference driver as a ghost at the same race time."""
     plt = _pyplot()
@@ -360,11 +440,12 @@ def animate_race(track: Track, race: Trace, reference: Trace, spec: EnvSpec, par
     fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=80)
     _track_axes(ax, track, spec, params)
     ax.plot(reference.xz[:, 0], reference.xz[:, 1], color="tab:blue", lw=0.6, ls="--")
-    trail, = ax.plot([], [], color="tab:red", lw=1.6)
-    car, = ax.plot([], [], "o", color="tab:red", ms=7, label=race.label())
-    ghost, = ax.plot([], [], "o", color="tab:blue", ms=6, alpha=0.6, label=f"{reference.label()} (ghost)")
-    text = ax.text(0.02, 0.98, "", transform=ax.transAxes, va="top", fontsize=9,
-                   bbox={"facecolor": "white", "alpha": 0.8})
+    (trail,) = ax.plot([], [], color="tab:red", lw=1.6)
+    (car,) = ax.plot([], [], "o", color="tab:red", ms=7, label=race.label())
+    (ghost,) = ax.plot([], [], "o", color="tab:blue", ms=6, alpha=0.6, label=f"{reference.label()} (ghost)")
+    text = ax.text(
+        0.02, 0.98, "", transform=ax.transAxes, va="top", fontsize=9, bbox={"facecolor": "white", "alpha": 0.8}
+    )
     ax.legend(loc="lower right", fontsize=7)
     frames = np.unique(np.linspace(0, len(race.xz) - 1, min(MAX_ANIMATION_FRAMES, len(race.xz))).astype(int))
 

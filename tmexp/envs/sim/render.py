@@ -13,8 +13,9 @@ from tmexp.envs.sim.params import SimParams
 from tmexp.envs.track import Track
 
 
-def render_overview(track: Track, lap: Lap, spec: EnvSpec, params: SimParams, out: str | Path,
-                    n_images: int = 8) -> Path:
+def render_overview(
+    track: Track, lap: Lap, spec: EnvSpec, params: SimParams, out: str | Path, n_images: int = 8
+) -> Path:
     """Write a PNG: the track's raster from above with the driver's line, then a strip of observation images."""
     import matplotlib
 
@@ -27,7 +28,7 @@ def render_overview(track: Track, lap: Lap, spec: EnvSpec, params: SimParams, ou
     # Crop the raster to the track plus a little, so the view is not mostly margin.
     lo = np.floor((xz.min(axis=0) - 30 - raster.origin) / raster.cell).astype(int)
     hi = np.ceil((xz.max(axis=0) + 30 - raster.origin) / raster.cell).astype(int)
-    crop = raster.gray[lo[1]:hi[1], lo[0]:hi[0]]
+    crop = raster.gray[lo[1] : hi[1], lo[0] : hi[0]]
     x0, z0 = raster.origin + lo * raster.cell
     x1, z1 = raster.origin + hi * raster.cell
 

@@ -15,7 +15,8 @@ plus Gymnasium's ``_<key>`` masks (all True).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from gymnasium.spaces import Discrete
@@ -33,9 +34,16 @@ class SimVecEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int, track: Track | Sequence[Track], spec: EnvSpec, rewards: RewardSpec,
-                 params: SimParams, seed: int | None = None,
-                 autoreset_mode: AutoresetMode = AutoresetMode.NEXT_STEP):
+    def __init__(
+        self,
+        num_envs: int,
+        track: Track | Sequence[Track],
+        spec: EnvSpec,
+        rewards: RewardSpec,
+        params: SimParams,
+        seed: int | None = None,
+        autoreset_mode: AutoresetMode = AutoresetMode.NEXT_STEP,
+    ):
         if autoreset_mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
             raise ValueError(f"SimVecEnv supports autoreset_mode NEXT_STEP or DISABLED, not {autoreset_mode}")
         self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
@@ -84,8 +92,10 @@ class SimVecEnv(VectorEnv):
             raise ValueError(f"actions {actions!r} must all be in Discrete(12)")
         restart = np.flatnonzero(self._autoreset)
         if len(restart) and self.metadata["autoreset_mode"] == AutoresetMode.DISABLED:
-            raise RuntimeError(f"SimVecEnv.step: cars {restart.tolist()} ended their races; reset them first with "
-                               "reset(options={'reset_mask': mask}).")
+            raise RuntimeError(
+                f"SimVecEnv.step: cars {restart.tolist()} ended their races; reset them first with "
+                "reset(options={'reset_mask': mask})."
+            )
         reward = np.empty(self.num_envs)
         terminated, truncated = np.empty(self.num_envs, dtype=bool), np.empty(self.num_envs, dtype=bool)
         for batch, rows in self._groups():
@@ -127,8 +137,10 @@ class SimVecEnv(VectorEnv):
         groups = self._groups()
         if groups[0][1] is None:
             return groups[0][0].observe()
-        obs = {"img": np.empty(self.observation_space["img"].shape, dtype=np.uint8),
-               "floats": np.empty(self.observation_space["floats"].shape, dtype=np.float32)}
+        obs = {
+            "img": np.empty(self.observation_space["img"].shape, dtype=np.uint8),
+            "floats": np.empty(self.observation_space["floats"].shape, dtype=np.float32),
+        }
         for batch, rows in groups:
             part = batch.take(rows).observe()
             obs["img"][rows], obs["floats"][rows] = part["img"], part["floats"]

@@ -9,9 +9,22 @@ console commands Linesight sends), ``race.py`` (race semantics, rewards and obse
 uses the simulator, so it lives outside this package: ``tmexp/envs/fake_game.py``.
 """
 
-from tmexp.envs.tmi.errors import (GameConnectionLost, GameNotConfigured, GameStalled, GameTimeout, GameUnavailable,
-                                   TmiProtocolError)
+from tmexp.envs.tmi.errors import (
+    GameConnectionLost,
+    GameNotConfigured,
+    GameStalled,
+    GameTimeout,
+    GameUnavailable,
+    TmiProtocolError,
+)
 from tmexp.envs.tmi.params import TmiParams
 
-__all__ = ["GameConnectionLost", "GameNotConfigured", "GameStalled", "GameTimeout", "GameUnavailable", "TmiParams",
-           "TmiProtocolError"]
+__all__ = [
+    "GameConnectionLost",
+    "GameNotConfigured",
+    "GameStalled",
+    "GameTimeout",
+    "GameUnavailable",
+    "TmiParams",
+    "TmiProtocolError",
+]

@@ -109,8 +109,9 @@ class TmiClient:
             return read(wire, *args)
         except protocol.WireSilent:
             self.close()
-            raise GameTimeout(f"the plugin on port {self.port} sent nothing for {self.response_timeout_s:.1f} s.") \
-                from None
+            raise GameTimeout(
+                f"the plugin on port {self.port} sent nothing for {self.response_timeout_s:.1f} s."
+            ) from None
         except protocol.WireBadLength as error:
             self._protocol_error(str(error))
         except protocol.WireClosed as error:

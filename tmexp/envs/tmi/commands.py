@@ -61,8 +61,9 @@ def hide_personal_best_ghost(params: TmiParams, map_path: str) -> None:
     """Move the map's personal-best replay aside (``.bak``), so that its ghost never shows in the frames."""
     replay = personal_best_replay(params, map_path)
     if replay is None:
-        log.info("the personal-best ghost is not hidden: set env.tmi.trackmania_dir and env.tmi.autologin "
-                 "(docs/game.md)")
+        log.info(
+            "the personal-best ghost is not hidden: set env.tmi.trackmania_dir and env.tmi.autologin (docs/game.md)"
+        )
         return
     if replay.is_file():
         os.replace(replay, replay.with_name(replay.name + ".bak"))

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 # Envs with a game connection: an interpreter that exits without closing them still leaves each game at speed 1
 # (a game left paused in its frame sync stays frozen; Linesight issue 14).
-_OPEN_ENVS: "weakref.WeakSet[TmiEnv]" = weakref.WeakSet()
+_OPEN_ENVS: weakref.WeakSet[TmiEnv] = weakref.WeakSet()
 
 
 @atexit.register
@@ -80,8 +80,16 @@ class TmiEnv(gym.Env):
     is deterministic and every race starts from the same save state.
     """
 
-    def __init__(self, track, spec: EnvSpec, rewards: RewardSpec, params: TmiParams, collector_index: int = 0,
-                 seed: int | None = None, maps: list | None = None):
+    def __init__(
+        self,
+        track,
+        spec: EnvSpec,
+        rewards: RewardSpec,
+        params: TmiParams,
+        collector_index: int = 0,
+        seed: int | None = None,
+        maps: list | None = None,
+    ):
         # Plain dataclasses: every step reads these, and Hydra's config nodes are slow to read.
         spec, rewards, params = _plain(spec, EnvSpec), _plain(rewards, RewardSpec), _plain(params, TmiParams)
         self.track = track
@@ -131,8 +139,13 @@ class TmiEnv(gym.Env):
             stale = self.client is not None and self.client.connected
             try:
                 if self.instance.needs_reboot() or (self._restart_before_next_race and self.instance.can_launch):
-                    log.info("port %d: %s", self.port, "restarting the game after a timeout"
-                             if self._restart_before_next_race else "scheduled reboot of the game")
+                    log.info(
+                        "port %d: %s",
+                        self.port,
+                        "restarting the game after a timeout"
+                        if self._restart_before_next_race
+                        else "scheduled reboot of the game",
+                    )
                     self._drop_connection()
                     self.instance.restart()
                 self._restart_before_next_race = False
@@ -157,8 +170,16 @@ class TmiEnv(gym.Env):
                 restarts += 1
                 log.warning("port %d: could not start a race (%s)", self.port, error)
                 self.instance.restart()  # relaunches a game we manage; a game started by hand is reconnected to
-        self._race = Race(self.track, self.line, self.geometry, self.spec, self.rewards, car, gates=self.gates,
-                          gate_radius_m=self.params.real_checkpoint_radius_m)
+        self._race = Race(
+            self.track,
+            self.line,
+            self.geometry,
+            self.spec,
+            self.rewards,
+            car,
+            gates=self.gates,
+            gate_radius_m=self.params.real_checkpoint_radius_m,
+        )
         self._last_car = car
         return self._race.observation(bgra_to_gray(frame), car), self._race.info()
 
@@ -218,20 +239,27 @@ class TmiEnv(gym.Env):
         """
         path = self.params.float_stats_path
         if path and Path(path).is_file():
-            stats = float_stats.load(path, self.track, self.spec, setting="env.tmi.float_stats_path",
-                                     n=n_game_floats(self.spec))
+            stats = float_stats.load(
+                path, self.track, self.spec, setting="env.tmi.float_stats_path", n=n_game_floats(self.spec)
+            )
             log.info("float statistics from %s", path)
             return stats.mean, stats.std
-        log.info("port %d: measuring the float statistics on the game (the reference driver drives %d races)",
-                 self.port, len(float_stats.RANDOM_FRACTIONS))
+        log.info(
+            "port %d: measuring the float statistics on the game (the reference driver drives %d races)",
+            self.port,
+            len(float_stats.RANDOM_FRACTIONS),
+        )
         stats = float_stats.measure(self, self._car_view, ReferenceDriver(self.track), self.spec)
         if stats.furthest_m < self.track.length - 1.0:
-            log.warning("the reference driver got %.0f m along the %.0f m track at best: the float statistics "
-                        "describe the part of the track it reached", stats.furthest_m, self.track.length)
+            log.warning(
+                "the reference driver got %.0f m along the %.0f m track at best: the float statistics "
+                "describe the part of the track it reached",
+                stats.furthest_m,
+                self.track.length,
+            )
         if path:
             float_stats.save(path, stats, self.track, self.spec, backend="tmi")
-            log.info("float statistics written to %s (env.tmi.float_stats_path: later runs on this map read it)",
-                     path)
+            log.info("float statistics written to %s (env.tmi.float_stats_path: later runs on this map read it)", path)
         return stats.mean, stats.std
 
     def _car_view(self) -> CarView:
@@ -240,8 +268,14 @@ class TmiEnv(gym.Env):
         forward = car.rotation[:, 2]
         norm = float(np.hypot(forward[0], forward[2])) or 1.0
         speed = float(np.hypot(car.velocity[0], car.velocity[2]))
-        return CarView(float(car.position[0]), float(car.position[2]), float(forward[0]) / norm,
-                       float(forward[2]) / norm, speed, float(car.steer))
+        return CarView(
+            float(car.position[0]),
+            float(car.position[2]),
+            float(forward[0]) / norm,
+            float(forward[2]) / norm,
+            speed,
+            float(car.steer),
+        )
 
     def close(self) -> None:
         self._leave()

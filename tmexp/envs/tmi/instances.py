@@ -38,7 +38,7 @@ _PORT_SEARCH = 200
 
 # The games run in their own sessions (so that stop() can end a launch script and its children): end them
 # when the interpreter that launched them exits, even if nobody closed their env, or they would outlive the run.
-_LAUNCHED: set["GameInstance"] = set()
+_LAUNCHED: set[GameInstance] = set()
 
 
 @atexit.register
@@ -64,8 +64,9 @@ class GameInstance:
         self.restarts = 0
         self.fresh_launch = False  # launched and not yet connected to: its console is open (Linesight)
         self.focused = False
-        self._lock = processes.LaunchLock(Path(params.launch_lock_path) if params.launch_lock_path else
-                                          processes.LOCK_PATH)
+        self._lock = processes.LaunchLock(
+            Path(params.launch_lock_path) if params.launch_lock_path else processes.LOCK_PATH
+        )
         self._pids_before: set[int] = set()
 
     @property
@@ -128,8 +129,7 @@ class GameInstance:
         except OSError as error:
             self._lock.release()
             raise GameNotConfigured(
-                f"env.tmi.launch_command could not be started ({error}); fix the command: "
-                f"{self.params.launch_command}"
+                f"env.tmi.launch_command could not be started ({error}); fix the command: {self.params.launch_command}"
             ) from None
         except BaseException:
             self._lock.release()
@@ -146,8 +146,11 @@ class GameInstance:
             return
         new = processes.pids_named(self.params.game_process_name) - self._pids_before
         if len(new) > 1:  # another program started one meanwhile: prefer the launch command's own
-            new = ({pid for pid in new if pid == self.process.pid}
-                   or {pid for pid in new if processes.session_of(pid) == self.process.pid} or {min(new)})
+            new = (
+                {pid for pid in new if pid == self.process.pid}
+                or {pid for pid in new if processes.session_of(pid) == self.process.pid}
+                or {min(new)}
+            )
         if new:
             self.game_pid = new.pop()
             log.info("port %d: the game's process is pid %d", self.port, self.game_pid)
@@ -173,9 +176,13 @@ class GameInstance:
             self.focused = True
             self._find_game_pid()
             if self.game_pid is None:
-                log.warning("port %d: no new process named %r appeared: tmexp watches the launch command (pid %d) "
-                            "instead; set env.tmi.game_process_name to the game's process name", self.port,
-                            self.params.game_process_name, self.process.pid)
+                log.warning(
+                    "port %d: no new process named %r appeared: tmexp watches the launch command (pid %d) "
+                    "instead; set env.tmi.game_process_name to the game's process name",
+                    self.port,
+                    self.params.game_process_name,
+                    self.process.pid,
+                )
                 self.game_pid = self.process.pid if self.process.poll() is None else None
             self._focus()
         self._lock.release()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass
@@ -57,7 +56,7 @@ class TmiParams:
     # ``set unfocused_fps_limit false``: an unfocused game otherwise caps its frame rate (a large loss with 8 games).
     unfocused_fps_limit: bool = False
     # ``set countdown_speed S``; null = running_speed (Linesight).
-    countdown_speed: Optional[float] = None
+    countdown_speed: float | None = None
     skip_map_load_screens: bool = True  # ``set skip_map_load_screens true``
     autorewind: bool = False  # ``set autorewind false``
     auto_reload_plugins: bool = False  # ``set auto_reload_plugins false``

@@ -34,8 +34,11 @@ def pids_named(prefix: str) -> set[int]:
     """Pids of the running processes whose executable name starts with ``prefix`` (case-insensitive; no zombies)."""
     if IS_WINDOWS:
         out = subprocess.run(["tasklist", "/FO", "CSV", "/NH"], capture_output=True, text=True).stdout
-        return {int(row[1]) for row in csv.reader(io.StringIO(out)) if len(row) > 1 and row[1].isdigit()
-                and _name_matches(row[0], prefix)}
+        return {
+            int(row[1])
+            for row in csv.reader(io.StringIO(out))
+            if len(row) > 1 and row[1].isdigit() and _name_matches(row[0], prefix)
+        }
     pids = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -55,8 +58,9 @@ def pids_named(prefix: str) -> set[int]:
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie counts as gone)."""
     if IS_WINDOWS:
-        out = subprocess.run(["tasklist", "/FI", f"PID eq {pid}", "/FO", "CSV", "/NH"], capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(
+            ["tasklist", "/FI", f"PID eq {pid}", "/FO", "CSV", "/NH"], capture_output=True, text=True
+        ).stdout
         return any(len(row) > 1 and row[1] == str(pid) for row in csv.reader(io.StringIO(out)))
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -160,7 +160,7 @@ class Wire:
         while received < n:
             try:
                 count = self.sock.recv_into(view[received:], n - received)
-            except socket.timeout:
+            except TimeoutError:
                 raise WireSilent("nothing arrived in time") from None
             except OSError as error:
                 raise WireClosed(f"read failed ({error})") from None

@@ -42,10 +42,12 @@ _GATE_SEPARATION_POINTS = 200
 
 def game_observation_space(spec: EnvSpec) -> gym.spaces.Dict:
     """``{"img": uint8 (1, H, W), "floats": float32 (F,)}`` with the game's F (``n_game_floats``: 184)."""
-    return gym.spaces.Dict({
-        "img": gym.spaces.Box(0, 255, (1, spec.h_downsized, spec.w_downsized), dtype=np.uint8),
-        "floats": gym.spaces.Box(-np.inf, np.inf, (n_game_floats(spec),), dtype=np.float32),
-    })
+    return gym.spaces.Dict(
+        {
+            "img": gym.spaces.Box(0, 255, (1, spec.h_downsized, spec.w_downsized), dtype=np.uint8),
+            "floats": gym.spaces.Box(-np.inf, np.inf, (n_game_floats(spec),), dtype=np.float32),
+        }
+    )
 
 
 def checkpoint_gates(line: ExtendedLine, checkpoints: np.ndarray) -> dict[int, np.ndarray]:
@@ -56,7 +58,7 @@ def checkpoint_gates(line: ExtendedLine, checkpoints: np.ndarray) -> dict[int, n
         while distance.min() < _GATE_MATCH_M:
             idx = int(distance.argmin())
             gates[idx] = position
-            distance[max(0, idx - _GATE_SEPARATION_POINTS): idx + _GATE_SEPARATION_POINTS] = np.inf
+            distance[max(0, idx - _GATE_SEPARATION_POINTS) : idx + _GATE_SEPARATION_POINTS] = np.inf
     return dict(sorted(gates.items()))
 
 
@@ -68,12 +70,18 @@ def load_checkpoint_gates(params: TmiParams, line: ExtendedLine) -> dict[int, np
     try:
         positions = np.load(Path(path), allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise GameNotConfigured(f"env.tmi.checkpoint_positions_path cannot be read ({error}); give a .npy of the "
-                                f"map's checkpoint centres, shape (K, 3), or leave it empty.") from None
+        raise GameNotConfigured(
+            f"env.tmi.checkpoint_positions_path cannot be read ({error}); give a .npy of the "
+            f"map's checkpoint centres, shape (K, 3), or leave it empty."
+        ) from None
     if positions.ndim != 2 or positions.shape[1] != 3:
-        raise GameNotConfigured(f"env.tmi.checkpoint_positions_path holds an array of shape {positions.shape}; "
-                                f"it must be (K, 3): the map's checkpoint centres in world metres.")
+        raise GameNotConfigured(
+            f"env.tmi.checkpoint_positions_path holds an array of shape {positions.shape}; "
+            f"it must be (K, 3): the map's checkpoint centres in world metres."
+        )
     return checkpoint_gates(line, positions)
+
+
 # The car moves at most a few metres per action; enough iterations of the local search to follow it anyway.
 _LOCATE_ITERATIONS = 6
 
@@ -81,9 +89,17 @@ _LOCATE_ITERATIONS = 6
 class Race:
     """A race in progress, fed one game state per action."""
 
-    def __init__(self, track: Track, line: ExtendedLine, geometry: TrackGeometry, spec: EnvSpec,
-                 rewards: RewardSpec, start: CarState, gates: dict[int, np.ndarray] | None = None,
-                 gate_radius_m: float = 12.0):
+    def __init__(
+        self,
+        track: Track,
+        line: ExtendedLine,
+        geometry: TrackGeometry,
+        spec: EnvSpec,
+        rewards: RewardSpec,
+        start: CarState,
+        gates: dict[int, np.ndarray] | None = None,
+        gate_radius_m: float = 12.0,
+    ):
         self.track, self.line, self.geo, self.spec, self.rewards = track, line, geometry, spec, rewards
         self.gates, self.gate_radius_m = dict(gates or {}), gate_radius_m
         self._gate_idx = np.array(sorted(self.gates), dtype=np.int64)
@@ -158,17 +174,24 @@ class Race:
             self.max_vcp, self.last_vcp_ms = vcp, self.race_time_ms
         self.prev_actions = np.concatenate([[int(action)], self.prev_actions[:-1]])
 
-        reward = (rw.constant_reward_per_ms * (self.race_time_ms - time0)
-                  + rw.reward_per_m_advanced_along_centerline * (progress - progress0)
-                  + (self._potential() - phi0))
+        reward = (
+            rw.constant_reward_per_ms * (self.race_time_ms - time0)
+            + rw.reward_per_m_advanced_along_centerline * (progress - progress0)
+            + (self._potential() - phi0)
+        )
         if just_finished:
-            reward += (rw.reward_per_m_advanced_along_centerline * self._planar_speed(car)
-                       * rw.final_speed_reward_as_if_duration_s)
+            reward += (
+                rw.reward_per_m_advanced_along_centerline
+                * self._planar_speed(car)
+                * rw.final_speed_reward_as_if_duration_s
+            )
 
         terminated = self.finished
         timeout = not terminated and self.race_time_ms >= spec.cutoff_rollout_if_race_not_finished_within_duration_ms
-        no_progress = (not terminated
-                       and self.race_time_ms - self.last_vcp_ms >= spec.cutoff_rollout_if_no_vcp_passed_within_duration_ms)
+        no_progress = (
+            not terminated
+            and self.race_time_ms - self.last_vcp_ms >= spec.cutoff_rollout_if_no_vcp_passed_within_duration_ms
+        )
         truncated = timeout or no_progress
         if truncated:
             self.cutoff = "race_timeout" if timeout else "no_progress"
@@ -182,9 +205,23 @@ class Race:
         """{"img": uint8 (1, H, W), "floats": float32 (F,)} from the frame (H, W) and the state (the game's floats:
         ``tmexp.envs.observation.build_game_floats``)."""
         floats = build_game_floats(
-            self.spec, self.line, self.zone_idx, car.position, car.rotation, car.velocity, car.angular_velocity,
-            self.prev_actions, car.wheel_sliding, car.wheel_contact, car.wheel_damper, car.wheel_material,
-            car.gearbox_state, car.gear, car.rpm, self.gearbox_counter, self.track.length - self.progress_m,
+            self.spec,
+            self.line,
+            self.zone_idx,
+            car.position,
+            car.rotation,
+            car.velocity,
+            car.angular_velocity,
+            self.prev_actions,
+            car.wheel_sliding,
+            car.wheel_contact,
+            car.wheel_damper,
+            car.wheel_material,
+            car.gearbox_state,
+            car.gear,
+            car.rpm,
+            self.gearbox_counter,
+            self.track.length - self.progress_m,
             car.freewheeling,
         )
         return {"img": np.ascontiguousarray(gray[None, :, :], dtype=np.uint8), "floats": floats}

@@ -75,8 +75,10 @@ def parse_sim_state(data: bytes) -> SimStateData:
     n_times_at = _FIXED_BYTES + 8 + 4 * max(n_states, 0)
     n_times = struct.unpack_from("<i", data, n_times_at)[0] if 0 <= n_states and n_times_at + 4 <= len(data) else -1
     if n_states < 0 or n_times < 0 or n_times_at + 4 + 8 * n_times > len(data):
-        raise ValueError(f"a save state whose checkpoint arrays ({n_states} states, {n_times} times) do not fit "
-                         f"its {len(data)} bytes")
+        raise ValueError(
+            f"a save state whose checkpoint arrays ({n_states} states, {n_times} times) do not fit "
+            f"its {len(data)} bytes"
+        )
     state = SimStateData(bytearray(data))
     # The checkpoint arrays are variable length: size the first before the second's length field can be read.
     state.cp_data.resize(CheckpointData.cp_states_field, state.cp_data.cp_states_length)
