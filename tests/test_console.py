@@ -63,6 +63,14 @@ def test_the_bar_shows_eta_rates_best_time_and_learner_share():
     ), shown
 
 
+def test_a_map_cycles_bar_shows_each_maps_best():
+    stream = io.StringIO()
+    bar = console.ProgressBar(["A01", "hock"], batch_size=64, max_frames=0, max_minutes=0, stream=stream)
+    values = {metrics.FRAMES_PER_S: 50.0, metrics.LEARNER_PERCENTAGE: 87.0, metrics.TRANSITIONS_LEARNED_PER_S: 640.0}
+    bar.close(values, counters(500, 30, 10.0, best_ms=24321), "line")
+    assert "best A01 24.32 s, hock - |" in stream.getvalue().split("\r")[-1]
+
+
 def test_auto_is_lines_when_the_stream_is_not_a_terminal():
     assert isinstance(console.make_console("auto", "A01", 64, 0, 0, io.StringIO()), console.LineConsole)
     assert isinstance(console.make_console("bar", "A01", 64, 0, 0, io.StringIO()), console.ProgressBar)

@@ -454,6 +454,17 @@ def test_objectives_read_the_runs_own_logs(tmp_path):
     assert other_map.value == 0.0 and other_map.note.startswith("no eval race played")
 
 
+def test_a_map_cycles_objective_totals_its_maps_and_names_the_map_without_a_value(tmp_path):
+    run = write_run(
+        tmp_path / "run",
+        [(metrics.alltime_min_ms("A01"), 31250, 20), (metrics.alltime_min_ms("hock"), 300000, 25)],
+    )
+    both = objective.measure(run, "best_time", ["A01", "hock"])
+    assert both.value == pytest.approx(31.25 + metrics.RACE_CUTOFF_S)
+    assert both.note.startswith("hock: no race finished") and "A01" not in both.note
+    assert objective.measure(run, "best_time", ["A01"]).value == pytest.approx(31.25)
+
+
 def test_a_run_without_event_files_returns_the_no_data_value(tmp_path):
     (tmp_path / "run").mkdir()
     assert objective.measure(tmp_path / "run", "best_time", "A01").value == metrics.RACE_CUTOFF_S

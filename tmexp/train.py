@@ -119,7 +119,7 @@ def _train_locked(cfg: Config, run_dir: Path, should_stop, observers, sweep: str
     if reason == "stop_requested":  # it goes on after a requeue: no result yet
         learner.write_status(status)
         return reason
-    result = objective.measure(run_dir, cfg.objective, cfg.map.short_name)
+    result = objective.measure(run_dir, cfg.objective, objective.map_names(cfg.map))
     log.info("objective: %s", result)
     # with the final status, in one write: whoever sees "finished" sees the objective too
     learner.write_status(status, objective=resume.objective_fields(result))
@@ -222,13 +222,13 @@ def _main_locked(cfg: Config, run_dir: Path, multirun: bool, hydra_cfg, sweep: s
         print(line, flush=True)
     console = make_console(
         cfg.logger.console,
-        cfg.map.short_name,
+        objective.map_names(cfg.map),
         cfg.training.batch_size,
         cfg.training.max_frames,
         cfg.training.max_minutes,
     )
     trial = search.TrialReporter.for_job(
-        hydra_cfg, multirun, run_dir, cfg.objective, cfg.map.short_name, cfg.training.log_every_seconds
+        hydra_cfg, multirun, run_dir, cfg.objective, objective.map_names(cfg.map), cfg.training.log_every_seconds
     )  # a search's trial: reports, prunes
     pruned = trial.prune_requested if trial is not None else (lambda: False)
     try:

@@ -18,7 +18,7 @@ import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,6 +34,15 @@ class LineConsole:
 
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream
+
+    def _bests(self, alltime_min_ms: Mapping[str, int]) -> str:
+        def best(m: str) -> str:
+            ms = alltime_min_ms.get(m)
+            return f"{ms / 1000:.2f} s" if ms is not None else "-"
+
+        if len(self.map_names) == 1:
+            return best(self.map_names[0])
+        return ", ".join(f"{m} {best(m)}" for m in self.map_names)
 
     def update(self, values: Mapping[str, float], counters: Any, line: str) -> None:
         print(line, file=self.stream or sys.stdout, flush=True)
@@ -106,9 +115,16 @@ class ProgressBar:
     """One tqdm bar for a run (see the module docstring)."""
 
     def __init__(
-        self, map_name: str, batch_size: int, max_frames: int, max_minutes: float, stream: TextIO | None = None
+        self,
+        map_name: str | Sequence[str],
+        batch_size: int,
+        max_frames: int,
+        max_minutes: float,
+        stream: TextIO | None = None,
     ):
-        self.map_name, self.batch_size = map_name, batch_size
+        # a map cycle's maps each get their best time on the bar
+        self.map_names = [map_name] if isinstance(map_name, str) else list(map_name)
+        self.batch_size = batch_size
         self.max_frames, self.max_minutes = max_frames, max_minutes
         limited = bool(max_frames or max_minutes)
         self.bar = _StatsBar(
@@ -118,18 +134,26 @@ class ProgressBar:
             desc="frames 0",
         )
 
+    def _bests(self, alltime_min_ms: Mapping[str, int]) -> str:
+        def best(m: str) -> str:
+            ms = alltime_min_ms.get(m)
+            return f"{ms / 1000:.2f} s" if ms is not None else "-"
+
+        if len(self.map_names) == 1:
+            return best(self.map_names[0])
+        return ", ".join(f"{m} {best(m)}" for m in self.map_names)
+
     def update(self, values: Mapping[str, float], counters: Any, line: str) -> None:
         c = counters
         frames_per_s = values.get(metrics.FRAMES_PER_S, 0.0)
         updates_per_s = values.get(metrics.TRANSITIONS_LEARNED_PER_S, 0.0) / self.batch_size
-        best_ms = c.alltime_min_ms.get(self.map_name)
         fraction = progress(c.frames, c.training_seconds, self.max_frames, self.max_minutes)
         eta = eta_s(c.frames, c.training_seconds, frames_per_s, self.max_frames, self.max_minutes)
         self.bar.set_description_str(f"frames {c.frames:,}", refresh=False)
         self.bar.stats = (
             (f"ETA {_duration(eta)} | " if fraction is not None else "")
             + f"{frames_per_s:.0f} frames/s | {updates_per_s:.1f} updates/s | "
-            f"best {f'{best_ms / 1000:.2f} s' if best_ms is not None else '-'} | "
+            f"best {self._bests(c.alltime_min_ms)} | "
             f"learner {values.get(metrics.LEARNER_PERCENTAGE, 0.0):.0f}%"
         )
         if fraction is not None:
@@ -169,7 +193,12 @@ def _shown_path(path: Path) -> Path:
 
 
 def make_console(
-    mode: str, map_name: str, batch_size: int, max_frames: int, max_minutes: float, stream: TextIO | None = None
+    mode: str,
+    map_name: str | Sequence[str],
+    batch_size: int,
+    max_frames: int,
+    max_minutes: float,
+    stream: TextIO | None = None,
 ):
     """The console for ``logger.console`` (``auto``: a bar when ``stream``, stdout by default, is a terminal)."""
     stream = stream or sys.stdout

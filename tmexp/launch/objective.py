@@ -18,7 +18,7 @@ the sweeper records its trial as failed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,8 +75,19 @@ class ObjectiveValue:
         return f"{self.name} {self.value:.6g} {self.unit}" + (f" ({self.note})" if self.note else "")
 
 
-def measure(run_dir: str | Path, name: str, map_name: str) -> ObjectiveValue:
-    """The objective ``name`` of the run in ``run_dir``, from its TensorBoard event files."""
+def map_names(map_cfg) -> list[str]:
+    """The short names of a run's maps (``map.cycle``'s, in cycle order; the one map of a run without a cycle)."""
+    from tmexp.envs.maps import cycle_maps
+
+    return [m.short_name for m in cycle_maps(map_cfg)]
+
+
+def measure(run_dir: str | Path, name: str, map_name: str | Sequence[str]) -> ObjectiveValue:
+    """The objective ``name`` of the run in ``run_dir``, from its TensorBoard event files.
+
+    ``map_name`` may list a map cycle's maps: the objective is then the sum of each map's value (a time: the total
+    of the maps' best times, a map without one counting the race cutoff; a distance: the total reached), so a search
+    cannot trade one map away for another, and the note names each map that gave no value."""
     from tmexp.analysis.loading import RunLoadError, load_scalars
 
     s = spec(name)
@@ -84,11 +95,15 @@ def measure(run_dir: str | Path, name: str, map_name: str) -> ObjectiveValue:
         scalars = load_scalars(Path(run_dir), workers=1)
     except RunLoadError:  # no event file at all: the run stopped before its writer started
         scalars = None
-    values = scalars[scalars.tag.isin(s.tags(map_name))].value if scalars is not None else []
-    best = s.no_data
-    if len(values):
-        best = float(values.min() if s.direction == "minimize" else values.max()) * s.scale
-    if best == s.no_data:
-        note = f"{s.no_data_means}: {s.no_data:g} {s.unit}" + (", the race cutoff" if s.unit == "s" else "")
-        return ObjectiveValue(str(name), s.no_data, s.unit, note)
-    return ObjectiveValue(str(name), best, s.unit)
+    maps = [map_name] if isinstance(map_name, str) else list(map_name)
+    total, notes = 0.0, []
+    for m in maps:
+        values = scalars[scalars.tag.isin(s.tags(m))].value if scalars is not None else []
+        best = s.no_data
+        if len(values):
+            best = float(values.min() if s.direction == "minimize" else values.max()) * s.scale
+        if best == s.no_data:
+            note = f"{s.no_data_means}: {s.no_data:g} {s.unit}" + (", the race cutoff" if s.unit == "s" else "")
+            notes.append(note if len(maps) == 1 else f"{m}: {note}")
+        total += best
+    return ObjectiveValue(str(name), total, s.unit, "; ".join(notes))

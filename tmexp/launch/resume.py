@@ -47,7 +47,7 @@ def finished_before(cfg, run_dir: str | Path) -> objective.ObjectiveValue | None
         return objective.ObjectiveValue(
             recorded["name"], float(recorded["value"]), str(recorded.get("unit", "")), str(recorded.get("note") or "")
         )
-    return objective.measure(run_dir, cfg.objective, cfg.map.short_name)
+    return objective.measure(run_dir, cfg.objective, objective.map_names(cfg.map))
 
 
 def objective_fields(result: objective.ObjectiveValue) -> dict[str, Any]:

@@ -538,7 +538,7 @@ class TrialReporter:
         sweep_dir: Path,
         number: int,
         objective_name: str,
-        map_name: str,
+        map_name: str | list[str],
         every_s: float,
         check_every_s: float = 1.0,
     ):
@@ -551,7 +551,13 @@ class TrialReporter:
 
     @classmethod
     def for_job(
-        cls, hydra_cfg: DictConfig, multirun: bool, run_dir: Path, objective_name: str, map_name: str, every_s: float
+        cls,
+        hydra_cfg: DictConfig,
+        multirun: bool,
+        run_dir: Path,
+        objective_name: str,
+        map_name: str | list[str],
+        every_s: float,
     ) -> TrialReporter | None:
         """The reporter of a job of a search (None for any other run)."""
         if not multirun or not is_search(hydra_cfg.sweeper):
