@@ -146,7 +146,8 @@ def test_mini_race_time_is_the_first_float_and_advances_by_k():
 
 def test_mini_race_end_cuts_the_sum_and_is_terminal():
     batch = sampled()
-    # duration 10, k = 3 for these rows: t = 9 keeps 1 reward, t = 8 keeps 2, t = 7 keeps 3 and ends exactly, t = 6 goes on
+    # duration 10, k = 3 for these rows: t = 9 keeps 1 reward, t = 8 keeps 2, t = 7 keeps 3 and ends exactly,
+    # t = 6 goes on
     out = mini_race_batch(
         batch, FixedDraws([14, 13, 12, 11]), duration=10, oversample_long_term_steps=0, oversample_maximum_term_steps=5
     )

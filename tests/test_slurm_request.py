@@ -247,7 +247,8 @@ def test_reports_come_at_most_every_report_every_s():
             "squeue_partition_time_limit.txt",
             "sinfo_gpu_time_limit_lowered.txt",
             {},
-            "2 PENDING (PartitionTimeLimit), the request breaks a limit of the partition (hydra.launcher.timeout_min=1440",
+            "2 PENDING (PartitionTimeLimit), the request breaks a limit of the partition "
+            "(hydra.launcher.timeout_min=1440",
         ),
         (
             "squeue_partition_config.txt",

@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             json.dumps(result)
             if args.json
-            else f"{result['jobs']} jobs in {result['arrays']} arrays, all submitted {result['seconds_to_all']} s after "
-            f"the command started (first array at {result['seconds_to_each_array'][0]} s; "
+            else f"{result['jobs']} jobs in {result['arrays']} arrays, all submitted {result['seconds_to_all']} s "
+            f"after the command started (first array at {result['seconds_to_each_array'][0]} s; "
             f"{result['cpu_seconds']} CPU seconds; load average {result['load_average_1min']}; goal < "
             f"{COMPOSE_GOAL_S:.0f} s: {'met' if result['meets_goal'] else 'not met'})"
         )

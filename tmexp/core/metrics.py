@@ -9,16 +9,18 @@ step), so a race is placed on the updates and training-time axes exactly, not at
 | tag | unit | meaning |
 |---|---|---|
 | ``alltime_min_ms_<map>`` | ms | best race time so far (exploration or eval) |
-| ``Race/eval_race_time_robust_trained_<map>`` | s | finished eval race no slower than 1.02 x the EMA of finished eval times |
+| ``Race/eval_race_time_robust_trained_<map>`` | s | finished eval race no slower than 1.02 x the EMA of finished ones |
 | ``Race/eval_race_time_trained_<map>`` | s | every eval race (300 s when unfinished) |
 | ``Race/explo_race_time_trained_<map>`` | s | every exploration race (300 s when unfinished) |
 | ``Race/eval_race_finished_trained_<map>`` | 0/1 | whether the eval race finished |
 | ``Race/explo_race_finished_trained_<map>`` | 0/1 | whether the exploration race finished |
-| ``Race/eval_race_progress_trained_<map>``, ``Race/explo_race_progress_trained_<map>`` | m | metres along the centreline the race reached (learning shows here before the first finish) |
+| ``Race/eval_race_progress_trained_<map>`` | m | metres along the centreline the eval race reached |
+| ``Race/explo_race_progress_trained_<map>`` | m | the same for exploration (learning shows here before a finish) |
 | ``RL/avg_Q_trained_<map>`` | reward | mean Q of the actions taken in the race |
 | ``Training/loss`` | | mean IQN loss over the logging interval |
 | ``Training/grad_norm`` | | mean gradient norm before clipping |
-| ``Training/learning_rate``, ``Training/gamma``, ``Training/epsilon``, ``Training/epsilon_boltzmann`` | | schedule values |
+| ``Training/learning_rate``, ``Training/gamma`` | | schedule values |
+| ``Training/epsilon``, ``Training/epsilon_boltzmann`` | | schedule values |
 | ``Performance/learner_percentage_training`` | % | time in training batches / wall time of the interval |
 | ``Performance/transitions_learned_per_second`` | 1/s | samples consumed by the learner per second |
 | ``Performance/frames_per_second`` | 1/s | frames played by all collectors per second |
@@ -30,7 +32,7 @@ step), so a race is placed on the updates and training-time axes exactly, not at
 | ``Race/cumul_number_batches_done`` | | gradient updates done when the race at this step ended (exact, one per race) |
 | ``Race/cumul_training_seconds`` | s | training seconds when the race at this step ended (exact, one per race) |
 | ``Performance/updates_per_second`` | 1/s | gradient updates per second over the logging interval |
-| ``Performance/load_average_1m`` | | the machine's 1-minute load average at the log (how crowded the run's cores were) |
+| ``Performance/load_average_1m`` | | the machine's 1-minute load average at the log (how crowded the cores were) |
 
 The analysis imports this module for the names alone: it imports nothing of tmexp, and torch only inside the
 functions that write.

@@ -76,7 +76,7 @@ class ReferenceDriver:
         self.speed_profile = v
 
     def act(self, view: CarView, progress_m: float, dt_action: float) -> int:
-        """The action for the car seen in ``view``, ``progress_m`` along the track, one action lasting ``dt_action`` s."""
+        """The action for the car seen in ``view``, ``progress_m`` along the track; an action lasts ``dt_action`` s."""
         car, speed, steer = self.car, view.speed, view.steer
         i = min(int(progress_m / SPACING_M), len(self.track.s) - 1)
         ahead = self.lookahead_m + self.lookahead_s * speed

@@ -13,17 +13,18 @@ measured mean and std (``nn.normalize_floats``, from reference-driver races: ``t
 
 | index (defaults) | general index | content | scaling |
 |---|---|---|---|
-| 0 .. 19 | 0 .. 4P-1 | previous P actions, most recent first, 4 bits each: accelerate, brake, left, right (all 0 before the first action) | 0 / 1 |
+| 0 .. 19 | 0 .. 4P-1 | previous P actions, most recent first, 4 bits each (see below) | 0 / 1 |
 | 20 .. 22 | 4P .. 4P+2 | velocity in the car frame (right, up, forward) | m/s / 50 |
-| 23 .. 25 | 4P+3 .. 4P+5 | angular velocity in the car frame (about right, up, forward; about up is positive turning left) | rad/s / 2 |
+| 23 .. 25 | 4P+3 .. 4P+5 | angular velocity in the car frame (about right, up, forward; sign: see below) | rad/s / 2 |
 | 26 | 4P+6 | steering state, -1 full left .. +1 full right | none |
 | 27 | 4P+7 | touching a wall | 0 / 1 |
-| 28 .. 147 | 4P+8 .. 4P+8+3Z-1 | the next Z zone centres in the car frame, nearest first, each (right, up, forward) | m / 100 |
+| 28 .. 147 | 4P+8 .. 4P+8+3Z-1 | next Z zone centres in the car frame (right, up, forward), nearest first | m / 100 |
 | 148 (last) | 4P+8+3Z | distance to the finish, capped at margin_to_announce_finish_meters | / margin (0 .. 1) |
 
-P = ``n_prev_actions_in_inputs`` (5), Z = ``n_zone_centers_in_inputs`` (40). Zone centre j (j = 1..Z) is the
-centreline point ``j * one_every_n_zone_centers_in_inputs`` points (0.5 m each) ahead of the car's nearest
-centreline point; beyond the finish the line continues straight along its end tangent.
+P = ``n_prev_actions_in_inputs`` (5), Z = ``n_zone_centers_in_inputs`` (40). An action's 4 bits are accelerate,
+brake, left, right (all 0 before the first action); angular velocity about up is positive turning left. Zone
+centre j (j = 1..Z) is the centreline point ``j * one_every_n_zone_centers_in_inputs`` points (0.5 m each) ahead
+of the car's nearest centreline point; beyond the finish the line continues straight along its end tangent.
 
 The game's float vector (``env=tmi``) is Linesight's and rulka's: 184 floats with the defaults, computed from the
 game state as Linesight computes them (``build_game_floats``; its table, index by index, is ``game_float_layout``'s

@@ -28,7 +28,10 @@ from tmexp.envs.track import ArrayOps, ScalarOps, TrackGeometry, locate
 
 @dataclass
 class SimCars:
-    """The simulator's state of B cars, each field (B,). Heading (fx, fz) is a unit vector; right is (-fz, fx); yaw_rate > 0 turns right."""
+    """The simulator's state of B cars, each field (B,).
+
+    Heading (fx, fz) is a unit vector; right is (-fz, fx); yaw_rate > 0 turns right.
+    """
 
     x: np.ndarray
     z: np.ndarray

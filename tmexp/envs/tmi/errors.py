@@ -1,8 +1,8 @@
 """Exceptions of the real-game backend.
 
-``GameConnectionLost`` (a ``ConnectionError``, with its subclasses) is what the collector catches: the rollout in progress is discarded
-whole and ``reset()`` is called again, which reconnects to the game or restarts it. The other two are errors a
-user must fix (configuration, a game that never comes up) and stop the run with one clear sentence.
+``GameConnectionLost`` (a ``ConnectionError``, with its subclasses) is what the collector catches: the rollout in
+progress is discarded whole and ``reset()`` is called again, which reconnects to the game or restarts it. The other
+two are errors a user must fix (configuration, a game that never comes up) and stop the run with one clear sentence.
 """
 
 from __future__ import annotations
