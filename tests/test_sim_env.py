@@ -225,7 +225,10 @@ def test_rewards_follow_the_reward_spec(a01):
             lateral1 = abs(float(env.batch.car.lateral[0]))
             break
     assert info["finished"]
-    phi = lambda d: rewards.shaped_reward_dist_to_cur_vcp * np.clip(d, 2.0, 25.0)
+
+    def phi(d):
+        return rewards.shaped_reward_dist_to_cur_vcp * np.clip(d, 2.0, 25.0)
+
     expected = (
         rewards.constant_reward_per_ms * info["race_time_ms"]
         + rewards.reward_per_m_advanced_along_centerline * a01.length
@@ -263,7 +266,10 @@ def test_braking_at_rest_reverses_until_the_wall_behind_the_start(a01):
 
 
 def _steer_then_hold(track, params, steer_steps, hold_steps=60):
-    """Reach 150 km/h, steer right for ``steer_steps`` actions, then hold forward: (final km/h, |lateral| m, wall touched)."""
+    """Reach 150 km/h, steer right for ``steer_steps`` actions, then hold forward.
+
+    Returns (final km/h, |lateral| m, wall touched).
+    """
     env = SimEnv(track, EnvSpec(cutoff_rollout_if_no_vcp_passed_within_duration_ms=10**7), RewardSpec(), params, seed=0)
     _speed_after(env, 150)
     for _ in range(steer_steps):

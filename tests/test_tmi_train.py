@@ -67,5 +67,5 @@ def test_training_smoke_run_with_two_fake_games_logs_the_simulators_tags(tmp_pat
     tmi_tags, sim_tags = scalar_tags(tmp_path / "tmi"), scalar_tags(tmp_path / "sim")
     assert "Race/explo_race_time_trained_A01" in tmi_tags and "Training/loss" in tmi_tags
     assert tmi_tags == sim_tags
-    assert "fake game listening on 127.0.0.1:%d" % (port + 1) in outputs[0]  # the second collector's game
+    assert f"fake game listening on 127.0.0.1:{port + 1}" in outputs[0]  # the second collector's game
     assert not port_open(port) and not port_open(port + 1)  # both fake games were shut down with the run

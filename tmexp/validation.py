@@ -340,8 +340,8 @@ def check_output_dir(path: str | os.PathLike) -> None:
         )
     try:  # try for real: permission bits do not stop root, read-only and virtual file systems do
         os.rmdir(tempfile.mkdtemp(prefix=".tmexp-write-check-", dir=probe))
-    except OSError:
+    except OSError as error:
         raise ConfigError(
             f"output directory {str(target)!r} is not writable ({str(probe)!r} denies writing). "
             "Set hydra.run.dir (or hydra.sweep.dir) to a writable directory."
-        )
+        ) from error

@@ -129,7 +129,6 @@ def _fast_scalars(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray):
     Returns (matched mask, wall_time, step, tag start, tag length, value) for all records; only entries under the
     mask are meaningful. Every byte of a matched record is accounted for, so protobuf would decode it identically.
     """
-    n = len(starts)
     data_start = starts + 12
     end = data_start + lengths
     # Pad so that fixed-width gathers near the end of the buffer stay inside it.
@@ -245,7 +244,7 @@ def read_scalars(path: str | Path, block_bytes: int = BLOCK_BYTES) -> FileScalar
     purges: list[tuple[int, int]] = []
     first_wall_time, rows, kept, problem = float("nan"), 0, 0, None
     with open(path, "rb") as f:
-        for data, offset, last in _blocks(f, block_bytes):
+        for data, offset, _last in _blocks(f, block_bytes):
             starts, lengths, problem = _walk_records(data, offset)  # a problem only in the last block
             block, block_purges, stop = _block_scalars(data, starts, lengths, tags, offset)
             if len(starts) and first_wall_time != first_wall_time and (stop is None or stop[0] > 0):

@@ -120,7 +120,6 @@ class NaiveIQN(nn.Module):
 
     def forward(self, img, floats, n, tau):
         """img uint8 (B, C, H, W), tau (B * N, 1) tau-major -> Q (B * N, A)."""
-        b = img.shape[0]
         x = (img.float() - 128) / 128
         concat = torch.cat((self.img_head(x), self.float_feature_extractor(floats)), 1)
         q_net = torch.cos(torch.arange(1, self.D + 1, device=img.device) * math.pi * tau)

@@ -76,7 +76,7 @@ class Track:
         return np.abs(padded[2 * k :] - padded[: -2 * k]) / (2 * k * SPACING_M)
 
     def extended(self, n_before: int, n_after: int) -> ExtendedLine:
-        """The line continued straight along its end tangents (zone centres ahead of the finish, room behind the start)."""
+        """The line continued straight along its end tangents (zone centres past the finish, room behind the start)."""
         return ExtendedLine.build(self, n_before, n_after)
 
     def checkpoint_distances(self, spacing_m: float) -> np.ndarray:
@@ -276,7 +276,9 @@ def load_track(path: str | Path, name: str | None = None) -> Track:
     try:
         raw = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
-        raise TrackError(f"Reference line {path} is not a readable .npy array ({err}); save it with numpy.save.")
+        raise TrackError(
+            f"Reference line {path} is not a readable .npy array ({err}); save it with numpy.save."
+        ) from err
     return Track.from_points(raw, name=name or path.stem, source=str(path))
 
 

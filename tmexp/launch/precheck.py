@@ -42,7 +42,7 @@ def _one_line(error: BaseException) -> str:
 def _split_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
     """Return (overrides, multirun, print_only) from a ``python -m tmexp.train`` command line."""
     overrides, multirun, print_only, skip = [], False, False, False
-    for i, arg in enumerate(argv):
+    for arg in argv:
         if skip:
             skip = False
             continue

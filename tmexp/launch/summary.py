@@ -344,7 +344,7 @@ class SweepSummary(Callback):
         if job_return.status != JobStatus.FAILED:
             return
         try:
-            job_return.return_value  # re-raises the job's exception (and names its overrides on stderr)
+            _ = job_return.return_value  # re-raises the job's exception (and names its overrides on stderr)
         except BaseException as error:
             traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
             sys.stderr.flush()
