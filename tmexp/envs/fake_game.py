@@ -140,7 +140,7 @@ class FakeGame:
 
     # ---- sockets ------------------------------------------------------------------------------------------
 
-    def listen(self) -> None:
+    def listen(self) -> socket.socket:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((self.host, self.port))
@@ -148,18 +148,18 @@ class FakeGame:
         listener.settimeout(0.2)
         self._listener = listener
         self.port = listener.getsockname()[1]  # port 0 asks the OS for a free one
+        return listener
 
     def stop(self) -> None:
         self._stopping = True
 
     def serve_forever(self) -> None:
-        if self._listener is None:
-            self.listen()
+        listener = self._listener if self._listener is not None else self.listen()
         log.info("fake game listening on %s:%d", self.host, self.port)
         try:
             while not self._stopping:
                 try:
-                    client, _ = self._listener.accept()
+                    client, _ = listener.accept()
                 except TimeoutError:
                     continue
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -177,18 +177,25 @@ class FakeGame:
                     client.close()
                     self._client = None
         finally:
-            self._listener.close()
+            listener.close()
+
+    @property
+    def _connection(self) -> socket.socket:
+        """The socket of the client being served (only inside ``serve_forever``'s session)."""
+        if self._client is None:
+            raise RuntimeError("the fake game talked to a client outside a session (a bug)")
+        return self._client
 
     def _send(self, data: bytes) -> None:
         try:
-            protocol.Wire(self._client).send(data)
+            protocol.Wire(self._connection).send(data)
         except protocol.WireError as error:
             raise ClientGone(str(error)) from None
 
     def _wire_read(self, read, *args):
         """``read(*args)`` of the wire; any failure costs the client its connection."""
         try:
-            return read(protocol.Wire(self._client), *args)
+            return read(protocol.Wire(self._connection), *args)
         except protocol.WireSilent:
             raise ClientGone(f"no answer within {self.timeout_ms} ms") from None
         except protocol.WireClosed as error:
@@ -221,9 +228,9 @@ class FakeGame:
         self.frame_size = None
         while self.at_login_screen and not self._stopping:
             # The plugin greets only past the start-up screens: the client waits, and nothing here logs in.
-            self._client.settimeout(0.05)
+            self._connection.settimeout(0.05)
             try:
-                if self._client.recv(1, socket.MSG_PEEK) == b"":
+                if self._connection.recv(1, socket.MSG_PEEK) == b"":
                     raise ClientGone("the client closed the connection")
             except TimeoutError:
                 pass
@@ -244,9 +251,9 @@ class FakeGame:
             else:
                 # Paused, or in the menus: a game idles (commands wait for the next synchronous message); notice
                 # a client that leaves meanwhile.
-                self._client.settimeout(0.05)
+                self._connection.settimeout(0.05)
                 try:
-                    if self._client.recv(1, socket.MSG_PEEK) == b"":
+                    if self._connection.recv(1, socket.MSG_PEEK) == b"":
                         raise ClientGone("the client closed the connection")
                     time.sleep(0.01)  # bytes waiting for the next synchronous message
                 except TimeoutError:
@@ -283,9 +290,9 @@ class FakeGame:
         if f.stall_after and n == f.stall_after:
             log.warning("fault: going silent")
             while not self._stopping:  # never answer again; the client must time out and leave
-                self._client.settimeout(0.2)
+                self._connection.settimeout(0.2)
                 try:
-                    if self._client.recv(4096) == b"":
+                    if self._connection.recv(4096) == b"":
                         break
                 except TimeoutError:
                     continue

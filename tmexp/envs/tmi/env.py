@@ -93,7 +93,8 @@ class TmiEnv(gym.Env):
         # Plain dataclasses: every step reads these, and Hydra's config nodes are slow to read.
         spec, rewards, params = _plain(spec, EnvSpec), _plain(rewards, RewardSpec), _plain(params, TmiParams)
         self.track = track
-        self.spec = spec
+        # Not self.spec: gym.Env.spec is the Gymnasium registration spec.
+        self.env_spec = spec
         self.rewards = rewards
         self.params = params
         self.observation_space = game_observation_space(spec)
@@ -118,6 +119,13 @@ class TmiEnv(gym.Env):
         self.params.map_path = self.maps[0][1]
         self._race_setup_due = True  # camera and race display, at the first run step after a connect or map load
         self._map_loaded_in: tuple[int | None] | None = None  # (pid,) of the game process the map was loaded in
+
+    @property
+    def _connected_client(self) -> TmiClient:
+        """The connection the protocol flow talks through (set by ``_connect``, dropped by ``_drop_connection``)."""
+        if self.client is None:
+            raise RuntimeError(f"port {self.port}: the protocol flow ran with no connection to the game (a bug)")
+        return self.client
 
     @property
     def port(self) -> int:
@@ -174,7 +182,7 @@ class TmiEnv(gym.Env):
             self.track,
             self.line,
             self.geometry,
-            self.spec,
+            self.env_spec,
             self.rewards,
             car,
             gates=self.gates,
@@ -190,7 +198,7 @@ class TmiEnv(gym.Env):
             raise ValueError(f"action {action!r} is not in Discrete(12)")
         accelerate, brake, left, right = ACTIONS[int(action)]
         try:
-            client = self.client
+            client = self._connected_client
             client.set_input_state(bool(left), bool(right), bool(accelerate), bool(brake))
             client.set_speed(self.params.running_speed)
             self._release()
@@ -218,7 +226,7 @@ class TmiEnv(gym.Env):
             return
         self.map_index = index
         self.track, self.params.map_path = self.maps[index]
-        self.line = extended_line(self.track, self.spec)
+        self.line = extended_line(self.track, self.env_spec)
         self.geometry = TrackGeometry(self.line)
         self._start_state = None
         self._map_loaded_in = None  # the game holds another map now: load this one at the next connect
@@ -240,7 +248,7 @@ class TmiEnv(gym.Env):
         path = self.params.float_stats_path
         if path and Path(path).is_file():
             stats = float_stats.load(
-                path, self.track, self.spec, setting="env.tmi.float_stats_path", n=n_game_floats(self.spec)
+                path, self.track, self.env_spec, setting="env.tmi.float_stats_path", n=n_game_floats(self.env_spec)
             )
             log.info("float statistics from %s", path)
             return stats.mean, stats.std
@@ -249,7 +257,7 @@ class TmiEnv(gym.Env):
             self.port,
             len(float_stats.RANDOM_FRACTIONS),
         )
-        stats = float_stats.measure(self, self._car_view, ReferenceDriver(self.track), self.spec)
+        stats = float_stats.measure(self, self._car_view, ReferenceDriver(self.track), self.env_spec)
         if stats.furthest_m < self.track.length - 1.0:
             log.warning(
                 "the reference driver got %.0f m along the %.0f m track at best: the float statistics "
@@ -258,13 +266,14 @@ class TmiEnv(gym.Env):
                 self.track.length,
             )
         if path:
-            float_stats.save(path, stats, self.track, self.spec, backend="tmi")
+            float_stats.save(path, stats, self.track, self.env_spec, backend="tmi")
             log.info("float statistics written to %s (env.tmi.float_stats_path: later runs on this map read it)", path)
         return stats.mean, stats.std
 
     def _car_view(self) -> CarView:
         """The game's car as the reference driver sees it (ground plane; rotation columns right, up, forward)."""
         car = self._last_car
+        assert car is not None, "the reference driver reads the car only after reset()"
         forward = car.rotation[:, 2]
         norm = float(np.hypot(forward[0], forward[2])) or 1.0
         speed = float(np.hypot(car.velocity[0], car.velocity[2]))
@@ -309,7 +318,7 @@ class TmiEnv(gym.Env):
         """The ``map`` command (the personal-best ghost moved aside first); the race display is hidden again."""
         if self.params.hide_personal_best_ghost:
             commands.hide_personal_best_ghost(self.params, map_path)
-        self.client.execute_command(f'map "{map_path}"')
+        self._connected_client.execute_command(f'map "{map_path}"')
         self._map_loaded_in = (self.instance.pid,)
         self._race_setup_due = True
 
@@ -332,12 +341,12 @@ class TmiEnv(gym.Env):
     def _release(self) -> None:
         """Echo the pending synchronous message: the game goes on."""
         if self._pending is not None:
-            self.client.respond(self._pending)
+            self._connected_client.respond(self._pending)
             self._pending = None
 
     def _answer(self, message) -> None:
         """Handle a synchronous message nobody waits for, then echo it (the game goes on)."""
-        client = self.client
+        client = self._connected_client
         if message.type == MessageType.CHECKPOINT_COUNT_CHANGED_SYNC and self._race is not None:
             is_finish = message.current == message.target
             self._race.checkpoint(client.get_simulation_state().race_time, is_finish)
@@ -354,16 +363,16 @@ class TmiEnv(gym.Env):
         """At a run step after a connect or a map load: the camera, and the race display hidden (Linesight)."""
         self._race_setup_due = False
         for command in commands.on_first_run_step(self.params):
-            self.client.execute_command(command)
+            self._connected_client.execute_command(command)
         if self.params.hide_interface:
-            self.client.toggle_interface(False)
+            self._connected_client.toggle_interface(False)
 
     def _wait_run_step(self, min_time_ms: int) -> int:
         """Answer synchronous messages until a RUN_STEP_SYNC at ``min_time_ms`` or later, left pending.
 
         Raises GameStalled after ``max_frozen_run_steps`` run steps in a row at one race time.
         """
-        client = self.client
+        client = self._connected_client
         last_time, frozen = None, 0
         while True:
             message = client.read_message()
@@ -388,7 +397,7 @@ class TmiEnv(gym.Env):
 
     def _start_race(self) -> tuple[CarState, np.ndarray]:
         """Rewind to the start state (taking it first on a fresh game) and observe race time 0."""
-        client = self.client
+        client = self._connected_client
         if self._start_state is None:
             self._release()
             # A fresh game may still be loading the map: allow the protection timeout for the first step.
@@ -423,16 +432,17 @@ class TmiEnv(gym.Env):
 
     def _observe(self) -> tuple[CarState, np.ndarray]:
         """At a pending RUN_STEP_SYNC: read the state, pause, and wait for the frame (left pending)."""
-        client = self.client
+        client = self._connected_client
         car = car_state(client.get_simulation_state())
         if self.params.rewind_each_action:
             client.rewind_to_current_state()  # frame, state and inputs on one engine step (Linesight)
         client.set_speed(0.0)
-        client.request_frame(self.spec.w_downsized, self.spec.h_downsized)
+        client.request_frame(self.env_spec.w_downsized, self.env_spec.h_downsized)
         self._release()
         while True:
             message = client.read_message()
             if message.type == MessageType.REQUESTED_FRAME_SYNC:
+                assert message.frame is not None  # read_message fills in the frame of a REQUESTED_FRAME_SYNC
                 self._pending = message.type
                 return car, message.frame
             self._answer(message)
