@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 from tminterface.structs import SimStateData
@@ -129,7 +130,7 @@ class TmiClient:
     def _recv_blob(self, what: str) -> bytes:
         return self._read(protocol.Wire.recv_blob, what)
 
-    def _protocol_error(self, what: str) -> None:
+    def _protocol_error(self, what: str) -> NoReturn:
         self.close()
         raise TmiProtocolError(
             f"the plugin on port {self.port} sent {what}; the game runs a plugin that does not speak Linesight's "

@@ -20,6 +20,7 @@ import logging
 import os
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -121,7 +122,7 @@ class GameInstance:
             command = self.params.launch_command.replace("{port}", str(self.port))
             self._pids_before = processes.pids_named(self.params.game_process_name)
             log.info("port %d: launching the game: %s", self.port, command)
-            if os.name == "nt":
+            if sys.platform == "win32":  # not os.name: mypy knows the Windows-only names only under this test
                 self.process = subprocess.Popen(command, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
             else:
                 # Own session: stop() can end the launch script and everything it started, and nothing else.
@@ -220,7 +221,7 @@ class GameInstance:
         _LAUNCHED.discard(self)
 
     def restart(self) -> None:
-        """Stop and launch again (a crash, a timeout or the scheduled reboot); only reconnects to a game started by hand."""
+        """Stop and launch again (crash, timeout or scheduled reboot); only reconnects to a game started by hand."""
         self.restarts += 1
         if self.can_launch:
             log.warning("port %d: restarting the game (restart #%d)", self.port, self.restarts)
@@ -258,6 +259,7 @@ class GameInstance:
                 break
             except GameConnectionLost:
                 if self.process_exited():
+                    assert self.process is not None  # process_exited() is False without a launched game
                     raise GameConnectionLost(
                         f"the game on port {self.port} exited with code {self.process.poll()} before its plugin "
                         f"answered; check env.tmi.launch_command and the game's log."

@@ -16,9 +16,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,7 @@ class LaunchLock:
 
     def __init__(self, path: Path = LOCK_PATH):
         self.path = path
-        self._file = None
+        self._file: IO[bytes] | None = None
 
     @property
     def held(self) -> bool:
@@ -151,7 +153,7 @@ class LaunchLock:
         if self._file is not None:
             return
         handle = open(self.path, "a+b")
-        if IS_WINDOWS:
+        if sys.platform == "win32":  # not IS_WINDOWS: mypy knows msvcrt's names only under this test
             import msvcrt
 
             while True:
@@ -171,7 +173,7 @@ class LaunchLock:
         if self._file is None:
             return
         try:
-            if IS_WINDOWS:
+            if sys.platform == "win32":  # as in acquire
                 import msvcrt
 
                 self._file.seek(0)

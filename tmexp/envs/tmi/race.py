@@ -162,10 +162,11 @@ class Race:
         self._locate(car)
         self.car = car
         self.gearbox_counter = self.gearbox_counter + 1 if car.gearbox_state != 0 else 0
-        just_finished = self._finish_time_ms is not None and not self.finished
-        if just_finished:
+        finish_time_ms = self._finish_time_ms
+        just_finished = finish_time_ms is not None and not self.finished
+        if just_finished and finish_time_ms is not None:  # the second test only tells mypy the type
             # The clock stops on the finishing engine step, as in the simulator.
-            self.finished, self.race_time_ms = True, self._finish_time_ms
+            self.finished, self.race_time_ms = True, finish_time_ms
         elif not self.finished:
             self.race_time_ms = car.race_time_ms - self.start_time_ms
         progress = self.progress_m
