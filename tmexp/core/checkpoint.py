@@ -134,7 +134,7 @@ def _plain(node: Any) -> Any:
 def resume_structure(cfg) -> dict[str, Any]:
     """The resume-relevant keys of a config (a ``Config`` or its plain-dict form); a key the config lacks (a config
     written before the key existed) is left out."""
-    full = asdict(cfg) if is_dataclass(cfg) else cfg
+    full = asdict(cfg) if is_dataclass(cfg) and not isinstance(cfg, type) else cfg
     out = {}
     for key in _RESUME_KEYS:
         node = full
@@ -305,7 +305,7 @@ class Checkpointer:
         discard_replay: bool = False,
     ):
         self.run_dir = Path(run_dir)
-        self.dir = RunDir(run_dir).checkpoint
+        self.dir = RunDir(self.run_dir).checkpoint
         self.replay_dir = self.dir / REPLAY_DIR
         self.structure = structure
         self.save_replay = save_replay

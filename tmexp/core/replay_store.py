@@ -16,6 +16,7 @@ decides which generations are kept: those its latest.pt and previous.pt name.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -47,7 +48,8 @@ class ReplayMisfit(ValueError):
 def _crc32(arrays: list[np.ndarray]) -> int:
     crc = 0
     for array in arrays:
-        crc = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8), crc)
+        # .data (the array's memoryview): numpy's stubs give ndarray the buffer protocol only for Python >= 3.12
+        crc = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data, crc)
     return crc
 
 
@@ -183,7 +185,7 @@ def write_generation(
         taken = snapshot.take(i)
         arrays = [taken[name] for name in STORED]
         name = f"chunk{i}-g{generation}.npy"
-        written += write_atomic(replay_dir / name, lambda f, arrays=arrays: _save_arrays(f, arrays), durable=True)
+        written += write_atomic(replay_dir / name, functools.partial(_save_arrays, arrays=arrays), durable=True)
         chunks[i] = {"file": name, "rows": len(arrays[0]), "crc32": _crc32(arrays)}
         del taken, arrays
     priority = f"priority-g{generation}.npy"

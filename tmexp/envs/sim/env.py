@@ -11,6 +11,7 @@ import numpy as np
 from tmexp.envs import float_stats
 from tmexp.envs.base import EnvSpec, RewardSpec, action_space, observation_space
 from tmexp.envs.driver import ReferenceDriver
+from tmexp.envs.float_stats import FloatStats
 from tmexp.envs.sim.core import SimBatch
 from tmexp.envs.sim.params import SimParams
 from tmexp.envs.sim.physics import driver_car
@@ -83,7 +84,7 @@ class SimEnv(gym.Env):
             return stats.mean, stats.std
         return pooled_float_stats([self._measure(track, min_std=0.0) for track in self.tracks])
 
-    def _measure(self, track: Track, **kwargs) -> float_stats.FloatStats:
+    def _measure(self, track: Track, **kwargs) -> FloatStats:  # in the class, float_stats names the method
         env = SimEnv(track, self.env_spec, self.rewards, self.params, seed=0)
         driver = ReferenceDriver(track, driver_car(self.params))
         return float_stats.measure(env, lambda: env.batch.car.view(0), driver, self.env_spec, **kwargs)
@@ -100,7 +101,7 @@ class SimEnv(gym.Env):
         return np.repeat(self._last_obs["img"][0][:, :, None], 3, axis=2)
 
 
-def pooled_float_stats(parts: list[float_stats.FloatStats], min_std: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+def pooled_float_stats(parts: list[FloatStats], min_std: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
     """The mean and std of the floats of several measurements together (each measured with ``min_std=0``), each
     counting by its frames; a float (nearly) constant over all of them gets mean 0 and std 1, as in one."""
     frames = np.array([p.frames for p in parts], dtype=np.float64)[:, None]

@@ -16,10 +16,10 @@ plus Gymnasium's ``_<key>`` masks (all True).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from gymnasium.spaces import Discrete
+from gymnasium.spaces import Box, Dict, Discrete
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -137,9 +137,12 @@ class SimVecEnv(VectorEnv):
         groups = self._groups()
         if groups[0][1] is None:
             return groups[0][0].observe()
-        obs = {
-            "img": np.empty(self.observation_space["img"].shape, dtype=np.uint8),
-            "floats": np.empty(self.observation_space["floats"].shape, dtype=np.float32),
+        # batch_space of a Dict of Boxes is a Dict of Boxes; gymnasium's stubs say Space
+        space = cast(Dict, self.observation_space)
+        img_space, floats_space = cast(Box, space["img"]), cast(Box, space["floats"])
+        obs: dict[str, np.ndarray] = {
+            "img": np.empty(img_space.shape, dtype=np.uint8),
+            "floats": np.empty(floats_space.shape, dtype=np.float32),
         }
         for batch, rows in groups:
             part = batch.take(rows).observe()
