@@ -7,11 +7,14 @@ no event files)::
     {"format": 1, "runs": {"outputs/btr_A01_cpu/A01_cpu_v2/seed0": {
         "event_files": [...], "first_wall_time": ..., "tmexp_run": true, "no_data": "", "conversions": {},
         "overrides": [...], "config": {...}, "meta": {...}, "status": {...},
-        "tags": [...], "tag": [...], "step": [...], "wall_time": [...], "value": [...]}}}
+        "tags": [...], "tag": [...], "step": [...], "wall_time": [...], "value": [...],
+        "best_races": {"A01": {"ms": 24310, "actions": [5, 5, 1, ...]}}}}}
 
 The scalars are every row the loader kept, in its order, after purges and unit conversions; ``tag`` indexes
 ``tags``. Floats are written in full (shortest round-trip repr), so the tables made from the export are the tables
 made from the event files. ``event_files`` are relative to the run directory (the run table counts them).
+``best_races`` (absent when the run saved none) holds the fastest ``best_runs/<map>_<ms>.npy`` of each map: its
+time and its action indices, which the report replays on the simulator with the run's ``config``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,8 @@ import pandas as pd
 
 from tmexp import rundir
 from tmexp.analysis import loading
+from tmexp.envs.base import N_ACTIONS
+from tmexp.envs.sim import playback
 
 EXPORT_FILE = "runs_export.json.gz"
 FORMAT = 1
@@ -39,15 +46,67 @@ class ExportError(Exception):
     """An export file that cannot be read back (damaged, or written by another format version)."""
 
 
+@dataclass(frozen=True)
+class BestRace:
+    """A run's fastest saved race of one map: its recorded time and the actions that drove it."""
+
+    ms: int
+    actions: np.ndarray  # (T,) int64 action indices, one per action step
+
+
+def run_best_races(run_dir: str | Path) -> dict[str, BestRace]:
+    """The fastest saved race of each map in the run's ``best_runs/`` ({} when it saved none).
+
+    An unreadable race file is passed over (with a warning naming it) for the next fastest of its map.
+    """
+    out: dict[str, BestRace] = {}
+    for map_name, ms, path in playback.best_races(run_dir):  # fastest first
+        if map_name in out:
+            continue
+        try:
+            out[map_name] = BestRace(ms, playback.load_actions(path))
+        except playback.PlaybackError as err:
+            warnings.warn(f"{err} It is left out of the report's best races.", stacklevel=2)
+    return out
+
+
+def encode_best_races(races: dict[str, BestRace]) -> dict:
+    """Map -> {"ms", "actions"}: a list of small ints (about 2 bytes an action, before compression)."""
+    return {name: {"ms": race.ms, "actions": race.actions.tolist()} for name, race in races.items()}
+
+
+def decode_best_races(entry: dict) -> dict[str, BestRace]:
+    """The best races of an export entry ({} in one written before they were kept). Raises ValueError when one
+    is not a positive time and a list of action indices."""
+    raw = entry.get("best_races", {})
+    if not isinstance(raw, dict):
+        raise ValueError("its best_races is not a mapping of maps")
+    out = {}
+    for name, race in raw.items():
+        race = race if isinstance(race, dict) else {}
+        ms, actions = race.get("ms"), race.get("actions")
+        if (
+            type(ms) is not int
+            or ms <= 0
+            or not isinstance(actions, list)
+            or not actions
+            or not all(type(a) is int and 0 <= a < N_ACTIONS for a in actions)
+        ):
+            raise ValueError(f"its best race of {name!r} is not a time in ms and a list of action indices")
+        out[str(name)] = BestRace(ms, np.asarray(actions, dtype=np.int64))
+    return out
+
+
 def _run_rows(scalars: pd.DataFrame, label: str) -> pd.DataFrame:
     return scalars[scalars["run"] == label]
 
 
-def encode_run(info: loading.RunInfo, rows: pd.DataFrame) -> dict:
-    """One run's entry: its metadata and its scalar rows (``rows``: the long table's rows of this run, in order)."""
+def encode_run(info: loading.RunInfo, rows: pd.DataFrame, best_races: dict[str, BestRace] | None = None) -> dict:
+    """One run's entry: its metadata, its scalar rows (``rows``: the long table's rows of this run, in order) and its
+    best race of each map."""
     codes = rows["tag"].cat.codes.to_numpy()
     used, tag_index = np.unique(codes, return_inverse=True)
-    return {
+    entry = {
         "event_files": [os.path.relpath(f, info.path) for f in info.event_files],
         "first_wall_time": info.first_wall_time,
         "tmexp_run": info.tmexp_run,
@@ -63,6 +122,9 @@ def encode_run(info: loading.RunInfo, rows: pd.DataFrame) -> dict:
         "wall_time": rows["wall_time"].tolist(),
         "value": rows["value"].tolist(),
     }
+    if best_races:  # absent when none: a study without best races exports as it did before they were kept
+        entry["best_races"] = encode_best_races(best_races)
+    return entry
 
 
 def decode_run(entry: dict, label: str, path: Path) -> tuple[loading.RunInfo, loading.RunArrays]:
@@ -92,13 +154,23 @@ def decode_run(entry: dict, label: str, path: Path) -> tuple[loading.RunInfo, lo
     return info, loading.RunArrays(label, list(entry["tags"]), *columns)
 
 
-def write_export(path: str | Path, runset: loading.RunSet, keys: dict[str, str]) -> int:
-    """Write every run of ``runset`` under its key (run label -> key); returns the file's size in bytes.
+def write_export(
+    path: str | Path,
+    runset: loading.RunSet,
+    keys: dict[str, str],
+    best_races: dict[str, dict[str, BestRace]] | None = None,
+) -> int:
+    """Write every run of ``runset`` under its key (run label -> key), with its best races (run label -> map ->
+    race; ``best_races_of``); returns the file's size in bytes.
 
     The file is replaced atomically, and the same runs always give the same bytes (no time stamp in the gzip header).
     """
     path = Path(path)
-    runs = {keys[label]: encode_run(info, _run_rows(runset.scalars, label)) for label, info in runset.runs.items()}
+    best_races = best_races or {}
+    runs = {
+        keys[label]: encode_run(info, _run_rows(runset.scalars, label), best_races.get(label))
+        for label, info in runset.runs.items()
+    }
     text = json.dumps({"format": FORMAT, "runs": runs}, separators=(",", ":"))
     data = gzip.compress(text.encode(), compresslevel=9, mtime=0)
     return rundir.write_atomic(path, data)
@@ -175,3 +247,28 @@ def with_exported(runset: loading.RunSet, exported: dict[str, tuple[str, dict]],
             )
         parts.append(part)
     return loading.RunSet(infos, loading.scalar_frame(parts, order))
+
+
+def best_races_of(runset: loading.RunSet, exported: dict[str, tuple[str, dict]]) -> dict[str, dict[str, BestRace]]:
+    """Each run's best race of each map (run label -> map -> race): from its export entry where the run was read
+    from the export, else from its directory's ``best_runs/``.
+
+    Args:
+        exported: run label -> (its key, its export entry), as for ``with_exported``.
+    Raises:
+        ExportError: an entry's best races are damaged.
+    """
+    out = {}
+    for label, info in runset.runs.items():
+        if label in exported:
+            key, entry = exported[label]
+            try:
+                out[label] = decode_best_races(entry)
+            except ValueError as err:
+                raise ExportError(
+                    f"the entry {key!r} is damaged ({err}); restore the export from version control, or export "
+                    f"again where the runs are."
+                ) from None
+        else:
+            out[label] = run_best_races(info.path)
+    return out

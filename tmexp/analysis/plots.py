@@ -7,11 +7,15 @@ form no seed group are each a group of their own.
 File names carry the full tag and the axis, so eval and exploration figures never overwrite each other. Race-time
 figures take their y-range from finished races only and draw unfinished ones (the 300 s cutoff) as markers on the
 top edge, so one unfinished race does not crush the scale.
+
+``best_race_figures`` draws, per map, each group's best race replayed on the track in the group's colour
+(``tmexp.envs.sim.playback``).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +27,8 @@ import pandas as pd  # noqa: E402
 
 from tmexp.analysis import stats, tables  # noqa: E402
 from tmexp.core import metrics  # noqa: E402
+from tmexp.envs.sim import playback  # noqa: E402
+from tmexp.envs.track import TrackError  # noqa: E402
 
 PLOT_FORMATS = ("png", "jpg")
 AXIS_LABELS = {
@@ -422,4 +428,65 @@ def interval_figures(analysis, sections: dict, out_dir: Path, fmt: str = "png") 
             )
             fig.tight_layout()
             out[f"{metric}_intervals"] = _save(fig, out_dir / f"{safe_name(metric)}_intervals", fmt)
+    return out
+
+
+@dataclass
+class BestRaceFigure:
+    """One map's figure of each group's best race, and what the README says of it."""
+
+    map: str
+    path: Path | None  # None when no group's race could be drawn
+    shown: dict[str, playback.Trace] = field(default_factory=dict)  # legend label -> the race as replayed
+    recorded_ms: dict[str, int] = field(default_factory=dict)  # legend label -> the time its run recorded
+    not_shown: dict[str, str] = field(default_factory=dict)  # group -> why its race is not in the figure
+
+
+NO_BEST_RACE = "no recorded best race"
+
+
+def best_race_figures(analysis, best_races: dict, out_dir: Path, fmt: str = "png") -> list[BestRaceFigure]:
+    """Per map, each group's best race (the fastest over its seeds) replayed with its run's settings and drawn on
+    one track in the group's colour (``playback.draw_best_races``).
+
+    Args:
+        best_races: run label -> map -> ``export.BestRace`` (``export.best_races_of``).
+    """
+    colours = group_colours(analysis.groups)
+    out = []
+    for m in analysis.maps:
+        figure = BestRaceFigure(m, None)
+        races, race_colours = {}, {}
+        for group, members in analysis.groups.items():
+            recorded = [(best_races[r][m].ms, k, r) for k, r in enumerate(members) if m in best_races.get(r, {})]
+            if not recorded:
+                figure.not_shown[group] = NO_BEST_RACE
+                continue
+            ms, _, run = min(recorded)
+            info = analysis.runset.runs[run]
+            if not isinstance(info.config, dict):
+                figure.not_shown[group] = "no resolved config of its run to replay it with"
+                continue
+            settings = playback.settings_from_config(info.config, info.path)
+            if settings.backend != "sim":
+                figure.not_shown[group] = f"raced on the game (env={settings.backend}), not on the simulator"
+                continue
+            try:
+                settings.track(m)
+            except (playback.PlaybackError, TrackError) as err:
+                figure.not_shown[group] = f"cannot be replayed here: {err}"
+                continue
+            label = f"{group} (seed {info.config.get('seed', run)})"
+            races[label] = settings, best_races[run][m].actions
+            race_colours[label] = colours[group]
+            figure.recorded_ms[label] = ms
+        if races:
+            figure.path, figure.shown = playback.draw_best_races(
+                races,
+                m,
+                out_dir / f"best_races_{safe_name(m)}.{fmt}",
+                f"{m}: each group's best race (its fastest seed), replayed",
+                race_colours,
+            )
+        out.append(figure)
     return out

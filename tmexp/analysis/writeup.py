@@ -3,7 +3,8 @@
 The runs.yaml format is documented in ``tmexp.analysis.study``. The README gets: overview, key results (sentences
 generated from the tables, ``tmexp.analysis.sentences``), run analysis (durations, common window, runs without data
 and why), detailed metrics (each table followed by its figure), configuration changes and hardware
-(``tmexp.analysis.provenance``), and a conclusions section left for the researcher. The tables and figures come from
+(``tmexp.analysis.provenance``), each group's best race replayed on the track of each map
+(``tmexp.envs.sim.playback``), and a conclusions section left for the researcher. The tables and figures come from
 the same pipeline as ``python -m tmexp.compare`` (``tmexp.analysis.pipeline``).
 """
 
@@ -31,14 +32,29 @@ class Documents:
     tables: str
 
 
-def build_readme(spec: ExperimentSpec, runset: loading.RunSet, groups: dict[str, list[str]]) -> str:
+def build_readme(
+    spec: ExperimentSpec,
+    runset: loading.RunSet,
+    groups: dict[str, list[str]],
+    best_races: dict[str, dict[str, export.BestRace]] | None = None,
+) -> str:
     """Tabulate, plot (into ``<folder>/figures``) and return the README text (``build_documents`` for both files)."""
-    return build_documents(spec, runset, groups).readme
+    return build_documents(spec, runset, groups, best_races).readme
 
 
-def build_documents(spec: ExperimentSpec, runset: loading.RunSet, groups: dict[str, list[str]]) -> Documents:
+def build_documents(
+    spec: ExperimentSpec,
+    runset: loading.RunSet,
+    groups: dict[str, list[str]],
+    best_races: dict[str, dict[str, export.BestRace]] | None = None,
+) -> Documents:
     """The README in the published report's shape (question, runs, key findings with their verdicts, the published
-    report set beside them, wall time and the machine, figures, recommendation) and the full tables."""
+    report set beside them, wall time and the machine, figures with each group's best race on the track,
+    recommendation) and the full tables.
+
+    Args:
+        best_races: run label -> map -> its best race (``export.best_races_of``); None: no run has one.
+    """
     try:
         analysis = pipeline.analyse(runset, spec.options(), groups)
     except tables.TableError as err:
@@ -47,11 +63,16 @@ def build_documents(spec: ExperimentSpec, runset: loading.RunSet, groups: dict[s
     sections = {s.key: s for cmp in analysis.comparisons for s in analysis.comparison_sections(cmp)}
     sections |= {s.key: s for s in analysis.final_sections()}
     intervals = plots.interval_figures(analysis, sections, spec.folder / "figures", spec.plot_format)
-    return Documents(_readme(spec, analysis, sections, intervals), _full_tables(spec, runset, analysis))
+    races = plots.best_race_figures(analysis, best_races or {}, spec.folder / "figures", spec.plot_format)
+    return Documents(_readme(spec, analysis, sections, intervals, races), _full_tables(spec, runset, analysis))
 
 
 def _readme(
-    spec: ExperimentSpec, analysis: pipeline.Analysis, sections: dict[str, document.Section], intervals: dict[str, Path]
+    spec: ExperimentSpec,
+    analysis: pipeline.Analysis,
+    sections: dict[str, document.Section],
+    intervals: dict[str, Path],
+    races: list[plots.BestRaceFigure],
 ) -> str:
     by_time, groups, run_table = analysis.by_time, analysis.groups, analysis.run_table
     out: list[str] = [f"# Experiment: {spec.title}", "", "## The question", ""]
@@ -133,6 +154,10 @@ def _readme(
                         f"({analysis.figures[key].relative_to(spec.folder).as_posix()})",
                         "",
                     ]
+    for figure in races:
+        if figure.path is not None:
+            out += [f"![best races {figure.map}]({figure.path.relative_to(spec.folder).as_posix()})", ""]
+        out += [_best_races_line(figure), ""]
 
     out += ["## Recommendation", ""] + _recommendation(spec, analysis, sections) + [""]
     out += [
@@ -146,6 +171,34 @@ def _readme(
         "",
     ]
     return "\n".join(out)
+
+
+def _best_races_line(figure: plots.BestRaceFigure) -> str:
+    """What the map's figure of best races shows, each group's replayed time, and the groups it leaves out."""
+    m = figure.map
+    if not figure.shown and set(figure.not_shown.values()) <= {plots.NO_BEST_RACE}:
+        return (
+            f"No run of any group has a recorded best race of {m} here (in its best_runs/, or in the export, "
+            "which keeps each run's fastest), so no figure shows the races on the track."
+        )
+    times = []
+    for label, race in figure.shown.items():
+        recorded = figure.recorded_ms[label]
+        again = "" if race.finished and race.time_ms == recorded else f" (recorded {recorded / 1000:.2f} s)"
+        times.append(race.label(label) + again)
+    missing = [g for g, why in figure.not_shown.items() if why == plots.NO_BEST_RACE]
+    others = [f"{g} ({why})" for g, why in figure.not_shown.items() if why != plots.NO_BEST_RACE]
+    line = (
+        f"Each group's best {m} race (the fastest over its seeds), replayed on the simulator with its run's "
+        f"settings and drawn on one track beside the reference driver's (dashed): {'; '.join(times)}."
+        if times
+        else f"No group's best race of {m} is drawn."
+    )
+    if missing:
+        line += f" No recorded best race: {', '.join(missing)}."
+    if others:
+        line += f" Not drawn: {'; '.join(others)}."
+    return line
 
 
 STATISTICS_NOTE = (
@@ -436,14 +489,21 @@ def write_report(folder: str | Path, export_runs: bool = False) -> Written:
     exactly the runs the report read (a run read from the previous export keeps its entry)."""
     spec = read_spec(folder)
     loaded = load_experiment(spec)
-    documents = build_documents(spec, loaded.runset, loaded.groups)
+    try:
+        stored = export.read_export(spec.export_file) if loaded.from_export else {}
+        best_races = export.best_races_of(
+            loaded.runset, {label: (loaded.keys[label], stored[loaded.keys[label]]) for label in loaded.from_export}
+        )
+    except export.ExportError as err:
+        raise ReportError(f"{spec.export_file}: {err}") from None
+    documents = build_documents(spec, loaded.runset, loaded.groups, best_races)
     written = Written(
         spec.folder / "README.md", loaded.source_line(spec.export_file), n_runs=len(set(loaded.keys.values()))
     )
     if export_runs:
         written.export_file = spec.export_file
         try:
-            written.export_bytes = export.write_export(spec.export_file, loaded.runset, loaded.keys)
+            written.export_bytes = export.write_export(spec.export_file, loaded.runset, loaded.keys, best_races)
         except OSError as err:
             raise ReportError(
                 f"cannot write {spec.export_file} ({err.strerror or err}); make its folder writable."

@@ -6,7 +6,9 @@ car's line, speed and checkpoint times; the simulator is deterministic, so a bes
 time (with the default ``env.sim.start_lateral_jitter_m=0``). ``draw_race`` puts it on the track from above, beside
 the reference driver's line, with the time gained or lost against the reference at each checkpoint;
 ``animate_race`` makes it a GIF or MP4 with the reference as a ghost; ``draw_races`` puts several runs' races on
-one track, one colour each (a study's arms). ``python -m tmexp.sim replay RUN_DIR`` is the command line.
+one track, one colour each (a study's arms; ``draw_best_races`` replays them first, from a run directory's settings
+or, through ``settings_from_config``, from a study's export). ``python -m tmexp.sim replay RUN_DIR`` is the command
+line.
 """
 
 from __future__ import annotations
@@ -112,15 +114,21 @@ def run_settings(run_dir: str | Path) -> RunSettings:
             f"{run_dir} holds no config_resolved.yaml: it is not a run directory of tmexp (or it "
             "stopped before it started); give the folder of a run."
         )
-    env, map_cfg = cfg.get("env") or {}, dict(cfg.get("map") or {})
-    map_cfg.setdefault("short_name", "A01")
+    return settings_from_config(cfg, run_dir)
+
+
+def settings_from_config(cfg: Mapping, run_dir: str | Path) -> RunSettings:
+    """The settings a run's resolved config (a plain dict, e.g. from a study's export) says it drove on; ``run_dir``
+    names the run in messages (it need not exist)."""
+    env, map_values = cfg.get("env") or {}, dict(cfg.get("map") or {})
+    map_values.setdefault("short_name", "A01")
     map_cfg = SimpleNamespace(
         **{
             "map_path": "",
             "reference_line_path": None,
             "explo_races_per_cycle": 64,
             "eval_races_per_cycle": 1,
-            **map_cfg,
+            **map_values,
         }
     )
     map_cfg.cycle = [
@@ -136,7 +144,7 @@ def run_settings(run_dir: str | Path) -> RunSettings:
         for entry in (map_cfg.cycle or [])
     ]
     return RunSettings(
-        run_dir,
+        Path(run_dir),
         cycle_maps(map_cfg),
         from_fields(EnvSpec, env),
         from_fields(RewardSpec, cfg.get("rewards")),
@@ -330,7 +338,8 @@ def draw_race(
         reference.xz[:, 0], reference.xz[:, 1], color="tab:blue", lw=1.0, ls="--", label=reference.label(), zorder=3
     )  # over the race's line: where they part shows
     segments = np.stack([race.xz[:-1], race.xz[1:]], axis=1)
-    lines = LineCollection(segments, cmap="plasma", linewidths=2.2)
+    # an (N, 2, 2) array, as matplotlib documents; its stub asks for a Sequence
+    lines = LineCollection(segments, cmap="plasma", linewidths=2.2)  # type: ignore[arg-type]
     lines.set_array(race.speed_kmh[1:])
     ax.add_collection(lines)
     fig.colorbar(lines, ax=ax, fraction=0.03, pad=0.01, label="speed (km/h)")
@@ -338,7 +347,7 @@ def draw_race(
     deltas = time_deltas(race, reference)
     where = _checkpoint_xz(track, spec.checkpoint_spacing_m)[: len(deltas)]
     section = np.diff(deltas, prepend=0.0)  # what each stretch since the previous checkpoint gained or lost
-    for k, ((x, z), total, part) in enumerate(zip(where, deltas, section)):
+    for (x, z), total, part in zip(where, deltas, section):
         colour = "tab:red" if part > 0 else "tab:green"
         ax.plot(x, z, "o", color=colour, ms=7, mec="black", mew=0.5)
         ax.annotate(
@@ -374,18 +383,20 @@ def draw_races(
     params: SimParams | None = None,
     reference: Trace | None = None,
     title: str = "",
+    colours: Mapping[str, object] | None = None,
 ) -> Path:
-    """A PNG of several races on one track, one colour each (e.g. each arm's best race of a study), the reference
-    driver's line dashed when given."""
+    """A PNG of several races on one track, one colour each (``colours``: name -> matplotlib colour, default
+    tab10 in order; e.g. each arm's best race of a study), the reference driver's line dashed when given."""
     plt = _pyplot()
     spec, params = spec or EnvSpec(), params or SimParams()
     fig, ax = plt.subplots(figsize=(10, 10))
     _track_axes(ax, track, spec, params)
     if reference is not None:
         ax.plot(reference.xz[:, 0], reference.xz[:, 1], color="black", lw=0.9, ls="--", label=reference.label())
-    colours = plt.get_cmap("tab10")
+    tab10 = plt.get_cmap("tab10")
     for i, (name, race) in enumerate(races.items()):
-        ax.plot(race.xz[:, 0], race.xz[:, 1], color=colours(i % 10), lw=1.6, alpha=0.9, label=race.label(name))
+        colour = (colours or {}).get(name, tab10(i % 10))
+        ax.plot(race.xz[:, 0], race.xz[:, 1], color=colour, lw=1.6, alpha=0.9, label=race.label(name))
     ax.set_title(title or f"{track.name}: best races")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -398,7 +409,7 @@ def best_races_figure(run_dirs: Mapping[str, str | Path], out: str | Path, map_n
     Every run must have driven ``map_name`` (default: the first run's first map); a run without a saved race of it
     is left out of the figure. Raises PlaybackError when none has one.
     """
-    races: dict[str, Trace] = {}
+    races: dict[str, tuple[RunSettings, np.ndarray]] = {}
     first = None
     for label, run_dir in run_dirs.items():
         settings = run_settings(run_dir)
@@ -408,16 +419,39 @@ def best_races_figure(run_dirs: Mapping[str, str | Path], out: str | Path, map_n
             name, path, _ = choose_race(settings, "best", name)
         except PlaybackError:
             continue
-        races[label] = play_actions(settings.track(name), settings, load_actions(path), label)
+        races[label] = settings, load_actions(path)
     if first is None or not races:
         raise PlaybackError(
             f"none of the runs {', '.join(map(str, run_dirs.values()))} has a saved best race of "
             f"{map_name or 'its first map'} in best_runs/."
         )
-    name = map_name or first.maps[0].short_name
-    track = first.track(name)
+    return draw_best_races(races, map_name or first.maps[0].short_name, out)[0]
+
+
+def draw_best_races(
+    races: Mapping[str, tuple[RunSettings, np.ndarray]],
+    map_name: str,
+    out: str | Path,
+    title: str = "",
+    colours: Mapping[str, object] | None = None,
+) -> tuple[Path, dict[str, Trace]]:
+    """Replay each race (label -> its run's settings and its (T,) actions) on ``map_name`` with its own run's
+    settings and draw them on one track, the first run's, with its reference driver's line (``colours`` as for
+    ``draw_races``). The settings may come from a study's export (``settings_from_config``): no run directory is read.
+
+    Returns the figure and each label's replayed race (whose time is what the figure's legend says).
+    """
+    if not races:
+        raise PlaybackError(f"no race of {map_name} to draw.")
+    traces = {
+        label: play_actions(settings.track(map_name), settings, actions, label)
+        for label, (settings, actions) in races.items()
+    }
+    first = next(iter(races.values()))[0]
+    track = first.track(map_name)
     reference = play_reference(track, first.spec, first.rewards, first.params)
-    return draw_races(track, races, out, first.spec, first.params, reference, f"{name}: each run's best race")
+    title = title or f"{map_name}: each run's best race"
+    return draw_races(track, traces, out, first.spec, first.params, reference, title, colours), traces
 
 
 def animate_race(
@@ -429,6 +463,7 @@ def animate_race(
     from matplotlib import animation
 
     out = Path(out)
+    writer: animation.AbstractMovieWriter
     if out.suffix.lower() == ".mp4":
         if not animation.FFMpegWriter.isAvailable():
             raise PlaybackError(f"{out}: an MP4 needs ffmpeg, which is not installed; install it or write a .gif.")
