@@ -31,7 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tmexp import rundir
-from tmexp.compose import experiment_first, register_configs  # compose_config stays importable here
+from tmexp.compose import compose_config, experiment_first, register_configs  # noqa: F401 (compose_config stays importable here)
 from tmexp.config import Config
 from tmexp.launch import freeze, objective, resume, search, slurm_launcher
 from tmexp.launch.job_slots import acquire_slot
