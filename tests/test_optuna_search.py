@@ -583,11 +583,15 @@ def test_the_cli_refuses_zero_trials_with_exit_code_2_and_no_sweep_directory(tmp
     assert not sweep_dir.exists()
 
 
-def test_the_readme_searches_compose_before_they_start(tmp_path):
+def test_the_documented_searches_compose_before_they_start(tmp_path):
     from test_examples import commands
 
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     searches = [
-        argv for argv in commands((REPO / "README.md").read_text(), "tmexp.train") if "hydra/sweeper=optuna" in argv
+        argv
+        for page in pages
+        for argv in commands(page.read_text(), "tmexp.train")
+        if "hydra/sweeper=optuna" in argv and "hydra/launcher=slurm" not in argv
     ]
     assert len(searches) >= 2
     for argv in searches:
