@@ -14,9 +14,9 @@ class _Value:
 
 
 def _run(ratio: float, replay_size: int, start_learn: int = 100, batch_size: int = 32):
-    counters = SimpleNamespace(frames=0, samples_used=0)
+    counters = SimpleNamespace(frames=0, samples_used=0, eval_time_ema_s=None, eval_time_ema_by_map={})
     return SimpleNamespace(
-        settings=SimpleNamespace(min_replay_ratio=ratio, batch_size=batch_size),
+        settings=SimpleNamespace(min_replay_ratio=ratio, batch_size=batch_size, map_names=["A01"]),
         counters=counters,
         replay=[None] * replay_size,
         frames_allowed=_Value(math.inf),
