@@ -124,3 +124,10 @@ def test_no_best_race_anywhere_is_one_line_and_no_figure(repo, capsys):
     readme = (repo / STUDY / "README.md").read_text()
     assert not (repo / STUDY / "figures" / "best_races_A01.png").exists() and "best_races" not in readme
     assert re.search(r"^No run of any group has a recorded best race of A01 here .*\.$", readme, re.M)
+
+
+def test_a_run_from_before_map_cycles_replays_with_its_one_map(tmp_path):
+    from tmexp.envs.sim.playback import settings_from_config
+
+    settings = settings_from_config({"map": {"short_name": "A01"}, "env": {"backend": "sim"}}, tmp_path)
+    assert [m.short_name for m in settings.maps] == ["A01"]

@@ -128,6 +128,7 @@ def settings_from_config(cfg: Mapping, run_dir: str | Path) -> RunSettings:
             "reference_line_path": None,
             "explo_races_per_cycle": 64,
             "eval_races_per_cycle": 1,
+            "cycle": None,  # a run from before map cycles has no such key
             **map_values,
         }
     )
