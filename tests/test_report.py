@@ -354,3 +354,48 @@ runs:
     assert "best B02 time so far (s): cycle median" in findings.split("### B02")[1]
     assert "best_time_B02 across seeds by wall time" in full and "best_time_A01 across seeds by wall time" in full
     assert "figures/best_time_B02_intervals.png" in text and (folder / "figures/best_time_B02_by_wall.png").is_file()
+
+
+def test_published_comparison_names_what_the_study_establishes(tmp_path, runs_root):
+    # 10 seeds each; the bundle's every seed finishes 3 s faster than every baseline seed from minute 4 on
+    for s in range(10):
+        write_run_dir(
+            runs_root / f"pub_base{s}",
+            training_rows(minutes=20, seed=70 + s, first_finish_min=4.0, best_end_s=27.0 + 0.02 * s),
+            config={"seed": s, "btr": {"use_munchausen": False}},
+        )
+        write_run_dir(
+            runs_root / f"pub_btr{s}",
+            training_rows(minutes=20, seed=90 + s, first_finish_min=4.0, best_start_s=27.0, best_end_s=24.0 + 0.02 * s),
+            config={"seed": s, "btr": {"use_munchausen": True}},
+        )
+    base = ", ".join(f"{{root}}/pub_base{s}" for s in range(10))
+    btr = ", ".join(f"{{root}}/pub_btr{s}" for s in range(10))
+    folder = make_experiment(
+        tmp_path,
+        runs_root,
+        f"""
+by: [frames]
+published:
+  source: a report
+  by_wall: the bundle ahead early
+  by_steps: the baseline ahead
+runs:
+  - label: v2
+    paths: [{base}]
+    baseline: true
+  - label: btr
+    paths: [{btr}]
+    reference: true
+""",
+    )
+    assert report.main([str(folder)]) == 0
+    text, _ = read_both(folder)
+    published = text.split("## Against the published report")[1].split("## ")[0]
+    # where the seeds separate, the verdict is "established" and the summary names the axis, the moment and the side
+    assert "established, P(faster) 1.00" in published
+    summary = published.split("Verdicts of btr against v2 over these checkpoints:")[1]
+    assert re.search(r"\d+ established", summary)
+    assert re.search(r"established here: by (wall time|frames) at [^;]+, btr faster by \d\.\d{3} s", summary)
+    assert "neither confirms nor contradicts" not in summary
+    assert "slower by" not in summary  # the bundle is never the slower one in any seed

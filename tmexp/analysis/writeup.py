@@ -280,6 +280,9 @@ def _verdict_lines(
     return out
 
 
+_AXIS_WORDS = {"wall": "wall time"}
+
+
 def _published(
     spec: ExperimentSpec, analysis: pipeline.Analysis, sections: dict[str, document.Section], m: str
 ) -> list[str]:
@@ -317,7 +320,8 @@ def _published(
                 if c.verdict == stats.ESTABLISHED:
                     side = "faster" if c.a_better else "slower"
                     established.append(
-                        f"by {cmp.axis} at {label}, {spec.reference} {side} by {abs(c.difference):.3f} s"
+                        f"by {_AXIS_WORDS.get(cmp.axis, cmp.axis)} at {label}, {spec.reference} {side} by "
+                        f"{abs(c.difference):.3f} s"
                     )
     summary = ", ".join(f"{n} {v}" for v, n in counts.items())
     if established:
