@@ -170,7 +170,8 @@ COMPARISON_COLUMNS = ["difference", "95 % CI", "p", "p (Holm)", "P(better)", "ve
 def comparison_note(base_role: str, better: str) -> str:
     return (
         f"Each group against the {base_role}: the difference of their estimates (group - {base_role}); its 95 % "
-        f"stratified bootstrap interval where both have {stats.MIN_SEEDS} seeds or more; the two-sided "
+        f"stratified bootstrap interval where both have {stats.MIN_SEEDS} seeds or more (per row, not adjusted for "
+        "the table's other rows, so it can exclude 0 where the adjusted verdict does not establish); the two-sided "
         "permutation test's p (exact over every relabelling of the seeds where they are few enough, else "
         f"{stats.PERMUTATIONS} sampled), Holm-adjusted across every row of this table; P(better), rliable's "
         f"probability of improvement ({better} is better); the verdict: {stats.ESTABLISHED} (adjusted p < "

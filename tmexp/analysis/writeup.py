@@ -204,7 +204,8 @@ def _best_races_line(figure: plots.BestRaceFigure) -> str:
 STATISTICS_NOTE = (
     f"A group's estimate is its IQM across seeds with a 95 % stratified bootstrap interval at "
     f"{stats.MIN_SEEDS} seeds or more, else its median with every seed shown. Each difference comes "
-    f"from a two-sided permutation test, Holm-corrected across the comparisons its table makes: "
+    f"from a two-sided permutation test, Holm-corrected across the comparisons its table makes (a "
+    f"difference's interval is not: it can exclude 0 where the verdict is not established): "
     f"**{stats.ESTABLISHED}** (adjusted p < {stats.ALPHA:g}, both groups at {stats.MIN_SEEDS} seeds or "
     f"more), **{stats.NOT_ESTABLISHED}**, or **{stats.TOO_FEW_SEEDS}**. P(faster) is the probability "
     "that a seed of the group beats a seed of the other (seeds are never paired)."
