@@ -1,3 +1,4 @@
+import signal
 import sys
 import time
 from pathlib import Path
@@ -54,6 +55,18 @@ def _audit_open(event: str, args: tuple) -> None:
 
 
 sys.addaudithook(_audit_open)
+
+
+def _let_runs_take_ctrl_c() -> None:
+    """Tests send Ctrl-C's SIGINT to the runs they start. A shell without job control (``pytest ... &`` in a script)
+    starts the suite with SIGINT ignored, every child inherits that, and Python then installs no KeyboardInterrupt
+    handler: the run would rightly ignore the test's Ctrl-C. Handling SIGINT here (as an interactive Python does)
+    lets exec reset it to the default in each child, so the runs see Ctrl-C as a user's terminal sends it."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_let_runs_take_ctrl_c()
 
 
 def pytest_sessionfinish(session, exitstatus):

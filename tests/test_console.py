@@ -149,6 +149,14 @@ def _pty_run(argv: list[str], columns: int, stop_when: bytes | None = None, time
     return proc.wait(timeout=60), output.decode(errors="replace")
 
 
+def test_a_run_the_suite_starts_takes_ctrl_c_even_when_the_suite_runs_in_the_background():
+    """The Ctrl-C tests need their runs to turn SIGINT into KeyboardInterrupt; a suite started by ``pytest &`` in a
+    script inherits SIGINT ignored, which conftest undoes (else the Ctrl-C tests hang until their deadline)."""
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "True"
+
+
 def test_ctrl_c_says_so_on_a_line_of_its_own_and_the_run_without_an_end_says_how_to_set_one(tmp_path):
     """The default run has no end: it says how to give it one. Ctrl-C's notice is not written over the bar."""
     argv = [
