@@ -86,3 +86,29 @@ def test_a_group_below_five_seeds_is_drawn_as_its_median_without_a_band():
     assert low is None and high is None and centre == pytest.approx(grid + 1)
     grid, centre, low, high = plots.group_band(curves + [(x, x + 3), (x, x + 4)])
     assert low is not None and (low <= centre).all() and (centre <= high).all()
+
+
+def test_a_group_stuck_at_the_cutoff_does_not_set_the_panels_range():
+    """Six groups finish near 23 s; one has most seeds at the 300 s cutoff: the panel spans the six, and the far
+    group's estimate and seeds are drawn at the right edge with their values noted."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from tmexp.analysis import stats
+
+    groups = {f"g{k}": [f"g{k}_{s}" for s in range(5)] for k in range(7)}
+    values = {f"g{k}_{s}": 22.5 + 0.3 * k + 0.1 * s for k in range(6) for s in range(5)}
+    values.update({"g6_0": 23.0, "g6_1": 60.0, "g6_2": 300.0, "g6_3": 300.0, "g6_4": 300.0})
+    series = pd.Series(values)
+    fig, ax = plt.subplots()
+    plots.draw_intervals(ax, series, groups, plots.group_colours(groups), "g0", None)
+    drawn = {a.get_gid(): a for a in ax.get_children() if a.get_gid()}
+    low, high = ax.get_xlim()
+    assert low < 22.5 and 24.4 < high < 40  # the six groups' range, not the cutoff's
+    far = stats.group_estimates(series, groups)["g6"]
+    assert far.value > high and "clipped-estimate:g6" in drawn and "clipped:g6" in drawn
+    assert not any(gid.startswith("clipped") for gid in drawn if not gid.endswith("g6"))
+    notes = [t.get_text() for t in ax.texts]
+    assert notes == [f"IQM {far.value:.3f}, 60.000, 300.000, 300.000, 300.000"]
+    assert drawn["estimate:g6"].get_xdata()[0] == pytest.approx(far.value)  # the true value, drawn off the panel
+    plt.close(fig)

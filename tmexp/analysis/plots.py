@@ -362,33 +362,45 @@ def draw_intervals(
             ax.plot([est.low, est.high], [row, row], color=colour, linewidth=3, alpha=0.8, gid=f"interval:{g}")
     if baseline in estimates and estimates[baseline].n_seeds:
         ax.axvline(estimates[baseline].value, color="grey", linestyle="--", linewidth=1)
-    # x on the range of the estimates and intervals: a far seed (a run stuck at the cutoff) is drawn at the edge
-    shown = [v for g in names for v in (estimates[g].value, estimates[g].low, estimates[g].high) if v is not None]
-    seeds = np.concatenate([estimates[g].values for g in names]) if names else np.zeros(0)
-    if shown:
-        low, high = min(min(shown), float(seeds.min())), max(shown)
-        spread = max(high - low, 0.5)
-        edge = high + 0.6 * spread
-        if seeds.max() > edge:
-            for row, g in enumerate(names):
-                far = estimates[g].values[estimates[g].values > edge]
-                if len(far):
-                    ax.scatter([edge], [row], marker=">", s=30, color=colours[g], gid=f"clipped:{g}")
-                    ax.annotate(
-                        ", ".join(fmt.format(v) for v in far),
-                        (edge, row),
-                        xytext=(-4, 5),
-                        textcoords="offset points",
-                        fontsize=6,
-                        ha="right",
-                    )
-            ax.set_xlim(low - 0.1 * spread, edge + 0.1 * spread)
-        else:
-            ax.set_xlim(low - 0.1 * spread, max(high, float(seeds.max())) + 0.1 * spread)
+    # x on the range where the groups' estimates sit: a far seed (a run stuck at the cutoff), or a group whose
+    # estimate lies far beyond the others' (most of its seeds stuck there), is drawn at the right edge, its value noted
+    seeds = np.concatenate([estimates[g].values for g in names])
+    limit = _far_limit([estimates[g].value for g in names])
+    near = [g for g in names if estimates[g].value <= limit]
+    shown = [v for g in near for v in (estimates[g].value, estimates[g].low, estimates[g].high) if v is not None]
+    low, high = min(min(shown), float(seeds.min())), max(shown)
+    spread = max(high - low, 0.5)
+    edge = high + 0.6 * spread
+    if seeds.max() <= edge:
+        ax.set_xlim(low - 0.1 * spread, max(high, float(seeds.max())) + 0.1 * spread)
+    else:
+        for row, g in enumerate(names):
+            est = estimates[g]
+            far = est.values[est.values > edge]
+            notes = [fmt.format(v) for v in far]
+            if est.value > edge:  # the estimate itself is off the panel: an arrow in black, its value first
+                ax.scatter([edge], [row], marker=">", s=40, color="black", zorder=4, gid=f"clipped-estimate:{g}")
+                notes.insert(0, f"{'IQM' if est.n_seeds >= stats.MIN_SEEDS else 'median'} {fmt.format(est.value)}")
+            if len(far):
+                ax.scatter([edge], [row], marker=">", s=30, color=colours[g], gid=f"clipped:{g}")
+            if notes:
+                ax.annotate(
+                    ", ".join(notes), (edge, row), xytext=(-4, 5), textcoords="offset points", fontsize=6, ha="right"
+                )
+        ax.set_xlim(low - 0.1 * spread, edge + 0.1 * spread)
     labels = [g + (" (baseline)" if g == baseline else " (reference)" if g == reference else "") for g in names]
     ax.set_yticks(range(len(names)), labels, fontsize=7)
     ax.set_ylim(len(names) - 0.5, -0.5)
     ax.grid(axis="x", alpha=0.3)
+
+
+def _far_limit(values: list[float]) -> float:
+    """Above this an estimate is far from the others (Tukey's far-out fence, the quartiles plus 3 interquartile
+    ranges, at least 0.5 wide): a group whose seeds mostly sit at the cutoff would otherwise set the panel's range."""
+    if len(values) < 4:
+        return float("inf")
+    q1, q3 = np.percentile(values, [25, 75])
+    return float(q3 + 3 * max(q3 - q1, 0.5))
 
 
 def interval_figures(analysis, sections: dict, out_dir: Path, fmt: str = "png") -> dict[str, Path]:
@@ -423,7 +435,7 @@ def interval_figures(analysis, sections: dict, out_dir: Path, fmt: str = "png") 
             fig.suptitle(
                 f"{metric}: each seed a dot, the estimate a bar (IQM at {stats.MIN_SEEDS}+ seeds, else the "
                 "median) with its 95 % interval where there is one; the dashed line: the baseline; far "
-                "seeds at the right edge, their values noted",
+                "seeds and far estimates at the right edge, their values noted",
                 fontsize=8,
             )
             fig.tight_layout()
