@@ -215,3 +215,18 @@ def test_the_start_lines_name_the_run_directory_and_how_to_end_a_run(tmp_path, m
     assert "training.max_minutes=N" in lines[2]
     assert len(console.start_lines("/elsewhere/run", max_frames=0, max_minutes=15)) == 2  # it has an end
     assert console.start_lines("/elsewhere/run", 100, 0)[0] == "run directory: /elsewhere/run"
+
+
+def test_a_run_that_ignores_ctrl_c_says_how_else_to_stop_it(monkeypatch):
+    """Started with ``&`` by a script, a run inherits SIGINT ignored: its start lines name SIGTERM and its pid."""
+    ignored = {signal.SIGINT: signal.SIG_IGN}
+    monkeypatch.setattr(console.signal, "getsignal", lambda signum: ignored.get(signum, signal.SIG_DFL))
+    unbounded = console.start_lines("/elsewhere/run", max_frames=0, max_minutes=0)
+    assert f"until kill -TERM {os.getpid()}, which saves a checkpoint" in unbounded[2] and "Ctrl-C" not in unbounded[2]
+    bounded = console.start_lines("/elsewhere/run", max_frames=0, max_minutes=15)
+    assert (
+        bounded[2]
+        == f"Ctrl-C is ignored here (started in the background): kill -TERM {os.getpid()} stops it with a checkpoint"
+    )
+    ignored.clear()
+    assert len(console.start_lines("/elsewhere/run", max_frames=0, max_minutes=15)) == 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -173,14 +174,19 @@ class ProgressBar:
 
 def start_lines(run_dir: str | Path, max_frames: int, max_minutes: float) -> list[str]:
     """What a run says before its first frame: where it is written, how to watch it, and, for a run without a
-    limit, how to give it one (its bar then has an ETA)."""
+    limit, how to give it one (its bar then has an ETA). A run that ignores Ctrl-C (started with ``&`` by a shell
+    without job control, which ignores SIGINT for it) says how else to stop it with a checkpoint."""
     shown = _shown_path(Path(run_dir))
     lines = [f"run directory: {shown}", f"watch it with:  tensorboard --logdir {shown}"]
+    takes_ctrl_c = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    stop = "Ctrl-C" if takes_ctrl_c else f"kill -TERM {os.getpid()}"
     if not max_frames and not max_minutes:
         lines.append(
-            "no end is set: the run trains until Ctrl-C, which saves a checkpoint; training.max_minutes=N "
+            f"no end is set: the run trains until {stop}, which saves a checkpoint; training.max_minutes=N "
             "(or training.max_frames=N) gives it an end and its progress bar an ETA"
         )
+    elif not takes_ctrl_c:
+        lines.append(f"Ctrl-C is ignored here (started in the background): {stop} stops it with a checkpoint")
     return lines
 
 
