@@ -33,12 +33,13 @@ def test_the_example_sweep_composes_every_job(runs_yaml, tmp_path):
     sweeps = commands(spec["description"], "tmexp.train")
     assert sweeps, f"{runs_yaml} gives no python -m tmexp.train command to reproduce it"
     groups = sum(len(r.get("paths", [r.get("path")])) for r in spec["runs"])
+    jobs = 0
     for argv in sweeps:
         assert "--multirun" in argv
-        # every job composes and passes the checks; the sweep directory moves to a temporary one. A study under
-        # way lists the runs it has so far: its sweep has at least as many jobs.
-        jobs = precheck(argv + [f"hydra.sweep.dir={tmp_path}"])
-        assert jobs == groups if "under way" not in spec["description"] else jobs >= groups
+        # every job composes and passes the checks; the sweep directory moves to a temporary one
+        jobs += precheck(argv + [f"hydra.sweep.dir={tmp_path}"])
+    # the commands together make every listed run; a study under way lists the runs it has so far
+    assert jobs == groups if "under way" not in spec["description"] else jobs >= groups
     report = commands(spec["description"], "tmexp.report")
     assert len(report) == 1 and report[0][0] == str(runs_yaml.parent.relative_to(ROOT))
     assert set(report[0][1:]) <= {"--export"}
