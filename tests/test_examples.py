@@ -1,4 +1,6 @@
-"""The worked examples' commands work as written: the sweep in each experiments/*/runs.yaml composes and checks."""
+"""The worked examples' commands work as written: the sweep in each experiments/*/runs.yaml composes and checks, and
+its commands together make every run it lists (a grid sweep's jobs and the learning benchmark's seeds; a search's
+trials are not a study's runs)."""
 
 import shlex
 from pathlib import Path
@@ -6,6 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tmexp.bench import learning
+from tmexp.compose import compose_config
+from tmexp.launch import search
 from tmexp.train import precheck
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +28,25 @@ def commands(text: str, program: str) -> list[list[str]]:
     return out
 
 
+def is_search(argv: list[str]) -> bool:
+    """Whether a ``--multirun`` command line is a search (its sweeper draws trials) rather than a grid."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    return search.is_search(compose_config(fixed, return_hydra_config=True).hydra.sweeper)
+
+
+def learning_runs(argv: list[str], tmp_path: Path) -> int:
+    """Check every run of a ``python -m tmexp.bench learning`` command as the benchmark does before training (its
+    ``--out`` moved to a temporary directory); return how many runs it makes."""
+    assert argv[0] == "learning"
+    args = learning.parse_args(argv[1:])
+    assert args.runs is None and args.out is not None, "a study's learning runs go to a named --out"
+    learning.check_runs(args.seed_list, args.minutes, tmp_path / args.out, args.overrides)
+    return len(args.seed_list)
+
+
 def test_there_is_a_worked_example():
     assert any(p.parent.name == "btr_A01_sim" for p in EXAMPLES)
 
@@ -37,7 +61,10 @@ def test_the_example_sweep_composes_every_job(runs_yaml, tmp_path):
     for argv in sweeps:
         assert "--multirun" in argv
         # every job composes and passes the checks; the sweep directory moves to a temporary one
-        jobs += precheck(argv + [f"hydra.sweep.dir={tmp_path}"])
+        checked = precheck(argv + [f"hydra.sweep.dir={tmp_path}"])
+        jobs += 0 if is_search(argv) else checked
+    for argv in commands(spec["description"], "tmexp.bench"):
+        jobs += learning_runs(argv, tmp_path)
     # the commands together make every listed run; a study under way lists the runs it has so far
     assert jobs == groups if "under way" not in spec["description"] else jobs >= groups
     report = commands(spec["description"], "tmexp.report")

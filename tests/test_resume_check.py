@@ -48,7 +48,7 @@ def run_dir(finished_run, tmp_path) -> Path:
     [
         ("env.n_zone_centers_in_inputs=16", "env.n_zone_centers_in_inputs (40 there, 16 here)"),
         ("env.n_prev_actions_in_inputs=2", "env.n_prev_actions_in_inputs (5 there, 2 here)"),
-        ("training.n_steps=5", "training.n_steps (3 there, 5 here)"),
+        ("training.n_steps=1", "training.n_steps (5 there, 1 here)"),
     ],
 )
 def test_a_key_that_changes_a_shape_or_the_replays_meaning_is_refused(run_dir, override, key):
@@ -60,10 +60,10 @@ def test_a_key_that_changes_a_shape_or_the_replays_meaning_is_refused(run_dir, o
 def test_the_check_compares_with_the_checkpoint_not_a_config_file_written_since(run_dir):
     # an earlier mismatched start could have rewritten it (it no longer can): the checkpoint's own keys decide
     (run_dir / "config_resolved.yaml").write_text(
-        (run_dir / "config_resolved.yaml").read_text().replace("n_steps: 3", "n_steps: 5")
+        (run_dir / "config_resolved.yaml").read_text().replace("n_steps: 5", "n_steps: 1")
     )
     with pytest.raises(ConfigError, match="training.n_steps"):
-        precheck([*SMOKE, "training.n_steps=5", f"hydra.run.dir={run_dir}"])
+        precheck([*SMOKE, "training.n_steps=1", f"hydra.run.dir={run_dir}"])
 
 
 def test_a_mismatched_start_is_one_line_exit_2_and_leaves_the_config_as_written(run_dir):
@@ -83,7 +83,7 @@ def test_a_mismatched_start_is_one_line_exit_2_and_leaves_the_config_as_written(
 
 
 def test_a_mismatch_is_never_retried_and_writes_nothing(run_dir):
-    cfg = compose_config([*SMOKE, "training.n_steps=5", "performance.max_retries=3"])
+    cfg = compose_config([*SMOKE, "training.n_steps=1", "performance.max_retries=3"])
     before = rundir.read_status(run_dir)
     with pytest.raises(ResumeMismatch, match="training.n_steps"):
         train(cfg, run_dir)
