@@ -31,8 +31,10 @@ def _in_effect(key: str, value, frames: int):
     return value
 
 
-def _arm(label: str) -> list[dict]:
-    return [run["config"] for path, run in exported_runs(STUDY).items() if path.split("/")[1] == label]
+def _arm(label: str) -> dict[int, dict]:
+    """One arm's exported runs, by seed (runs/<label>/seed<N>)."""
+    runs = exported_runs(STUDY).items()
+    return {run["config"]["seed"]: run for path, run in runs if path.split("/")[1] == label}
 
 
 def test_every_confirmation_run_finished_and_is_exported():
@@ -48,29 +50,25 @@ def test_the_searched_arm_ran_the_best_trial_of_the_committed_study(tmp_path):
     assert best.value == min(t.value for t in study.trials if t.state.name == "COMPLETE")
     params = {key.removeprefix("training."): yaml.safe_load(str(v)) for key, v in best.params.items()}
     assert len(params) == 6
-    for config in _arm("searched"):
-        assert {k: config["training"][k] for k in params} == params  # as the trial had them
+    for run in _arm("searched").values():
+        assert {k: run["config"]["training"][k] for k in params} == params  # as the trial had them
     # the search was centred on the default of its day: each choice lists it second
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     space = yaml.safe_load(SEARCH.read_text())["hydra"]["sweeper"]["params"]
     parser = OverridesParser.create()
     centre = {k.removeprefix("training."): parser.parse_override(f"{k}={v}").value().list[1] for k, v in space.items()}
-    for path, run in exported_runs(STUDY).items():
-        if path.split("/")[1] == "default":
-            frames = run["status"]["frames"]
-            assert {k: _in_effect(k, run["config"]["training"][k], frames) for k in params} == centre
+    for run in _arm("default").values():
+        frames = run["status"]["frames"]
+        assert {k: _in_effect(k, run["config"]["training"][k], frames) for k in params} == centre
 
 
 def test_the_arms_differ_only_in_the_searched_settings_and_the_seed():
-    runs = exported_runs(STUDY)
-    searched = {run["config"]["seed"]: run["config"] for path, run in runs.items() if "/searched/" in path}
+    searched = _arm("searched")
     changed = {"min_replay_ratio", "n_steps"}  # the best trial's settings that are not the default's
-    for path, run in runs.items():
-        if "/default/" not in path:
-            continue
-        default, frames = run["config"], max(run["status"]["frames"], 10**6)
-        other = searched[default["seed"]]
+    for seed, run in _arm("default").items():
+        default, other = run["config"], searched[seed]["config"]
+        frames = max(run["status"]["frames"], searched[seed]["status"]["frames"])  # schedules as either run saw them
         for group in ("nn", "btr", "training", "memory", "exploration", "rewards", "env"):
             differs = {
                 k
